@@ -1,0 +1,317 @@
+"""Local runner: real Apache Kafka (KRaft), PostgreSQL and an SMTP server, no Docker needed.
+
+    python deploy/local/stack.py start|stop|status|env
+
+Idempotent: ``start`` starts what is not running, ``stop`` stops what is. Everything lives in
+the state directory (``SAIS_STATE_DIR``, default ``<repo>/.state``): data, logs, pid files,
+the dev PKI and received mail. Kafka's jars are fetched once with Maven into
+``~/.cache/sais/kafka-<version>``. Servers listen on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+KAFKA_VERSION = "3.9.1"
+
+
+@dataclass(frozen=True)
+class Layout:
+    state: Path
+    kafka_port: int = int(os.environ.get("SAIS_LOCAL_KAFKA_PORT", "19092"))
+    pg_port: int = int(os.environ.get("SAIS_LOCAL_PG_PORT", "15432"))
+    smtp_port: int = int(os.environ.get("SAIS_LOCAL_SMTP_PORT", "10025"))
+
+    @property
+    def kafka_libs(self) -> Path:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        return cache / "sais" / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    def pidfile(self, name: str) -> Path:
+        return self.state / "run" / f"{name}.pid"
+
+    def log(self, name: str) -> Path:
+        return self.state / "logs" / f"{name}.log"
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def maildir(self) -> Path:
+        return self.state / "mail"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.state / "pg" / "data"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SAIS_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
+            "SAIS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.pg_port}/sais",
+            "SAIS_KEK_FILE": str(self.pki / "kek.b64"),
+            "SAIS_DELIVERY_SMTP_HOST": "127.0.0.1",
+            "SAIS_DELIVERY_SMTP_PORT": str(self.smtp_port),
+            "SAIS_DELIVERY_SMTP_CA_FILE": str(self.pki / "ca.pem"),
+            "SAIS_DELIVERY_SENDER_CERT": str(self.pki / "sender.pem"),
+            "SAIS_DELIVERY_SENDER_KEY": str(self.pki / "sender.key"),
+            "SAIS_DELIVERY_RECIPIENT_CERT": str(self.pki / "recipient.pem"),
+            "SAIS_LOCAL_MAILDIR": str(self.maildir),
+            "SAIS_LOCAL_PKI": str(self.pki),
+        }
+
+
+def layout() -> Layout:
+    return Layout(Path(os.environ.get("SAIS_STATE_DIR", REPO / ".state")).resolve())
+
+
+def say(msg: str) -> None:
+    print(f"[stack] {msg}", flush=True)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_port(port: int, what: str, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise SystemExit(f"[stack] {what} did not open 127.0.0.1:{port} within {timeout:.0f}s\n{tail}")
+
+
+def pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def spawn(lay: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    lay.log(name).parent.mkdir(parents=True, exist_ok=True)
+    lay.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
+    with open(lay.log(name), "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    lay.pidfile(name).write_text(str(proc.pid))
+
+
+def kill(lay: Layout, name: str, timeout: float = 20) -> None:
+    pid = pid_alive(lay.pidfile(name))
+    if pid is None:
+        lay.pidfile(name).unlink(missing_ok=True)
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(lay.pidfile(name)):
+        time.sleep(0.2)
+    if pid_alive(lay.pidfile(name)):
+        os.killpg(pid, signal.SIGKILL)
+    lay.pidfile(name).unlink(missing_ok=True)
+    say(f"{name} stopped")
+
+
+# --- Kafka -------------------------------------------------------------------------------
+
+def fetch_kafka(lay: Layout) -> None:
+    if lay.kafka_libs.exists() and any(lay.kafka_libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        return
+    if not shutil.which("mvn") or not shutil.which("java"):
+        raise SystemExit("[stack] Java 17 and Maven are needed to fetch and run Apache Kafka")
+    say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once)")
+    tmp = lay.kafka_libs.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(HERE / "kafka" / "pom.xml"), "dependency:copy-dependencies",
+         f"-DoutputDirectory={tmp}"],
+        check=True,
+    )
+    tmp.rename(lay.kafka_libs)
+
+
+def start_kafka(lay: Layout) -> None:
+    if pid_alive(lay.pidfile("kafka")):
+        return
+    fetch_kafka(lay)
+    data = lay.state / "kafka" / "data"
+    props = lay.state / "kafka" / "server.properties"
+    props.parent.mkdir(parents=True, exist_ok=True)
+    props.write_text("\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{lay.kafka_port + 1}",
+        f"listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_port + 1}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"log.dirs={data}",
+        "num.partitions=3",
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=10",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=5",
+        "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=true",
+        "",
+    ]))
+    cp = f"{lay.kafka_libs}/*"
+    java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}", "-cp", cp]
+    if not (data / "meta.properties").exists():
+        cluster = subprocess.run(java + ["kafka.tools.StorageTool", "random-uuid"],
+                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)],
+                       check=True, capture_output=True)
+    say(f"starting Apache Kafka {KAFKA_VERSION} (KRaft) on 127.0.0.1:{lay.kafka_port}")
+    spawn(lay, "kafka", java + ["kafka.Kafka", str(props)])
+    wait_port(lay.kafka_port, "Kafka", 90, lay.log("kafka"))
+
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+def pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        if os.geteuid() != 0:
+            raise SystemExit("[stack] PostgreSQL is not installed: apt-get install postgresql")
+        say("installing PostgreSQL from Debian (apt-get)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent
+
+
+def as_pg_user(argv: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root: run them as the postgres system user.
+    return ["runuser", "-u", "postgres", "--"] + argv if os.geteuid() == 0 else argv
+
+
+def start_postgres(lay: Layout) -> None:
+    if port_open(lay.pg_port) and (lay.pgdata / "postmaster.pid").exists():
+        return
+    bindir = pg_bin()
+    pgroot = lay.pgdata.parent
+    if not (lay.pgdata / "PG_VERSION").exists():
+        pgroot.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(pgroot, "postgres", "postgres")
+        say("initialising a throwaway PostgreSQL cluster")
+        subprocess.run(as_pg_user([str(bindir / "initdb"), "-D", str(lay.pgdata), "-U", "postgres",
+                                   "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                       check=True, capture_output=True)
+    sock = pgroot / "sock"
+    sock.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(sock, "postgres", "postgres")
+    log = pgroot / "postgres.log"
+    say(f"starting PostgreSQL on 127.0.0.1:{lay.pg_port}")
+    opts = (f"-p {lay.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB")
+    subprocess.run(as_pg_user([str(bindir / "pg_ctl"), "-D", str(lay.pgdata), "-l", str(log), "-o", opts,
+                               "-w", "-t", "60", "start"]), check=True, capture_output=True)
+    psql = ["psql", "-h", "127.0.0.1", "-p", str(lay.pg_port), "-U", "postgres", "-tAc"]
+    exists = subprocess.run(psql + ["SELECT 1 FROM pg_database WHERE datname='sais'"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if not exists:
+        subprocess.run(psql + ["CREATE DATABASE sais"], check=True, capture_output=True)
+
+
+def stop_postgres(lay: Layout) -> None:
+    if not (lay.pgdata / "postmaster.pid").exists():
+        return
+    subprocess.run(as_pg_user([str(pg_bin() / "pg_ctl"), "-D", str(lay.pgdata), "-m", "fast", "-w", "stop"]),
+                   capture_output=True)
+    say("PostgreSQL stopped")
+
+
+# --- SMTP --------------------------------------------------------------------------------
+
+def start_smtp(lay: Layout) -> None:
+    if pid_alive(lay.pidfile("smtpd")):
+        return
+    say(f"starting SMTP server (STARTTLS required) on 127.0.0.1:{lay.smtp_port}")
+    spawn(lay, "smtpd", [sys.executable, str(HERE / "smtpd.py"), "--port", str(lay.smtp_port),
+                         "--cert", str(lay.pki / "smtp-server.pem"), "--key", str(lay.pki / "smtp-server.key"),
+                         "--maildir", str(lay.maildir)])
+    wait_port(lay.smtp_port, "SMTP server", 30, lay.log("smtpd"))
+
+
+# --- commands ----------------------------------------------------------------------------
+
+def start(lay: Layout) -> None:
+    from sais_shared.devpki import ensure_dev_pki
+
+    lay.state.mkdir(parents=True, exist_ok=True)
+    ensure_dev_pki(lay.pki)
+    start_postgres(lay)
+    start_kafka(lay)
+    start_smtp(lay)
+    (lay.state / "env.json").write_text(json.dumps(lay.env(), indent=2))
+    say("stack is up")
+
+
+def stop(lay: Layout) -> None:
+    kill(lay, "smtpd")
+    kill(lay, "kafka", timeout=30)
+    stop_postgres(lay)
+
+
+def status(lay: Layout) -> int:
+    rows = {
+        "kafka": port_open(lay.kafka_port) and bool(pid_alive(lay.pidfile("kafka"))),
+        "postgres": port_open(lay.pg_port),
+        "smtpd": port_open(lay.smtp_port) and bool(pid_alive(lay.pidfile("smtpd"))),
+    }
+    for name, up in rows.items():
+        print(f"{name:9} {'up' if up else 'down'}")
+    return 0 if all(rows.values()) else 3
+
+
+def main(argv: list[str]) -> int:
+    lay = layout()
+    cmd = argv[0] if argv else "status"
+    if cmd == "start":
+        start(lay)
+    elif cmd == "stop":
+        stop(lay)
+    elif cmd == "status":
+        return status(lay)
+    elif cmd == "env":
+        for k, v in lay.env().items():
+            print(f"export {k}={v}")
+    elif cmd == "reset":
+        stop(lay)
+        shutil.rmtree(lay.state, ignore_errors=True)
+        say(f"removed {lay.state}")
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+"""Envelope encryption: AES-256-GCM data keys, one per extract, wrapped by a key-encryption key.
+
+Personal fields travel in Kafka and rest in PostgreSQL only as :class:`Sealed` blobs under a
+data key. Retention destroys the wrapped data key, which makes every copy of those blobs
+unreadable wherever it is (crypto-shredding). Nothing here does I/O; the key store adapter
+(:mod:`sais_shared.keystore`) persists wrapped keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import unicodedata
+from dataclasses import dataclass
+from typing import TypeVar
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigurationError, SaisError
+
+
+class DecryptionError(SaisError):
+    """A sealed value could not be opened: wrong key, wrong context or tampered bytes."""
+
+
+class Sealed(BaseModel):
+    """A value encrypted under a data key; the key id says which one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: UUID = Field(description="Data key that encrypts this value (one per extract)")
+    nonce: str = Field(description="base64 96-bit AES-GCM nonce")
+    ciphertext: str = Field(description="base64 AES-256-GCM ciphertext with tag")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    key_id: UUID
+    secret: bytes
+
+    def __repr__(self) -> str:  # never print key material
+        return f"DataKey(key_id={self.key_id})"
+
+    @classmethod
+    def generate(cls, key_id: UUID) -> DataKey:
+        return cls(key_id, AESGCM.generate_key(bit_length=256))
+
+    def seal(self, plaintext: bytes, context: bytes) -> Sealed:
+        nonce = os.urandom(12)
+        ct = AESGCM(self.secret).encrypt(nonce, plaintext, context)
+        return Sealed(
+            key_id=self.key_id,
+            nonce=base64.b64encode(nonce).decode(),
+            ciphertext=base64.b64encode(ct).decode(),
+        )
+
+    def open(self, sealed: Sealed, context: bytes) -> bytes:
+        if sealed.key_id != self.key_id:
+            raise DecryptionError(f"value sealed under {sealed.key_id}, not {self.key_id}")
+        try:
+            return AESGCM(self.secret).decrypt(
+                base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), context
+            )
+        except (InvalidTag, ValueError):
+            raise DecryptionError(f"cannot open value under key {self.key_id}") from None
+
+    def seal_model(self, model: BaseModel, context: bytes) -> Sealed:
+        return self.seal(model.model_dump_json().encode(), context)
+
+    def open_model(self, sealed: Sealed, cls: type[M], context: bytes) -> M:
+        return cls.model_validate_json(self.open(sealed, context))
+
+
+class KeyEncryptionKey:
+    """Wraps and unwraps data keys; derives the blind-index key. Fails fast without its key."""
+
+    def __init__(self, secret: bytes, kek_id: str = "kek-1") -> None:
+        if len(secret) != 32:
+            raise ConfigurationError("the key-encryption key must be 32 bytes")
+        self._aead = AESGCM(secret)
+        self.kek_id = kek_id
+        self._index_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"sais blind index v1"
+        ).derive(secret)
+
+    def __repr__(self) -> str:
+        return f"KeyEncryptionKey(kek_id={self.kek_id!r})"
+
+    def wrap(self, key: DataKey) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, key.secret, b"sais-data-key:" + key.key_id.bytes)
+
+    def unwrap(self, key_id: UUID, wrapped: bytes) -> DataKey:
+        try:
+            secret = self._aead.decrypt(wrapped[:12], wrapped[12:], b"sais-data-key:" + key_id.bytes)
+        except InvalidTag:
+            raise DecryptionError(
+                f"data key {key_id} does not unwrap with {self.kek_id}: wrong key-encryption key?"
+            ) from None
+        return DataKey(key_id, secret)
+
+    def blind_index(self, *parts: str) -> str:
+        """A keyed hash of normalised identifying values: equal inputs, equal index; not reversible."""
+        msg = "\x1f".join(normalise_for_matching(p) for p in parts).encode()
+        return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def normalise_for_matching(value: str) -> str:
+    """Case, accents, spacing, hyphens and apostrophes folded: ``O'Brien-Núñez`` → ``obriennunez``."""
+    decomposed = unicodedata.normalize("NFKD", value)
+    return "".join(c for c in decomposed if c.isalnum()).casefold()

@@ -1,0 +1,121 @@
+"""Development PKI: a throwaway CA, an SMTP server certificate, S/MIME certificates for the
+LA sender and the SAIS recipient, and a key-encryption key. For demos and tests only; production
+certificates and keys come from the organisations' own PKI and are mounted as files.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class DevPki:
+    root: Path
+
+    ca_cert = property(lambda self: self.root / "ca.pem")
+    smtp_cert = property(lambda self: self.root / "smtp-server.pem")
+    smtp_key = property(lambda self: self.root / "smtp-server.key")
+    sender_cert = property(lambda self: self.root / "sender.pem")
+    sender_key = property(lambda self: self.root / "sender.key")
+    recipient_cert = property(lambda self: self.root / "recipient.pem")
+    recipient_key = property(lambda self: self.root / "recipient.key")
+    kek = property(lambda self: self.root / "kek.b64")
+
+
+SENDER_EMAIL = "insight@warwickshire.gov.uk"
+RECIPIENT_EMAIL = "ann.curzons@nhs.net"
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    path.chmod(0o600)
+
+
+def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, email=None, dns=None,
+          not_before: datetime | None = None):
+    now = not_before or datetime.now(UTC) - timedelta(days=1)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False), critical=True)
+    else:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=bool(email),
+                          key_cert_sign=False, crl_sign=False, data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False), critical=True)
+    sans: list[x509.GeneralName] = []
+    if email:
+        sans.append(x509.RFC822Name(email))
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+    if dns:
+        sans += [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def issue_email_cert(ca_cert_path: Path, ca_key_path: Path, email: str, out_cert: Path, out_key: Path,
+                     *, days: int = 825, not_before: datetime | None = None) -> None:
+    """An S/MIME certificate for ``email`` signed by the dev CA (tests use it for expired certs too)."""
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    key = _key()
+    cert = _cert(email, key, ca_cert, ca_key, email=email, days=days, not_before=not_before)
+    _write_key(out_key, key)
+    out_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def ensure_dev_pki(root: Path) -> DevPki:
+    """Create the dev PKI under ``root`` unless it is already there."""
+    pki = DevPki(root)
+    if pki.kek.exists() and pki.recipient_cert.exists():
+        return pki
+    root.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca = _cert("SAIS datashare dev CA", ca_key, None, None, ca=True, days=3650)
+    pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    _write_key(root / "ca.key", ca_key)
+    for cert_path, key_path, kwargs in (
+        (pki.smtp_cert, pki.smtp_key, {"dns": ["localhost"]}),
+        (pki.sender_cert, pki.sender_key, {"email": SENDER_EMAIL}),
+        (pki.recipient_cert, pki.recipient_key, {"email": RECIPIENT_EMAIL}),
+    ):
+        key = _key()
+        cn = kwargs.get("email") or "localhost"
+        cert = _cert(cn, key, ca, ca_key, **kwargs)
+        _write_key(key_path, key)
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki.kek.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    pki.kek.chmod(0o600)
+    return pki

@@ -1,0 +1,209 @@
+"""Event contracts, version 1. One module, one place: every topic's payload is defined here.
+
+Personal data (names, date of birth, address, postcode) is never a plain field: it travels as a
+:class:`~sais_shared.crypto.Sealed` blob under the data key of the extract it came from. Each
+event carries a deterministic ``event_id``, so a consumer that sees it twice treats the second
+copy as done.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .crypto import Sealed
+
+Source = Literal[
+    "summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"
+]
+SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
+Gender = Literal["M", "F", "U"]
+YearGroup = Annotated[
+    str,
+    Field(
+        pattern=r"^(N1|N2|R|[1-9]|1[0-4])$",
+        description="National curriculum year: N1, N2, R, 1..14",
+        examples=["R", "3", "8"],
+    ),
+]
+DfENumber = Annotated[
+    str, Field(pattern=r"^\d{7}$", description="LAESTAB: LA (3) + establishment (4)", examples=["9372001"])
+]
+
+_NS = uuid5(NAMESPACE_URL, "urn:sais-datashare")
+
+
+def stable_id(*parts: object) -> UUID:
+    """A deterministic id from its parts: the same input always yields the same event id."""
+    return uuid5(_NS, "/".join(str(p) for p in parts))
+
+
+class PupilPersonal(BaseModel):
+    """The personal fields of one pupil (ISP §6.1). Only ever serialised inside a Sealed blob."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    surname: str
+    forename: str
+    date_of_birth: date
+    address_lines: list[str]
+    postcode: str
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: UUID = Field(description="Deterministic id; a repeat is the same event")
+    occurred_at: datetime
+
+
+class PupilRecorded(Event):
+    """One accepted pupil row of an extract, minimised to the ISP §6.1 fields."""
+
+    type: Literal["pupil-recorded"] = "pupil-recorded"
+    extract_id: UUID
+    record_id: UUID = Field(description="Stable id of this row within its extract")
+    source: Source
+    reference_date: date = Field(description="Census day or admissions offer date")
+    row_number: int = Field(description="Row as the spreadsheet shows it (header is row 1)")
+    originator: str = Field(description="Organisation that supplied the data (ISP §8.4)")
+    protocol_version: str
+    school_dfe: DfENumber
+    school_name: str
+    year_group: YearGroup = Field(description="Year group as recorded by the source")
+    gender: Gender
+    match_key: str = Field(description="Keyed blind index of forename+surname+date of birth")
+    personal: Sealed
+
+    def aad(self) -> bytes:
+        return f"pupil:{self.extract_id}:{self.record_id}".encode()
+
+
+class ExtractCompleted(Event):
+    """An extract was fully ingested; counts always add up: rows_in = accepted+rejected+out_of_scope."""
+
+    type: Literal["extract-completed"] = "extract-completed"
+    extract_id: UUID
+    source: Source
+    reference_date: date
+    target_academic_year: str = Field(examples=["2017/18"])
+    content_sha256: str
+    rows_in: int
+    accepted: int
+    rejected: int
+    out_of_scope: int
+    warnings: int
+    supersedes: UUID | None = Field(
+        None, description="Earlier extract this replacement dataset replaces (ISP §9.6)"
+    )
+    key_id: UUID
+    originator: str
+    protocol_version: str
+    ingested_by: str
+
+
+class RowRejected(Event):
+    """A row that could not be accepted, with the exact field and reason. Holds no row values."""
+
+    type: Literal["row-rejected"] = "row-rejected"
+    extract_id: UUID
+    source: Source
+    row_number: int
+    field: str
+    code: str = Field(examples=["postcode.format"])
+    reason: str
+
+
+class CohortMemberAdded(Event):
+    """A pupil is (or, on ``change='updated'``, still is) in a programme's cohort."""
+
+    type: Literal["cohort-member-added"] = "cohort-member-added"
+    change: Literal["added", "updated"] = "added"
+    academic_year: str = Field(examples=["2017/18"])
+    programme: str = Field(examples=["hpv"])
+    dose: int | None = None
+    pupil_id: UUID
+    school_dfe: DfENumber
+    school_name: str
+    year_group: YearGroup = Field(description="Year group in the target academic year")
+    gender: Gender
+    source: Source
+    reference_date: date
+    extract_ids: list[UUID] = Field(description="Lineage: the extracts this record came from")
+    revision: int = Field(description="Per-pupil revision; higher wins")
+    personal: Sealed
+
+    def aad(self) -> bytes:
+        return f"cohort:{self.academic_year}:{self.pupil_id}".encode()
+
+
+class CohortMemberWithdrawn(Event):
+    """A pupil left a programme's cohort (replacement dataset, §9.6)."""
+
+    type: Literal["cohort-member-withdrawn"] = "cohort-member-withdrawn"
+    academic_year: str
+    programme: str
+    dose: int | None = None
+    pupil_id: UUID
+    reason: str
+    revision: int
+
+
+CohortEvent = Annotated[CohortMemberAdded | CohortMemberWithdrawn, Field(discriminator="type")]
+cohort_event_adapter: TypeAdapter[CohortMemberAdded | CohortMemberWithdrawn] = TypeAdapter(CohortEvent)
+
+
+class DeliveredFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    sha256: str
+    rows: int
+
+
+class DeliveryCompleted(Event):
+    """A batch was accepted by the recipient's mail server."""
+
+    type: Literal["delivery-completed"] = "delivery-completed"
+    batch_id: UUID
+    window: str
+    academic_year: str
+    programmes: dict[str, int] = Field(description="Cohort records sent per programme")
+    recipient: str
+    message_id: str
+    transferred_at: datetime
+    delete_by: date = Field(description="Transfer date + retention period (ISP §11.1)")
+    files: list[DeliveredFile]
+    extract_ids: list[UUID]
+    key_ids: list[UUID]
+    protocol_version: str
+    replaces_batch: UUID | None = None
+
+
+class DeletionCompleted(Event):
+    """A deletion certificate: what was destroyed, when, under which rule. No personal data."""
+
+    type: Literal["deletion-completed"] = "deletion-completed"
+    certificate_id: UUID
+    rule: str = Field(examples=["isp-11.1-transfer-plus-3-months"])
+    subject: str = Field(description="What the deletion was for, e.g. batch:<id>")
+    due_at: date
+    executed_at: datetime
+    key_ids_destroyed: list[UUID]
+    rows_deleted: dict[str, int]
+    protocol_version: str
+
+
+class DeadLetter(Event):
+    """A message no consumer can process. Refers to the original by position; never copies it."""
+
+    type: Literal["dead-letter"] = "dead-letter"
+    consumer_group: str
+    original_topic: str
+    partition: int
+    offset: int
+    value_sha256: str
+    reason: str

@@ -1,0 +1,194 @@
+"""Kafka plumbing shared by the services: broker factory, topic creation, batch publishing and
+the at-least-once batch consumer with a dead-letter path.
+
+Delivery semantics: producers are idempotent (acks=all); consumers never auto-commit — a batch's
+offsets are committed only after its handler returned, i.e. after its effects are durable.
+A handler that raises is treated as transient: the batch is rewound and redelivered after a
+pause. A message that cannot be parsed is permanent: a :class:`DeadLetter` pointing at it is
+published and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy, Context
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import BaseModel, ValidationError
+
+from .errors import InvalidMessageError
+from .events import DeadLetter, Event, stable_id
+from .settings import CommonSettings
+from .topics import Topics
+
+log = structlog.get_logger("sais.kafka")
+E = TypeVar("E", bound=Event)
+
+TRANSIENT_RETRY_PAUSE_S = 2.0
+
+
+def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        logger=structlog.get_logger(f"sais.{client_id}.faststream"),
+        log_level=10,
+    )
+
+
+async def ensure_topics(settings: CommonSettings, topics: Topics | None = None) -> None:
+    """Create every topic of the product (idempotent), with the backstop retention."""
+    topics = topics or Topics(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        retention_ms = str(settings.topic_retention_days * 24 * 3600 * 1000)
+        new = [
+            NewTopic(
+                name=t,
+                num_partitions=settings.topic_partitions,
+                replication_factor=1,
+                topic_configs={"retention.ms": retention_ms},
+            )
+            for t in topics.all()
+            if t not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def publish_many(
+    publisher: Any, items: Iterable[tuple[bytes | None, BaseModel]], *, window: int = 2000
+) -> int:
+    """Publish without waiting per message, confirming every ``window`` messages; returns count."""
+    pending: list[asyncio.Future] = []
+    n = 0
+    for key, event in items:
+        pending.append(await publisher.publish(event, key=key, no_confirm=True))
+        n += 1
+        if len(pending) >= window:
+            await asyncio.gather(*pending)
+            pending.clear()
+    if pending:
+        await asyncio.gather(*pending)
+    return n
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Where and what, without the offending value (it may be personal data)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _no_decode(msg: Any) -> None:
+    # We parse record values ourselves so that one bad record cannot fail its whole batch.
+    return None
+
+
+def batch_consumer(
+    broker: KafkaBroker,
+    *,
+    topic: str,
+    group_id: str,
+    parse: Callable[[bytes], E],
+    handle: Callable[[list[E]], Awaitable[None]],
+    dead_letter_topic: str,
+    max_records: int = 1000,
+    title: str | None = None,
+    description: str | None = None,
+) -> Any:
+    """Register an at-least-once batch subscriber: parse → DLQ or handle → commit."""
+    dlq = broker.publisher(
+        dead_letter_topic,
+        title=f"{dead_letter_topic}:publish",
+        schema=DeadLetter,
+        description="Messages no consumer can process, by position; never a copy of the value",
+    )
+    logger = log.bind(topic=topic, group_id=group_id)
+
+    @broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=200,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        isolation_level="read_committed",
+        decoder=_no_decode,
+        title=title or f"{topic}:{group_id}",
+        description=description,
+    )
+    async def consume(message: KafkaMessage = Context("message")) -> None:
+        records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
+        events: list[E] = []
+        for rec in records:
+            try:
+                events.append(parse(rec.value))
+            except ValidationError as exc:
+                await _dead_letter(dlq, group_id, rec, describe_validation_error(exc))
+            except (InvalidMessageError, ValueError, TypeError) as exc:
+                await _dead_letter(dlq, group_id, rec, f"{type(exc).__name__}: unparseable")
+        if not events:
+            return
+        try:
+            await handle(events)
+        except InvalidMessageError:
+            raise
+        except Exception as exc:
+            logger.warning(
+                "batch.retry", error=type(exc).__name__, records=len(records), pause_s=TRANSIENT_RETRY_PAUSE_S
+            )
+            await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+            raise
+        logger.debug("batch.done", records=len(records), events=len(events))
+
+    return consume
+
+
+async def _dead_letter(dlq: Any, group_id: str, rec: Any, reason: str) -> None:
+    value = rec.value or b""
+    event = DeadLetter(
+        event_id=stable_id("dlq", group_id, rec.topic, rec.partition, rec.offset),
+        occurred_at=datetime.now(UTC),
+        consumer_group=group_id,
+        original_topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        value_sha256=hashlib.sha256(value).hexdigest(),
+        reason=reason[:500],
+    )
+    await dlq.publish(event, key=rec.key)
+    log.warning(
+        "message.dead_lettered",
+        topic=rec.topic, partition=rec.partition, offset=rec.offset, group_id=group_id, reason=reason[:200],
+    )
+
+
+async def claim_new(conn: Any, table: str, event_ids: Iterable[Any]) -> set[Any]:
+    """Record event ids as processed inside the caller's transaction; returns the ones not seen before."""
+    rows = await conn.fetch(
+        f"INSERT INTO {table}(event_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+        list(event_ids),
+    )
+    return {r["event_id"] for r in rows}

@@ -1,0 +1,94 @@
+"""Data-key store in PostgreSQL (``shared.data_keys``): one data key per extract, wrapped by the KEK.
+
+Keys are looked up per batch and not cached across batches, so a destroyed key stops working
+everywhere at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from uuid import UUID
+
+import asyncpg
+
+from .crypto import DataKey, KeyEncryptionKey
+from .errors import KeyDestroyedError, UnknownKeyError
+from .events import stable_id
+
+
+class KeyStore:
+    def __init__(self, pool: asyncpg.Pool, kek: KeyEncryptionKey) -> None:
+        self._pool = pool
+        self._kek = kek
+
+    @property
+    def kek(self) -> KeyEncryptionKey:
+        return self._kek
+
+    async def key_for_extract(self, extract_id: UUID) -> DataKey:
+        """The extract's data key, created on first use; the same key on every later call."""
+        key_id = stable_id("data-key", extract_id)
+        candidate = DataKey.generate(key_id)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO shared.data_keys(key_id, extract_id, kek_id, wrapped) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (extract_id) DO NOTHING RETURNING key_id",
+                key_id, extract_id, self._kek.kek_id, self._kek.wrap(candidate),
+            )
+        if row is not None:
+            return candidate
+        return (await self.get_many([key_id]))[key_id]
+
+    async def get_many(self, key_ids: Iterable[UUID]) -> dict[UUID, DataKey]:
+        """Unwrapped keys by id; raises if any is unknown or destroyed."""
+        wanted = set(key_ids)
+        if not wanted:
+            return {}
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT key_id, wrapped FROM shared.data_keys WHERE key_id = ANY($1::uuid[])",
+                list(wanted),
+            )
+        found = {r["key_id"]: r["wrapped"] for r in rows}
+        missing = wanted - found.keys()
+        if missing:
+            raise UnknownKeyError(f"unknown data key(s): {sorted(map(str, missing))}")
+        destroyed = [k for k, w in found.items() if w is None]
+        if destroyed:
+            raise KeyDestroyedError(f"data key(s) destroyed: {sorted(map(str, destroyed))}")
+        return {k: self._kek.unwrap(k, w) for k, w in found.items()}
+
+    async def live_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT key_id FROM shared.data_keys WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL",
+                list(set(key_ids)),
+            )
+        return {r["key_id"] for r in rows}
+
+
+async def destroy_keys(conn: asyncpg.Connection, key_ids: Iterable[UUID], by: str) -> list[UUID]:
+    """Destroy data keys inside the caller's transaction; returns those destroyed now."""
+    rows = await conn.fetch(
+        "UPDATE shared.data_keys SET wrapped = NULL, destroyed_at = now(), destroyed_by = $2 "
+        "WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL RETURNING key_id",
+        list(set(key_ids)), by,
+    )
+    return sorted(r["key_id"] for r in rows)
+
+
+async def audit(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    actor: str,
+    action: str,
+    subject: str,
+    details: dict | None = None,
+    protocol_version: str | None = None,
+) -> None:
+    """Append to the audit trail. ``details`` must hold ids and counts only."""
+    await conn.execute(
+        "INSERT INTO shared.audit_log(actor, action, subject, details, protocol_version) "
+        "VALUES ($1, $2, $3, $4::jsonb, $5)",
+        actor, action, subject, json.dumps(details or {}, default=str), protocol_version,
+    )

@@ -1,0 +1,199 @@
+"""The Information Sharing Protocol as data: one validated file per version.
+
+Every service reads what it enforces from the version in force: ingest its sources, requested
+year groups and allowed fields; delivery its windows, recipients and marking; retention its
+period. A bad file fails on load with the field named.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigurationError
+from .events import SOURCES
+
+_YEAR_GROUPS = {"N1", "N2", "R", *map(str, range(1, 15))}
+
+
+class ProtocolError(ConfigurationError):
+    """The protocol file is missing or invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Contact(_Strict):
+    name: str
+    role: str
+    email: str
+
+
+class Party(_Strict):
+    id: str
+    name: str
+    role: Literal["provider", "recipient"]
+    department: str = ""
+    contacts: list[Contact] = Field(min_length=1)
+
+
+class FieldDefinition(_Strict):
+    name: str
+    label: str
+    definition: str
+
+
+class SourceRule(_Strict):
+    description: str
+    roll_forward_years: int = Field(ge=0, le=1)
+    requested: dict[str, list[Literal["M", "F", "U"]]] = Field(min_length=1)
+
+    @field_validator("requested")
+    @classmethod
+    def _year_groups_known(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        bad = sorted(set(v) - _YEAR_GROUPS)
+        if bad:
+            raise ValueError(f"unknown year group(s) {bad}; use N1, N2, R or 1-14")
+        return v
+
+    def is_requested(self, year_group: str, gender: str) -> bool:
+        return gender in self.requested.get(year_group, ())
+
+
+class Window(_Strict):
+    name: str
+    month: int = Field(ge=1, le=12)
+    sources: list[str] = Field(min_length=1)
+
+
+class Transfer(_Strict):
+    method: Literal["smime-email"]
+    allowed_recipient_domains: list[str] = Field(min_length=1)
+    recipients: list[str] = Field(min_length=1)
+    windows: list[Window] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _recipients_allowed(self) -> Transfer:
+        for r in self.recipients:
+            if not recipient_allowed(r, self.allowed_recipient_domains):
+                raise ValueError(f"recipient {r!r} is not in an allowed domain {self.allowed_recipient_domains}")
+        return self
+
+    def window(self, name: str) -> Window:
+        for w in self.windows:
+            if w.name == name:
+                return w
+        raise ProtocolError(f"no delivery window {name!r}; the protocol has {[w.name for w in self.windows]}")
+
+
+class Revision(_Strict):
+    version: str
+    date: date
+    by: str
+    description: str
+
+
+class Protocol(_Strict):
+    id: str
+    version: str
+    title: str
+    effective_from: date
+    review_date: date
+    purpose: str
+    parties: list[Party] = Field(min_length=2)
+    originator_label: str
+    protective_marking: str
+    la_codes: list[str] = Field(min_length=1)
+    dataset: list[FieldDefinition] = Field(min_length=1)
+    sources: dict[str, SourceRule] = Field(min_length=1)
+    transfer: Transfer
+    retention_months: int = Field(ge=1, le=120)
+    staleness_months: int = Field(ge=1, le=120)
+    revisions: list[Revision] = Field(min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_known(cls, v: dict[str, SourceRule]) -> dict[str, SourceRule]:
+        bad = sorted(set(v) - set(SOURCES))
+        if bad:
+            raise ValueError(f"unknown source(s) {bad}; known: {list(SOURCES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Protocol:
+        for w in self.transfer.windows:
+            missing = sorted(set(w.sources) - set(self.sources))
+            if missing:
+                raise ValueError(f"window {w.name!r} names source(s) not in the protocol: {missing}")
+        if self.revisions[-1].version != self.version:
+            raise ValueError(
+                f"the last revision ({self.revisions[-1].version}) must be this version ({self.version})"
+            )
+        return self
+
+    def source(self, name: str) -> SourceRule:
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise ProtocolError(
+                f"source {name!r} is not covered by protocol {self.id} v{self.version}; "
+                f"it covers {sorted(self.sources)}"
+            ) from None
+
+    def review_overdue(self, today: date) -> bool:
+        return today > self.review_date
+
+    @property
+    def provider(self) -> Party:
+        return next(p for p in self.parties if p.role == "provider")
+
+    @property
+    def recipient(self) -> Party:
+        return next(p for p in self.parties if p.role == "recipient")
+
+
+def recipient_allowed(address: str, domains: list[str]) -> bool:
+    """True when the address's domain is an allowed domain or a subdomain of one."""
+    if address.count("@") != 1:
+        return False
+    domain = address.rsplit("@", 1)[1].lower().rstrip(".")
+    return any(domain == d.lower() or domain.endswith("." + d.lower()) for d in domains)
+
+
+def parse_protocol(text: str, origin: str = "<protocol>") -> Protocol:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{origin}: expected a mapping at the top level")
+    try:
+        return Protocol.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
+        raise ProtocolError(f"{origin}: invalid protocol file\n" + "\n".join(lines)) from None
+
+
+def bundled_protocol_path() -> Path:
+    return Path(str(resources.files("sais_shared") / "protocols" / "warwickshire-cwpt-v0.2.yaml"))
+
+
+def load_protocol(path: Path | None = None) -> Protocol:
+    path = path or bundled_protocol_path()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProtocolError(f"cannot read protocol file {path}: {exc.strerror}") from None
+    return parse_protocol(text, str(path))
+
+
+__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "recipient_allowed"]

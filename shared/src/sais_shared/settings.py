@@ -1,0 +1,66 @@
+"""Settings read from the environment (prefix ``SAIS_``), never at import time.
+
+Secrets come from files (``SAIS_KEK_FILE``) or, for development, an environment variable.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError, MissingKeyEncryptionKeyError
+
+
+class CommonSettings(BaseSettings):
+    """What every service needs: where Kafka and PostgreSQL are, and the key-encryption key."""
+
+    model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("sais", description="Prefix of every topic name")
+    topic_partitions: int = Field(3, ge=1)
+    topic_retention_days: int = Field(
+        120, ge=1, description="Backstop retention of every topic (crypto-shredding is primary)"
+    )
+    database_url: str = Field("postgresql://postgres@127.0.0.1:15432/sais")
+    kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
+    kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
+    kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
+    log_level: str = "INFO"
+    log_format: str = Field("json", description="json or console")
+    as_of: date | None = Field(
+        None, description="Business date override (demo, tests); wall clock when unset"
+    )
+    protocol_file: Path | None = Field(
+        None, description="Information Sharing Protocol file; the bundled example when unset"
+    )
+
+    def key_encryption_key_bytes(self) -> bytes:
+        """The 32-byte KEK, or a clear error when it is missing or malformed."""
+        if self.kek_file is not None:
+            try:
+                raw = self.kek_file.read_text().strip()
+            except OSError as exc:
+                raise MissingKeyEncryptionKeyError(
+                    f"cannot read SAIS_KEK_FILE {self.kek_file}: {exc.strerror}"
+                ) from None
+        elif self.kek is not None:
+            raw = self.kek.get_secret_value().strip()
+        else:
+            raise MissingKeyEncryptionKeyError(
+                "no key-encryption key: set SAIS_KEK_FILE to a file holding 32 random bytes "
+                "in base64 (`sais keys new-kek > kek.b64`)"
+            )
+        try:
+            key = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise ConfigurationError("the key-encryption key is not valid base64") from None
+        if len(key) != 32:
+            raise ConfigurationError(
+                f"the key-encryption key must be 32 bytes, got {len(key)}"
+            )
+        return key

@@ -1,0 +1,47 @@
+"""Topic names, one place. Every name carries its contract version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "sais"
+
+    @property
+    def pupil_recorded(self) -> str:
+        return f"{self.prefix}.ingest.pupil-recorded.v1"
+
+    @property
+    def extract_completed(self) -> str:
+        return f"{self.prefix}.ingest.extract-completed.v1"
+
+    @property
+    def row_rejected(self) -> str:
+        return f"{self.prefix}.ingest.row-rejected.v1"
+
+    @property
+    def cohort(self) -> str:
+        return f"{self.prefix}.eligibility.cohort.v1"
+
+    @property
+    def delivery_completed(self) -> str:
+        return f"{self.prefix}.delivery.delivery-completed.v1"
+
+    @property
+    def deletion_completed(self) -> str:
+        return f"{self.prefix}.retention.deletion-completed.v1"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}.dead-letter.v1"
+
+    def all(self) -> list[str]:
+        return [
+            getattr(self, name)
+            for name in dir(type(self))
+            if isinstance(getattr(type(self), name), property)
+        ]
+
+
