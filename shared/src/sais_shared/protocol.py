@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigurationError
 from .events import SOURCES
+from .schoolyear import academic_year_start
 
 _YEAR_GROUPS = {"N1", "N2", "R", *map(str, range(1, 15))}
 
@@ -51,7 +52,10 @@ class FieldDefinition(_Strict):
 
 class SourceRule(_Strict):
     description: str
-    roll_forward_years: int = Field(ge=0, le=1)
+    target: Literal["next-academic-year", "current-academic-year"] = Field(
+        description="Which academic year the data is for, relative to its reference date"
+    )
+    roll_forward_years: int = Field(ge=0, le=1, description="Year groups to add for the target year")
     requested: dict[str, list[Literal["M", "F", "U"]]] = Field(min_length=1)
 
     @field_validator("requested")
@@ -61,6 +65,10 @@ class SourceRule(_Strict):
         if bad:
             raise ValueError(f"unknown year group(s) {bad}; use N1, N2, R or 1-14")
         return v
+
+    def target_academic_year(self, reference_date: date) -> int:
+        start = academic_year_start(reference_date)
+        return start + 1 if self.target == "next-academic-year" and reference_date.month < 9 else start
 
     def is_requested(self, year_group: str, gender: str) -> bool:
         return gender in self.requested.get(year_group, ())

@@ -1,0 +1,94 @@
+"""ingest's PostgreSQL tables: extracts and their row problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from uuid import UUID
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class ExtractRow:
+    extract_id: UUID
+    content_sha256: str
+    source: str
+    reference_date: date
+    status: str
+    rows_in: int
+    accepted: int
+    rejected: int
+    out_of_scope: int
+    warnings: int
+    supersedes: UUID | None
+    file_name: str
+    target_academic_year: str
+    dropped_columns: list[str]
+    protocol_version: str
+
+    @classmethod
+    def of(cls, r: asyncpg.Record) -> ExtractRow:
+        return cls(**{k: r[k] for k in cls.__dataclass_fields__})
+
+
+_COLS = ", ".join(ExtractRow.__dataclass_fields__)
+
+
+class ExtractRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def by_hash(self, sha256: str) -> ExtractRow | None:
+        r = await self.pool.fetchrow(f"SELECT {_COLS} FROM ingest.extracts WHERE content_sha256=$1", sha256)
+        return ExtractRow.of(r) if r else None
+
+    async def get(self, extract_id: UUID) -> ExtractRow | None:
+        r = await self.pool.fetchrow(f"SELECT {_COLS} FROM ingest.extracts WHERE extract_id=$1", extract_id)
+        return ExtractRow.of(r) if r else None
+
+    async def latest_completed(self, source: str, reference_date: date, other_than: UUID) -> UUID | None:
+        return await self.pool.fetchval(
+            "SELECT extract_id FROM ingest.extracts WHERE source=$1 AND reference_date=$2 "
+            "AND status='completed' AND extract_id<>$3 AND purged_at IS NULL "
+            "ORDER BY completed_at DESC LIMIT 1",
+            source, reference_date, other_than,
+        )
+
+    async def start(self, *, extract_id: UUID, sha256: str, source: str, reference_date: date,
+                    target_academic_year: str, file_name: str, encoding: str, supersedes: UUID | None,
+                    key_id: UUID, originator: str, protocol_version: str, ingested_by: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO ingest.extracts(extract_id, content_sha256, source, reference_date, "
+                "target_academic_year, file_name, encoding, status, supersedes, key_id, originator, "
+                "protocol_version, ingested_by) VALUES ($1,$2,$3,$4,$5,$6,$7,'started',$8,$9,$10,$11,$12) "
+                "ON CONFLICT (extract_id) DO UPDATE SET started_at = now()",
+                extract_id, sha256, source, reference_date, target_academic_year, file_name, encoding,
+                supersedes, key_id, originator, protocol_version, ingested_by,
+            )
+            # A resumed extract starts its problem list again: nothing is counted twice.
+            await conn.execute("DELETE FROM ingest.row_problems WHERE extract_id=$1", extract_id)
+
+    async def add_problems(self, extract_id: UUID, rows: list[tuple[int, str, str, str, str]]) -> None:
+        if rows:
+            await self.pool.copy_records_to_table(
+                "row_problems", schema_name="ingest",
+                records=[(extract_id, *r) for r in rows],
+                columns=["extract_id", "row_number", "kind", "field", "code", "reason"],
+            )
+
+    async def complete(self, extract_id: UUID, *, rows_in: int, accepted: int, rejected: int,
+                       out_of_scope: int, warnings: int, dropped_columns: list[str]) -> None:
+        await self.pool.execute(
+            "UPDATE ingest.extracts SET status='completed', completed_at=now(), rows_in=$2, accepted=$3, "
+            "rejected=$4, out_of_scope=$5, warnings=$6, dropped_columns=$7 WHERE extract_id=$1",
+            extract_id, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns,
+        )
+
+    async def problems(self, extract_id: UUID, kind: str, limit: int = 1000) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT row_number, field, code, reason FROM ingest.row_problems WHERE extract_id=$1 "
+            "AND kind=$2 ORDER BY row_number, field LIMIT $3",
+            extract_id, kind, limit,
+        )

@@ -1,0 +1,71 @@
+"""Composition root of ingest: settings → broker, publishers, runtime. Nothing runs at import."""
+
+from __future__ import annotations
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
+from sais_shared.kafka import ensure_topics, make_broker
+from sais_shared.logging import configure_logging
+from sais_shared.runtime import Runtime, open_runtime
+from sais_shared.topics import Topics
+
+from .adapters.repository import ExtractRepository
+from .config import IngestSettings
+from .service_layer.ingest_file import Publishers
+
+MIGRATIONS = (("ingest", "sais_ingest"),)
+
+
+def build_broker(settings: IngestSettings) -> tuple[KafkaBroker, Publishers]:
+    broker = make_broker(settings, "sais-ingest")
+    topics = Topics(settings.topic_prefix)
+    pubs = Publishers(
+        pupil_recorded=broker.publisher(
+            topics.pupil_recorded, schema=PupilRecorded, title=f"{topics.pupil_recorded}:publish",
+            description="One event per accepted pupil row; personal fields sealed. Key: match key.",
+        ),
+        extract_completed=broker.publisher(
+            topics.extract_completed, schema=ExtractCompleted, title=f"{topics.extract_completed}:publish",
+            description="One event per extract, after all its pupil events. Key: extract id.",
+        ),
+        row_rejected=broker.publisher(
+            topics.row_rejected, schema=RowRejected, title=f"{topics.row_rejected}:publish",
+            description="One event per failed check of a rejected row. Key: extract id.",
+        ),
+    )
+    return broker, pubs
+
+
+class IngestContext:
+    """An open broker + runtime for CLI use: ``async with IngestContext(settings) as ctx``."""
+
+    def __init__(self, settings: IngestSettings | None = None) -> None:
+        self.settings = settings or IngestSettings()
+        self.broker, self.publishers = build_broker(self.settings)
+        self.runtime: Runtime | None = None
+
+    async def __aenter__(self) -> IngestContext:
+        self.runtime = await open_runtime(self.settings, *MIGRATIONS)
+        await ensure_topics(self.settings)
+        await self.broker.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.broker.stop()
+        if self.runtime:
+            await self.runtime.close()
+
+    @property
+    def repo(self) -> ExtractRepository:
+        assert self.runtime
+        return ExtractRepository(self.runtime.pool)
+
+
+def build_app(settings: IngestSettings | None = None) -> FastStream:
+    settings = settings or IngestSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    broker, _ = build_broker(settings)
+    return FastStream(broker, title="sais-ingest", version="0.1.0",
+                      description="Validates and minimises LA extracts; publishes pupil events.")

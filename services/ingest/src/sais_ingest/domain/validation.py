@@ -1,0 +1,155 @@
+"""Row validation: each rule a named check with a clear message that never quotes the value."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from sais_shared.protocol import Protocol, SourceRule
+from sais_shared.schoolyear import age_on, expected_year_group, roll_forward
+
+from .model import CleanRow, OutOfScope, Outcome, Problem, Rejected
+from .postcode import is_valid_postcode, normalise_postcode
+
+_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)
+_YEAR = re.compile(r"(?:y(?:ea)?r?\s*)?(\d{1,2})", re.IGNORECASE)
+_DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{1,4})")
+_YMD = re.compile(r"(\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ]00:00(?::00)?)?")
+GENDERS = {"m": "M", "male": "M", "boy": "M", "f": "F", "female": "F", "girl": "F",
+           "u": "U", "unknown": "U", "not known": "U", "not specified": "U", "x": "U", "": "U"}
+MAX_NAME = 100
+
+
+def parse_year_group(raw: str) -> str | None:
+    s = " ".join(raw.strip().split()).lower()
+    if s in {"r", "rec", "reception", "yr", "year r", "year reception", "0"}:
+        return "R"
+    if s in {"n1", "n2"}:
+        return s.upper()
+    m = _YEAR.fullmatch(s)
+    if m and 1 <= int(m.group(1)) <= 14:
+        return str(int(m.group(1)))
+    return None
+
+
+def parse_date(raw: str) -> tuple[date | None, str | None]:
+    """A date from DD/MM/YYYY, D/M/YYYY or YYYY-MM-DD; a short year is never guessed."""
+    s = raw.strip()
+    if not s:
+        return None, "date is missing"
+    m = _YMD.fullmatch(s)
+    if m:
+        y, mo, d = (int(g) for g in m.groups())
+        year_digits = len(m.group(1))
+    else:
+        m = _DMY.fullmatch(s)
+        if not m:
+            return None, "not a date: use DD/MM/YYYY or YYYY-MM-DD"
+        d, mo, y = (int(g) for g in m.groups())
+        year_digits = len(m.group(3))
+    if year_digits < 4 or y < 1000:
+        return None, "the year is not written in full (Excel two-digit year?): use a four-digit year"
+    try:
+        return date(y, mo, d), None
+    except ValueError:
+        return None, "not a real calendar date"
+
+
+def _name(value: str, fld: str, problems: list[Problem]) -> str:
+    v = " ".join(value.split())
+    if not v:
+        problems.append(Problem(fld, f"{fld}.missing", f"{fld} is missing"))
+    elif len(v) > MAX_NAME:
+        problems.append(Problem(fld, f"{fld}.too_long", f"{fld} is longer than {MAX_NAME} characters"))
+    elif not _NAME.fullmatch(v):
+        problems.append(Problem(
+            fld, f"{fld}.characters",
+            f"{fld} has characters other than letters, spaces, apostrophes, hyphens and full stops",
+        ))
+    return v
+
+
+def address_lines(row: dict[str, str]) -> list[str]:
+    if any(row.get(f"address_{i}", "").strip() for i in range(1, 6)):
+        keys = [f"address_{i}" for i in range(1, 6)]
+    else:  # BS7666: SAON, PAON + Street on one line, then locality, town, county
+        paon_street = " ".join(p for p in (row.get("paon", "").strip(), row.get("street", "").strip()) if p)
+        row = {**row, "paon_street": paon_street}
+        keys = ["saon", "paon_street", "locality", "town", "county"]
+    return [" ".join(row.get(k, "").split()) for k in keys if row.get(k, "").strip()]
+
+
+def target_year_group(source: SourceRule, recorded: str) -> str:
+    return roll_forward(recorded, source.roll_forward_years)
+
+
+def validate_row(
+    row: dict[str, str], row_number: int, *, source: SourceRule, protocol: Protocol, reference_date: date
+) -> Outcome:
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+
+    dfe = "".join(row.get("school_dfe", "").split()).replace("/", "")
+    if not re.fullmatch(r"\d{7}", dfe):
+        problems.append(Problem("school_dfe", "school_dfe.format",
+                                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001 or 937/2001"))
+    elif dfe[:3] not in protocol.la_codes:
+        problems.append(Problem("school_dfe", "school_dfe.la",
+                                f"DfE number's LA part is not one of {protocol.la_codes}"))
+
+    school_name = " ".join(row.get("school_name", "").split())
+    if not school_name:
+        problems.append(Problem("school_name", "school_name.missing", "school name is missing"))
+    elif len(school_name) > 200:
+        problems.append(Problem("school_name", "school_name.too_long", "school name is longer than 200 characters"))
+
+    year_group = parse_year_group(row.get("year_group", ""))
+    if year_group is None:
+        problems.append(Problem("year_group", "year_group.format",
+                                "year group not recognised: use R, Reception, Y3, Year 3 or 3"))
+
+    surname = _name(row.get("surname", ""), "surname", problems)
+    forename = _name(row.get("forename", ""), "forename", problems)
+
+    dob, why = parse_date(row.get("date_of_birth", ""))
+    if why:
+        problems.append(Problem("date_of_birth", "date_of_birth.format", why))
+    elif dob is not None:
+        age = age_on(dob, reference_date)
+        if not 2 <= age <= 19:
+            problems.append(Problem("date_of_birth", "date_of_birth.school_age",
+                                    f"not of school age on the reference date {reference_date.isoformat()} (age {age})"))
+
+    g_raw = " ".join(row.get("gender", "").split()).lower()
+    gender = GENDERS.get(g_raw)
+    if gender is None:
+        problems.append(Problem("gender", "gender.format", "gender not recognised: use M, F or U"))
+    elif gender == "U":
+        warnings.append(Problem("gender", "gender.unknown", "gender not known"))
+
+    postcode = normalise_postcode(row.get("postcode", ""))
+    if not postcode:
+        problems.append(Problem("postcode", "postcode.missing", "postcode is missing"))
+    elif not is_valid_postcode(postcode):
+        problems.append(Problem("postcode", "postcode.format", "not a valid UK postcode format"))
+
+    lines = address_lines(row)
+    if not lines:
+        problems.append(Problem("address_1", "address.missing", "address line 1 is missing"))
+
+    if problems:
+        return Rejected(row_number, problems)
+    assert year_group is not None and dob is not None and gender is not None
+
+    if not source.is_requested(year_group, gender):
+        return OutOfScope(row_number, year_group, gender)
+
+    # The recorded year group decides eligibility; a DOB that disagrees is reported, not changed.
+    target = target_year_group(source, year_group)
+    expected = expected_year_group(dob, source.target_academic_year(reference_date))
+    if expected != target:
+        warnings.append(Problem("year_group", "year_group.out_of_year_group",
+                                f"date of birth implies year {expected}, recorded year implies {target}"))
+
+    return CleanRow(row_number, dfe, school_name, year_group, surname, forename, dob, gender, lines,
+                    postcode, warnings)

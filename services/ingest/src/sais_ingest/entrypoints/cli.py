@@ -1,0 +1,85 @@
+"""``sais ingest``: the data officer's command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sais_shared.events import SOURCES
+
+from ..app import IngestContext
+from ..config import IngestSettings
+from ..domain.model import ExtractFileError
+from ..service_layer.ingest_file import ExtractReport, ingest_file
+
+app = typer.Typer(help="Ingest LA extracts (census, admissions).", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
+    status = "DUPLICATE (already ingested; nothing published)" if rep.duplicate else "ingested"
+    out.print(f"[bold]{rep.file_name}[/] → {status}")
+    out.print(f"  extract {rep.extract_id}  source {rep.source}  reference date {rep.reference_date}  "
+              f"target year {rep.target_academic_year}")
+    if rep.supersedes:
+        out.print(f"  replacement dataset: supersedes extract {rep.supersedes} (ISP §9.6)")
+    out.print(f"  rows in {rep.rows_in} = accepted {rep.accepted} + rejected {rep.rejected} + "
+              f"out of scope {rep.out_of_scope}   warnings {rep.warnings}")
+    if rep.dropped_columns:
+        out.print(f"  columns dropped (not allowed by ISP §6.1): {', '.join(rep.dropped_columns)}")
+    if rep.rejections:
+        t = Table("row", "field", "reason", title="Rejected rows", title_justify="left")
+        for r in rep.rejections[:max_rows]:
+            t.add_row(str(r["row_number"]), r["field"], r["reason"])
+        out.print(t)
+        if len(rep.rejections) > max_rows:
+            out.print(f"  … {len(rep.rejections) - max_rows} more in the report (--json)")
+    if rep.warning_rows:
+        t = Table("row", "field", "warning", title="Warnings", title_justify="left")
+        for r in rep.warning_rows[:max_rows]:
+            t.add_row(str(r["row_number"]), r["field"], r["reason"])
+        out.print(t)
+
+
+@app.command("file")
+def ingest_file_cmd(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    source: str = typer.Option(..., help=f"one of {', '.join(SOURCES)}"),
+    reference_date: str = typer.Option(..., help="census day or offer date, YYYY-MM-DD"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    report: Path | None = typer.Option(None, help="also write the full report (JSON) here"),
+) -> None:
+    """Validate, minimise and publish one extract file."""
+    if source not in SOURCES:
+        raise typer.BadParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    try:
+        ref = date.fromisoformat(reference_date)
+    except ValueError:
+        raise typer.BadParameter("reference date must be YYYY-MM-DD") from None
+
+    async def run() -> ExtractReport:
+        async with IngestContext(IngestSettings()) as ctx:
+            assert ctx.runtime
+            rt = ctx.runtime
+            return await ingest_file(path, source=source, reference_date=ref, protocol=rt.protocol,
+                                     repo=ctx.repo, keys=rt.keys, publishers=ctx.publishers, clock=rt.clock)
+
+    try:
+        rep = asyncio.run(run())
+    except ExtractFileError as exc:
+        console.print(f"[red]extract refused:[/] {exc}")
+        raise typer.Exit(2) from None
+    data = asdict(rep) | {"balanced": rep.balanced}
+    if report:
+        report.write_text(json.dumps(data, default=str, indent=2))
+    if as_json:
+        typer.echo(json.dumps(data, default=str, indent=2))
+    else:
+        print_report(rep, Console())
