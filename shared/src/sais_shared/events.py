@@ -133,6 +133,7 @@ class CohortMemberAdded(Event):
     gender: Gender
     source: Source
     reference_date: date
+    received_at: datetime = Field(description="When the winning extract was received (ISP §9.5 staleness)")
     extract_ids: list[UUID] = Field(description="Lineage: the extracts this record came from")
     revision: int = Field(description="Per-pupil revision; higher wins")
     personal: Sealed

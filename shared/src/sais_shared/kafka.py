@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream import AckPolicy, Context
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidMessageError
@@ -139,7 +140,7 @@ def batch_consumer(
         title=title or f"{topic}:{group_id}",
         description=description,
     )
-    async def consume(message: KafkaMessage = Context("message")) -> None:
+    async def consume(message: KafkaMessage) -> None:
         records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
         events: list[E] = []
         for rec in records:
@@ -192,3 +193,16 @@ async def claim_new(conn: Any, table: str, event_ids: Iterable[Any]) -> set[Any]
         list(event_ids),
     )
     return {r["event_id"] for r in rows}
+
+
+def make_app(broker: KafkaBroker, *, title: str, description: str, lifespan: Any = None) -> Any:
+    """A FastStream app with its AsyncAPI description (``faststream docs gen``)."""
+    from faststream import FastStream
+    from faststream.specification import AsyncAPI
+
+    return FastStream(
+        broker,
+        lifespan=lifespan,
+        logger=structlog.get_logger(title),
+        specification=AsyncAPI(title=title, version="1.0.0", description=description),
+    )

@@ -6,7 +6,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
-from sais_shared.kafka import ensure_topics, make_broker
+from sais_shared.kafka import ensure_topics, make_app, make_broker
 from sais_shared.logging import configure_logging
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
@@ -67,5 +67,5 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
     settings = settings or IngestSettings()
     configure_logging(settings.log_level, settings.log_format)
     broker, _ = build_broker(settings)
-    return FastStream(broker, title="sais-ingest", version="0.1.0",
-                      description="Validates and minimises LA extracts; publishes pupil events.")
+    return make_app(broker, title="sais-ingest",
+                    description="Validates and minimises LA extracts; publishes pupil events.")
