@@ -86,9 +86,11 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_port(port: int, what: str, timeout: float, log: Path | None = None) -> None:
+def wait_port(port: int, what: str, timeout: float, log: Path | None = None, pidfile: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if pidfile is not None and not pid_alive(pidfile):
+            break  # it died: say why
         if port_open(port):
             return
         time.sleep(0.2)
@@ -103,6 +105,12 @@ def pid_alive(pidfile: Path) -> int | None:
         return pid
     except (OSError, ValueError):
         return None
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    if port_open(port):
+        raise SystemExit(f"[stack] 127.0.0.1:{port} is already in use by another process, so {what} cannot start; "
+                         f"stop it or choose another port (SAIS_LOCAL_*_PORT)")
 
 
 def spawn(lay: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -185,9 +193,10 @@ def start_kafka(lay: Layout) -> None:
                                  check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)],
                        check=True, capture_output=True)
+    ensure_port_free(lay.kafka_port, "Kafka")
     say(f"starting Apache Kafka {KAFKA_VERSION} (KRaft) on 127.0.0.1:{lay.kafka_port}")
     spawn(lay, "kafka", java + ["kafka.Kafka", str(props)])
-    wait_port(lay.kafka_port, "Kafka", 90, lay.log("kafka"))
+    wait_port(lay.kafka_port, "Kafka", 90, lay.log("kafka"), lay.pidfile("kafka"))
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
@@ -213,6 +222,7 @@ def as_pg_user(argv: list[str]) -> list[str]:
 def start_postgres(lay: Layout) -> None:
     if port_open(lay.pg_port) and (lay.pgdata / "postmaster.pid").exists():
         return
+    ensure_port_free(lay.pg_port, "PostgreSQL")
     bindir = pg_bin()
     pgroot = lay.pgdata.parent
     if not (lay.pgdata / "PG_VERSION").exists():
@@ -253,11 +263,12 @@ def stop_postgres(lay: Layout) -> None:
 def start_smtp(lay: Layout) -> None:
     if pid_alive(lay.pidfile("smtpd")):
         return
+    ensure_port_free(lay.smtp_port, "the SMTP server")
     say(f"starting SMTP server (STARTTLS required) on 127.0.0.1:{lay.smtp_port}")
     spawn(lay, "smtpd", [sys.executable, str(HERE / "smtpd.py"), "--port", str(lay.smtp_port),
                          "--cert", str(lay.pki / "smtp-server.pem"), "--key", str(lay.pki / "smtp-server.key"),
                          "--maildir", str(lay.maildir)])
-    wait_port(lay.smtp_port, "SMTP server", 30, lay.log("smtpd"))
+    wait_port(lay.smtp_port, "SMTP server", 30, lay.log("smtpd"), lay.pidfile("smtpd"))
 
 
 # --- commands ----------------------------------------------------------------------------

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 
 import typer
 
+from sais_shared.logging import configure_logging
+from sais_shared.settings import CommonSettings
+
+from sais_delivery.entrypoints.cli import app as delivery_app
+from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
+from sais_retention.entrypoints.cli import app as retention_app
 
 app = typer.Typer(help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
                   no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(eligibility_app, name="eligibility")
+app.add_typer(delivery_app, name="delivery")
+app.add_typer(retention_app, name="retention")
+
+
+
+@app.callback()
+def main() -> None:
+    """Logs go to stderr as JSON (SAIS_LOG_FORMAT=console for humans); reports go to stdout."""
+    settings = CommonSettings()
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+
 
 keys_app = typer.Typer(help="Key material.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

@@ -1,0 +1,92 @@
+"""SMTP submission with STARTTLS required (TLS 1.2+, server certificate verified against the
+configured CA), authentication when configured. A server that does not offer STARTTLS is
+refused before any message data is sent.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+
+from sais_shared.errors import SaisError
+
+from ..domain.errors import TransferMethodNotAllowedError
+
+
+class SmtpTransientError(SaisError):
+    """The SMTP server could not be reached or deferred the message; retry later."""
+
+
+class SmtpRejectedError(SaisError):
+    """The SMTP server refused the message permanently (5xx)."""
+
+
+class MessageMayHaveBeenSentError(SaisError):
+    """The connection failed after the message data was sent: acceptance is unknown."""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    ca_file: Path | None
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = 30.0
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class Mailer:
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+
+    async def send(self, message: bytes, *, sender: str, recipient: str) -> str:
+        """Send; returns the server's reply. Raises a transient, a permanent or an uncertain error."""
+        c = self.config
+        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, timeout=c.timeout_s, start_tls=False,
+                                 use_tls=False, tls_context=tls_context(c.ca_file))
+        try:
+            await client.connect()
+            await client.ehlo()
+            if not client.supports_extension("starttls"):
+                raise TransferMethodNotAllowedError(
+                    f"SMTP server {c.host}:{c.port} does not offer STARTTLS; refusing to send in clear text "
+                    "(ISP §8.2)")
+            await client.starttls()
+            if c.username:
+                await client.login(c.username, c.password or "")
+        except TransferMethodNotAllowedError:
+            client.close()
+            raise
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise SmtpRejectedError(f"SMTP authentication failed: {exc.code}") from None
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            client.close()
+            raise SmtpTransientError(f"SMTP connection to {c.host}:{c.port} failed: {type(exc).__name__}: {exc}") from None
+        try:
+            errors, reply = await client.sendmail(sender, [recipient], message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise SmtpRejectedError(f"recipient refused: {exc.recipients[0].code}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if 400 <= exc.code < 500:
+                raise SmtpTransientError(f"SMTP server deferred the message: {exc.code}") from None
+            raise SmtpRejectedError(f"SMTP server refused the message: {exc.code}") from None
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            raise MessageMayHaveBeenSentError(f"connection lost during the send: {type(exc).__name__}") from None
+        finally:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        return reply

@@ -1,0 +1,99 @@
+"""Composition root of delivery: consumes cohort events; delivers batches on command."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from faststream.kafka import KafkaBroker
+
+from sais_shared.events import DeliveryCompleted, cohort_event_adapter
+from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
+from sais_shared.logging import configure_logging
+from sais_shared.runtime import Runtime, open_runtime
+from sais_shared.topics import Topics
+
+from .adapters.mailer import Mailer, SmtpConfig
+from .adapters.smime import Smime
+from .config import DeliverySettings
+from .service_layer.deliver import DeliveryService
+from .service_layer.members import apply_cohort_events
+
+MIGRATIONS = (("delivery", "sais_delivery"),)
+
+
+def delivery_publisher(broker: KafkaBroker, topics: Topics):
+    return broker.publisher(
+        topics.delivery_completed, schema=DeliveryCompleted, title=f"{topics.delivery_completed}:publish",
+        description="A batch accepted by the recipient's mail server; what retention schedules. Key: batch id.")
+
+
+def build_service(settings: DeliverySettings, rt: Runtime, publisher) -> DeliveryService:
+    mailer = Mailer(SmtpConfig(settings.delivery_smtp_host, settings.delivery_smtp_port,
+                               settings.delivery_smtp_ca_file, settings.delivery_smtp_username,
+                               settings.smtp_password(), settings.delivery_smtp_timeout_s))
+
+    def smime_for(recipient: str) -> Smime:
+        return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, settings.delivery_recipient_cert,
+                     sender=settings.delivery_sender_address, recipient=recipient)
+
+    return DeliveryService(rt.pool, rt.keys, rt.protocol, rt.clock, mailer, smime_for,
+                           settings.delivery_sender_address, publisher, settings.delivery_smtp_attempts,
+                           settings.delivery_smtp_backoff_s)
+
+
+@dataclass
+class DeliveryContext:
+    """Broker + runtime + service for CLI commands: ``async with DeliveryContext() as ctx``."""
+
+    settings: DeliverySettings
+
+    async def __aenter__(self) -> DeliveryService:
+        topics = Topics(self.settings.topic_prefix)
+        self.broker = make_broker(self.settings, "sais-delivery-cli")
+        publisher = delivery_publisher(self.broker, topics)
+        self.rt = await open_runtime(self.settings, *MIGRATIONS)
+        await ensure_topics(self.settings, topics)
+        await self.broker.start()
+        self.service = build_service(self.settings, self.rt, publisher)
+        await self.service.flush_outbox()
+        return self.service
+
+    async def __aexit__(self, *exc) -> None:
+        await self.broker.stop()
+        await self.rt.close()
+
+
+def build_app(settings: DeliverySettings | None = None):
+    settings = settings or DeliverySettings()
+    configure_logging(settings.log_level, settings.log_format)
+    topics = Topics(settings.topic_prefix)
+    broker = make_broker(settings, "sais-delivery")
+    publisher = delivery_publisher(broker, topics)
+    state: dict = {}
+
+    async def handle(events):
+        await apply_cohort_events(state["rt"].pool, events)
+
+    batch_consumer(
+        broker, topic=topics.cohort, group_id=settings.delivery_group_id,
+        parse=cohort_event_adapter.validate_json, handle=handle, dead_letter_topic=topics.dead_letter,
+        title=f"{topics.cohort}:delivery", description="Keeps the current cohort to deliver (latest revision wins).")
+
+    @asynccontextmanager
+    async def lifespan():
+        state["rt"] = await open_runtime(settings, *MIGRATIONS)
+        await ensure_topics(settings, topics)
+        try:
+            yield
+        finally:
+            await state["rt"].close()
+
+    app = make_app(broker, title="sais-delivery", lifespan=lifespan,
+                   description="Renders, signs, encrypts and sends cohort batches to allow-listed NHS mailboxes.")
+
+    @app.after_startup
+    async def _flush() -> None:
+        await build_service(settings, state["rt"], publisher).flush_outbox()
+
+    return app

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from sais_shared.settings import CommonSettings
+
+
+class DeliverySettings(CommonSettings):
+    """SMTP and S/MIME settings (``SAIS_DELIVERY_*``); certificates and keys are files."""
+
+    delivery_group_id: str = "sais-delivery"
+    delivery_smtp_host: str = "127.0.0.1"
+    delivery_smtp_port: int = 587
+    delivery_smtp_ca_file: Path | None = Field(None, description="CA bundle that verifies the SMTP server")
+    delivery_smtp_username: str | None = None
+    delivery_smtp_password_file: Path | None = None
+    delivery_smtp_password: SecretStr | None = None
+    delivery_smtp_timeout_s: float = 30.0
+    delivery_smtp_attempts: int = Field(4, ge=1, description="Tries per send, with exponential backoff")
+    delivery_smtp_backoff_s: float = 2.0
+    delivery_sender_address: str = "insight@warwickshire.gov.uk"
+    delivery_sender_cert: Path | None = None
+    delivery_sender_key: Path | None = None
+    delivery_recipient_cert: Path | None = Field(None, description="S/MIME certificate of the recipient")
+    delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
+
+    def smtp_password(self) -> str | None:
+        if self.delivery_smtp_password_file:
+            return self.delivery_smtp_password_file.read_text().strip()
+        return self.delivery_smtp_password.get_secret_value() if self.delivery_smtp_password else None

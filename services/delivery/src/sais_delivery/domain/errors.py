@@ -1,0 +1,39 @@
+"""Why delivery refuses to send. Each is raised before anything leaves the system."""
+
+from sais_shared.errors import SaisError
+
+
+class DeliveryRefusedError(SaisError):
+    """Delivery would break the protocol or cannot be done safely; nothing was sent."""
+
+
+class RecipientNotAllowedError(DeliveryRefusedError):
+    """The recipient's domain is not allow-listed (ISP §7.2, §8.2, §8.3)."""
+
+
+class TransferMethodNotAllowedError(DeliveryRefusedError):
+    """Only S/MIME email over SMTP with STARTTLS is allowed (ISP §8.3)."""
+
+
+class SharingSuspendedError(DeliveryRefusedError):
+    """Sharing is suspended (ISP §16.4) until an operator resumes it."""
+
+
+class StaleDataError(DeliveryRefusedError):
+    """Data held for longer than the staleness limit (ISP §9.5): obtain a refreshed extract."""
+
+
+class CertificateError(DeliveryRefusedError):
+    """A sender or recipient certificate is missing, expired or does not fit."""
+
+
+class ReviewOverdueError(DeliveryRefusedError):
+    """The protocol is past its review date (ISP §15) and no override was given."""
+
+
+class UncertainDeliveryError(DeliveryRefusedError):
+    """A send was interrupted after the message went to the server: an operator must resolve it."""
+
+
+class NothingToDeliverError(DeliveryRefusedError):
+    """No cohort records for this window and academic year."""

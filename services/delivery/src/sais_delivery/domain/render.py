@@ -1,0 +1,128 @@
+"""The files the SAIS team receives: one CSV per programme, field definitions (§9.4) and a
+manifest (§8.4 originator and marking, sources, counts, hashes, delete-by date). Pure.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import date
+
+from sais_shared.protocol import Protocol
+from sais_shared.schoolyear import year_index
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
+
+
+def safe_cell(value: str) -> str:
+    """Spreadsheet formula injection (OWASP): a cell that could start a formula stays text."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+@dataclass(frozen=True)
+class Row:
+    programme: str
+    dose: int | None
+    school_dfe: str
+    school_name: str
+    year_group: str
+    surname: str
+    forename: str
+    date_of_birth: date
+    gender: str
+    address_lines: list[str]
+    postcode: str
+
+    def sort_key(self) -> tuple:
+        return (self.school_name.casefold(), self.school_dfe, year_index(self.year_group),
+                self.surname.casefold(), self.forename.casefold(), self.date_of_birth)
+
+
+COLUMNS = ["School DfE number", "School name", "Year group", "Surname", "Forename", "Date of birth", "Gender",
+           "Address line 1", "Address line 2", "Address line 3", "Address line 4", "Address line 5", "Postcode",
+           "Programme", "Dose"]
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    name: str
+    content: bytes
+    rows: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+def _csv(rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+    for r in rows:
+        w.writerow([safe_cell(c) for c in r])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")  # BOM: Excel opens UTF-8 correctly
+
+
+def programme_file(name: str, rows: list[Row]) -> RenderedFile:
+    body = [COLUMNS]
+    for r in sorted(rows, key=Row.sort_key):
+        lines = (r.address_lines + [""] * 5)[:5]
+        body.append([r.school_dfe, r.school_name, "R" if r.year_group == "R" else f"Year {r.year_group}",
+                     r.surname, r.forename, r.date_of_birth.strftime("%d/%m/%Y"), r.gender, *lines, r.postcode,
+                     r.programme, "" if r.dose is None else str(r.dose)])
+    return RenderedFile(name, _csv(body), len(rows))
+
+
+def field_definitions(protocol: Protocol) -> RenderedFile:
+    rows = [["Field", "Definition"]] + [[f.label, f.definition] for f in protocol.dataset]
+    rows += [["Programme", "Immunisation programme the pupil is eligible for in the academic year."],
+             ["Dose", "Dose number where the programme has more than one; blank otherwise."]]
+    return RenderedFile("field-definitions.csv", _csv(rows), len(rows) - 1)
+
+
+def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: str, files: list[RenderedFile],
+             sources: list[dict], counts: dict[str, int], delete_by: date, prepared_at: str,
+             replaces_batch: str | None) -> RenderedFile:
+    doc = {
+        "batch_id": batch_id,
+        "protective_marking": protocol.protective_marking,
+        "originator": protocol.originator_label,
+        "protocol": {"id": protocol.id, "version": protocol.version},
+        "purpose": protocol.purpose,
+        "window": window,
+        "academic_year": academic_year,
+        "prepared_at": prepared_at,
+        "replaces_batch": replaces_batch,
+        "delete_by": delete_by.isoformat(),
+        "retention": f"Delete by {delete_by.isoformat()}: {protocol.retention_months} months from transfer "
+                     "(ISP §11.1).",
+        "counts": counts,
+        "sources": sources,
+        "files": [{"name": f.name, "rows": f.rows, "sha256": f.sha256} for f in files],
+    }
+    return RenderedFile("manifest.json", json.dumps(doc, indent=2).encode(), len(files))
+
+
+def body_text(protocol: Protocol, *, window: str, academic_year: str, counts: dict[str, int], delete_by: date,
+              batch_id: str) -> str:
+    """The message body: no personal data, only what the files are and how to handle them."""
+    lines = [
+        protocol.protective_marking,
+        "",
+        f"Pupil data for the {academic_year} school immunisation programmes ({window} delivery),",
+        f"shared under the Information Sharing Protocol '{protocol.id}' v{protocol.version}.",
+        f"Originator: {protocol.originator_label}.",
+        "",
+        "Records per programme:",
+        *[f"  {k}: {v}" for k, v in sorted(counts.items())],
+        "",
+        "The attached field-definitions.csv describes every column (ISP §9.4); manifest.json lists the",
+        "sources, counts and the SHA-256 of each file.",
+        f"Delete this data by {delete_by.isoformat()} (ISP §11.1). Use it only for the purpose of the protocol.",
+        f"Batch {batch_id}.",
+        "",
+        protocol.protective_marking,
+    ]
+    return "\r\n".join(lines) + "\r\n"

@@ -1,0 +1,36 @@
+"""Keeps delivery's view of the cohort from cohort events: latest revision per (programme, child)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn
+from sais_shared.kafka import claim_new
+
+UPSERT = (
+    "INSERT INTO delivery.members(academic_year, programme, dose, pupil_id, status, revision, school_dfe, "
+    "school_name, year_group, gender, source, reference_date, received_at, extract_ids, key_id, personal) "
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16::jsonb) "
+    "ON CONFLICT (academic_year, programme_key, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
+    "revision=EXCLUDED.revision, school_dfe=EXCLUDED.school_dfe, school_name=EXCLUDED.school_name, "
+    "year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, source=EXCLUDED.source, "
+    "reference_date=EXCLUDED.reference_date, received_at=EXCLUDED.received_at, extract_ids=EXCLUDED.extract_ids, "
+    "key_id=EXCLUDED.key_id, personal=EXCLUDED.personal, updated_at=now() "
+    "WHERE delivery.members.revision < EXCLUDED.revision"
+)
+
+
+async def apply_cohort_events(pool: asyncpg.Pool, events: list[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        fresh = await claim_new(conn, "delivery.processed", [e.event_id for e in events])
+        rows = []
+        for e in sorted((e for e in events if e.event_id in fresh), key=lambda e: e.revision):
+            if isinstance(e, CohortMemberAdded):
+                rows.append((e.academic_year, e.programme, e.dose, e.pupil_id, "active", e.revision, e.school_dfe,
+                             e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at,
+                             e.extract_ids, e.personal.key_id, e.personal.model_dump_json()))
+            else:  # a withdrawal keeps no personal data
+                rows.append((e.academic_year, e.programme, e.dose, e.pupil_id, "withdrawn", e.revision, "", "", "",
+                             "", "", None, None, [], None, None))
+        for row in rows:  # in revision order: one statement per row keeps "latest wins" exact
+            await conn.execute(UPSERT, *row)

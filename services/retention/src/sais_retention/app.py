@@ -1,0 +1,86 @@
+"""Composition root of retention: schedules deletions, runs them on its own timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+
+import structlog
+from faststream.kafka import KafkaBroker
+
+from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted
+from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
+from sais_shared.logging import configure_logging
+from sais_shared.runtime import Runtime, open_runtime
+from sais_shared.topics import Topics
+
+from .config import RetentionSettings
+from .service_layer.retention import RetentionService
+
+MIGRATIONS = (("retention", "sais_retention"),)
+log = structlog.get_logger("sais.retention")
+
+
+def certificate_publisher(broker: KafkaBroker, topics: Topics):
+    return broker.publisher(
+        topics.deletion_completed, schema=DeletionCompleted, title=f"{topics.deletion_completed}:publish",
+        description="Deletion certificates: what was destroyed, when, by which rule. Key: certificate id.")
+
+
+def build_service(rt: Runtime, publisher) -> RetentionService:
+    return RetentionService(rt.pool, rt.protocol, rt.clock, publisher)
+
+
+def build_app(settings: RetentionSettings | None = None):
+    settings = settings or RetentionSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    topics = Topics(settings.topic_prefix)
+    broker = make_broker(settings, "sais-retention")
+    publisher = certificate_publisher(broker, topics)
+    state: dict = {}
+
+    batch_consumer(
+        broker, topic=topics.delivery_completed, group_id=settings.retention_group_id,
+        parse=DeliveryCompleted.model_validate_json, handle=lambda evs: state["svc"].handle_deliveries(evs),
+        dead_letter_topic=topics.dead_letter, title=f"{topics.delivery_completed}:retention",
+        description="Schedules deletion at transfer date + retention period (ISP §11.1).")
+    batch_consumer(
+        broker, topic=topics.extract_completed, group_id=settings.retention_group_id,
+        parse=ExtractCompleted.model_validate_json, handle=lambda evs: state["svc"].handle_extracts(evs),
+        dead_letter_topic=topics.dead_letter, title=f"{topics.extract_completed}:retention",
+        description="Schedules deletion of an extract that is never delivered (ingest + retention period).")
+
+    async def scheduler() -> None:
+        while True:
+            try:
+                certs = await state["svc"].run_due()
+                if certs:
+                    log.info("scheduler.ran", deletions=len(certs))
+            except Exception as exc:  # keep the timer alive; the next tick retries
+                log.error("scheduler.failed", error=type(exc).__name__)
+            await asyncio.sleep(settings.retention_interval_s)
+
+    @asynccontextmanager
+    async def lifespan():
+        state["rt"] = await open_runtime(settings, *MIGRATIONS)
+        await ensure_topics(settings, topics)
+        state["svc"] = build_service(state["rt"], publisher)
+        try:
+            yield
+        finally:
+            task = state.get("timer")
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await state["rt"].close()
+
+    app = make_app(broker, title="sais-retention", lifespan=lifespan,
+                   description="Schedules and proves secure deletion; crypto-shreds Kafka copies.")
+
+    @app.after_startup
+    async def _start_timer() -> None:
+        state["timer"] = asyncio.create_task(scheduler())
+
+    return app

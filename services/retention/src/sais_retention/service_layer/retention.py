@@ -1,0 +1,165 @@
+"""Retention use cases: schedule deletions from delivery (and ingest) events, run due ones.
+
+Deleting a transfer removes, in one transaction, every row the services hold for its extracts
+and destroys the extracts' data keys, which makes every copy of their events in Kafka —
+dead-letter topics included — unreadable (crypto-shredding). Data that a later, still-live
+transfer also carried is kept until that transfer's own deletion; the certificate says so.
+Certificates hold ids and counts only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from sais_shared.clock import Clock
+from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted, stable_id
+from sais_shared.kafka import claim_new, publish_many
+from sais_shared.keystore import audit, destroy_keys
+from sais_shared.protocol import Protocol
+
+from ..domain.schedule import due_date
+
+log = structlog.get_logger("sais.retention")
+
+RULE_TRANSFER = "isp-11.1-transfer-plus-retention"
+RULE_UNDELIVERED = "undelivered-extract-ingest-plus-retention"
+
+
+@dataclass
+class RetentionService:
+    pool: asyncpg.Pool
+    protocol: Protocol
+    clock: Clock
+    publisher: Any
+
+    async def handle_deliveries(self, events: list[DeliveryCompleted]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_new(conn, "retention.processed", [e.event_id for e in events])
+            for e in events:
+                if e.event_id in fresh:
+                    await conn.execute(
+                        "INSERT INTO retention.schedule(subject, rule, due_on, extract_ids, key_ids) "
+                        "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (subject) DO NOTHING",
+                        f"batch:{e.batch_id}", RULE_TRANSFER,
+                        due_date(e.transferred_at.date(), self.protocol.retention_months), e.extract_ids, e.key_ids)
+                    log.info("deletion.scheduled", subject=f"batch:{e.batch_id}")
+
+    async def handle_extracts(self, events: list[ExtractCompleted]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await claim_new(conn, "retention.processed", [e.event_id for e in events])
+            for e in events:
+                if e.event_id in fresh:
+                    await conn.execute(
+                        "INSERT INTO retention.schedule(subject, rule, due_on, extract_ids, key_ids) "
+                        "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (subject) DO NOTHING",
+                        f"extract:{e.extract_id}", RULE_UNDELIVERED,
+                        due_date(e.occurred_at.date(), self.protocol.retention_months), [e.extract_id], [e.key_id])
+
+    async def run_due(self, today: date | None = None, actor: str = "retention-scheduler") -> list[DeletionCompleted]:
+        today = today or self.clock.today()
+        done: list[DeletionCompleted] = []
+        due = await self.pool.fetch(
+            "SELECT subject FROM retention.schedule WHERE executed_at IS NULL AND due_on <= $1 ORDER BY due_on, subject",
+            today)
+        for row in due:
+            cert = await self._delete(row["subject"], today, actor)
+            if cert:
+                done.append(cert)
+        await self.flush_outbox()
+        return done
+
+    async def _delete(self, subject: str, today: date, actor: str) -> DeletionCompleted | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            s = await conn.fetchrow(
+                "SELECT * FROM retention.schedule WHERE subject=$1 AND executed_at IS NULL FOR UPDATE", subject)
+            if s is None:
+                return None
+            # Extracts and keys that another live transfer also carried stay until that one is due.
+            live = await conn.fetch(
+                "SELECT subject, extract_ids, key_ids FROM retention.schedule WHERE executed_at IS NULL "
+                "AND subject <> $1 AND rule = $2 AND (extract_ids && $3 OR key_ids && $4)",
+                subject, RULE_TRANSFER, s["extract_ids"], s["key_ids"])
+            if s["rule"] == RULE_UNDELIVERED and live:
+                # The extract was delivered: the transfer's own deletion covers it, later.
+                await conn.execute("UPDATE retention.schedule SET executed_at=now() WHERE subject=$1", subject)
+                return None
+            kept_extracts = {x for r in live for x in r["extract_ids"]}
+            kept_keys = {k: r["subject"] for r in live for k in r["key_ids"]}
+            extracts = [x for x in s["extract_ids"] if x not in kept_extracts]
+            keys = [k for k in s["key_ids"] if k not in kept_keys]
+            counts = await purge_rows(conn, extracts, keys)
+            batch_id = UUID(subject.split(":", 1)[1]) if subject.startswith("batch:") else None
+            if batch_id and await conn.fetchval("SELECT to_regclass('delivery.batches')"):
+                await conn.execute("UPDATE delivery.batches SET purged_at=now(), message=NULL WHERE batch_id=$1",
+                                   batch_id)
+            destroyed = await destroy_keys(conn, keys, f"retention:{subject}")
+            now = self.clock.now()
+            cert = DeletionCompleted(
+                event_id=stable_id("deletion", subject), occurred_at=now,
+                certificate_id=stable_id("certificate", subject), rule=s["rule"], subject=subject,
+                due_at=s["due_on"], executed_at=now, key_ids_destroyed=destroyed, rows_deleted=counts,
+                protocol_version=self.protocol.version)
+            await conn.execute(
+                "INSERT INTO retention.certificates(certificate_id, rule, subject, due_on, executed_at, "
+                "key_ids_destroyed, keys_retained, rows_deleted, protocol_version) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8::jsonb,$9)",
+                cert.certificate_id, cert.rule, subject, s["due_on"], now, destroyed,
+                _json({str(k): v for k, v in kept_keys.items() if k in s["key_ids"]}), _json(counts),
+                self.protocol.version)
+            await conn.execute("UPDATE retention.schedule SET executed_at=now(), certificate_id=$2 WHERE subject=$1",
+                               subject, cert.certificate_id)
+            await conn.execute("INSERT INTO retention.outbox(event_id, key, payload) VALUES ($1,$2,$3)",
+                               cert.event_id, cert.certificate_id.bytes, cert.model_dump_json())
+            await audit(conn, actor, "data.deleted", subject,
+                        {"certificate_id": str(cert.certificate_id), "rule": s["rule"], "keys_destroyed": len(destroyed),
+                         "rows_deleted": counts}, self.protocol.version)
+        log.info("deletion.completed", subject=subject, keys_destroyed=len(destroyed), rows=counts)
+        return cert
+
+    async def flush_outbox(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch("SELECT seq, key, payload FROM retention.outbox ORDER BY seq FOR UPDATE SKIP LOCKED")
+            if rows:
+                await publish_many(self.publisher, ((r["key"], DeletionCompleted.model_validate_json(r["payload"]))
+                                                    for r in rows))
+                await conn.execute("DELETE FROM retention.outbox WHERE seq = ANY($1)", [r["seq"] for r in rows])
+        return len(rows)
+
+
+async def purge_rows(conn: asyncpg.Connection, extract_ids: list[UUID], key_ids: list[UUID]) -> dict[str, int]:
+    """Delete every row holding personal data of these extracts, in every service's tables."""
+    counts: dict[str, int] = {}
+
+    async def run(name: str, sql: str, *args) -> None:
+        if await conn.fetchval("SELECT to_regclass($1)", name) is None:
+            return  # that service has never run here: it holds nothing
+        status = await conn.execute(sql, *args)
+        counts[name] = counts.get(name, 0) + int(status.rsplit(" ", 1)[1])
+
+    pupils = []
+    if await conn.fetchval("SELECT to_regclass('eligibility.records')") is not None:
+        pupils = [r["pupil_id"] for r in await conn.fetch(
+            "SELECT DISTINCT pupil_id FROM eligibility.records WHERE extract_id = ANY($1)", extract_ids)]
+    await run("eligibility.records", "DELETE FROM eligibility.records WHERE extract_id = ANY($1)", extract_ids)
+    # A child with no record left is gone from eligibility entirely.
+    orphans = [r["p"] for r in await conn.fetch(
+        "SELECT p FROM unnest($1::uuid[]) p WHERE NOT EXISTS "
+        "(SELECT 1 FROM eligibility.records r WHERE r.pupil_id = p)", pupils)] if pupils else []
+    await run("eligibility.cohort", "DELETE FROM eligibility.cohort WHERE pupil_id = ANY($1)", orphans)
+    await run("eligibility.findings", "DELETE FROM eligibility.findings WHERE pupil_id = ANY($1)", orphans)
+    await run("delivery.members", "DELETE FROM delivery.members WHERE key_id = ANY($1)", key_ids)
+    await run("ingest.row_problems", "DELETE FROM ingest.row_problems WHERE extract_id = ANY($1)", extract_ids)
+    await run("ingest.extracts", "UPDATE ingest.extracts SET purged_at=now() WHERE extract_id = ANY($1) "
+              "AND purged_at IS NULL", extract_ids)
+    return counts
+
+
+def _json(v) -> str:
+    return json.dumps(v, default=str)
