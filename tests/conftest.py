@@ -1,0 +1,130 @@
+"""Shared test fixtures: one Kafka broker and one PostgreSQL server per session (testcontainers
+when a Docker engine is there, the local runner otherwise), a real SMTP server process, and per
+test a fresh database and topic prefix so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+import stack  # noqa: E402
+
+from sais_shared.devpki import ensure_dev_pki  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Infra:
+    kafka_bootstrap: str
+    pg_admin_dsn: str  # server-level DSN (database "postgres")
+    smtp_port: int
+    pki: Path
+    maildir: Path
+    state: Path
+
+    def dsn(self, db: str) -> str:
+        return self.pg_admin_dsn.rsplit("/", 1)[0] + f"/{db}"
+
+
+def _docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def infra() -> Infra:
+    """Real Kafka + PostgreSQL + SMTP for the whole session; a test fails if they are not really there."""
+    lay = stack.layout()
+    if _docker_available() and os.environ.get("SAIS_TEST_USE_LOCAL") != "1":
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.postgres import PostgresContainer
+
+        kafka = KafkaContainer("apache/kafka:3.9.1").with_kraft()
+        pg = PostgresContainer("postgres:15", driver=None)
+        kafka.start()
+        pg.start()
+        ensure_dev_pki(lay.pki)
+        stack.start_smtp(lay)
+        yield Infra(kafka.get_bootstrap_server(), pg.get_connection_url().replace("/test", "/postgres"),
+                    lay.smtp_port, lay.pki, lay.maildir, lay.state)
+        kafka.stop()
+        pg.stop()
+        return
+    was_up = stack.status(lay) == 0
+    stack.start(lay)
+    yield Infra(f"127.0.0.1:{lay.kafka_port}", f"postgresql://postgres@127.0.0.1:{lay.pg_port}/postgres",
+                lay.smtp_port, lay.pki, lay.maildir, lay.state)
+    if not was_up and os.environ.get("SAIS_TEST_KEEP_STACK") != "1":
+        stack.stop(lay)
+
+
+@pytest.fixture
+async def database(infra: Infra) -> str:
+    """A fresh, empty database for one test; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(infra.pg_admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield infra.dsn(name)
+    conn = await asyncpg.connect(infra.pg_admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
+    """Environment for a service or CLI under test: real servers, isolated database and topics."""
+    return {
+        **{k: v for k, v in stack.layout().env().items()},
+        "SAIS_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "SAIS_DATABASE_URL": database,
+        "SAIS_TOPIC_PREFIX": topic_prefix,
+        "SAIS_TOPIC_PARTITIONS": "2",
+        "SAIS_KEK_FILE": str(infra.pki / "kek.b64"),
+        "SAIS_LOG_FORMAT": "json",
+        "SAIS_DELIVERY_SMTP_PORT": str(infra.smtp_port),
+        "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.1",
+        "SAIS_RETENTION_INTERVAL_S": "3600",
+    }
+
+
+@pytest.fixture
+def settings_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The same environment applied to this process, for settings classes built in-process."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
+    """Poll an async predicate until it returns a truthy value (which is returned)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = None
+    while loop.time() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

@@ -1,0 +1,58 @@
+import base64
+import os
+import uuid
+
+import pytest
+
+from sais_shared.crypto import DataKey, DecryptionError, KeyEncryptionKey, normalise_for_matching
+from sais_shared.errors import ConfigurationError, MissingKeyEncryptionKeyError
+from sais_shared.settings import CommonSettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_sealed_value_opens_only_with_its_key_and_context():
+    key = DataKey.generate(uuid.uuid4())
+    sealed = key.seal(b"Siobhan O'Neill", b"ctx-1")
+    assert b"Siobhan" not in sealed.model_dump_json().encode()
+    assert key.open(sealed, b"ctx-1") == b"Siobhan O'Neill"
+    with pytest.raises(DecryptionError):
+        key.open(sealed, b"ctx-2")
+    other = DataKey(key.key_id, os.urandom(32))
+    with pytest.raises(DecryptionError):
+        other.open(sealed, b"ctx-1")
+
+
+def test_wrapped_data_key_unwraps_only_with_the_same_kek():
+    kek, other = KeyEncryptionKey(os.urandom(32)), KeyEncryptionKey(os.urandom(32))
+    key = DataKey.generate(uuid.uuid4())
+    wrapped = kek.wrap(key)
+    assert kek.unwrap(key.key_id, wrapped).secret == key.secret
+    with pytest.raises(DecryptionError):
+        other.unwrap(key.key_id, wrapped)
+    with pytest.raises(DecryptionError):
+        kek.unwrap(uuid.uuid4(), wrapped)  # bound to its key id
+
+
+def test_blind_index_folds_case_accents_spacing_and_hyphens():
+    kek = KeyEncryptionKey(os.urandom(32))
+    assert kek.blind_index("Zoë", "Smith-Jones") == kek.blind_index("ZOE", "smith jones")
+    assert kek.blind_index("Zoë", "Smith") != kek.blind_index("Zoe", "Smyth")
+    assert normalise_for_matching("O’Brien-Núñez") == "obriennunez"
+    assert KeyEncryptionKey(os.urandom(32)).blind_index("Zoe") != kek.blind_index("Zoe")
+
+
+def test_missing_kek_fails_fast_with_a_clear_message(tmp_path):
+    with pytest.raises(MissingKeyEncryptionKeyError, match="SAIS_KEK_FILE"):
+        CommonSettings(kek_file=None, kek=None).key_encryption_key_bytes()
+    with pytest.raises(MissingKeyEncryptionKeyError, match="cannot read"):
+        CommonSettings(kek_file=tmp_path / "absent").key_encryption_key_bytes()
+    short = tmp_path / "short"
+    short.write_text(base64.b64encode(os.urandom(16)).decode())
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        CommonSettings(kek_file=short).key_encryption_key_bytes()
+
+
+def test_repr_never_shows_key_material():
+    key = DataKey.generate(uuid.uuid4())
+    assert key.secret.hex() not in repr(key)

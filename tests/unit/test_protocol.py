@@ -1,0 +1,52 @@
+from datetime import date
+
+import pytest
+import yaml
+
+from sais_shared.protocol import ProtocolError, bundled_protocol_path, load_protocol, parse_protocol, recipient_allowed
+
+pytestmark = pytest.mark.unit
+
+
+def _doc() -> dict:
+    return yaml.safe_load(bundled_protocol_path().read_text())
+
+
+def test_bundled_protocol_is_the_2017_isp_v0_2():
+    p = load_protocol()
+    assert p.version == "0.2" and p.retention_months == 3 and p.staleness_months == 3
+    assert set(p.sources) == {"summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"}
+    assert p.source("autumn-census").is_requested("8", "F")
+    assert not p.source("autumn-census").is_requested("8", "M")
+    assert p.source("summer-census").is_requested("3", "M")
+    assert p.transfer.window("december").sources == ["autumn-census"]
+    assert p.review_overdue(date(2018, 5, 1)) and not p.review_overdue(date(2017, 7, 1))
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda d: d.pop("retention_months"), "retention_months"),
+    (lambda d: d["sources"]["summer-census"]["requested"].update({"Y3": ["M"]}), "sources.summer-census.requested"),
+    (lambda d: d["sources"].update({"spring-census": d["sources"]["summer-census"]}), "sources"),
+    (lambda d: d["transfer"].update({"recipients": ["someone@gmail.com"]}), "transfer"),
+    (lambda d: d["transfer"].update({"method": "ftp"}), "transfer.method"),
+    (lambda d: d.update({"staleness_months": 0}), "staleness_months"),
+])
+def test_bad_protocol_file_fails_naming_the_field(mutate, field):
+    d = _doc()
+    mutate(d)
+    with pytest.raises(ProtocolError) as exc:
+        parse_protocol(yaml.safe_dump(d), "test.yaml")
+    assert field in str(exc.value) and "test.yaml" in str(exc.value)
+
+
+def test_recipient_allow_list_matches_domains_not_substrings():
+    assert recipient_allowed("ann.curzons@nhs.net", ["nhs.net"])
+    assert recipient_allowed("x@team.nhs.net", ["nhs.net"])
+    assert not recipient_allowed("x@nhs.net.evil.com", ["nhs.net"])
+    assert not recipient_allowed("x@notnhs.net", ["nhs.net"])
+    assert not recipient_allowed("a@b@nhs.net", ["nhs.net"])
+
+
+def test_unknown_source_is_refused_clearly():
+    with pytest.raises(ProtocolError, match="not covered"):
+        load_protocol().source("spring-census")

@@ -1,0 +1,46 @@
+import csv
+import io
+import json
+from datetime import date
+
+import pytest
+
+from sais_delivery.domain.render import Row, field_definitions, manifest, programme_file, safe_cell
+from sais_shared.protocol import load_protocol
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("evil", ['=HYPERLINK("http://x","y")', "@SUM(A1:A2)", "+1", "-2+3", "\t=1", "＝1"])
+def test_formula_injection_stays_text(evil):
+    assert safe_cell(evil) == "'" + evil
+
+
+def test_plain_values_are_untouched():
+    assert safe_cell("O'Brien") == "O'Brien" and safe_cell("Smith-Jones") == "Smith-Jones"
+
+
+def _row(surname, school="B School", yg="2"):
+    return Row("flu", None, "9372001", school, yg, surname, "Zoë", date(2012, 1, 1), "F", ["1 High St"], "CV34 4RL")
+
+
+def test_programme_file_is_sorted_for_the_sais_team_and_keeps_unicode():
+    f = programme_file("flu.csv", [_row("Young"), _row("=cmd|' /C calc'!A0"), _row("Adams", yg="R"),
+                                   _row("Brown", school="A School")])
+    rows = list(csv.reader(io.StringIO(f.content.decode("utf-8-sig"))))
+    assert rows[0][0] == "School DfE number"
+    assert [r[3] for r in rows[1:]] == ["Brown", "Adams", "'=cmd|' /C calc'!A0", "Young"]
+    assert rows[1][4] == "Zoë" and rows[2][2] == "R" and rows[3][2] == "Year 2"
+    assert f.rows == 4 and len(f.sha256) == 64
+
+
+def test_field_definitions_and_manifest_come_from_the_protocol():
+    p = load_protocol()
+    defs = field_definitions(p)
+    text = defs.content.decode("utf-8-sig")
+    assert all(fd.label in text for fd in p.dataset)
+    m = json.loads(manifest(batch_id="b", protocol=p, window="july", academic_year="2017/18", files=[defs],
+                            sources=[], counts={"flu": 1}, delete_by=date(2017, 10, 10), prepared_at="t",
+                            replaces_batch=None).content)
+    assert m["protective_marking"] == p.protective_marking and m["originator"] == p.originator_label
+    assert m["files"][0]["sha256"] == defs.sha256 and m["delete_by"] == "2017-10-10"
