@@ -1,0 +1,112 @@
+"""Helpers for integration tests: read topics from the beginning, scan for personal data."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import subprocess
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Rec]:
+    """Every record currently in a topic (all partitions), from the beginning."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        parts = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: list[Rec] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async def behind() -> bool:
+            for tp in tps:
+                if await consumer.position(tp) < end[tp]:
+                    return True
+            return False
+
+        while await behind():
+            if loop.time() > deadline:
+                raise AssertionError(f"could not read {topic} to its end")
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for recs in batch.values():
+                out += [Rec(r.topic, r.partition, r.offset, r.key, r.value) for r in recs]
+        return out
+    finally:
+        await consumer.stop()
+
+
+def personal_values(csv_path: Path) -> set[str]:
+    """Names, dates of birth (as written and ISO), first address lines and postcodes in an input file.
+    Town and county are left out: alone they identify nobody (and "Warwickshire" is in the originator)."""
+    values: set[str] = set()
+    enc = "utf-8-sig"
+    try:
+        text = csv_path.read_text(encoding=enc)
+    except UnicodeDecodeError:
+        text = csv_path.read_text(encoding="cp1252")
+    for row in csv.DictReader(text.splitlines()):
+        for k, v in row.items():
+            k = (k or "").lower()
+            v = (v or "").strip()
+            if len(v) < 4:
+                continue
+            if any(w in k for w in ("surname", "forename", "first name", "address line 1", "address 1", "street",
+                                    "post", "dob", "birth")):
+                values.add(v)
+                if "dob" in k or "birth" in k:
+                    try:
+                        d, m, y = v.split("/")
+                        values.add(date(int(y), int(m), int(d)).isoformat())
+                    except ValueError:
+                        pass
+    return values
+
+
+async def all_table_text(dsn: str, schemas: tuple[str, ...] = ("ingest", "eligibility", "delivery", "retention",
+                                                               "shared")) -> str:
+    """Every row of every table in these schemas, as text."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = ANY($1) "
+            "AND table_type='BASE TABLE'", list(schemas))
+        parts = []
+        for t in tables:
+            rows = await conn.fetch(f'SELECT t::text AS x FROM "{t["table_schema"]}"."{t["table_name"]}" t')
+            parts += [r["x"] for r in rows]
+        return "\n".join(parts)
+    finally:
+        await conn.close()
+
+
+def openssl_open(message: Path, pki: Path) -> bytes:
+    """Decrypt with the recipient key and verify the signature against the CA, with stock openssl."""
+    dec = subprocess.run(["openssl", "cms", "-decrypt", "-in", str(message), "-recip", str(pki / "recipient.pem"),
+                          "-inkey", str(pki / "recipient.key")], capture_output=True, check=True)
+    ver = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(pki / "ca.pem")], input=dec.stdout,
+                         capture_output=True)
+    assert ver.returncode == 0, ver.stderr.decode()
+    assert b"Verification successful" in ver.stderr
+    return ver.stdout

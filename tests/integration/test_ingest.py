@@ -1,0 +1,96 @@
+"""ingest through real Kafka and PostgreSQL: events, minimisation, encryption, duplicates, replacement."""
+
+import json
+import shutil
+from datetime import date
+
+import pytest
+
+from sais_ingest.app import IngestContext
+from sais_ingest.config import IngestSettings
+from sais_ingest.service_layer.ingest_file import ingest_file
+from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected
+from sais_shared.topics import Topics
+from tests.helpers import REPO, all_table_text, personal_values, read_topic
+
+pytestmark = pytest.mark.integration
+MAY = REPO / "data" / "samples" / "may-census-2017.csv"
+
+
+async def _ingest(path, source="summer-census", ref=date(2017, 5, 18)):
+    async with IngestContext(IngestSettings()) as ctx:
+        rt = ctx.runtime
+        return await ingest_file(path, source=source, reference_date=ref, protocol=rt.protocol, repo=ctx.repo,
+                                 keys=rt.keys, publishers=ctx.publishers, clock=rt.clock, actor="test")
+
+
+async def test_extract_is_published_minimised_encrypted_and_counted(settings_env, infra):
+    rep = await _ingest(MAY)
+    assert rep.balanced and (rep.rows_in, rep.accepted, rep.rejected, rep.out_of_scope) == (52, 49, 2, 1)
+    assert {r["row_number"] for r in rep.rejections} == {52, 53}
+    assert set(rep.dropped_columns) == {"UPN", "Ethnicity", "SEN"}
+
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    pupils = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    completed = await read_topic(infra.kafka_bootstrap, topics.extract_completed)
+    rejected = await read_topic(infra.kafka_bootstrap, topics.row_rejected)
+    assert len(pupils) == 49 and len(completed) == 1 and len(rejected) == 2
+    done = ExtractCompleted.model_validate_json(completed[0].value)
+    assert (done.rows_in, done.accepted, done.rejected, done.out_of_scope) == (52, 49, 2, 1)
+    assert {RowRejected.model_validate_json(r.value).field for r in rejected} == {"date_of_birth", "postcode"}
+
+    # No personal value and no dropped column's value travels or rests in clear text.
+    secrets = personal_values(MAY)
+    assert len(secrets) > 100  # the scan below is only as good as this list
+    upns = {line.split(",")[0] for line in MAY.read_text(encoding="utf-8-sig").splitlines()[1:]}
+    raw_kafka = b"\n".join(r.value + (r.key or b"") for r in pupils + completed + rejected).decode(errors="replace")
+    tables = await all_table_text(settings_env["SAIS_DATABASE_URL"])
+    for value in secrets | upns:
+        assert value not in raw_kafka, "personal data in Kafka"
+        assert value not in tables, "personal data in PostgreSQL"
+    assert "WBRI" not in raw_kafka and "WBRI" not in tables  # ethnicity never forwarded
+
+    # ... but the personal fields are there, sealed under the extract's data key.
+    events = [PupilRecorded.model_validate_json(r.value) for r in pupils]
+    async with IngestContext(IngestSettings()) as ctx:
+        keys = await ctx.runtime.keys.get_many({e.personal.key_id for e in events})
+    opened = [keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad()) for e in events]
+    assert {p.surname for p in opened} <= {v for v in secrets}
+    assert all(e.originator == "Warwickshire County Council: Insight Service" for e in events)
+
+
+async def test_same_file_twice_publishes_nothing_new(settings_env, infra):
+    first = await _ingest(MAY)
+    second = await _ingest(MAY)
+    assert second.duplicate and second.extract_id == first.extract_id
+    pupils = await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).pupil_recorded)
+    assert len(pupils) == 49
+
+
+async def test_corrected_file_is_a_replacement_dataset(settings_env, infra, tmp_path):
+    first = await _ingest(MAY)
+    corrected = tmp_path / "may-corrected.csv"
+    lines = MAY.read_text(encoding="utf-8-sig").splitlines()
+    corrected.write_text("\n".join(lines[:-2]) + "\n", encoding="utf-8")  # the two bad rows removed
+    second = await _ingest(corrected)
+    assert second.supersedes == first.extract_id and second.rejected == 0
+    completed = await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).extract_completed)
+    events = [json.loads(r.value) for r in completed]
+    assert [e["supersedes"] for e in events].count(str(first.extract_id)) == 1
+
+
+async def test_file_missing_a_required_column_is_refused_before_publishing(settings_env, infra, tmp_path):
+    from sais_ingest.domain.model import ExtractFileError
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Surname,Forename\nSmith,Jo\n")
+    with pytest.raises(ExtractFileError, match="school_dfe"):
+        await _ingest(bad)
+    assert await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).pupil_recorded) == []
+
+
+def test_sample_files_are_committed():
+    assert shutil.which("openssl")
+    for name in ("may-census-2017.csv", "admissions-reception-2017.csv", "admissions-year3-transfer-2017.csv",
+                 "october-census-2017.csv"):
+        assert (REPO / "data" / "samples" / name).stat().st_size > 0
