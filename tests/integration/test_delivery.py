@@ -1,0 +1,235 @@
+"""delivery against the real SMTP server process, PostgreSQL and Kafka; openssl reads the result."""
+
+import csv
+import email
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from sais_delivery.app import MIGRATIONS, DeliveryContext
+from sais_delivery.config import DeliverySettings
+from sais_delivery.domain.errors import (
+    CertificateError,
+    RecipientNotAllowedError,
+    ReviewOverdueError,
+    SharingSuspendedError,
+    StaleDataError,
+    TransferMethodNotAllowedError,
+)
+from sais_delivery.service_layer.members import apply_cohort_events
+from sais_shared.devpki import RECIPIENT_EMAIL, issue_email_cert
+from sais_shared.events import CohortMemberAdded, DeliveryCompleted, PupilPersonal
+from sais_shared.runtime import open_runtime
+from sais_shared.settings import CommonSettings
+from sais_shared.topics import Topics
+from tests.helpers import REPO, openssl_open, read_topic
+
+pytestmark = pytest.mark.integration
+EVIL = '=HYPERLINK("http://evil.example","click")'
+
+
+async def seed_cohort(n=5, received_at=datetime(2017, 6, 1, 9, tzinfo=UTC), surname_of=None) -> uuid.UUID:
+    """Cohort records as eligibility would publish them, applied by delivery's real consumer function."""
+    rt = await open_runtime(CommonSettings(), *MIGRATIONS)
+    try:
+        extract_id = uuid.uuid4()
+        key = await rt.keys.key_for_extract(extract_id)
+        events = []
+        for i in range(n):
+            pid = uuid.uuid4()
+            p = PupilPersonal(surname=(surname_of or (lambda i: f"Núñez{chr(65 + i)}"))(i), forename="Zoë",
+                              date_of_birth=datetime(2012, 1, 1 + i).date(), address_lines=["1 High St", "Warwick"],
+                              postcode="CV34 4RL")
+            events.append(CohortMemberAdded(
+                event_id=uuid.uuid4(), occurred_at=received_at, academic_year="2017/18", programme="flu",
+                pupil_id=pid, school_dfe="9372001", school_name="Emscote Infant School", year_group="R",
+                gender="F", source="summer-census", reference_date=received_at.date(), received_at=received_at,
+                extract_ids=[extract_id], revision=1,
+                personal=key.seal_model(p, f"cohort:2017/18:{pid}".encode())))
+        await apply_cohort_events(rt.pool, events)
+        return extract_id
+    finally:
+        await rt.close()
+
+
+async def deliver(**kw):
+    async with DeliveryContext(DeliverySettings()) as svc:
+        return await svc.deliver("july", "2017/18", actor="test", **kw)
+
+
+def messages_with(maildir, message_id: str):
+    return [p for p in maildir.glob("*.eml") if message_id.encode() in p.read_bytes()]
+
+
+async def audit_actions(dsn):
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["action"] for r in await conn.fetch("SELECT action FROM shared.audit_log ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def july(settings_env, monkeypatch):
+    monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
+    return settings_env
+
+
+async def test_delivered_message_decrypts_verifies_and_keeps_formulas_as_text(july, infra):
+    await seed_cohort(3, surname_of=lambda i: [EVIL, "@SUM(A1:A9)", "O'Brien"][i])
+    res = await deliver()
+    [msg] = messages_with(infra.maildir, res.message_id)
+    raw = msg.read_bytes()
+    assert b"O'Brien" not in raw and b"HYPERLINK" not in raw  # encrypted on the wire and at the server
+    subject = next(line for line in raw.decode().splitlines() if line.startswith("Subject:"))
+    assert "OFFICIAL-SENSITIVE" in subject and "Zo" not in subject
+    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-in", str(msg)], capture_output=True, text=True)
+    assert "aes-256-cbc" in printed.stdout.lower()
+    inner = email.message_from_bytes(openssl_open(msg, infra.pki))
+    files = {p.get_filename(): p.get_payload(decode=True) for p in inner.walk() if p.get_filename()}
+    rows = list(csv.DictReader(files["flu-2017-18.csv"].decode("utf-8-sig").splitlines()))
+    assert sorted(r["Surname"] for r in rows) == sorted(["'" + EVIL, "'@SUM(A1:A9)", "O'Brien"])
+    body = next(p for p in inner.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+    assert "O'Brien" not in body and "flu: 3" in body
+
+    events = await read_topic(infra.kafka_bootstrap, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
+    [done] = [DeliveryCompleted.model_validate_json(e.value) for e in events]
+    assert done.batch_id == res.batch_id and done.programmes == {"flu": 3} and str(done.delete_by) == "2017-10-10"
+
+
+async def test_recipient_outside_the_allow_list_is_refused_and_audited(july, infra):
+    await seed_cohort(1)
+    before = len(list(infra.maildir.glob("*.eml")))
+    with pytest.raises(RecipientNotAllowedError, match="allow-listed"):
+        await deliver(recipient="ann.curzons@gmail.com")
+    assert len(list(infra.maildir.glob("*.eml"))) == before
+    assert "delivery.refused" in await audit_actions(july["SAIS_DATABASE_URL"])
+
+
+async def test_plaintext_only_smtp_server_is_refused(july, infra, tmp_path, monkeypatch):
+    await seed_cohort(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(REPO / "deploy" / "local" / "smtpd.py"), "--port", str(port),
+                               "--maildir", str(tmp_path / "mail"), "--no-tls"], stdout=subprocess.PIPE)
+    try:
+        assert b"listening" in server.stdout.readline()
+        monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(port))
+        with pytest.raises(TransferMethodNotAllowedError, match="STARTTLS"):
+            await deliver()
+        assert list((tmp_path / "mail").glob("*.eml")) == []
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def test_stale_extract_is_refused_naming_it(july, infra):
+    extract = await seed_cohort(2, received_at=datetime(2017, 3, 1, tzinfo=UTC))
+    with pytest.raises(StaleDataError) as exc:
+        await deliver()
+    assert str(extract) in str(exc.value) and "refreshed" in str(exc.value)
+
+
+async def test_suspended_sharing_refuses_until_resumed(july, infra):
+    await seed_cohort(2)
+    async with DeliveryContext(DeliverySettings()) as svc:
+        await svc.set_suspended(True, "suspected breach INC-1", "ig-lead")
+    with pytest.raises(SharingSuspendedError, match="INC-1"):
+        await deliver()
+    async with DeliveryContext(DeliverySettings()) as svc:
+        await svc.set_suspended(False, "investigation closed", "ig-lead")
+    res = await deliver()
+    assert res.status == "sent"
+    actions = await audit_actions(july["SAIS_DATABASE_URL"])
+    assert actions.index("sharing.suspended") < actions.index("delivery.refused") < actions.index("sharing.resumed")
+
+
+async def test_expired_or_wrong_recipient_certificate_is_refused(july, infra, tmp_path, monkeypatch):
+    await seed_cohort(1)
+    issue_email_cert(infra.pki / "ca.pem", infra.pki / "ca.key", RECIPIENT_EMAIL, tmp_path / "old.pem",
+                     tmp_path / "old.key", days=30, not_before=datetime.now(UTC) - timedelta(days=400))
+    monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(tmp_path / "old.pem"))
+    with pytest.raises(CertificateError, match="expired"):
+        await deliver()
+    issue_email_cert(infra.pki / "ca.pem", infra.pki / "ca.key", "someone.else@nhs.net", tmp_path / "other.pem",
+                     tmp_path / "other.key")
+    monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(tmp_path / "other.pem"))
+    with pytest.raises(CertificateError, match="someone.else@nhs.net"):
+        await deliver()
+
+
+async def test_past_the_review_date_needs_an_audited_override(settings_env, infra, monkeypatch):
+    monkeypatch.setenv("SAIS_AS_OF", "2018-06-01")
+    await seed_cohort(1, received_at=datetime(2018, 5, 20, tzinfo=UTC))
+    with pytest.raises(ReviewOverdueError, match="review"):
+        await deliver()
+    res = await deliver(override_review="review meeting 2018-06-15 agreed to continue")
+    assert res.status == "sent"
+    assert "protocol.review_overridden" in await audit_actions(settings_env["SAIS_DATABASE_URL"])
+
+
+async def test_smtp_outage_is_retried_then_delivered(july, infra, monkeypatch):
+    await seed_cohort(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(closed))
+    monkeypatch.setenv("SAIS_DELIVERY_SMTP_ATTEMPTS", "2")
+    from sais_delivery.adapters.mailer import SmtpTransientError
+
+    with pytest.raises(SmtpTransientError):
+        await deliver()
+    conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
+    row = await conn.fetchrow("SELECT status, attempts, last_error FROM delivery.batches")
+    await conn.close()
+    assert row["status"] == "prepared" and row["attempts"] == 2 and "failed" in row["last_error"]
+    monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(infra.smtp_port))
+    res = await deliver()
+    assert res.status == "sent" and len(messages_with(infra.maildir, res.message_id)) == 1
+
+
+def _cli(env, *args, crash=None):
+    e = {**os.environ, **env, "SAIS_AS_OF": "2017-07-10"}
+    if crash:
+        e["SAIS_DELIVERY_CRASH_AT"] = crash
+    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "delivery", *args], env=e, capture_output=True,
+                          text=True)
+
+
+async def test_crash_between_recording_and_sending_then_retry_sends_once(july, infra):
+    await seed_cohort(2)
+    crashed = _cli(july, "send", "--window", "july", "--academic-year", "2017/18", crash="after-prepare")
+    assert crashed.returncode == 70
+    conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
+    b = await conn.fetchrow("SELECT batch_id, status, message_id FROM delivery.batches")
+    await conn.close()
+    assert b["status"] == "prepared" and messages_with(infra.maildir, b["message_id"]) == []
+    ok = _cli(july, "send", "--window", "july", "--academic-year", "2017/18")
+    assert ok.returncode == 0, ok.stderr
+    assert len(messages_with(infra.maildir, b["message_id"])) == 1
+
+
+async def test_crash_between_sending_and_marking_sent_never_sends_twice(july, infra):
+    await seed_cohort(2)
+    args = ("send", "--window", "july", "--academic-year", "2017/18")
+    assert _cli(july, *args, crash="after-send").returncode == 70
+    conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
+    b = await conn.fetchrow("SELECT batch_id, status, message_id FROM delivery.batches")
+    assert b["status"] == "sending" and len(messages_with(infra.maildir, b["message_id"])) == 1
+    retry = _cli(july, *args)
+    assert retry.returncode == 4 and "resolve" in retry.stderr  # uncertain: reported, not resent
+    assert len(messages_with(infra.maildir, b["message_id"])) == 1
+    assert _cli(july, "resolve", str(b["batch_id"]), "--sent").returncode == 0
+    assert await conn.fetchval("SELECT status FROM delivery.batches") == "sent"
+    await conn.close()
+    again = _cli(july, *args)
+    assert again.returncode == 0 and len(messages_with(infra.maildir, b["message_id"])) == 1
+    events = await read_topic(infra.kafka_bootstrap, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
+    assert [DeliveryCompleted.model_validate_json(e.value).batch_id for e in events] == [b["batch_id"]]
