@@ -157,7 +157,8 @@ class DeliveryService:
             return BatchResult(last["batch_id"], "sent", recipient, json.loads(last["counts"]), last["message_id"],
                                already_sent=True, files=json.loads(last["files"]), delete_by=str(last["delete_by"]))
 
-        batch_id = stable_id("batch", window, academic_year, recipient, content)
+        installation = await self.pool.fetchval("SELECT installation_id FROM shared.installation")
+        batch_id = stable_id("batch", installation, window, academic_year, recipient, content)
         await self._prepare(batch_id, window, academic_year, recipient, members, content,
                             last["batch_id"] if last else None, actor)
         return await self._send(batch_id, actor)

@@ -1,0 +1,204 @@
+"""The whole pipeline as an operator runs it: the services as separate processes on real Kafka,
+PostgreSQL and SMTP, the CLI for ingest, delivery and retention. Checks the delivered files
+against an independent count of the input, proves deletion (no readable personal data of the
+deleted transfer in any topic or table, the other transfer intact) and scans every log line."""
+
+import csv
+import email
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from sais_shared.crypto import Sealed
+from sais_shared.keystore import KeyStore
+from sais_shared.settings import CommonSettings
+from sais_shared.topics import Topics
+from tests.helpers import REPO, all_table_text, openssl_open, personal_values, read_topic
+
+pytestmark = pytest.mark.e2e
+SAMPLES = REPO / "data" / "samples"
+SAIS = str(REPO / ".venv" / "bin" / "sais")
+
+
+class Pipeline:
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        for name in ("eligibility", "delivery", "retention"):
+            out = open(self.logdir / f"{name}.log", "w")
+            self.procs.append(subprocess.Popen([str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"],
+                                               env={**self.env, "SAIS_AS_OF": "2017-07-10"}, stdout=out,
+                                               stderr=subprocess.STDOUT, start_new_session=True))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            p.wait(30)
+
+    def cli(self, *args: str, as_of: str) -> str:
+        with open(self.logdir / "cli.log", "a") as log:
+            r = subprocess.run([SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE,
+                               stderr=log, text=True)
+        assert r.returncode == 0, f"sais {' '.join(args)} → {r.returncode}: {r.stdout}"
+        return r.stdout
+
+
+async def wait_sql(dsn: str, sql: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(dsn)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if await conn.fetchval(sql):
+                    return
+            except asyncpg.UndefinedTableError:
+                pass
+            await __import__("asyncio").sleep(0.3)
+    finally:
+        await conn.close()
+    raise AssertionError(f"timed out: {sql}")
+
+
+def oracle(source_files: dict[str, Path]) -> dict[str, int]:
+    """Children per programme, counted straight from the input files (simple rules of the ISP)."""
+    children: dict[str, set] = {"flu": set(), "hpv-dose-1": set(), "hpv-dose-2": set(), "td-ipv": set(),
+                                "menacwy": set()}
+    for source, path in source_files.items():
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig") if source != "admissions-reception" else raw.decode("cp1252")
+        for row in csv.DictReader(text.splitlines()):
+            r = {k.lower(): v.strip() for k, v in row.items()}
+            dob = r.get("dob") or r.get("date of birth")
+            if "/" in dob and len(dob.split("/")[-1]) != 4:
+                continue
+            if (r.get("postcode") or r.get("post code", "")).upper().endswith("ZZZ"):
+                continue
+            who = ((r.get("legal forename") or r.get("forename") or r.get("first name")).lower(),
+                   (r.get("legal surname") or r.get("surname")).lower(), dob)
+            yg = (r.get("ncyearactual") or r.get("year group") or r.get("nc year")).lower()
+            yg = yg.replace("year", "").replace("y", "").strip()
+            sex = (r.get("gender") or r.get("sex"))[0].upper()
+            if source == "summer-census" and yg in {"r", "reception", "1", "2", "3"}:
+                children["flu"].add(who)
+            elif source.startswith("admissions"):
+                children["flu"].add(who)
+            elif source == "autumn-census":
+                if yg == "8" and sex == "F":
+                    children["hpv-dose-1"].add(who)
+                if yg == "9":
+                    children["td-ipv"].add(who)
+                    children["menacwy"].add(who)
+                    if sex == "F":
+                        children["hpv-dose-2"].add(who)
+    # A transfer child appears in the May census too, with the DOB written differently: normalise.
+    def norm(w):
+        f, s, d = w
+        if "/" in d:
+            dd, mm, yy = d.split("/")
+            d = f"{yy}-{int(mm):02d}-{int(dd):02d}"
+        return (f, s, d)
+    return {k: len({norm(w) for w in v}) for k, v in children.items() if v}
+
+
+async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(env, infra, tmp_path):
+    files = {"summer-census": SAMPLES / "may-census-2017.csv",
+             "admissions-reception": SAMPLES / "admissions-reception-2017.csv",
+             "admissions-year3-transfer": SAMPLES / "admissions-year3-transfer-2017.csv",
+             "autumn-census": SAMPLES / "october-census-2017.csv"}
+    refs = {"summer-census": "2017-05-18", "admissions-reception": "2017-04-18",
+            "admissions-year3-transfer": "2017-04-18", "autumn-census": "2017-10-05"}
+    dsn = env["SAIS_DATABASE_URL"]
+    p = Pipeline(env, tmp_path)
+    p.start()
+    try:
+        for source in ("summer-census", "admissions-reception", "admissions-year3-transfer"):
+            rep = json.loads(p.cli("ingest", "file", str(files[source]), "--source", source, "--reference-date",
+                                   refs[source], "--json", as_of="2017-06-01"))
+            assert rep["balanced"]
+        await wait_sql(dsn, "SELECT count(*) = 3 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL")
+        await wait_sql(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+                            "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
+                            "(SELECT count(*) FROM eligibility.outbox) = 0")
+        july = json.loads(p.cli("delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json",
+                                as_of="2017-07-10"))
+        p.cli("ingest", "file", str(files["autumn-census"]), "--source", "autumn-census", "--reference-date",
+              refs["autumn-census"], as_of="2017-10-12")
+        await wait_sql(dsn, "SELECT count(*) = 4 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL")
+        await wait_sql(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+                            "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
+                            "(SELECT count(*) FROM eligibility.outbox) = 0")
+        december = json.loads(p.cli("delivery", "send", "--window", "december", "--academic-year", "2017/18",
+                                    "--json", as_of="2017-12-04"))
+
+        # What the SAIS received, opened with openssl, matches an independent count of the input.
+        delivered: dict[str, int] = {}
+        for res in (july, december):
+            [msg] = [m for m in infra.maildir.glob("*.eml") if res["message_id"].encode() in m.read_bytes()]
+            inner = email.message_from_bytes(openssl_open(msg, infra.pki))
+            for part in inner.walk():
+                name = part.get_filename()
+                if name and name.endswith("-2017-18.csv"):
+                    rows = list(csv.DictReader(part.get_payload(decode=True).decode("utf-8-sig").splitlines()))
+                    delivered[name.removesuffix("-2017-18.csv")] = len(rows)
+        assert delivered == oracle(files)
+
+        # Retention: both transfers scheduled; the July one is deleted on 10 October, December's kept.
+        await wait_sql(dsn, "SELECT count(*) = 2 FROM retention.schedule WHERE subject LIKE 'batch:%'")
+        certs = json.loads(p.cli("retention", "run", "--now", "2017-10-11", "--json", as_of="2017-10-11"))
+        assert [c["subject"] for c in certs] == [f"batch:{july['batch_id']}"]
+        assert len(certs[0]["key_ids_destroyed"]) == 3
+    finally:
+        p.stop()
+
+    # No readable name, DOB, address or postcode of the deleted transfer anywhere: every topic, every table.
+    deleted = set().union(*(personal_values(files[s]) for s in
+                            ("summer-census", "admissions-reception", "admissions-year3-transfer")))
+    kept = personal_values(files["autumn-census"])
+    deleted -= kept  # a value shared by both (a common street) is legitimately still held
+    topics = Topics(env["SAIS_TOPIC_PREFIX"])
+    settings = CommonSettings(**{"database_url": dsn, "kek_file": env["SAIS_KEK_FILE"]})
+    from sais_shared.crypto import KeyEncryptionKey
+    from sais_shared.db import create_pool
+
+    pool = await create_pool(dsn)
+    keys = KeyStore(pool, KeyEncryptionKey(settings.key_encryption_key_bytes()))
+    readable: list[str] = []
+    for topic in topics.all():
+        for rec in await read_topic(infra.kafka_bootstrap, topic):
+            text = rec.value.decode()
+            assert not any(v in text for v in deleted), f"clear personal data in {topic}"
+            personal = json.loads(text).get("personal")
+            if personal:
+                sealed = Sealed.model_validate(personal)
+                if await keys.live_among([sealed.key_id]):
+                    readable.append(topic)
+    await pool.close()
+    tables = await all_table_text(dsn)
+    assert not any(v in tables for v in deleted)
+    # What is still readable is exactly December's transfer (the October census key).
+    conn = await asyncpg.connect(dsn)
+    live = await conn.fetchval("SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL")
+    members = await conn.fetchval("SELECT count(*) FROM delivery.members WHERE status='active'")
+    await conn.close()
+    assert live == 1 and members == sum(december["counts"].values())
+    assert readable and set(readable) <= {topics.pupil_recorded, topics.cohort}
+
+    # No personal data in any log line of any service or CLI run.
+    every = personal_values(files["summer-census"]) | personal_values(files["autumn-census"]) | \
+        personal_values(files["admissions-reception"]) | personal_values(files["admissions-year3-transfer"])
+    for log in tmp_path.glob("*.log"):
+        text = log.read_text()
+        assert text, f"{log.name} is empty"
+        leaked = [v for v in every if v in text]
+        assert not leaked, f"{log.name} logged personal data ({len(leaked)} values)"
