@@ -148,7 +148,12 @@ def fetch_kafka(lay: Layout) -> None:
     if lay.kafka_libs.exists() and any(lay.kafka_libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
         return
     if not shutil.which("mvn") or not shutil.which("java"):
-        raise SystemExit("[stack] Java 17 and Maven are needed to fetch and run Apache Kafka")
+        if os.geteuid() != 0:
+            raise SystemExit("[stack] Java 17 and Maven are needed to fetch and run Apache Kafka")
+        say("installing Java 17 and Maven from Debian (apt-get)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless", "maven"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once)")
     tmp = lay.kafka_libs.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -6,8 +6,11 @@ import base64
 import os
 import sys
 
+from pathlib import Path
+
 import typer
 
+from sais_shared.devpki import ensure_dev_pki
 from sais_shared.logging import configure_logging
 from sais_shared.settings import CommonSettings
 
@@ -40,6 +43,17 @@ app.add_typer(keys_app, name="keys")
 def new_kek() -> None:
     """Print a new random 256-bit key-encryption key (base64) for SAIS_KEK_FILE."""
     typer.echo(base64.b64encode(os.urandom(32)).decode())
+
+
+dev_app = typer.Typer(help="Development helpers (never for production keys).", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+
+
+@dev_app.command("pki")
+def dev_pki(out: Path = typer.Argument(..., help="folder for the dev CA, certificates and KEK")) -> None:
+    """Create a throwaway CA, SMTP server and S/MIME certificates and a KEK (demo, tests, compose)."""
+    pki = ensure_dev_pki(out)
+    typer.echo(f"dev PKI in {pki.root}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Starts the local stack (unless it is already up), runs every test, stops what it started.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PY=.venv/bin/python
+started=0
+if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
+  $PY deploy/local/stack.py start || exit 1
+  started=1
+fi
+cleanup() { [ "$started" = 1 ] && $PY deploy/local/stack.py stop; }
+trap cleanup EXIT
+SAIS_TEST_KEEP_STACK=1 .venv/bin/pytest -m "unit or integration or e2e" "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: treating as a failure" >&2
+  exit 1
+fi
+exit "$rc"
