@@ -1,0 +1,19 @@
+# One image for the four services and the `sais` CLI. Multi-stage, slim, non-root, read-only-root friendly.
+FROM python:3.11-slim-bookworm AS build
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
+COPY pyproject.toml uv.lock ./
+COPY shared ./shared
+COPY services ./services
+COPY src ./src
+RUN uv sync --frozen --all-packages --no-dev --no-editable
+
+FROM python:3.11-slim-bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends openssl && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin sais
+COPY --from=build /app/.venv /app/.venv
+ENV PATH=/app/.venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+USER 10001
+ENTRYPOINT ["python", "-m"]
+CMD ["sais_eligibility"]
