@@ -99,12 +99,22 @@ def wait_port(port: int, what: str, timeout: float, log: Path | None = None, pid
 
 
 def pid_alive(pidfile: Path) -> int | None:
+    """The pid if that process is running; a zombie (an exited child not yet reaped) is reaped and is not."""
     try:
         pid = int(pidfile.read_text().strip())
         os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None  # it was our child and has exited
+    except ChildProcessError:
+        pass  # not our child
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return pid
+    return None if state == "Z" else pid
 
 
 def ensure_port_free(port: int, what: str) -> None:

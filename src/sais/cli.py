@@ -19,12 +19,15 @@ from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
 
+from .protocol_cli import app as protocol_app
+
 app = typer.Typer(help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
                   no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(delivery_app, name="delivery")
 app.add_typer(retention_app, name="retention")
+app.add_typer(protocol_app, name="protocol")
 
 
 

@@ -195,13 +195,16 @@ def bundled_protocol_path() -> Path:
     return Path(str(resources.files("sais_shared") / "protocols" / "warwickshire-cwpt-v0.2.yaml"))
 
 
-def load_protocol(path: Path | None = None) -> Protocol:
-    path = path or bundled_protocol_path()
+def read_protocol_file(path: Path) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ProtocolError(f"cannot read protocol file {path}: {exc.strerror}") from None
-    return parse_protocol(text, str(path))
+
+
+def load_protocol(path: Path | None = None) -> Protocol:
+    path = path or bundled_protocol_path()
+    return parse_protocol(read_protocol_file(path), str(path))
 
 
 __all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "recipient_allowed"]

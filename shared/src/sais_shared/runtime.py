@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+import structlog
 
 from .clock import Clock
 from .crypto import KeyEncryptionKey
 from .db import create_pool, migrate, migrate_shared
 from .keystore import KeyStore
 from .protocol import Protocol, load_protocol
+from .protocol_registry import in_force
 from .settings import CommonSettings
 from .topics import Topics
+
+log = structlog.get_logger("sais.runtime")
 
 
 @dataclass
@@ -29,16 +33,22 @@ class Runtime:
 
 
 async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], pool_size: int = 5) -> Runtime:
-    """Fail fast on a missing KEK or a bad protocol file, then connect and migrate."""
+    """Fail fast on a missing KEK or a bad protocol file, then connect, migrate and read the protocol in force."""
     kek = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id)
-    protocol = load_protocol(settings.protocol_file)
+    if settings.protocol_file is not None:
+        load_protocol(settings.protocol_file)  # a bad file fails before anything connects
     pool = await create_pool(settings.database_url, max_size=pool_size)
     try:
         async with pool.acquire() as conn:
             await migrate_shared(conn)
             for schema, package in migrations:
                 await migrate(conn, schema, package)
+        protocol = await in_force(pool, settings.protocol_file)
     except BaseException:
         await pool.close()
         raise
-    return Runtime(settings, pool, KeyStore(pool, kek), protocol, Clock(settings.as_of), Topics(settings.topic_prefix))
+    clock = Clock(settings.as_of)
+    if protocol.review_overdue(clock.today()):
+        log.warning("protocol.review_overdue", protocol=protocol.id, version=protocol.version,
+                    review_date=protocol.review_date.isoformat())
+    return Runtime(settings, pool, KeyStore(pool, kek), protocol, clock, Topics(settings.topic_prefix))

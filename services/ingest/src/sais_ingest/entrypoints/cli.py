@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sais_shared.events import SOURCES
+from sais_shared.protocol import ProtocolError
 
 from ..app import IngestContext
 from ..config import IngestSettings
@@ -73,7 +74,7 @@ def ingest_file_cmd(
 
     try:
         rep = asyncio.run(run())
-    except ExtractFileError as exc:
+    except (ExtractFileError, ProtocolError) as exc:
         console.print(f"[red]extract refused:[/] {exc}")
         raise typer.Exit(2) from None
     data = asdict(rep) | {"balanced": rep.balanced}

@@ -1,0 +1,95 @@
+"""``sais protocol``: the protocol in force, loading a new version, history, field definitions."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sais_shared.protocol import ProtocolError, read_protocol_file
+from sais_shared.protocol_registry import history, load_version
+from sais_shared.runtime import open_runtime
+from sais_shared.settings import CommonSettings
+
+app = typer.Typer(help="The Information Sharing Protocol as data (versions, review, definitions).",
+                  no_args_is_help=True)
+out, err = Console(), Console(stderr=True)
+
+
+async def _runtime():
+    return await open_runtime(CommonSettings())
+
+
+@app.command("show")
+def show(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The version in force: parties, sources, transfer rules, retention; warns past the review date."""
+    async def go():
+        rt = await _runtime()
+        try:
+            return rt.protocol, rt.clock.today()
+        finally:
+            await rt.close()
+    p, today = asyncio.run(go())
+    overdue = p.review_overdue(today)
+    if as_json:
+        typer.echo(json.dumps(p.model_dump(mode="json") | {"review_overdue": overdue}, indent=2))
+        return
+    if overdue:
+        err.print(f"[bold red]WARNING: protocol v{p.version} was due for review on {p.review_date} (ISP §15). "
+                  "Delivery needs an audited override until a reviewed version is loaded.[/]")
+    out.print(f"[bold]{p.id}[/] v{p.version}, in force since {p.effective_from}, review by {p.review_date}")
+    out.print(f"originator: {p.originator_label}; marking: {p.protective_marking}")
+    out.print(f"retention {p.retention_months} months (§11.1); staleness limit {p.staleness_months} months (§9.5)")
+    out.print(f"transfer: {p.transfer.method} to {', '.join(p.transfer.recipients)} "
+              f"(allowed domains {', '.join(p.transfer.allowed_recipient_domains)})")
+    t = Table("source", "year groups requested (sexes)", "target year", title="Sources", title_justify="left")
+    for name, s in p.sources.items():
+        t.add_row(name, ", ".join(f"{y} ({''.join(x)})" for y, x in s.requested.items()), s.target)
+    out.print(t)
+    t = Table("party", "role", "point of contact", title="Parties (§14, Appendix 1)", title_justify="left")
+    for party in p.parties:
+        t.add_row(party.name, party.role, "; ".join(f"{c.name} <{c.email}>" for c in party.contacts))
+    out.print(t)
+
+
+@app.command("load")
+def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Validate a protocol file and put it in force (audited)."""
+    text = read_protocol_file(path)
+
+    async def go():
+        rt = await _runtime()
+        try:
+            return await load_version(rt.pool, text, path.name, getpass.getuser())
+        finally:
+            await rt.close()
+    try:
+        p = asyncio.run(go())
+    except ProtocolError as exc:
+        err.print(f"[red]not loaded:[/] {exc}")
+        raise typer.Exit(2) from None
+    out.print(f"protocol {p.id} v{p.version} is now in force (review by {p.review_date})")
+
+
+@app.command("history")
+def history_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every version loaded into this installation, by whom and when."""
+    async def go():
+        rt = await _runtime()
+        try:
+            return await history(rt.pool)
+        finally:
+            await rt.close()
+    rows = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in rows], default=str, indent=2))
+        return
+    t = Table("protocol", "version", "loaded at", "by", "sha256")
+    for r in rows:
+        t.add_row(r.protocol_id, r.version, str(r.loaded_at), r.loaded_by, r.sha256[:16])
+    out.print(t)

@@ -1,0 +1,74 @@
+"""The protocol as data: loading a version changes what the services enforce, without code changes."""
+
+import os
+import subprocess
+from datetime import date
+
+import asyncpg
+import pytest
+
+from sais_ingest.app import IngestContext
+from sais_ingest.config import IngestSettings
+from sais_ingest.service_layer.ingest_file import ingest_file
+from sais_shared.protocol import ProtocolError, bundled_protocol_path
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.integration
+PROTOCOLS = bundled_protocol_path().parent
+RECEPTION = REPO / "data" / "samples" / "admissions-reception-2017.csv"
+
+
+def sais(env, *args):
+    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env},
+                          capture_output=True, text=True)
+
+
+async def ingest_reception():
+    async with IngestContext(IngestSettings()) as ctx:
+        rt = ctx.runtime
+        return await ingest_file(RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18),
+                                 protocol=rt.protocol, repo=ctx.repo, keys=rt.keys, publishers=ctx.publishers,
+                                 clock=rt.clock, actor="test")
+
+
+async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):
+    r = sais(settings_env, "protocol", "load", str(PROTOCOLS / "warwickshire-cwpt-v0.1.yaml"))
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(ProtocolError, match=r"admissions-reception.*not covered.*v0\.1"):
+        await ingest_reception()
+    cli = sais(settings_env, "ingest", "file", str(RECEPTION), "--source", "admissions-reception",
+               "--reference-date", "2017-04-18")
+    assert cli.returncode == 2 and "not covered" in cli.stderr
+
+    assert sais(settings_env, "protocol", "load", str(PROTOCOLS / "warwickshire-cwpt-v0.2.yaml")).returncode == 0
+    rep = await ingest_reception()
+    assert rep.accepted == 24
+
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM shared.protocols ORDER BY seq")]
+        audited = await conn.fetch("SELECT details->>'version' v FROM shared.audit_log WHERE action='protocol.loaded' "
+                                   "ORDER BY id")
+        recorded = await conn.fetchval("SELECT protocol_version FROM ingest.extracts")
+    finally:
+        await conn.close()
+    # the bundled version is installed on first use, then the operator's loads follow
+    assert versions == ["0.2", "0.1", "0.2"] and [r["v"] for r in audited] == ["0.2", "0.1", "0.2"]
+    assert recorded == "0.2"  # the version in force is recorded on the extract
+
+
+async def test_bad_protocol_file_is_not_loaded_and_names_the_field(settings_env, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((PROTOCOLS / "warwickshire-cwpt-v0.2.yaml").read_text().replace("retention_months: 3",
+                                                                                    "retention_months: many"))
+    r = sais(settings_env, "protocol", "load", str(bad))
+    assert r.returncode == 2 and "retention_months" in r.stderr
+    shown = sais(settings_env, "protocol", "show", "--json")
+    assert shown.returncode == 0 and '"retention_months": 3' in shown.stdout
+
+
+async def test_review_overdue_warns_loudly(settings_env):
+    r = sais({**settings_env, "SAIS_AS_OF": "2018-05-01"}, "protocol", "show")
+    assert r.returncode == 0 and "WARNING" in r.stderr and "review" in r.stderr
+    r = sais({**settings_env, "SAIS_AS_OF": "2017-07-01"}, "protocol", "show")
+    assert "WARNING" not in r.stderr
