@@ -15,6 +15,7 @@ from sais_shared.logging import configure_logging
 from sais_shared.settings import CommonSettings
 
 from sais_delivery.entrypoints.cli import app as delivery_app
+from sais_delivery.entrypoints.cli import breach_app
 from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
@@ -28,6 +29,7 @@ app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(delivery_app, name="delivery")
 app.add_typer(retention_app, name="retention")
 app.add_typer(protocol_app, name="protocol")
+app.add_typer(breach_app, name="breach")
 
 
 

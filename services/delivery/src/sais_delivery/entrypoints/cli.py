@@ -39,7 +39,7 @@ def _run(coro_fn):
     except DeliveryRefusedError as exc:
         err.print(f"[red]refused:[/] {exc}")
         raise typer.Exit(EXIT_REFUSED) from None
-    except SaisError as exc:
+    except SaisError as exc:  # BreachError, SMTP failures, …
         err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_TRANSIENT) from None
 
@@ -107,4 +107,56 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         t.add_row(str(r["batch_id"])[:8], r["window_name"], r["academic_year"], r["status"], str(r["attempts"]),
                   str(r["sent_at"] or ""), str(r["delete_by"]), r["last_error"] or "")
+    Console().print(t)
+
+
+breach_app = typer.Typer(help="Security incidents (ISP §16): report, list, close.", no_args_is_help=True)
+
+
+@breach_app.command("report")
+def breach_report(what: str = typer.Option(..., help="what happened, WITHOUT personal data"),
+                  discovered_at: str = typer.Option(..., help="when it was discovered, ISO date-time"),
+                  by: str = typer.Option(..., "--by", help="who discovered it")) -> None:
+    """Record a breach, suspend sharing at once and notify both parties' points of contact."""
+    from datetime import UTC, datetime
+
+    from ..service_layer.breach import report_breach
+
+    when = datetime.fromisoformat(discovered_at)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by,
+                                         actor=getpass.getuser()))
+    Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
+    Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
+    if rep.failed:
+        err.print(f"[red]notice NOT delivered to {', '.join(rep.failed)}: contact them by other means")
+        raise typer.Exit(EXIT_TRANSIENT)
+
+
+@breach_app.command("close")
+def breach_close(breach_id: UUID, outcome: str = typer.Option(..., help="what was found and done"),
+                 ico_notified: bool = typer.Option(..., "--ico-notified/--ico-not-notified"),
+                 resume: bool = typer.Option(..., "--resume/--keep-suspended",
+                                             help="the explicit decision about sharing")) -> None:
+    """Close a breach with its outcome; sharing resumes only with --resume."""
+    from ..service_layer.breach import close_breach
+
+    _run(lambda svc: close_breach(svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume,
+                                  actor=getpass.getuser()))
+    Console().print(f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}")
+
+
+@breach_app.command("list")
+def breach_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Open breaches and the hours left to decide on notifying the ICO."""
+    from ..service_layer.breach import open_breaches
+
+    rows = _run(open_breaches)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    t = Table("breach", "discovered", "ICO decision due", "hours left", title="Open breaches", title_justify="left")
+    for r in rows:
+        t.add_row(str(r["breach_id"]), str(r["discovered_at"]), str(r["ico_decision_due"]),
+                  str(r["hours_to_ico_decision"]))
     Console().print(t)

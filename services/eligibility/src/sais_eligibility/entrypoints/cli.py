@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -80,3 +81,34 @@ def quality_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
     c.print(t)
     for r in view["incomplete_extracts"]:
         c.print(f"[yellow]extract {r['extract_id']} incomplete: {r['received']}/{r['accepted']} pupil events received")
+
+
+async def statistics_rows(dsn: str, academic_year: str):
+    pool = await create_pool(dsn)
+    try:
+        counts = await pool.fetch(
+            "SELECT programme, school_dfe, year_group, gender, count(*) n FROM eligibility.cohort "
+            "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3,4", academic_year)
+        names = await pool.fetch("SELECT DISTINCT ON (school_dfe) school_dfe, school_name FROM eligibility.records "
+                                 "WHERE academic_year=$1 ORDER BY school_dfe, received_at DESC", academic_year)
+    finally:
+        await pool.close()
+    return ([(r["programme"], r["school_dfe"], r["year_group"], r["gender"], r["n"]) for r in counts],
+            {r["school_dfe"]: r["school_name"] for r in names})
+
+
+@app.command("statistics")
+def statistics_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
+                   threshold: int = typer.Option(5, min=2, help="counts below this are suppressed"),
+                   out: Path | None = typer.Option(None, help="write the CSV here (stdout when omitted)")) -> None:
+    """Anonymised counts per programme × school × year group × sex, small numbers suppressed (ISP §2.4)."""
+    from ..domain.statistics import build_tables, render_csv, suppress
+
+    counts, names = asyncio.run(statistics_rows(EligibilitySettings().database_url, academic_year))
+    tables = {k: suppress(t, threshold) for k, t in build_tables(counts).items()}
+    text = render_csv(tables, academic_year=academic_year, threshold=threshold, school_names=names)
+    if out:
+        out.write_text(text)
+        typer.echo(f"wrote {out}", err=True)
+    else:
+        typer.echo(text, nl=False)

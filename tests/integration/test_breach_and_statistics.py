@@ -1,0 +1,84 @@
+"""Breach workflow through the real SMTP server; statistics export from a real cohort."""
+
+import csv
+import os
+import subprocess
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from sais_delivery.domain.errors import SharingSuspendedError
+from sais_shared.protocol import load_protocol
+from tests.helpers import REPO
+from tests.integration.test_delivery import deliver, seed_cohort
+
+pytestmark = pytest.mark.integration
+
+
+def sais(env, *args):
+    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env},
+                          capture_output=True, text=True)
+
+
+async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decision(settings_env, infra, monkeypatch):
+    monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
+    env = {**settings_env, "SAIS_AS_OF": "2017-07-10"}
+    await seed_cohort(2)
+    started = datetime.now(UTC).timestamp()
+    r = sais(env, "breach", "report", "--what", "laptop with an export left on a train",
+             "--discovered-at", "2017-07-10T09:30:00", "--by", "Insight Service duty officer")
+    assert r.returncode == 0, r.stderr
+    assert "2017-07-13T09:30:00" in r.stdout  # 72 hours for the ICO decision
+
+    with pytest.raises(SharingSuspendedError):
+        await deliver()
+
+    contacts = {c.email for p in load_protocol().parties for c in p.contacts}
+    notices = [m.read_bytes() for m in infra.maildir.glob("*.eml") if m.stat().st_mtime >= started - 1]
+    notices = [n for n in notices if b"ISP =C2=A716" in n or "ISP §16".encode() in n or b"security incident" in n]
+    rcpts = {n.split(b"X-Local-Smtpd-Rcpt: ", 1)[1].split(b"\r\n", 1)[0].decode() for n in notices}
+    assert contacts <= rcpts
+    assert all(b"X-Local-Smtpd-Tls: TLSv1" in n for n in notices)
+
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    breach_id = await conn.fetchval("SELECT breach_id FROM delivery.breaches")
+    r = sais(env, "breach", "close", str(breach_id), "--outcome", "device recovered, encrypted",
+             "--ico-not-notified", "--keep-suspended")
+    assert r.returncode == 0 and await conn.fetchval("SELECT suspended FROM delivery.control")
+    r = sais(env, "delivery", "resume", "--reason", "post-incident review agreed")
+    assert r.returncode == 0 and not await conn.fetchval("SELECT suspended FROM delivery.control")
+    actions = [x["action"] for x in await conn.fetch("SELECT action FROM shared.audit_log ORDER BY id")]
+    await conn.close()
+    for a in ("breach.reported", "sharing.suspended", "breach.parties_notified", "delivery.refused", "breach.closed",
+              "sharing.resumed"):
+        assert a in actions
+    assert (await deliver()).status == "sent"
+
+
+async def test_statistics_export_suppresses_small_numbers(settings_env, infra):
+    # Cohort rows as eligibility keeps them (no personal data in this table), written directly.
+    from sais_shared.runtime import open_runtime
+    from sais_shared.settings import CommonSettings
+
+    rt = await open_runtime(CommonSettings(), ("eligibility", "sais_eligibility"))
+    rows = []
+    import uuid
+
+    for school, yg, sex, n in [("9372001", "R", "F", 12), ("9372001", "R", "M", 3), ("9372002", "1", "F", 8),
+                               ("9372002", "1", "M", 9)]:
+        for _ in range(n):
+            rows.append(("2017/18", "flu", uuid.uuid4(), None, "active", "fp", 1, uuid.uuid4(), school, yg, sex))
+    await rt.pool.executemany(
+        "INSERT INTO eligibility.cohort(academic_year, programme, pupil_id, dose, status, fingerprint, revision, "
+        "record_id, school_dfe, year_group, gender) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", rows)
+    await rt.close()
+    r = sais(settings_env, "eligibility", "statistics", "2017/18")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "NO personal data" in lines[1]
+    data = list(csv.DictReader(lines[2:]))
+    first = next(d for d in data if d["school_dfe"] == "9372001")
+    assert first["M"] == "c"  # 3 boys: primary suppression
+    assert sum(first[c] == "c" for c in ("F", "M", "U", "total")) >= 2  # secondary: the total cannot reveal it
+    assert "3" not in [first[c] for c in ("F", "M", "U")]
