@@ -50,3 +50,15 @@ def test_recipient_allow_list_matches_domains_not_substrings():
 def test_unknown_source_is_refused_clearly():
     with pytest.raises(ProtocolError, match="not covered"):
         load_protocol().source("spring-census")
+
+
+def test_ingest_refuses_a_protocol_that_does_not_allow_a_forwarded_field():
+    from sais_ingest.service_layer.ingest_file import FORWARDED_FIELDS, check_fields_allowed
+
+    p = load_protocol()
+    check_fields_allowed(p)
+    assert FORWARDED_FIELDS == {f.name for f in p.dataset}
+    d = _doc()
+    d["dataset"] = [f for f in d["dataset"] if f["name"] != "gender"]
+    with pytest.raises(ProtocolError, match="gender"):
+        check_fields_allowed(parse_protocol(yaml.safe_dump(d), "x"))

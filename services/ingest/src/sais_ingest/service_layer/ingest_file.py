@@ -23,7 +23,7 @@ from sais_shared.crypto import DataKey
 from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected, stable_id
 from sais_shared.kafka import publish_many
 from sais_shared.keystore import KeyStore, audit
-from sais_shared.protocol import Protocol
+from sais_shared.protocol import Protocol, ProtocolError
 from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.readers import inspect_file, open_extract
@@ -34,6 +34,17 @@ from ..domain.validation import validate_row
 
 log = structlog.get_logger("sais.ingest")
 CHUNK_ROWS = 2000
+# Every field that leaves ingest, named as in the protocol's dataset (§6.1).
+FORWARDED_FIELDS = frozenset({"school_dfe", "school_name", "year_group", "surname", "forename", "date_of_birth",
+                              "gender", "address", "postcode"})
+
+
+def check_fields_allowed(protocol: Protocol) -> None:
+    """Refuse to run under a protocol version that does not allow a field ingest forwards."""
+    extra = sorted(FORWARDED_FIELDS - {f.name for f in protocol.dataset})
+    if extra:
+        raise ProtocolError(f"protocol {protocol.id} v{protocol.version} does not allow the field(s) {extra} that "
+                            "ingest forwards; nothing was read")
 
 
 @dataclass
@@ -88,6 +99,7 @@ async def ingest_file(
     progress: Callable[[int], None] | None = None,
 ) -> ExtractReport:
     rule = protocol.source(source)  # refuses a source the protocol does not cover
+    check_fields_allowed(protocol)
     facts = inspect_file(path)
     target_year = academic_year_label(rule.target_academic_year(reference_date))
     actor = actor or getpass.getuser()
