@@ -110,3 +110,44 @@ def openssl_open(message: Path, pki: Path) -> bytes:
     assert ver.returncode == 0, ver.stderr.decode()
     assert b"Verification successful" in ver.stderr
     return ver.stdout
+
+
+def oracle(source_files: dict[str, Path]) -> dict[str, int]:
+    """Children per programme, counted straight from the input files (simple rules of the ISP)."""
+    children: dict[str, set] = {"flu": set(), "hpv-dose-1": set(), "hpv-dose-2": set(), "td-ipv": set(),
+                                "menacwy": set()}
+    for source, path in source_files.items():
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig") if source != "admissions-reception" else raw.decode("cp1252")
+        for row in csv.DictReader(text.splitlines()):
+            r = {k.lower(): v.strip() for k, v in row.items()}
+            dob = r.get("dob") or r.get("date of birth")
+            if "/" in dob and len(dob.split("/")[-1]) != 4:
+                continue
+            if (r.get("postcode") or r.get("post code", "")).upper().endswith("ZZZ"):
+                continue
+            who = ((r.get("legal forename") or r.get("forename") or r.get("first name")).lower(),
+                   (r.get("legal surname") or r.get("surname")).lower(), dob)
+            yg = (r.get("ncyearactual") or r.get("year group") or r.get("nc year")).lower()
+            yg = yg.replace("year", "").replace("y", "").strip()
+            sex = (r.get("gender") or r.get("sex"))[0].upper()
+            if source == "summer-census" and yg in {"r", "reception", "1", "2", "3"}:
+                children["flu"].add(who)
+            elif source.startswith("admissions"):
+                children["flu"].add(who)
+            elif source == "autumn-census":
+                if yg == "8" and sex == "F":
+                    children["hpv-dose-1"].add(who)
+                if yg == "9":
+                    children["td-ipv"].add(who)
+                    children["menacwy"].add(who)
+                    if sex == "F":
+                        children["hpv-dose-2"].add(who)
+    # A transfer child appears in the May census too, with the DOB written differently: normalise.
+    def norm(w):
+        f, s, d = w
+        if "/" in d:
+            dd, mm, yy = d.split("/")
+            d = f"{yy}-{int(mm):02d}-{int(dd):02d}"
+        return (f, s, d)
+    return {k: len({norm(w) for w in v}) for k, v in children.items() if v}

@@ -19,7 +19,7 @@ from sais_shared.crypto import Sealed
 from sais_shared.keystore import KeyStore
 from sais_shared.settings import CommonSettings
 from sais_shared.topics import Topics
-from tests.helpers import REPO, all_table_text, openssl_open, personal_values, read_topic
+from tests.helpers import REPO, all_table_text, openssl_open, oracle, personal_values, read_topic
 
 pytestmark = pytest.mark.e2e
 SAMPLES = REPO / "data" / "samples"
@@ -68,47 +68,6 @@ async def wait_sql(dsn: str, sql: str, timeout: float = 60.0):
     finally:
         await conn.close()
     raise AssertionError(f"timed out: {sql}")
-
-
-def oracle(source_files: dict[str, Path]) -> dict[str, int]:
-    """Children per programme, counted straight from the input files (simple rules of the ISP)."""
-    children: dict[str, set] = {"flu": set(), "hpv-dose-1": set(), "hpv-dose-2": set(), "td-ipv": set(),
-                                "menacwy": set()}
-    for source, path in source_files.items():
-        raw = path.read_bytes()
-        text = raw.decode("utf-8-sig") if source != "admissions-reception" else raw.decode("cp1252")
-        for row in csv.DictReader(text.splitlines()):
-            r = {k.lower(): v.strip() for k, v in row.items()}
-            dob = r.get("dob") or r.get("date of birth")
-            if "/" in dob and len(dob.split("/")[-1]) != 4:
-                continue
-            if (r.get("postcode") or r.get("post code", "")).upper().endswith("ZZZ"):
-                continue
-            who = ((r.get("legal forename") or r.get("forename") or r.get("first name")).lower(),
-                   (r.get("legal surname") or r.get("surname")).lower(), dob)
-            yg = (r.get("ncyearactual") or r.get("year group") or r.get("nc year")).lower()
-            yg = yg.replace("year", "").replace("y", "").strip()
-            sex = (r.get("gender") or r.get("sex"))[0].upper()
-            if source == "summer-census" and yg in {"r", "reception", "1", "2", "3"}:
-                children["flu"].add(who)
-            elif source.startswith("admissions"):
-                children["flu"].add(who)
-            elif source == "autumn-census":
-                if yg == "8" and sex == "F":
-                    children["hpv-dose-1"].add(who)
-                if yg == "9":
-                    children["td-ipv"].add(who)
-                    children["menacwy"].add(who)
-                    if sex == "F":
-                        children["hpv-dose-2"].add(who)
-    # A transfer child appears in the May census too, with the DOB written differently: normalise.
-    def norm(w):
-        f, s, d = w
-        if "/" in d:
-            dd, mm, yy = d.split("/")
-            d = f"{yy}-{int(mm):02d}-{int(dd):02d}"
-        return (f, s, d)
-    return {k: len({norm(w) for w in v}) for k, v in children.items() if v}
 
 
 async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(env, infra, tmp_path):

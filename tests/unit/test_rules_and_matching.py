@@ -85,3 +85,23 @@ def test_sex_specific_programmes_and_unknown_sex():
 def test_programme_draws_only_from_its_sources():
     # A Year 4 child known only from the October census is not in 2017/18 flu (drawn from May/admissions).
     assert "flu" not in memberships([_rec("autumn-census", "4", ref=date(2017, 10, 5))], RULES["2017/18"])
+
+
+def test_twins_never_share_a_match_key_but_name_variants_do():
+    import os
+
+    from sais_shared.crypto import KeyEncryptionKey
+
+    kek = KeyEncryptionKey(os.urandom(32))
+    dob = "2012-03-01"
+    assert kek.blind_index("Evie", "Smith-Jones", dob) != kek.blind_index("Mia", "Smith-Jones", dob)
+    assert kek.blind_index("Anna-Marie", "O'Brien", dob) == kek.blind_index("anna marie", "OBRIEN", dob)
+    assert kek.blind_index("Siân", "Núñez", dob) == kek.blind_index("Sian", "Nunez", dob)
+
+
+def test_a_child_who_moved_school_between_censuses_is_at_the_later_school():
+    pupil = uuid.uuid4()
+    may = _rec("summer-census", "5", school="9372001", ref=date(2021, 5, 20), pupil=pupil)
+    october = _rec("autumn-census", "5", school="9372005", ref=date(2021, 10, 7), pupil=pupil)
+    m = memberships([may, october], RULES["2021/22"])
+    assert m["flu"].record.school_dfe == "9372005"

@@ -63,7 +63,19 @@ def _dob_for(rng: random.Random, year_group: str, academic_start: int) -> date:
     return first + timedelta(days=rng.randrange(365))
 
 
+_USED: set[tuple[str, str, date]] = set()
+
+
 def _child(rng: random.Random, year_group: str, academic_start: int) -> Child:
+    """A new child; never the same forename, surname and date of birth as another (twins differ by forename)."""
+    while True:
+        c = _draw_child(rng, year_group, academic_start)
+        if (c.forename, c.surname, c.dob) not in _USED:
+            _USED.add((c.forename, c.surname, c.dob))
+            return c
+
+
+def _draw_child(rng: random.Random, year_group: str, academic_start: int) -> Child:
     gender = rng.choice("MF")
     town, outward = rng.choice(TOWNS)
     return Child(
@@ -109,6 +121,7 @@ def _yg_text(rng: random.Random, yg: str) -> str:
 def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_start: int = 2016) -> dict[str, Path]:
     """Write the four extracts of the 2017 ISP cycle; returns source → path."""
     rng = random.Random(seed)
+    _USED.clear()
     out.mkdir(parents=True, exist_ok=True)
     schools = make_schools(rng)
     may_day, oct_day, offer_day = date(academic_start + 1, 5, 18), date(academic_start + 1, 10, 5), date(academic_start + 1, 4, 18)

@@ -52,10 +52,16 @@ async def quality_view(dsn: str, academic_year: str) -> dict:
             "SELECT e.extract_id, e.accepted, (SELECT count(*) FROM eligibility.records r "
             "WHERE r.extract_id=e.extract_id) received FROM eligibility.extracts e "
             "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL", academic_year)
+        outside_la = 0
+        if await pool.fetchval("SELECT to_regclass('ingest.row_problems')"):
+            outside_la = await pool.fetchval(
+                "SELECT count(*) FROM ingest.row_problems p JOIN ingest.extracts e USING (extract_id) "
+                "WHERE e.target_academic_year=$1 AND p.code='school_dfe.la'", academic_year)
     finally:
         await pool.close()
     return {
         "academic_year": academic_year,
+        "rows_from_schools_outside_the_la": outside_la,
         "cohort": [dict(r) for r in counts],
         "findings": [dict(r) for r in findings],
         "incomplete_extracts": [{**dict(r), "extract_id": str(r["extract_id"])} for r in incomplete],
@@ -79,6 +85,8 @@ def quality_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
     for r in view["findings"]:
         t.add_row(r["code"], r["school_dfe"], str(r["n"]))
     c.print(t)
+    if view["rows_from_schools_outside_the_la"]:
+        c.print(f"rows rejected at ingest for a school outside the LA: {view['rows_from_schools_outside_the_la']}")
     for r in view["incomplete_extracts"]:
         c.print(f"[yellow]extract {r['extract_id']} incomplete: {r['received']}/{r['accepted']} pupil events received")
 

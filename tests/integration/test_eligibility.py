@@ -1,0 +1,76 @@
+"""eligibility on the real broker and database: thousands of generated children against an
+independent oracle; a replacement dataset withdraws and updates, and leaves the unchanged alone."""
+
+import csv
+import io
+import asyncpg
+import pytest
+from faststream import TestApp
+
+from sais_eligibility.app import build_app
+from sais_eligibility.config import EligibilitySettings
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, cohort_event_adapter
+from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
+from sais_shared.topics import Topics
+from tests.conftest import wait_until
+from tests.helpers import REPO, oracle, read_topic
+from tests.integration.test_pipeline_services import fetchval, ingest
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cohorts_match_an_independent_oracle_on_thousands_of_children(settings_env, tmp_path):
+    files = write_samples(tmp_path, seed=99, per_year=450)
+    rows = sum(len(p.read_bytes().splitlines()) - 1 for p in files.values())
+    assert rows > 4000
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    async with TestApp(build_app(EligibilitySettings())):
+        for source, path in files.items():
+            await ingest(path, source, REFERENCE_DATES[source].isoformat())
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 4 FROM eligibility.extracts "
+                                               "WHERE reconciled_at IS NOT NULL"), timeout=120, what="reconciled")
+    conn = await asyncpg.connect(dsn)
+    try:
+        got = {r["programme"]: r["n"] for r in await conn.fetch(
+            "SELECT programme, count(*) n FROM eligibility.cohort WHERE status='active' GROUP BY 1")}
+    finally:
+        await conn.close()
+    assert got == oracle(files)
+
+
+async def test_replacement_dataset_withdraws_updates_and_leaves_unchanged_alone(settings_env, infra, tmp_path):
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    may = REPO / "data" / "samples" / "may-census-2017.csv"
+    async with TestApp(build_app(EligibilitySettings())):
+        await ingest(may, "summer-census", "2017-05-18")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 1 FROM eligibility.extracts "
+                                               "WHERE reconciled_at IS NOT NULL"), what="first extract")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox")
+        before = len(await read_topic(infra.kafka_bootstrap, topics.cohort))
+
+        # The corrected file: the first child is gone, the second moved school, everyone else unchanged.
+        table = list(csv.reader(io.StringIO(may.read_text(encoding="utf-8-sig"))))
+        header, moved, rest = table[0], table[2], table[3:]  # table[1]: the child who is gone
+        moved = list(moved)
+        moved[header.index("School DfE Number")], moved[header.index("School Name")] = "9372999", "Newbury Primary"
+        corrected = tmp_path / "may-census-2017-corrected.csv"
+        with open(corrected, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header, moved, *rest])
+        rep = await ingest(corrected, "summer-census", "2017-05-18")
+        assert rep.supersedes is not None
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts "
+                                               "WHERE reconciled_at IS NOT NULL"), what="replacement reconciled")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox")
+
+    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka_bootstrap,
+                                                                                  topics.cohort)]
+    assert len(events) == before + 2  # unchanged children produced no new events
+    fresh = [e for e in events if e.revision == 2]
+    withdrawn = [e for e in fresh if isinstance(e, CohortMemberWithdrawn)]
+    updated = [e for e in fresh if isinstance(e, CohortMemberAdded)]
+    assert len(withdrawn) == 1 and len(updated) == 1, [type(e).__name__ for e in fresh]
+    assert updated[0].change == "updated" and updated[0].school_dfe == "9372999"
+    assert updated[0].revision == 2 and withdrawn[0].revision == 2
+    assert rep.extract_id in updated[0].extract_ids  # lineage names the replacement
+    assert await fetchval(dsn, "SELECT count(*) FROM eligibility.cohort WHERE status='withdrawn'") == 1
