@@ -74,3 +74,39 @@ async def test_replacement_dataset_withdraws_updates_and_leaves_unchanged_alone(
     assert updated[0].revision == 2 and withdrawn[0].revision == 2
     assert rep.extract_id in updated[0].extract_ids  # lineage names the replacement
     assert await fetchval(dsn, "SELECT count(*) FROM eligibility.cohort WHERE status='withdrawn'") == 1
+
+
+HEAD = "School DfE Number,School Name,Year Group,Surname,Forename,DOB,Gender,Address Line 1,Postcode\n"
+
+
+async def test_data_quality_findings_are_reported_not_hidden(settings_env, tmp_path):
+    import json
+    import os
+    import subprocess
+
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    october = tmp_path / "oct.csv"
+    october.write_text(HEAD + "9374001,Myton School,8,Hall,Robin,01/02/2005,,1 Mill Lane,CV34 5AB\n"
+                              "9374001,Myton School,9,Khan,Amira,01/02/2003,F,2 Mill Lane,CV34 5AB\n")
+    may = tmp_path / "may.csv"
+    may.write_text(HEAD + "9372001,Emscote Infant School,2,Smith,Jack,01/03/2010,M,1 High St,CV34 4RL\n"
+                          "9372002,Telford Infant School,2,Smith,Jack,01/03/2010,M,9 Low Rd,CV32 5JX\n")
+    transfer = tmp_path / "y3.csv"
+    transfer.write_text(HEAD + "9372003,Brookhurst Junior School,3,Smith,Jack,01/03/2010,M,5 Elm Rd,CV8 2YN\n")
+    async with TestApp(build_app(EligibilitySettings())):
+        await ingest(october, "autumn-census", "2017-10-05")
+        await ingest(may, "summer-census", "2017-05-18")
+        await ingest(transfer, "admissions-year3-transfer", "2017-04-18")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 3 FROM eligibility.extracts "
+                                               "WHERE reconciled_at IS NOT NULL"), what="reconciled")
+    r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "eligibility", "quality", "2017/18", "--json"],
+                       env={**os.environ, **settings_env}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)
+    findings = {(f["code"], f["school_dfe"]): f["n"] for f in view["findings"]}
+    assert findings[("unknown-sex", "9374001")] == 1          # Y8, sex not known: not in girls-only HPV
+    assert findings[("out-of-year-group", "9374001")] == 1    # taught in Y9, born for Y10
+    assert findings[("ambiguous-match", "9372003")] == 1      # two Jack Smiths born 1/3/2010, a third postcode
+    cohort = {(c["programme"], c["school_dfe"]): c["n"] for c in view["cohort"]}
+    assert cohort[("flu", "9372003")] == 1 and cohort[("flu", "9372001")] == 1 and cohort[("flu", "9372002")] == 1
+    assert ("hpv-dose-1", "9374001") not in cohort and cohort[("hpv-dose-2", "9374001")] == 1
