@@ -61,7 +61,7 @@ def main() -> None:
             ok = isinstance(auth_data, LoginPassword) and (
                 auth_data.login.decode(), auth_data.password.decode()
             ) == (args.user, args.password)
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)  # let aiosmtpd send 235 or 535
 
         kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=not args.no_tls)
     controller = Controller(Store(Path(args.maildir)), hostname=args.host, port=args.port, **kwargs)

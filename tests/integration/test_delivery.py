@@ -233,3 +233,47 @@ async def test_crash_between_sending_and_marking_sent_never_sends_twice(july, in
     assert again.returncode == 0 and len(messages_with(infra.maildir, b["message_id"])) == 1
     events = await read_topic(infra.kafka_bootstrap, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
     assert [DeliveryCompleted.model_validate_json(e.value).batch_id for e in events] == [b["batch_id"]]
+
+
+async def test_a_changed_cohort_goes_as_a_new_batch_that_replaces_the_last(july, infra):
+    import json as _json
+
+    await seed_cohort(2)
+    first = await deliver()
+    await seed_cohort(1)  # a replacement dataset added a child
+    second = await deliver()
+    assert second.batch_id != first.batch_id and second.replaces_batch == first.batch_id
+    assert second.counts == {"flu": 3}
+    [msg] = messages_with(infra.maildir, second.message_id)
+    inner = email.message_from_bytes(openssl_open(msg, infra.pki))
+    manifest = next(p for p in inner.walk() if p.get_filename() == "manifest.json").get_payload(decode=True)
+    assert _json.loads(manifest)["replaces_batch"] == str(first.batch_id)
+
+
+async def test_smtp_authentication_when_configured(july, infra, tmp_path, monkeypatch):
+    await seed_cohort(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(REPO / "deploy" / "local" / "smtpd.py"), "--port", str(port),
+                               "--maildir", str(tmp_path / "mail"), "--cert", str(infra.pki / "smtp-server.pem"),
+                               "--key", str(infra.pki / "smtp-server.key"), "--user", "la-sender",
+                               "--password", "s3cret"], stdout=subprocess.PIPE)
+    try:
+        assert b"listening" in server.stdout.readline()
+        monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(port))
+        monkeypatch.setenv("SAIS_DELIVERY_SMTP_ATTEMPTS", "1")
+        monkeypatch.setenv("SAIS_DELIVERY_SMTP_USERNAME", "la-sender")
+        (tmp_path / "pw").write_text("wrong\n")
+        monkeypatch.setenv("SAIS_DELIVERY_SMTP_PASSWORD_FILE", str(tmp_path / "pw"))
+        from sais_delivery.adapters.mailer import SmtpRejectedError
+
+        with pytest.raises(SmtpRejectedError, match="authentication"):
+            await deliver()
+        (tmp_path / "pw").write_text("s3cret\n")
+        res = await deliver()
+        [msg] = list((tmp_path / "mail").glob("*.eml"))
+        assert b"X-Local-Smtpd-Auth: True" in msg.read_bytes() and res.status == "sent"
+    finally:
+        server.terminate()
+        server.wait()
