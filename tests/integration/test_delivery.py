@@ -277,3 +277,27 @@ async def test_smtp_authentication_when_configured(july, infra, tmp_path, monkey
     finally:
         server.terminate()
         server.wait()
+
+
+async def test_the_service_delivers_a_window_by_itself_in_its_month(july, infra, monkeypatch):
+    from faststream import TestApp
+
+    from sais_delivery.app import build_app
+    from tests.conftest import wait_until
+
+    await seed_cohort(2)
+    monkeypatch.setenv("SAIS_DELIVERY_SCHEDULE", "true")
+    monkeypatch.setenv("SAIS_DELIVERY_SCHEDULE_INTERVAL_S", "0.5")
+
+    async def sent():
+        conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
+        try:
+            return await conn.fetch("SELECT window_name, academic_year, message_id FROM delivery.batches "
+                                    "WHERE status='sent'")
+        finally:
+            await conn.close()
+    async with TestApp(build_app(DeliverySettings())):
+        rows = await wait_until(sent, what="scheduled July delivery")
+        await __import__("asyncio").sleep(1.5)  # more ticks: unchanged content is not sent again
+    assert [(r["window_name"], r["academic_year"]) for r in await sent()] == [("july", "2017/18")]
+    assert len(messages_with(infra.maildir, rows[0]["message_id"])) == 1

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import structlog
 from faststream.kafka import KafkaBroker
 
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
@@ -16,10 +19,12 @@ from sais_shared.topics import Topics
 from .adapters.mailer import Mailer, SmtpConfig
 from .adapters.smime import Smime
 from .config import DeliverySettings
+from .domain.errors import DeliveryRefusedError
 from .service_layer.deliver import DeliveryService
 from .service_layer.members import apply_cohort_events
 
 MIGRATIONS = (("delivery", "sais_delivery"),)
+log = structlog.get_logger("sais.delivery")
 
 
 def delivery_publisher(broker: KafkaBroker, topics: Topics):
@@ -92,8 +97,29 @@ def build_app(settings: DeliverySettings | None = None):
     app = make_app(broker, title="sais-delivery", lifespan=lifespan,
                    description="Renders, signs, encrypts and sends cohort batches to allow-listed NHS mailboxes.")
 
+    async def window_scheduler() -> None:
+        while True:
+            try:
+                for res in await build_service(settings, state["rt"], publisher).deliver_due_windows():
+                    log.info("scheduler.window_done", batch_id=str(res.batch_id), already_sent=res.already_sent)
+            except DeliveryRefusedError as exc:
+                log.warning("scheduler.window_refused", reason=type(exc).__name__)
+            except Exception as exc:  # SMTP down, database away: next tick retries
+                log.error("scheduler.window_failed", error=type(exc).__name__)
+            await asyncio.sleep(settings.delivery_schedule_interval_s)
+
     @app.after_startup
     async def _flush() -> None:
         await build_service(settings, state["rt"], publisher).flush_outbox()
+        if settings.delivery_schedule:
+            state["timer"] = asyncio.create_task(window_scheduler())
+
+    @app.on_shutdown
+    async def _stop_timer() -> None:
+        task = state.get("timer")
+        if task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     return app

@@ -25,6 +25,8 @@ class DeliverySettings(CommonSettings):
     delivery_sender_key: Path | None = None
     delivery_recipient_cert: Path | None = Field(None, description="S/MIME certificate of the recipient")
     delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
+    delivery_schedule: bool = Field(False, description="Deliver each window by itself during its month")
+    delivery_schedule_interval_s: float = Field(3600.0, description="How often the window scheduler looks")
 
     def smtp_password(self) -> str | None:
         if self.delivery_smtp_password_file:

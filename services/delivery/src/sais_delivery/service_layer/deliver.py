@@ -28,6 +28,7 @@ from sais_shared.events import DeliveredFile, DeliveryCompleted, PupilPersonal, 
 from sais_shared.kafka import publish_many
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.protocol import Protocol, recipient_allowed
+from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.mailer import Mailer, MessageMayHaveBeenSentError, SmtpTransientError
 from ..adapters.smime import Smime
@@ -277,6 +278,21 @@ class DeliveryService:
         return BatchResult(batch_id, "sent", b["recipient"], counts, b["message_id"],
                            replaces_batch=b["replaces_batch"], files=json.loads(b["files"]),
                            delete_by=delete_by.isoformat())
+
+    async def deliver_due_windows(self, actor: str = "delivery-scheduler") -> list[BatchResult]:
+        """Deliver every window whose month it is (July: the coming year; December: the current one).
+        A window already delivered with unchanged content sends nothing; refusals are audited by deliver()."""
+        today = self.clock.today()
+        results = []
+        for win in self.protocol.transfer.windows:
+            if win.month != today.month:
+                continue
+            year = academic_year_label(today.year if win.month >= 7 else today.year - 1)
+            try:
+                results.append(await self.deliver(win.name, year, actor=actor))
+            except NothingToDeliverError:
+                continue
+        return results
 
     async def resolve(self, batch_id: UUID, *, sent: bool, actor: str) -> BatchResult | None:
         """An operator's decision about an interrupted send."""
