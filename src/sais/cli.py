@@ -20,6 +20,7 @@ from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
 
+from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app
 
 app = typer.Typer(help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
@@ -30,6 +31,8 @@ app.add_typer(delivery_app, name="delivery")
 app.add_typer(retention_app, name="retention")
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(breach_app, name="breach")
+app.add_typer(sar_app, name="sar")
+app.add_typer(audit_app, name="audit")
 
 
 

@@ -69,3 +69,40 @@ def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         t.add_row(r["subject"], r["rule"], str(r["due_on"]), str(r["executed_at"] or "pending"), str(r["keys"]))
     Console().print(t)
+
+
+@app.command("purge")
+def purge(party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),
+          confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)")) -> None:
+    """Delete everything received from or destined for a party leaving the protocol (ISP §4.3, §11.3)."""
+    if confirm is None:
+        confirm = typer.prompt(f"This destroys ALL personal data held for '{party}'. Type the party id to confirm")
+    if confirm != party:
+        typer.echo("not confirmed: nothing was deleted", err=True)
+        raise typer.Exit(2)
+    try:
+        cert = asyncio.run(_with_service(lambda svc: svc.purge(party, getpass.getuser())))
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    Console().print(f"purged for {party}: {len(cert.key_ids_destroyed)} data key(s) destroyed; rows {cert.rows_deleted}; "
+                    f"certificate {cert.certificate_id}")
+
+
+@app.command("certificates")
+def certificates(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Deletion certificates: what was deleted, when, under which rule (no personal data)."""
+    async def fetch(svc):
+        return [dict(r) for r in await svc.pool.fetch(
+            "SELECT certificate_id, rule, subject, due_on, executed_at, cardinality(key_ids_destroyed) AS keys, "
+            "rows_deleted, protocol_version FROM retention.certificates ORDER BY executed_at")]
+    rows = asyncio.run(_with_service(fetch))
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    t = Table("certificate", "rule", "subject", "due", "executed", "keys destroyed", title="Deletion certificates",
+              title_justify="left")
+    for r in rows:
+        t.add_row(str(r["certificate_id"])[:8], r["rule"], r["subject"][:40], str(r["due_on"]), str(r["executed_at"]),
+                  str(r["keys"]))
+    Console().print(t)

@@ -30,6 +30,7 @@ log = structlog.get_logger("sais.retention")
 
 RULE_TRANSFER = "isp-11.1-transfer-plus-retention"
 RULE_UNDELIVERED = "undelivered-extract-ingest-plus-retention"
+RULE_PARTY_LEFT = "isp-11.3-party-left"
 
 
 @dataclass
@@ -121,6 +122,44 @@ class RetentionService:
                         {"certificate_id": str(cert.certificate_id), "rule": s["rule"], "keys_destroyed": len(destroyed),
                          "rows_deleted": counts}, self.protocol.version)
         log.info("deletion.completed", subject=subject, keys_destroyed=len(destroyed), rows=counts)
+        return cert
+
+    async def purge(self, party: str, actor: str) -> DeletionCompleted:
+        """A party leaves the protocol (§4.3, §11.3): delete everything received from, or destined for, it.
+
+        Every record this system holds came from the provider and is destined for the recipient, so a
+        named party (or ``all``) means all personal data held: every row and every data key."""
+        known = {p.id for p in self.protocol.parties}
+        if party != "all" and party not in known:
+            raise ValueError(f"unknown party {party!r}; the protocol names {sorted(known)} (or use 'all')")
+        subject = f"party:{party}:{self.clock.now().isoformat()}"
+        async with self.pool.acquire() as conn, conn.transaction():
+            keys = await conn.fetch("SELECT key_id, extract_id FROM shared.data_keys WHERE wrapped IS NOT NULL")
+            extracts = [r["extract_id"] for r in keys]
+            counts = await purge_rows(conn, extracts, [r["key_id"] for r in keys])
+            if await conn.fetchval("SELECT to_regclass('delivery.batches')"):
+                await conn.execute("UPDATE delivery.batches SET purged_at=now(), message=NULL WHERE purged_at IS NULL")
+            destroyed = await destroy_keys(conn, [r["key_id"] for r in keys], f"purge:{party}")
+            now = self.clock.now()
+            cert = DeletionCompleted(
+                event_id=stable_id("deletion", subject), occurred_at=now, certificate_id=stable_id("certificate", subject),
+                rule=RULE_PARTY_LEFT, subject=subject, due_at=now.date(), executed_at=now,
+                key_ids_destroyed=destroyed, rows_deleted=counts, protocol_version=self.protocol.version)
+            await conn.execute(
+                "INSERT INTO retention.certificates(certificate_id, rule, subject, due_on, executed_at, "
+                "key_ids_destroyed, keys_retained, rows_deleted, protocol_version) "
+                "VALUES ($1,$2,$3,$4,$5,$6,'{}'::jsonb,$7::jsonb,$8)",
+                cert.certificate_id, cert.rule, subject, now.date(), now, destroyed, _json(counts),
+                self.protocol.version)
+            await conn.execute("UPDATE retention.schedule SET executed_at=now(), certificate_id=$1 "
+                               "WHERE executed_at IS NULL", cert.certificate_id)
+            await conn.execute("INSERT INTO retention.outbox(event_id, key, payload) VALUES ($1,$2,$3)",
+                               cert.event_id, cert.certificate_id.bytes, cert.model_dump_json())
+            await audit(conn, actor, "data.purged", subject,
+                        {"certificate_id": str(cert.certificate_id), "party": party, "keys_destroyed": len(destroyed),
+                         "rows_deleted": counts}, self.protocol.version)
+        log.warning("purge.completed", party=party, keys_destroyed=len(destroyed))
+        await self.flush_outbox()
         return cert
 
     async def flush_outbox(self) -> int:

@@ -1,0 +1,66 @@
+"""``sais sar`` and ``sais audit``: answering a subject access request; reading the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sais_shared.runtime import open_runtime
+from sais_shared.settings import CommonSettings
+
+from .sar import render, subject_access
+
+sar_app = typer.Typer(help="Subject access requests (ISP §13).", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail: who did what, when (no personal data).", no_args_is_help=True)
+
+
+@sar_app.command("find")
+def sar_find(forename: str = typer.Option(...), surname: str = typer.Option(...),
+             date_of_birth: str = typer.Option(..., help="YYYY-MM-DD"),
+             out: Path = typer.Option(..., help="write the export here (it holds personal data: protect it)"),
+             as_json: bool = typer.Option(False, "--json", help="export as JSON instead of text")) -> None:
+    """Find everything held about one child across all services and write a readable export."""
+    async def go():
+        rt = await open_runtime(CommonSettings())
+        try:
+            return await subject_access(rt.pool, rt.keys, forename=forename, surname=surname,
+                                        date_of_birth=date.fromisoformat(date_of_birth), actor=getpass.getuser(),
+                                        protocol_version=rt.protocol.version)
+        finally:
+            await rt.close()
+    answer = asyncio.run(go())
+    out.write_text(json.dumps(answer, indent=2, default=str) if as_json else render(answer), encoding="utf-8")
+    out.chmod(0o600)
+    typer.echo(f"request {answer['request_id']}: {len(answer['records'])} record(s), {len(answer['batches'])} "
+               f"batch(es); export written to {out}")
+
+
+@audit_app.command("list")
+def audit_list(action: str | None = typer.Option(None, help="e.g. batch.sent, data.deleted"),
+               since: str | None = typer.Option(None, help="YYYY-MM-DD"),
+               limit: int = typer.Option(100), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Audit entries, newest first."""
+    async def go():
+        rt = await open_runtime(CommonSettings())
+        try:
+            return [dict(r) for r in await rt.pool.fetch(
+                "SELECT at, actor, action, subject, details, protocol_version FROM shared.audit_log "
+                "WHERE ($1::text IS NULL OR action = $1) AND ($2::date IS NULL OR at >= $2) "
+                "ORDER BY id DESC LIMIT $3", action, date.fromisoformat(since) if since else None, limit)]
+        finally:
+            await rt.close()
+    rows = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    t = Table("at", "actor", "action", "subject", "protocol", title="Audit trail", title_justify="left")
+    for r in rows:
+        t.add_row(str(r["at"])[:19], r["actor"], r["action"], r["subject"], r["protocol_version"] or "")
+    Console().print(t)

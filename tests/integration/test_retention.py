@@ -1,0 +1,151 @@
+"""retention on the real database and broker: idempotent scheduling, undelivered extracts, party-leaves
+purge, subject access requests across extracts and batches, and the audit trail."""
+
+import json
+import os
+import subprocess
+import uuid
+from datetime import UTC, date, datetime
+
+import asyncpg
+import pytest
+from faststream import TestApp
+
+from sais_delivery.app import DeliveryContext
+from sais_delivery.app import build_app as build_delivery
+from sais_delivery.config import DeliverySettings
+from sais_eligibility.app import build_app as build_eligibility
+from sais_eligibility.config import EligibilitySettings
+from sais_retention.app import MIGRATIONS, build_service, certificate_publisher
+from sais_retention.app import build_app as build_retention
+from sais_retention.config import RetentionSettings
+from sais_shared.events import DeliveryCompleted, ExtractCompleted, stable_id
+from sais_shared.kafka import make_broker
+from sais_shared.runtime import open_runtime
+from sais_shared.topics import Topics
+from tests.conftest import wait_until
+from tests.helpers import REPO
+from tests.integration.test_pipeline_services import fetchval, ingest
+
+pytestmark = pytest.mark.integration
+SAMPLES = REPO / "data" / "samples"
+
+
+def sais(env, *args, as_of=None):
+    e = {**os.environ, **env, **({"SAIS_AS_OF": as_of} if as_of else {})}
+    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env=e, capture_output=True, text=True)
+
+
+class Retention:
+    async def __aenter__(self):
+        s = RetentionSettings()
+        self.broker = make_broker(s, "test-retention")
+        pub = certificate_publisher(self.broker, Topics(s.topic_prefix))
+        self.rt = await open_runtime(s, *MIGRATIONS)
+        await self.broker.start()
+        return build_service(self.rt, pub)
+
+    async def __aexit__(self, *exc):
+        await self.broker.stop()
+        await self.rt.close()
+
+
+def delivery_event(batch_id, transferred: datetime, event_id=None):
+    return DeliveryCompleted(event_id=event_id or stable_id("delivery-completed", batch_id), occurred_at=transferred,
+                             batch_id=batch_id, window="december", academic_year="2017/18", programmes={"hpv": 1},
+                             recipient="x@nhs.net", message_id="<m>", transferred_at=transferred,
+                             delete_by=date(2018, 2, 28), files=[], extract_ids=[uuid.uuid4()],
+                             key_ids=[uuid.uuid4()], protocol_version="0.2")
+
+
+async def test_repeated_delivery_events_schedule_once_at_three_calendar_months(settings_env):
+    batch = uuid.uuid4()
+    ev = delivery_event(batch, datetime(2017, 11, 30, 10, tzinfo=UTC))
+    async with Retention() as svc:
+        await svc.handle_deliveries([ev])
+        await svc.handle_deliveries([ev])
+        await svc.handle_deliveries([delivery_event(batch, ev.transferred_at, event_id=uuid.uuid4())])
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    rows = await conn.fetch("SELECT subject, due_on FROM retention.schedule")
+    await conn.close()
+    assert [(r["subject"], r["due_on"]) for r in rows] == [(f"batch:{batch}", date(2018, 2, 28))]
+
+
+async def test_an_extract_never_delivered_is_deleted_three_months_after_ingest(settings_env, monkeypatch):
+    monkeypatch.setenv("SAIS_AS_OF", "2017-06-01")
+    rep = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    key_id = await fetchval(dsn, "SELECT key_id FROM ingest.extracts")
+    async with Retention() as svc:
+        await svc.handle_extracts([ExtractCompleted(
+            event_id=uuid.uuid4(), occurred_at=datetime(2017, 6, 1, 9, tzinfo=UTC), extract_id=rep.extract_id,
+            source="summer-census", reference_date=date(2017, 5, 18), target_academic_year="2017/18",
+            content_sha256=rep.sha256, rows_in=52, accepted=49, rejected=2, out_of_scope=1, warnings=0,
+            key_id=key_id, originator="x", protocol_version="0.2", ingested_by="t")])
+        assert await svc.run_due(date(2017, 8, 31)) == []
+        [cert] = await svc.run_due(date(2017, 9, 1))
+    assert cert.rule.startswith("undelivered") and cert.key_ids_destroyed == [key_id]
+    assert await fetchval(dsn, "SELECT count(*) FROM ingest.row_problems") == 0
+    assert await fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1", key_id)
+
+
+async def _july_flow(settings_env, monkeypatch):
+    """May census + Y3 transfers through eligibility and delivery (in-process apps), delivered in July."""
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
+    async with TestApp(build_eligibility(EligibilitySettings())), TestApp(build_delivery(DeliverySettings())), \
+            TestApp(build_retention(RetentionSettings())):
+        await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+        await ingest("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", "2017-04-18")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts "
+                                               "WHERE reconciled_at IS NOT NULL"), what="reconciled")
+        await wait_until(lambda: fetchval(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active')"
+                                               " = (SELECT count(*) FROM delivery.members WHERE status='active')"),
+                         what="delivery caught up")
+        async with DeliveryContext(DeliverySettings()) as svc:
+            res = await svc.deliver("july", "2017/18", actor="test")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1",
+                                          f"batch:{res.batch_id}"), what="deletion scheduled")
+        return res
+
+
+async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_batch(settings_env, monkeypatch,
+                                                                                    tmp_path):
+    res = await _july_flow(settings_env, monkeypatch)
+    transfer = (SAMPLES / "admissions-year3-transfer-2017.csv").read_text().splitlines()[1].split(",")
+    surname, forename, dob = transfer[0], transfer[1], transfer[2]
+    out = tmp_path / "sar.json"
+    r = sais(settings_env, "sar", "find", "--forename", forename.upper(), "--surname", surname, "--date-of-birth",
+             dob, "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(out.read_text())
+    assert {x["source"] for x in answer["records"]} == {"summer-census", "admissions-year3-transfer"}
+    assert all(x["details"]["surname"] == surname for x in answer["records"])
+    assert len(answer["extracts"]) == 2 and [b["batch_id"] for b in answer["batches"]] == [str(res.batch_id)]
+    assert answer["batches"][0]["delete_by"] == "2017-10-10"
+    assert any(c["programme"] == "flu" and c["status"] == "active" for c in answer["cohorts"])
+    assert {"subject": f"batch:{res.batch_id}", "delete_on": "2017-10-10", "deleted_at": None} in answer["deletion"]
+    text_out = tmp_path / "sar.txt"
+    assert sais(settings_env, "sar", "find", "--forename", forename, "--surname", surname, "--date-of-birth", dob,
+                "--out", str(text_out)).returncode == 0
+    assert surname in text_out.read_text() and "to be deleted by 2017-10-10" in text_out.read_text()
+
+    audit = sais(settings_env, "audit", "list", "--action", "sar.answered", "--json")
+    entries = json.loads(audit.stdout)
+    assert len(entries) == 2 and surname not in audit.stdout and forename not in audit.stdout
+
+
+async def test_party_leaving_purges_everything_after_explicit_confirmation(settings_env, monkeypatch):
+    await _july_flow(settings_env, monkeypatch)
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    refused = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "wcc")
+    assert refused.returncode == 2 and await fetchval(dsn, "SELECT count(*) FROM eligibility.records") > 0
+    assert sais(settings_env, "retention", "purge", "--party", "nhs-other", "--confirm", "nhs-other").returncode == 2
+    ok = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "cwpt")
+    assert ok.returncode == 0, ok.stderr
+    for table in ("eligibility.records", "eligibility.cohort", "delivery.members", "ingest.row_problems"):
+        assert await fetchval(dsn, f"SELECT count(*) FROM {table}") == 0, table
+    assert await fetchval(dsn, "SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL") == 0
+    assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "isp-11.3-party-left"
+    actions = json.loads(sais(settings_env, "audit", "list", "--json").stdout)
+    assert {"data.purged", "batch.sent", "extract.ingested"} <= {a["action"] for a in actions}
