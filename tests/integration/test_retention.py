@@ -149,3 +149,17 @@ async def test_party_leaving_purges_everything_after_explicit_confirmation(setti
     assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "isp-11.3-party-left"
     actions = json.loads(sais(settings_env, "audit", "list", "--json").stdout)
     assert {"data.purged", "batch.sent", "extract.ingested"} <= {a["action"] for a in actions}
+
+
+async def test_audit_trail_is_append_only(settings_env):
+    async with Retention():
+        pass
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        await conn.execute("INSERT INTO shared.audit_log(actor, action, subject) VALUES ('t', 'x', 'y')")
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("DELETE FROM shared.audit_log")
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("UPDATE shared.audit_log SET actor='z'")
+    finally:
+        await conn.close()
