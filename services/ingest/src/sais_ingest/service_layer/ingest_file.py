@@ -28,9 +28,8 @@ from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.readers import inspect_file, open_extract
 from ..adapters.repository import ExtractRepository
-from ..domain.headers import map_headers
+from ..domain.extract import classify, header_mapping
 from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Problem, Rejected
-from ..domain.validation import validate_row
 
 log = structlog.get_logger("sais.ingest")
 CHUNK_ROWS = 2000
@@ -120,12 +119,7 @@ async def ingest_file(
         _, headers = next(rows)
     except StopIteration:
         raise ExtractFileError("the file is empty: no header row") from None
-    mapping, dropped, missing = map_headers(headers)
-    if missing:
-        raise ExtractFileError(
-            f"required column(s) missing: {', '.join(missing)}; found columns: "
-            f"{', '.join(h.strip() for h in headers if h.strip())}"
-        )
+    mapping, dropped = header_mapping(headers)
 
     await repo.start(extract_id=extract_id, sha256=facts.sha256, source=source, reference_date=reference_date,
                      target_academic_year=target_year, file_name=path.name, encoding=facts.encoding,
@@ -148,12 +142,8 @@ async def ingest_file(
         await repo.add_problems(extract_id, problems)
         pupils.clear(), rejects.clear(), problems.clear()
 
-    for row_number, cells in rows:
-        if not any(c.strip() for c in cells):
-            continue  # blank line: not a row
+    for row_number, outcome in classify(rows, mapping, rule=rule, protocol=protocol, reference_date=reference_date):
         report.rows_in += 1
-        raw = {f: (cells[i] if i < len(cells) else "") for i, f in mapping.items()}
-        outcome = validate_row(raw, row_number, source=rule, protocol=protocol, reference_date=reference_date)
         if isinstance(outcome, Rejected):
             report.rejected += 1
             for p in outcome.problems:
@@ -183,6 +173,8 @@ async def ingest_file(
             if progress:
                 progress(report.rows_in)
     await flush()
+    dropped += sorted(getattr(reader, "dropped", ()))  # CTF elements not forwarded (UPN, SEN, …)
+    report.dropped_columns = dropped
 
     assert report.balanced, "rows in must equal accepted + rejected + out of scope"
     await repo.complete(extract_id, rows_in=report.rows_in, accepted=report.accepted, rejected=report.rejected,

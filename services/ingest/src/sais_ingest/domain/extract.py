@@ -1,0 +1,33 @@
+"""An extract's rows → outcomes, pure: header mapping applied, blank lines skipped, every other row
+classified exactly once (accepted, rejected or out of scope)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date
+
+from sais_shared.protocol import Protocol, SourceRule
+
+from .headers import map_headers
+from .model import ExtractFileError, Outcome
+from .validation import validate_row
+
+
+def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
+    """Column index → field and the dropped headers; a clear error when a required column is missing."""
+    mapping, dropped, missing = map_headers(headers)
+    if missing:
+        raise ExtractFileError(
+            f"required column(s) missing: {', '.join(missing)}; found columns: "
+            f"{', '.join(h.strip() for h in headers if h.strip())}"
+        )
+    return mapping, dropped
+
+
+def classify(rows: Iterable[tuple[int, list[str]]], mapping: dict[int, str], *, rule: SourceRule,
+             protocol: Protocol, reference_date: date) -> Iterator[tuple[int, Outcome]]:
+    for row_number, cells in rows:
+        if not any(c.strip() for c in cells):
+            continue  # a blank line is not a row
+        raw = {f: (cells[i] if i < len(cells) else "") for i, f in mapping.items()}
+        yield row_number, validate_row(raw, row_number, source=rule, protocol=protocol, reference_date=reference_date)
