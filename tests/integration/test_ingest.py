@@ -58,6 +58,11 @@ async def test_extract_is_published_minimised_encrypted_and_counted(settings_env
     assert {p.surname for p in opened} <= {v for v in secrets}
     assert all(e.originator == "Warwickshire County Council: Insight Service" for e in events)
 
+    # A dip sample of accepted rows for the data officer's spot check (ISP §9.3), stored sealed (scan above).
+    assert len(rep.dip_sample) == 10 and len({r["row_number"] for r in rep.dip_sample}) == 10
+    assert all(r["surname"] in secrets or len(r["surname"]) < 4 for r in rep.dip_sample)
+    assert {r["row_number"] for r in rep.dip_sample} <= {e.row_number for e in events}
+
 
 async def test_same_file_twice_publishes_nothing_new(settings_env, infra):
     first = await _ingest(MAY)

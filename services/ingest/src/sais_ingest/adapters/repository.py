@@ -86,6 +86,17 @@ class ExtractRepository:
             extract_id, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns,
         )
 
+    async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM ingest.dip_samples WHERE extract_id=$1", extract_id)
+            await conn.executemany(
+                "INSERT INTO ingest.dip_samples(extract_id, row_number, school_dfe, year_group, gender, personal) "
+                "VALUES ($1,$2,$3,$4,$5,$6::jsonb)", [(extract_id, *r) for r in rows])
+
+    async def dip_sample(self, extract_id: UUID) -> list[asyncpg.Record]:
+        return await self.pool.fetch("SELECT * FROM ingest.dip_samples WHERE extract_id=$1 ORDER BY row_number",
+                                     extract_id)
+
     async def problems(self, extract_id: UUID, kind: str, limit: int = 1000) -> list[asyncpg.Record]:
         return await self.pool.fetch(
             "SELECT row_number, field, code, reason FROM ingest.row_problems WHERE extract_id=$1 "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sais_shared.events import SOURCES
@@ -42,6 +43,13 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
         out.print(t)
         if len(rep.rejections) > max_rows:
             out.print(f"  … {len(rep.rejections) - max_rows} more in the report (--json)")
+    if rep.dip_sample:
+        t = Table("row", "school", "year", "surname", "forename", "date of birth", "postcode",
+                  title="Dip sample for spot-checking against the source (ISP §9.3)", title_justify="left")
+        for r in rep.dip_sample:
+            t.add_row(str(r["row_number"]), r["school_dfe"], r["year_group"], r["surname"], r["forename"],
+                      r["date_of_birth"], r["postcode"])
+        out.print(t)
     if rep.warning_rows:
         t = Table("row", "field", "warning", title="Warnings", title_justify="left")
         for r in rep.warning_rows[:max_rows]:
@@ -65,12 +73,19 @@ def ingest_file_cmd(
     except ValueError:
         raise typer.BadParameter("reference date must be YYYY-MM-DD") from None
 
+    size = path.stat().st_size
+    show_progress = console.is_terminal and size > 5 * 1024 * 1024
+
     async def run() -> ExtractReport:
         async with IngestContext(IngestSettings()) as ctx:
             assert ctx.runtime
             rt = ctx.runtime
-            return await ingest_file(path, source=source, reference_date=ref, protocol=rt.protocol,
-                                     repo=ctx.repo, keys=rt.keys, publishers=ctx.publishers, clock=rt.clock)
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
+                          TimeElapsedColumn(), console=console, disable=not show_progress) as bar:
+                task = bar.add_task(f"ingesting {path.name}", total=None)
+                return await ingest_file(path, source=source, reference_date=ref, protocol=rt.protocol,
+                                         repo=ctx.repo, keys=rt.keys, publishers=ctx.publishers, clock=rt.clock,
+                                         progress=lambda n: bar.update(task, completed=n))
 
     try:
         rep = asyncio.run(run())
@@ -78,9 +93,11 @@ def ingest_file_cmd(
         console.print(f"[red]extract refused:[/] {exc}")
         raise typer.Exit(2) from None
     data = asdict(rep) | {"balanced": rep.balanced}
-    if report:
+    if report:  # the full report includes the dip sample (personal data): owner-only file
+        report.touch(mode=0o600)
         report.write_text(json.dumps(data, default=str, indent=2))
-    if as_json:
+    if as_json:  # for scripts: counts, rejections and warnings; the dip sample only by row number
+        data["dip_sample"] = [r["row_number"] for r in rep.dip_sample]
         typer.echo(json.dumps(data, default=str, indent=2))
     else:
         print_report(rep, Console())

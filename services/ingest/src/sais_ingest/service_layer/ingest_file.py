@@ -9,6 +9,7 @@ ingest resumed after a crash republishes the same events, which consumers discar
 from __future__ import annotations
 
 import getpass
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,7 +20,7 @@ from uuid import UUID
 import structlog
 
 from sais_shared.clock import Clock
-from sais_shared.crypto import DataKey
+from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected, stable_id
 from sais_shared.kafka import publish_many
 from sais_shared.keystore import KeyStore, audit
@@ -33,6 +34,7 @@ from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Problem, Reje
 
 log = structlog.get_logger("sais.ingest")
 CHUNK_ROWS = 2000
+DIP_SAMPLE_SIZE = 10
 # Every field that leaves ingest, named as in the protocol's dataset (§6.1).
 FORWARDED_FIELDS = frozenset({"school_dfe", "school_name", "year_group", "surname", "forename", "date_of_birth",
                               "gender", "address", "postcode"})
@@ -73,6 +75,7 @@ class ExtractReport:
     dropped_columns: list[str] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
     warning_rows: list[dict] = field(default_factory=list)
+    dip_sample: list[dict] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -108,7 +111,7 @@ async def ingest_file(
         log.info("extract.duplicate", extract_id=str(existing.extract_id), sha256=facts.sha256)
         await audit(repo.pool, actor, "extract.duplicate_ignored", f"extract:{existing.extract_id}",
                     {"sha256": facts.sha256}, protocol.version)
-        return await report_for(repo, existing.extract_id, duplicate=True)
+        return await report_for(repo, existing.extract_id, duplicate=True, keys=keys)
 
     extract_id = existing.extract_id if existing else stable_id("extract", facts.sha256)
     supersedes = await repo.latest_completed(source, reference_date, extract_id)
@@ -132,6 +135,8 @@ async def ingest_file(
                            supersedes=supersedes, dropped_columns=dropped)
     now = clock.now()
     seen: dict[tuple[str, str], int] = {}
+    sampler = random.Random(facts.sha256)  # reproducible reservoir sample of accepted rows (§9.3)
+    sample: list[PupilRecorded] = []
     pupils: list[tuple[bytes, PupilRecorded]] = []
     rejects: list[tuple[bytes, RowRejected]] = []
     problems: list[tuple[int, str, str, str, str]] = []
@@ -166,13 +171,19 @@ async def ingest_file(
             for w in warnings:
                 report.warnings += 1
                 problems.append((row_number, "warning", w.field, w.code, w.reason))
-            pupils.append((match_key.encode(), _pupil_event(outcome, key, extract_id, source, reference_date,
-                                                            protocol, match_key, now)))
+            event = _pupil_event(outcome, key, extract_id, source, reference_date, protocol, match_key, now)
+            pupils.append((match_key.encode(), event))
+            if len(sample) < DIP_SAMPLE_SIZE:
+                sample.append(event)
+            elif (j := sampler.randrange(report.accepted)) < DIP_SAMPLE_SIZE:
+                sample[j] = event
         if len(pupils) + len(rejects) >= CHUNK_ROWS:
             await flush()
             if progress:
                 progress(report.rows_in)
     await flush()
+    await repo.save_dip_sample(extract_id, [(e.row_number, e.school_dfe, e.year_group, e.gender,
+                                             e.personal.model_dump_json()) for e in sample])
     dropped += sorted(getattr(reader, "dropped", ()))  # CTF elements not forwarded (UPN, SEN, …)
     report.dropped_columns = dropped
 
@@ -195,7 +206,7 @@ async def ingest_file(
                  "supersedes": str(supersedes) if supersedes else None}, protocol.version)
     bound.info("extract.completed", rows_in=report.rows_in, accepted=report.accepted,
                rejected=report.rejected, out_of_scope=report.out_of_scope, warnings=report.warnings)
-    return await report_for(repo, extract_id)
+    return await report_for(repo, extract_id, keys=keys)
 
 
 def _pupil_event(row: CleanRow, key: DataKey, extract_id: UUID, source: str, reference_date: date,
@@ -211,7 +222,8 @@ def _pupil_event(row: CleanRow, key: DataKey, extract_id: UUID, source: str, ref
     return PupilRecorded(**event, personal=key.seal_model(_personal(row), aad))
 
 
-async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool = False) -> ExtractReport:
+async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool = False,
+                     keys: KeyStore | None = None) -> ExtractReport:
     row = await repo.get(extract_id)
     assert row is not None
     rep = ExtractReport(row.extract_id, row.source, row.reference_date, row.target_academic_year, row.file_name,
@@ -220,6 +232,15 @@ async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool 
                         warnings=row.warnings, dropped_columns=list(row.dropped_columns))
     rep.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
     rep.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
+    if keys is not None:  # the dip sample is personal data: only for the data officer's own report
+        rows = await repo.dip_sample(extract_id)
+        sealed = {r["row_number"]: Sealed.model_validate_json(r["personal"]) for r in rows}
+        opened = await keys.get_many({s.key_id for s in sealed.values()})
+        for r in rows:
+            s = sealed[r["row_number"]]
+            p = opened[s.key_id].open_model(s, PupilPersonal, f"pupil:{extract_id}:{stable_id('record', extract_id, r['row_number'])}".encode())
+            rep.dip_sample.append({"row_number": r["row_number"], "school_dfe": r["school_dfe"],
+                                   "year_group": r["year_group"], "gender": r["gender"], **p.model_dump(mode="json")})
     return rep
 
 
