@@ -79,8 +79,8 @@ class Demo:
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-qc",
                         f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)", "-c", f"CREATE DATABASE {self.db}"],
                        check=True, capture_output=True)
-        step("Starting the services: eligibility, delivery, retention (ingest runs as the data officer's CLI)")
-        for name in ("eligibility", "delivery", "retention"):
+        step("Starting the four services: ingest (inbound topic), eligibility, delivery, retention")
+        for name in ("ingest", "eligibility", "delivery", "retention"):
             out = open(self.logs / f"{name}.log", "w")
             self.services[name] = subprocess.Popen(
                 [str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"], stdout=out, stderr=subprocess.STDOUT,

@@ -33,7 +33,7 @@ class Pipeline:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        for name in ("eligibility", "delivery", "retention"):
+        for name in ("ingest", "eligibility", "delivery", "retention"):
             out = open(self.logdir / f"{name}.log", "w")
             self.procs.append(subprocess.Popen([str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"],
                                                env={**self.env, "SAIS_AS_OF": "2017-07-10"}, stdout=out,

@@ -30,6 +30,8 @@ class DevPki:
     recipient_cert = property(lambda self: self.root / "recipient.pem")
     recipient_key = property(lambda self: self.root / "recipient.key")
     kek = property(lambda self: self.root / "kek.b64")
+    inbound_key = property(lambda self: self.root / "inbound.key")
+    inbound_pub = property(lambda self: self.root / "inbound.pub.pem")
 
 
 SENDER_EMAIL = "insight@warwickshire.gov.uk"
@@ -100,6 +102,7 @@ def ensure_dev_pki(root: Path) -> DevPki:
     """Create the dev PKI under ``root`` unless it is already there."""
     pki = DevPki(root)
     if pki.kek.exists() and pki.recipient_cert.exists():
+        _ensure_inbound(pki)
         return pki
     root.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
@@ -118,4 +121,15 @@ def ensure_dev_pki(root: Path) -> DevPki:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pki.kek.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     pki.kek.chmod(0o600)
+    _ensure_inbound(pki)
     return pki
+
+
+def _ensure_inbound(pki: DevPki) -> None:
+    """The key pair upstream systems encrypt inbound extracts to (public half given to them)."""
+    if pki.inbound_key.exists():
+        return
+    key = _key()
+    _write_key(pki.inbound_key, key)
+    pki.inbound_pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                              serialization.PublicFormat.SubjectPublicKeyInfo))

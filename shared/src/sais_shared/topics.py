@@ -10,6 +10,10 @@ class Topics:
     prefix: str = "sais"
 
     @property
+    def inbound(self) -> str:
+        return f"{self.prefix}.ingest.inbound.v1"
+
+    @property
     def pupil_recorded(self) -> str:
         return f"{self.prefix}.ingest.pupil-recorded.v1"
 

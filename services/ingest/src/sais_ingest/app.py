@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
-from sais_shared.kafka import ensure_topics, make_app, make_broker
+from sais_shared.errors import ConfigurationError
+from sais_shared.inbound import inbound_adapter
+from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
 from sais_shared.logging import configure_logging
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 
 from .adapters.repository import ExtractRepository
 from .config import IngestSettings
+from .service_layer.inbound import InboundService
 from .service_layer.ingest_file import Publishers
 
 MIGRATIONS = (("ingest", "sais_ingest"),)
@@ -64,8 +69,33 @@ class IngestContext:
 
 
 def build_app(settings: IngestSettings | None = None) -> FastStream:
+    """The ingest service: consumes extracts that upstream systems publish on the inbound topic."""
     settings = settings or IngestSettings()
     configure_logging(settings.log_level, settings.log_format)
-    broker, _ = build_broker(settings)
-    return make_app(broker, title="sais-ingest",
-                    description="Validates and minimises LA extracts; publishes pupil events.")
+    broker, publishers = build_broker(settings)
+    topics = Topics(settings.topic_prefix)
+    state: dict = {}
+
+    batch_consumer(
+        broker, topic=topics.inbound, group_id=settings.ingest_group_id, parse=inbound_adapter.validate_json,
+        handle=lambda msgs: state["svc"].handle(msgs), dead_letter_topic=topics.dead_letter, max_records=2000,
+        title=f"{topics.inbound}:ingest",
+        description="Upstream extracts as events: extract-started → record × n → extract-completed, keyed by "
+                    "extract_ref; records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound key).")
+
+    @asynccontextmanager
+    async def lifespan():
+        if settings.ingest_inbound_private_key is None:
+            raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
+        rt = await open_runtime(settings, *MIGRATIONS)
+        await ensure_topics(settings, topics)
+        state["svc"] = InboundService(ExtractRepository(rt.pool), rt.keys, rt.protocol, publishers, rt.clock,
+                                      settings.ingest_inbound_private_key)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    return make_app(broker, title="sais-ingest", lifespan=lifespan,
+                    description="Validates and minimises LA extracts (files via the CLI, events via the inbound "
+                                "topic); publishes pupil events.")

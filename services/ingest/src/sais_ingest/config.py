@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
+
 from sais_shared.settings import CommonSettings
 
 
 class IngestSettings(CommonSettings):
-    """ingest reads only the common settings today (``SAIS_*``)."""
+    """ingest's settings (``SAIS_*``); the inbound consumer runs when its private key is configured."""
+
+    ingest_group_id: str = "sais-ingest"
+    ingest_inbound_private_key: Path | None = Field(
+        None, description="RSA private key (PEM) that opens extracts published on the inbound topic")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import getpass
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -100,42 +100,65 @@ async def ingest_file(
     actor: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExtractReport:
+    facts = inspect_file(path)
+    reader = open_extract(path, facts)
+    return await ingest_rows(reader.rows(), content_sha256=facts.sha256, encoding=facts.encoding,
+                             file_name=path.name, source=source, reference_date=reference_date, protocol=protocol,
+                             repo=repo, keys=keys, publishers=publishers, clock=clock, actor=actor,
+                             progress=progress, extra_dropped=lambda: sorted(getattr(reader, "dropped", ())))
+
+
+async def ingest_rows(
+    rows: Iterator[tuple[int, list[str]]],
+    *,
+    content_sha256: str,
+    encoding: str,
+    file_name: str,
+    source: str,
+    reference_date: date,
+    protocol: Protocol,
+    repo: ExtractRepository,
+    keys: KeyStore,
+    publishers: Publishers,
+    clock: Clock,
+    actor: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    extra_dropped: Callable[[], list[str]] = lambda: [],
+) -> ExtractReport:
+    """Ingest an extract given as rows: ``(0, headers)`` first, then ``(row number, cells)``."""
     rule = protocol.source(source)  # refuses a source the protocol does not cover
     check_fields_allowed(protocol)
-    facts = inspect_file(path)
     target_year = academic_year_label(rule.target_academic_year(reference_date))
     actor = actor or getpass.getuser()
 
-    existing = await repo.by_hash(facts.sha256)
+    existing = await repo.by_hash(content_sha256)
     if existing and existing.status == "completed":
-        log.info("extract.duplicate", extract_id=str(existing.extract_id), sha256=facts.sha256)
+        log.info("extract.duplicate", extract_id=str(existing.extract_id), sha256=content_sha256)
         await audit(repo.pool, actor, "extract.duplicate_ignored", f"extract:{existing.extract_id}",
-                    {"sha256": facts.sha256}, protocol.version)
+                    {"sha256": content_sha256}, protocol.version)
         return await report_for(repo, existing.extract_id, duplicate=True, keys=keys)
 
-    extract_id = existing.extract_id if existing else stable_id("extract", facts.sha256)
+    extract_id = existing.extract_id if existing else stable_id("extract", content_sha256)
     supersedes = await repo.latest_completed(source, reference_date, extract_id)
     key = await keys.key_for_extract(extract_id)
-    reader = open_extract(path, facts)
-    rows = reader.rows()
     try:
         _, headers = next(rows)
     except StopIteration:
         raise ExtractFileError("the file is empty: no header row") from None
     mapping, dropped = header_mapping(headers)
 
-    await repo.start(extract_id=extract_id, sha256=facts.sha256, source=source, reference_date=reference_date,
-                     target_academic_year=target_year, file_name=path.name, encoding=facts.encoding,
+    await repo.start(extract_id=extract_id, sha256=content_sha256, source=source, reference_date=reference_date,
+                     target_academic_year=target_year, file_name=file_name, encoding=encoding,
                      supersedes=supersedes, key_id=key.key_id, originator=protocol.originator_label,
                      protocol_version=protocol.version, ingested_by=actor)
     bound = log.bind(extract_id=str(extract_id), source=source)
-    bound.info("extract.started", supersedes=str(supersedes) if supersedes else None, encoding=facts.encoding)
+    bound.info("extract.started", supersedes=str(supersedes) if supersedes else None, encoding=encoding)
 
-    report = ExtractReport(extract_id, source, reference_date, target_year, path.name, facts.sha256,
+    report = ExtractReport(extract_id, source, reference_date, target_year, file_name, content_sha256,
                            supersedes=supersedes, dropped_columns=dropped)
     now = clock.now()
     seen: dict[tuple[str, str], int] = {}
-    sampler = random.Random(facts.sha256)  # reproducible reservoir sample of accepted rows (§9.3)
+    sampler = random.Random(content_sha256)  # reproducible reservoir sample of accepted rows (§9.3)
     sample: list[PupilRecorded] = []
     pupils: list[tuple[bytes, PupilRecorded]] = []
     rejects: list[tuple[bytes, RowRejected]] = []
@@ -184,7 +207,7 @@ async def ingest_file(
     await flush()
     await repo.save_dip_sample(extract_id, [(e.row_number, e.school_dfe, e.year_group, e.gender,
                                              e.personal.model_dump_json()) for e in sample])
-    dropped += sorted(getattr(reader, "dropped", ()))  # CTF elements not forwarded (UPN, SEN, …)
+    dropped += extra_dropped()  # e.g. CTF elements not forwarded (UPN, SEN, …)
     report.dropped_columns = dropped
 
     assert report.balanced, "rows in must equal accepted + rejected + out of scope"
@@ -194,14 +217,14 @@ async def ingest_file(
         ExtractCompleted(
             event_id=stable_id("extract-completed", extract_id), occurred_at=clock.now(),
             extract_id=extract_id, source=source, reference_date=reference_date,
-            target_academic_year=target_year, content_sha256=facts.sha256, rows_in=report.rows_in,
+            target_academic_year=target_year, content_sha256=content_sha256, rows_in=report.rows_in,
             accepted=report.accepted, rejected=report.rejected, out_of_scope=report.out_of_scope,
             warnings=report.warnings, supersedes=supersedes, key_id=key.key_id,
             originator=protocol.originator_label, protocol_version=protocol.version, ingested_by=actor),
         key=extract_id.bytes,
     )
     await audit(repo.pool, actor, "extract.ingested", f"extract:{extract_id}",
-                {"sha256": facts.sha256, "source": source, "rows_in": report.rows_in, "accepted": report.accepted,
+                {"sha256": content_sha256, "source": source, "rows_in": report.rows_in, "accepted": report.accepted,
                  "rejected": report.rejected, "out_of_scope": report.out_of_scope,
                  "supersedes": str(supersedes) if supersedes else None}, protocol.version)
     bound.info("extract.completed", rows_in=report.rows_in, accepted=report.accepted,

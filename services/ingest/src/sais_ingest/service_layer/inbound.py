@@ -1,0 +1,129 @@
+"""Use case: extracts published by upstream systems on the inbound topic.
+
+Records are staged as they arrive (still sealed); ``extract-completed`` is checked against them
+— every sequence number 1..n present, the count and the checksum equal — and only then is the
+extract opened and ingested exactly like a file (same validation, minimisation, events, report).
+A partial extract is marked incomplete, reported and audited, and nothing of it is published; a
+later ``extract-completed`` that matches (after the publisher re-sent what was missing) completes it.
+Redelivered messages are harmless: staging is keyed by (extract, seq) and ingest by content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from sais_shared.clock import Clock
+from sais_shared.inbound import (
+    InboundExtractCompleted,
+    InboundExtractReader,
+    InboundExtractStarted,
+    InboundRecord,
+    checksum,
+)
+from sais_shared.keystore import KeyStore, audit
+from sais_shared.protocol import Protocol
+
+from ..adapters.repository import ExtractRepository
+from .ingest_file import ExtractReport, Publishers, ingest_rows
+
+log = structlog.get_logger("sais.ingest.inbound")
+
+
+@dataclass
+class InboundService:
+    repo: ExtractRepository
+    keys: KeyStore
+    protocol: Protocol
+    publishers: Publishers
+    clock: Clock
+    private_key: Path
+
+    async def handle(self, messages: list) -> None:
+        for m in messages:  # in order: one extract's messages share a key, hence a partition
+            if isinstance(m, InboundExtractStarted):
+                await self._started(m)
+            elif isinstance(m, InboundRecord):
+                await self._record(m)
+            elif isinstance(m, InboundExtractCompleted):
+                await self.complete(m)
+
+    async def _started(self, m: InboundExtractStarted) -> None:
+        await self.repo.pool.execute(
+            "INSERT INTO ingest.inbound_extracts(extract_ref, source, reference_date, originator_system, started, "
+            "status) VALUES ($1,$2,$3,$4,$5::jsonb,'receiving') ON CONFLICT (extract_ref) DO NOTHING",
+            m.extract_ref, m.source, m.reference_date, m.originator_system, m.model_dump_json())
+
+    async def _record(self, m: InboundRecord) -> None:
+        status = await self.repo.pool.fetchval(
+            "INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext) "
+            "SELECT $1,$2,$3,$4 WHERE EXISTS (SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1) "
+            "ON CONFLICT DO NOTHING RETURNING 'staged'", m.extract_ref, m.seq, m.nonce, m.ciphertext)
+        if status is None and not await self.repo.pool.fetchval(
+                "SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1", m.extract_ref):
+            log.warning("inbound.record_without_start", extract_ref=m.extract_ref, seq=m.seq)
+
+    async def complete(self, m: InboundExtractCompleted) -> ExtractReport | None:
+        pool = self.repo.pool
+        head = await pool.fetchrow("SELECT * FROM ingest.inbound_extracts WHERE extract_ref=$1", m.extract_ref)
+        if head is None:
+            await self._incomplete(m.extract_ref, "extract-completed without extract-started", create=False)
+            return None
+        if head["status"] == "ingested":
+            return None  # a redelivered completion
+        recs = await pool.fetch("SELECT seq, nonce, ciphertext FROM ingest.inbound_records WHERE extract_ref=$1 "
+                                "ORDER BY seq", m.extract_ref)
+        seqs = [r["seq"] for r in recs]
+        if seqs != list(range(1, m.record_count + 1)):
+            missing = sorted(set(range(1, m.record_count + 1)) - set(seqs))
+            await self._incomplete(m.extract_ref, f"received {len(seqs)} of {m.record_count} records"
+                                   + (f"; missing seq {missing[:10]}" if missing else "; unexpected extra records"))
+            return None
+        if checksum([r["ciphertext"] for r in recs]) != m.checksum:
+            await self._incomplete(m.extract_ref, "checksum does not match the records received")
+            return None
+        started = InboundExtractStarted.model_validate_json(head["started"])
+        reader = InboundExtractReader(self.private_key.read_bytes(), started)
+        rows = [reader.open(r["seq"], r["nonce"], r["ciphertext"]) for r in recs]
+        report = await ingest_rows(
+            _as_table(rows), content_sha256=_content_hash(rows), encoding="inbound-event",
+            file_name=f"inbound:{m.extract_ref}", source=started.source, reference_date=started.reference_date,
+            protocol=self.protocol, repo=self.repo, keys=self.keys, publishers=self.publishers, clock=self.clock,
+            actor=f"inbound:{started.originator_system}")
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE ingest.inbound_extracts SET status='ingested', extract_id=$2, problem=NULL, "
+                               "updated_at=now() WHERE extract_ref=$1", m.extract_ref, report.extract_id)
+            await conn.execute("DELETE FROM ingest.inbound_records WHERE extract_ref=$1", m.extract_ref)
+        log.info("inbound.ingested", extract_ref=m.extract_ref, extract_id=str(report.extract_id),
+                 rows_in=report.rows_in, accepted=report.accepted)
+        return report
+
+    async def _incomplete(self, ref: str, problem: str, create: bool = True) -> None:
+        if create:
+            await self.repo.pool.execute("UPDATE ingest.inbound_extracts SET status='incomplete', problem=$2, "
+                                         "updated_at=now() WHERE extract_ref=$1", ref, problem)
+        await audit(self.repo.pool, "ingest", "inbound.incomplete", f"inbound:{ref}", {"problem": problem},
+                    self.protocol.version)
+        log.warning("inbound.incomplete", extract_ref=ref, problem=problem)
+
+
+def _as_table(rows: list[dict[str, str]]) -> Iterator[tuple[int, list[str]]]:
+    headers: list[str] = []
+    for r in rows:
+        headers += [k for k in r if k not in headers]
+    yield 0, headers
+    for i, r in enumerate(rows, start=1):
+        yield i, [r.get(h, "") for h in headers]
+
+
+def _content_hash(rows: list[dict[str, str]]) -> str:
+    """The same rows re-sent (even re-encrypted) are recognised as the same extract."""
+    digest = hashlib.sha256()
+    for r in rows:
+        digest.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()

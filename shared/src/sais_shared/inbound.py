@@ -1,0 +1,128 @@
+"""The inbound contract for upstream systems that publish extracts as events (topic
+``<prefix>.ingest.inbound.v1``), and the client-side helper that produces it.
+
+An extract is framed as ``extract-started`` → ``record`` × n → ``extract-completed`` (with the
+record count and a checksum), all with the extract's reference as the Kafka key, so they stay in
+order on one partition and ingest can tell a complete extract from a partial one.
+
+Personal data never travels in clear text: each record's fields are sealed with AES-256-GCM
+under a key the publisher makes for that extract, and that key travels in ``extract-started``
+wrapped with RSA-OAEP-SHA256 to ingest's inbound public key (``recipient_key_id`` names which).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from datetime import date
+from typing import Annotated, Literal
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from .events import Source
+
+ExtractRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="Publisher's id of the extract",
+                                  examples=["sims-937-may-2017-001"])]
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InboundEncryption(_Strict):
+    alg: Literal["RSA-OAEP-256+A256GCM"] = "RSA-OAEP-256+A256GCM"
+    recipient_key_id: str = Field(description="Which ingest inbound public key wrapped the extract key")
+    wrapped_key: str = Field(description="base64 RSA-OAEP-SHA256 wrap of the 256-bit AES key")
+
+
+class InboundExtractStarted(_Strict):
+    """First message of an extract."""
+
+    type: Literal["extract-started"] = "extract-started"
+    extract_ref: ExtractRef
+    source: Source
+    reference_date: date
+    originator_system: str = Field(description="The upstream system, e.g. the admissions system's name")
+    encryption: InboundEncryption
+
+
+class InboundRecord(_Strict):
+    """One row: a JSON object of column name → text, sealed (AAD = ``<extract_ref>:<seq>``)."""
+
+    type: Literal["record"] = "record"
+    extract_ref: ExtractRef
+    seq: int = Field(ge=1, description="1, 2, … n in publishing order")
+    nonce: str
+    ciphertext: str
+
+
+class InboundExtractCompleted(_Strict):
+    """Last message: how many records there were and the sha256 of their ciphertexts, newline-joined."""
+
+    type: Literal["extract-completed"] = "extract-completed"
+    extract_ref: ExtractRef
+    record_count: int = Field(ge=0)
+    checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+InboundMessage = Annotated[InboundExtractStarted | InboundRecord | InboundExtractCompleted,
+                           Field(discriminator="type")]
+inbound_adapter: TypeAdapter = TypeAdapter(InboundMessage)
+
+
+def checksum(ciphertexts: list[str]) -> str:
+    return hashlib.sha256("\n".join(ciphertexts).encode()).hexdigest()
+
+
+class InboundExtractWriter:
+    """For upstream systems: builds the messages of one extract, sealed for ingest's public key."""
+
+    def __init__(self, public_key_pem: bytes, recipient_key_id: str, extract_ref: str, source: str,
+                 reference_date: date, originator_system: str) -> None:
+        pub = serialization.load_pem_public_key(public_key_pem)
+        if not isinstance(pub, rsa.RSAPublicKey):
+            raise ValueError("the inbound key must be an RSA public key")
+        self._key = AESGCM.generate_key(bit_length=256)
+        self.extract_ref = extract_ref
+        self._ciphertexts: list[str] = []
+        self.started = InboundExtractStarted(
+            extract_ref=extract_ref, source=source, reference_date=reference_date,
+            originator_system=originator_system,
+            encryption=InboundEncryption(recipient_key_id=recipient_key_id,
+                                         wrapped_key=base64.b64encode(pub.encrypt(self._key, _OAEP)).decode()))
+
+    def record(self, row: dict[str, str]) -> InboundRecord:
+        seq = len(self._ciphertexts) + 1
+        nonce = os.urandom(12)
+        ct = AESGCM(self._key).encrypt(nonce, json.dumps(row).encode(), f"{self.extract_ref}:{seq}".encode())
+        rec = InboundRecord(extract_ref=self.extract_ref, seq=seq, nonce=base64.b64encode(nonce).decode(),
+                            ciphertext=base64.b64encode(ct).decode())
+        self._ciphertexts.append(rec.ciphertext)
+        return rec
+
+    def completed(self) -> InboundExtractCompleted:
+        return InboundExtractCompleted(extract_ref=self.extract_ref, record_count=len(self._ciphertexts),
+                                       checksum=checksum(self._ciphertexts))
+
+
+class InboundExtractReader:
+    """For ingest: unwraps an extract's key with the inbound private key and opens its records."""
+
+    def __init__(self, private_key_pem: bytes, started: InboundExtractStarted) -> None:
+        priv = serialization.load_pem_private_key(private_key_pem, None)
+        self._key = priv.decrypt(base64.b64decode(started.encryption.wrapped_key), _OAEP)
+        self.extract_ref = started.extract_ref
+
+    def open(self, seq: int, nonce: str, ciphertext: str) -> dict[str, str]:
+        data = AESGCM(self._key).decrypt(base64.b64decode(nonce), base64.b64decode(ciphertext),
+                                         f"{self.extract_ref}:{seq}".encode())
+        row = json.loads(data)
+        if not isinstance(row, dict):
+            raise ValueError("a record must be a JSON object of column name to text")
+        return {str(k): "" if v is None else str(v) for k, v in row.items()}
