@@ -54,6 +54,30 @@ class Pipeline:
         return r.stdout
 
 
+PORTS = {"ingest": 8081, "eligibility": 8082, "delivery": 8083, "retention": 8084}
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def probe_all() -> dict[str, str]:
+    out = {}
+    for name, port in PORTS.items():
+        assert http_get(port, "/healthz") == (200, "ok"), name
+        assert http_get(port, "/readyz") == (200, "ready"), name
+        status, out[name] = http_get(port, "/metrics")
+        assert status == 200 and "sais_" in out[name], name
+    return out
+
+
 async def wait_sql(dsn: str, sql: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     conn = await asyncpg.connect(dsn)
@@ -111,6 +135,14 @@ async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(
                     rows = list(csv.DictReader(part.get_payload(decode=True).decode("utf-8-sig").splitlines()))
                     delivered[name.removesuffix("-2017-18.csv")] = len(rows)
         assert delivered == oracle(files)
+
+        # Every service answers its probes, and its metrics show the work (with no personal data in them).
+        metrics = probe_all()
+        assert 'sais_records_consumed_total{service="sais-eligibility",topic="' in metrics["eligibility"]
+        assert "sais_cohort_events_total" in metrics["eligibility"]
+        assert 'sais_records_consumed_total{service="sais-delivery"' in metrics["delivery"]
+        every_value = set().union(*(personal_values(f) for f in files.values()))
+        assert not any(v in text for text in metrics.values() for v in every_value)
 
         # Retention: both transfers scheduled; the July one is deleted on 10 October, December's kept.
         await wait_sql(dsn, "SELECT count(*) = 2 FROM retention.schedule WHERE subject LIKE 'batch:%'")

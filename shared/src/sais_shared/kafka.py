@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
@@ -24,6 +25,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
+from . import ops
 from .errors import InvalidMessageError
 from .events import DeadLetter, Event, stable_id
 from .settings import CommonSettings
@@ -89,6 +91,8 @@ async def publish_many(
             pending.clear()
     if pending:
         await asyncio.gather(*pending)
+    if n:
+        ops.RECORDS_PUBLISHED.labels(ops.service(), getattr(publisher, "name", "?")).inc(n)
     return n
 
 
@@ -142,6 +146,8 @@ def batch_consumer(
     )
     async def consume(message: KafkaMessage) -> None:
         records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
+        ops.RECORDS_CONSUMED.labels(ops.service(), topic).inc(len(records))
+        _observe_lag(message, records)
         events: list[E] = []
         for rec in records:
             try:
@@ -153,10 +159,10 @@ def batch_consumer(
         if not events:
             return
         try:
-            await handle(events)
-        except InvalidMessageError:
-            raise
+            with ops.BATCH_SECONDS.labels(ops.service(), topic).time():
+                await handle(events)
         except Exception as exc:
+            ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
             logger.warning(
                 "batch.retry", error=type(exc).__name__, records=len(records), pause_s=TRANSIENT_RETRY_PAUSE_S
             )
@@ -165,6 +171,22 @@ def batch_consumer(
         logger.debug("batch.done", records=len(records), events=len(events))
 
     return consume
+
+
+def _observe_lag(message: Any, records: Sequence[Any]) -> None:
+    consumer = getattr(message, "consumer", None)
+    if consumer is None or not hasattr(consumer, "highwater"):
+        return
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (t, p), off in last.items():
+        try:
+            hw = consumer.highwater(TopicPartition(t, p))
+        except (AssertionError, KeyError, TypeError):
+            continue
+        if hw is not None:
+            ops.CONSUMER_LAG.labels(ops.service(), t, str(p)).set(max(hw - off - 1, 0))
 
 
 async def _dead_letter(dlq: Any, group_id: str, rec: Any, reason: str) -> None:
@@ -180,6 +202,7 @@ async def _dead_letter(dlq: Any, group_id: str, rec: Any, reason: str) -> None:
         reason=reason[:500],
     )
     await dlq.publish(event, key=rec.key)
+    ops.DEAD_LETTERS.labels(ops.service(), rec.topic).inc()
     log.warning(
         "message.dead_lettered",
         topic=rec.topic, partition=rec.partition, offset=rec.offset, group_id=group_id, reason=reason[:200],
@@ -194,15 +217,3 @@ async def claim_new(conn: Any, table: str, event_ids: Iterable[Any]) -> set[Any]
     )
     return {r["event_id"] for r in rows}
 
-
-def make_app(broker: KafkaBroker, *, title: str, description: str, lifespan: Any = None) -> Any:
-    """A FastStream app with its AsyncAPI description (``faststream docs gen``)."""
-    from faststream import FastStream
-    from faststream.specification import AsyncAPI
-
-    return FastStream(
-        broker,
-        lifespan=lifespan,
-        logger=structlog.get_logger(title),
-        specification=AsyncAPI(title=title, version="1.0.0", description=description),
-    )

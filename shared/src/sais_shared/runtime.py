@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from . import ops
 from .clock import Clock
 from .crypto import KeyEncryptionKey
 from .db import create_pool, migrate, migrate_shared
@@ -48,6 +49,7 @@ async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], p
         await pool.close()
         raise
     clock = Clock(settings.as_of)
+    ops.REVIEW_OVERDUE.set(1 if protocol.review_overdue(clock.today()) else 0)
     if protocol.review_overdue(clock.today()):
         log.warning("protocol.review_overdue", protocol=protocol.id, version=protocol.version,
                     review_date=protocol.review_date.isoformat())

@@ -30,6 +30,8 @@ class CommonSettings(BaseSettings):
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
     kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
+    http_host: str = Field("127.0.0.1", description="Address of /healthz, /readyz, /metrics (0.0.0.0 in a pod)")
+    http_port: int = Field(8080, description="Port of /healthz, /readyz, /metrics")
     log_level: str = "INFO"
     log_format: str = Field("json", description="json or console")
     as_of: date | None = Field(

@@ -11,7 +11,8 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
-from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
+from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
+from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
@@ -94,7 +95,7 @@ def build_app(settings: DeliverySettings | None = None):
         finally:
             await state["rt"].close()
 
-    app = make_app(broker, title="sais-delivery", lifespan=lifespan,
+    app = make_app(broker, title="sais-delivery", lifespan=lifespan, ready=lambda: db_ready({"pool": state.get("rt") and state["rt"].pool}),
                    description="Renders, signs, encrypts and sends cohort batches to allow-listed NHS mailboxes.")
 
     async def window_scheduler() -> None:

@@ -9,6 +9,7 @@ from sais_shared.settings import CommonSettings
 
 class DeliverySettings(CommonSettings):
     """SMTP and S/MIME settings (``SAIS_DELIVERY_*``); certificates and keys are files."""
+    http_port: int = 8083
 
     delivery_group_id: str = "sais-delivery"
     delivery_smtp_host: str = "127.0.0.1"

@@ -1,5 +1,7 @@
-import asyncio
+from sais_shared.ops import serve
 
 from .app import build_app
+from .config import EligibilitySettings
 
-asyncio.run(build_app().run())
+settings = EligibilitySettings()
+serve(build_app(settings), settings.http_port, settings.http_host)

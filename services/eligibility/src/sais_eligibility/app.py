@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from faststream import FastStream
 
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, ExtractCompleted, PupilRecorded
-from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
+from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
+from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
 from sais_shared.runtime import open_runtime
 from sais_shared.topics import Topics
@@ -63,7 +64,7 @@ def build_app(settings: EligibilitySettings | None = None) -> FastStream:
         finally:
             await rt.close()
 
-    app = make_app(broker, title="sais-eligibility", lifespan=lifespan,
+    app = make_app(broker, title="sais-eligibility", lifespan=lifespan, ready=lambda: db_ready({"pool": holder.service and holder.service.pool}),
                    description="Rolls year groups forward, matches children, applies programme rules.")
 
     @app.after_startup

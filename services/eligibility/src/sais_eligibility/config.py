@@ -10,6 +10,7 @@ from sais_shared.settings import CommonSettings
 
 class EligibilitySettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore")
+    http_port: int = 8082
 
     eligibility_rules_dir: Path | None = Field(None, description="Rules files; the bundled ones when unset")
     eligibility_group_id: str = "sais-eligibility"

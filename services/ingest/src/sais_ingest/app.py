@@ -10,7 +10,8 @@ from faststream.kafka import KafkaBroker
 from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
 from sais_shared.errors import ConfigurationError
 from sais_shared.inbound import inbound_adapter
-from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
+from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
+from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
@@ -91,11 +92,12 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
         await ensure_topics(settings, topics)
         state["svc"] = InboundService(ExtractRepository(rt.pool), rt.keys, rt.protocol, publishers, rt.clock,
                                       settings.ingest_inbound_private_key)
+        state["pool"] = rt.pool
         try:
             yield
         finally:
             await rt.close()
 
-    return make_app(broker, title="sais-ingest", lifespan=lifespan,
+    return make_app(broker, title="sais-ingest", lifespan=lifespan, ready=lambda: db_ready(state),
                     description="Validates and minimises LA extracts (files via the CLI, events via the inbound "
                                 "topic); publishes pupil events.")

@@ -9,6 +9,7 @@ from sais_shared.settings import CommonSettings
 
 class IngestSettings(CommonSettings):
     """ingest's settings (``SAIS_*``); the inbound consumer runs when its private key is configured."""
+    http_port: int = 8081
 
     ingest_group_id: str = "sais-ingest"
     ingest_inbound_private_key: Path | None = Field(

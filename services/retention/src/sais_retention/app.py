@@ -10,7 +10,8 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted
-from sais_shared.kafka import batch_consumer, ensure_topics, make_app, make_broker
+from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
+from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
@@ -76,7 +77,7 @@ def build_app(settings: RetentionSettings | None = None):
                     await task
             await state["rt"].close()
 
-    app = make_app(broker, title="sais-retention", lifespan=lifespan,
+    app = make_app(broker, title="sais-retention", lifespan=lifespan, ready=lambda: db_ready({"pool": state.get("rt") and state["rt"].pool}),
                    description="Schedules and proves secure deletion; crypto-shreds Kafka copies.")
 
     @app.after_startup

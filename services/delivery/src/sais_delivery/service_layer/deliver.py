@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 from dateutil.relativedelta import relativedelta
 
+from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
 from sais_shared.events import DeliveredFile, DeliveryCompleted, PupilPersonal, stable_id
@@ -79,10 +80,12 @@ class DeliveryService:
         await audit(self.pool, actor, "delivery.refused", subject,
                     {"reason": type(exc).__name__, "message": str(exc), **details}, self.protocol.version)
         log.warning("delivery.refused", reason=type(exc).__name__, subject=subject)
+        ops.DELIVERY_REFUSED.labels(type(exc).__name__).inc()
         raise exc
 
     async def is_suspended(self) -> tuple[bool, str | None]:
         r = await self.pool.fetchrow("SELECT suspended, reason FROM delivery.control WHERE id=1")
+        ops.SHARING_SUSPENDED.set(1 if r["suspended"] else 0)
         return bool(r["suspended"]), r["reason"]
 
     async def set_suspended(self, suspended: bool, reason: str, actor: str) -> None:
@@ -91,6 +94,7 @@ class DeliveryService:
                                "WHERE id=1", suspended, reason, actor)
             await audit(conn, actor, "sharing.suspended" if suspended else "sharing.resumed", "sharing",
                         {"reason": reason}, self.protocol.version)
+        ops.SHARING_SUSPENDED.set(1 if suspended else 0)
 
     async def _check(self, window: str, recipient: str, actor: str, override_review: str | None) -> None:
         subject = f"window:{window}"
@@ -227,6 +231,7 @@ class DeliveryService:
             try:
                 reply = await self.mailer.send(bytes(b["message"]), sender=self.sender, recipient=b["recipient"])
             except SmtpTransientError as exc:
+                ops.SMTP_FAILURES.labels("transient").inc()
                 await self._back_to_prepared(batch_id, str(exc))
                 if attempt == self.attempts:
                     raise
@@ -235,11 +240,13 @@ class DeliveryService:
                 await asyncio.sleep(pause)
                 continue
             except MessageMayHaveBeenSentError as exc:
+                ops.SMTP_FAILURES.labels("uncertain").inc()
                 await self.pool.execute("UPDATE delivery.batches SET last_error=$2 WHERE batch_id=$1", batch_id,
                                         str(exc))
                 raise UncertainDeliveryError(
                     f"batch {batch_id}: {exc}; check the mailbox for {b['message_id']} and resolve") from None
             except Exception as exc:
+                ops.SMTP_FAILURES.labels("refused").inc()
                 await self._back_to_prepared(batch_id, f"{type(exc).__name__}: {exc}")
                 raise
             _fault_point("after-send")
@@ -274,6 +281,7 @@ class DeliveryService:
                         {"recipient": b["recipient"], "message_id": b["message_id"], "counts": counts},
                         b["protocol_version"])
         log.info("batch.sent", batch_id=str(batch_id), counts=counts)
+        ops.BATCHES_SENT.labels(b["window_name"]).inc()
         await self.flush_outbox()
         return BatchResult(batch_id, "sent", b["recipient"], counts, b["message_id"],
                            replaces_batch=b["replaces_batch"], files=json.loads(b["files"]),

@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
 from sais_shared.events import (
@@ -184,6 +185,7 @@ class EligibilityService:
                 upserts.append((year, key, pupil_id, mem.programme.dose, "active", fp, revision,
                                 row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
                 outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
+                ops.COHORT_EVENTS.labels(key, change).inc()
             for (pid, key), prev in cur.items():
                 if pid != pupil_id or key in wanted or prev["status"] != "active":
                     continue
@@ -201,6 +203,7 @@ class EligibilityService:
                     "WHERE academic_year=$1 AND programme=$2 AND pupil_id=$3", year, key, pupil_id, revision,
                 )
                 outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
+                ops.COHORT_EVENTS.labels(key, "withdrawn").inc()
 
         if upserts:
             await conn.executemany(

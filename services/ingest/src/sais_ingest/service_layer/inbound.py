@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.inbound import (
     InboundExtractCompleted,
@@ -107,6 +108,7 @@ class InboundService:
         if create:
             await self.repo.pool.execute("UPDATE ingest.inbound_extracts SET status='incomplete', problem=$2, "
                                          "updated_at=now() WHERE extract_ref=$1", ref, problem)
+        ops.INBOUND_INCOMPLETE.inc()
         await audit(self.repo.pool, "ingest", "inbound.incomplete", f"inbound:{ref}", {"problem": problem},
                     self.protocol.version)
         log.warning("inbound.incomplete", extract_ref=ref, problem=problem)

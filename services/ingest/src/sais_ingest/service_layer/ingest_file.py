@@ -19,6 +19,7 @@ from uuid import UUID
 
 import structlog
 
+from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected, stable_id
@@ -175,6 +176,7 @@ async def ingest_rows(
         if isinstance(outcome, Rejected):
             report.rejected += 1
             for p in outcome.problems:
+                ops.REJECTIONS.labels(p.field, p.code).inc()
                 problems.append((row_number, "rejected", p.field, p.code, p.reason))
                 rejects.append((extract_id.bytes, RowRejected(
                     event_id=stable_id("rejected", extract_id, row_number, p.field), occurred_at=now,
@@ -211,6 +213,9 @@ async def ingest_rows(
     report.dropped_columns = dropped
 
     assert report.balanced, "rows in must equal accepted + rejected + out of scope"
+    for outcome_name, n in (("accepted", report.accepted), ("rejected", report.rejected),
+                            ("out_of_scope", report.out_of_scope)):
+        ops.ROWS.labels(source, outcome_name).inc(n)
     await repo.complete(extract_id, rows_in=report.rows_in, accepted=report.accepted, rejected=report.rejected,
                         out_of_scope=report.out_of_scope, warnings=report.warnings, dropped_columns=dropped)
     await publishers.extract_completed.publish(

@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted, stable_id
 from sais_shared.kafka import claim_new, publish_many
@@ -73,8 +74,18 @@ class RetentionService:
             cert = await self._delete(row["subject"], today, actor)
             if cert:
                 done.append(cert)
+                ops.DELETIONS.labels(cert.rule).inc()
         await self.flush_outbox()
+        await self.refresh_gauges(today)
         return done
+
+    async def refresh_gauges(self, today: date) -> None:
+        """Pending deletions: due today or later (scheduled) and past due (overdue: an alert)."""
+        r = await self.pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE due_on >= $1) AS scheduled, count(*) FILTER (WHERE due_on < $1) AS overdue "
+            "FROM retention.schedule WHERE executed_at IS NULL", today)
+        ops.DELETIONS_PENDING.labels("scheduled").set(r["scheduled"])
+        ops.DELETIONS_PENDING.labels("overdue").set(r["overdue"])
 
     async def _delete(self, subject: str, today: date, actor: str) -> DeletionCompleted | None:
         async with self.pool.acquire() as conn, conn.transaction():

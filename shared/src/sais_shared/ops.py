@@ -1,0 +1,85 @@
+"""Operations: Prometheus metrics (no personal data in any label), /healthz, /readyz, /metrics,
+and the process entry point that serves a FastStream app with uvicorn and stops it on SIGTERM."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.specification import AsyncAPI
+from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
+
+log = structlog.get_logger("sais.ops")
+
+RECORDS_CONSUMED = Counter("sais_records_consumed_total", "Records consumed", ["service", "topic"])
+RECORDS_PUBLISHED = Counter("sais_records_published_total", "Records published", ["service", "topic"])
+DEAD_LETTERS = Counter("sais_dead_letters_total", "Messages sent to the dead-letter topic", ["service", "topic"])
+BATCH_SECONDS = Histogram("sais_batch_processing_seconds", "Time to process one consumed batch",
+                          ["service", "topic"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+BATCH_RETRIES = Counter("sais_batch_retries_total", "Batches rewound after a transient error", ["service", "topic"])
+CONSUMER_LAG = Gauge("sais_consumer_lag", "Records behind the end of the partition", ["service", "topic", "partition"])
+ROWS = Counter("sais_ingest_rows_total", "Extract rows by outcome", ["source", "outcome"])
+REJECTIONS = Counter("sais_ingest_rejections_total", "Failed checks of rejected rows", ["field", "code"])
+INBOUND_INCOMPLETE = Counter("sais_ingest_inbound_incomplete_total", "Inbound extracts found incomplete")
+COHORT_EVENTS = Counter("sais_cohort_events_total", "Cohort events emitted", ["programme", "change"])
+BATCHES_SENT = Counter("sais_delivery_batches_sent_total", "Batches accepted by the mail server", ["window"])
+SMTP_FAILURES = Counter("sais_delivery_smtp_failures_total", "SMTP send failures", ["kind"])
+DELIVERY_REFUSED = Counter("sais_delivery_refused_total", "Deliveries refused before sending", ["reason"])
+SHARING_SUSPENDED = Gauge("sais_sharing_suspended", "1 while sharing is suspended (ISP §16.4)")
+REVIEW_OVERDUE = Gauge("sais_protocol_review_overdue", "1 when the protocol in force is past its review date")
+DELETIONS_PENDING = Gauge("sais_retention_pending_deletions", "Scheduled deletions not yet done", ["state"])
+DELETIONS = Counter("sais_retention_deletions_total", "Deletions carried out", ["rule"])
+
+_service = {"name": "sais"}
+
+
+def set_service(name: str) -> None:
+    _service["name"] = name
+
+
+def service() -> str:
+    return _service["name"]
+
+
+async def db_ready(state: dict) -> bool:
+    """PostgreSQL answers a query through the service's own pool."""
+    pool = state.get("pool")
+    return pool is not None and await pool.fetchval("SELECT 1") == 1
+
+
+def make_app(broker: Any, *, title: str, description: str, lifespan: Any = None,
+             ready: Callable[[], Awaitable[bool]] | None = None) -> AsgiFastStream:
+    """A FastStream app with its AsyncAPI description and the HTTP endpoints operators and k8s use."""
+    set_service(title)
+
+    @get
+    async def healthz(scope: Any) -> AsgiResponse:
+        return AsgiResponse(b"ok", status_code=200)
+
+    @get
+    async def readyz(scope: Any) -> AsgiResponse:
+        ok = await broker.ping(timeout=2.0)
+        if ok and ready is not None:
+            try:
+                ok = await ready()
+            except Exception as exc:  # not ready: say why without details that could hold data
+                log.warning("readyz.failed", error=type(exc).__name__)
+                ok = False
+        return AsgiResponse(b"ready" if ok else b"not ready", status_code=200 if ok else 503)
+
+    return AsgiFastStream(
+        broker,
+        lifespan=lifespan,
+        logger=structlog.get_logger(title),
+        specification=AsyncAPI(title=title, version="1.0.0", description=description),
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app())],
+    )
+
+
+def serve(app: AsgiFastStream, port: int, host: str = "127.0.0.1") -> None:
+    """Run a service: uvicorn handles SIGTERM/SIGINT and runs the app's lifespan (graceful shutdown)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
