@@ -53,6 +53,27 @@ def new_kek() -> None:
     typer.echo(base64.b64encode(os.urandom(32)).decode())
 
 
+docs_app = typer.Typer(help="Generated documents.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.command("asyncapi")
+def docs_asyncapi(check: bool = typer.Option(False, "--check", help="fail if the checked-in documents differ")) -> None:
+    """Generate docs/asyncapi/<service>.yaml and .html from the FastStream apps."""
+    from .asyncapi import DOCS, generate, write
+
+    if check:
+        stale = [n for n, (text, _) in generate().items()
+                 if not (DOCS / f"{n}.yaml").exists() or (DOCS / f"{n}.yaml").read_text(encoding="utf-8") != text]
+        if stale:
+            typer.echo(f"AsyncAPI documents out of date: {', '.join(stale)}; run `sais docs asyncapi`", err=True)
+            raise typer.Exit(1)
+        typer.echo("AsyncAPI documents match the code")
+        return
+    for path in write():
+        typer.echo(f"wrote {path}")
+
+
 dev_app = typer.Typer(help="Development helpers (never for production keys).", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 

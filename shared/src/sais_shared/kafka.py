@@ -110,6 +110,22 @@ async def _no_decode(msg: Any) -> None:
     return None
 
 
+# Channel title → the payload model (or TypeAdapter) a subscriber parses itself; the AsyncAPI
+# generator (sais_shared.asyncapi) writes these into the document, since FastStream cannot see them.
+SUBSCRIBER_PAYLOADS: dict[str, Any] = {}
+
+
+def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
+    """One dead-letter publisher per broker and topic (kept on the broker itself)."""
+    cache: dict[str, Any] = broker.__dict__.setdefault("_sais_dead_letter_publishers", {})
+    if topic not in cache:
+        cache[topic] = broker.publisher(
+            topic, title=f"{topic}:publish", schema=DeadLetter,
+            description="Messages no consumer can process, by position and reason; never a copy of the value",
+        )
+    return cache[topic]
+
+
 def batch_consumer(
     broker: KafkaBroker,
     *,
@@ -118,17 +134,16 @@ def batch_consumer(
     parse: Callable[[bytes], E],
     handle: Callable[[list[E]], Awaitable[None]],
     dead_letter_topic: str,
+    payload: Any,
     max_records: int = 1000,
     title: str | None = None,
     description: str | None = None,
 ) -> Any:
-    """Register an at-least-once batch subscriber: parse → DLQ or handle → commit."""
-    dlq = broker.publisher(
-        dead_letter_topic,
-        title=f"{dead_letter_topic}:publish",
-        schema=DeadLetter,
-        description="Messages no consumer can process, by position; never a copy of the value",
-    )
+    """Register an at-least-once batch subscriber: parse → DLQ or handle → commit.
+
+    ``payload`` (a pydantic model or TypeAdapter) is what ``parse`` accepts: it documents the channel."""
+    dlq = dead_letter_publisher(broker, dead_letter_topic)
+    SUBSCRIBER_PAYLOADS[title or f"{topic}:{group_id}"] = payload
     logger = log.bind(topic=topic, group_id=group_id)
 
     @broker.subscriber(

@@ -54,11 +54,11 @@ def make_app(broker: Any, *, title: str, description: str, lifespan: Any = None,
     """A FastStream app with its AsyncAPI description and the HTTP endpoints operators and k8s use."""
     set_service(title)
 
-    @get
+    @get(include_in_schema=False)
     async def healthz(scope: Any) -> AsgiResponse:
         return AsgiResponse(b"ok", status_code=200)
 
-    @get
+    @get(include_in_schema=False)
     async def readyz(scope: Any) -> AsgiResponse:
         ok = await broker.ping(timeout=2.0)
         if ok and ready is not None:

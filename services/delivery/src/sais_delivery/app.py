@@ -83,7 +83,7 @@ def build_app(settings: DeliverySettings | None = None):
 
     batch_consumer(
         broker, topic=topics.cohort, group_id=settings.delivery_group_id,
-        parse=cohort_event_adapter.validate_json, handle=handle, dead_letter_topic=topics.dead_letter,
+        parse=cohort_event_adapter.validate_json, payload=cohort_event_adapter, handle=handle, dead_letter_topic=topics.dead_letter,
         title=f"{topics.cohort}:delivery", description="Keeps the current cohort to deliver (latest revision wins).")
 
     @asynccontextmanager

@@ -42,13 +42,13 @@ def build_app(settings: EligibilitySettings | None = None) -> FastStream:
 
     batch_consumer(
         broker, topic=topics.pupil_recorded, group_id=settings.eligibility_group_id,
-        parse=PupilRecorded.model_validate_json, handle=lambda evs: holder.get().handle_pupils(evs),
+        parse=PupilRecorded.model_validate_json, payload=PupilRecorded, handle=lambda evs: holder.get().handle_pupils(evs),
         dead_letter_topic=topics.dead_letter, title=f"{topics.pupil_recorded}:eligibility",
         description="Records each pupil for its target academic year and matches it to known children.",
     )
     batch_consumer(
         broker, topic=topics.extract_completed, group_id=settings.eligibility_group_id,
-        parse=ExtractCompleted.model_validate_json, handle=lambda evs: holder.get().handle_extracts(evs),
+        parse=ExtractCompleted.model_validate_json, payload=ExtractCompleted, handle=lambda evs: holder.get().handle_extracts(evs),
         dead_letter_topic=topics.dead_letter, title=f"{topics.extract_completed}:eligibility",
         description="Marks an extract complete; a replacement dataset then withdraws children no longer present.",
     )

@@ -78,7 +78,7 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
     state: dict = {}
 
     batch_consumer(
-        broker, topic=topics.inbound, group_id=settings.ingest_group_id, parse=inbound_adapter.validate_json,
+        broker, topic=topics.inbound, group_id=settings.ingest_group_id, parse=inbound_adapter.validate_json, payload=inbound_adapter,
         handle=lambda msgs: state["svc"].handle(msgs), dead_letter_topic=topics.dead_letter, max_records=2000,
         title=f"{topics.inbound}:ingest",
         description="Upstream extracts as events: extract-started → record × n → extract-completed, keyed by "

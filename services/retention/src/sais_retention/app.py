@@ -43,12 +43,12 @@ def build_app(settings: RetentionSettings | None = None):
 
     batch_consumer(
         broker, topic=topics.delivery_completed, group_id=settings.retention_group_id,
-        parse=DeliveryCompleted.model_validate_json, handle=lambda evs: state["svc"].handle_deliveries(evs),
+        parse=DeliveryCompleted.model_validate_json, payload=DeliveryCompleted, handle=lambda evs: state["svc"].handle_deliveries(evs),
         dead_letter_topic=topics.dead_letter, title=f"{topics.delivery_completed}:retention",
         description="Schedules deletion at transfer date + retention period (ISP §11.1).")
     batch_consumer(
         broker, topic=topics.extract_completed, group_id=settings.retention_group_id,
-        parse=ExtractCompleted.model_validate_json, handle=lambda evs: state["svc"].handle_extracts(evs),
+        parse=ExtractCompleted.model_validate_json, payload=ExtractCompleted, handle=lambda evs: state["svc"].handle_extracts(evs),
         dead_letter_topic=topics.dead_letter, title=f"{topics.extract_completed}:retention",
         description="Schedules deletion of an extract that is never delivered (ingest + retention period).")
 

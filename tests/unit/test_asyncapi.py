@@ -1,0 +1,51 @@
+"""The checked-in AsyncAPI documents are what the code generates, and the official parser accepts them."""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from sais.asyncapi import DOCS, generate
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return generate()
+
+
+def test_checked_in_documents_match_the_code(generated):
+    for name, (text, html) in generated.items():
+        assert (DOCS / f"{name}.yaml").read_text(encoding="utf-8") == text, \
+            f"docs/asyncapi/{name}.yaml is out of date: run `sais docs asyncapi`"
+        assert (DOCS / f"{name}.html").read_text(encoding="utf-8") == html
+
+
+def test_every_topic_and_the_inbound_framing_are_documented(generated):
+    channels = {}
+    for _, (text, _) in generated.items():
+        for ch in yaml.safe_load(text)["channels"].values():
+            channels[ch["address"]] = ch
+    assert set(channels) == {"sais.ingest.inbound.v1", "sais.ingest.pupil-recorded.v1",
+                             "sais.ingest.extract-completed.v1", "sais.ingest.row-rejected.v1",
+                             "sais.eligibility.cohort.v1", "sais.delivery.delivery-completed.v1",
+                             "sais.retention.deletion-completed.v1", "sais.dead-letter.v1"}
+    ingest = yaml.safe_load(generated["ingest"][0])
+    inbound = next(m for k, m in ingest["components"]["messages"].items() if k.startswith("sais.ingest.inbound"))
+    schemas = ingest["components"]["schemas"]
+    variants = [schemas[v["$ref"].rsplit("/", 1)[1]] if "$ref" in v else v for v in inbound["payload"]["oneOf"]]
+    kinds = {v["properties"]["type"]["const"] for v in variants}
+    assert kinds == {"extract-started", "record", "extract-completed"}
+    assert "extract-started → record × n → extract-completed" in channels["sais.ingest.inbound.v1"]["description"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="needs Node.js")
+def test_the_official_asyncapi_parser_accepts_the_documents():
+    folder = DOCS / "validate"
+    if not (folder / "node_modules" / "@asyncapi" / "parser").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=folder, check=True, timeout=300)
+    r = subprocess.run(["node", "validate.mjs"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("valid AsyncAPI 3.0.0") == 4
