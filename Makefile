@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-unit stack-up stack-down stack-status samples bench
+.PHONY: install demo test test-unit stack-up stack-down stack-status samples tools
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -12,7 +12,7 @@ install:
 demo: install
 	@.venv/bin/python deploy/local/demo.py
 
-test: install
+test: install tools
 	@bash deploy/local/run-tests.sh
 
 test-unit: install
@@ -29,3 +29,11 @@ stack-status:
 
 samples: install
 	@.venv/bin/python -m sais_shared.testing.synthetic --out data/samples
+
+# Tools the tests use that are not Python packages: kustomize (built from the Go module proxy, once).
+KUSTOMIZE_VERSION := v5.6.0
+tools: .tools/bin/kustomize
+.tools/bin/kustomize:
+	@command -v go >/dev/null || { echo "Go is needed to build kustomize (apt-get install golang)"; exit 1; }
+	@echo "building kustomize $(KUSTOMIZE_VERSION) (once)"
+	@GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
