@@ -74,6 +74,51 @@ def docs_asyncapi(check: bool = typer.Option(False, "--check", help="fail if the
         typer.echo(f"wrote {path}")
 
 
+@keys_app.command("rotate-kek")
+def rotate_kek(new_kek_file: Path = typer.Option(..., exists=True, dir_okay=False, help="the new KEK (base64)"),
+               new_kek_id: str = typer.Option(..., help="an id for the new KEK, e.g. kek-2026-11")) -> None:
+    """Re-wrap every live data key with a new KEK (one transaction), then switch SAIS_KEK_FILE and restart."""
+    import asyncio
+    import getpass
+
+    from sais_shared.crypto import KeyEncryptionKey
+    from sais_shared.db import create_pool
+    from sais_shared.keystore import audit, rewrap_all
+    from sais_shared.settings import read_key_file
+
+    settings = CommonSettings()
+    if settings.index_key_file is None:
+        typer.echo("pin the blind-index key first: SAIS_INDEX_KEY_FILE (see `sais keys export-index-key`); "
+                   "otherwise matching would change with the KEK", err=True)
+        raise typer.Exit(2)
+    old = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
+    new = KeyEncryptionKey(read_key_file(new_kek_file, "--new-kek-file"), new_kek_id, settings.index_key_bytes())
+
+    async def go() -> int:
+        pool = await create_pool(settings.database_url)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                n = await rewrap_all(conn, old, new)
+                await audit(conn, getpass.getuser(), "kek.rotated", f"kek:{new_kek_id}",
+                            {"from": settings.kek_id, "data_keys": n})
+                return n
+        finally:
+            await pool.close()
+    n = asyncio.run(go())
+    typer.echo(f"{n} data key(s) re-wrapped with {new_kek_id}: now set SAIS_KEK_FILE={new_kek_file} "
+               f"SAIS_KEK_ID={new_kek_id} on every service and restart them")
+
+
+@keys_app.command("export-index-key")
+def export_index_key(out: Path = typer.Argument(..., help="file to write (mode 600)")) -> None:
+    """Write the blind-index key derived from the current KEK, to pin it with SAIS_INDEX_KEY_FILE."""
+    from sais_shared.crypto import derive_index_key
+
+    out.touch(mode=0o600)
+    out.write_text(base64.b64encode(derive_index_key(CommonSettings().key_encryption_key_bytes())).decode() + "\n")
+    typer.echo(f"wrote {out}: set SAIS_INDEX_KEY_FILE={out} on every service")
+
+
 dev_app = typer.Typer(help="Development helpers (never for production keys).", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -163,3 +164,30 @@ async def test_audit_trail_is_append_only(settings_env):
             await conn.execute("UPDATE shared.audit_log SET actor='z'")
     finally:
         await conn.close()
+
+
+async def test_kek_rotation_rewraps_data_keys_and_keeps_matching_stable(settings_env, tmp_path):
+    import base64
+
+    from sais_shared.crypto import KeyEncryptionKey
+    from sais_shared.settings import read_key_file
+
+    rep = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+    env = dict(settings_env)
+    assert sais(env, "keys", "rotate-kek", "--new-kek-file", env["SAIS_KEK_FILE"], "--new-kek-id", "x").returncode == 2
+    assert sais(env, "keys", "export-index-key", str(tmp_path / "index.b64")).returncode == 0
+    env["SAIS_INDEX_KEY_FILE"] = str(tmp_path / "index.b64")
+    (tmp_path / "kek2.b64").write_text(base64.b64encode(os.urandom(32)).decode())
+    r = sais(env, "keys", "rotate-kek", "--new-kek-file", str(tmp_path / "kek2.b64"), "--new-kek-id", "kek-2")
+    assert r.returncode == 0 and "1 data key(s) re-wrapped" in r.stdout, r.stderr
+
+    old = KeyEncryptionKey(read_key_file(Path(settings_env["SAIS_KEK_FILE"]), "x"))
+    new = KeyEncryptionKey(read_key_file(tmp_path / "kek2.b64", "x"), "kek-2", read_key_file(tmp_path / "index.b64", "x"))
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    key_id, wrapped, kek_id = await conn.fetchrow("SELECT key_id, wrapped, kek_id FROM shared.data_keys")
+    await conn.close()
+    assert kek_id == "kek-2" and new.unwrap(key_id, wrapped)
+    with pytest.raises(Exception):
+        old.unwrap(key_id, wrapped)
+    assert new.blind_index("Zoë", "Smith", "2012-01-01") == old.blind_index("Zoë", "Smith", "2012-01-01")
+    assert rep.accepted == 49

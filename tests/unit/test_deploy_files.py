@@ -25,7 +25,7 @@ def test_compose_uses_official_images_and_binds_to_loopback():
     doc = yaml.safe_load((REPO / "compose.yaml").read_text())
     s = doc["services"]
     assert s["kafka"]["image"] == "apache/kafka:3.9.1" and s["postgres"]["image"].startswith("postgres:")
-    for name in ("eligibility", "delivery", "retention"):
+    for name in ("ingest", "eligibility", "delivery", "retention"):
         assert s[name]["command"] == [f"sais_{name}"]
     for svc in s.values():
         assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports", []))

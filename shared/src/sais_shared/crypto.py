@@ -84,14 +84,14 @@ class DataKey:
 class KeyEncryptionKey:
     """Wraps and unwraps data keys; derives the blind-index key. Fails fast without its key."""
 
-    def __init__(self, secret: bytes, kek_id: str = "kek-1") -> None:
+    def __init__(self, secret: bytes, kek_id: str = "kek-1", index_key: bytes | None = None) -> None:
         if len(secret) != 32:
             raise ConfigurationError("the key-encryption key must be 32 bytes")
         self._aead = AESGCM(secret)
         self.kek_id = kek_id
-        self._index_key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"sais blind index v1"
-        ).derive(secret)
+        # The blind-index key must outlive KEK rotations (match keys are stored): pin it with
+        # SAIS_INDEX_KEY_FILE; without one it is derived from this KEK.
+        self._index_key = index_key or derive_index_key(secret)
 
     def __repr__(self) -> str:
         return f"KeyEncryptionKey(kek_id={self.kek_id!r})"
@@ -113,6 +113,10 @@ class KeyEncryptionKey:
         """A keyed hash of normalised identifying values: equal inputs, equal index; not reversible."""
         msg = "\x1f".join(normalise_for_matching(p) for p in parts).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def derive_index_key(kek_secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sais blind index v1").derive(kek_secret)
 
 
 def normalise_for_matching(value: str) -> str:

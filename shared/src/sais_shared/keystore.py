@@ -68,6 +68,14 @@ class KeyStore:
         return {r["key_id"] for r in rows}
 
 
+async def rewrap_all(conn: asyncpg.Connection, old: KeyEncryptionKey, new: KeyEncryptionKey) -> int:
+    """KEK rotation: every live data key unwrapped with the old KEK and wrapped with the new, atomically."""
+    rows = await conn.fetch("SELECT key_id, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL FOR UPDATE")
+    await conn.executemany("UPDATE shared.data_keys SET wrapped=$2, kek_id=$3 WHERE key_id=$1",
+                           [(r["key_id"], new.wrap(old.unwrap(r["key_id"], r["wrapped"])), new.kek_id) for r in rows])
+    return len(rows)
+
+
 async def destroy_keys(conn: asyncpg.Connection, key_ids: Iterable[UUID], by: str) -> list[UUID]:
     """Destroy data keys inside the caller's transaction; returns those destroyed now."""
     rows = await conn.fetch(

@@ -35,7 +35,7 @@ class Runtime:
 
 async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], pool_size: int = 5) -> Runtime:
     """Fail fast on a missing KEK or a bad protocol file, then connect, migrate and read the protocol in force."""
-    kek = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id)
+    kek = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
     if settings.protocol_file is not None:
         load_protocol(settings.protocol_file)  # a bad file fails before anything connects
     pool = await create_pool(settings.database_url, max_size=pool_size)

@@ -30,6 +30,8 @@ class CommonSettings(BaseSettings):
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
     kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
+    index_key_file: Path | None = Field(
+        None, description="base64 blind-index key, pinned so that KEK rotation keeps match keys stable")
     http_host: str = Field("127.0.0.1", description="Address of /healthz, /readyz, /metrics (0.0.0.0 in a pod)")
     http_port: int = Field(8080, description="Port of /healthz, /readyz, /metrics")
     log_level: str = "INFO"
@@ -41,15 +43,13 @@ class CommonSettings(BaseSettings):
         None, description="Information Sharing Protocol file; the bundled example when unset"
     )
 
+    def index_key_bytes(self) -> bytes | None:
+        return read_key_file(self.index_key_file, "SAIS_INDEX_KEY_FILE") if self.index_key_file else None
+
     def key_encryption_key_bytes(self) -> bytes:
         """The 32-byte KEK, or a clear error when it is missing or malformed."""
         if self.kek_file is not None:
-            try:
-                raw = self.kek_file.read_text().strip()
-            except OSError as exc:
-                raise MissingKeyEncryptionKeyError(
-                    f"cannot read SAIS_KEK_FILE {self.kek_file}: {exc.strerror}"
-                ) from None
+            return read_key_file(self.kek_file, "SAIS_KEK_FILE")
         elif self.kek is not None:
             raw = self.kek.get_secret_value().strip()
         else:
@@ -57,12 +57,22 @@ class CommonSettings(BaseSettings):
                 "no key-encryption key: set SAIS_KEK_FILE to a file holding 32 random bytes "
                 "in base64 (`sais keys new-kek > kek.b64`)"
             )
-        try:
-            key = base64.b64decode(raw, validate=True)
-        except ValueError:
-            raise ConfigurationError("the key-encryption key is not valid base64") from None
-        if len(key) != 32:
-            raise ConfigurationError(
-                f"the key-encryption key must be 32 bytes, got {len(key)}"
-            )
-        return key
+        return decode_key(raw, "the key-encryption key")
+
+
+def read_key_file(path: Path, setting: str) -> bytes:
+    try:
+        raw = path.read_text().strip()
+    except OSError as exc:
+        raise MissingKeyEncryptionKeyError(f"cannot read {setting} {path}: {exc.strerror}") from None
+    return decode_key(raw, f"the key in {setting}")
+
+
+def decode_key(raw: str, what: str) -> bytes:
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise ConfigurationError(f"{what} is not valid base64") from None
+    if len(key) != 32:
+        raise ConfigurationError(f"{what} must be 32 bytes, got {len(key)}")
+    return key
