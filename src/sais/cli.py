@@ -22,6 +22,7 @@ from sais_retention.entrypoints.cli import app as retention_app
 
 from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app
+from .status_cli import status
 
 app = typer.Typer(help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
                   no_args_is_help=True)
@@ -33,6 +34,7 @@ app.add_typer(protocol_app, name="protocol")
 app.add_typer(breach_app, name="breach")
 app.add_typer(sar_app, name="sar")
 app.add_typer(audit_app, name="audit")
+app.command("status")(status)
 
 
 

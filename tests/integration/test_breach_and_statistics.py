@@ -33,6 +33,8 @@ async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decisio
 
     with pytest.raises(SharingSuspendedError):
         await deliver()
+    st = sais(env, "status", "--json")
+    assert st.returncode == 3 and '"sharing_suspended": true' in st.stdout and "open breach" in st.stdout
 
     contacts = {c.email for p in load_protocol().parties for c in p.contacts}
     notices = [m.read_bytes() for m in infra.maildir.glob("*.eml") if m.stat().st_mtime >= started - 1]
