@@ -74,13 +74,16 @@ def test_mutated_real_files_account_for_every_row(tmp_path_factory, seed, n):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=40)))
+@given(st.dictionaries(st.sampled_from(FIELDS), st.text(alphabet="abcXYZ019 /-'.éÑüø=@", max_size=40)))
 def test_validation_never_crashes_and_never_quotes_a_value(row):
     out = validate_row(row, 2, source=PROTOCOL.source("summer-census"), protocol=PROTOCOL,
                        reference_date=date(2017, 5, 18))
     assert isinstance(out, CleanRow | Rejected | OutOfScope)
     if isinstance(out, Rejected):
+        # A value with a non-ASCII letter cannot come from the (ASCII) message templates, so finding one
+        # in a reason would mean the reason quoted the input.
         for p in out.problems:
             for v in row.values():
-                if len(v.strip()) >= 4 and v.strip().isalpha():
-                    assert v.strip() not in p.reason
+                v = v.strip()
+                if len(v) >= 3 and any(ord(ch) > 127 and ch.isalpha() for ch in v):
+                    assert v not in p.reason
