@@ -179,10 +179,10 @@ class Demo:
                 print(f"      {school:40} {yg:8} {n:3}")
 
     def stop(self) -> None:
-        for name, p in self.services.items():
+        for p in self.services.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-        for name, p in self.services.items():
+        for p in self.services.values():
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:

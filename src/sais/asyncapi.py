@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 from faststream.specification.asyncapi import get_asyncapi_html
 from pydantic import TypeAdapter
-
 from sais_shared.kafka import SUBSCRIBER_PAYLOADS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"

@@ -5,20 +5,17 @@ from __future__ import annotations
 import base64
 import os
 import sys
-
 from pathlib import Path
 
 import typer
-
-from sais_shared.devpki import ensure_dev_pki
-from sais_shared.logging import configure_logging
-from sais_shared.settings import CommonSettings
-
 from sais_delivery.entrypoints.cli import app as delivery_app
 from sais_delivery.entrypoints.cli import breach_app
 from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
+from sais_shared.devpki import ensure_dev_pki
+from sais_shared.logging import configure_logging
+from sais_shared.settings import CommonSettings
 
 from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app

@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 

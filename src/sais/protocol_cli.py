@@ -10,7 +10,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sais_shared.protocol import ProtocolError, read_protocol_file
 from sais_shared.protocol_registry import history, load_version
 from sais_shared.runtime import open_runtime

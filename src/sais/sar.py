@@ -13,7 +13,6 @@ from datetime import date
 from typing import Any
 
 import asyncpg
-
 from sais_shared.crypto import Sealed
 from sais_shared.errors import KeyDestroyedError
 from sais_shared.events import PupilPersonal

@@ -8,7 +8,6 @@ import json
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 

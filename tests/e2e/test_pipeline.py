@@ -14,11 +14,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
 from sais_shared.crypto import Sealed
 from sais_shared.keystore import KeyStore
 from sais_shared.settings import CommonSettings
 from sais_shared.topics import Topics
+
 from tests.helpers import REPO, all_table_text, openssl_open, oracle, personal_values, read_topic
 
 pytestmark = pytest.mark.e2e

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-
 from sais_delivery.domain.errors import SharingSuspendedError
 from sais_shared.protocol import load_protocol
+
 from tests.helpers import REPO
 from tests.integration.test_delivery import deliver, seed_cohort
 

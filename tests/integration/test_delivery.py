@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-
 from sais_delivery.app import MIGRATIONS, DeliveryContext
 from sais_delivery.config import DeliverySettings
 from sais_delivery.domain.errors import (
@@ -28,6 +27,7 @@ from sais_shared.events import CohortMemberAdded, DeliveryCompleted, PupilPerson
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 from sais_shared.topics import Topics
+
 from tests.helpers import REPO, openssl_open, read_topic
 
 pytestmark = pytest.mark.integration
@@ -281,8 +281,8 @@ async def test_smtp_authentication_when_configured(july, infra, tmp_path, monkey
 
 async def test_the_service_delivers_a_window_by_itself_in_its_month(july, infra, monkeypatch):
     from faststream import TestApp
-
     from sais_delivery.app import build_app
+
     from tests.conftest import wait_until
 
     await seed_cohort(2)

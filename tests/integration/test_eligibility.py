@@ -3,15 +3,16 @@ independent oracle; a replacement dataset withdraws and updates, and leaves the 
 
 import csv
 import io
+
 import asyncpg
 import pytest
 from faststream import TestApp
-
 from sais_eligibility.app import build_app
 from sais_eligibility.config import EligibilitySettings
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, cohort_event_adapter
 from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
+
 from tests.conftest import wait_until
 from tests.helpers import REPO, oracle, read_topic
 from tests.integration.test_pipeline_services import fetchval, ingest

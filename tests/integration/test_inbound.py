@@ -7,11 +7,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from faststream import TestApp
-
 from sais_ingest.app import build_app
 from sais_ingest.config import IngestSettings
 from sais_shared.inbound import InboundExtractWriter
 from sais_shared.topics import Topics
+
 from tests.conftest import wait_until
 from tests.helpers import REPO, personal_values, read_topic
 

@@ -10,7 +10,6 @@ from datetime import date
 import asyncpg
 import pytest
 from faststream import TestApp
-
 from sais_delivery.app import DeliveryContext
 from sais_delivery.config import DeliverySettings
 from sais_eligibility.app import build_app as build_eligibility
@@ -22,6 +21,7 @@ from sais_retention.app import build_app as build_retention
 from sais_retention.config import RetentionSettings
 from sais_shared.events import cohort_event_adapter
 from sais_shared.topics import Topics
+
 from tests.conftest import wait_until
 from tests.helpers import REPO, openssl_open, read_topic
 

@@ -6,11 +6,11 @@ from datetime import date
 
 import asyncpg
 import pytest
-
 from sais_ingest.app import IngestContext
 from sais_ingest.config import IngestSettings
 from sais_ingest.service_layer.ingest_file import ingest_file
 from sais_shared.protocol import ProtocolError, bundled_protocol_path
+
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration

@@ -2,12 +2,12 @@
 
 import pytest
 from faststream import TestApp
-
 from sais_eligibility.app import build_app
 from sais_eligibility.config import EligibilitySettings
 from sais_shared.events import cohort_event_adapter
 from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
+
 from tests.conftest import wait_until
 from tests.helpers import oracle, read_topic
 from tests.integration.test_pipeline_services import fetchval, ingest

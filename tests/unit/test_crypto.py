@@ -3,7 +3,6 @@ import os
 import uuid
 
 import pytest
-
 from sais_shared.crypto import DataKey, DecryptionError, KeyEncryptionKey, normalise_for_matching
 from sais_shared.errors import ConfigurationError, MissingKeyEncryptionKeyError
 from sais_shared.settings import CommonSettings

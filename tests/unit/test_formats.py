@@ -5,7 +5,6 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-
 from sais_ingest.adapters.readers import inspect_file, open_extract
 from sais_ingest.domain.extract import classify, header_mapping
 from sais_ingest.domain.model import CleanRow, ExtractFileError, Rejected

@@ -1,7 +1,6 @@
 from datetime import date
 
 import pytest
-
 from sais_ingest.domain.headers import canonical_header, map_headers
 from sais_ingest.domain.model import CleanRow, OutOfScope, Rejected
 from sais_ingest.domain.validation import parse_date, parse_year_group, validate_row

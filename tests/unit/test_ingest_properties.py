@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from sais_ingest.adapters.readers import inspect_file, open_extract
 from sais_ingest.domain.extract import classify, header_mapping
 from sais_ingest.domain.model import CleanRow, ExtractFileError, OutOfScope, Rejected

@@ -5,10 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
+import sais_shared.ops  # noqa: F401  (registers the metrics)
 import yaml
 from prometheus_client import REGISTRY
-
-import sais_shared.ops  # noqa: F401  (registers the metrics)
 
 pytestmark = pytest.mark.unit
 MON = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"

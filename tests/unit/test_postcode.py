@@ -1,5 +1,4 @@
 import pytest
-
 from sais_ingest.domain.postcode import is_valid_postcode, normalise_postcode
 
 pytestmark = pytest.mark.unit

@@ -2,7 +2,6 @@ from datetime import date
 
 import pytest
 import yaml
-
 from sais_shared.protocol import ProtocolError, bundled_protocol_path, load_protocol, parse_protocol, recipient_allowed
 
 pytestmark = pytest.mark.unit

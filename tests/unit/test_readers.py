@@ -1,5 +1,4 @@
 import pytest
-
 from sais_ingest.adapters.readers import CsvExtract, inspect_file
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,6 @@
 from datetime import date
 
 import pytest
-
 from sais_retention.domain.schedule import due_date
 
 pytestmark = pytest.mark.unit

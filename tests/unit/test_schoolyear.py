@@ -1,7 +1,6 @@
 from datetime import date
 
 import pytest
-
 from sais_shared.schoolyear import (
     academic_year_label,
     academic_year_start,

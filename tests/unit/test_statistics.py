@@ -1,20 +1,19 @@
 import itertools
 
 import pytest
-
 from sais_eligibility.domain.statistics import SEXES, TOTAL, Table, build_tables, render_csv, suppress
 
 pytestmark = pytest.mark.unit
 
 
 def _table(rows):
-    counts = [("flu", s, yg, sex, n) for (s, yg), per in rows.items() for sex, n in zip(SEXES, per) if n]
+    counts = [("flu", s, yg, sex, n) for (s, yg), per in rows.items() for sex, n in zip(SEXES, per, strict=True) if n]
     return suppress(build_tables(counts)["flu"], 5)
 
 
 def _can_recover(t: Table) -> bool:
     """Could any hidden cell be recomputed from one line of published numbers?"""
-    for r, row in t.cells.items():
+    for r in t.cells:
         line = [(r, c) for c in (*SEXES, TOTAL)]
         if sum(cell in t.hidden for cell in line) == 1:
             return True

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import structlog
 from faststream.kafka import KafkaBroker
-
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
-from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
+from sais_shared.ops import db_ready, make_app
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 

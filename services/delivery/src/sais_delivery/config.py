@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-
 from sais_shared.settings import CommonSettings
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from faststream import FastStream
-
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, ExtractCompleted, PupilRecorded
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
-from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
+from sais_shared.ops import db_ready, make_app
 from sais_shared.runtime import open_runtime
 from sais_shared.topics import Topics
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
 from sais_shared.settings import CommonSettings
 
 

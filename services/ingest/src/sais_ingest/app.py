@@ -6,13 +6,12 @@ from contextlib import asynccontextmanager
 
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
-
-from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
 from sais_shared.errors import ConfigurationError
+from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
 from sais_shared.inbound import inbound_adapter
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
-from sais_shared.ops import db_ready, make_app
 from sais_shared.logging import configure_logging
+from sais_shared.ops import db_ready, make_app
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 

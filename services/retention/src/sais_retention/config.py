@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from pydantic import Field
-
 from sais_shared.settings import CommonSettings
 
 

@@ -124,7 +124,6 @@ def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_star
     _USED.clear()
     out.mkdir(parents=True, exist_ok=True)
     schools = make_schools(rng)
-    may_day, oct_day, offer_day = date(academic_start + 1, 5, 18), date(academic_start + 1, 10, 5), date(academic_start + 1, 4, 18)
     paths: dict[str, Path] = {}
 
     # May census (2016/17): current R, 1, 2, 3 (+ one Year 4 child: out of scope, not forwarded).

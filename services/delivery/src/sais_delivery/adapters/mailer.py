@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
-
 from sais_shared.errors import SaisError
 
 from ..domain.errors import TransferMethodNotAllowedError

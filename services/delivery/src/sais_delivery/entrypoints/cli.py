@@ -11,7 +11,6 @@ from uuid import UUID
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sais_shared.errors import SaisError
 
 from ..app import DeliveryContext

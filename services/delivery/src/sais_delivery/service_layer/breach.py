@@ -17,7 +17,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 import structlog
-
 from sais_shared.errors import SaisError
 from sais_shared.keystore import audit
 

@@ -14,20 +14,18 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import structlog
 from dateutil.relativedelta import relativedelta
-
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
 from sais_shared.events import DeliveredFile, DeliveryCompleted, PupilPersonal, stable_id
-from sais_shared.kafka import publish_many
 from sais_shared.keystore import KeyStore, audit
+from sais_shared.outbox import flush_outbox
 from sais_shared.protocol import Protocol, recipient_allowed
 from sais_shared.schoolyear import academic_year_label
 
@@ -312,13 +310,7 @@ class DeliveryService:
         return None
 
     async def flush_outbox(self) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch("SELECT seq, key, payload FROM delivery.outbox ORDER BY seq FOR UPDATE SKIP LOCKED")
-            if rows:
-                await publish_many(self.publisher, ((r["key"], DeliveryCompleted.model_validate_json(r["payload"]))
-                                                    for r in rows))
-                await conn.execute("DELETE FROM delivery.outbox WHERE seq = ANY($1)", [r["seq"] for r in rows])
-        return len(rows)
+        return await flush_outbox(self.pool, "delivery.outbox", self.publisher, DeliveryCompleted.model_validate_json)
 
 
 def _fault_point(name: str) -> None:

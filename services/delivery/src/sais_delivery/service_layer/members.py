@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncpg
-
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn
 from sais_shared.kafka import claim_new
 

@@ -6,7 +6,6 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from sais_shared.events import SOURCES
 from sais_shared.schoolyear import ORDER, parse_academic_year
 

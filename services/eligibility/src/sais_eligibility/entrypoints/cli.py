@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sais_shared.db import create_pool
 
 from ..adapters.rules_files import load_all_rules

@@ -8,7 +8,6 @@ several instances (partitions spread across replicas) never race on the same chi
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,6 @@ from uuid import UUID
 
 import asyncpg
 import structlog
-
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
@@ -26,10 +24,12 @@ from sais_shared.events import (
     ExtractCompleted,
     PupilPersonal,
     PupilRecorded,
+    cohort_event_adapter,
     stable_id,
 )
-from sais_shared.kafka import claim_new, publish_many
+from sais_shared.kafka import claim_new
 from sais_shared.keystore import KeyStore
+from sais_shared.outbox import flush_outbox
 from sais_shared.protocol import Protocol
 from sais_shared.schoolyear import academic_year_label, expected_year_group, parse_academic_year, roll_forward
 
@@ -265,26 +265,9 @@ class EligibilityService:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def flush_outbox(self, limit: int = 5000) -> int:
-        total = 0
-        while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT seq, key, payload FROM eligibility.outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                    limit,
-                )
-                if not rows:
-                    return total
-                await publish_many(self.cohort_publisher,
-                                   ((r["key"], _parse_cohort(r["payload"])) for r in rows))
-                await conn.execute("DELETE FROM eligibility.outbox WHERE seq = ANY($1)", [r["seq"] for r in rows])
-                total += len(rows)
-
-
-def _parse_cohort(payload: str):
-    data = json.loads(payload)
-    cls = CohortMemberAdded if data["type"] == "cohort-member-added" else CohortMemberWithdrawn
-    return cls.model_validate(data)
+    async def flush_outbox(self) -> int:
+        return await flush_outbox(self.pool, "eligibility.outbox", self.cohort_publisher,
+                                  cohort_event_adapter.validate_json)
 
 
 def _fingerprint(row: asyncpg.Record) -> str:

@@ -8,7 +8,7 @@ from datetime import date
 from sais_shared.protocol import Protocol, SourceRule
 from sais_shared.schoolyear import age_on, expected_year_group, roll_forward
 
-from .model import CleanRow, OutOfScope, Outcome, Problem, Rejected
+from .model import CleanRow, Outcome, OutOfScope, Problem, Rejected
 from .postcode import is_valid_postcode, normalise_postcode
 
 _NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)

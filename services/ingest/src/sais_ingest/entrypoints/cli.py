@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
 from sais_shared.events import SOURCES
 from sais_shared.protocol import ProtocolError
 

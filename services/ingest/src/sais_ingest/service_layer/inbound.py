@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.inbound import (

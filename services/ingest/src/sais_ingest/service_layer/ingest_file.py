@@ -18,7 +18,6 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import DataKey, Sealed

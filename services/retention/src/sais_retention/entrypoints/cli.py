@@ -10,7 +10,6 @@ from datetime import date
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from sais_shared.kafka import ensure_topics, make_broker
 from sais_shared.runtime import open_runtime
 from sais_shared.topics import Topics

@@ -17,12 +17,12 @@ from uuid import UUID
 
 import asyncpg
 import structlog
-
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted, stable_id
-from sais_shared.kafka import claim_new, publish_many
+from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit, destroy_keys
+from sais_shared.outbox import flush_outbox
 from sais_shared.protocol import Protocol
 
 from ..domain.schedule import due_date
@@ -42,27 +42,27 @@ class RetentionService:
     publisher: Any
 
     async def handle_deliveries(self, events: list[DeliveryCompleted]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new(conn, "retention.processed", [e.event_id for e in events])
-            for e in events:
-                if e.event_id in fresh:
-                    await conn.execute(
-                        "INSERT INTO retention.schedule(subject, rule, due_on, extract_ids, key_ids) "
-                        "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (subject) DO NOTHING",
-                        f"batch:{e.batch_id}", RULE_TRANSFER,
-                        due_date(e.transferred_at.date(), self.protocol.retention_months), e.extract_ids, e.key_ids)
-                    log.info("deletion.scheduled", subject=f"batch:{e.batch_id}")
+        """A transfer is deleted at its transfer date + the retention period (ISP §11.1)."""
+        await self._schedule(events, lambda e: (f"batch:{e.batch_id}", RULE_TRANSFER, e.transferred_at.date(),
+                                                e.extract_ids, e.key_ids))
 
     async def handle_extracts(self, events: list[ExtractCompleted]) -> None:
+        """An extract never delivered is deleted at its ingest date + the retention period."""
+        await self._schedule(events, lambda e: (f"extract:{e.extract_id}", RULE_UNDELIVERED, e.occurred_at.date(),
+                                                [e.extract_id], [e.key_id]))
+
+    async def _schedule(self, events: list, entry) -> None:
+        """One schedule row per subject, whatever the number of (re)deliveries of its event."""
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new(conn, "retention.processed", [e.event_id for e in events])
             for e in events:
                 if e.event_id in fresh:
+                    subject, rule, start, extract_ids, key_ids = entry(e)
                     await conn.execute(
                         "INSERT INTO retention.schedule(subject, rule, due_on, extract_ids, key_ids) "
                         "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (subject) DO NOTHING",
-                        f"extract:{e.extract_id}", RULE_UNDELIVERED,
-                        due_date(e.occurred_at.date(), self.protocol.retention_months), [e.extract_id], [e.key_id])
+                        subject, rule, due_date(start, self.protocol.retention_months), extract_ids, key_ids)
+                    log.info("deletion.scheduled", subject=subject, rule=rule)
 
     async def run_due(self, today: date | None = None, actor: str = "retention-scheduler") -> list[DeletionCompleted]:
         today = today or self.clock.today()
@@ -174,13 +174,7 @@ class RetentionService:
         return cert
 
     async def flush_outbox(self) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch("SELECT seq, key, payload FROM retention.outbox ORDER BY seq FOR UPDATE SKIP LOCKED")
-            if rows:
-                await publish_many(self.publisher, ((r["key"], DeletionCompleted.model_validate_json(r["payload"]))
-                                                    for r in rows))
-                await conn.execute("DELETE FROM retention.outbox WHERE seq = ANY($1)", [r["seq"] for r in rows])
-        return len(rows)
+        return await flush_outbox(self.pool, "retention.outbox", self.publisher, DeletionCompleted.model_validate_json)
 
 
 async def purge_rows(conn: asyncpg.Connection, extract_ids: list[UUID], key_ids: list[UUID]) -> dict[str, int]:
