@@ -112,3 +112,49 @@ async def test_a_checksum_mismatch_is_refused(settings_env, infra):
 async def _status_is(dsn, ref, wanted):
     row = await status(dsn, ref)
     return row if row is not None and row["status"] == wanted else None
+
+
+async def test_a_protocol_version_loaded_while_running_takes_effect_without_restart(settings_env, infra, monkeypatch):
+    import os
+    import subprocess
+
+    from sais_shared.protocol import bundled_protocol_path
+
+    monkeypatch.setenv("SAIS_PROTOCOL_REFRESH_S", "0.3")
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+
+    def load(version):
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "protocol", "load",
+                            str(bundled_protocol_path().parent / f"warwickshire-cwpt-v{version}.yaml")],
+                           env={**os.environ, **settings_env}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+    load("0.1")  # before the Admissions Service's data was added
+    w = InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", "adm-2017-reception",
+                             "admissions-reception", date(2017, 4, 18), "Admissions (test)")
+    rows = list(csv.DictReader((REPO / "data" / "samples" / "admissions-reception-2017.csv")
+                               .read_text(encoding="cp1252").splitlines()))
+    msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, msgs)
+        st = await wait_until(lambda: _status_is(dsn, "adm-2017-reception", "incomplete"), what="refused under v0.1")
+        assert "not covered" in st["problem"] and "v0.1" in st["problem"]
+        load("0.2")
+        import asyncio
+
+        await asyncio.sleep(1.0)  # the running service re-reads the protocol in force
+        await publish(infra, topics.inbound, [msgs[-1]])  # the publisher re-sends extract-completed
+        row = await wait_until(lambda: _ingested(dsn, "adm-2017-reception"), what="ingested under v0.2")
+    assert row["accepted"] == 24 and row["protocol_version"] == "0.2"
+
+
+async def test_inbound_rows_missing_a_required_column_are_reported_not_retried(settings_env, infra):
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    w = writer(infra, "no-postcode-1")
+    msgs = [w.started, w.record({"Surname": "Hall", "Forename": "Robin"}), w.completed()]
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, msgs)
+        st = await wait_until(lambda: _status_is(dsn, "no-postcode-1", "incomplete"), what="refused")
+    assert "required column(s) missing" in st["problem"]

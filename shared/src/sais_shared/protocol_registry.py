@@ -6,15 +6,25 @@ force is the last one loaded; an installation that has loaded none starts with t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import asyncpg
+import structlog
 
 from .keystore import audit
-from .protocol import Protocol, bundled_protocol_path, parse_protocol, read_protocol_file
+from .protocol import (
+    Protocol,
+    bundled_protocol_path,
+    parse_protocol,
+    read_protocol_file,
+)
+
+log = structlog.get_logger("sais.protocol")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,45 @@ async def in_force(pool: asyncpg.Pool, override: Path | None = None) -> Protocol
             path = bundled_protocol_path()
             return await load_version(conn, read_protocol_file(path), str(path.name), "install")
     return parse_protocol(row["content"], f"shared.protocols {row['protocol_id']} v{row['version']}")
+
+
+class ProtocolRef:
+    """The protocol in force for a long-running service: re-read from the registry every ``interval``
+    seconds, so a version loaded with ``sais protocol load`` takes effect without a restart."""
+
+    def __init__(self, protocol: Protocol, pool: asyncpg.Pool, override: Path | None, interval: float = 30.0) -> None:
+        self._protocol = protocol
+        self._pool = pool
+        self._override = override
+        self._interval = interval
+        self._task: asyncio.Task | None = None
+
+    @property
+    def current(self) -> Protocol:
+        return self._protocol
+
+    async def refresh(self) -> Protocol:
+        latest = await in_force(self._pool, self._override)
+        if (latest.id, latest.version) != (self._protocol.id, self._protocol.version) or latest != self._protocol:
+            log.info("protocol.changed", protocol=latest.id, old=self._protocol.version, new=latest.version)
+            self._protocol = latest
+        return self._protocol
+
+    def start(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self._interval)
+                try:
+                    await self.refresh()
+                except Exception as exc:  # keep the version we have; try again next time
+                    log.warning("protocol.refresh_failed", error=type(exc).__name__)
+        self._task = asyncio.create_task(loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 async def history(pool: asyncpg.Pool) -> list[LoadedVersion]:

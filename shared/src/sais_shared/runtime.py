@@ -13,7 +13,7 @@ from .crypto import KeyEncryptionKey
 from .db import create_pool, migrate, migrate_shared
 from .keystore import KeyStore
 from .protocol import Protocol, load_protocol
-from .protocol_registry import in_force
+from .protocol_registry import ProtocolRef, in_force
 from .settings import CommonSettings
 from .topics import Topics
 
@@ -25,11 +25,16 @@ class Runtime:
     settings: CommonSettings
     pool: asyncpg.Pool
     keys: KeyStore
-    protocol: Protocol
+    protocol_ref: ProtocolRef
     clock: Clock
     topics: Topics
 
+    @property
+    def protocol(self) -> Protocol:
+        return self.protocol_ref.current
+
     async def close(self) -> None:
+        await self.protocol_ref.stop()
         await self.pool.close()
 
 
@@ -53,4 +58,5 @@ async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], p
     if protocol.review_overdue(clock.today()):
         log.warning("protocol.review_overdue", protocol=protocol.id, version=protocol.version,
                     review_date=protocol.review_date.isoformat())
-    return Runtime(settings, pool, KeyStore(pool, kek), protocol, clock, Topics(settings.topic_prefix))
+    ref = ProtocolRef(protocol, pool, settings.protocol_file, settings.protocol_refresh_s)
+    return Runtime(settings, pool, KeyStore(pool, kek), ref, clock, Topics(settings.topic_prefix))

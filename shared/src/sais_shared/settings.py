@@ -39,6 +39,7 @@ class CommonSettings(BaseSettings):
     as_of: date | None = Field(
         None, description="Business date override (demo, tests); wall clock when unset"
     )
+    protocol_refresh_s: float = Field(30.0, description="How often services re-read the protocol in force")
     protocol_file: Path | None = Field(
         None, description="Information Sharing Protocol file; the bundled example when unset"
     )

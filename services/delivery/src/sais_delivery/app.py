@@ -42,7 +42,7 @@ def build_service(settings: DeliverySettings, rt: Runtime, publisher) -> Deliver
         return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, settings.delivery_recipient_cert,
                      sender=settings.delivery_sender_address, recipient=recipient)
 
-    return DeliveryService(rt.pool, rt.keys, rt.protocol, rt.clock, mailer, smime_for,
+    return DeliveryService(rt.pool, rt.keys, rt.protocol_ref, rt.clock, mailer, smime_for,
                            settings.delivery_sender_address, publisher, settings.delivery_smtp_attempts,
                            settings.delivery_smtp_backoff_s)
 
@@ -88,6 +88,7 @@ def build_app(settings: DeliverySettings | None = None):
     @asynccontextmanager
     async def lifespan():
         state["rt"] = await open_runtime(settings, *MIGRATIONS)
+        state["rt"].protocol_ref.start()
         await ensure_topics(settings, topics)
         try:
             yield

@@ -5,7 +5,12 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from faststream import FastStream
-from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, ExtractCompleted, PupilRecorded
+from sais_shared.events import (
+    CohortMemberAdded,
+    CohortMemberWithdrawn,
+    ExtractCompleted,
+    PupilRecorded,
+)
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
 from sais_shared.logging import configure_logging
 from sais_shared.ops import db_ready, make_app
@@ -56,7 +61,8 @@ def build_app(settings: EligibilitySettings | None = None) -> FastStream:
     async def lifespan():
         rt = await open_runtime(settings, *MIGRATIONS)
         await ensure_topics(settings, topics)
-        holder.service = EligibilityService(rt.pool, rt.keys, rt.protocol, load_all_rules(settings.eligibility_rules_dir),
+        rt.protocol_ref.start()
+        holder.service = EligibilityService(rt.pool, rt.keys, rt.protocol_ref, load_all_rules(settings.eligibility_rules_dir),
                                             cohort, rt.clock)
         try:
             yield

@@ -89,7 +89,8 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
             raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
         rt = await open_runtime(settings, *MIGRATIONS)
         await ensure_topics(settings, topics)
-        state["svc"] = InboundService(ExtractRepository(rt.pool), rt.keys, rt.protocol, publishers, rt.clock,
+        rt.protocol_ref.start()
+        state["svc"] = InboundService(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock,
                                       settings.ingest_inbound_private_key)
         state["pool"] = rt.pool
         try:

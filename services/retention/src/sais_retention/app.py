@@ -29,7 +29,7 @@ def certificate_publisher(broker: KafkaBroker, topics: Topics):
 
 
 def build_service(rt: Runtime, publisher) -> RetentionService:
-    return RetentionService(rt.pool, rt.protocol, rt.clock, publisher)
+    return RetentionService(rt.pool, rt.protocol_ref, rt.clock, publisher)
 
 
 def build_app(settings: RetentionSettings | None = None):
@@ -65,6 +65,7 @@ def build_app(settings: RetentionSettings | None = None):
     async def lifespan():
         state["rt"] = await open_runtime(settings, *MIGRATIONS)
         await ensure_topics(settings, topics)
+        state["rt"].protocol_ref.start()
         state["svc"] = build_service(state["rt"], publisher)
         try:
             yield

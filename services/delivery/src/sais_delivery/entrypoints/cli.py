@@ -15,7 +15,11 @@ from sais_shared.errors import SaisError
 
 from ..app import DeliveryContext
 from ..config import DeliverySettings
-from ..domain.errors import DeliveryRefusedError, NothingToDeliverError, UncertainDeliveryError
+from ..domain.errors import (
+    DeliveryRefusedError,
+    NothingToDeliverError,
+    UncertainDeliveryError,
+)
 
 app = typer.Typer(help="Deliver cohorts to the SAIS (S/MIME over SMTP+TLS).", no_args_is_help=True)
 err = Console(stderr=True)

@@ -23,10 +23,16 @@ from dateutil.relativedelta import relativedelta
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
-from sais_shared.events import DeliveredFile, DeliveryCompleted, PupilPersonal, stable_id
+from sais_shared.events import (
+    DeliveredFile,
+    DeliveryCompleted,
+    PupilPersonal,
+    stable_id,
+)
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.outbox import flush_outbox
 from sais_shared.protocol import Protocol, recipient_allowed
+from sais_shared.protocol_registry import ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.mailer import Mailer, MessageMayHaveBeenSentError, SmtpTransientError
@@ -63,7 +69,7 @@ class BatchResult:
 class DeliveryService:
     pool: asyncpg.Pool
     keys: KeyStore
-    protocol: Protocol
+    protocol_ref: ProtocolRef
     clock: Clock
     mailer: Mailer
     smime_factory: Any  # (recipient) -> Smime; certificates are checked when a batch is built
@@ -71,6 +77,11 @@ class DeliveryService:
     publisher: Any
     attempts: int = 4
     backoff_s: float = 2.0
+
+    @property
+    def protocol(self) -> Protocol:
+        """The version in force now (refreshed from the registry by long-running services)."""
+        return self.protocol_ref.current
 
     # --- guards ---------------------------------------------------------------------------
 

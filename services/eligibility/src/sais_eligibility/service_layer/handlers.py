@@ -31,7 +31,13 @@ from sais_shared.kafka import claim_new
 from sais_shared.keystore import KeyStore
 from sais_shared.outbox import flush_outbox
 from sais_shared.protocol import Protocol
-from sais_shared.schoolyear import academic_year_label, expected_year_group, parse_academic_year, roll_forward
+from sais_shared.protocol_registry import ProtocolRef
+from sais_shared.schoolyear import (
+    academic_year_label,
+    expected_year_group,
+    parse_academic_year,
+    roll_forward,
+)
 
 from ..domain.model import Candidate, Record, match, memberships, unknown_sex_findings
 from ..domain.rules import YearRules
@@ -43,10 +49,15 @@ log = structlog.get_logger("sais.eligibility")
 class EligibilityService:
     pool: asyncpg.Pool
     keys: KeyStore
-    protocol: Protocol
+    protocol_ref: ProtocolRef
     rules: dict[str, YearRules]
     cohort_publisher: Any
     clock: Clock
+
+    @property
+    def protocol(self) -> Protocol:
+        """The version in force now (refreshed from the registry by long-running services)."""
+        return self.protocol_ref.current
 
     # --- pupils ---------------------------------------------------------------------------
 

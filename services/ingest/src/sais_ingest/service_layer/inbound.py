@@ -27,9 +27,11 @@ from sais_shared.inbound import (
     checksum,
 )
 from sais_shared.keystore import KeyStore, audit
-from sais_shared.protocol import Protocol
+from sais_shared.protocol import Protocol, ProtocolError
+from sais_shared.protocol_registry import ProtocolRef
 
 from ..adapters.repository import ExtractRepository
+from ..domain.model import ExtractFileError
 from .ingest_file import ExtractReport, Publishers, ingest_rows
 
 log = structlog.get_logger("sais.ingest.inbound")
@@ -39,10 +41,15 @@ log = structlog.get_logger("sais.ingest.inbound")
 class InboundService:
     repo: ExtractRepository
     keys: KeyStore
-    protocol: Protocol
+    protocol_ref: ProtocolRef
     publishers: Publishers
     clock: Clock
     private_key: Path
+
+    @property
+    def protocol(self) -> Protocol:
+        """The version in force now (refreshed from the registry by long-running services)."""
+        return self.protocol_ref.current
 
     async def handle(self, messages: list) -> None:
         for m in messages:  # in order: one extract's messages share a key, hence a partition
@@ -90,11 +97,17 @@ class InboundService:
         started = InboundExtractStarted.model_validate_json(head["started"])
         reader = InboundExtractReader(self.private_key.read_bytes(), started)
         rows = [reader.open(r["seq"], r["nonce"], r["ciphertext"]) for r in recs]
-        report = await ingest_rows(
-            _as_table(rows), content_sha256=_content_hash(rows), encoding="inbound-event",
-            file_name=f"inbound:{m.extract_ref}", source=started.source, reference_date=started.reference_date,
-            protocol=self.protocol, repo=self.repo, keys=self.keys, publishers=self.publishers, clock=self.clock,
-            actor=f"inbound:{started.originator_system}")
+        try:
+            report = await ingest_rows(
+                _as_table(rows), content_sha256=_content_hash(rows), encoding="inbound-event",
+                file_name=f"inbound:{m.extract_ref}", source=started.source, reference_date=started.reference_date,
+                protocol=self.protocol, repo=self.repo, keys=self.keys, publishers=self.publishers, clock=self.clock,
+                actor=f"inbound:{started.originator_system}")
+        except (ProtocolError, ExtractFileError) as exc:
+            # Permanent for these records: report it; a matching extract-completed re-sent later (after the
+            # protocol or the extract is fixed) completes it. Retrying now would block the partition.
+            await self._incomplete(m.extract_ref, f"refused: {exc}")
+            return None
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("UPDATE ingest.inbound_extracts SET status='ingested', extract_id=$2, problem=NULL, "
                                "updated_at=now() WHERE extract_ref=$1", m.extract_ref, report.extract_id)

@@ -21,7 +21,13 @@ import structlog
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.crypto import DataKey, Sealed
-from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected, stable_id
+from sais_shared.events import (
+    ExtractCompleted,
+    PupilPersonal,
+    PupilRecorded,
+    RowRejected,
+    stable_id,
+)
 from sais_shared.kafka import publish_many
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.protocol import Protocol, ProtocolError

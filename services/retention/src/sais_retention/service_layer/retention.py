@@ -19,11 +19,17 @@ import asyncpg
 import structlog
 from sais_shared import ops
 from sais_shared.clock import Clock
-from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted, stable_id
+from sais_shared.events import (
+    DeletionCompleted,
+    DeliveryCompleted,
+    ExtractCompleted,
+    stable_id,
+)
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit, destroy_keys
 from sais_shared.outbox import flush_outbox
 from sais_shared.protocol import Protocol
+from sais_shared.protocol_registry import ProtocolRef
 
 from ..domain.schedule import due_date
 
@@ -37,9 +43,14 @@ RULE_PARTY_LEFT = "isp-11.3-party-left"
 @dataclass
 class RetentionService:
     pool: asyncpg.Pool
-    protocol: Protocol
+    protocol_ref: ProtocolRef
     clock: Clock
     publisher: Any
+
+    @property
+    def protocol(self) -> Protocol:
+        """The version in force now (refreshed from the registry by long-running services)."""
+        return self.protocol_ref.current
 
     async def handle_deliveries(self, events: list[DeliveryCompleted]) -> None:
         """A transfer is deleted at its transfer date + the retention period (ISP §11.1)."""
