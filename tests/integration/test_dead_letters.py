@@ -1,0 +1,47 @@
+"""Poison messages go to the dead-letter topic with a reason and no copy of their content; the rest of
+the batch is processed."""
+
+import json
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from faststream import TestApp
+
+from sais_eligibility.app import build_app
+from sais_eligibility.config import EligibilitySettings
+from sais_shared.events import DeadLetter
+from sais_shared.topics import Topics
+from tests.conftest import wait_until
+from tests.helpers import read_topic
+from tests.integration.test_pipeline_services import fetchval, ingest
+
+pytestmark = pytest.mark.integration
+
+
+async def test_poison_messages_are_dead_lettered_without_their_content(settings_env, infra):
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+    good = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    forged = json.loads(good[0].value)
+    forged["surname_in_clear"] = "Siobhán Ó Súilleabháin"  # a producer bug that leaks a name
+    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(topics.pupil_recorded, b"\xff\x00 not json at all", key=good[0].key)
+        await p.send_and_wait(topics.pupil_recorded, json.dumps(forged).encode(), key=good[0].key)
+    finally:
+        await p.stop()
+    async with TestApp(build_app(EligibilitySettings())):
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 49 FROM eligibility.records"), what="valid rows")
+        dead = await wait_until(lambda: _dead(infra, topics), what="dead letters")
+    assert {d.original_topic for d in dead} == {topics.pupil_recorded}
+    reasons = " ".join(d.reason for d in dead)
+    assert "surname_in_clear" in reasons and "Extra inputs are not permitted" in reasons
+    raw = b"".join(r.value for r in await read_topic(infra.kafka_bootstrap, topics.dead_letter))
+    assert "Súilleabháin".encode() not in raw and b"not json" not in raw
+
+
+async def _dead(infra, topics):
+    recs = await read_topic(infra.kafka_bootstrap, topics.dead_letter)
+    return [DeadLetter.model_validate_json(r.value) for r in recs] if len(recs) >= 2 else None
