@@ -60,7 +60,9 @@ def make_app(broker: Any, *, title: str, description: str, lifespan: Any = None,
 
     @get(include_in_schema=False)
     async def readyz(scope: Any) -> AsgiResponse:
-        ok = await broker.ping(timeout=2.0)
+        # Kafka answers, every subscriber's consumer is running (has joined its group), PostgreSQL answers.
+        ok = await broker.ping(timeout=2.0) and all(
+            getattr(sub, "consumer", None) is not None for sub in broker.subscribers)
         if ok and ready is not None:
             try:
                 ok = await ready()
