@@ -31,8 +31,8 @@ SAMPLES = REPO / "data" / "samples"
 EXTRACTS = [
     ("may-census-2017.csv", "summer-census", "2017-05-18", "2017-06-01"),
     ("admissions-reception-2017.csv", "admissions-reception", "2017-04-18", "2017-06-01"),
-    ("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", "2017-04-18", "2017-06-01"),
 ]
+TRANSFERS = ("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", "2017-04-18")
 OCTOBER = ("october-census-2017.csv", "autumn-census", "2017-10-05", "2017-10-12")
 
 
@@ -55,7 +55,7 @@ class Demo:
         self.env = {**os.environ, **self.lay.env(),
                     "SAIS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.lay.pg_port}/{self.db}",
                     "SAIS_TOPIC_PREFIX": f"demo-{self.run_id}", "SAIS_LOG_FORMAT": "json",
-                    "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "2"}
+                    "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "2", "COLUMNS": "120"}
         self.services: dict[str, subprocess.Popen] = {}
         self.started_stack = False
 
@@ -115,6 +115,36 @@ class Demo:
         for r in rep["rejections"]:
             print(f"        row {r['row_number']}: {r['field']}: {r['reason']}")
         return rep
+
+    def publish_inbound(self, name: str, source: str, ref: str) -> None:
+        """As an upstream admissions system would: the extract as sealed events on the inbound topic."""
+        import asyncio
+        from datetime import date
+
+        from aiokafka import AIOKafkaProducer
+
+        from sais_shared.inbound import InboundExtractWriter
+
+        rows = list(csv.DictReader((SAMPLES / name).read_text(encoding="utf-8").splitlines()))
+        w = InboundExtractWriter((self.lay.pki / "inbound.pub.pem").read_bytes(), "inbound-1", f"adm-{name}", source,
+                                 date.fromisoformat(ref), "Admissions system (demo)")
+        msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
+
+        async def send() -> None:
+            p = AIOKafkaProducer(bootstrap_servers=self.env["SAIS_KAFKA_BOOTSTRAP"], enable_idempotence=True)
+            await p.start()
+            try:
+                for m in msgs:
+                    await p.send(f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1", m.model_dump_json().encode(),
+                                 key=m.extract_ref.encode())
+                await p.flush()
+            finally:
+                await p.stop()
+        asyncio.run(send())
+        print(f"    published {name} as {len(msgs)} sealed events (extract-started, {len(rows)} records, "
+              "extract-completed with count and checksum)")
+        self.wait_for("ingest service accepted the complete extract",
+                      f"SELECT status FROM ingest.inbound_extracts WHERE extract_ref='adm-{name}'", "ingested")
 
     def settle(self) -> None:
         """Eligibility has recorded every accepted row and delivery holds every cohort record."""
@@ -196,9 +226,11 @@ class Demo:
         t0 = time.monotonic()
         try:
             self.start()
-            step("Ingesting the May census and the admissions extracts (as of 1 June 2017)")
+            step("Ingesting the May census and the reception admissions file with the CLI (as of 1 June 2017)")
             for e in EXTRACTS:
                 self.ingest(*e)
+            step("The Year 3 transfers arrive as events from the admissions system (the ingest service)")
+            self.publish_inbound(*TRANSFERS)
             step("Ingesting the same May census again: recognised by content hash, nothing published")
             again = self.ingest(*EXTRACTS[0])
             if not again["duplicate"]:
@@ -227,6 +259,8 @@ class Demo:
             print(f"    data keys destroyed: {destroyed}; cohort records still held (December's): {left}")
             if int(destroyed) < 1 or int(left) != sum(december["counts"].values()):
                 fail("retention did not delete exactly the July transfer")
+            step("Pipeline status (`sais status`, as of 12 October 2017)")
+            print(self.sais("status", as_of="2017-10-12", check=False).stdout)
             step(f"Done in {time.monotonic() - t0:.0f}s: every step happened and the numbers agree. Logs: {self.logs}")
         finally:
             self.stop()
