@@ -158,3 +158,21 @@ async def test_inbound_rows_missing_a_required_column_are_reported_not_retried(s
         await publish(infra, topics.inbound, msgs)
         st = await wait_until(lambda: _status_is(dsn, "no-postcode-1", "incomplete"), what="refused")
     assert "required column(s) missing" in st["problem"]
+
+
+async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, infra):
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    w = writer(infra, "tampered-1")
+    records = [w.record(r) for r in may_rows()[:3]]
+    done = w.completed()
+    bad = records[1].model_copy(update={"ciphertext": records[0].ciphertext})  # swapped: AAD (seq) no longer fits
+    from sais_shared.inbound import checksum
+
+    done = done.model_copy(update={"checksum": checksum([records[0].ciphertext, bad.ciphertext,
+                                                         records[2].ciphertext])})
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, [w.started, records[0], bad, records[2], done])
+        st = await wait_until(lambda: _status_is(dsn, "tampered-1", "incomplete"), what="refused")
+    assert "record 2 cannot be opened" in st["problem"]
+    assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []

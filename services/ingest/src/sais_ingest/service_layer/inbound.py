@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from cryptography.exceptions import InvalidTag
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.inbound import (
@@ -95,8 +96,20 @@ class InboundService:
             await self._incomplete(m.extract_ref, "checksum does not match the records received")
             return None
         started = InboundExtractStarted.model_validate_json(head["started"])
-        reader = InboundExtractReader(self.private_key.read_bytes(), started)
-        rows = [reader.open(r["seq"], r["nonce"], r["ciphertext"]) for r in recs]
+        try:
+            reader = InboundExtractReader(self.private_key.read_bytes(), started)
+        except ValueError:
+            await self._incomplete(m.extract_ref, f"the extract key does not unwrap with inbound key "
+                                   f"{started.encryption.recipient_key_id!r}: sealed for another key?")
+            return None
+        rows = []
+        for r in recs:
+            try:
+                rows.append(reader.open(r["seq"], r["nonce"], r["ciphertext"]))
+            except (InvalidTag, ValueError):
+                await self._incomplete(m.extract_ref, f"record {r['seq']} cannot be opened (tampered, or sealed "
+                                       "with another key); nothing was ingested")
+                return None
         try:
             report = await ingest_rows(
                 _as_table(rows), content_sha256=_content_hash(rows), encoding="inbound-event",
