@@ -191,3 +191,25 @@ async def test_kek_rotation_rewraps_data_keys_and_keeps_matching_stable(settings
         old.unwrap(key_id, wrapped)
     assert new.blind_index("Zoë", "Smith", "2012-01-01") == old.blind_index("Zoë", "Smith", "2012-01-01")
     assert rep.accepted == 49
+
+
+async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_env, monkeypatch):
+    """A consumer rebuilt from scratch replays the topics from the start and meets shredded events: it skips
+    them instead of retrying them forever, and goes on to new data."""
+    res = await _july_flow(settings_env, monkeypatch)
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    async with Retention() as svc:
+        [cert] = [c for c in await svc.run_due(date(2017, 10, 11)) if c.subject == f"batch:{res.batch_id}"]
+    assert cert.key_ids_destroyed
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("TRUNCATE eligibility.processed, delivery.processed")  # consumer state rebuilt
+    await conn.close()
+    monkeypatch.setenv("SAIS_ELIGIBILITY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-replay")
+    monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-replay-d")
+    async with TestApp(build_eligibility(EligibilitySettings())), TestApp(build_delivery(DeliverySettings())):
+        await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")  # new data, a live key
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 17 FROM eligibility.records"), timeout=60,
+                         what="new extract processed after the shredded replay")
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 34 FROM delivery.members WHERE status='active'"),
+                         timeout=60, what="delivery caught up")
+    assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records WHERE source <> 'autumn-census'") == 0

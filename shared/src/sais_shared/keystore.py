@@ -59,6 +59,13 @@ class KeyStore:
             raise KeyDestroyedError(f"data key(s) destroyed: {sorted(map(str, destroyed))}")
         return {k: self._kek.unwrap(k, w) for k, w in found.items()}
 
+    async def destroyed_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
+        """Which of these keys retention has destroyed (their data is gone for good)."""
+        rows = await self._pool.fetch(
+            "SELECT key_id FROM shared.data_keys WHERE key_id = ANY($1::uuid[]) AND wrapped IS NULL",
+            list(set(key_ids)))
+        return {r["key_id"] for r in rows}
+
     async def live_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(

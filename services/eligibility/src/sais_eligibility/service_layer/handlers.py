@@ -62,6 +62,12 @@ class EligibilityService:
     # --- pupils ---------------------------------------------------------------------------
 
     async def handle_pupils(self, events: list[PupilRecorded]) -> None:
+        shredded = await self.keys.destroyed_among({e.personal.key_id for e in events})
+        if shredded:  # replayed events of deleted data: nothing left to process
+            log.info("pupils.skipped_deleted", events=sum(e.personal.key_id in shredded for e in events))
+            events = [e for e in events if e.personal.key_id not in shredded]
+            if not events:
+                return
         by_year: dict[str, list[PupilRecorded]] = defaultdict(list)
         for e in events:
             rule = self.protocol.source(e.source)
