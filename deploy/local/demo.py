@@ -122,7 +122,6 @@ class Demo:
         from datetime import date
 
         from aiokafka import AIOKafkaProducer
-
         from sais_shared.inbound import InboundExtractWriter
 
         rows = list(csv.DictReader((SAMPLES / name).read_text(encoding="utf-8").splitlines()))

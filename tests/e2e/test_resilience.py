@@ -10,10 +10,10 @@ import time
 
 import asyncpg
 import pytest
-
 from sais_shared.events import CohortMemberAdded, cohort_event_adapter
 from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
+
 from tests.e2e.test_pipeline import wait_sql
 from tests.helpers import REPO, oracle, read_topic
 

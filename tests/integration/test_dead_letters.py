@@ -6,11 +6,11 @@ import json
 import pytest
 from aiokafka import AIOKafkaProducer
 from faststream import TestApp
-
 from sais_eligibility.app import build_app
 from sais_eligibility.config import EligibilitySettings
 from sais_shared.events import DeadLetter
 from sais_shared.topics import Topics
+
 from tests.conftest import wait_until
 from tests.helpers import read_topic
 from tests.integration.test_pipeline_services import fetchval, ingest
