@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from sais_shared.crypto import Sealed
 from sais_shared.errors import KeyDestroyedError
-from sais_shared.events import PupilPersonal
+from sais_shared.events import PupilPersonal, pupil_aad
 from sais_shared.keystore import KeyStore, audit
 
 
@@ -38,7 +38,7 @@ async def subject_access(pool: asyncpg.Pool, keys: KeyStore, *, forename: str, s
             sealed = Sealed.model_validate_json(r["personal"])
             try:
                 key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
-                personal = key.open_model(sealed, PupilPersonal, f"pupil:{r['extract_id']}:{r['record_id']}".encode())
+                personal = key.open_model(sealed, PupilPersonal, pupil_aad(r["extract_id"], r["record_id"]))
                 details = personal.model_dump(mode="json")
             except KeyDestroyedError:
                 details = "deleted (data key destroyed)"

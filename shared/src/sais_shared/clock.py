@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 
 
 class Clock:
@@ -18,7 +18,3 @@ class Clock:
 
     def today(self) -> date:
         return self.now().date()
-
-    @staticmethod
-    def midday(d: date) -> datetime:
-        return datetime.combine(d, time(12, tzinfo=UTC))

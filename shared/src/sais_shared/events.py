@@ -36,6 +36,20 @@ DfENumber = Annotated[
 _NS = uuid5(NAMESPACE_URL, "urn:sais-datashare")
 
 
+def pupil_aad(extract_id: UUID, record_id: UUID) -> bytes:
+    """Context bound into a pupil's sealed personal fields: they open only as that row of that extract."""
+    return f"pupil:{extract_id}:{record_id}".encode()
+
+
+def cohort_aad(academic_year: str, pupil_id: UUID) -> bytes:
+    """Context bound into a cohort record's sealed personal fields."""
+    return f"cohort:{academic_year}:{pupil_id}".encode()
+
+
+def record_id_for(extract_id: UUID, row_number: int) -> UUID:
+    return stable_id("record", extract_id, row_number)
+
+
 def stable_id(*parts: object) -> UUID:
     """A deterministic id from its parts: the same input always yields the same event id."""
     return uuid5(_NS, "/".join(str(p) for p in parts))
@@ -80,7 +94,7 @@ class PupilRecorded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return f"pupil:{self.extract_id}:{self.record_id}".encode()
+        return pupil_aad(self.extract_id, self.record_id)
 
 
 class ExtractCompleted(Event):
@@ -139,7 +153,7 @@ class CohortMemberAdded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return f"cohort:{self.academic_year}:{self.pupil_id}".encode()
+        return cohort_aad(self.academic_year, self.pupil_id)
 
 
 class CohortMemberWithdrawn(Event):

@@ -3,12 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 from sais_shared.settings import CommonSettings
 
 
 class EligibilitySettings(CommonSettings):
-    model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore")
     http_port: int = 8082
 
     eligibility_rules_dir: Path | None = Field(None, description="Rules files; the bundled ones when unset")

@@ -27,6 +27,7 @@ from sais_shared.events import (
     DeliveredFile,
     DeliveryCompleted,
     PupilPersonal,
+    cohort_aad,
     stable_id,
 )
 from sais_shared.keystore import KeyStore, audit
@@ -185,7 +186,7 @@ class DeliveryService:
         for m in members:
             sealed = Sealed.model_validate_json(m["personal"])
             p = keys[sealed.key_id].open_model(sealed, PupilPersonal,
-                                               f"cohort:{academic_year}:{m['pupil_id']}".encode())
+                                               cohort_aad(academic_year, m["pupil_id"]))
             by_programme.setdefault(m["programme_key"], []).append(Row(
                 m["programme"], m["dose"], m["school_dfe"], m["school_name"], m["year_group"], p.surname,
                 p.forename, p.date_of_birth, m["gender"], list(p.address_lines), p.postcode))

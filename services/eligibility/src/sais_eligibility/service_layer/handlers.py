@@ -24,7 +24,9 @@ from sais_shared.events import (
     ExtractCompleted,
     PupilPersonal,
     PupilRecorded,
+    cohort_aad,
     cohort_event_adapter,
+    pupil_aad,
     stable_id,
 )
 from sais_shared.kafka import claim_new
@@ -189,7 +191,7 @@ class EligibilityService:
                 personal = Sealed.model_validate_json(row["personal"])
                 key_obj = keys[personal.key_id]
                 details = key_obj.open_model(personal, PupilPersonal,
-                                             f"pupil:{row['extract_id']}:{row['record_id']}".encode())
+                                             pupil_aad(row["extract_id"], row["record_id"]))
                 lineage = sorted({r.extract_id for r in records}, key=str)
                 ev = CohortMemberAdded(
                     event_id=stable_id("cohort", year, key, pupil_id, revision), occurred_at=now, change=change,
@@ -197,7 +199,7 @@ class EligibilityService:
                     school_dfe=row["school_dfe"], school_name=row["school_name"], year_group=row["year_group"],
                     gender=row["gender"], source=row["source"], reference_date=row["reference_date"],
                     received_at=row["received_at"], extract_ids=lineage, revision=revision,
-                    personal=key_obj.seal_model(details, f"cohort:{year}:{pupil_id}".encode()),
+                    personal=key_obj.seal_model(details, cohort_aad(year, pupil_id)),
                 )
                 upserts.append((year, key, pupil_id, mem.programme.dose, "active", fp, revision,
                                 row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))

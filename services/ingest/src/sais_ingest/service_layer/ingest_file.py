@@ -26,6 +26,8 @@ from sais_shared.events import (
     PupilPersonal,
     PupilRecorded,
     RowRejected,
+    pupil_aad,
+    record_id_for,
     stable_id,
 )
 from sais_shared.kafka import publish_many
@@ -244,15 +246,14 @@ async def ingest_rows(
 
 def _pupil_event(row: CleanRow, key: DataKey, extract_id: UUID, source: str, reference_date: date,
                  protocol: Protocol, match_key: str, now) -> PupilRecorded:
-    record_id = stable_id("record", extract_id, row.row_number)
+    record_id = record_id_for(extract_id, row.row_number)
     event = dict(
         event_id=stable_id("pupil", extract_id, row.row_number), occurred_at=now, extract_id=extract_id,
         record_id=record_id, source=source, reference_date=reference_date, row_number=row.row_number,
         originator=protocol.originator_label, protocol_version=protocol.version, school_dfe=row.school_dfe,
         school_name=row.school_name, year_group=row.year_group, gender=row.gender, match_key=match_key,
     )
-    aad = f"pupil:{extract_id}:{record_id}".encode()
-    return PupilRecorded(**event, personal=key.seal_model(_personal(row), aad))
+    return PupilRecorded(**event, personal=key.seal_model(_personal(row), pupil_aad(extract_id, record_id)))
 
 
 async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool = False,
@@ -271,7 +272,8 @@ async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool 
         opened = await keys.get_many({s.key_id for s in sealed.values()})
         for r in rows:
             s = sealed[r["row_number"]]
-            p = opened[s.key_id].open_model(s, PupilPersonal, f"pupil:{extract_id}:{stable_id('record', extract_id, r['row_number'])}".encode())
+            aad = pupil_aad(extract_id, record_id_for(extract_id, r["row_number"]))
+            p = opened[s.key_id].open_model(s, PupilPersonal, aad)
             rep.dip_sample.append({"row_number": r["row_number"], "school_dfe": r["school_dfe"],
                                    "year_group": r["year_group"], "gender": r["gender"], **p.model_dump(mode="json")})
     return rep
