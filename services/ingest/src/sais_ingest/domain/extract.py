@@ -24,10 +24,19 @@ def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
     return mapping, dropped
 
 
+def classify_row(row_number: int, cells: list[str], mapping: dict[int, str], *, rule: SourceRule,
+                 protocol: Protocol, reference_date: date) -> Outcome | None:
+    """One row's outcome; None for a blank line, which is not a row."""
+    if not any(c.strip() for c in cells):
+        return None
+    raw = {f: (cells[i] if i < len(cells) else "") for i, f in mapping.items()}
+    return validate_row(raw, row_number, source=rule, protocol=protocol, reference_date=reference_date)
+
+
 def classify(rows: Iterable[tuple[int, list[str]]], mapping: dict[int, str], *, rule: SourceRule,
              protocol: Protocol, reference_date: date) -> Iterator[tuple[int, Outcome]]:
     for row_number, cells in rows:
-        if not any(c.strip() for c in cells):
-            continue  # a blank line is not a row
-        raw = {f: (cells[i] if i < len(cells) else "") for i, f in mapping.items()}
-        yield row_number, validate_row(raw, row_number, source=rule, protocol=protocol, reference_date=reference_date)
+        outcome = classify_row(row_number, cells, mapping, rule=rule, protocol=protocol,
+                               reference_date=reference_date)
+        if outcome is not None:
+            yield row_number, outcome

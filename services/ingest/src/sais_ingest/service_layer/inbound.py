@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from sais_shared.inbound import (
     InboundExtractReader,
     InboundExtractStarted,
     InboundRecord,
-    checksum,
 )
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.protocol import Protocol, ProtocolError
@@ -84,15 +82,19 @@ class InboundService:
             return None
         if head["status"] == "ingested":
             return None  # a redelivered completion
-        recs = await pool.fetch("SELECT seq, nonce, ciphertext FROM ingest.inbound_records WHERE extract_ref=$1 "
-                                "ORDER BY seq", m.extract_ref)
-        seqs = [r["seq"] for r in recs]
-        if seqs != list(range(1, m.record_count + 1)):
-            missing = sorted(set(range(1, m.record_count + 1)) - set(seqs))
-            await self._incomplete(m.extract_ref, f"received {len(seqs)} of {m.record_count} records"
-                                   + (f"; missing seq {missing[:10]}" if missing else "; unexpected extra records"))
+        n, lo, hi = await pool.fetchrow("SELECT count(*), min(seq), max(seq) FROM ingest.inbound_records "
+                                        "WHERE extract_ref=$1", m.extract_ref)
+        if (n, lo or 1, hi or 0) != (m.record_count, 1, m.record_count):  # seq is unique: 1..n all there
+            missing = [r["s"] for r in await pool.fetch(
+                "SELECT s FROM generate_series(1, $2::int) s WHERE NOT EXISTS (SELECT 1 FROM ingest.inbound_records "
+                "WHERE extract_ref=$1 AND seq=s) ORDER BY s LIMIT 10", m.extract_ref, m.record_count)]
+            await self._incomplete(m.extract_ref, f"received {n} of {m.record_count} records"
+                                   + (f"; missing seq {missing}" if missing else "; unexpected extra records"))
             return None
-        if checksum([r["ciphertext"] for r in recs]) != m.checksum:
+        digest = hashlib.sha256()
+        async for i, r in _staged(pool, m.extract_ref):
+            digest.update((b"\n" if i else b"") + r["ciphertext"].encode())
+        if digest.hexdigest() != m.checksum:
             await self._incomplete(m.extract_ref, "checksum does not match the records received")
             return None
         started = InboundExtractStarted.model_validate_json(head["started"])
@@ -102,17 +104,28 @@ class InboundService:
             await self._incomplete(m.extract_ref, f"the extract key does not unwrap with inbound key "
                                    f"{started.encryption.recipient_key_id!r}: sealed for another key?")
             return None
-        rows = []
-        for r in recs:
+        # Pass 1 (streamed): every record opens, the columns, and the content hash that recognises a re-send.
+        headers: list[str] = []
+        content = hashlib.sha256()
+        async for _, r in _staged(pool, m.extract_ref):
             try:
-                rows.append(reader.open(r["seq"], r["nonce"], r["ciphertext"]))
+                row = reader.open(r["seq"], r["nonce"], r["ciphertext"])
             except (InvalidTag, ValueError):
                 await self._incomplete(m.extract_ref, f"record {r['seq']} cannot be opened (tampered, or sealed "
                                        "with another key); nothing was ingested")
                 return None
+            headers += [k for k in row if k not in headers]
+            content.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+
+        async def table():  # pass 2 (streamed): the rows themselves
+            yield 0, headers
+            async for _, r in _staged(pool, m.extract_ref):
+                row = reader.open(r["seq"], r["nonce"], r["ciphertext"])
+                yield r["seq"], [row.get(h, "") for h in headers]
+
         try:
             report = await ingest_rows(
-                _as_table(rows), content_sha256=_content_hash(rows), encoding="inbound-event",
+                table(), content_sha256=content.hexdigest(), encoding="inbound-event",
                 file_name=f"inbound:{m.extract_ref}", source=started.source, reference_date=started.reference_date,
                 protocol=self.protocol, repo=self.repo, keys=self.keys, publishers=self.publishers, clock=self.clock,
                 actor=f"inbound:{started.originator_system}")
@@ -139,18 +152,11 @@ class InboundService:
         log.warning("inbound.incomplete", extract_ref=ref, problem=problem)
 
 
-def _as_table(rows: list[dict[str, str]]) -> Iterator[tuple[int, list[str]]]:
-    headers: list[str] = []
-    for r in rows:
-        headers += [k for k in r if k not in headers]
-    yield 0, headers
-    for i, r in enumerate(rows, start=1):
-        yield i, [r.get(h, "") for h in headers]
-
-
-def _content_hash(rows: list[dict[str, str]]) -> str:
-    """The same rows re-sent (even re-encrypted) are recognised as the same extract."""
-    digest = hashlib.sha256()
-    for r in rows:
-        digest.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode() + b"\n")
-    return digest.hexdigest()
+async def _staged(pool, ref: str):
+    """The staged records of an extract in order, streamed with a server-side cursor (memory stays flat)."""
+    async with pool.acquire() as conn, conn.transaction():
+        i = 0
+        async for r in conn.cursor("SELECT seq, nonce, ciphertext FROM ingest.inbound_records WHERE extract_ref=$1 "
+                                   "ORDER BY seq", ref, prefetch=1000):
+            yield i, r
+            i += 1

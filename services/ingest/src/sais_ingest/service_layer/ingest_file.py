@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import getpass
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -37,7 +37,7 @@ from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.readers import inspect_file, open_extract
 from ..adapters.repository import ExtractRepository
-from ..domain.extract import classify, header_mapping
+from ..domain.extract import classify_row, header_mapping
 from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Problem, Rejected
 
 log = structlog.get_logger("sais.ingest")
@@ -116,8 +116,17 @@ async def ingest_file(
                              progress=progress, extra_dropped=lambda: sorted(getattr(reader, "dropped", ())))
 
 
+async def _aiter(rows: Iterator | AsyncIterator) -> AsyncIterator[tuple[int, list[str]]]:
+    if hasattr(rows, "__anext__"):
+        async for row in rows:
+            yield row
+    else:
+        for row in rows:
+            yield row
+
+
 async def ingest_rows(
-    rows: Iterator[tuple[int, list[str]]],
+    rows: Iterator[tuple[int, list[str]]] | AsyncIterator[tuple[int, list[str]]],
     *,
     content_sha256: str,
     encoding: str,
@@ -133,7 +142,8 @@ async def ingest_rows(
     progress: Callable[[int], None] | None = None,
     extra_dropped: Callable[[], list[str]] = lambda: [],
 ) -> ExtractReport:
-    """Ingest an extract given as rows: ``(0, headers)`` first, then ``(row number, cells)``."""
+    """Ingest an extract given as rows (sync or async, streamed): ``(0, headers)`` first, then
+    ``(row number, cells)``."""
     rule = protocol.source(source)  # refuses a source the protocol does not cover
     check_fields_allowed(protocol)
     target_year = academic_year_label(rule.target_academic_year(reference_date))
@@ -149,9 +159,10 @@ async def ingest_rows(
     extract_id = existing.extract_id if existing else stable_id("extract", content_sha256)
     supersedes = await repo.latest_completed(source, reference_date, extract_id)
     key = await keys.key_for_extract(extract_id)
+    rows = _aiter(rows)
     try:
-        _, headers = next(rows)
-    except StopIteration:
+        _, headers = await anext(rows)
+    except StopAsyncIteration:
         raise ExtractFileError("the file is empty: no header row") from None
     mapping, dropped = header_mapping(headers)
 
@@ -178,7 +189,10 @@ async def ingest_rows(
         await repo.add_problems(extract_id, problems)
         pupils.clear(), rejects.clear(), problems.clear()
 
-    for row_number, outcome in classify(rows, mapping, rule=rule, protocol=protocol, reference_date=reference_date):
+    async for row_number, cells in rows:
+        outcome = classify_row(row_number, cells, mapping, rule=rule, protocol=protocol, reference_date=reference_date)
+        if outcome is None:
+            continue  # a blank line is not a row
         report.rows_in += 1
         if isinstance(outcome, Rejected):
             report.rejected += 1
