@@ -174,7 +174,12 @@ def batch_consumer(
         if not events:
             return
         try:
-            with ops.BATCH_SECONDS.labels(ops.service(), topic).time():
+            # Every log line written while handling this batch carries where it came from (correlation ids).
+            with structlog.contextvars.bound_contextvars(
+                topic=topic, partitions=sorted({r.partition for r in records}),
+                offsets=f"{min(r.offset for r in records)}-{max(r.offset for r in records)}",
+                first_event_id=str(getattr(events[0], "event_id", "")) or None,
+            ), ops.BATCH_SECONDS.labels(ops.service(), topic).time():
                 await handle(events)
         except Exception as exc:
             ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
