@@ -69,6 +69,7 @@ class ExtractRepository:
             )
             # A resumed extract starts its problem list again: nothing is counted twice.
             await conn.execute("DELETE FROM ingest.row_problems WHERE extract_id=$1", extract_id)
+            await conn.execute("DELETE FROM ingest.row_keys WHERE extract_id=$1", extract_id)
 
     async def add_problems(self, extract_id: UUID, rows: list[tuple[int, str, str, str, str]]) -> None:
         if rows:
@@ -85,6 +86,21 @@ class ExtractRepository:
             "rejected=$4, out_of_scope=$5, warnings=$6, dropped_columns=$7 WHERE extract_id=$1",
             extract_id, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns,
         )
+
+    async def add_row_keys(self, extract_id: UUID, rows: list[tuple[str, int]]) -> None:
+        if rows:
+            await self.pool.copy_records_to_table("row_keys", schema_name="ingest",
+                                                  records=[(extract_id, k, n) for k, n in rows],
+                                                  columns=["extract_id", "dup_key", "row_number"])
+
+    async def duplicate_rows(self, extract_id: UUID) -> list[tuple[int, int]]:
+        """(row, first row with the same child) for every repeat; the keys are then discarded."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT row_number, first_value(row_number) OVER w AS first FROM ingest.row_keys WHERE extract_id=$1 "
+                "WINDOW w AS (PARTITION BY dup_key ORDER BY row_number) ORDER BY row_number", extract_id)
+            await conn.execute("DELETE FROM ingest.row_keys WHERE extract_id=$1", extract_id)
+        return [(r["row_number"], r["first"]) for r in rows if r["row_number"] != r["first"]]
 
     async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

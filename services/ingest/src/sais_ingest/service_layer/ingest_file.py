@@ -38,7 +38,7 @@ from sais_shared.schoolyear import academic_year_label
 from ..adapters.readers import inspect_file, open_extract
 from ..adapters.repository import ExtractRepository
 from ..domain.extract import classify_row, header_mapping
-from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Problem, Rejected
+from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Rejected
 
 log = structlog.get_logger("sais.ingest")
 CHUNK_ROWS = 2000
@@ -176,7 +176,7 @@ async def ingest_rows(
     report = ExtractReport(extract_id, source, reference_date, target_year, file_name, content_sha256,
                            supersedes=supersedes, dropped_columns=dropped)
     now = clock.now()
-    seen: dict[tuple[str, str], int] = {}
+    row_keys: list[tuple[str, int]] = []
     sampler = random.Random(content_sha256)  # reproducible reservoir sample of accepted rows (§9.3)
     sample: list[PupilRecorded] = []
     pupils: list[tuple[bytes, PupilRecorded]] = []
@@ -187,7 +187,8 @@ async def ingest_rows(
         await publish_many(publishers.pupil_recorded, pupils)
         await publish_many(publishers.row_rejected, rejects)
         await repo.add_problems(extract_id, problems)
-        pupils.clear(), rejects.clear(), problems.clear()
+        await repo.add_row_keys(extract_id, row_keys)
+        pupils.clear(), rejects.clear(), problems.clear(), row_keys.clear()
 
     async for row_number, cells in rows:
         outcome = classify_row(row_number, cells, mapping, rule=rule, protocol=protocol, reference_date=reference_date)
@@ -209,11 +210,7 @@ async def ingest_rows(
             report.accepted += 1
             match_key = keys.kek.blind_index(outcome.forename, outcome.surname, outcome.date_of_birth.isoformat())
             warnings = list(outcome.warnings)
-            dup_key = (match_key, outcome.postcode)
-            if dup_key in seen:
-                warnings.append(Problem("row", "row.duplicate", f"same child as row {seen[dup_key]}"))
-            else:
-                seen[dup_key] = row_number
+            row_keys.append((keys.kek.blind_index(match_key, outcome.postcode), row_number))
             for w in warnings:
                 report.warnings += 1
                 problems.append((row_number, "warning", w.field, w.code, w.reason))
@@ -228,6 +225,10 @@ async def ingest_rows(
             if progress:
                 progress(report.rows_in)
     await flush()
+    duplicates = [(row, "warning", "row", "row.duplicate", f"same child as row {first}")
+                  for row, first in await repo.duplicate_rows(extract_id)]
+    await repo.add_problems(extract_id, duplicates)
+    report.warnings += len(duplicates)
     await repo.save_dip_sample(extract_id, [(e.row_number, e.school_dfe, e.year_group, e.gender,
                                              e.personal.model_dump_json()) for e in sample])
     dropped += extra_dropped()  # e.g. CTF elements not forwarded (UPN, SEN, …)

@@ -212,6 +212,7 @@ async def purge_rows(conn: asyncpg.Connection, extract_ids: list[UUID], key_ids:
     await run("delivery.members", "DELETE FROM delivery.members WHERE key_id = ANY($1)", key_ids)
     await run("ingest.row_problems", "DELETE FROM ingest.row_problems WHERE extract_id = ANY($1)", extract_ids)
     await run("ingest.dip_samples", "DELETE FROM ingest.dip_samples WHERE extract_id = ANY($1)", extract_ids)
+    await run("ingest.row_keys", "DELETE FROM ingest.row_keys WHERE extract_id = ANY($1)", extract_ids)
     await run("ingest.extracts", "UPDATE ingest.extracts SET purged_at=now() WHERE extract_id = ANY($1) "
               "AND purged_at IS NULL", extract_ids)
     return counts
