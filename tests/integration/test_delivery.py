@@ -301,3 +301,18 @@ async def test_the_service_delivers_a_window_by_itself_in_its_month(july, infra,
         await __import__("asyncio").sleep(1.5)  # more ticks: unchanged content is not sent again
     assert [(r["window_name"], r["academic_year"]) for r in await sent()] == [("july", "2017/18")]
     assert len(messages_with(infra.maildir, rows[0]["message_id"])) == 1
+
+
+async def test_a_folder_of_certificates_picks_each_recipients_own(july, infra, tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    await seed_cohort(1)
+    certs = tmp_path / "recipients"
+    certs.mkdir()
+    _shutil.copy(infra.pki / "recipient.pem", certs / f"{RECIPIENT_EMAIL}.pem")
+    monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(certs))
+    with pytest.raises(CertificateError, match="cannot load the recipient certificate"):
+        await deliver(recipient="someone.else@nhs.net")  # allowed domain, but no certificate for them
+    res = await deliver()
+    [msg] = messages_with(infra.maildir, res.message_id)
+    assert openssl_open(msg, infra.pki)

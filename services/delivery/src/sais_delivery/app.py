@@ -39,7 +39,10 @@ def build_service(settings: DeliverySettings, rt: Runtime, publisher) -> Deliver
                                settings.smtp_password(), settings.delivery_smtp_timeout_s))
 
     def smime_for(recipient: str) -> Smime:
-        return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, settings.delivery_recipient_cert,
+        cert = settings.delivery_recipient_cert
+        if cert is not None and cert.is_dir():  # one certificate per recipient: <dir>/<address>.pem
+            cert = cert / f"{recipient.lower()}.pem"
+        return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, cert,
                      sender=settings.delivery_sender_address, recipient=recipient)
 
     return DeliveryService(rt.pool, rt.keys, rt.protocol_ref, rt.clock, mailer, smime_for,

@@ -23,7 +23,8 @@ class DeliverySettings(CommonSettings):
     delivery_sender_address: str = "insight@warwickshire.gov.uk"
     delivery_sender_cert: Path | None = None
     delivery_sender_key: Path | None = None
-    delivery_recipient_cert: Path | None = Field(None, description="S/MIME certificate of the recipient")
+    delivery_recipient_cert: Path | None = Field(
+        None, description="S/MIME certificate of the recipient, or a folder of <address>.pem, one per recipient")
     delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
     delivery_schedule: bool = Field(False, description="Deliver each window by itself during its month")
     delivery_schedule_interval_s: float = Field(3600.0, description="How often the window scheduler looks")
