@@ -56,7 +56,8 @@ def infra() -> Infra:
         pg.start()
         ensure_dev_pki(lay.pki)
         stack.start_smtp(lay)
-        yield Infra(kafka.get_bootstrap_server(), pg.get_connection_url().replace("/test", "/postgres"),
+        server_dsn = pg.get_connection_url().rsplit("/", 1)[0] + "/postgres"  # the server, not its test db
+        yield Infra(kafka.get_bootstrap_server(), server_dsn,
                     lay.smtp_port, lay.pki, lay.maildir, lay.state)
         kafka.stop()
         pg.stop()
