@@ -47,10 +47,12 @@ def infra() -> Infra:
     """Real Kafka + PostgreSQL + SMTP for the whole session; a test fails if they are not really there."""
     lay = stack.layout()
     if _docker_available() and os.environ.get("SAIS_TEST_USE_LOCAL") != "1":
-        from testcontainers.kafka import KafkaContainer
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.postgres import PostgresContainer
 
-        kafka = KafkaContainer("apache/kafka:3.9.1").with_kraft()
+        # testcontainers' KafkaContainer drives Confluent's images; cp-kafka 7.9 is Apache Kafka 3.9 (KRaft),
+        # the same broker version the local runner fetches from Maven Central.
+        kafka = KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft()
         pg = PostgresContainer("postgres:15", driver=None)
         kafka.start()
         pg.start()
