@@ -213,3 +213,18 @@ async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_e
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 34 FROM delivery.members WHERE status='active'"),
                          timeout=60, what="delivery caught up")
     assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records WHERE source <> 'autumn-census'") == 0
+
+
+async def test_the_retention_service_runs_due_deletions_by_itself(settings_env, monkeypatch):
+    monkeypatch.setenv("SAIS_AS_OF", "2017-06-01")  # ingested on 1 June 2017: due on 1 September
+    rep = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    key_id = await fetchval(dsn, "SELECT key_id FROM ingest.extracts")
+    monkeypatch.setenv("SAIS_AS_OF", "2017-09-02")  # the extract's 3 months are up
+    monkeypatch.setenv("SAIS_RETENTION_INTERVAL_S", "0.5")
+    async with TestApp(build_retention(RetentionSettings())):
+        await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1",
+                                          f"extract:{rep.extract_id}"), what="scheduled from extract-completed")
+        await wait_until(lambda: fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1",
+                                          key_id), what="the timer deleted it")
+    assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "undelivered-extract-ingest-plus-retention"
