@@ -101,6 +101,16 @@ class ProtocolRef:
                 await self._task
 
 
+class FollowsProtocol:
+    """Mixin for anything holding a ``protocol_ref``: ``self.protocol`` is the version in force now."""
+
+    protocol_ref: ProtocolRef
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.protocol_ref.current
+
+
 async def history(pool: asyncpg.Pool) -> list[LoadedVersion]:
     rows = await pool.fetch("SELECT protocol_id, version, sha256, loaded_at, loaded_by FROM shared.protocols ORDER BY seq")
     return [LoadedVersion(**dict(r)) for r in rows]

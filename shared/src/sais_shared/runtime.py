@@ -12,8 +12,8 @@ from .clock import Clock
 from .crypto import KeyEncryptionKey
 from .db import create_pool, migrate, migrate_shared
 from .keystore import KeyStore
-from .protocol import Protocol, load_protocol
-from .protocol_registry import ProtocolRef, in_force
+from .protocol import load_protocol
+from .protocol_registry import FollowsProtocol, ProtocolRef, in_force
 from .settings import CommonSettings
 from .topics import Topics
 
@@ -21,7 +21,7 @@ log = structlog.get_logger("sais.runtime")
 
 
 @dataclass
-class Runtime:
+class Runtime(FollowsProtocol):
     settings: CommonSettings
     pool: asyncpg.Pool
     keys: KeyStore
@@ -29,9 +29,6 @@ class Runtime:
     clock: Clock
     topics: Topics
 
-    @property
-    def protocol(self) -> Protocol:
-        return self.protocol_ref.current
 
     async def close(self) -> None:
         await self.protocol_ref.stop()

@@ -32,8 +32,8 @@ from sais_shared.events import (
 )
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.outbox import flush_outbox
-from sais_shared.protocol import Protocol, recipient_allowed
-from sais_shared.protocol_registry import ProtocolRef
+from sais_shared.protocol import recipient_allowed
+from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.mailer import Mailer, MessageMayHaveBeenSentError, SmtpTransientError
@@ -67,7 +67,7 @@ class BatchResult:
 
 
 @dataclass
-class DeliveryService:
+class DeliveryService(FollowsProtocol):
     pool: asyncpg.Pool
     keys: KeyStore
     protocol_ref: ProtocolRef
@@ -79,10 +79,6 @@ class DeliveryService:
     attempts: int = 4
     backoff_s: float = 2.0
 
-    @property
-    def protocol(self) -> Protocol:
-        """The version in force now (refreshed from the registry by long-running services)."""
-        return self.protocol_ref.current
 
     # --- guards ---------------------------------------------------------------------------
 

@@ -32,8 +32,7 @@ from sais_shared.events import (
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import KeyStore
 from sais_shared.outbox import flush_outbox
-from sais_shared.protocol import Protocol
-from sais_shared.protocol_registry import ProtocolRef
+from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import (
     academic_year_label,
     expected_year_group,
@@ -48,7 +47,7 @@ log = structlog.get_logger("sais.eligibility")
 
 
 @dataclass
-class EligibilityService:
+class EligibilityService(FollowsProtocol):
     pool: asyncpg.Pool
     keys: KeyStore
     protocol_ref: ProtocolRef
@@ -56,10 +55,6 @@ class EligibilityService:
     cohort_publisher: Any
     clock: Clock
 
-    @property
-    def protocol(self) -> Protocol:
-        """The version in force now (refreshed from the registry by long-running services)."""
-        return self.protocol_ref.current
 
     # --- pupils ---------------------------------------------------------------------------
 

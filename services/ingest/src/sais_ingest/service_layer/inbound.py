@@ -26,8 +26,8 @@ from sais_shared.inbound import (
     InboundRecord,
 )
 from sais_shared.keystore import KeyStore, audit
-from sais_shared.protocol import Protocol, ProtocolError
-from sais_shared.protocol_registry import ProtocolRef
+from sais_shared.protocol import ProtocolError
+from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 
 from ..adapters.repository import ExtractRepository
 from ..domain.model import ExtractFileError
@@ -37,7 +37,7 @@ log = structlog.get_logger("sais.ingest.inbound")
 
 
 @dataclass
-class InboundService:
+class InboundService(FollowsProtocol):
     repo: ExtractRepository
     keys: KeyStore
     protocol_ref: ProtocolRef
@@ -45,10 +45,6 @@ class InboundService:
     clock: Clock
     private_key: Path
 
-    @property
-    def protocol(self) -> Protocol:
-        """The version in force now (refreshed from the registry by long-running services)."""
-        return self.protocol_ref.current
 
     async def handle(self, messages: list) -> None:
         for m in messages:  # in order: one extract's messages share a key, hence a partition

@@ -28,8 +28,7 @@ from sais_shared.events import (
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit, destroy_keys
 from sais_shared.outbox import flush_outbox
-from sais_shared.protocol import Protocol
-from sais_shared.protocol_registry import ProtocolRef
+from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 
 from ..domain.schedule import due_date
 
@@ -41,16 +40,12 @@ RULE_PARTY_LEFT = "isp-11.3-party-left"
 
 
 @dataclass
-class RetentionService:
+class RetentionService(FollowsProtocol):
     pool: asyncpg.Pool
     protocol_ref: ProtocolRef
     clock: Clock
     publisher: Any
 
-    @property
-    def protocol(self) -> Protocol:
-        """The version in force now (refreshed from the registry by long-running services)."""
-        return self.protocol_ref.current
 
     async def handle_deliveries(self, events: list[DeliveryCompleted]) -> None:
         """A transfer is deleted at its transfer date + the retention period (ISP §11.1)."""
