@@ -16,6 +16,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests draw the same examples on every run (a fixed seed, no example database), so that a
+# red run is reproducible and never a roll of the dice; `--hypothesis-profile=explore` draws anew.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, deadline=None,
+                                     print_blob=True)
+hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
+hypothesis_settings.load_profile("repeatable")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "local"))

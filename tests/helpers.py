@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import socket
 import subprocess
 from dataclasses import dataclass
 from datetime import date
@@ -13,6 +14,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing holds now, chosen by the kernel (never a fixed number)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ class Demo:
                 env={**self.env, "SAIS_AS_OF": "2017-07-10"}, start_new_session=True)
             print(f"    sais-{name} pid {self.services[name].pid}, log {self.logs / (name + '.log')}")
 
-    def wait_for(self, what: str, sql: str, expected: str, timeout: float = 90) -> None:
+    def wait_for(self, what: str, sql: str, expected: str, timeout: float = 90, shown: str | None = None) -> None:
+        """Poll ``sql`` until it returns ``expected``; then print ``what`` with the result of ``shown``
+        (a query of the real count) or of ``sql`` itself."""
         deadline = time.monotonic() + timeout
         got = ""
         while time.monotonic() < deadline:
@@ -99,7 +101,7 @@ class Demo:
             except subprocess.CalledProcessError:
                 got = "(not ready)"
             if got == expected:
-                print(f"    {what}: {got}")
+                print(f"    {what}: {self.psql(shown) if shown else got}")
                 return
             time.sleep(0.5)
         fail(f"timed out waiting for {what}: got {got!r}, expected {expected!r}")
@@ -110,6 +112,9 @@ class Demo:
         rep = json.loads(p.stdout)
         if not rep["balanced"]:
             fail(f"{name}: rows do not add up")
+        if rep["duplicate"]:
+            print(f"    {name:38} same content as extract {rep['extract_id']}: 0 rows published")
+            return rep
         print(f"    {name:38} rows {rep['rows_in']:3} = accepted {rep['accepted']:3} + rejected {rep['rejected']} "
               f"+ out of scope {rep['out_of_scope']}; dropped columns: {', '.join(rep['dropped_columns']) or '-'}")
         for r in rep["rejections"]:
@@ -142,17 +147,20 @@ class Demo:
         asyncio.run(send())
         print(f"    published {name} as {len(msgs)} sealed events (extract-started, {len(rows)} records, "
               "extract-completed with count and checksum)")
-        self.wait_for("ingest service accepted the complete extract",
-                      f"SELECT status FROM ingest.inbound_extracts WHERE extract_ref='adm-{name}'", "ingested")
+        self.wait_for("rows the ingest service accepted from the complete extract",
+                      f"SELECT status FROM ingest.inbound_extracts WHERE extract_ref='adm-{name}'", "ingested",
+                      shown="SELECT e.accepted FROM ingest.inbound_extracts i JOIN ingest.extracts e "
+                            f"USING (extract_id) WHERE i.extract_ref='adm-{name}'")
 
     def settle(self) -> None:
         """Eligibility has recorded every accepted row and delivery holds every cohort record."""
         accepted = self.psql("SELECT coalesce(sum(accepted),0) FROM ingest.extracts")
         self.wait_for("pupil records in eligibility", "SELECT count(*) FROM eligibility.records", accepted)
-        self.wait_for("cohort records held by delivery",
+        self.wait_for("cohort records held by delivery (all of eligibility's, none still in its outbox)",
                       "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
                       "(SELECT count(*) FROM delivery.members WHERE status='active') "
-                      "AND (SELECT count(*) FROM eligibility.outbox) = 0", "t")
+                      "AND (SELECT count(*) FROM eligibility.outbox) = 0", "t",
+                      shown="SELECT count(*) FROM delivery.members WHERE status='active'")
 
     def deliver(self, window: str, as_of: str) -> dict:
         p = self.sais("delivery", "send", "--window", window, "--academic-year", "2017/18", "--json", as_of=as_of)

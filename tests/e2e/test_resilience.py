@@ -58,9 +58,10 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
         while (done := await count(dsn, "SELECT count(*) FROM eligibility.records")) < 500:
             assert time.monotonic() < deadline, "eligibility made no progress"
             await asyncio.sleep(0.05)
+        os.killpg(procs["eligibility"].pid, signal.SIGSTOP)  # frozen, so the count below is the one at the kill
+        at_kill = await count(dsn, "SELECT count(*) FROM eligibility.records")
         os.killpg(procs["eligibility"].pid, signal.SIGKILL)  # no graceful shutdown: mid-batch, mid-outbox
         procs["eligibility"].wait()
-        at_kill = await count(dsn, "SELECT count(*) FROM eligibility.records")
         assert done <= at_kill < total, "the kill must land mid-stream for this test to mean anything"
         procs["eligibility"] = start("eligibility", env, tmp_path)
         await wait_sql(dsn, "SELECT count(*) = 3 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL", 180)
@@ -70,8 +71,8 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
         import stack
 
         lay = stack.layout()
-        stack.kill(lay, "kafka")
-        await asyncio.sleep(3)
+        stack.kill(lay, "kafka")  # returns once the broker process is gone
+        assert stack.port_open(lay.kafka_port) is False, "the broker must really be down"
         stack.start_kafka(lay)
         ingest(env, files["autumn-census"], "autumn-census")
         await wait_sql(dsn, "SELECT count(*) = 4 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL", 180)

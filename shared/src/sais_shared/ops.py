@@ -30,6 +30,8 @@ DELIVERY_REFUSED = Counter("sais_delivery_refused_total", "Deliveries refused be
 SHARING_SUSPENDED = Gauge("sais_sharing_suspended", "1 while sharing is suspended (ISP §16.4)")
 REVIEW_OVERDUE = Gauge("sais_protocol_review_overdue", "1 when the protocol in force is past its review date")
 DELETIONS_PENDING = Gauge("sais_retention_pending_deletions", "Scheduled deletions not yet done", ["state"])
+TIMER_RUNS = Counter("sais_timer_runs_total", "Completed runs of a service's own timer (delivery windows, "
+                     "retention)", ["service"])
 DELETIONS = Counter("sais_retention_deletions_total", "Deletions carried out", ["rule"])
 
 _service = {"name": "sais"}

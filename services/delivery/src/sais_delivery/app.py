@@ -12,7 +12,7 @@ from faststream.kafka import KafkaBroker
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
 from sais_shared.logging import configure_logging
-from sais_shared.ops import db_ready, make_app
+from sais_shared.ops import TIMER_RUNS, db_ready, make_app
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 
@@ -110,6 +110,7 @@ def build_app(settings: DeliverySettings | None = None):
                 log.warning("scheduler.window_refused", reason=type(exc).__name__)
             except Exception as exc:  # SMTP down, database away: next tick retries
                 log.error("scheduler.window_failed", error=type(exc).__name__)
+            TIMER_RUNS.labels("sais-delivery").inc()
             await asyncio.sleep(settings.delivery_schedule_interval_s)
 
     @app.after_startup

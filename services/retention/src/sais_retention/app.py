@@ -11,7 +11,7 @@ from faststream.kafka import KafkaBroker
 from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
 from sais_shared.logging import configure_logging
-from sais_shared.ops import db_ready, make_app
+from sais_shared.ops import TIMER_RUNS, db_ready, make_app
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 
@@ -59,6 +59,7 @@ def build_app(settings: RetentionSettings | None = None):
                     log.info("scheduler.ran", deletions=len(certs))
             except Exception as exc:  # keep the timer alive; the next tick retries
                 log.error("scheduler.failed", error=type(exc).__name__)
+            TIMER_RUNS.labels("sais-retention").inc()
             await asyncio.sleep(settings.retention_interval_s)
 
     @asynccontextmanager
