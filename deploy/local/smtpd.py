@@ -1,7 +1,7 @@
 """A real SMTP server process for local runs and tests: STARTTLS required, optional AUTH,
 every accepted message stored as an .eml file (with the TLS version it arrived under).
 
-    python deploy/local/smtpd.py --port 10025 --cert c.pem --key k.pem --maildir DIR [--no-tls]
+    python deploy/local/smtpd.py --port 10025 --cert c.pem --key k.pem --maildir DIR [--no-tls] [--max-size N]
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--no-tls", action="store_true", help="plaintext only (to test refusal)")
     ap.add_argument("--user")
     ap.add_argument("--password")
+    ap.add_argument("--max-size", type=int, default=35_000_000,
+                    help="largest message accepted, in bytes (NHSmail: 35 MB); advertised as SIZE, 552 above it")
     args = ap.parse_args()
 
     kwargs: dict = {}
@@ -64,7 +66,8 @@ def main() -> None:
             return AuthResult(success=ok, handled=False)  # let aiosmtpd send 235 or 535
 
         kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=not args.no_tls)
-    controller = Controller(Store(Path(args.maildir)), hostname=args.host, port=args.port, **kwargs)
+    controller = Controller(Store(Path(args.maildir)), hostname=args.host, port=args.port,
+                            data_size_limit=args.max_size, **kwargs)
     controller.start()
     print(f"smtpd listening on {args.host}:{args.port} tls={'off' if args.no_tls else 'starttls-required'}", flush=True)
 

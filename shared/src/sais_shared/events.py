@@ -179,8 +179,19 @@ class DeliveredFile(BaseModel):
     rows: int
 
 
+class DeliveredPart(BaseModel):
+    """One message of a batch: a batch over the maximum message size goes as parts 1..n."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    part: int = Field(ge=1, le=100_000)
+    message_id: str
+    size_bytes: int = Field(ge=0, description="The message as sent: signed, encrypted, encoded")
+    programmes: dict[str, int]
+    transferred_at: datetime
+
+
 class DeliveryCompleted(Event):
-    """A batch was accepted by the recipient's mail server."""
+    """A batch was accepted by the recipient's mail server: every part of it."""
 
     type: Literal["delivery-completed"] = "delivery-completed"
     batch_id: UUID
@@ -196,6 +207,7 @@ class DeliveryCompleted(Event):
     key_ids: list[UUID]
     protocol_version: str
     replaces_batch: UUID | None = None
+    parts: list[DeliveredPart] = Field(default_factory=list, description="The messages of the batch, in order")
 
 
 class DeletionCompleted(Event):

@@ -47,7 +47,7 @@ def build_service(settings: DeliverySettings, rt: Runtime, publisher) -> Deliver
 
     return DeliveryService(rt.pool, rt.keys, rt.protocol_ref, rt.clock, mailer, smime_for,
                            settings.delivery_sender_address, publisher, settings.delivery_smtp_attempts,
-                           settings.delivery_smtp_backoff_s)
+                           settings.delivery_smtp_backoff_s, settings.delivery_max_message_bytes)
 
 
 @dataclass

@@ -20,6 +20,10 @@ class DeliverySettings(CommonSettings):
     delivery_smtp_timeout_s: float = 30.0
     delivery_smtp_attempts: int = Field(4, ge=1, description="Tries per send, with exponential backoff")
     delivery_smtp_backoff_s: float = 2.0
+    delivery_max_message_bytes: int = Field(
+        30_000_000, ge=1_000_000,
+        description="Largest message sent, on the wire after signing, encryption and encoding; a bigger batch "
+                    "goes as parts. The default leaves room under NHSmail's 35 MB")
     delivery_sender_address: str = "insight@warwickshire.gov.uk"
     delivery_sender_cert: Path | None = None
     delivery_sender_key: Path | None = None

@@ -12,15 +12,15 @@ from pathlib import Path
 import aiosmtplib
 from sais_shared.errors import SaisError
 
-from ..domain.errors import TransferMethodNotAllowedError
+from ..domain.errors import DeliveryFailedError, TransferMethodNotAllowedError
 
 
 class SmtpTransientError(SaisError):
     """The SMTP server could not be reached or deferred the message; retry later."""
 
 
-class SmtpRejectedError(SaisError):
-    """The SMTP server refused the message permanently (5xx)."""
+class SmtpRejectedError(DeliveryFailedError):
+    """The SMTP server refused the message or the login permanently (5xx): retrying cannot help."""
 
 
 class MessageMayHaveBeenSentError(SaisError):
@@ -74,13 +74,22 @@ class Mailer:
             client.close()
             raise SmtpTransientError(f"SMTP connection to {c.host}:{c.port} failed: {type(exc).__name__}: {exc}") from None
         try:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            limit = int(client.esmtp_extensions.get("size") or 0)
+            if limit and len(message) > limit:
+                raise SmtpRejectedError(
+                    f"the message is {len(message)} bytes, over the server's limit of {limit} bytes (SIZE); "
+                    "lower SAIS_DELIVERY_MAX_MESSAGE_BYTES below it")
             errors, reply = await client.sendmail(sender, [recipient], message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise SmtpRejectedError(f"recipient refused: {exc.recipients[0].code}") from None
         except aiosmtplib.SMTPResponseException as exc:
             if 400 <= exc.code < 500:
                 raise SmtpTransientError(f"SMTP server deferred the message: {exc.code}") from None
-            raise SmtpRejectedError(f"SMTP server refused the message: {exc.code}") from None
+            size = " (message too large)" if exc.code == 552 else ""
+            raise SmtpRejectedError(f"SMTP server refused the message of {len(message)} bytes: "
+                                    f"{exc.code}{size}") from None
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             raise MessageMayHaveBeenSentError(f"connection lost during the send: {type(exc).__name__}") from None
         finally:

@@ -37,3 +37,11 @@ class UncertainDeliveryError(DeliveryRefusedError):
 
 class NothingToDeliverError(DeliveryRefusedError):
     """No cohort records for this window and academic year."""
+
+
+class DeliveryFailedError(SaisError):
+    """The mail server refused a message permanently (5xx): sending the same message again cannot succeed."""
+
+
+class PartTooLargeError(DeliveryFailedError):
+    """A rendered part is over the maximum message size; nothing was sent."""

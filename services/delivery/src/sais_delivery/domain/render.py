@@ -65,13 +65,20 @@ def _csv(rows: list[list[str]]) -> bytes:
     return ("\ufeff" + buf.getvalue()).encode("utf-8")  # BOM: Excel opens UTF-8 correctly
 
 
+def row_cells(r: Row) -> list[str]:
+    lines = (r.address_lines + [""] * 5)[:5]
+    return [r.school_dfe, r.school_name, "R" if r.year_group == "R" else f"Year {r.year_group}",
+            r.surname, r.forename, r.date_of_birth.strftime("%d/%m/%Y"), r.gender, *lines, r.postcode,
+            r.programme, "" if r.dose is None else str(r.dose)]
+
+
+def row_bytes(r: Row) -> int:
+    """Bytes this row takes in its CSV file (what a part's size is planned from)."""
+    return len(_csv([row_cells(r)])) - 3  # less the BOM
+
+
 def programme_file(name: str, rows: list[Row]) -> RenderedFile:
-    body = [COLUMNS]
-    for r in sorted(rows, key=Row.sort_key):
-        lines = (r.address_lines + [""] * 5)[:5]
-        body.append([r.school_dfe, r.school_name, "R" if r.year_group == "R" else f"Year {r.year_group}",
-                     r.surname, r.forename, r.date_of_birth.strftime("%d/%m/%Y"), r.gender, *lines, r.postcode,
-                     r.programme, "" if r.dose is None else str(r.dose)])
+    body = [COLUMNS, *(row_cells(r) for r in sorted(rows, key=Row.sort_key))]
     return RenderedFile(name, _csv(body), len(rows))
 
 
@@ -84,7 +91,9 @@ def field_definitions(protocol: Protocol) -> RenderedFile:
 
 def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: str, files: list[RenderedFile],
              sources: list[dict], counts: dict[str, int], delete_by: date, prepared_at: str,
-             replaces_batch: str | None) -> RenderedFile:
+             replaces_batch: str | None, part: dict | None = None) -> RenderedFile:
+    """``counts`` are this message's; ``part`` says which part of the batch it is (number, of, the
+    batch's counts and schools), so each message can be checked on its own."""
     doc = {
         "batch_id": batch_id,
         "protective_marking": protocol.protective_marking,
@@ -98,6 +107,7 @@ def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: s
         "delete_by": delete_by.isoformat(),
         "retention": f"Delete by {delete_by.isoformat()}: {protocol.retention_months} months from transfer "
                      "(ISP §11.1).",
+        "part": part or {"number": 1, "of": 1},
         "counts": counts,
         "sources": sources,
         "files": [{"name": f.name, "rows": f.rows, "sha256": f.sha256} for f in files],
@@ -106,13 +116,17 @@ def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: s
 
 
 def body_text(protocol: Protocol, *, window: str, academic_year: str, counts: dict[str, int], delete_by: date,
-              batch_id: str) -> str:
+              batch_id: str, part_no: int = 1, part_count: int = 1) -> str:
     """The message body: no personal data, only what the files are and how to handle them."""
+    of = [] if part_count == 1 else [
+        f"This is part {part_no} of {part_count} of the batch: each part holds whole schools and",
+        "is complete on its own; the counts below are this part's.", ""]
     lines = [
         protocol.protective_marking,
         "",
         f"Pupil data for the {academic_year} school immunisation programmes ({window} delivery),",
         f"shared under the Information Sharing Protocol '{protocol.id}' v{protocol.version}.",
+        *of,
         f"Originator: {protocol.originator_label}.",
         "",
         "Records per programme:",

@@ -16,6 +16,7 @@ from sais_shared.errors import SaisError
 from ..app import DeliveryContext
 from ..config import DeliverySettings
 from ..domain.errors import (
+    DeliveryFailedError,
     DeliveryRefusedError,
     NothingToDeliverError,
     UncertainDeliveryError,
@@ -24,7 +25,7 @@ from ..domain.errors import (
 app = typer.Typer(help="Deliver cohorts to the SAIS (S/MIME over SMTP+TLS).", no_args_is_help=True)
 err = Console(stderr=True)
 
-EXIT_REFUSED, EXIT_UNCERTAIN, EXIT_TRANSIENT, EXIT_NOTHING = 3, 4, 5, 6
+EXIT_REFUSED, EXIT_UNCERTAIN, EXIT_TRANSIENT, EXIT_NOTHING, EXIT_PERMANENT = 3, 4, 5, 6, 7
 
 
 def _run(coro_fn):
@@ -42,6 +43,9 @@ def _run(coro_fn):
     except DeliveryRefusedError as exc:
         err.print(f"[red]refused:[/] {exc}")
         raise typer.Exit(EXIT_REFUSED) from None
+    except DeliveryFailedError as exc:  # a retry of the same message cannot succeed: not "transient"
+        err.print(f"[red]failed permanently:[/] {exc}")
+        raise typer.Exit(EXIT_PERMANENT) from None
     except SaisError as exc:  # BreachError, SMTP failures, …
         err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_TRANSIENT) from None
@@ -64,6 +68,13 @@ def send(window: str = typer.Option(..., help="delivery window from the protocol
     state = "already sent earlier (content unchanged): nothing sent" if res.already_sent else "sent"
     Console().print(f"batch {res.batch_id} → {res.recipient}: {state}; Message-ID {res.message_id}; "
                     f"delete by {res.delete_by}")
+    if len(res.parts) > 1:
+        t = Table("part", "Message-ID", "status", "bytes", "records", title="Parts (each a complete message)",
+                  title_justify="left")
+        for p in res.parts:
+            t.add_row(str(p["part"]), p["message_id"], p["status"], str(p["size_bytes"] or ""),
+                      str(sum(p["counts"].values())))
+        Console().print(t)
     t = Table("programme", "records", title="Batch contents", title_justify="left")
     for k, v in res.counts.items():
         t.add_row(k, str(v))
@@ -86,9 +97,11 @@ def resume(reason: str = typer.Option(..., help="the decision to resume")) -> No
 
 @app.command("resolve")
 def resolve(batch_id: UUID, sent: bool = typer.Option(..., "--sent/--not-sent",
-                                                     help="was the interrupted batch received?")) -> None:
+                                                     help="was the interrupted part received?"),
+            part: int | None = typer.Option(None, help="which part (needed only when several were interrupted)")
+            ) -> None:
     """Decide an interrupted send: mark it sent (publishes delivery-completed) or ready to send again."""
-    _run(lambda svc: svc.resolve(batch_id, sent=sent, actor=getpass.getuser()))
+    _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=getpass.getuser()))
     Console().print(f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}")
 
 

@@ -10,7 +10,6 @@ Message-ID is derived from the batch id, so a receiver can also recognise a repe
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
 from sais_shared.events import (
     DeliveredFile,
+    DeliveredPart,
     DeliveryCompleted,
     PupilPersonal,
     cohort_aad,
@@ -36,11 +36,12 @@ from sais_shared.protocol import recipient_allowed
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
-from ..adapters.mailer import Mailer, MessageMayHaveBeenSentError, SmtpTransientError
+from ..adapters.mailer import Mailer, MessageMayHaveBeenSentError, SmtpRejectedError, SmtpTransientError
 from ..adapters.smime import Smime
 from ..domain.errors import (
     DeliveryRefusedError,
     NothingToDeliverError,
+    PartTooLargeError,
     RecipientNotAllowedError,
     ReviewOverdueError,
     SharingSuspendedError,
@@ -48,9 +49,21 @@ from ..domain.errors import (
     TransferMethodNotAllowedError,
     UncertainDeliveryError,
 )
-from ..domain.render import Row, body_text, field_definitions, manifest, programme_file
+from ..domain.parts import DEFAULT_MAX_MESSAGE_BYTES, SchoolLoad, csv_budget, part_suffix, plan_parts
+from ..domain.render import Row, body_text, field_definitions, manifest, programme_file, row_bytes
 
 log = structlog.get_logger("sais.delivery")
+
+# The members a window delivers ($1 academic year, $2 the window's sources), and the fingerprint of
+# their content: a batch is the same batch exactly when this is the same.
+WINDOW_MEMBERS = "academic_year=$1 AND status='active' AND source = ANY($2)"
+CONTENT_SHA256 = ("encode(sha256(convert_to(coalesce(string_agg(programme_key || '|' || pupil_id || '|' || revision, "
+                  "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')")
+
+
+def message_id_of(batch_id: UUID, part_no: int, part_count: int) -> str:
+    """Deterministic, so a receiver (and an operator) can recognise a repeat of any part."""
+    return f"<{batch_id}{part_suffix(part_no, part_count)}@sais-datashare.invalid>"
 
 
 @dataclass
@@ -64,6 +77,7 @@ class BatchResult:
     replaces_batch: UUID | None = None
     files: list[dict] = field(default_factory=list)
     delete_by: str = ""
+    parts: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +92,7 @@ class DeliveryService(FollowsProtocol):
     publisher: Any
     attempts: int = 4
     backoff_s: float = 2.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
     # --- guards ---------------------------------------------------------------------------
@@ -133,165 +148,315 @@ class DeliveryService(FollowsProtocol):
 
         pending = await self.pool.fetchrow(
             "SELECT batch_id, status FROM delivery.batches WHERE window_name=$1 AND academic_year=$2 "
-            "AND status IN ('prepared', 'sending') ORDER BY prepared_at DESC LIMIT 1", window, academic_year)
-        if pending and pending["status"] == "sending":
-            raise UncertainDeliveryError(
-                f"batch {pending['batch_id']} was interrupted while sending: it may have been accepted. Check the "
-                f"recipient's mailbox for its Message-ID, then run `sais delivery resolve {pending['batch_id']} "
-                "--sent` or `--not-sent`")
-        if pending:
+            "AND status IN ('prepared', 'sending', 'failed') ORDER BY prepared_at DESC LIMIT 1", window, academic_year)
+        if pending and not await self._replan_if_unsent(pending, actor):
             log.info("batch.resuming", batch_id=str(pending["batch_id"]))
-            return await self._send(pending["batch_id"], actor)
+            return await self._send_parts(pending["batch_id"], actor)
 
-        members = await self.pool.fetch(
-            "SELECT * FROM delivery.members WHERE academic_year=$1 AND status='active' AND source = ANY($2) "
-            "ORDER BY programme_key, pupil_id", academic_year, win.sources)
-        if not members:
+        stats = await self.pool.fetchrow(
+            f"SELECT count(*) AS n, {CONTENT_SHA256} AS content FROM delivery.members WHERE {WINDOW_MEMBERS}",
+            academic_year, win.sources)
+        if not stats["n"]:
             raise NothingToDeliverError(f"no cohort records for the {window} window of {academic_year}")
-
         limit = self.clock.now() - relativedelta(months=self.protocol.staleness_months)
-        stale = sorted({str(x) for m in members if m["received_at"] < limit for x in m["extract_ids"]})
+        stale = [str(r["x"]) for r in await self.pool.fetch(
+            f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} "
+            "AND received_at < $3 ORDER BY 1", academic_year, win.sources, limit)]
         if stale:
             await self._refuse(actor, StaleDataError(
                 f"data held for longer than {self.protocol.staleness_months} months (ISP §9.5) from extract(s) "
                 f"{', '.join(stale)}: ingest a refreshed extract before delivering"), f"window:{window}",
                 extracts=stale)
 
-        content = hashlib.sha256("\n".join(
-            f"{m['programme_key']}|{m['pupil_id']}|{m['revision']}" for m in members).encode()).hexdigest()
         last = await self.pool.fetchrow(
-            "SELECT batch_id, content_sha256, counts, message_id, files, delete_by FROM delivery.batches "
+            "SELECT batch_id, content_sha256 FROM delivery.batches "
             "WHERE window_name=$1 AND academic_year=$2 AND recipient=$3 AND status='sent' "
             "ORDER BY sent_at DESC LIMIT 1", window, academic_year, recipient)
-        if last and last["content_sha256"] == content:
+        if last and last["content_sha256"] == stats["content"]:
             log.info("batch.already_sent", batch_id=str(last["batch_id"]))
-            return BatchResult(last["batch_id"], "sent", recipient, json.loads(last["counts"]), last["message_id"],
-                               already_sent=True, files=json.loads(last["files"]), delete_by=str(last["delete_by"]))
+            return await self.result(last["batch_id"], already_sent=True)
 
         installation = await self.pool.fetchval("SELECT installation_id FROM shared.installation")
-        batch_id = stable_id("batch", installation, window, academic_year, recipient, content)
-        await self._prepare(batch_id, window, academic_year, recipient, members, content,
-                            last["batch_id"] if last else None, actor)
-        return await self._send(batch_id, actor)
+        batch_id = stable_id("batch", installation, window, academic_year, recipient, stats["content"])
+        self.smime_factory(recipient)  # certificate problems refuse before anything is recorded
+        await self._plan(batch_id, window, academic_year, win.sources, recipient,
+                         last["batch_id"] if last else None, actor)
+        _fault_point("after-prepare")
+        return await self._send_parts(batch_id, actor)
 
-    async def _prepare(self, batch_id: UUID, window: str, academic_year: str, recipient: str,
-                       members: list[asyncpg.Record], content: str, replaces: UUID | None, actor: str) -> None:
-        smime: Smime = self.smime_factory(recipient)  # certificate problems refuse before anything is recorded
-        keys = await self.keys.get_many({m["key_id"] for m in members})
-        by_programme: dict[str, list[Row]] = {}
-        for m in members:
-            sealed = Sealed.model_validate_json(m["personal"])
-            p = keys[sealed.key_id].open_model(sealed, PupilPersonal,
-                                               cohort_aad(academic_year, m["pupil_id"]))
-            by_programme.setdefault(m["programme_key"], []).append(Row(
-                m["programme"], m["dose"], m["school_dfe"], m["school_name"], m["year_group"], p.surname,
-                p.forename, p.date_of_birth, m["gender"], list(p.address_lines), p.postcode))
-        safe_year = academic_year.replace("/", "-")
-        files = [programme_file(f"{key}-{safe_year}.csv", rows) for key, rows in sorted(by_programme.items())]
-        files.append(field_definitions(self.protocol))
-        counts = {key: len(rows) for key, rows in sorted(by_programme.items())}
-        now = self.clock.now()
-        delete_by = (now + relativedelta(months=self.protocol.retention_months)).date()
-        sources: dict[tuple, set[str]] = {}
-        for m in members:
-            sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
-        src_list = [{"source": s, "reference_date": d.isoformat(), "extracts": sorted(x)}
-                    for (s, d), x in sorted(sources.items())]
-        extract_ids = sorted({x for m in members for x in m["extract_ids"]}, key=str)
-        man = manifest(batch_id=str(batch_id), protocol=self.protocol, window=window, academic_year=academic_year,
-                       files=files, sources=src_list, counts=counts, delete_by=delete_by,
-                       prepared_at=now.isoformat(), replaces_batch=str(replaces) if replaces else None)
-        files.append(man)
-        message_id = f"<{batch_id}@sais-datashare.invalid>"
-        subject = (f"[{self.protocol.protective_marking}] School immunisation cohort data {academic_year} "
-                   f"({window}) batch {str(batch_id)[:8]}")
-        message = smime.build(subject=subject, message_id=message_id, date=now, files=files,
-                              body=body_text(self.protocol, window=window, academic_year=academic_year,
-                                             counts=counts, delete_by=delete_by, batch_id=str(batch_id)))
-        file_meta = [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in files]
+    async def _replan_if_unsent(self, pending: asyncpg.Record, actor: str) -> bool:
+        """A batch refused permanently before any part was accepted is planned afresh (the limit or
+        the cohort may have changed since); one with parts already accepted resumes its plan."""
+        if pending["status"] != "failed":
+            return False
+        if await self.pool.fetchval("SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status='sent'",
+                                    pending["batch_id"]):
+            await self.pool.execute("UPDATE delivery.batch_parts SET status='prepared' WHERE batch_id=$1 AND "
+                                    "status='failed'", pending["batch_id"])
+            return False
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM delivery.batches WHERE batch_id=$1", pending["batch_id"])
+            await audit(conn, actor, "batch.replanned", f"batch:{pending['batch_id']}",
+                        {"reason": "refused before any part was accepted"}, self.protocol.version)
+        return True
+
+    async def _plan(self, batch_id: UUID, window: str, academic_year: str, sources: list[str], recipient: str,
+                    replaces: UUID | None, actor: str) -> None:
+        """Record the batch and which children go in which part, from one snapshot of the members.
+        Each school's rows are measured as rendered (a streamed pass; memory holds one school's sums)."""
+        args = (academic_year, sources)
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            keys = await self.keys.get_many(
+                r["key_id"] for r in await conn.fetch(
+                    f"SELECT DISTINCT key_id FROM delivery.members WHERE {WINDOW_MEMBERS}", *args))
+            loads: list[SchoolLoad] = []
+            cur: dict | None = None
+            async for m in conn.cursor(f"SELECT * FROM delivery.members WHERE {WINDOW_MEMBERS} "
+                                       "ORDER BY school_dfe, programme_key, pupil_id", *args, prefetch=2000):
+                size = row_bytes(self._row(m, keys, academic_year))
+                if cur is None or cur["school_dfe"] != m["school_dfe"]:
+                    if cur:
+                        loads.append(SchoolLoad(**cur))
+                    cur = {"school_dfe": m["school_dfe"], "rows": 0, "csv_bytes": 0, "max_row_bytes": 0}
+                cur["rows"] += 1
+                cur["csv_bytes"] += size
+                cur["max_row_bytes"] = max(cur["max_row_bytes"], size)
+            if cur:
+                loads.append(SchoolLoad(**cur))
+            plan = plan_parts(loads, csv_budget(self.max_message_bytes))
+            stats = await conn.fetchrow(
+                f"SELECT {CONTENT_SHA256} AS content, array_agg(DISTINCT pupil_id) AS pupil_ids, "
+                "array_agg(DISTINCT key_id) AS key_ids FROM delivery.members "
+                f"WHERE {WINDOW_MEMBERS}", *args)
+            extract_ids = [r["x"] for r in await conn.fetch(
+                f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} ORDER BY 1",
+                *args)]
+            counts = {r["programme_key"]: r["n"] for r in await conn.fetch(
+                f"SELECT programme_key, count(*) n FROM delivery.members WHERE {WINDOW_MEMBERS} GROUP BY 1 ORDER BY 1",
+                *args)}
+            now = self.clock.now()
+            delete_by = (now + relativedelta(months=self.protocol.retention_months)).date()
+            n = len(plan)
             inserted = await conn.fetchval(
                 "INSERT INTO delivery.batches(batch_id, window_name, academic_year, recipient, message_id, status, "
                 "content_sha256, counts, files, extract_ids, key_ids, pupil_ids, replaces_batch, protocol_version, "
-                "delete_by, message, prepared_at) VALUES ($1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,$8::jsonb,$9,$10,"
-                "$11,$12,$13,$14,$15,$16) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
-                batch_id, window, academic_year, recipient, message_id, content, json.dumps(counts),
-                json.dumps(file_meta), extract_ids, sorted(keys, key=str),
-                sorted({m["pupil_id"] for m in members}, key=str), replaces, self.protocol.version, delete_by,
-                message, now)
-            if inserted:
-                await audit(conn, actor, "batch.prepared", f"batch:{batch_id}",
-                            {"window": window, "academic_year": academic_year, "recipient": recipient,
-                             "counts": counts}, self.protocol.version)
-        log.info("batch.prepared", batch_id=str(batch_id), counts=counts)
-        _fault_point("after-prepare")
+                "delete_by, prepared_at, part_count) VALUES ($1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,'[]'::jsonb,$8,"
+                "$9,$10,$11,$12,$13,$14,$15) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
+                batch_id, window, academic_year, recipient, message_id_of(batch_id, 1, n), stats["content"],
+                json.dumps(counts), extract_ids, sorted(stats["key_ids"], key=str), stats["pupil_ids"], replaces,
+                self.protocol.version, delete_by, now, n)
+            if not inserted:
+                return
+            await conn.executemany(
+                "INSERT INTO delivery.batch_parts(batch_id, part_no, message_id, status, segments) "
+                "VALUES ($1, $2, $3, 'prepared', $4::jsonb)",
+                [(batch_id, i, message_id_of(batch_id, i, n), json.dumps([g.as_json() for g in segs]))
+                 for i, segs in enumerate(plan, 1)])
+            flat = [(g.school_dfe, i, g.offset, g.offset + g.limit if g.limit else 2**31 - 1)
+                    for i, segs in enumerate(plan, 1) for g in segs]
+            await conn.execute(
+                "INSERT INTO delivery.batch_members(batch_id, part_no, programme_key, pupil_id, revision) "
+                "SELECT $3, p.part_no, m.programme_key, m.pupil_id, m.revision FROM "
+                "(SELECT programme_key, pupil_id, revision, school_dfe, row_number() OVER (PARTITION BY school_dfe "
+                f"ORDER BY programme_key, pupil_id) - 1 AS i FROM delivery.members WHERE {WINDOW_MEMBERS}) m "
+                "JOIN unnest($4::text[], $5::int[], $6::int[], $7::int[]) AS p(school_dfe, part_no, lo, hi) "
+                "ON p.school_dfe = m.school_dfe AND m.i >= p.lo AND m.i < p.hi",
+                *args, batch_id, [f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat],
+                [f[3] for f in flat])
+            await audit(conn, actor, "batch.prepared", f"batch:{batch_id}",
+                        {"window": window, "academic_year": academic_year, "recipient": recipient,
+                         "counts": counts, "parts": n, "max_message_bytes": self.max_message_bytes},
+                        self.protocol.version)
+        log.info("batch.prepared", batch_id=str(batch_id), counts=counts, parts=n)
 
-    async def _send(self, batch_id: UUID, actor: str) -> BatchResult:
+    def _row(self, m: asyncpg.Record, keys: dict, academic_year: str) -> Row:
+        sealed = Sealed.model_validate_json(m["personal"])
+        p = keys[sealed.key_id].open_model(sealed, PupilPersonal, cohort_aad(academic_year, m["pupil_id"]))
+        return Row(m["programme"], m["dose"], m["school_dfe"], m["school_name"], m["year_group"], p.surname,
+                   p.forename, p.date_of_birth, m["gender"], list(p.address_lines), p.postcode)
+
+    async def _render_part(self, b: asyncpg.Record, part: asyncpg.Record, smime: Smime) -> tuple[bytes, dict]:
+        """One part as a complete message: its CSVs, field definitions and manifest, signed and encrypted.
+        Rows are streamed from a server-side cursor; memory holds this part only."""
+        n, i, year = b["part_count"], part["part_no"], b["academic_year"]
+        by_programme: dict[str, list[Row]] = {}
+        sources: dict[tuple, set[str]] = {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            keys = await self.keys.get_many(b["key_ids"])
+            async for m in conn.cursor(
+                    "SELECT m.* FROM delivery.batch_members bm JOIN delivery.members m ON m.academic_year=$3 "
+                    "AND m.programme_key=bm.programme_key AND m.pupil_id=bm.pupil_id AND m.status='active' "
+                    "WHERE bm.batch_id=$1 AND bm.part_no=$2 ORDER BY m.programme_key, m.pupil_id",
+                    b["batch_id"], i, year, prefetch=2000):
+                by_programme.setdefault(m["programme_key"], []).append(self._row(m, keys, year))
+                sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
+        safe_year, suffix = year.replace("/", "-"), part_suffix(i, n)
+        files = [programme_file(f"{key}-{safe_year}{suffix}.csv", rows) for key, rows in sorted(by_programme.items())]
+        files.append(field_definitions(self.protocol))
+        counts = {key: len(rows) for key, rows in sorted(by_programme.items())}
+        del by_programme
+        src_list = [{"source": s, "reference_date": d.isoformat(), "extracts": sorted(x)}
+                    for (s, d), x in sorted(sources.items())]
+        delete_by = b["delete_by"]
+        files.append(manifest(
+            batch_id=str(b["batch_id"]), protocol=self.protocol, window=b["window_name"], academic_year=year,
+            files=files, sources=src_list, counts=counts, delete_by=delete_by,
+            prepared_at=b["prepared_at"].isoformat(), replaces_batch=str(b["replaces_batch"]) if b["replaces_batch"]
+            else None, part={"number": i, "of": n, "message_id": part["message_id"],
+                             "batch_counts": json.loads(b["counts"]),
+                             "schools": sorted({g["school_dfe"] for g in json.loads(part["segments"])})}))
+        subject = (f"[{self.protocol.protective_marking}] School immunisation cohort data {year} "
+                   f"({b['window_name']}) batch {str(b['batch_id'])[:8]}" + (f" part {i} of {n}" if n > 1 else ""))
+        message = smime.build(subject=subject, message_id=part["message_id"], date=self.clock.now(), files=files,
+                              body=body_text(self.protocol, window=b["window_name"], academic_year=year,
+                                             counts=counts, delete_by=delete_by, batch_id=str(b["batch_id"]),
+                                             part_no=i, part_count=n))
+        meta = {"counts": counts, "files": [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in files],
+                "size_bytes": len(message)}
+        return message, meta
+
+    async def _send_parts(self, batch_id: UUID, actor: str) -> BatchResult:
         b = await self.pool.fetchrow("SELECT * FROM delivery.batches WHERE batch_id=$1", batch_id)
+        parts = await self.pool.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
+                                      batch_id)
+        for p in parts:
+            if p["status"] == "sending":
+                raise UncertainDeliveryError(
+                    f"batch {batch_id} part {p['part_no']} of {b['part_count']} was interrupted while sending: it "
+                    f"may have been accepted. Check the recipient's mailbox for Message-ID {p['message_id']}, then "
+                    f"run `sais delivery resolve {batch_id} --part {p['part_no']} --sent` or `--not-sent`")
+        smime: Smime = self.smime_factory(b["recipient"])
+        for p in parts:
+            if p["status"] == "sent":
+                continue
+            message, meta = await self._render_part(b, p, smime)
+            if meta["size_bytes"] > self.max_message_bytes:
+                await self._fail(batch_id, p["part_no"], f"{meta['size_bytes']} bytes is over the maximum message size")
+                raise PartTooLargeError(
+                    f"batch {batch_id} part {p['part_no']} of {b['part_count']} is {meta['size_bytes']} bytes on the "
+                    f"wire, over the maximum message size of {self.max_message_bytes} bytes; nothing was sent. "
+                    "This is a planning fault: report it, with the batch id")
+            await self._send_part(b, p, message, meta)
+            del message
+        return await self.mark_sent(batch_id, "all parts accepted", actor)
+
+    async def _send_part(self, b: asyncpg.Record, p: asyncpg.Record, message: bytes, meta: dict) -> None:
+        batch_id, part_no = b["batch_id"], p["part_no"]
         for attempt in range(1, self.attempts + 1):
-            claimed = await self.pool.execute(
-                "UPDATE delivery.batches SET status='sending', attempts=attempts+1 WHERE batch_id=$1 AND "
-                "status='prepared'", batch_id)
+            async with self.pool.acquire() as conn, conn.transaction():
+                claimed = await conn.execute(
+                    "UPDATE delivery.batch_parts SET status='sending', attempts=attempts+1, attempted_at=$3, "
+                    "counts=$4::jsonb, files=$5::jsonb, size_bytes=$6 WHERE batch_id=$1 AND part_no=$2 AND "
+                    "status='prepared'", batch_id, part_no, self.clock.now(), json.dumps(meta["counts"]),
+                    json.dumps(meta["files"]), meta["size_bytes"])
+                await conn.execute("UPDATE delivery.batches SET status='sending', attempts=attempts+1 "
+                                   "WHERE batch_id=$1", batch_id)
             if claimed != "UPDATE 1":
-                raise UncertainDeliveryError(f"batch {batch_id} is no longer prepared (another sender?)")
+                raise UncertainDeliveryError(f"batch {batch_id} part {part_no} is no longer prepared (another sender?)")
             try:
-                reply = await self.mailer.send(bytes(b["message"]), sender=self.sender, recipient=b["recipient"])
+                reply = await self.mailer.send(message, sender=self.sender, recipient=b["recipient"])
             except SmtpTransientError as exc:
                 ops.SMTP_FAILURES.labels("transient").inc()
-                await self._back_to_prepared(batch_id, str(exc))
+                await self._back_to_prepared(batch_id, part_no, str(exc))
                 if attempt == self.attempts:
                     raise
                 pause = self.backoff_s * 2 ** (attempt - 1)
-                log.warning("smtp.retry", batch_id=str(batch_id), attempt=attempt, pause_s=pause, error=str(exc))
+                log.warning("smtp.retry", batch_id=str(batch_id), part=part_no, attempt=attempt, pause_s=pause,
+                            error=str(exc))
                 await asyncio.sleep(pause)
                 continue
             except MessageMayHaveBeenSentError as exc:
                 ops.SMTP_FAILURES.labels("uncertain").inc()
-                await self.pool.execute("UPDATE delivery.batches SET last_error=$2 WHERE batch_id=$1", batch_id,
-                                        str(exc))
+                await self.pool.execute("UPDATE delivery.batch_parts SET last_error=$3 WHERE batch_id=$1 AND "
+                                        "part_no=$2", batch_id, part_no, str(exc))
                 raise UncertainDeliveryError(
-                    f"batch {batch_id}: {exc}; check the mailbox for {b['message_id']} and resolve") from None
+                    f"batch {batch_id} part {part_no}: {exc}; check the mailbox for {p['message_id']} and resolve"
+                ) from None
+            except SmtpRejectedError as exc:  # permanent: retrying the same message can never succeed
+                ops.SMTP_FAILURES.labels("refused").inc()
+                why = (f"the mail server refused part {part_no} of {b['part_count']} of batch {batch_id} "
+                       f"({meta['size_bytes']} bytes; maximum message size {self.max_message_bytes}): {exc}")
+                await self._fail(batch_id, part_no, why)
+                raise SmtpRejectedError(why) from None
             except Exception as exc:
                 ops.SMTP_FAILURES.labels("refused").inc()
-                await self._back_to_prepared(batch_id, f"{type(exc).__name__}: {exc}")
+                await self._back_to_prepared(batch_id, part_no, f"{type(exc).__name__}: {exc}")
                 raise
             _fault_point("after-send")
-            return await self.mark_sent(batch_id, reply, actor)
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("UPDATE delivery.batch_parts SET status='sent', sent_at=$3, smtp_reply=$4, "
+                                   "last_error=NULL WHERE batch_id=$1 AND part_no=$2", batch_id, part_no,
+                                   self.clock.now(), reply[:500])
+                await conn.execute("UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND "
+                                   "status='sending'", batch_id)
+            log.info("batch.part_sent", batch_id=str(batch_id), part=part_no, of=b["part_count"],
+                     size_bytes=meta["size_bytes"])
+            return
         raise AssertionError("unreachable")
 
-    async def _back_to_prepared(self, batch_id: UUID, error: str) -> None:
+    async def _back_to_prepared(self, batch_id: UUID, part_no: int, error: str) -> None:
         # The SMTP transaction never reached DATA, so nothing was accepted: safe to try again.
-        await self.pool.execute("UPDATE delivery.batches SET status='prepared', last_error=$2 WHERE batch_id=$1",
-                                batch_id, error[:500])
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE delivery.batch_parts SET status='prepared', last_error=$3 WHERE batch_id=$1 "
+                               "AND part_no=$2", batch_id, part_no, error[:500])
+            await conn.execute("UPDATE delivery.batches SET status='prepared', last_error=$2 WHERE batch_id=$1",
+                               batch_id, error[:500])
+
+    async def _fail(self, batch_id: UUID, part_no: int, error: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE delivery.batch_parts SET status='failed', last_error=$3 WHERE batch_id=$1 "
+                               "AND part_no=$2", batch_id, part_no, error[:500])
+            await conn.execute("UPDATE delivery.batches SET status='failed', last_error=$2 WHERE batch_id=$1",
+                               batch_id, error[:500])
+        log.error("batch.part_failed", batch_id=str(batch_id), part=part_no)
 
     async def mark_sent(self, batch_id: UUID, reply: str, actor: str) -> BatchResult:
-        now = self.clock.now()
+        """The batch is sent once every part is: records it and publishes one event for the whole batch."""
         async with self.pool.acquire() as conn, conn.transaction():
+            parts = await conn.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
+                                     batch_id)
+            if not parts or any(p["status"] != "sent" for p in parts):
+                raise UncertainDeliveryError(f"batch {batch_id} has parts not yet accepted")
+            transferred = min(p["sent_at"] for p in parts)
+            delete_by = (transferred + relativedelta(months=self.protocol.retention_months)).date()
+            files = [f for p in parts for f in json.loads(p["files"]) if not f["name"].endswith(".json")
+                     and f["name"] != "field-definitions.csv"]
             b = await conn.fetchrow(
-                "UPDATE delivery.batches SET status='sent', sent_at=$2, smtp_reply=$3, message=NULL, last_error=NULL "
-                "WHERE batch_id=$1 AND status IN ('sending', 'prepared') RETURNING *", batch_id, now, reply[:500])
+                "UPDATE delivery.batches SET status='sent', sent_at=$2, smtp_reply=$3, message=NULL, last_error=NULL, "
+                "files=$4::jsonb, delete_by=$5 WHERE batch_id=$1 AND status IN ('sending', 'prepared') RETURNING *",
+                batch_id, transferred, reply[:500], json.dumps(files), delete_by)
             if b is None:
                 raise UncertainDeliveryError(f"batch {batch_id} is not awaiting a send result")
-            delete_by = (now + relativedelta(months=self.protocol.retention_months)).date()
             counts = json.loads(b["counts"])
             event = DeliveryCompleted(
-                event_id=stable_id("delivery-completed", batch_id), occurred_at=now, batch_id=batch_id,
+                event_id=stable_id("delivery-completed", batch_id), occurred_at=self.clock.now(), batch_id=batch_id,
                 window=b["window_name"], academic_year=b["academic_year"], programmes=counts,
-                recipient=b["recipient"], message_id=b["message_id"], transferred_at=now, delete_by=delete_by,
-                files=[DeliveredFile(**f) for f in json.loads(b["files"])], extract_ids=list(b["extract_ids"]),
+                recipient=b["recipient"], message_id=b["message_id"], transferred_at=transferred, delete_by=delete_by,
+                files=[DeliveredFile(**f) for f in files], extract_ids=list(b["extract_ids"]),
                 key_ids=list(b["key_ids"]), protocol_version=b["protocol_version"],
-                replaces_batch=b["replaces_batch"])
+                replaces_batch=b["replaces_batch"],
+                parts=[DeliveredPart(part=p["part_no"], message_id=p["message_id"], size_bytes=p["size_bytes"] or 0,
+                                     programmes=json.loads(p["counts"] or "{}"), transferred_at=p["sent_at"])
+                       for p in parts])
             await conn.execute("INSERT INTO delivery.outbox(event_id, key, payload) VALUES ($1,$2,$3)",
                                event.event_id, batch_id.bytes, event.model_dump_json())
             await audit(conn, actor, "batch.sent", f"batch:{batch_id}",
-                        {"recipient": b["recipient"], "message_id": b["message_id"], "counts": counts},
-                        b["protocol_version"])
-        log.info("batch.sent", batch_id=str(batch_id), counts=counts)
+                        {"recipient": b["recipient"], "message_ids": [p["message_id"] for p in parts],
+                         "counts": counts}, b["protocol_version"])
+        log.info("batch.sent", batch_id=str(batch_id), counts=counts, parts=len(parts))
         ops.BATCHES_SENT.labels(b["window_name"]).inc()
         await self.flush_outbox()
-        return BatchResult(batch_id, "sent", b["recipient"], counts, b["message_id"],
-                           replaces_batch=b["replaces_batch"], files=json.loads(b["files"]),
-                           delete_by=delete_by.isoformat())
+        return await self.result(batch_id)
+
+    async def result(self, batch_id: UUID, *, already_sent: bool = False) -> BatchResult:
+        b = await self.pool.fetchrow("SELECT * FROM delivery.batches WHERE batch_id=$1", batch_id)
+        parts = await self.pool.fetch("SELECT part_no, message_id, status, size_bytes, counts FROM "
+                                      "delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
+        return BatchResult(
+            batch_id, b["status"], b["recipient"], json.loads(b["counts"]), b["message_id"], already_sent=already_sent,
+            replaces_batch=b["replaces_batch"], files=json.loads(b["files"]), delete_by=str(b["delete_by"]),
+            parts=[{"part": p["part_no"], "message_id": p["message_id"], "status": p["status"],
+                    "size_bytes": p["size_bytes"], "counts": json.loads(p["counts"] or "{}")} for p in parts])
 
     async def deliver_due_windows(self, actor: str = "delivery-scheduler") -> list[BatchResult]:
         """Deliver every window whose month it is (July: the coming year; December: the current one).
@@ -308,13 +473,30 @@ class DeliveryService(FollowsProtocol):
                 continue
         return results
 
-    async def resolve(self, batch_id: UUID, *, sent: bool, actor: str) -> BatchResult | None:
-        """An operator's decision about an interrupted send."""
-        await audit(self.pool, actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent}, self.protocol.version)
-        if sent:
+    async def resolve(self, batch_id: UUID, *, sent: bool, actor: str, part: int | None = None) -> BatchResult | None:
+        """An operator's decision about an interrupted send of one part (the only interrupted one when
+        ``part`` is not given). When every part is then sent, so is the batch."""
+        interrupted = [r["part_no"] for r in await self.pool.fetch(
+            "SELECT part_no FROM delivery.batch_parts WHERE batch_id=$1 AND status='sending' ORDER BY part_no",
+            batch_id)]
+        if part is None and len(interrupted) == 1:
+            part = interrupted[0]
+        if part is None or part not in interrupted:
+            raise UncertainDeliveryError(
+                f"batch {batch_id} has no interrupted part {part if part else ''} to resolve "
+                f"(interrupted: {interrupted or 'none'})")
+        await audit(self.pool, actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent, "part": part},
+                    self.protocol.version)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE delivery.batch_parts SET status=$3, sent_at=CASE WHEN $3='sent' THEN attempted_at END, "
+                "smtp_reply=CASE WHEN $3='sent' THEN 'resolved by operator' END WHERE batch_id=$1 AND part_no=$2 "
+                "AND status='sending'", batch_id, part, "sent" if sent else "prepared")
+            await conn.execute("UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'",
+                               batch_id)
+        if sent and not await self.pool.fetchval(
+                "SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status <> 'sent'", batch_id):
             return await self.mark_sent(batch_id, "resolved by operator", actor)
-        await self.pool.execute("UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'",
-                                batch_id)
         return None
 
     async def flush_outbox(self) -> int:

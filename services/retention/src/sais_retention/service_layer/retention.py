@@ -117,6 +117,7 @@ class RetentionService(FollowsProtocol):
             if batch_id and await conn.fetchval("SELECT to_regclass('delivery.batches')"):
                 await conn.execute("UPDATE delivery.batches SET purged_at=now(), message=NULL WHERE batch_id=$1",
                                    batch_id)
+                await conn.execute("DELETE FROM delivery.batch_members WHERE batch_id=$1", batch_id)
             destroyed = await destroy_keys(conn, keys, f"retention:{subject}")
             now = self.clock.now()
             cert = DeletionCompleted(
@@ -156,6 +157,7 @@ class RetentionService(FollowsProtocol):
             counts = await purge_rows(conn, extracts, [r["key_id"] for r in keys])
             if await conn.fetchval("SELECT to_regclass('delivery.batches')"):
                 await conn.execute("UPDATE delivery.batches SET purged_at=now(), message=NULL WHERE purged_at IS NULL")
+                await conn.execute("DELETE FROM delivery.batch_members")
             destroyed = await destroy_keys(conn, [r["key_id"] for r in keys], f"purge:{party}")
             now = self.clock.now()
             cert = DeletionCompleted(
