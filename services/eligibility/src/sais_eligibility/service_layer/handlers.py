@@ -2,8 +2,13 @@
 change and the outgoing cohort events (outbox) commit together; the outbox is published after
 commit, with deterministic event ids, so a crash anywhere duplicates nothing downstream.
 
-Concurrency: work for one academic year is serialised by a transaction-level advisory lock, so
-several instances (partitions spread across replicas) never race on the same child.
+Concurrency: pupil events are keyed by match key, so one child's events land on one partition and
+partitions are the unit of concurrency: several instances record pupils of the same academic year
+at once. Each batch holds a transaction-level advisory lock per match key (in sorted order, so no
+deadlock), which keeps a partition handed over in a rebalance from being matched twice at once,
+and a shared lock on its academic year. Reconciling a completed extract (a replacement dataset
+retiring the one it supersedes touches children on every partition) takes that year's lock
+exclusively, in its own short transaction, and only when an extract is found complete.
 """
 
 from __future__ import annotations
@@ -73,12 +78,23 @@ class EligibilityService(FollowsProtocol):
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await claim_new(conn, "eligibility.processed", [e.event_id for e in events])
             for year in sorted(by_year):
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"eligibility:{year}")
                 batch = [e for e in by_year[year] if e.event_id in fresh]
                 if batch:
+                    await _lock_year(conn, year, exclusive=False)
+                    await _lock_children(conn, year, {e.match_key for e in batch})
                     await self._record(conn, year, batch, keys)
-                    await self._reconcile_ready(conn, year)
+        for year in sorted(by_year):
+            await self.reconcile_if_ready(year)
         await self.flush_outbox()
+
+    async def reconcile_if_ready(self, year: str) -> None:
+        """Reconcile the extracts of ``year`` whose rows are all recorded. The check runs without a
+        lock; the batch that commits an extract's last row always sees it complete."""
+        if not await self.pool.fetchval(f"SELECT EXISTS ({_READY})", year):
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _lock_year(conn, year, exclusive=True)
+            await self._reconcile_ready(conn, year)
 
     async def _record(self, conn: asyncpg.Connection, year: str, events: list[PupilRecorded], keys) -> None:
         start = parse_academic_year(year)
@@ -252,18 +268,14 @@ class EligibilityService(FollowsProtocol):
                     e.key_id, e.occurred_at,
                 )
             for year in sorted({e.target_academic_year for e in events}):
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"eligibility:{year}")
+                await _lock_year(conn, year, exclusive=True)
                 await self._reconcile_ready(conn, year)
         await self.flush_outbox()
 
     async def _reconcile_ready(self, conn: asyncpg.Connection, year: str) -> None:
         """An extract is complete when all its accepted rows are recorded; then a replacement
         dataset retires the extract it supersedes, withdrawing children no longer present."""
-        ready = await conn.fetch(
-            "SELECT e.extract_id, e.supersedes FROM eligibility.extracts e WHERE e.academic_year=$1 "
-            "AND e.reconciled_at IS NULL AND e.accepted = "
-            "(SELECT count(*) FROM eligibility.records r WHERE r.extract_id = e.extract_id)", year,
-        )
+        ready = await conn.fetch(_READY, year)
         for r in ready:
             if r["supersedes"] is not None:
                 retired = await conn.fetch(
@@ -282,6 +294,24 @@ class EligibilityService(FollowsProtocol):
     async def flush_outbox(self) -> int:
         return await flush_outbox(self.pool, "eligibility.outbox", self.cohort_publisher,
                                   cohort_event_adapter.validate_json)
+
+
+# Extracts of an academic year ($1) not yet reconciled whose accepted rows are all recorded.
+_READY = ("SELECT e.extract_id, e.supersedes FROM eligibility.extracts e WHERE e.academic_year=$1 "
+          "AND e.reconciled_at IS NULL AND e.accepted = "
+          "(SELECT count(*) FROM eligibility.records r WHERE r.extract_id = e.extract_id)")
+
+
+async def _lock_year(conn: asyncpg.Connection, year: str, *, exclusive: bool) -> None:
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await conn.execute(f"SELECT {fn}(hashtext($1))", f"eligibility:{year}")
+
+
+async def _lock_children(conn: asyncpg.Connection, year: str, match_keys: set[str]) -> None:
+    """One exclusive lock per child (match key) of the batch, taken in one sorted sweep."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(2, h) FROM (SELECT DISTINCT hashtext($1 || k) h "
+        "FROM unnest($2::text[]) k ORDER BY h) s", f"{year}:", sorted(match_keys))
 
 
 def _fingerprint(row: asyncpg.Record) -> str:
