@@ -27,7 +27,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def letters(i: int) -> str:
+    """A number written in letters (names may hold only letters): 0 → "a", 27 → "bb"."""
+    out = ""
+    while True:
+        out = chr(97 + i % 26) + out
+        i //= 26
+        if not i:
+            return out
+
+
 def make_file(path: Path, rows: int) -> None:
+    """Rows that all pass validation: a benchmark of rejections would measure the wrong path."""
     rng = random.Random(1)
     names = ["Olivia", "Zoë", "Seán", "Oliver", "Anna-Marie", "Muhammad", "Léa", "Jack"]
     surnames = ["Smith", "O'Brien", "Núñez", "Patel", "Smith-Jones", "Khan", "Müller", "Hall"]
@@ -38,7 +49,7 @@ def make_file(path: Path, rows: int) -> None:
         for i in range(rows):
             yg = rng.choice(["R", "1", "2", "3"])
             start = date(2016 - {"R": 0, "1": 1, "2": 2, "3": 3}[yg] - 5, 9, 1)
-            w.writerow([f"A937{i:09d}", rng.choice(surnames), f"{rng.choice(names)}{i}",
+            w.writerow([f"A937{i:09d}", rng.choice(surnames), f"{rng.choice(names)}-{letters(i).title()}",
                         (start + timedelta(days=rng.randrange(365))).strftime("%d/%m/%Y"), rng.choice("MF"), yg,
                         f"937{2000 + i % 300:04d}", f"School {i % 300}", f"{i % 200} High Street", "Warwick",
                         f"CV{1 + i % 40} {rng.randint(1, 9)}AB", "WBRI"])
@@ -79,6 +90,9 @@ def child(kind: str, path: str, rows: int) -> None:
                 rep = await ingest_file(Path(path), source="summer-census", reference_date=date(2017, 5, 18),
                                         protocol=rt.protocol, repo=ctx.repo, keys=rt.keys,
                                         publishers=ctx.publishers, clock=rt.clock, actor="bench")
+                if rep.accepted != rep.rows_in:
+                    raise SystemExit(f"only {rep.accepted} of {rep.rows_in} rows accepted: the benchmark file is "
+                                     f"wrong ({rep.rejections[:1]})")
                 return rep.rows_in
         n = asyncio.run(run())
     dt = time.perf_counter() - t0

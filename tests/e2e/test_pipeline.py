@@ -19,7 +19,15 @@ from sais_shared.keystore import KeyStore
 from sais_shared.settings import CommonSettings
 from sais_shared.topics import Topics
 
-from tests.helpers import REPO, all_table_text, free_port, openssl_open, oracle, personal_values, read_topic
+from tests.helpers import (
+    REPO,
+    all_table_text,
+    free_port,
+    openssl_open,
+    oracle,
+    personal_values,
+    read_topic,
+)
 from tests.pii import PersonalDataScan
 
 pytestmark = pytest.mark.e2e

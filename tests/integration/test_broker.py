@@ -33,3 +33,22 @@ async def test_idempotent_and_transactional_producers_work(infra):
     values = [r.value for r in await read_topic(infra.kafka_bootstrap, topic)]
     assert sorted(values) == [b"committed", b"idempotent"]  # read_committed never sees the aborted record
 
+
+
+async def test_events_are_sent_through_aiokafka_directly_once_the_broker_is_connected(infra):
+    """publish_many skips FastStream's per-message pipeline; this fails if a FastStream upgrade moves
+    the producer, instead of silently halving publishing speed."""
+    from faststream.kafka import KafkaBroker
+    from sais_shared.kafka import aiokafka_producer, publish_many
+
+    topic = f"t-raw-{uuid.uuid4().hex[:8]}"
+    broker = KafkaBroker(infra.kafka_bootstrap)
+    publisher = broker.publisher(topic)
+    await broker.start()
+    try:
+        assert aiokafka_producer(publisher) is not None
+        assert await publish_many(publisher, [(b"k", b'{"n": 1}'), (None, b'{"n": 2}')]) == 2
+    finally:
+        await broker.stop()
+    assert [r.value for r in await read_topic(infra.kafka_bootstrap, topic)] == [b'{"n": 1}', b'{"n": 2}'] or \
+        sorted(r.value for r in await read_topic(infra.kafka_bootstrap, topic)) == [b'{"n": 1}', b'{"n": 2}']

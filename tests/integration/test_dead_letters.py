@@ -13,8 +13,8 @@ from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
 from tests.helpers import read_topic
-from tests.pii import PersonalDataScan
 from tests.integration.test_pipeline_services import fetchval, ingest
+from tests.pii import PersonalDataScan
 
 pytestmark = pytest.mark.integration
 

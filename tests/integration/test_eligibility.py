@@ -9,7 +9,11 @@ import pytest
 from faststream import TestApp
 from sais_eligibility.app import build_app
 from sais_eligibility.config import EligibilitySettings
-from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, cohort_event_adapter
+from sais_shared.events import (
+    CohortMemberAdded,
+    CohortMemberWithdrawn,
+    cohort_event_adapter,
+)
 from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
 

@@ -8,7 +8,12 @@ import pytest
 from sais_ingest.app import IngestContext
 from sais_ingest.config import IngestSettings
 from sais_ingest.service_layer.ingest_file import ingest_file
-from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected
+from sais_shared.events import (
+    ExtractCompleted,
+    PupilPersonal,
+    PupilRecorded,
+    RowRejected,
+)
 from sais_shared.topics import Topics
 
 from tests.helpers import REPO, all_table_text, personal_values, read_topic

@@ -3,7 +3,14 @@ import os
 import uuid
 
 import pytest
-from sais_shared.crypto import DataKey, DecryptionError, KeyEncryptionKey, normalise_for_matching
+from hypothesis import given
+from hypothesis import strategies as st
+from sais_shared.crypto import (
+    DataKey,
+    DecryptionError,
+    KeyEncryptionKey,
+    normalise_for_matching,
+)
 from sais_shared.errors import ConfigurationError, MissingKeyEncryptionKeyError
 from sais_shared.settings import CommonSettings
 
@@ -55,3 +62,11 @@ def test_missing_kek_fails_fast_with_a_clear_message(tmp_path):
 def test_repr_never_shows_key_material():
     key = DataKey.generate(uuid.uuid4())
     assert key.secret.hex() not in repr(key)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_the_ascii_fast_path_of_matching_normalisation_equals_the_general_rule(value):
+    import unicodedata
+
+    general = "".join(c for c in unicodedata.normalize("NFKD", value) if c.isalnum()).casefold()
+    assert normalise_for_matching(value) == general

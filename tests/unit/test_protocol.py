@@ -2,7 +2,13 @@ from datetime import date
 
 import pytest
 import yaml
-from sais_shared.protocol import ProtocolError, bundled_protocol_path, load_protocol, parse_protocol, recipient_allowed
+from sais_shared.protocol import (
+    ProtocolError,
+    bundled_protocol_path,
+    load_protocol,
+    parse_protocol,
+    recipient_allowed,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +58,10 @@ def test_unknown_source_is_refused_clearly():
 
 
 def test_ingest_refuses_a_protocol_that_does_not_allow_a_forwarded_field():
-    from sais_ingest.service_layer.ingest_file import FORWARDED_FIELDS, check_fields_allowed
+    from sais_ingest.service_layer.ingest_file import (
+        FORWARDED_FIELDS,
+        check_fields_allowed,
+    )
 
     p = load_protocol()
     check_fields_allowed(p)

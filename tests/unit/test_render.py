@@ -4,7 +4,13 @@ import json
 from datetime import date
 
 import pytest
-from sais_delivery.domain.render import Row, field_definitions, manifest, programme_file, safe_cell
+from sais_delivery.domain.render import (
+    Row,
+    field_definitions,
+    manifest,
+    programme_file,
+    safe_cell,
+)
 from sais_shared.protocol import load_protocol
 
 pytestmark = pytest.mark.unit

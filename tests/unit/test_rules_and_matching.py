@@ -3,7 +3,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 from sais_eligibility.adapters.rules_files import load_all_rules
-from sais_eligibility.domain.model import Candidate, Record, match, memberships, unknown_sex_findings
+from sais_eligibility.domain.model import (
+    Candidate,
+    Record,
+    match,
+    memberships,
+    unknown_sex_findings,
+)
 from sais_eligibility.domain.rules import RulesError, parse_rules
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,14 @@
 import itertools
 
 import pytest
-from sais_eligibility.domain.statistics import SEXES, TOTAL, Table, build_tables, render_csv, suppress
+from sais_eligibility.domain.statistics import (
+    SEXES,
+    TOTAL,
+    Table,
+    build_tables,
+    render_csv,
+    suppress,
+)
 
 pytestmark = pytest.mark.unit
 

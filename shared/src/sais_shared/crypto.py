@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import TypeVar
@@ -119,7 +120,12 @@ def derive_index_key(kek_secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sais blind index v1").derive(kek_secret)
 
 
+_NOT_ASCII_ALNUM = re.compile(r"[^0-9A-Za-z]+")
+
+
 def normalise_for_matching(value: str) -> str:
     """Case, accents, spacing, hyphens and apostrophes folded: ``O'Brien-Núñez`` → ``obriennunez``."""
+    if value.isascii():  # the common case, and the same result: NFKD keeps ASCII, isalnum is [0-9A-Za-z]
+        return _NOT_ASCII_ALNUM.sub("", value).lower()
     decomposed = unicodedata.normalize("NFKD", value)
     return "".join(c for c in decomposed if c.isalnum()).casefold()

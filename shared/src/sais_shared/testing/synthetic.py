@@ -75,11 +75,16 @@ def _child(rng: random.Random, year_group: str, academic_start: int) -> Child:
             return c
 
 
+# Surnames drawn from; a county-sized world (see write_samples) adds double-barrelled ones, so that
+# hundreds of thousands of children never run out of distinct (forename, surname, date of birth).
+_SURNAME_POOL: list[str] = SURNAMES
+
+
 def _draw_child(rng: random.Random, year_group: str, academic_start: int) -> Child:
     gender = rng.choice("MF")
     town, outward = rng.choice(TOWNS)
     return Child(
-        surname=rng.choice(SURNAMES),
+        surname=rng.choice(_SURNAME_POOL),
         forename=rng.choice(FORENAMES_F if gender == "F" else FORENAMES_M),
         dob=_dob_for(rng, year_group, academic_start),
         gender=gender,
@@ -89,17 +94,21 @@ def _draw_child(rng: random.Random, year_group: str, academic_start: int) -> Chi
     )
 
 
-def make_schools(rng: random.Random) -> dict[str, list[School]]:
+def make_schools(rng: random.Random, scale: int = 1) -> dict[str, list[School]]:
+    """9 schools, or 9 × ``scale`` (at most 110) for a county-sized world."""
     names = ["St Mary's", "Woodloes", "Coten End", "Emscote", "Myton", "Brookhurst", "Clapham Terrace",
              "Telford", "Westgate", "Briar Hill", "Milverton", "Lillington", "Whitnash", "Bishopton"]
     rng.shuffle(names)
+    pool = names if scale == 1 else [f"{n} {q}" for q in ("", "North", "South", "East", "West", "Park", "Hill",
+                                                          "Green", "Vale", "Court") for n in names][:9 * scale]
+    pool = [n.replace("  ", " ").strip() for n in pool]
     it = iter(range(2000, 2999))
     schools: dict[str, list[School]] = {"infant": [], "junior": [], "primary": [], "secondary": []}
     for phase, count, suffix in (("infant", 2, "Infant School"), ("junior", 2, "Junior School"),
                                  ("primary", 3, "Primary School"), ("secondary", 2, "School")):
-        for _ in range(count):
+        for _ in range(count * scale):
             n = next(it) if phase != "secondary" else 4000 + next(it) % 1000
-            schools[phase].append(School(f"937{n:04d}", f"{names.pop()} {suffix}", phase))
+            schools[phase].append(School(f"937{n:04d}", f"{pool.pop()} {suffix}", phase))
     schools["secondary"][0] = replace(schools["secondary"][0], name="Aylesford School & Sixth Form College")
     return schools
 
@@ -120,10 +129,13 @@ def _yg_text(rng: random.Random, yg: str) -> str:
 
 def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_start: int = 2016) -> dict[str, Path]:
     """Write the four extracts of the 2017 ISP cycle; returns source → path."""
+    global _SURNAME_POOL
     rng = random.Random(seed)
     _USED.clear()
     out.mkdir(parents=True, exist_ok=True)
-    schools = make_schools(rng)
+    county = per_year > 2000  # a county-sized world: more schools, more surnames (small worlds are unchanged)
+    _SURNAME_POOL = SURNAMES if not county else [f"{a}-{b}" if a != b else a for a in SURNAMES for b in SURNAMES]
+    schools = make_schools(rng, scale=min(110, max(1, per_year // 1000)) if county else 1)
     paths: dict[str, Path] = {}
 
     # May census (2016/17): current R, 1, 2, 3 (+ one Year 4 child: out of scope, not forwarded).

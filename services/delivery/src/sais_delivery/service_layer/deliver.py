@@ -36,7 +36,12 @@ from sais_shared.protocol import recipient_allowed
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
-from ..adapters.mailer import Mailer, MessageMayHaveBeenSentError, SmtpRejectedError, SmtpTransientError
+from ..adapters.mailer import (
+    Mailer,
+    MessageMayHaveBeenSentError,
+    SmtpRejectedError,
+    SmtpTransientError,
+)
 from ..adapters.smime import Smime
 from ..domain.errors import (
     DeliveryRefusedError,
@@ -49,8 +54,21 @@ from ..domain.errors import (
     TransferMethodNotAllowedError,
     UncertainDeliveryError,
 )
-from ..domain.parts import DEFAULT_MAX_MESSAGE_BYTES, SchoolLoad, csv_budget, part_suffix, plan_parts
-from ..domain.render import Row, body_text, field_definitions, manifest, programme_file, row_bytes
+from ..domain.parts import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SchoolLoad,
+    csv_budget,
+    part_suffix,
+    plan_parts,
+)
+from ..domain.render import (
+    Row,
+    body_text,
+    field_definitions,
+    manifest,
+    programme_file,
+    row_bytes,
+)
 
 log = structlog.get_logger("sais.delivery")
 
@@ -500,7 +518,7 @@ class DeliveryService(FollowsProtocol):
         return None
 
     async def flush_outbox(self) -> int:
-        return await flush_outbox(self.pool, "delivery.outbox", self.publisher, DeliveryCompleted.model_validate_json)
+        return await flush_outbox(self.pool, "delivery.outbox", self.publisher)
 
 
 def _fault_point(name: str) -> None:

@@ -30,7 +30,6 @@ from sais_shared.events import (
     PupilPersonal,
     PupilRecorded,
     cohort_aad,
-    cohort_event_adapter,
     pupil_aad,
     stable_id,
 )
@@ -292,8 +291,7 @@ class EligibilityService(FollowsProtocol):
     # --- outbox ---------------------------------------------------------------------------
 
     async def flush_outbox(self) -> int:
-        return await flush_outbox(self.pool, "eligibility.outbox", self.cohort_publisher,
-                                  cohort_event_adapter.validate_json)
+        return await flush_outbox(self.pool, "eligibility.outbox", self.cohort_publisher)
 
 
 # Extracts of an academic year ($1) not yet reconciled whose accepted rows are all recorded.

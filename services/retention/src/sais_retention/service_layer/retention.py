@@ -182,7 +182,7 @@ class RetentionService(FollowsProtocol):
         return cert
 
     async def flush_outbox(self) -> int:
-        return await flush_outbox(self.pool, "retention.outbox", self.publisher, DeletionCompleted.model_validate_json)
+        return await flush_outbox(self.pool, "retention.outbox", self.publisher)
 
 
 async def purge_rows(conn: asyncpg.Connection, extract_ids: list[UUID], key_ids: list[UUID]) -> dict[str, int]:

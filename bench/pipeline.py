@@ -1,0 +1,351 @@
+"""Benchmark: the whole pipeline at county scale, side by side with a raw baseline in the same run.
+
+    .venv/bin/python bench/pipeline.py [--pupils 100000] [--faults] [--no-baseline]
+
+It generates fictional extracts for N pupils (a May census of N rows, N/2 reception admissions,
+the Year 3 transfers and an October census of N rows), starts the four services as processes on
+the local stack (started here when it is not up), ingests with the CLI as an operator would (the
+Year 3 transfers arrive as sealed events on the inbound topic, through the ingest service), waits
+until the pipeline has settled, and delivers the July and December windows with the CLI. Then it
+opens every delivered message with stock openssl and checks the files against an independent
+count of the input files.
+
+It prints the time of each stage, rows/s end to end, the peak RSS of every service and CLI run,
+and the number and sizes of the messages. The baseline is what a pipeline of this shape costs on
+this machine with no work in it: plain aiokafka produce → consume → PostgreSQL COPY → produce →
+consume → COPY of ~1 KB messages, N = the rows ingested.
+
+``--faults`` SIGKILLs each service and the broker once, mid-run, and restarts them; the run then
+passes only when the delivered parts equal the cohort exactly and no part was sent twice.
+Prints numbers; exits 1 only when the pipeline did not deliver exactly the cohort.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import email
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "deploy" / "local")]
+import stack  # noqa: E402
+
+PY = str(REPO / ".venv" / "bin" / "python")
+SAIS = str(REPO / ".venv" / "bin" / "sais")
+SERVICES = ("ingest", "eligibility", "delivery", "retention")
+MESSAGE = 1000  # bytes per baseline message
+
+
+# --- baseline -------------------------------------------------------------------------------------
+
+async def _baseline(n: int, bootstrap: str, dsn: str) -> dict:
+    """produce → consume → COPY → produce → consume → COPY, n messages of ~1 KB; seconds per stage."""
+    import asyncpg
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    tag = uuid.uuid4().hex[:8]
+    a, b = f"bench-raw-a-{tag}", f"bench-raw-b-{tag}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f"CREATE TABLE raw_a_{tag} (k int, v bytea); CREATE TABLE raw_b_{tag} (k int, v bytea)")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+                                max_batch_size=256 * 1024)
+    await producer.start()
+
+    async def produce(topic: str, values) -> None:
+        futs = []
+        for i, v in values:
+            futs.append(await producer.send(topic, v, key=str(i % 997).encode()))
+            if len(futs) >= 5000:
+                await asyncio.gather(*futs)
+                futs.clear()
+        await asyncio.gather(*futs)
+
+    async def consume(topic: str, table: str, forward: str | None) -> None:
+        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}", auto_offset_reset="earliest",
+                             enable_auto_commit=False, isolation_level="read_committed")
+        await c.start()
+        seen = 0
+        try:
+            while seen < n:
+                batch = await c.getmany(timeout_ms=500, max_records=5000)
+                recs = [r for rs in batch.values() for r in rs]
+                if not recs:
+                    continue
+                await conn.copy_records_to_table(table, records=[(seen + i, r.value) for i, r in enumerate(recs)])
+                if forward:
+                    await produce(forward, ((seen + i, r.value) for i, r in enumerate(recs)))
+                await c.commit()
+                seen += len(recs)
+        finally:
+            await c.stop()
+
+    payload = b"x" * MESSAGE
+    t = [time.perf_counter()]
+    await produce(a, ((i, payload) for i in range(n)))
+    t.append(time.perf_counter())
+    await consume(a, f"raw_a_{tag}", b)
+    t.append(time.perf_counter())
+    await consume(b, f"raw_b_{tag}", None)
+    t.append(time.perf_counter())
+    await producer.stop()
+    await conn.close()
+    return {"produce": t[1] - t[0], "consume+copy+produce": t[2] - t[1], "consume+copy": t[3] - t[2],
+            "total": t[3] - t[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+class Run:
+    def __init__(self, n: int, faults: bool) -> None:
+        self.n, self.faults = n, faults
+        self.lay = stack.layout()
+        tag = time.strftime("%H%M%S") + uuid.uuid4().hex[:4]
+        self.db = f"bench_{tag}"
+        self.env = {**os.environ, **self.lay.env(), "SAIS_TOPIC_PREFIX": f"bench-{tag}", "SAIS_LOG_LEVEL": "WARNING",
+                    "SAIS_HTTP_PORT": "0", "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "3600",
+                    "SAIS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.lay.pg_port}/{self.db}"}
+        self.logs = Path(tempfile.mkdtemp(prefix="sais-bench-"))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.peak_mb: dict[str, float] = {}
+        self.stages: list[tuple[str, float]] = []
+        self.killed: list[str] = []
+
+    # processes
+    def start(self, name: str) -> None:
+        out = open(self.logs / f"{name}.log", "a")
+        self.procs[name] = subprocess.Popen([PY, "-m", f"sais_{name}"], env={**self.env, "SAIS_AS_OF": "2017-07-10"},
+                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _note_peak(self, name: str, pid: int) -> None:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service (no graceful shutdown) and start it again."""
+        p = self.procs[name]
+        self._note_peak(name, p.pid)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        self.killed.append(name)
+        self.start(name)
+
+    def stop(self) -> None:
+        for name, p in self.procs.items():
+            self._note_peak(name, p.pid)
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    def cli(self, label: str, *args: str, as_of: str) -> str:
+        with open(self.logs / "cli.log", "a") as log:
+            p = subprocess.Popen([SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE,
+                                 stderr=log, text=True)
+            out = p.stdout.read()
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_mb[f"cli {label}"] = usage.ru_maxrss / 1024
+        if p.returncode:
+            raise SystemExit(f"sais {' '.join(args)} exited {p.returncode}; see {self.logs / 'cli.log'}")
+        return out
+
+    def psql(self, sql: str) -> str:
+        return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-tAc", sql,
+                               self.db], capture_output=True, text=True).stdout.strip()
+
+    def wait(self, sql: str, on_progress=None, timeout: float = 3600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise SystemExit(f"sais-{name} exited {p.returncode}; see {self.logs / (name + '.log')}")
+            if on_progress:  # before the check, so that a fault is injected even into a quick stage
+                on_progress()
+            if self.psql(sql) == "t":
+                return
+            time.sleep(0.25)
+        raise SystemExit(f"timed out: {sql}")
+
+    def timed(self, label: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        self.stages.append((label, time.perf_counter() - t0))
+        print(f"  {label:52} {self.stages[-1][1]:8.1f} s", flush=True)
+
+    # steps
+    def settled(self, extracts: int) -> str:
+        return (f"SELECT (SELECT count(*) FROM eligibility.extracts WHERE reconciled_at IS NOT NULL) = {extracts} "
+                "AND (SELECT count(*) FROM eligibility.outbox) = 0 AND "
+                "(SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+                "(SELECT count(*) FROM delivery.members WHERE status='active')")
+
+    def publish_inbound(self, path: Path, source: str, ref: str, on_progress=None) -> None:
+        from aiokafka import AIOKafkaProducer
+        from sais_shared.inbound import InboundExtractWriter
+
+        text = path.read_text(encoding="utf-8")
+        w = InboundExtractWriter((self.lay.pki / "inbound.pub.pem").read_bytes(), "inbound-1", f"bench-{path.stem}",
+                                 source, date.fromisoformat(ref), "Admissions system (bench)")
+
+        async def send() -> None:
+            p = AIOKafkaProducer(bootstrap_servers=self.env["SAIS_KAFKA_BOOTSTRAP"], enable_idempotence=True,
+                                 linger_ms=5)
+            await p.start()
+            try:
+                topic = f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1"
+                for m in [w.started, *(w.record(r) for r in csv.DictReader(text.splitlines())), w.completed()]:
+                    await p.send(topic, m.model_dump_json().encode(), key=m.extract_ref.encode())
+                await p.flush()
+            finally:
+                await p.stop()
+        asyncio.run(send())
+        self.wait(f"SELECT status = 'ingested' FROM ingest.inbound_extracts WHERE extract_ref='bench-{path.stem}'",
+                  on_progress=on_progress)
+
+    def fault(self, name: str, sql_progress: str):
+        """A progress hook that kills ``name`` once, the first time ``sql_progress`` is true."""
+        def hook() -> None:
+            if self.faults and name not in self.killed and self.psql(sql_progress) == "t":
+                if name == "kafka":
+                    stack.kill(self.lay, "kafka")
+                    self.killed.append("kafka")
+                    stack.start_kafka(self.lay)
+                else:
+                    self.kill(name)
+                print(f"    killed {name} (SIGKILL) and restarted it", flush=True)
+        return hook
+
+    def run(self) -> dict:
+        from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
+
+        files = write_samples(self.logs / "data", seed=2017, per_year=max(1, self.n // 4))
+        rows = {s: sum(1 for _ in open(p, encoding="cp1252" if s == "admissions-reception" else "utf-8-sig")) - 1
+                for s, p in files.items()}
+        ref = {s: d.isoformat() for s, d in REFERENCE_DATES.items()}
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-qc",
+                        f"CREATE DATABASE {self.db}"], check=True, capture_output=True)
+        print(f"  extracts: {rows}", flush=True)
+        self.timed("start the four services", lambda: [self.start(s) for s in SERVICES] and self.wait(
+            "SELECT count(*) = 4 FROM information_schema.schemata WHERE schema_name IN "
+            "('ingest', 'eligibility', 'delivery', 'retention')", timeout=120))
+        t0 = time.perf_counter()
+        results: dict = {}
+
+        def ingest(source: str, as_of: str) -> None:
+            rep = json.loads(self.cli(source, "ingest", "file", str(files[source]), "--source", source,
+                                      "--reference-date", ref[source], "--json", as_of=as_of))
+            assert rep["balanced"], source
+
+        mid = max(1, self.n // 10)
+        kill_eligibility = self.fault("eligibility", f"SELECT count(*) > {mid} FROM eligibility.records")
+        kill_delivery = self.fault("delivery", f"SELECT count(*) > {mid} FROM delivery.members")
+        self.timed("ingest May census (CLI)", lambda: ingest("summer-census", "2017-06-01"))
+        self.timed("ingest reception admissions (CLI)", lambda: ingest("admissions-reception", "2017-06-01"))
+        self.timed("Year 3 transfers via the inbound topic (ingest service)", lambda: self.publish_inbound(
+            files["admissions-year3-transfer"], "admissions-year3-transfer", ref["admissions-year3-transfer"],
+            on_progress=self.fault("ingest", "SELECT count(*) > 0 FROM ingest.inbound_records")))
+        self.timed("eligibility + delivery catch up (July sources)", lambda: self.wait(
+            self.settled(3), on_progress=lambda: (kill_eligibility(), kill_delivery())))
+        self.timed("deliver July (CLI)", lambda: results.__setitem__("july", json.loads(self.cli(
+            "send july", "delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json",
+            as_of="2017-07-10"))))
+        self.fault("retention", "true")()
+        self.timed("ingest October census (CLI)", lambda: ingest("autumn-census", "2017-10-12"))
+        self.timed("eligibility + delivery catch up (October census)", lambda: self.wait(
+            self.settled(4), on_progress=self.fault("kafka", "true")))
+        self.timed("deliver December (CLI)", lambda: results.__setitem__("december", json.loads(self.cli(
+            "send december", "delivery", "send", "--window", "december", "--academic-year", "2017/18", "--json",
+            as_of="2017-12-04"))))
+        total = time.perf_counter() - t0
+        self.wait("SELECT count(*) = 2 FROM retention.schedule WHERE subject LIKE 'batch:%'", timeout=120)
+        self.stop()
+        return {"files": files, "rows": rows, "total_s": total, "batches": results}
+
+    def check(self, files: dict, batches: dict) -> tuple[dict, list[int], bool]:
+        """Open every part with openssl; count each programme's rows; every Message-ID exactly once."""
+        from tests.helpers import openssl_open, oracle
+
+        delivered: dict[str, int] = {}
+        sizes, once = [], True
+        mail = list(self.lay.maildir.glob("*.eml"))
+        heads = {m: m.read_bytes()[:4096] for m in mail}
+        for res in batches.values():
+            for part in res["parts"]:
+                found = [m for m, h in heads.items() if part["message_id"].encode() in h]
+                once &= len(found) == 1
+                sizes.append(part["size_bytes"])
+                inner = email.message_from_bytes(openssl_open(found[0], self.lay.pki))
+                for p in inner.walk():
+                    name = p.get_filename() or ""
+                    if name.endswith(".csv") and name != "field-definitions.csv":
+                        key = name.split("-2017-18")[0]
+                        n = sum(1 for _ in csv.reader(p.get_payload(decode=True).decode("utf-8-sig").splitlines()))
+                        delivered[key] = delivered.get(key, 0) + n - 1
+        expected = oracle(files)
+        return delivered, sizes, once and delivered == expected
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pupils", type=int, default=100_000, help="rows of the May census (default 100,000)")
+    ap.add_argument("--faults", action="store_true", help="SIGKILL each service and the broker once, mid-run")
+    ap.add_argument("--no-baseline", action="store_true")
+    a = ap.parse_args()
+    lay = stack.layout()
+    started = stack.status(lay) != 0
+    stack.start(lay)
+    try:
+        r = Run(a.pupils, a.faults)
+        print(f"pipeline, {a.pupils:,} pupils{' with faults' if a.faults else ''} (logs {r.logs})", flush=True)
+        out = r.run()
+        delivered, sizes, exact = r.check(out["files"], out["batches"])
+        ingested = sum(out["rows"].values())
+        base = None
+        if not a.no_baseline:
+            print(f"baseline: {ingested:,} messages of ~1 KB", flush=True)
+            base = asyncio.run(_baseline(ingested, r.env["SAIS_KAFKA_BOOTSTRAP"], r.env["SAIS_DATABASE_URL"]))
+    finally:
+        if started:
+            stack.stop(lay)
+
+    print("\n== results ==")
+    print(f"rows ingested {ingested:,}; first file → both windows delivered {out['total_s']:.1f} s = "
+          f"{ingested / out['total_s']:,.0f} rows/s end to end")
+    for label, s in r.stages:
+        print(f"  {label:52} {s:8.1f} s")
+    print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
+    print(f"messages: {len(sizes)}; sizes (bytes) {sizes}; largest {max(sizes):,}")
+    print(f"delivered per programme {delivered}; equals the independent count: {exact}")
+    if a.faults:
+        print(f"killed and restarted: {', '.join(r.killed)}")
+    if base:
+        print(f"baseline ({ingested:,} × 1 KB): produce {base['produce']:.1f} s ({ingested / base['produce']:,.0f}/s), "
+              f"consume+COPY+produce {base['consume+copy+produce']:.1f} s "
+              f"({ingested / base['consume+copy+produce']:,.0f}/s), consume+COPY {base['consume+copy']:.1f} s "
+              f"({ingested / base['consume+copy']:,.0f}/s); total {base['total']:.1f} s = "
+              f"{ingested / base['total']:,.0f}/s; peak RSS {base['peak_rss_mb']:.0f} MB")
+        print(f"pipeline / baseline, end to end: {base['total'] / out['total_s']:.2f}")
+    raise SystemExit(0 if exact else 1)
+
+
+if __name__ == "__main__":
+    main()
