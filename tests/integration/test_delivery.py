@@ -326,3 +326,20 @@ async def test_a_folder_of_certificates_picks_each_recipients_own(july, infra, t
     res = await deliver()
     [msg] = messages_with(infra.maildir, res.message_id)
     assert openssl_open(msg, infra.pki)
+
+
+@pytest.mark.parametrize("how", ["--recipient", "environment"])
+async def test_an_address_trick_from_the_command_line_or_environment_is_refused(july, infra, how):
+    await seed_cohort(1)
+    trick = "evil@evil.com,x.nhs.net"
+    before = len(list(infra.maildir.glob("*.eml")))
+    args = ["send", "--window", "july", "--academic-year", "2017/18"]
+    env = dict(july)
+    if how == "--recipient":
+        args += ["--recipient", trick]
+    else:
+        env["SAIS_DELIVERY_RECIPIENT"] = trick
+    r = _cli(env, *args)
+    assert r.returncode == 3 and "allow-listed" in r.stderr
+    assert len(list(infra.maildir.glob("*.eml"))) == before
+    assert "delivery.refused" in await audit_actions(july["SAIS_DATABASE_URL"])

@@ -7,7 +7,10 @@ period. A bad file fails on load with the field named.
 
 from __future__ import annotations
 
+import re
 from datetime import date
+from email.errors import HeaderParseError, MessageDefect
+from email.headerregistry import Address
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -95,10 +98,18 @@ class Transfer(_Strict):
 
     @model_validator(mode="after")
     def _recipients_allowed(self) -> Transfer:
+        for d in self.allowed_recipient_domains:
+            if not _DOMAIN.fullmatch(d):
+                raise ValueError(f"allowed recipient domain {d!r} is not a plain domain name such as nhs.net")
         for r in self.recipients:
             if not recipient_allowed(r, self.allowed_recipient_domains):
                 raise ValueError(f"recipient {r!r} is not in an allowed domain {self.allowed_recipient_domains}")
         return self
+
+    @field_validator("recipients")
+    @classmethod
+    def _strict_addresses(cls, recipients: list[str]) -> list[str]:
+        return [normalise_address(r) for r in recipients]  # a strict addr-spec, or a clear error
 
     def window(self, name: str) -> Window:
         for w in self.windows:
@@ -173,11 +184,39 @@ class Protocol(_Strict):
         return next(p for p in self.parties if p.role == "recipient")
 
 
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+_FORBIDDEN = set(',;:<>()[]"\\@')
+
+
+def normalise_address(address: str) -> str:
+    """A recipient as a strict addr-spec, ``local@domain`` with the domain lower-cased, or ValueError.
+
+    No display name, comment, quoted part, whitespace, comma, semicolon, bracket, parenthesis or
+    control character: one mailbox, and what is checked is exactly what goes to RCPT TO and To:.
+    The RFC 5322 parser of the standard library must read the whole string as that one address."""
+    if not isinstance(address, str) or not 3 <= len(address) <= 254 or address.count("@") != 1:
+        raise ValueError("not a single e-mail address (local@domain)")
+    local_part, _, domain_part = address.partition("@")
+    if any(c.isspace() or not c.isprintable() or ord(c) > 126 or c in _FORBIDDEN for c in local_part + domain_part):
+        raise ValueError("an e-mail address may hold no whitespace, control character, quote, comma, semicolon, "
+                         "colon, bracket or parenthesis")
+    try:
+        parsed = Address(addr_spec=address)
+    except (ValueError, TypeError, HeaderParseError, MessageDefect):
+        raise ValueError("not a single e-mail address (local@domain)") from None
+    if (f"{parsed.username}@{parsed.domain}" != address or not _LOCAL.fullmatch(parsed.username)
+            or not _DOMAIN.fullmatch(parsed.domain)):
+        raise ValueError("not a plain e-mail address (local@domain, letters, digits and . - _ +)")
+    return f"{parsed.username}@{parsed.domain.lower()}"
+
+
 def recipient_allowed(address: str, domains: list[str]) -> bool:
-    """True when the address's domain is an allowed domain or a subdomain of one."""
-    if address.count("@") != 1:
+    """True when the address is a strict addr-spec whose domain is an allowed domain or a subdomain of one."""
+    try:
+        domain = normalise_address(address).rsplit("@", 1)[1]
+    except ValueError:
         return False
-    domain = address.rsplit("@", 1)[1].lower().rstrip(".")
     return any(domain == d.lower() or domain.endswith("." + d.lower()) for d in domains)
 
 
@@ -214,4 +253,4 @@ def load_protocol(path: Path | None = None) -> Protocol:
     return parse_protocol(read_protocol_file(path), str(path))
 
 
-__all__ = ["Protocol", "ProtocolError", "load_protocol", "parse_protocol", "recipient_allowed"]
+__all__ = ["Protocol", "ProtocolError", "load_protocol", "normalise_address", "parse_protocol", "recipient_allowed"]

@@ -32,7 +32,7 @@ from sais_shared.events import (
 )
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.outbox import flush_outbox
-from sais_shared.protocol import recipient_allowed
+from sais_shared.protocol import normalise_address, recipient_allowed
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
@@ -142,7 +142,7 @@ class DeliveryService(FollowsProtocol):
                 f"transfer method {self.protocol.transfer.method!r} is not supported"), subject)
         if not recipient_allowed(recipient, self.protocol.transfer.allowed_recipient_domains):
             await self._refuse(actor, RecipientNotAllowedError(
-                f"{recipient} is not in an allow-listed domain {self.protocol.transfer.allowed_recipient_domains} "
+                f"{recipient!r} is not one e-mail address in an allow-listed domain {self.protocol.transfer.allowed_recipient_domains} "
                 "(ISP §7.2, §8.2, §8.3); nothing was sent"), subject, recipient=recipient)
         suspended, reason = await self.is_suspended()
         if suspended:
@@ -163,6 +163,7 @@ class DeliveryService(FollowsProtocol):
         win = self.protocol.transfer.window(window)
         recipient = recipient or self.protocol.transfer.recipients[0]
         await self._check(window, recipient, actor, override_review)
+        recipient = normalise_address(recipient)  # exactly what was checked goes to RCPT TO and To:
 
         pending = await self.pool.fetchrow(
             "SELECT batch_id, status FROM delivery.batches WHERE window_name=$1 AND academic_year=$2 "
