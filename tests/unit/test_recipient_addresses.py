@@ -6,8 +6,13 @@ import yaml
 from aiosmtplib.email import quote_address
 from hypothesis import given
 from hypothesis import strategies as st
-from sais_shared.protocol import ProtocolError, bundled_protocol_path, normalise_address, parse_protocol, \
-    recipient_allowed
+from sais_shared.protocol import (
+    ProtocolError,
+    bundled_protocol_path,
+    normalise_address,
+    parse_protocol,
+    recipient_allowed,
+)
 
 pytestmark = pytest.mark.unit
 NHS = ["nhs.net"]
