@@ -31,6 +31,11 @@ class DecryptionError(SaisError):
     """A sealed value could not be opened: wrong key, wrong context or tampered bytes."""
 
 
+class SealedValueError(DecryptionError):
+    """A sealed value does not open under its own data key and context: it was altered, or belongs to
+    another record. The message carrying it is invalid (permanent), unlike a key that fails to unwrap."""
+
+
 class Sealed(BaseModel):
     """A value encrypted under a data key; the key id says which one."""
 
@@ -73,7 +78,7 @@ class DataKey:
                 base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), context
             )
         except (InvalidTag, ValueError):
-            raise DecryptionError(f"cannot open value under key {self.key_id}") from None
+            raise SealedValueError(f"cannot open value under key {self.key_id}") from None
 
     def seal_model(self, model: BaseModel, context: bytes) -> Sealed:
         return self.seal(model.model_dump_json().encode(), context)

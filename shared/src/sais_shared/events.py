@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .crypto import Sealed
 
+# Every integer in a contract is bounded: a value PostgreSQL cannot store (integer: < 2^31) is
+# refused when the event is parsed (dead-lettered), never retried as if the database were down.
+Count = Annotated[int, Field(ge=0, le=2**31 - 1)]
+RowNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Revision = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Dose = Annotated[int, Field(ge=1, le=9)]
+
 Source = Literal[
     "summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"
 ]
@@ -83,7 +90,7 @@ class PupilRecorded(Event):
     record_id: UUID = Field(description="Stable id of this row within its extract")
     source: Source
     reference_date: date = Field(description="Census day or admissions offer date")
-    row_number: int = Field(description="Row as the spreadsheet shows it (header is row 1)")
+    row_number: RowNumber = Field(description="Row as the spreadsheet shows it (header is row 1)")
     originator: str = Field(description="Organisation that supplied the data (ISP §8.4)")
     protocol_version: str
     school_dfe: DfENumber
@@ -106,11 +113,11 @@ class ExtractCompleted(Event):
     reference_date: date
     target_academic_year: str = Field(examples=["2017/18"])
     content_sha256: str
-    rows_in: int
-    accepted: int
-    rejected: int
-    out_of_scope: int
-    warnings: int
+    rows_in: Count
+    accepted: Count
+    rejected: Count
+    out_of_scope: Count
+    warnings: Count
     supersedes: UUID | None = Field(
         None, description="Earlier extract this replacement dataset replaces (ISP §9.6)"
     )
@@ -126,7 +133,7 @@ class RowRejected(Event):
     type: Literal["row-rejected"] = "row-rejected"
     extract_id: UUID
     source: Source
-    row_number: int
+    row_number: RowNumber
     field: str
     code: str = Field(examples=["postcode.format"])
     reason: str
@@ -139,7 +146,7 @@ class CohortMemberAdded(Event):
     change: Literal["added", "updated"] = "added"
     academic_year: str = Field(examples=["2017/18"])
     programme: str = Field(examples=["hpv"])
-    dose: int | None = None
+    dose: Dose | None = None
     pupil_id: UUID
     school_dfe: DfENumber
     school_name: str
@@ -149,7 +156,7 @@ class CohortMemberAdded(Event):
     reference_date: date
     received_at: datetime = Field(description="When the winning extract was received (ISP §9.5 staleness)")
     extract_ids: list[UUID] = Field(description="Lineage: the extracts this record came from")
-    revision: int = Field(description="Per-pupil revision; higher wins")
+    revision: Revision = Field(description="Per-pupil revision; higher wins")
     personal: Sealed
 
     def aad(self) -> bytes:
@@ -162,10 +169,10 @@ class CohortMemberWithdrawn(Event):
     type: Literal["cohort-member-withdrawn"] = "cohort-member-withdrawn"
     academic_year: str
     programme: str
-    dose: int | None = None
+    dose: Dose | None = None
     pupil_id: UUID
     reason: str
-    revision: int
+    revision: Revision
 
 
 CohortEvent = Annotated[CohortMemberAdded | CohortMemberWithdrawn, Field(discriminator="type")]
@@ -176,7 +183,7 @@ class DeliveredFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
     sha256: str
-    rows: int
+    rows: Count
 
 
 class DeliveredPart(BaseModel):
@@ -185,7 +192,7 @@ class DeliveredPart(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     part: int = Field(ge=1, le=100_000)
     message_id: str
-    size_bytes: int = Field(ge=0, description="The message as sent: signed, encrypted, encoded")
+    size_bytes: int = Field(ge=0, le=2**40, description="The message as sent: signed, encrypted, encoded")
     programmes: dict[str, int]
     transferred_at: datetime
 
@@ -230,7 +237,7 @@ class DeadLetter(Event):
     type: Literal["dead-letter"] = "dead-letter"
     consumer_group: str
     original_topic: str
-    partition: int
-    offset: int
+    partition: Count
+    offset: int = Field(ge=0, le=2**63 - 1)
     value_sha256: str
     reason: str

@@ -28,6 +28,7 @@ from .events import Source
 
 ExtractRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="Publisher's id of the extract",
                                   examples=["sims-937-may-2017-001"])]
+MAX_RECORDS = 10_000_000  # England has about 9 million pupils: no extract is larger
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -57,7 +58,7 @@ class InboundRecord(_Strict):
 
     type: Literal["record"] = "record"
     extract_ref: ExtractRef
-    seq: int = Field(ge=1, description="1, 2, … n in publishing order")
+    seq: int = Field(ge=1, le=MAX_RECORDS, description="1, 2, … n in publishing order")
     nonce: str
     ciphertext: str
 
@@ -67,7 +68,7 @@ class InboundExtractCompleted(_Strict):
 
     type: Literal["extract-completed"] = "extract-completed"
     extract_ref: ExtractRef
-    record_count: int = Field(ge=0)
+    record_count: int = Field(ge=0, le=MAX_RECORDS)
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

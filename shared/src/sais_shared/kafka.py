@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -26,6 +27,7 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
 from . import ops
+from .crypto import SealedValueError
 from .errors import InvalidMessageError
 from .events import DeadLetter, Event, stable_id
 from .settings import CommonSettings
@@ -182,13 +184,15 @@ def batch_consumer(
         ops.RECORDS_CONSUMED.labels(ops.service(), topic).inc(len(records))
         _observe_lag(message, records)
         events: list[E] = []
+        parsed: list[tuple[Any, E]] = []
         for rec in records:
             try:
-                events.append(parse(rec.value))
+                parsed.append((rec, parse(rec.value)))
             except ValidationError as exc:
                 await _dead_letter(dlq, group_id, rec, describe_validation_error(exc))
             except (InvalidMessageError, ValueError, TypeError) as exc:
                 await _dead_letter(dlq, group_id, rec, f"{type(exc).__name__}: unparseable")
+        events = [e for _, e in parsed]
         if not events:
             return
         try:
@@ -199,6 +203,10 @@ def batch_consumer(
                 first_event_id=str(getattr(events[0], "event_id", "")) or None,
             ), ops.BATCH_SECONDS.labels(ops.service(), topic).time():
                 await handle(events)
+        except PERMANENT_ERRORS:
+            # Bad data the database refuses (or the handler calls invalid): the same batch would fail
+            # forever. Handle the records one at a time, so only the offending ones are dead-lettered.
+            await _handle_one_by_one(parsed, handle, dlq, group_id)
         except Exception as exc:
             ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
             logger.warning(
@@ -209,6 +217,19 @@ def batch_consumer(
         logger.debug("batch.done", records=len(records), events=len(events))
 
     return consume
+
+
+# Errors that retrying cannot cure: the data is wrong, not the infrastructure.
+PERMANENT_ERRORS = (asyncpg.DataError, InvalidMessageError, SealedValueError)
+
+
+async def _handle_one_by_one(parsed: list[tuple[Any, Any]], handle: Callable, dlq: Any, group_id: str) -> None:
+    for rec, event in parsed:
+        try:
+            await handle([event])
+        except PERMANENT_ERRORS as exc:
+            await _dead_letter(dlq, group_id, rec, f"{type(exc).__name__}: refused as data "
+                                                   f"({getattr(exc, 'sqlstate', None) or 'invalid'})")
 
 
 def _observe_lag(message: Any, records: Sequence[Any]) -> None:
