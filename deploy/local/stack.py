@@ -70,6 +70,7 @@ class Layout:
             "SAIS_INGEST_INBOUND_PRIVATE_KEY": str(self.pki / "inbound.key"),
             "SAIS_LOCAL_MAILDIR": str(self.maildir),
             "SAIS_LOCAL_PKI": str(self.pki),
+            "SAIS_DEV_MODE": "true",  # the local runner is for development: dev PKI, SAIS_AS_OF
         }
 
 

@@ -112,9 +112,10 @@ def rotate_kek(new_kek_file: Path = typer.Option(..., exists=True, dir_okay=Fals
 def export_index_key(out: Path = typer.Argument(..., help="file to write (mode 600)")) -> None:
     """Write the blind-index key derived from the current KEK, to pin it with SAIS_INDEX_KEY_FILE."""
     from sais_shared.crypto import derive_index_key
+    from sais_shared.files import write_private_file
 
-    out.touch(mode=0o600)
-    out.write_text(base64.b64encode(derive_index_key(CommonSettings().key_encryption_key_bytes())).decode() + "\n")
+    write_private_file(out, base64.b64encode(derive_index_key(CommonSettings().key_encryption_key_bytes())).decode()
+                       + "\n")
     typer.echo(f"wrote {out}: set SAIS_INDEX_KEY_FILE={out} on every service")
 
 

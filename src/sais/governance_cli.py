@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 
@@ -34,9 +35,13 @@ def sar_find(forename: str = typer.Option(...), surname: str = typer.Option(...)
                                         protocol_version=rt.protocol.version)
         finally:
             await rt.close()
+    if out.exists() or out.is_symlink():  # refuse before searching: the search itself is audited
+        raise typer.BadParameter(f"{out} already exists: choose a new file name", param_hint="--out")
     answer = asyncio.run(go())
-    out.write_text(json.dumps(answer, indent=2, default=str) if as_json else render(answer), encoding="utf-8")
-    out.chmod(0o600)
+    try:
+        write_private_file(out, json.dumps(answer, indent=2, default=str) if as_json else render(answer))
+    except OutputFileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from None
     typer.echo(f"request {answer['request_id']}: {len(answer['records'])} record(s), {len(answer['batches'])} "
                f"batch(es); export written to {out}")
 

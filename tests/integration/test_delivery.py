@@ -343,3 +343,15 @@ async def test_an_address_trick_from_the_command_line_or_environment_is_refused(
     assert r.returncode == 3 and "allow-listed" in r.stderr
     assert len(list(infra.maildir.glob("*.eml"))) == before
     assert "delivery.refused" in await audit_actions(july["SAIS_DATABASE_URL"])
+
+
+async def test_a_recipient_certificate_is_looked_up_only_inside_its_folder(july, infra, tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    await seed_cohort(1)
+    certs = tmp_path / "recipients"
+    (certs / "a").mkdir(parents=True)
+    _shutil.copy(infra.pki / "recipient.pem", certs / "a" / "b@nhs.net.pem")  # would match a/b@nhs.net
+    monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(certs))
+    with pytest.raises(CertificateError, match="not a plain file name"):
+        await deliver(recipient="a/b@nhs.net")

@@ -70,3 +70,28 @@ def test_the_ascii_fast_path_of_matching_normalisation_equals_the_general_rule(v
 
     general = "".join(c for c in unicodedata.normalize("NFKD", value) if c.isalnum()).casefold()
     assert normalise_for_matching(value) == general
+
+
+def test_development_settings_are_refused_outside_development_mode(monkeypatch):
+    monkeypatch.delenv("SAIS_DEV_MODE", raising=False)
+    with pytest.raises(ConfigurationError, match="SAIS_AS_OF"):
+        CommonSettings(as_of="2017-07-10")
+    with pytest.raises(ConfigurationError, match="SAIS_KEK_FILE"):
+        CommonSettings(kek=base64.b64encode(os.urandom(32)).decode()).key_encryption_key_bytes()
+    dev = CommonSettings(as_of="2017-07-10", dev_mode=True, kek=base64.b64encode(os.urandom(32)).decode())
+    assert len(dev.key_encryption_key_bytes()) == 32
+
+
+def test_a_kek_file_others_can_read_is_warned_about(tmp_path):
+    from structlog.testing import capture_logs
+
+    kek = tmp_path / "kek.b64"
+    kek.write_text(base64.b64encode(os.urandom(32)).decode())
+    kek.chmod(0o644)
+    with capture_logs() as logs:
+        CommonSettings(kek_file=kek).key_encryption_key_bytes()
+    assert [e["event"] for e in logs] == ["key_file.readable_by_others"]
+    kek.chmod(0o600)
+    with capture_logs() as logs:
+        CommonSettings(kek_file=kek).key_encryption_key_bytes()
+    assert logs == []

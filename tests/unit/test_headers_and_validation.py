@@ -128,3 +128,16 @@ def test_bs7666_address_fields_become_lines():
     out = _validate(row)
     assert isinstance(out, CleanRow)
     assert out.address_lines == ["Flat 2", "14 Mill Lane", "Warwick"]
+
+
+def test_a_file_without_a_header_row_is_refused_without_echoing_the_childs_details():
+    from sais_ingest.domain.extract import header_mapping
+    from sais_ingest.domain.model import ExtractFileError
+
+    first_row = ["A937351242975", "Ó Súilleabháin", "Harry", "15/01/2012", "M", "R", "9372006",
+                 "Woodloes Primary School", "63 Station Road", "Warwick", "Warwickshire", "CV34 4FL"]
+    with pytest.raises(ExtractFileError) as exc:
+        header_mapping(first_row)
+    message = str(exc.value)
+    assert "12 column(s)" in message and "header row" in message
+    assert not any(v in message for v in ("Harry", "Súilleabháin", "15/01/2012", "Station", "CV34", "A937"))

@@ -9,7 +9,8 @@ import base64
 from datetime import date
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+import structlog
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError, MissingKeyEncryptionKeyError
@@ -37,8 +38,11 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field("json", description="json or console")
     as_of: date | None = Field(
-        None, description="Business date override (demo, tests); wall clock when unset"
+        None, description="Business date override (demo, tests; development mode only); wall clock when unset"
     )
+    dev_mode: bool = Field(
+        False, description="Development mode: allows SAIS_KEK, SAIS_AS_OF and development certificates. "
+                           "Never set in production")
     protocol_refresh_s: float = Field(30.0, description="How often services re-read the protocol in force")
     protocol_file: Path | None = Field(
         None, description="Information Sharing Protocol file; the bundled example when unset"
@@ -47,11 +51,22 @@ class CommonSettings(BaseSettings):
     def index_key_bytes(self) -> bytes | None:
         return read_key_file(self.index_key_file, "SAIS_INDEX_KEY_FILE") if self.index_key_file else None
 
+    @model_validator(mode="after")
+    def _development_only(self) -> CommonSettings:
+        if self.as_of is not None and not self.dev_mode:
+            raise ConfigurationError("SAIS_AS_OF moves the business date and is for development and tests only; "
+                                     "unset it, or set SAIS_DEV_MODE=true on a development machine")
+        return self
+
     def key_encryption_key_bytes(self) -> bytes:
         """The 32-byte KEK, or a clear error when it is missing or malformed."""
         if self.kek_file is not None:
             return read_key_file(self.kek_file, "SAIS_KEK_FILE")
         elif self.kek is not None:
+            if not self.dev_mode:
+                raise ConfigurationError("SAIS_KEK puts the key-encryption key in the environment, which other "
+                                         "processes and crash dumps can read: use SAIS_KEK_FILE (SAIS_KEK is "
+                                         "accepted only with SAIS_DEV_MODE=true)")
             raw = self.kek.get_secret_value().strip()
         else:
             raise MissingKeyEncryptionKeyError(
@@ -64,8 +79,13 @@ class CommonSettings(BaseSettings):
 def read_key_file(path: Path, setting: str) -> bytes:
     try:
         raw = path.read_text().strip()
+        mode = path.stat().st_mode
     except OSError as exc:
         raise MissingKeyEncryptionKeyError(f"cannot read {setting} {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        structlog.get_logger("sais.settings").warning(
+            "key_file.readable_by_others", setting=setting, mode=oct(mode & 0o777),
+            fix=f"chmod 600 {path}")
     return decode_key(raw, f"the key in {setting}")
 
 

@@ -19,7 +19,7 @@ from sais_shared.topics import Topics
 from .adapters.mailer import Mailer, SmtpConfig
 from .adapters.smime import Smime
 from .config import DeliverySettings
-from .domain.errors import DeliveryRefusedError
+from .domain.errors import CertificateError, DeliveryRefusedError
 from .service_layer.deliver import DeliveryService
 from .service_layer.members import apply_cohort_events
 
@@ -41,7 +41,10 @@ def build_service(settings: DeliverySettings, rt: Runtime, publisher) -> Deliver
     def smime_for(recipient: str) -> Smime:
         cert = settings.delivery_recipient_cert
         if cert is not None and cert.is_dir():  # one certificate per recipient: <dir>/<address>.pem
-            cert = cert / f"{recipient.lower()}.pem"
+            folder = cert.resolve()
+            cert = (folder / f"{recipient.lower()}.pem").resolve()
+            if cert.parent != folder:  # an address that names a path (a/b, ..) never leaves the folder
+                raise CertificateError(f"no certificate for {recipient!r} in {folder}: not a plain file name")
         return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, cert,
                      sender=settings.delivery_sender_address, recipient=recipient)
 

@@ -17,9 +17,14 @@ def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
     """Column index → field and the dropped headers; a clear error when a required column is missing."""
     mapping, dropped, missing = map_headers(headers)
     if missing:
+        # Never echo the cells: a file without a header row has a child's details in its first row.
+        known = set(mapping) | {i for i, h in enumerate(headers) if h.strip() in dropped}
+        unknown = [str(i + 1) for i, h in enumerate(headers) if h.strip() and i not in known]
+        found = (f"recognised: {', '.join(mapping[i] for i in sorted(mapping))}" if mapping
+                 else "no recognised column header: is the first row a header row?")
         raise ExtractFileError(
-            f"required column(s) missing: {', '.join(missing)}; found columns: "
-            f"{', '.join(h.strip() for h in headers if h.strip())}"
+            f"required column(s) missing: {', '.join(missing)}; the header row has {len(headers)} column(s), "
+            f"{found}" + (f"; not recognised: column(s) {', '.join(unknown)}" if unknown else "")
         )
     return mapping, dropped
 

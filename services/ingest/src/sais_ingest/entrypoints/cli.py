@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sais_shared.events import SOURCES
+from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.protocol import ProtocolError
 
 from ..app import IngestContext
@@ -92,9 +93,12 @@ def ingest_file_cmd(
         console.print(f"[red]extract refused:[/] {exc}")
         raise typer.Exit(2) from None
     data = asdict(rep) | {"balanced": rep.balanced}
-    if report:  # the full report includes the dip sample (personal data): owner-only file
-        report.touch(mode=0o600)
-        report.write_text(json.dumps(data, default=str, indent=2))
+    if report:  # the full report includes the dip sample (personal data): a new, owner-only file
+        try:
+            write_private_file(report, json.dumps(data, default=str, indent=2))
+        except OutputFileError as exc:
+            console.print(f"[red]report not written:[/] {exc}")
+            raise typer.Exit(2) from None
     if as_json:  # for scripts: counts, rejections and warnings; the dip sample only by row number
         data["dip_sample"] = [r["row_number"] for r in rep.dip_sample]
         typer.echo(json.dumps(data, default=str, indent=2))
