@@ -182,3 +182,45 @@ async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, i
         st = await wait_until(lambda: _status_is(dsn, "tampered-1", "incomplete"), what="refused")
     assert "record 2 cannot be opened" in st["problem"]
     assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []
+
+
+async def test_an_extract_that_never_completes_is_deleted_a_retention_period_later(settings_env, infra):
+    import json as _json
+    import os
+    import subprocess
+    from datetime import timedelta
+
+    from dateutil.relativedelta import relativedelta
+
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    w = writer(infra, "never-completed-1")
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, [w.started, *[w.record(r) for r in may_rows()[:3]]])
+
+        async def staged():
+            conn = await asyncpg.connect(dsn)
+            try:
+                return await conn.fetchval("SELECT count(*) = 3 FROM ingest.inbound_records")
+            finally:
+                await conn.close()
+        await wait_until(staged, what="records staged")
+
+    def retention_run(on: date):
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "retention", "run", "--now", on.isoformat(), "--json"],
+                           env={**os.environ, **settings_env, "SAIS_AS_OF": on.isoformat()}, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        return _json.loads(r.stdout)
+
+    today = date.today()
+    assert retention_run(today + relativedelta(months=3) - timedelta(days=1)) == []  # not yet
+    [cert] = retention_run(today + relativedelta(months=3, days=1))
+    assert cert["rule"] == "inbound-staging-plus-retention"
+    assert cert["rows_deleted"] == {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3}
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
+        assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_extracts") == 0
+    finally:
+        await conn.close()

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import asyncpg
 import structlog
+from dateutil.relativedelta import relativedelta
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.events import (
@@ -37,6 +38,7 @@ log = structlog.get_logger("sais.retention")
 RULE_TRANSFER = "isp-11.1-transfer-plus-retention"
 RULE_UNDELIVERED = "undelivered-extract-ingest-plus-retention"
 RULE_PARTY_LEFT = "isp-11.3-party-left"
+RULE_INBOUND_STAGING = "inbound-staging-plus-retention"
 
 
 @dataclass
@@ -81,6 +83,9 @@ class RetentionService(FollowsProtocol):
             if cert:
                 done.append(cert)
                 ops.DELETIONS.labels(cert.rule).inc()
+        if cert := await self._purge_inbound_staging(today, actor):
+            done.append(cert)
+            ops.DELETIONS.labels(cert.rule).inc()
         await self.flush_outbox()
         await self.refresh_gauges(today)
         return done
@@ -142,6 +147,45 @@ class RetentionService(FollowsProtocol):
         log.info("deletion.completed", subject=subject, keys_destroyed=len(destroyed), rows=counts)
         return cert
 
+    async def _purge_inbound_staging(self, today: date, actor: str) -> DeletionCompleted | None:
+        """Inbound extracts that never completed (or were refused) are still sealed to ingest's
+        long-lived inbound key: deleted, with their staged records, a retention period after they
+        last changed. (A complete extract's records are deleted as soon as it is ingested.)"""
+        cutoff = today - relativedelta(months=self.protocol.retention_months)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT to_regclass('ingest.inbound_extracts')") is None:
+                return None
+            records = await conn.fetchval(
+                "SELECT count(*) FROM ingest.inbound_records r JOIN ingest.inbound_extracts e USING (extract_ref) "
+                "WHERE e.status <> 'ingested' AND e.updated_at::date < $1", cutoff)
+            gone = await conn.fetch("DELETE FROM ingest.inbound_extracts WHERE status <> 'ingested' AND "
+                                    "updated_at::date < $1 RETURNING extract_ref", cutoff)
+            if not gone:
+                return None
+            subject = f"inbound-staging:{today.isoformat()}"
+            counts = {"ingest.inbound_extracts": len(gone), "ingest.inbound_records": records}
+            return await self._certify(conn, subject, RULE_INBOUND_STAGING, today, [], {}, counts, actor)
+
+    async def _certify(self, conn: asyncpg.Connection, subject: str, rule: str, due_on: date, destroyed: list,
+                       kept: dict, counts: dict, actor: str) -> DeletionCompleted:
+        now = self.clock.now()
+        cert = DeletionCompleted(
+            event_id=stable_id("deletion", subject), occurred_at=now, certificate_id=stable_id("certificate", subject),
+            rule=rule, subject=subject, due_at=due_on, executed_at=now, key_ids_destroyed=destroyed,
+            rows_deleted=counts, protocol_version=self.protocol.version)
+        await conn.execute(
+            "INSERT INTO retention.certificates(certificate_id, rule, subject, due_on, executed_at, key_ids_destroyed, "
+            "keys_retained, rows_deleted, protocol_version) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8::jsonb,$9) "
+            "ON CONFLICT DO NOTHING", cert.certificate_id, rule, subject, due_on, now, destroyed, _json(kept),
+            _json(counts), self.protocol.version)
+        await conn.execute("INSERT INTO retention.outbox(event_id, key, payload) VALUES ($1,$2,$3) ON CONFLICT "
+                           "DO NOTHING", cert.event_id, cert.certificate_id.bytes, cert.model_dump_json())
+        await audit(conn, actor, "data.deleted", subject,
+                    {"certificate_id": str(cert.certificate_id), "rule": rule, "keys_destroyed": len(destroyed),
+                     "rows_deleted": counts}, self.protocol.version)
+        log.info("deletion.completed", subject=subject, keys_destroyed=len(destroyed), rows=counts)
+        return cert
+
     async def purge(self, party: str, actor: str) -> DeletionCompleted:
         """A party leaves the protocol (§4.3, §11.3): delete everything received from, or destined for, it.
 
@@ -155,6 +199,11 @@ class RetentionService(FollowsProtocol):
             keys = await conn.fetch("SELECT key_id, extract_id FROM shared.data_keys WHERE wrapped IS NOT NULL")
             extracts = [r["extract_id"] for r in keys]
             counts = await purge_rows(conn, extracts, [r["key_id"] for r in keys])
+            if await conn.fetchval("SELECT to_regclass('ingest.inbound_extracts')"):
+                counts["ingest.inbound_records"] = int((await conn.execute(
+                    "DELETE FROM ingest.inbound_records")).rsplit(" ", 1)[1])
+                counts["ingest.inbound_extracts"] = int((await conn.execute(
+                    "DELETE FROM ingest.inbound_extracts WHERE status <> 'ingested'")).rsplit(" ", 1)[1])
             if await conn.fetchval("SELECT to_regclass('delivery.batches')"):
                 await conn.execute("UPDATE delivery.batches SET purged_at=now(), message=NULL WHERE purged_at IS NULL")
                 await conn.execute("DELETE FROM delivery.batch_members")
