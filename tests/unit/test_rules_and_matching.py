@@ -49,9 +49,12 @@ def _rec(source="summer-census", yg="3", gender="F", ref=date(2017, 5, 18), scho
                   school, "School", yg, gender, uuid.uuid4())
 
 
-def test_match_one_candidate_merges_even_after_a_move():
+def test_match_one_candidate_merges_even_after_a_move_and_flags_the_postcode_for_a_person_to_check():
     c = Candidate(uuid.uuid4(), frozenset({"pc1"}), frozenset({uuid.uuid4()}))
-    assert match([c], "pc-other", uuid.uuid4()).pupil_id == c.pupil_id
+    moved = match([c], "pc-other", uuid.uuid4())
+    assert moved.pupil_id == c.pupil_id and moved.postcode_differs
+    stayed = match([c], "pc1", uuid.uuid4())
+    assert stayed.pupil_id == c.pupil_id and not stayed.postcode_differs
 
 
 def test_match_never_merges_two_rows_of_one_extract():

@@ -49,6 +49,7 @@ class Candidate:
 class Match:
     pupil_id: UUID | None  # None: a new child
     ambiguous: bool = False
+    postcode_differs: bool = False  # merged on name and date of birth alone: worth a person's look
 
 
 def match(candidates: list[Candidate], postcode_key: str, extract_id: UUID) -> Match:
@@ -56,8 +57,8 @@ def match(candidates: list[Candidate], postcode_key: str, extract_id: UUID) -> M
     pool = [c for c in candidates if extract_id not in c.extract_ids]
     if not pool:
         return Match(None)
-    if len(pool) == 1:
-        return Match(pool[0].pupil_id)
+    if len(pool) == 1:  # children move house: merge, but say so when the postcode differs
+        return Match(pool[0].pupil_id, postcode_differs=postcode_key not in pool[0].postcode_keys)
     same_postcode = [c for c in pool if postcode_key in c.postcode_keys]
     if len(same_postcode) == 1:
         return Match(same_postcode[0].pupil_id)

@@ -121,6 +121,10 @@ class EligibilityService(FollowsProtocol):
             inserts.append((e.record_id, e.extract_id, year, pupil_id, e.match_key, postcode_key, content_key,
                             e.source, e.reference_date, e.occurred_at, e.school_dfe, e.school_name, e.year_group,
                             target, dob_year, e.gender, e.personal.key_id, e.personal.model_dump_json()))
+            if m.postcode_differs:
+                findings.append((year, pupil_id, "matched-postcode-differs",
+                                 "matched on name and date of birth; postcode differs (a move, or two children?)",
+                                 e.school_dfe))
             if m.ambiguous:
                 findings.append((year, pupil_id, "ambiguous-match",
                                  "same name and date of birth as two or more children; not merged", e.school_dfe))
