@@ -67,6 +67,7 @@ class Layout:
             "SAIS_DELIVERY_SENDER_CERT": str(self.pki / "sender.pem"),
             "SAIS_DELIVERY_SENDER_KEY": str(self.pki / "sender.key"),
             "SAIS_DELIVERY_RECIPIENT_CERT": str(self.pki / "recipient.pem"),
+            "SAIS_DELIVERY_RECIPIENT_CA_FILE": str(self.pki / "ca.pem"),
             "SAIS_INGEST_INBOUND_PRIVATE_KEY": str(self.pki / "inbound.key"),
             "SAIS_LOCAL_MAILDIR": str(self.maildir),
             "SAIS_LOCAL_PKI": str(self.pki),

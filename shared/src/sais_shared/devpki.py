@@ -87,6 +87,10 @@ def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, 
     return builder.sign(issuer_key or key, hashes.SHA256())
 
 
+# The dev CA's name: a certificate issued under it is refused outside development mode.
+DEV_CA_NAME = "SAIS datashare dev CA"
+
+
 def issue_email_cert(ca_cert_path: Path, ca_key_path: Path, email: str, out_cert: Path, out_key: Path,
                      *, days: int = 825, not_before: datetime | None = None) -> None:
     """An S/MIME certificate for ``email`` signed by the dev CA (tests use it for expired certs too)."""
@@ -106,7 +110,7 @@ def ensure_dev_pki(root: Path) -> DevPki:
         return pki
     root.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
-    ca = _cert("SAIS datashare dev CA", ca_key, None, None, ca=True, days=3650)
+    ca = _cert(DEV_CA_NAME, ca_key, None, None, ca=True, days=3650)
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(root / "ca.key", ca_key)
     for cert_path, key_path, kwargs in (

@@ -29,6 +29,8 @@ class DeliverySettings(CommonSettings):
     delivery_sender_key: Path | None = None
     delivery_recipient_cert: Path | None = Field(
         None, description="S/MIME certificate of the recipient, or a folder of <address>.pem, one per recipient")
+    delivery_recipient_ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) that recipient certificates must chain to (the trust anchor)")
     delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
     delivery_schedule: bool = Field(False, description="Deliver each window by itself during its month")
     delivery_schedule_interval_s: float = Field(3600.0, description="How often the window scheduler looks")

@@ -14,8 +14,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from sais_shared.devpki import DEV_CA_NAME
 
 from ..domain.errors import CertificateError
 from ..domain.render import RenderedFile
@@ -45,16 +49,62 @@ def _check_valid(cert: x509.Certificate, what: str, now: datetime) -> None:
         raise CertificateError(f"the {what} certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}")
 
 
+def _load_anchors(path: Path | None) -> list[x509.Certificate]:
+    if path is None:
+        raise CertificateError("no trust anchor for recipient certificates: set SAIS_DELIVERY_RECIPIENT_CA_FILE to "
+                               "the CA bundle that issues the recipients' S/MIME certificates")
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertificateError(f"cannot load the recipient CA bundle {path}: {exc}") from None
+
+
+def check_recipient_certificate(cert: x509.Certificate, anchors: list[x509.Certificate], now: datetime, *,
+                                dev_mode: bool) -> None:
+    """The recipient's certificate chains to a configured trust anchor and is fit to encrypt mail to:
+    keyEncipherment, emailProtection, RSA of 2048 bits or more (or EC). Dev certificates only in dev mode."""
+    try:
+        chain = (PolicyBuilder().store(Store(anchors)).time(now)
+                 .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                     ee_policy=ExtensionPolicy.permit_all())
+                 .build_client_verifier().verify(cert, []).chain)
+    except (VerificationError, ValueError) as exc:
+        raise CertificateError(f"the recipient certificate does not chain to a trusted CA: {exc}") from None
+    if not dev_mode and any(c.subject.rfc4514_string() == f"CN={DEV_CA_NAME}" for c in chain):
+        raise CertificateError("the recipient certificate was issued by the development CA: refused outside "
+                               "development mode (SAIS_DEV_MODE)")
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CertificateError(f"the recipient certificate has a {key.key_size}-bit RSA key: at least 2048 bits "
+                                   "are required")
+    elif not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CertificateError("the recipient certificate's key is neither RSA nor EC: it cannot receive S/MIME")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if isinstance(key, rsa.RSAPublicKey) and not usage.key_encipherment:
+            raise CertificateError("the recipient certificate does not allow keyEncipherment (key usage)")
+    except x509.ExtensionNotFound:
+        raise CertificateError("the recipient certificate has no key usage extension") from None
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise CertificateError("the recipient certificate has no extended key usage (emailProtection)") from None
+    if ExtendedKeyUsageOID.EMAIL_PROTECTION not in eku:
+        raise CertificateError("the recipient certificate is not for e-mail protection (extended key usage)")
+
+
 class Smime:
     """Holds the sender's key and certificate and the recipient's certificate, all checked."""
 
     def __init__(self, sender_cert: Path | None, sender_key: Path | None, recipient_cert: Path | None,
-                 *, sender: str, recipient: str) -> None:
+                 *, sender: str, recipient: str, recipient_ca: Path | None = None, dev_mode: bool = False) -> None:
         now = datetime.now(UTC)
         self.sender_cert = _load_cert(sender_cert, "sender")
         self.recipient_cert = _load_cert(recipient_cert, "recipient")
         _check_valid(self.sender_cert, "sender", now)
         _check_valid(self.recipient_cert, "recipient", now)
+        check_recipient_certificate(self.recipient_cert, _load_anchors(recipient_ca), now, dev_mode=dev_mode)
         if recipient.lower() not in _emails(self.recipient_cert):
             raise CertificateError(
                 f"the recipient certificate is for {sorted(_emails(self.recipient_cert))}, not {recipient}")
