@@ -200,11 +200,13 @@ class Run:
 
     def publish_inbound(self, path: Path, source: str, ref: str, on_progress=None) -> None:
         from aiokafka import AIOKafkaProducer
+        from sais_shared.devpki import DEV_PUBLISHER
         from sais_shared.inbound import InboundExtractWriter
 
         text = path.read_text(encoding="utf-8")
         w = InboundExtractWriter((self.lay.pki / "inbound.pub.pem").read_bytes(), "inbound-1", f"bench-{path.stem}",
-                                 source, date.fromisoformat(ref), "Admissions system (bench)")
+                                 source, date.fromisoformat(ref), "Admissions system (bench)",
+                                 publisher=DEV_PUBLISHER, signing_key_pem=(self.lay.pki / "publisher.key").read_bytes())
 
         async def send() -> None:
             p = AIOKafkaProducer(bootstrap_servers=self.env["SAIS_KAFKA_BOOTSTRAP"], enable_idempotence=True,

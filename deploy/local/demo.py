@@ -127,11 +127,13 @@ class Demo:
         from datetime import date
 
         from aiokafka import AIOKafkaProducer
+        from sais_shared.devpki import DEV_PUBLISHER
         from sais_shared.inbound import InboundExtractWriter
 
         rows = list(csv.DictReader((SAMPLES / name).read_text(encoding="utf-8").splitlines()))
         w = InboundExtractWriter((self.lay.pki / "inbound.pub.pem").read_bytes(), "inbound-1", f"adm-{name}", source,
-                                 date.fromisoformat(ref), "Admissions system (demo)")
+                                 date.fromisoformat(ref), "Admissions system (demo)",
+                                 publisher=DEV_PUBLISHER, signing_key_pem=(self.lay.pki / "publisher.key").read_bytes())
         msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
 
         async def send() -> None:

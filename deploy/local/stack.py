@@ -69,6 +69,7 @@ class Layout:
             "SAIS_DELIVERY_RECIPIENT_CERT": str(self.pki / "recipient.pem"),
             "SAIS_DELIVERY_RECIPIENT_CA_FILE": str(self.pki / "ca.pem"),
             "SAIS_INGEST_INBOUND_PRIVATE_KEY": str(self.pki / "inbound.key"),
+            "SAIS_INGEST_PUBLISHERS_FILE": str(self.pki / "publishers.yaml"),
             "SAIS_LOCAL_MAILDIR": str(self.maildir),
             "SAIS_LOCAL_PKI": str(self.pki),
             "SAIS_DEV_MODE": "true",  # the local runner is for development: dev PKI, SAIS_AS_OF

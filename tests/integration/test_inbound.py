@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from faststream import TestApp
 from sais_ingest.app import build_app
 from sais_ingest.config import IngestSettings
+from sais_shared.devpki import DEV_PUBLISHER
 from sais_shared.inbound import InboundExtractWriter
 from sais_shared.topics import Topics
 
@@ -37,7 +38,8 @@ async def publish(infra, topic, messages):
 
 def writer(infra, ref):
     return InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", ref, "summer-census",
-                                date(2017, 5, 18), "SIMS (test)")
+                                date(2017, 5, 18), "SIMS (test)",
+                                 publisher=DEV_PUBLISHER, signing_key_pem=(infra.pki / "publisher.key").read_bytes())
 
 
 async def status(dsn, ref):
@@ -133,7 +135,8 @@ async def test_a_protocol_version_loaded_while_running_takes_effect_without_rest
 
     load("0.1")  # before the Admissions Service's data was added
     w = InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", "adm-2017-reception",
-                             "admissions-reception", date(2017, 4, 18), "Admissions (test)")
+                             "admissions-reception", date(2017, 4, 18), "Admissions (test)",
+                                 publisher=DEV_PUBLISHER, signing_key_pem=(infra.pki / "publisher.key").read_bytes())
     rows = list(csv.DictReader((REPO / "data" / "samples" / "admissions-reception-2017.csv")
                                .read_text(encoding="cp1252").splitlines()))
     msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
@@ -173,10 +176,15 @@ async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, i
     records = [w.record(r) for r in may_rows()[:3]]
     done = w.completed()
     bad = records[1].model_copy(update={"ciphertext": records[0].ciphertext})  # swapped: AAD (seq) no longer fits
-    from sais_shared.inbound import checksum
+    import base64
 
-    done = done.model_copy(update={"checksum": checksum([records[0].ciphertext, bad.ciphertext,
-                                                         records[2].ciphertext])})
+    from cryptography.hazmat.primitives import serialization
+    from sais_shared.inbound import checksum, signed_content
+
+    digest = checksum([records[0].ciphertext, bad.ciphertext, records[2].ciphertext])
+    key = serialization.load_pem_private_key((infra.pki / "publisher.key").read_bytes(), None)
+    done = done.model_copy(update={  # a registered publisher's own bug: signed, but a record does not open
+        "checksum": digest, "signature": base64.b64encode(key.sign(signed_content(w.started, 3, digest))).decode()})
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, [w.started, records[0], bad, records[2], done])
         st = await wait_until(lambda: _status_is(dsn, "tampered-1", "incomplete"), what="refused")
@@ -222,5 +230,50 @@ async def test_an_extract_that_never_completes_is_deleted_a_retention_period_lat
     try:
         assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
         assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_extracts") == 0
+    finally:
+        await conn.close()
+
+
+def _other_signer(tmp_path, publisher_id="dev-upstream"):
+    """A signing key nobody registered: what an insider with broker access but no publisher key has."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption())
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong-key", "unknown-publisher", "source-not-allowed"])
+async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is_refused(
+        settings_env, infra, tmp_path, monkeypatch, forgery):
+    import yaml
+
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    ref = f"forged-{forgery}"
+    if forgery == "source-not-allowed":  # a registry where the dev publisher may only send admissions
+        reg = yaml.safe_load((infra.pki / "publishers.yaml").read_text())
+        reg["publishers"][0]["sources"] = ["admissions-reception"]
+        (tmp_path / "publishers.yaml").write_text(yaml.safe_dump(reg))
+        monkeypatch.setenv("SAIS_INGEST_PUBLISHERS_FILE", str(tmp_path / "publishers.yaml"))
+    key = _other_signer(tmp_path) if forgery == "wrong-key" else (infra.pki / "publisher.key").read_bytes()
+    w = InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", ref, "summer-census",
+                             date(2017, 5, 18), "SIMS (forged)", signing_key_pem=key,
+                             publisher="someone-else" if forgery == "unknown-publisher" else DEV_PUBLISHER)
+    # A one-row "replacement dataset" would withdraw every real child if it were believed.
+    msgs = [w.started, w.record(may_rows()[0]), w.completed()]
+    if forgery == "unsigned":
+        msgs[0] = msgs[0].model_copy(update={"publisher": None})
+        msgs[2] = msgs[2].model_copy(update={"signature": None})
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, msgs)
+        st = await wait_until(lambda: _status_is(dsn, ref, "incomplete"), what="refused")
+    assert "not authenticated" in st["problem"]
+    assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM shared.audit_log WHERE action='inbound.incomplete' "
+                                   "AND subject=$1", f"inbound:{ref}") == 1
+        assert await conn.fetchval("SELECT count(*) FROM ingest.extracts") == 0
     finally:
         await conn.close()

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -32,10 +34,13 @@ class DevPki:
     kek = property(lambda self: self.root / "kek.b64")
     inbound_key = property(lambda self: self.root / "inbound.key")
     inbound_pub = property(lambda self: self.root / "inbound.pub.pem")
+    publisher_key = property(lambda self: self.root / "publisher.key")  # a dev upstream system's signing key
+    publishers = property(lambda self: self.root / "publishers.yaml")  # ingest's registry of publishers
 
 
 SENDER_EMAIL = "insight@warwickshire.gov.uk"
 RECIPIENT_EMAIL = "ann.curzons@nhs.net"
+DEV_PUBLISHER = "dev-upstream"
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -130,7 +135,19 @@ def ensure_dev_pki(root: Path) -> DevPki:
 
 
 def _ensure_inbound(pki: DevPki) -> None:
-    """The key pair upstream systems encrypt inbound extracts to (public half given to them)."""
+    """The key pair upstream systems encrypt inbound extracts to (public half given to them), and a
+    dev upstream system's signing key, registered for every source."""
+    if not pki.publishers.exists():
+        signing = Ed25519PrivateKey.generate()
+        pki.publisher_key.write_bytes(signing.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.PKCS8,
+                                                            serialization.NoEncryption()))
+        pki.publisher_key.chmod(0o600)
+        public = signing.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        pki.publishers.write_text(yaml.safe_dump({"publishers": [{
+            "id": DEV_PUBLISHER, "public_key": public,
+            "sources": ["summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"]}]}))
     if pki.inbound_key.exists():
         return
     key = _key()

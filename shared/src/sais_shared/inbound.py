@@ -8,6 +8,14 @@ order on one partition and ingest can tell a complete extract from a partial one
 Personal data never travels in clear text: each record's fields are sealed with AES-256-GCM
 under a key the publisher makes for that extract, and that key travels in ``extract-started``
 wrapped with RSA-OAEP-SHA256 to ingest's inbound public key (``recipient_key_id`` names which).
+
+Extracts are authenticated: the publisher signs (Ed25519) the framed extract — reference,
+source, reference date, originator, publisher id, the wrapped key, the record count and the
+checksum of every record's ciphertext — and puts the signature in ``extract-completed``. Ingest
+holds a registry of publishers (id → public key → the sources it may send) and refuses, reports
+and audits an extract that is unsigned, wrongly signed, or from a publisher not allowed its source.
+Anyone who can write to the topic can seal data to ingest's public key; only a registered
+publisher can sign.
 """
 
 from __future__ import annotations
@@ -16,14 +24,20 @@ import base64
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .errors import ConfigurationError
 from .events import Source
 
 ExtractRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="Publisher's id of the extract",
@@ -50,6 +64,8 @@ class InboundExtractStarted(_Strict):
     source: Source
     reference_date: date
     originator_system: str = Field(description="The upstream system, e.g. the admissions system's name")
+    publisher: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                                  description="Publisher id in ingest's registry; its key signs the extract")
     encryption: InboundEncryption
 
 
@@ -70,6 +86,8 @@ class InboundExtractCompleted(_Strict):
     extract_ref: ExtractRef
     record_count: int = Field(ge=0, le=MAX_RECORDS)
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str | None = Field(None, max_length=200,
+                                  description="base64 Ed25519 signature of the framed extract (see signed_content)")
 
 
 InboundMessage = Annotated[InboundExtractStarted | InboundRecord | InboundExtractCompleted,
@@ -81,20 +99,84 @@ def checksum(ciphertexts: list[str]) -> str:
     return hashlib.sha256("\n".join(ciphertexts).encode()).hexdigest()
 
 
+def signed_content(started: InboundExtractStarted, record_count: int, checksum_hex: str) -> bytes:
+    """What the publisher signs: the whole frame of the extract, each part on its own line."""
+    return "\n".join([
+        "sais-inbound-extract-v1", started.extract_ref, started.source, started.reference_date.isoformat(),
+        started.originator_system, started.publisher or "", started.encryption.recipient_key_id,
+        started.encryption.wrapped_key, str(record_count), checksum_hex,
+    ]).encode()
+
+
+class InboundAuthenticationError(ValueError):
+    """An inbound extract is unsigned, wrongly signed, or from a publisher not allowed its source."""
+
+
+@dataclass(frozen=True)
+class Publisher:
+    id: str
+    public_key: Ed25519PublicKey
+    sources: frozenset[str]
+
+
+class PublisherRegistry:
+    """Which upstream systems may publish which sources, and the key each signs with.
+
+    A YAML file: ``publishers: [{id, public_key (PEM, Ed25519), sources: [...]}]``."""
+
+    def __init__(self, publishers: list[Publisher]) -> None:
+        self._by_id = {p.id: p for p in publishers}
+
+    @classmethod
+    def load(cls, path: Path) -> PublisherRegistry:
+        try:
+            doc = yaml.safe_load(path.read_text())
+            publishers = []
+            for entry in doc["publishers"]:
+                key = serialization.load_pem_public_key(entry["public_key"].encode())
+                if not isinstance(key, Ed25519PublicKey):
+                    raise ValueError(f"publisher {entry['id']}: the key must be Ed25519")
+                publishers.append(Publisher(str(entry["id"]), key, frozenset(entry["sources"])))
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise ConfigurationError(f"publisher registry {path}: {type(exc).__name__}: {exc}") from None
+        return cls(publishers)
+
+    def verify(self, started: InboundExtractStarted, completed: InboundExtractCompleted) -> Publisher:
+        if not started.publisher or not completed.signature:
+            raise InboundAuthenticationError("unsigned: the extract names no publisher or carries no signature")
+        publisher = self._by_id.get(started.publisher)
+        if publisher is None:
+            raise InboundAuthenticationError(f"publisher {started.publisher!r} is not in the registry")
+        try:
+            publisher.public_key.verify(base64.b64decode(completed.signature, validate=True),
+                                        signed_content(started, completed.record_count, completed.checksum))
+        except (InvalidSignature, ValueError):
+            raise InboundAuthenticationError(f"the signature does not verify with publisher "
+                                             f"{publisher.id!r}'s key") from None
+        if started.source not in publisher.sources:
+            raise InboundAuthenticationError(f"publisher {publisher.id!r} may not send {started.source} "
+                                             f"(allowed: {sorted(publisher.sources)})")
+        return publisher
+
+
 class InboundExtractWriter:
     """For upstream systems: builds the messages of one extract, sealed for ingest's public key."""
 
     def __init__(self, public_key_pem: bytes, recipient_key_id: str, extract_ref: str, source: str,
-                 reference_date: date, originator_system: str) -> None:
+                 reference_date: date, originator_system: str, *, publisher: str, signing_key_pem: bytes) -> None:
         pub = serialization.load_pem_public_key(public_key_pem)
         if not isinstance(pub, rsa.RSAPublicKey):
             raise ValueError("the inbound key must be an RSA public key")
+        signing_key = serialization.load_pem_private_key(signing_key_pem, None)
+        if not isinstance(signing_key, Ed25519PrivateKey):
+            raise ValueError("the publisher's signing key must be an Ed25519 private key")
+        self._signing_key = signing_key
         self._key = AESGCM.generate_key(bit_length=256)
         self.extract_ref = extract_ref
         self._ciphertexts: list[str] = []
         self.started = InboundExtractStarted(
             extract_ref=extract_ref, source=source, reference_date=reference_date,
-            originator_system=originator_system,
+            originator_system=originator_system, publisher=publisher,
             encryption=InboundEncryption(recipient_key_id=recipient_key_id,
                                          wrapped_key=base64.b64encode(pub.encrypt(self._key, _OAEP)).decode()))
 
@@ -108,8 +190,10 @@ class InboundExtractWriter:
         return rec
 
     def completed(self) -> InboundExtractCompleted:
+        digest = checksum(self._ciphertexts)
+        signature = self._signing_key.sign(signed_content(self.started, len(self._ciphertexts), digest))
         return InboundExtractCompleted(extract_ref=self.extract_ref, record_count=len(self._ciphertexts),
-                                       checksum=checksum(self._ciphertexts))
+                                       checksum=digest, signature=base64.b64encode(signature).decode())
 
 
 class InboundExtractReader:

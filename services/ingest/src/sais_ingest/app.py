@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import structlog
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from sais_shared.errors import ConfigurationError
 from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
-from sais_shared.inbound import inbound_adapter
+from sais_shared.inbound import PublisherRegistry, inbound_adapter
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
 from sais_shared.logging import configure_logging
 from sais_shared.ops import db_ready, make_app
@@ -21,6 +22,7 @@ from .service_layer.inbound import InboundService
 from .service_layer.ingest_file import Publishers
 
 MIGRATIONS = (("ingest", "sais_ingest"),)
+log = structlog.get_logger("sais.ingest")
 
 
 def build_broker(settings: IngestSettings) -> tuple[KafkaBroker, Publishers]:
@@ -81,7 +83,10 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
         handle=lambda msgs: state["svc"].handle(msgs), dead_letter_topic=topics.dead_letter, max_records=2000,
         title=f"{topics.inbound}:ingest",
         description="Upstream extracts as events: extract-started → record × n → extract-completed, keyed by "
-                    "extract_ref; records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound key).")
+                    "extract_ref; records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound key); "
+                    "extract-completed carries the publisher's Ed25519 signature of the framed extract "
+                    "(sais_shared.inbound.signed_content), checked against ingest's registry of publishers and "
+                    "the sources each may send.")
 
     @asynccontextmanager
     async def lifespan():
@@ -90,8 +95,11 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
         rt = await open_runtime(settings, *MIGRATIONS)
         await ensure_topics(settings, topics)
         rt.protocol_ref.start()
+        registry = PublisherRegistry.load(settings.ingest_publishers_file) if settings.ingest_publishers_file else None
+        if registry is None:
+            log.warning("inbound.no_publisher_registry", effect="every inbound extract is refused")
         state["svc"] = InboundService(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock,
-                                      settings.ingest_inbound_private_key)
+                                      settings.ingest_inbound_private_key, registry)
         state["pool"] = rt.pool
         try:
             yield

@@ -13,3 +13,6 @@ class IngestSettings(CommonSettings):
     ingest_group_id: str = "sais-ingest"
     ingest_inbound_private_key: Path | None = Field(
         None, description="RSA private key (PEM) that opens extracts published on the inbound topic")
+    ingest_publishers_file: Path | None = Field(
+        None, description="Registry of upstream publishers (YAML: id, Ed25519 public key, sources each may send); "
+                          "inbound extracts from anyone else are refused")

@@ -20,10 +20,12 @@ from cryptography.exceptions import InvalidTag
 from sais_shared import ops
 from sais_shared.clock import Clock
 from sais_shared.inbound import (
+    InboundAuthenticationError,
     InboundExtractCompleted,
     InboundExtractReader,
     InboundExtractStarted,
     InboundRecord,
+    PublisherRegistry,
 )
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.protocol import ProtocolError
@@ -44,6 +46,7 @@ class InboundService(FollowsProtocol):
     publishers: Publishers
     clock: Clock
     private_key: Path
+    publishers_registry: PublisherRegistry | None = None
 
 
     async def handle(self, messages: list) -> None:
@@ -94,6 +97,13 @@ class InboundService(FollowsProtocol):
             await self._incomplete(m.extract_ref, "checksum does not match the records received")
             return None
         started = InboundExtractStarted.model_validate_json(head["started"])
+        try:
+            if self.publishers_registry is None:
+                raise InboundAuthenticationError("no publisher registry is configured (SAIS_INGEST_PUBLISHERS_FILE)")
+            self.publishers_registry.verify(started, m)
+        except InboundAuthenticationError as exc:
+            await self._incomplete(m.extract_ref, f"refused: not authenticated: {exc}; nothing was ingested")
+            return None
         try:
             reader = InboundExtractReader(self.private_key.read_bytes(), started)
         except ValueError:
