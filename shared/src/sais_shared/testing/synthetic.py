@@ -99,9 +99,10 @@ def make_schools(rng: random.Random, scale: int = 1) -> dict[str, list[School]]:
     names = ["St Mary's", "Woodloes", "Coten End", "Emscote", "Myton", "Brookhurst", "Clapham Terrace",
              "Telford", "Westgate", "Briar Hill", "Milverton", "Lillington", "Whitnash", "Bishopton"]
     rng.shuffle(names)
-    pool = names if scale == 1 else [f"{n} {q}" for q in ("", "North", "South", "East", "West", "Park", "Hill",
-                                                          "Green", "Vale", "Court") for n in names][:9 * scale]
-    pool = [n.replace("  ", " ").strip() for n in pool]
+    quarters = ("", "North", "South", "East", "West", "Park", "Hill", "Green", "Vale", "Court")
+    pool = names if scale == 1 else [
+        " ".join(x for x in (names[i % 14], quarters[i // 14 % 10], str(i // 140 + 1) if i >= 140 else "") if x)
+        for i in range(9 * scale)]
     it = iter(range(2000, 2999))
     schools: dict[str, list[School]] = {"infant": [], "junior": [], "primary": [], "secondary": []}
     for phase, count, suffix in (("infant", 2, "Infant School"), ("junior", 2, "Junior School"),

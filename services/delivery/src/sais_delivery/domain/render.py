@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from datetime import date
@@ -57,12 +56,27 @@ class RenderedFile:
         return hashlib.sha256(self.content).hexdigest()
 
 
+class _Line:
+    """csv.writer's file: keeps the last line written."""
+
+    text = ""
+
+    def write(self, text: str) -> None:
+        self.text = text
+
+
+_LINE = _Line()
+_WRITER = csv.writer(_LINE, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+
+
+def csv_line(cells: list[str]) -> str:
+    """One CSV line, every cell quoted and formula-safe."""
+    _WRITER.writerow([safe_cell(c) for c in cells])
+    return _LINE.text
+
+
 def _csv(rows: list[list[str]]) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
-    for r in rows:
-        w.writerow([safe_cell(c) for c in r])
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")  # BOM: Excel opens UTF-8 correctly
+    return ("\ufeff" + "".join(csv_line(r) for r in rows)).encode("utf-8")  # BOM: Excel opens UTF-8 correctly
 
 
 def row_cells(r: Row) -> list[str]:
@@ -74,12 +88,22 @@ def row_cells(r: Row) -> list[str]:
 
 def row_bytes(r: Row) -> int:
     """Bytes this row takes in its CSV file (what a part's size is planned from)."""
-    return len(_csv([row_cells(r)])) - 3  # less the BOM
+    return len(csv_line(row_cells(r)).encode("utf-8"))
+
+
+def keyed_line(r: Row) -> tuple[tuple, str]:
+    """A row as its sort key and rendered line: what a large file is built from (no Row kept)."""
+    return r.sort_key(), csv_line(row_cells(r))
 
 
 def programme_file(name: str, rows: list[Row]) -> RenderedFile:
-    body = [COLUMNS, *(row_cells(r) for r in sorted(rows, key=Row.sort_key))]
-    return RenderedFile(name, _csv(body), len(rows))
+    return programme_file_from_lines(name, [keyed_line(r) for r in rows])
+
+
+def programme_file_from_lines(name: str, lines: list[tuple[tuple, str]]) -> RenderedFile:
+    lines.sort(key=lambda kl: kl[0])
+    body = "\ufeff" + csv_line(COLUMNS) + "".join(line for _, line in lines)
+    return RenderedFile(name, body.encode("utf-8"), len(lines))
 
 
 def field_definitions(protocol: Protocol) -> RenderedFile:

@@ -65,8 +65,9 @@ from ..domain.render import (
     Row,
     body_text,
     field_definitions,
+    keyed_line,
     manifest,
-    programme_file,
+    programme_file_from_lines,
     row_bytes,
 )
 
@@ -244,7 +245,7 @@ class DeliveryService(FollowsProtocol):
                 loads.append(SchoolLoad(**cur))
             plan = plan_parts(loads, csv_budget(self.max_message_bytes))
             stats = await conn.fetchrow(
-                f"SELECT {CONTENT_SHA256} AS content, array_agg(DISTINCT pupil_id) AS pupil_ids, "
+                f"SELECT {CONTENT_SHA256} AS content, "
                 "array_agg(DISTINCT key_id) AS key_ids FROM delivery.members "
                 f"WHERE {WINDOW_MEMBERS}", *args)
             extract_ids = [r["x"] for r in await conn.fetch(
@@ -259,11 +260,13 @@ class DeliveryService(FollowsProtocol):
             inserted = await conn.fetchval(
                 "INSERT INTO delivery.batches(batch_id, window_name, academic_year, recipient, message_id, status, "
                 "content_sha256, counts, files, extract_ids, key_ids, pupil_ids, replaces_batch, protocol_version, "
-                "delete_by, prepared_at, part_count) VALUES ($1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,'[]'::jsonb,$8,"
-                "$9,$10,$11,$12,$13,$14,$15) ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
+                "delete_by, prepared_at, part_count) SELECT $1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,'[]'::jsonb,$8,"
+                "$9, (SELECT coalesce(array_agg(DISTINCT pupil_id), '{}') FROM delivery.members "  # server-side
+                "WHERE academic_year=$3 AND status='active' AND source = ANY($15)), $10,$11,$12,$13,$14 "
+                "ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
                 batch_id, window, academic_year, recipient, message_id_of(batch_id, 1, n), stats["content"],
-                json.dumps(counts), extract_ids, sorted(stats["key_ids"], key=str), stats["pupil_ids"], replaces,
-                self.protocol.version, delete_by, now, n)
+                json.dumps(counts), extract_ids, sorted(stats["key_ids"], key=str), replaces,
+                self.protocol.version, delete_by, now, n, sources)
             if not inserted:
                 return
             await conn.executemany(
@@ -298,7 +301,7 @@ class DeliveryService(FollowsProtocol):
         """One part as a complete message: its CSVs, field definitions and manifest, signed and encrypted.
         Rows are streamed from a server-side cursor; memory holds this part only."""
         n, i, year = b["part_count"], part["part_no"], b["academic_year"]
-        by_programme: dict[str, list[Row]] = {}
+        by_programme: dict[str, list[tuple[tuple, str]]] = {}
         sources: dict[tuple, set[str]] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             keys = await self.keys.get_many(b["key_ids"])
@@ -307,10 +310,11 @@ class DeliveryService(FollowsProtocol):
                     "AND m.programme_key=bm.programme_key AND m.pupil_id=bm.pupil_id AND m.status='active' "
                     "WHERE bm.batch_id=$1 AND bm.part_no=$2 ORDER BY m.programme_key, m.pupil_id",
                     b["batch_id"], i, year, prefetch=2000):
-                by_programme.setdefault(m["programme_key"], []).append(self._row(m, keys, year))
+                by_programme.setdefault(m["programme_key"], []).append(keyed_line(self._row(m, keys, year)))
                 sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
         safe_year, suffix = year.replace("/", "-"), part_suffix(i, n)
-        files = [programme_file(f"{key}-{safe_year}{suffix}.csv", rows) for key, rows in sorted(by_programme.items())]
+        files = [programme_file_from_lines(f"{key}-{safe_year}{suffix}.csv", lines)
+                 for key, lines in sorted(by_programme.items())]
         files.append(field_definitions(self.protocol))
         counts = {key: len(rows) for key, rows in sorted(by_programme.items())}
         del by_programme

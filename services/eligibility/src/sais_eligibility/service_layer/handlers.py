@@ -110,8 +110,10 @@ class EligibilityService(FollowsProtocol):
 
         kek = self.keys.kek
         inserts, findings, touched = [], [], set()
+        opened: dict[UUID, PupilPersonal] = {}  # record id → personal fields, so _recompute opens each once
         for e in events:
             personal = keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad())
+            opened[e.record_id] = personal
             postcode_key = kek.blind_index(personal.postcode)
             m = match(candidates[e.match_key], postcode_key, e.extract_id)
             pupil_id = m.pupil_id or stable_id("pupil", year, e.record_id)
@@ -149,7 +151,7 @@ class EligibilityService(FollowsProtocol):
             inserts,
         )
         await self._add_findings(conn, findings)
-        await self._recompute(conn, year, touched)
+        await self._recompute(conn, year, touched, opened)
 
     async def _add_findings(self, conn: asyncpg.Connection, findings: list[tuple]) -> None:
         if findings:
@@ -162,8 +164,11 @@ class EligibilityService(FollowsProtocol):
 
     # --- cohort ---------------------------------------------------------------------------
 
-    async def _recompute(self, conn: asyncpg.Connection, year: str, pupil_ids: set[UUID]) -> None:
-        """Bring the cohort of these children in line with their active records; write the outbox."""
+    async def _recompute(self, conn: asyncpg.Connection, year: str, pupil_ids: set[UUID],
+                         opened: dict[UUID, PupilPersonal] | None = None) -> None:
+        """Bring the cohort of these children in line with their active records; write the outbox.
+        ``opened``: personal fields already opened in this batch, by record id."""
+        opened = opened or {}
         rules = self.rules.get(year)
         if not pupil_ids:
             return
@@ -181,6 +186,9 @@ class EligibilityService(FollowsProtocol):
             "WHERE academic_year=$1 AND pupil_id = ANY($2)", year, list(pupil_ids),
         )
         cur = {(r["pupil_id"], r["programme"]): r for r in current}
+        cur_by_pupil: dict[UUID, list[tuple[str, asyncpg.Record]]] = defaultdict(list)
+        for r in current:
+            cur_by_pupil[r["pupil_id"]].append((r["programme"], r))
         keys = await self.keys.get_many({r["key_id"] for r in recs})
         now = self.clock.now()
         upserts, outbox, findings = [], [], []
@@ -202,10 +210,10 @@ class EligibilityService(FollowsProtocol):
                     continue  # unchanged: no event
                 revision = (prev["revision"] if prev else 0) + 1
                 change = "updated" if prev is not None and prev["status"] == "active" else "added"
-                personal = Sealed.model_validate_json(row["personal"])
-                key_obj = keys[personal.key_id]
-                details = key_obj.open_model(personal, PupilPersonal,
-                                             pupil_aad(row["extract_id"], row["record_id"]))
+                key_obj = keys[row["key_id"]]
+                details = opened.get(row["record_id"]) or key_obj.open_model(
+                    Sealed.model_validate_json(row["personal"]), PupilPersonal,
+                    pupil_aad(row["extract_id"], row["record_id"]))
                 lineage = sorted({r.extract_id for r in records}, key=str)
                 ev = CohortMemberAdded(
                     event_id=stable_id("cohort", year, key, pupil_id, revision), occurred_at=now, change=change,
@@ -219,8 +227,8 @@ class EligibilityService(FollowsProtocol):
                                 row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
                 outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
                 ops.COHORT_EVENTS.labels(key, change).inc()
-            for (pid, key), prev in cur.items():
-                if pid != pupil_id or key in wanted or prev["status"] != "active":
+            for key, prev in cur_by_pupil.get(pupil_id, ()):
+                if key in wanted or prev["status"] != "active":
                     continue
                 revision = prev["revision"] + 1
                 p = programmes.get(key)
