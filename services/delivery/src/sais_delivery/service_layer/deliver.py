@@ -301,7 +301,7 @@ class DeliveryService(FollowsProtocol):
         """One part as a complete message: its CSVs, field definitions and manifest, signed and encrypted.
         Rows are streamed from a server-side cursor; memory holds this part only."""
         n, i, year = b["part_count"], part["part_no"], b["academic_year"]
-        by_programme: dict[str, list[tuple[tuple, str]]] = {}
+        by_programme: dict[str, list[bytes]] = {}
         sources: dict[tuple, set[str]] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             keys = await self.keys.get_many(b["key_ids"])
