@@ -13,7 +13,7 @@ exclusively, in its own short transaction, and only when an extract is found com
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -192,6 +192,7 @@ class EligibilityService(FollowsProtocol):
         keys = await self.keys.get_many({r["key_id"] for r in recs})
         now = self.clock.now()
         upserts, outbox, findings = [], [], []
+        changes: Counter[tuple[str, str]] = Counter()  # counted here, reported once per batch
         programmes = {p.key: p for p in rules.programmes}
 
         for pupil_id in pupil_ids:
@@ -226,7 +227,7 @@ class EligibilityService(FollowsProtocol):
                 upserts.append((year, key, pupil_id, mem.programme.dose, "active", fp, revision,
                                 row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
                 outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
-                ops.COHORT_EVENTS.labels(key, change).inc()
+                changes[(key, change)] += 1
             for key, prev in cur_by_pupil.get(pupil_id, ()):
                 if key in wanted or prev["status"] != "active":
                     continue
@@ -244,7 +245,7 @@ class EligibilityService(FollowsProtocol):
                     "WHERE academic_year=$1 AND programme=$2 AND pupil_id=$3", year, key, pupil_id, revision,
                 )
                 outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
-                ops.COHORT_EVENTS.labels(key, "withdrawn").inc()
+                changes[(key, "withdrawn")] += 1
 
         if upserts:
             await conn.executemany(
@@ -257,6 +258,8 @@ class EligibilityService(FollowsProtocol):
                 upserts,
             )
         await self._add_findings(conn, findings)
+        for (key, change), n in changes.items():
+            ops.COHORT_EVENTS.labels(key, change).inc(n)
         if outbox:
             await conn.executemany(
                 "INSERT INTO eligibility.outbox(event_id, key, payload) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
