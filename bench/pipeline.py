@@ -108,8 +108,8 @@ async def _baseline(n: int, bootstrap: str, dsn: str) -> dict:
 # --- the pipeline ---------------------------------------------------------------------------------
 
 class Run:
-    def __init__(self, n: int, faults: bool) -> None:
-        self.n, self.faults = n, faults
+    def __init__(self, n: int, faults: bool, eligibility_instances: int = 1) -> None:
+        self.n, self.faults, self.instances = n, faults, eligibility_instances
         self.lay = stack.layout()
         tag = time.strftime("%H%M%S") + uuid.uuid4().hex[:4]
         self.db = f"bench_{tag}"
@@ -125,7 +125,8 @@ class Run:
     # processes
     def start(self, name: str) -> None:
         out = open(self.logs / f"{name}.log", "a")
-        self.procs[name] = subprocess.Popen([PY, "-m", f"sais_{name}"], env={**self.env, "SAIS_AS_OF": "2017-07-10"},
+        self.procs[name] = subprocess.Popen([PY, "-m", f"sais_{name.split('#')[0]}"],
+                                            env={**self.env, "SAIS_AS_OF": "2017-07-10"},
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _note_peak(self, name: str, pid: int) -> None:
@@ -246,7 +247,8 @@ class Run:
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-qc",
                         f"CREATE DATABASE {self.db}"], check=True, capture_output=True)
         print(f"  extracts: {rows}", flush=True)
-        self.timed("start the four services", lambda: [self.start(s) for s in SERVICES] and self.wait(
+        names = [*SERVICES, *(f"eligibility#{i}" for i in range(2, self.instances + 1))]
+        self.timed("start the four services", lambda: [self.start(s) for s in names] and self.wait(
             "SELECT count(*) = 4 FROM information_schema.schemata WHERE schema_name IN "
             "('ingest', 'eligibility', 'delivery', 'retention')", timeout=120))
         t0 = time.perf_counter()
@@ -270,10 +272,10 @@ class Run:
         self.timed("deliver July (CLI)", lambda: results.__setitem__("july", json.loads(self.cli(
             "send july", "delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json",
             as_of="2017-07-10"))))
-        self.fault("retention", "true")()
+        self.fault("retention", "SELECT true")()
         self.timed("ingest October census (CLI)", lambda: ingest("autumn-census", "2017-10-12"))
         self.timed("eligibility + delivery catch up (October census)", lambda: self.wait(
-            self.settled(4), on_progress=self.fault("kafka", "true")))
+            self.settled(4), on_progress=self.fault("kafka", "SELECT true")))
         self.timed("deliver December (CLI)", lambda: results.__setitem__("december", json.loads(self.cli(
             "send december", "delivery", "send", "--window", "december", "--academic-year", "2017/18", "--json",
             as_of="2017-12-04"))))
@@ -311,13 +313,15 @@ def main() -> None:
     ap.add_argument("--pupils", type=int, default=100_000, help="rows of the May census (default 100,000)")
     ap.add_argument("--faults", action="store_true", help="SIGKILL each service and the broker once, mid-run")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--eligibility-instances", type=int, default=1, help="run several eligibility processes")
     a = ap.parse_args()
     lay = stack.layout()
     started = stack.status(lay) != 0
     stack.start(lay)
     try:
-        r = Run(a.pupils, a.faults)
-        print(f"pipeline, {a.pupils:,} pupils{' with faults' if a.faults else ''} (logs {r.logs})", flush=True)
+        r = Run(a.pupils, a.faults, a.eligibility_instances)
+        print(f"pipeline, {a.pupils:,} pupils{' with faults' if a.faults else ''}, "
+              f"{a.eligibility_instances} eligibility instance(s) (logs {r.logs})", flush=True)
         out = r.run()
         delivered, sizes, exact = r.check(out["files"], out["batches"])
         ingested = sum(out["rows"].values())

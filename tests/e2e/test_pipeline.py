@@ -191,6 +191,9 @@ async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(
     conn = await asyncpg.connect(dsn)
     live = await conn.fetchval("SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL")
     members = await conn.fetchval("SELECT count(*) FROM delivery.members WHERE status='active'")
+    # No copy outside the data keys' reach: no stored message, no staged inbound record.
+    assert await conn.fetchval("SELECT count(*) FROM delivery.batches WHERE message IS NOT NULL") == 0
+    assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
     await conn.close()
     assert live == 1 and members == sum(december["counts"].values())
     assert readable and set(readable) <= {topics.pupil_recorded, topics.cohort}
