@@ -38,7 +38,10 @@ async def subject_access(pool: asyncpg.Pool, keys: KeyStore, *, forename: str, s
             sealed = Sealed.model_validate_json(r["personal"])
             try:
                 key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
-                personal = key.open_model(sealed, PupilPersonal, pupil_aad(r["extract_id"], r["record_id"]))
+                personal = key.open_model(sealed, PupilPersonal, pupil_aad(
+                    r["extract_id"], r["record_id"], source=r["source"], reference_date=r["reference_date"],
+                    school_dfe=r["school_dfe"], school_name=r["school_name"], year_group=r["recorded_year_group"],
+                    gender=r["gender"], match_key=r["match_key"]))
                 details = personal.model_dump(mode="json")
             except KeyDestroyedError:
                 details = "deleted (data key destroyed)"

@@ -22,6 +22,7 @@ from sais_delivery.domain.errors import (
     TransferMethodNotAllowedError,
 )
 from sais_delivery.service_layer.members import apply_cohort_events
+from sais_shared.crypto import Sealed
 from sais_shared.devpki import RECIPIENT_EMAIL, issue_email_cert
 from sais_shared.events import CohortMemberAdded, DeliveryCompleted, PupilPersonal
 from sais_shared.runtime import open_runtime
@@ -47,12 +48,12 @@ async def seed_cohort(n=5, received_at=datetime(2017, 6, 1, 9, tzinfo=UTC), surn
             p = PupilPersonal(surname=(surname_of or (lambda i: f"Núñez{chr(65 + i)}"))(i), forename="Zoë",
                               date_of_birth=datetime(2012, 1, 1 + i).date(), address_lines=["1 High St", "Warwick"],
                               postcode="CV34 4RL")
-            events.append(CohortMemberAdded(
+            event = CohortMemberAdded(
                 event_id=uuid.uuid4(), occurred_at=received_at, academic_year="2017/18", programme="flu",
                 pupil_id=pid, school_dfe="9372001", school_name="Emscote Infant School", year_group="R",
                 gender="F", source="summer-census", reference_date=received_at.date(), received_at=received_at,
-                extract_ids=[extract_id], revision=1,
-                personal=key.seal_model(p, f"cohort:2017/18:{pid}".encode())))
+                extract_ids=[extract_id], revision=1, personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""))
+            events.append(event.model_copy(update={"personal": key.seal_model(p, event.aad())}))
         await apply_cohort_events(rt.pool, events)
         return extract_id
     finally:
@@ -355,3 +356,14 @@ async def test_a_recipient_certificate_is_looked_up_only_inside_its_folder(july,
     monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(certs))
     with pytest.raises(CertificateError, match="not a plain file name"):
         await deliver(recipient="a/b@nhs.net")
+
+
+async def test_rsa_oaep_key_transport_when_asked_and_stock_openssl_opens_it(july, infra, monkeypatch):
+    await seed_cohort(2)
+    monkeypatch.setenv("SAIS_DELIVERY_KEY_TRANSPORT", "rsa-oaep")
+    res = await deliver()
+    [msg] = messages_with(infra.maildir, res.message_id)
+    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-in", str(msg)], capture_output=True, text=True)
+    assert "rsaesOaep" in printed.stdout and "rsaEncryption" not in printed.stdout.split("keyEncryptionAlgorithm")[1][:80]
+    inner = email.message_from_bytes(openssl_open(msg, infra.pki))  # decrypts and verifies
+    assert any(p.get_filename() == "flu-2017-18.csv" for p in inner.walk())

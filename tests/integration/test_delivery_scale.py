@@ -45,7 +45,12 @@ async def seed_county(n: int) -> set[str]:
             records.append(("2017/18", "flu", None, pid, "active", 1, f"937{2000 + school}",
                             f"School number {school}", str(1 + i % 6), "F" if i % 2 else "M", "summer-census",
                             at.date(), at, [extract_id], key.key_id,
-                            key.seal_model(p, cohort_aad("2017/18", pid)).model_dump_json()))
+                            key.seal_model(p, cohort_aad(
+                                "2017/18", pid, programme="flu", dose=None, revision=1,
+                                school_dfe=f"937{2000 + school}", school_name=f"School number {school}",
+                                year_group=str(1 + i % 6), gender="F" if i % 2 else "M", source="summer-census",
+                                reference_date=at.date(), received_at=at, extract_ids=[extract_id]),
+                            ).model_dump_json()))
         async with rt.pool.acquire() as conn:
             await conn.copy_records_to_table(
                 "members", schema_name="delivery", records=records,

@@ -8,6 +8,7 @@ copy as done.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -43,14 +44,37 @@ DfENumber = Annotated[
 _NS = uuid5(NAMESPACE_URL, "urn:sais-datashare")
 
 
-def pupil_aad(extract_id: UUID, record_id: UUID) -> bytes:
-    """Context bound into a pupil's sealed personal fields: they open only as that row of that extract."""
-    return f"pupil:{extract_id}:{record_id}".encode()
+def _bound(*parts: object) -> str:
+    """A digest of the clear fields an encryption context binds: change any one, and it no longer opens."""
+    return hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
 
 
-def cohort_aad(academic_year: str, pupil_id: UUID) -> bytes:
-    """Context bound into a cohort record's sealed personal fields."""
-    return f"cohort:{academic_year}:{pupil_id}".encode()
+def _micros(t: datetime) -> int:
+    return round(t.timestamp() * 1_000_000)  # the same instant whatever its time zone or storage
+
+
+def pupil_aad(extract_id: UUID, record_id: UUID, *, source: str, reference_date: date, school_dfe: str,
+              school_name: str, year_group: str, gender: str, match_key: str) -> bytes:
+    """Context bound into a pupil's sealed personal fields: they open only as that row of that extract,
+    with the clear fields that drive decisions (who the child is matched to, year group, sex, school,
+    source) exactly as they were sealed."""
+    return (f"pupil:v2:{extract_id}:{record_id}:" + _bound(source, reference_date.isoformat(), school_dfe,
+                                                              school_name, year_group, gender, match_key)).encode()
+
+
+def cohort_aad(academic_year: str, pupil_id: UUID, *, programme: str, dose: int | None, revision: int,
+               school_dfe: str, school_name: str, year_group: str, gender: str, source: str, reference_date: date,
+               received_at: datetime, extract_ids: list[UUID]) -> bytes:
+    """Context bound into a cohort record's sealed personal fields: the record and revision, and every
+    clear field delivery acts on (programme, dose, school, year group, sex, source, staleness, lineage)."""
+    return (f"cohort:v2:{academic_year}:{pupil_id}:" + _bound(
+        programme, dose, revision, school_dfe, school_name, year_group, gender, source, reference_date.isoformat(),
+        _micros(received_at), ",".join(sorted(str(x) for x in extract_ids)))).encode()
+
+
+def dip_sample_aad(extract_id: UUID, row_number: int) -> bytes:
+    """Context of a dip-sample copy (ISP §9.3), kept by ingest for the data officer's report."""
+    return f"dip-sample:{extract_id}:{row_number}".encode()
 
 
 def record_id_for(extract_id: UUID, row_number: int) -> UUID:
@@ -101,7 +125,9 @@ class PupilRecorded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return pupil_aad(self.extract_id, self.record_id)
+        return pupil_aad(self.extract_id, self.record_id, source=self.source, reference_date=self.reference_date,
+                         school_dfe=self.school_dfe, school_name=self.school_name, year_group=self.year_group,
+                         gender=self.gender, match_key=self.match_key)
 
 
 class ExtractCompleted(Event):
@@ -160,7 +186,11 @@ class CohortMemberAdded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return cohort_aad(self.academic_year, self.pupil_id)
+        return cohort_aad(self.academic_year, self.pupil_id, programme=self.programme, dose=self.dose,
+                          revision=self.revision, school_dfe=self.school_dfe, school_name=self.school_name,
+                          year_group=self.year_group, gender=self.gender, source=self.source,
+                          reference_date=self.reference_date, received_at=self.received_at,
+                          extract_ids=self.extract_ids)
 
 
 class CohortMemberWithdrawn(Event):

@@ -47,7 +47,8 @@ def build_service(settings: DeliverySettings, rt: Runtime, publisher) -> Deliver
                 raise CertificateError(f"no certificate for {recipient!r} in {folder}: not a plain file name")
         return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, cert,
                      sender=settings.delivery_sender_address, recipient=recipient,
-                     recipient_ca=settings.delivery_recipient_ca_file, dev_mode=settings.dev_mode)
+                     recipient_ca=settings.delivery_recipient_ca_file, dev_mode=settings.dev_mode,
+                     key_transport=settings.delivery_key_transport)
 
     return DeliveryService(rt.pool, rt.keys, rt.protocol_ref, rt.clock, mailer, smime_for,
                            settings.delivery_sender_address, publisher, settings.delivery_smtp_attempts,

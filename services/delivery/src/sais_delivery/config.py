@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from sais_shared.settings import CommonSettings
@@ -31,6 +32,9 @@ class DeliverySettings(CommonSettings):
         None, description="S/MIME certificate of the recipient, or a folder of <address>.pem, one per recipient")
     delivery_recipient_ca_file: Path | None = Field(
         None, description="CA bundle (PEM) that recipient certificates must chain to (the trust anchor)")
+    delivery_key_transport: Literal["rsa-pkcs1v15", "rsa-oaep"] = Field(
+        "rsa-pkcs1v15", description="How the message key is encrypted to the recipient: PKCS#1 v1.5 (every S/MIME "
+                                    "client) or RSAES-OAEP with SHA-256 (check the SAIS team's mail client first)")
     delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
     delivery_schedule: bool = Field(False, description="Deliver each window by itself during its month")
     delivery_schedule_interval_s: float = Field(3600.0, description="How often the window scheduler looks")

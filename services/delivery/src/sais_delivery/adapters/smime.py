@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import subprocess
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -92,11 +93,19 @@ def check_recipient_certificate(cert: x509.Certificate, anchors: list[x509.Certi
         raise CertificateError("the recipient certificate is not for e-mail protection (extended key usage)")
 
 
+KEY_TRANSPORTS = ("rsa-pkcs1v15", "rsa-oaep")
+
+
 class Smime:
     """Holds the sender's key and certificate and the recipient's certificate, all checked."""
 
     def __init__(self, sender_cert: Path | None, sender_key: Path | None, recipient_cert: Path | None,
-                 *, sender: str, recipient: str, recipient_ca: Path | None = None, dev_mode: bool = False) -> None:
+                 *, sender: str, recipient: str, recipient_ca: Path | None = None, dev_mode: bool = False,
+                 key_transport: str = "rsa-pkcs1v15") -> None:
+        if key_transport not in KEY_TRANSPORTS:
+            raise CertificateError(f"key transport {key_transport!r} is not one of {KEY_TRANSPORTS}")
+        self.key_transport = key_transport
+        self.recipient_cert_path = recipient_cert
         now = datetime.now(UTC)
         self.sender_cert = _load_cert(sender_cert, "sender")
         self.recipient_cert = _load_cert(recipient_cert, "recipient")
@@ -115,6 +124,12 @@ class Smime:
         if self.sender_key.public_key().public_numbers() != self.sender_cert.public_key().public_numbers():
             raise CertificateError("the sender key does not belong to the sender certificate")
         self.sender, self.recipient = sender, recipient
+
+    def _encrypt(self, signed: bytes) -> bytes:
+        if self.key_transport == "rsa-oaep":
+            return _oaep_envelope(signed, self.recipient_cert_path)
+        return (pkcs7.PKCS7EnvelopeBuilder().set_data(signed).set_content_encryption_algorithm(algorithms.AES256)
+                .add_recipient(self.recipient_cert).encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
 
     def build(self, *, subject: str, message_id: str, body: str, files: list[RenderedFile],
               date: datetime) -> bytes:
@@ -143,13 +158,7 @@ class Smime:
             f"\r\n--{boundary}--\r\n".encode(),
         ])
         del inner
-        enveloped = (
-            pkcs7.PKCS7EnvelopeBuilder()
-            .set_data(signed)
-            .set_content_encryption_algorithm(algorithms.AES256)
-            .add_recipient(self.recipient_cert)
-            .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
-        )
+        enveloped = self._encrypt(signed)
         del signed
         head = (
             f"From: {self.sender}\r\nTo: {self.recipient}\r\nSubject: {subject}\r\n"
@@ -162,6 +171,18 @@ class Smime:
         out += _base64_lines(enveloped)
         del enveloped
         return bytes(out)
+
+
+def _oaep_envelope(signed: bytes, recipient_cert: Path) -> bytes:
+    """AES-256 enveloped-data with RSAES-OAEP (SHA-256) key transport, by the stock openssl CLI:
+    ``cryptography`` builds PKCS#1 v1.5 key transport only."""
+    done = subprocess.run(
+        ["openssl", "cms", "-encrypt", "-binary", "-aes256", "-outform", "DER", "-recip", str(recipient_cert),
+         "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256"],
+        input=signed, capture_output=True)
+    if done.returncode:
+        raise CertificateError(f"openssl could not encrypt with RSA-OAEP: {done.stderr.decode(errors='replace')[:300]}")
+    return done.stdout
 
 
 def _base64_lines(data: bytes) -> bytearray:

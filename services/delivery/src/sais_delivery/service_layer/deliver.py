@@ -80,6 +80,15 @@ CONTENT_SHA256 = ("encode(sha256(convert_to(coalesce(string_agg(programme_key ||
                   "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')")
 
 
+def member_aad(m: asyncpg.Record) -> bytes:
+    """The context a member's sealed fields were sealed under (its cohort event's): a clear field altered
+    on the way (school, year group, programme, lineage…) makes the record refuse to open."""
+    return cohort_aad(m["academic_year"], m["pupil_id"], programme=m["programme"], dose=m["dose"],
+                      revision=m["revision"], school_dfe=m["school_dfe"], school_name=m["school_name"],
+                      year_group=m["year_group"], gender=m["gender"], source=m["source"],
+                      reference_date=m["reference_date"], received_at=m["received_at"], extract_ids=m["extract_ids"])
+
+
 def message_id_of(batch_id: UUID, part_no: int, part_count: int) -> str:
     """Deterministic, so a receiver (and an operator) can recognise a repeat of any part."""
     return f"<{batch_id}{part_suffix(part_no, part_count)}@sais-datashare.invalid>"
@@ -293,7 +302,7 @@ class DeliveryService(FollowsProtocol):
 
     def _row(self, m: asyncpg.Record, keys: dict, academic_year: str) -> Row:
         sealed = Sealed.model_validate_json(m["personal"])
-        p = keys[sealed.key_id].open_model(sealed, PupilPersonal, cohort_aad(academic_year, m["pupil_id"]))
+        p = keys[sealed.key_id].open_model(sealed, PupilPersonal, member_aad(m))
         return Row(m["programme"], m["dose"], m["school_dfe"], m["school_name"], m["year_group"], p.surname,
                    p.forename, p.date_of_birth, m["gender"], list(p.address_lines), p.postcode)
 

@@ -29,7 +29,6 @@ from sais_shared.events import (
     ExtractCompleted,
     PupilPersonal,
     PupilRecorded,
-    cohort_aad,
     pupil_aad,
     stable_id,
 )
@@ -213,8 +212,7 @@ class EligibilityService(FollowsProtocol):
                 change = "updated" if prev is not None and prev["status"] == "active" else "added"
                 key_obj = keys[row["key_id"]]
                 details = opened.get(row["record_id"]) or key_obj.open_model(
-                    Sealed.model_validate_json(row["personal"]), PupilPersonal,
-                    pupil_aad(row["extract_id"], row["record_id"]))
+                    Sealed.model_validate_json(row["personal"]), PupilPersonal, record_aad(row))
                 lineage = sorted({r.extract_id for r in records}, key=str)
                 ev = CohortMemberAdded(
                     event_id=stable_id("cohort", year, key, pupil_id, revision), occurred_at=now, change=change,
@@ -222,8 +220,9 @@ class EligibilityService(FollowsProtocol):
                     school_dfe=row["school_dfe"], school_name=row["school_name"], year_group=row["year_group"],
                     gender=row["gender"], source=row["source"], reference_date=row["reference_date"],
                     received_at=row["received_at"], extract_ids=lineage, revision=revision,
-                    personal=key_obj.seal_model(details, cohort_aad(year, pupil_id)),
+                    personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""),
                 )
+                ev = ev.model_copy(update={"personal": key_obj.seal_model(details, ev.aad())})
                 upserts.append((year, key, pupil_id, mem.programme.dose, "active", fp, revision,
                                 row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
                 outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
@@ -325,6 +324,13 @@ async def _lock_children(conn: asyncpg.Connection, year: str, match_keys: set[st
     await conn.execute(
         "SELECT pg_advisory_xact_lock(2, h) FROM (SELECT DISTINCT hashtext($1 || k) h "
         "FROM unnest($2::text[]) k ORDER BY h) s", f"{year}:", sorted(match_keys))
+
+
+def record_aad(row: asyncpg.Record) -> bytes:
+    """The context a stored record's sealed fields were sealed under (its pupil event's)."""
+    return pupil_aad(row["extract_id"], row["record_id"], source=row["source"], reference_date=row["reference_date"],
+                     school_dfe=row["school_dfe"], school_name=row["school_name"],
+                     year_group=row["recorded_year_group"], gender=row["gender"], match_key=row["match_key"])
 
 
 def _fingerprint(row: asyncpg.Record) -> str:

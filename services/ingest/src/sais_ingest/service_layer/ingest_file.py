@@ -26,6 +26,7 @@ from sais_shared.events import (
     PupilPersonal,
     PupilRecorded,
     RowRejected,
+    dip_sample_aad,
     pupil_aad,
     record_id_for,
     stable_id,
@@ -178,7 +179,7 @@ async def ingest_rows(
     now = clock.now()
     row_keys: list[tuple[str, int]] = []
     sampler = random.Random(content_sha256)  # reproducible reservoir sample of accepted rows (§9.3)
-    sample: list[PupilRecorded] = []
+    sample: list[tuple[PupilRecorded, PupilPersonal]] = []
     pupils: list[tuple[bytes, PupilRecorded]] = []
     rejects: list[tuple[bytes, RowRejected]] = []
     problems: list[tuple[int, str, str, str, str]] = []
@@ -214,12 +215,14 @@ async def ingest_rows(
             for w in warnings:
                 report.warnings += 1
                 problems.append((row_number, "warning", w.field, w.code, w.reason))
-            event = _pupil_event(outcome, key, extract_id, source, reference_date, protocol, match_key, now)
+            personal = _personal(outcome)
+            event = _pupil_event(outcome, personal, key, extract_id, source, reference_date, protocol, match_key,
+                                 now)
             pupils.append((match_key.encode(), event))
             if len(sample) < DIP_SAMPLE_SIZE:
-                sample.append(event)
+                sample.append((event, personal))
             elif (j := sampler.randrange(report.accepted)) < DIP_SAMPLE_SIZE:
-                sample[j] = event
+                sample[j] = (event, personal)
         if len(pupils) + len(rejects) >= CHUNK_ROWS:
             await flush()
             if progress:
@@ -229,8 +232,9 @@ async def ingest_rows(
                   for row, first in await repo.duplicate_rows(extract_id)]
     await repo.add_problems(extract_id, duplicates)
     report.warnings += len(duplicates)
-    await repo.save_dip_sample(extract_id, [(e.row_number, e.school_dfe, e.year_group, e.gender,
-                                             e.personal.model_dump_json()) for e in sample])
+    await repo.save_dip_sample(extract_id, [  # its own sealed copy, under the dip sample's context
+        (e.row_number, e.school_dfe, e.year_group, e.gender,
+         key.seal_model(p, dip_sample_aad(extract_id, e.row_number)).model_dump_json()) for e, p in sample])
     dropped += extra_dropped()  # e.g. CTF elements not forwarded (UPN, SEN, …)
     report.dropped_columns = dropped
 
@@ -259,8 +263,8 @@ async def ingest_rows(
     return await report_for(repo, extract_id, keys=keys)
 
 
-def _pupil_event(row: CleanRow, key: DataKey, extract_id: UUID, source: str, reference_date: date,
-                 protocol: Protocol, match_key: str, now) -> PupilRecorded:
+def _pupil_event(row: CleanRow, personal: PupilPersonal, key: DataKey, extract_id: UUID, source: str,
+                 reference_date: date, protocol: Protocol, match_key: str, now) -> PupilRecorded:
     record_id = record_id_for(extract_id, row.row_number)
     event = dict(
         event_id=stable_id("pupil", extract_id, row.row_number), occurred_at=now, extract_id=extract_id,
@@ -268,7 +272,9 @@ def _pupil_event(row: CleanRow, key: DataKey, extract_id: UUID, source: str, ref
         originator=protocol.originator_label, protocol_version=protocol.version, school_dfe=row.school_dfe,
         school_name=row.school_name, year_group=row.year_group, gender=row.gender, match_key=match_key,
     )
-    return PupilRecorded(**event, personal=key.seal_model(_personal(row), pupil_aad(extract_id, record_id)))
+    aad = pupil_aad(extract_id, record_id, source=source, reference_date=reference_date, school_dfe=row.school_dfe,
+                    school_name=row.school_name, year_group=row.year_group, gender=row.gender, match_key=match_key)
+    return PupilRecorded(**event, personal=key.seal_model(personal, aad))
 
 
 async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool = False,
@@ -287,8 +293,7 @@ async def report_for(repo: ExtractRepository, extract_id: UUID, duplicate: bool 
         opened = await keys.get_many({s.key_id for s in sealed.values()})
         for r in rows:
             s = sealed[r["row_number"]]
-            aad = pupil_aad(extract_id, record_id_for(extract_id, r["row_number"]))
-            p = opened[s.key_id].open_model(s, PupilPersonal, aad)
+            p = opened[s.key_id].open_model(s, PupilPersonal, dip_sample_aad(extract_id, r["row_number"]))
             rep.dip_sample.append({"row_number": r["row_number"], "school_dfe": r["school_dfe"],
                                    "year_group": r["year_group"], "gender": r["gender"], **p.model_dump(mode="json")})
     return rep
