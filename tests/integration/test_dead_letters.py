@@ -68,10 +68,8 @@ async def test_data_the_database_refuses_is_dead_lettered_by_position_not_retrie
     async with TestApp(build_app(EligibilitySettings())):
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 49 FROM eligibility.records"), what="valid rows")
 
-        async def two_dead():
-            recs = await read_topic(infra.kafka_bootstrap, topics.dead_letter)
-            return [DeadLetter.model_validate_json(r.value) for r in recs] if len(recs) >= 2 else None
-        dead = sorted(await wait_until(two_dead, what="the refused records dead-lettered"), key=lambda d: d.offset)
+        dead = sorted(await wait_until(lambda: _dead(infra, topics), what="the refused records dead-lettered"),
+                      key=lambda d: d.offset)
     assert [(d.partition, d.offset) for d in dead] == [(s.partition, s.offset) for s in sent]
     assert "refused as data" in dead[0].reason and "Bad" not in dead[0].reason
     assert "SealedValueError" in dead[1].reason

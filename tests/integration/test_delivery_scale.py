@@ -20,6 +20,7 @@ from sais_shared.settings import CommonSettings
 from sais_shared.topics import Topics
 
 from tests.helpers import openssl_open, read_topic
+from tests.integration.test_delivery import _cli
 
 pytestmark = pytest.mark.integration
 CHILDREN = 150_000
@@ -107,19 +108,6 @@ async def test_a_county_window_goes_as_parts_under_nhsmails_limit_and_adds_up_to
         assert await conn.fetchval("SELECT count(*) FROM delivery.batches WHERE message IS NOT NULL") == 0
     finally:
         await conn.close()
-
-
-def _cli(env, *args, crash=None):
-    import os
-    import subprocess
-
-    from tests.helpers import REPO
-
-    e = {**os.environ, **env, "SAIS_AS_OF": "2017-07-10"}
-    if crash:
-        e["SAIS_DELIVERY_CRASH_AT"] = crash
-    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "delivery", *args], env=e, capture_output=True,
-                          text=True)
 
 
 async def _parts(dsn):
