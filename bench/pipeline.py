@@ -28,7 +28,6 @@ import csv
 import email
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -102,7 +101,14 @@ async def _baseline(n: int, bootstrap: str, dsn: str) -> dict:
     await producer.stop()
     await conn.close()
     return {"produce": t[1] - t[0], "consume+copy+produce": t[2] - t[1], "consume+copy": t[3] - t[2],
-            "total": t[3] - t[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "total": t[3] - t[0], "peak_rss_mb": _vm_hwm_mb()}
+
+
+def _vm_hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -158,13 +164,23 @@ class Run:
                 os.killpg(p.pid, signal.SIGKILL)
 
     def cli(self, label: str, *args: str, as_of: str) -> str:
+        """Run `sais`; its peak RSS is VmHWM read while it runs (ru_maxrss would count this big parent's
+        pages the child had between fork and exec)."""
+        import threading
+
         with open(self.logs / "cli.log", "a") as log:
             p = subprocess.Popen([SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE,
                                  stderr=log, text=True)
+
+            def watch() -> None:
+                while p.poll() is None:
+                    self._note_peak(f"cli {label}", p.pid)
+                    time.sleep(0.05)
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
             out = p.stdout.read()
-            _, status, usage = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-        self.peak_mb[f"cli {label}"] = usage.ru_maxrss / 1024
+            p.wait()
+            watcher.join()
         if p.returncode:
             raise SystemExit(f"sais {' '.join(args)} exited {p.returncode}; see {self.logs / 'cli.log'}")
         return out
@@ -314,7 +330,12 @@ def main() -> None:
     ap.add_argument("--faults", action="store_true", help="SIGKILL each service and the broker once, mid-run")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--eligibility-instances", type=int, default=1, help="run several eligibility processes")
+    ap.add_argument("--baseline-child", type=int, help=argparse.SUPPRESS)  # the baseline, in its own process
     a = ap.parse_args()
+    if a.baseline_child:
+        print(json.dumps(asyncio.run(_baseline(a.baseline_child, os.environ["SAIS_KAFKA_BOOTSTRAP"],
+                                               os.environ["SAIS_DATABASE_URL"]))))
+        return
     lay = stack.layout()
     started = stack.status(lay) != 0
     stack.start(lay)
@@ -328,7 +349,11 @@ def main() -> None:
         base = None
         if not a.no_baseline:
             print(f"baseline: {ingested:,} messages of ~1 KB", flush=True)
-            base = asyncio.run(_baseline(ingested, r.env["SAIS_KAFKA_BOOTSTRAP"], r.env["SAIS_DATABASE_URL"]))
+            done = subprocess.run([PY, __file__, "--baseline-child", str(ingested)], env=r.env, capture_output=True,
+                                  text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr[-3000:])
+            base = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         if started:
             stack.stop(lay)

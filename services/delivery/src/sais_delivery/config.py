@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from sais_shared.settings import CommonSettings
 
+from .domain.parts import DEFAULT_MAX_MESSAGE_BYTES
+
 
 class DeliverySettings(CommonSettings):
     """SMTP and S/MIME settings (``SAIS_DELIVERY_*``); certificates and keys are files."""
@@ -22,7 +24,7 @@ class DeliverySettings(CommonSettings):
     delivery_smtp_attempts: int = Field(4, ge=1, description="Tries per send, with exponential backoff")
     delivery_smtp_backoff_s: float = 2.0
     delivery_max_message_bytes: int = Field(
-        30_000_000, ge=1_000_000,
+        DEFAULT_MAX_MESSAGE_BYTES, ge=1_000_000,
         description="Largest message sent, on the wire after signing, encryption and encoding; a bigger batch "
                     "goes as parts. The default leaves room under NHSmail's 35 MB")
     delivery_sender_address: str = "insight@warwickshire.gov.uk"

@@ -18,7 +18,7 @@ WIRE_BYTES_PER_CSV_BYTE = 1.9
 # Headers, body, signature, certificates, field definitions, manifest and CSV headers of one part.
 FIXED_OVERHEAD_BYTES = 256 * 1024
 NHSMAIL_LIMIT_BYTES = 35_000_000
-DEFAULT_MAX_MESSAGE_BYTES = 30_000_000  # NHSmail's limit less 14 % of room
+DEFAULT_MAX_MESSAGE_BYTES = 30_000_000  # NHSmail's 35 MB less 14 % of room
 
 
 @dataclass(frozen=True)

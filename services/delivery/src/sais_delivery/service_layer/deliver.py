@@ -36,6 +36,7 @@ from sais_shared.protocol import normalise_address, recipient_allowed
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
+from ..adapters import memory
 from ..adapters.mailer import (
     Mailer,
     MessageMayHaveBeenSentError,
@@ -78,6 +79,12 @@ log = structlog.get_logger("sais.delivery")
 WINDOW_MEMBERS = "academic_year=$1 AND status='active' AND source = ANY($2)"
 CONTENT_SHA256 = ("encode(sha256(convert_to(coalesce(string_agg(programme_key || '|' || pupil_id || '|' || revision, "
                   "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')")
+
+
+# A batch's columns, less pupil_ids: a county's batch lists a million ids, which delivery never needs.
+BATCH = ("batch_id, window_name, academic_year, recipient, message_id, status, content_sha256, counts, files, "
+         "extract_ids, key_ids, replaces_batch, protocol_version, delete_by, attempts, last_error, prepared_at, "
+         "sent_at, smtp_reply, purged_at, part_count")
 
 
 def member_aad(m: asyncpg.Record) -> bytes:
@@ -348,7 +355,7 @@ class DeliveryService(FollowsProtocol):
         return message, meta
 
     async def _send_parts(self, batch_id: UUID, actor: str) -> BatchResult:
-        b = await self.pool.fetchrow("SELECT * FROM delivery.batches WHERE batch_id=$1", batch_id)
+        b = await self.pool.fetchrow(f"SELECT {BATCH} FROM delivery.batches WHERE batch_id=$1", batch_id)
         parts = await self.pool.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
                                       batch_id)
         for p in parts:
@@ -358,10 +365,12 @@ class DeliveryService(FollowsProtocol):
                     f"may have been accepted. Check the recipient's mailbox for Message-ID {p['message_id']}, then "
                     f"run `sais delivery resolve {batch_id} --part {p['part_no']} --sent` or `--not-sent`")
         smime: Smime = self.smime_factory(b["recipient"])
+        memory.keep_large_buffers_mapped()
         for p in parts:
             if p["status"] == "sent":
                 continue
             message, meta = await self._render_part(b, p, smime)
+            memory.trim()  # what rendering used is handed back before the send makes its own copies
             if meta["size_bytes"] > self.max_message_bytes:
                 await self._fail(batch_id, p["part_no"], f"{meta['size_bytes']} bytes is over the maximum message size")
                 raise PartTooLargeError(
@@ -370,6 +379,7 @@ class DeliveryService(FollowsProtocol):
                     "This is a planning fault: report it, with the batch id")
             await self._send_part(b, p, message, meta)
             del message
+            memory.trim()  # the next part starts from what this one used, not more
         return await self.mark_sent(batch_id, "all parts accepted", actor)
 
     async def _send_part(self, b: asyncpg.Record, p: asyncpg.Record, message: bytes, meta: dict) -> None:
@@ -455,7 +465,8 @@ class DeliveryService(FollowsProtocol):
                      and f["name"] != "field-definitions.csv"]
             b = await conn.fetchrow(
                 "UPDATE delivery.batches SET status='sent', sent_at=$2, smtp_reply=$3, message=NULL, last_error=NULL, "
-                "files=$4::jsonb, delete_by=$5 WHERE batch_id=$1 AND status IN ('sending', 'prepared') RETURNING *",
+                f"files=$4::jsonb, delete_by=$5 WHERE batch_id=$1 AND status IN ('sending', 'prepared') "
+                f"RETURNING {BATCH}",
                 batch_id, transferred, reply[:500], json.dumps(files), delete_by)
             if b is None:
                 raise UncertainDeliveryError(f"batch {batch_id} is not awaiting a send result")
@@ -481,7 +492,7 @@ class DeliveryService(FollowsProtocol):
         return await self.result(batch_id)
 
     async def result(self, batch_id: UUID, *, already_sent: bool = False) -> BatchResult:
-        b = await self.pool.fetchrow("SELECT * FROM delivery.batches WHERE batch_id=$1", batch_id)
+        b = await self.pool.fetchrow(f"SELECT {BATCH} FROM delivery.batches WHERE batch_id=$1", batch_id)
         parts = await self.pool.fetch("SELECT part_no, message_id, status, size_bytes, counts FROM "
                                       "delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
         return BatchResult(
