@@ -96,11 +96,12 @@ class ExtractRepository:
     async def duplicate_rows(self, extract_id: UUID) -> list[tuple[int, int]]:
         """(row, first row with the same child) for every repeat; the keys are then discarded."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT row_number, first_value(row_number) OVER w AS first FROM ingest.row_keys WHERE extract_id=$1 "
-                "WINDOW w AS (PARTITION BY dup_key ORDER BY row_number) ORDER BY row_number", extract_id)
+            rows = await conn.fetch(  # only the repeats come back: memory follows them, not the extract
+                "SELECT row_number, first FROM (SELECT row_number, first_value(row_number) OVER w AS first "
+                "FROM ingest.row_keys WHERE extract_id=$1 WINDOW w AS (PARTITION BY dup_key ORDER BY row_number)) k "
+                "WHERE row_number <> first ORDER BY row_number", extract_id)
             await conn.execute("DELETE FROM ingest.row_keys WHERE extract_id=$1", extract_id)
-        return [(r["row_number"], r["first"]) for r in rows if r["row_number"] != r["first"]]
+        return [(r["row_number"], r["first"]) for r in rows]
 
     async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
