@@ -438,19 +438,19 @@ class DeliveryService(FollowsProtocol):
 
     async def _back_to_prepared(self, batch_id: UUID, part_no: int, error: str) -> None:
         # The SMTP transaction never reached DATA, so nothing was accepted: safe to try again.
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE delivery.batch_parts SET status='prepared', last_error=$3 WHERE batch_id=$1 "
-                               "AND part_no=$2", batch_id, part_no, error[:500])
-            await conn.execute("UPDATE delivery.batches SET status='prepared', last_error=$2 WHERE batch_id=$1",
-                               batch_id, error[:500])
+        await self._set_part(batch_id, part_no, "prepared", error)
 
     async def _fail(self, batch_id: UUID, part_no: int, error: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE delivery.batch_parts SET status='failed', last_error=$3 WHERE batch_id=$1 "
-                               "AND part_no=$2", batch_id, part_no, error[:500])
-            await conn.execute("UPDATE delivery.batches SET status='failed', last_error=$2 WHERE batch_id=$1",
-                               batch_id, error[:500])
+        await self._set_part(batch_id, part_no, "failed", error)
         log.error("batch.part_failed", batch_id=str(batch_id), part=part_no)
+
+    async def _set_part(self, batch_id: UUID, part_no: int, status: str, error: str) -> None:
+        """A part and its batch take ``status`` together, with the reason."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE delivery.batch_parts SET status=$3, last_error=$4 WHERE batch_id=$1 "
+                               "AND part_no=$2", batch_id, part_no, status, error[:500])
+            await conn.execute("UPDATE delivery.batches SET status=$2, last_error=$3 WHERE batch_id=$1",
+                               batch_id, status, error[:500])
 
     async def mark_sent(self, batch_id: UUID, reply: str, actor: str) -> BatchResult:
         """The batch is sent once every part is: records it and publishes one event for the whole batch."""
