@@ -155,13 +155,7 @@ class Run:
     def stop(self) -> None:
         for name, p in self.procs.items():
             self._note_peak(name, p.pid)
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stack.stop_processes(self.procs.values())
 
     def cli(self, label: str, *args: str, as_of: str) -> str:
         """Run `sais`; its peak RSS is VmHWM read while it runs (ru_maxrss would count this big parent's

@@ -13,7 +13,6 @@ import email
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -218,14 +217,7 @@ class Demo:
                 print(f"      {school:40} {yg:8} {n:3}")
 
     def stop(self) -> None:
-        for p in self.services.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.services.values():
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stack.stop_processes(self.services.values(), timeout=20)
         if self.started_stack:
             stack.stop(self.lay)
         else:

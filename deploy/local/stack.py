@@ -156,6 +156,19 @@ def kill(lay: Layout, name: str, timeout: float = 20) -> None:
     say(f"{name} stopped")
 
 
+def stop_processes(procs, timeout: float = 30) -> None:
+    """Stop started service processes (each in its own session): SIGTERM to all, then wait, SIGKILL if need be."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 # --- Kafka -------------------------------------------------------------------------------
 
 def fetch_kafka(lay: Layout) -> None:

@@ -19,11 +19,15 @@ from tests.pii import PersonalDataScan
 pytestmark = pytest.mark.integration
 
 
-async def test_poison_messages_are_dead_lettered_without_their_content(settings_env, infra):
+async def _ingested_may_census(settings_env, infra):
+    """Topics, database and the genuine pupil events of the May census sample, to forge from."""
     topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
-    dsn = settings_env["SAIS_DATABASE_URL"]
     await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
-    good = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    return topics, settings_env["SAIS_DATABASE_URL"], await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+
+
+async def test_poison_messages_are_dead_lettered_without_their_content(settings_env, infra):
+    topics, dsn, good = await _ingested_may_census(settings_env, infra)
     forged = json.loads(good[0].value)
     forged["surname_in_clear"] = "Siobhán Ó Súilleabháin"  # a producer bug that leaks a name
     p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
@@ -49,10 +53,7 @@ async def _dead(infra, topics):
 
 
 async def test_data_the_database_refuses_is_dead_lettered_by_position_not_retried_forever(settings_env, infra):
-    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
-    dsn = settings_env["SAIS_DATABASE_URL"]
-    await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
-    good = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    topics, dsn, good = await _ingested_may_census(settings_env, infra)
     forged = json.loads(good[0].value)
     forged["event_id"] = "00000000-0000-4000-8000-000000000001"
     forged["school_name"] = "Bad\u0000School"  # valid JSON and a valid str; PostgreSQL text cannot hold NUL
