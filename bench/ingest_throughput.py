@@ -115,9 +115,7 @@ def main() -> None:
     env = {**os.environ, **stack.layout().env(), "SAIS_LOG_LEVEL": "WARNING",
            "SAIS_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}"}
     db = f"bench_{uuid.uuid4().hex[:6]}"
-    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(stack.layout().pg_port), "-U", "postgres", "-qc",
-                    f"CREATE DATABASE {db}"], check=True)
-    env["SAIS_DATABASE_URL"] = env["SAIS_DATABASE_URL"].rsplit("/", 1)[0] + f"/{db}"
+    env["SAIS_DATABASE_URL"] = stack.fresh_database(stack.layout(), db)
     results = {}
     for rows in (a.rows // 4, a.rows):
         path = Path(f"/tmp/bench-{rows}.csv")

@@ -121,7 +121,7 @@ class Run:
         self.db = f"bench_{tag}"
         self.env = {**os.environ, **self.lay.env(), "SAIS_TOPIC_PREFIX": f"bench-{tag}", "SAIS_LOG_LEVEL": "WARNING",
                     "SAIS_HTTP_PORT": "0", "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "3600",
-                    "SAIS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.lay.pg_port}/{self.db}"}
+                    "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db)}
         self.logs = Path(tempfile.mkdtemp(prefix="sais-bench-"))
         self.procs: dict[str, subprocess.Popen] = {}
         self.peak_mb: dict[str, float] = {}
@@ -180,8 +180,10 @@ class Run:
         return out
 
     def psql(self, sql: str) -> str:
-        return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-tAc", sql,
-                               self.db], capture_output=True, text=True).stdout.strip()
+        try:
+            return stack.psql(self.lay, sql, self.db)
+        except subprocess.CalledProcessError:
+            return ""
 
     def wait(self, sql: str, on_progress=None, timeout: float = 3600) -> None:
         deadline = time.monotonic() + timeout
@@ -254,8 +256,7 @@ class Run:
         rows = {s: sum(1 for _ in open(p, encoding="cp1252" if s == "admissions-reception" else "utf-8-sig")) - 1
                 for s, p in files.items()}
         ref = {s: d.isoformat() for s, d in REFERENCE_DATES.items()}
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-qc",
-                        f"CREATE DATABASE {self.db}"], check=True, capture_output=True)
+        stack.fresh_database(self.lay, self.db)
         print(f"  extracts: {rows}", flush=True)
         names = [*SERVICES, *(f"eligibility#{i}" for i in range(2, self.instances + 1))]
         self.timed("start the four services", lambda: [self.start(s) for s in names] and self.wait(

@@ -34,14 +34,16 @@ from sais_shared.devpki import ensure_dev_pki  # noqa: E402
 @dataclass(frozen=True)
 class Infra:
     kafka_bootstrap: str
-    pg_admin_dsn: str  # server-level DSN (database "postgres")
+    pg_admin_dsn: str  # server-level DSN (database "postgres"), as the administrator
     smtp_port: int
     pki: Path
     maildir: Path
     state: Path
 
     def dsn(self, db: str) -> str:
-        return self.pg_admin_dsn.rsplit("/", 1)[0] + f"/{db}"
+        """The administrator's DSN for database ``db`` (query parameters, such as TLS, kept)."""
+        base, _, query = self.pg_admin_dsn.partition("?")
+        return base.rsplit("/", 1)[0] + f"/{db}" + (f"?{query}" if query else "")
 
 
 def _docker_available() -> bool:
@@ -67,6 +69,7 @@ def infra() -> Infra:
         ensure_dev_pki(lay.pki)
         stack.start_smtp(lay)
         server_dsn = pg.get_connection_url().rsplit("/", 1)[0] + "/postgres"  # the server, not its test db
+        asyncio.run(_provision_roles(server_dsn, lay))
         yield Infra(kafka.get_bootstrap_server(), server_dsn,
                     lay.smtp_port, lay.pki, lay.maildir, lay.state)
         kafka.stop()
@@ -74,19 +77,41 @@ def infra() -> Infra:
         return
     was_up = stack.status(lay) == 0
     stack.start(lay)
-    yield Infra(f"127.0.0.1:{lay.kafka_port}", f"postgresql://postgres@127.0.0.1:{lay.pg_port}/postgres",
+    yield Infra(f"127.0.0.1:{lay.kafka_port}", lay.admin_dsn("postgres"),
                 lay.smtp_port, lay.pki, lay.maildir, lay.state)
     if not was_up and os.environ.get("SAIS_TEST_KEEP_STACK") != "1":
         stack.stop(lay)
 
 
+async def _provision_roles(server_dsn: str, lay) -> None:
+    """The service roles with the local runner's passwords (what the runner does for its own server)."""
+    from sais_shared.settings import SERVICES, service_principal
+
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        for service in SERVICES:
+            role = service_principal(service)
+            await conn.execute(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+            await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD '{lay.secret(f'postgres-{role}')}'")
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def database(infra: Infra) -> str:
-    """A fresh, empty database for one test; dropped afterwards."""
+    """A fresh database for one test, migrated by the administrator as `sais db migrate` does (every
+    service then connects as its own role); dropped afterwards. Yields the administrator's DSN."""
+    from sais.dbadmin import migrate_all
+
     name = f"t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(infra.pg_admin_dsn)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(infra.dsn(name))
+    try:
+        await migrate_all(conn)
     finally:
         await conn.close()
     yield infra.dsn(name)

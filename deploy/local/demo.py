@@ -52,7 +52,7 @@ class Demo:
         self.logs = self.lay.state / "demo" / self.run_id
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **self.lay.env(),
-                    "SAIS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.lay.pg_port}/{self.db}",
+                    "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db),
                     "SAIS_TOPIC_PREFIX": f"demo-{self.run_id}", "SAIS_LOG_FORMAT": "json",
                     "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "2", "COLUMNS": "120"}
         self.services: dict[str, subprocess.Popen] = {}
@@ -68,16 +68,13 @@ class Demo:
         return p
 
     def psql(self, sql: str) -> str:
-        return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-tAc", sql,
-                               self.db], capture_output=True, text=True, check=True).stdout.strip()
+        return stack.psql(self.lay, sql, self.db)
 
     def start(self) -> None:
         step("Starting Apache Kafka, PostgreSQL and the SMTP server (local runner)")
         self.started_stack = stack.status(self.lay) != 0
         stack.start(self.lay)
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.lay.pg_port), "-U", "postgres", "-qc",
-                        f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)", "-c", f"CREATE DATABASE {self.db}"],
-                       check=True, capture_output=True)
+        stack.fresh_database(self.lay, self.db)
         step("Starting the four services: ingest (inbound topic), eligibility, delivery, retention")
         for name in ("ingest", "eligibility", "delivery", "retention"):
             out = open(self.logs / f"{name}.log", "w")
@@ -254,7 +251,10 @@ class Demo:
                           "SELECT count(*) FROM retention.schedule WHERE subject LIKE 'batch:%'", "2")
             print(self.sais("retention", "schedule", as_of="2017-12-04").stdout)
             step("Running retention as of 11 October 2017: the July transfer is due, December's is not")
-            print(self.sais("retention", "run", "--now", "2017-10-11", as_of="2017-10-11").stdout)
+            print("    (data keys destroyed at once; ingest, eligibility and delivery each delete their own rows and "
+                  "confirm; the certificate follows)")
+            print(self.sais("retention", "run", "--now", "2017-10-11", "--wait", "60", as_of="2017-10-11").stdout)
+            print(self.sais("retention", "requests", as_of="2017-10-11").stdout)
             left = self.psql("SELECT count(*) FROM delivery.members WHERE status='active'")
             destroyed = self.psql("SELECT count(*) FROM shared.data_keys WHERE wrapped IS NULL")
             print(f"    data keys destroyed: {destroyed}; cohort records still held (December's): {left}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -56,10 +57,33 @@ class Layout:
     def pgdata(self) -> Path:
         return self.state / "pg" / "data"
 
+    @property
+    def credentials(self) -> Path:
+        """Per-principal passwords: postgres-<role>, kafka-<user> (the services' SAIS_CREDENTIALS_DIR)."""
+        return self.pki / "credentials"
+
+    def secret(self, name: str) -> str:
+        """A password, created (random, mode 600) the first time it is asked for."""
+        path = self.credentials / name
+        if not path.exists():
+            import secrets
+
+            self.credentials.mkdir(parents=True, exist_ok=True)
+            self.credentials.chmod(0o700)
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def admin_dsn(self, db: str = "sais") -> str:
+        """The database administrator over TLS (verify-full against the dev CA)."""
+        return (f"postgresql://postgres:{self.secret('postgres-postgres')}@127.0.0.1:{self.pg_port}/{db}"
+                f"?sslmode=verify-full&sslrootcert={self.pki / 'ca.pem'}")
+
     def env(self) -> dict[str, str]:
         return {
             "SAIS_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
-            "SAIS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{self.pg_port}/sais",
+            "SAIS_DATABASE_URL": self.admin_dsn(),
+            "SAIS_CREDENTIALS_DIR": str(self.credentials),
             "SAIS_KEK_FILE": str(self.pki / "kek.b64"),
             "SAIS_DELIVERY_SMTP_HOST": "127.0.0.1",
             "SAIS_DELIVERY_SMTP_PORT": str(self.smtp_port),
@@ -269,17 +293,82 @@ def start_postgres(lay: Layout) -> None:
     sock.mkdir(exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(sock, "postgres", "postgres")
+    configure_postgres_access(lay, pgroot)
     log = pgroot / "postgres.log"
-    say(f"starting PostgreSQL on 127.0.0.1:{lay.pg_port}")
+    say(f"starting PostgreSQL (TLS, SCRAM) on 127.0.0.1:{lay.pg_port}")
     opts = (f"-p {lay.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB")
+            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB "
+            f"-c ssl=on -c ssl_cert_file={pgroot / 'server.crt'} -c ssl_key_file={pgroot / 'server.key'} "
+            f"-c hba_file={pgroot / 'pg_hba.conf'} -c password_encryption=scram-sha-256")
     subprocess.run(as_pg_user([str(bindir / "pg_ctl"), "-D", str(lay.pgdata), "-l", str(log), "-o", opts,
                                "-w", "-t", "60", "start"]), check=True, capture_output=True)
-    psql = ["psql", "-h", "127.0.0.1", "-p", str(lay.pg_port), "-U", "postgres", "-tAc"]
-    exists = subprocess.run(psql + ["SELECT 1 FROM pg_database WHERE datname='sais'"],
+    provision_roles(lay, sock)
+
+
+def configure_postgres_access(lay: Layout, pgroot: Path) -> None:
+    """TLS with the dev server certificate, and an hba that admits only TLS + SCRAM over TCP (the
+    postgres OS user keeps peer access on the Unix socket, for this runner)."""
+    for src, dst in ((lay.pki / "smtp-server.pem", "server.crt"), (lay.pki / "smtp-server.key", "server.key")):
+        target = pgroot / dst
+        target.write_bytes(src.read_bytes())
+        target.chmod(0o600)
+        if os.geteuid() == 0:
+            shutil.chown(target, "postgres", "postgres")
+    (pgroot / "pg_hba.conf").write_text(
+        "local   all  postgres                peer\n"
+        "hostssl all  all       127.0.0.1/32   scram-sha-256\n"
+        "host    all  all       127.0.0.1/32   reject\n")
+
+
+def provision_roles(lay: Layout, sock: Path) -> None:
+    """Passwords for the administrator and the service roles (sais_<service>, LOGIN), and the
+    database ``sais`` migrated: what a DBA does once per installation."""
+    from sais_shared.settings import SERVICES, service_principal
+
+    statements = [f"ALTER ROLE postgres PASSWORD '{lay.secret('postgres-postgres')}'"]
+    for service in SERVICES:
+        role = service_principal(service)
+        password = lay.secret(f"postgres-{role}")
+        statements.append(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        statements.append(f"ALTER ROLE {role} LOGIN PASSWORD '{password}'")
+    psql = as_pg_user(["psql", "-h", str(sock), "-p", str(lay.pg_port), "-U", "postgres", "-d", "postgres",
+                       "-v", "ON_ERROR_STOP=1", "-q"])
+    subprocess.run(psql, input=";\n".join(statements) + ";\n", text=True, check=True, capture_output=True)
+    exists = subprocess.run(psql + ["-tAc", "SELECT 1 FROM pg_database WHERE datname='sais'"],
                             capture_output=True, text=True, check=True).stdout.strip()
     if not exists:
-        subprocess.run(psql + ["CREATE DATABASE sais"], check=True, capture_output=True)
+        subprocess.run(psql + ["-c", "CREATE DATABASE sais"], check=True, capture_output=True)
+    migrate_database(lay.admin_dsn("sais"))
+
+
+def psql(lay: Layout, sql: str, db: str = "sais") -> str:
+    """Run SQL as the administrator over TLS; the first column of the first row (``-tA``)."""
+    return subprocess.run(["psql", lay.admin_dsn(db), "-tAc", sql], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def fresh_database(lay: Layout, db: str) -> str:
+    """Drop and re-create a database, migrated (roles confined, protocol in force); its admin DSN."""
+    subprocess.run(["psql", lay.admin_dsn("postgres"), "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
+                    "-c", f"CREATE DATABASE {db}"], check=True, capture_output=True)
+    migrate_database(lay.admin_dsn(db))
+    return lay.admin_dsn(db)
+
+
+def migrate_database(dsn: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from sais.dbadmin import migrate_all
+
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate_all(conn)
+        finally:
+            await conn.close()
+    asyncio.run(go())
 
 
 def stop_postgres(lay: Layout) -> None:
@@ -345,7 +434,7 @@ def main(argv: list[str]) -> int:
         return status(lay)
     elif cmd == "env":
         for k, v in lay.env().items():
-            print(f"export {k}={v}")
+            print(f"export {k}={shlex.quote(v)}")
     elif cmd == "reset":
         stop(lay)
         shutil.rmtree(lay.state, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -19,11 +20,13 @@ from sais_shared.settings import CommonSettings
 
 from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app
+from .quality_cli import quality_cmd
 from .status_cli import status
 
 app = typer.Typer(help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
                   no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+eligibility_app.command("quality")(quality_cmd)  # composed from eligibility's and ingest's own reads
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(delivery_app, name="delivery")
 app.add_typer(retention_app, name="retention")
@@ -78,7 +81,6 @@ def rotate_kek(new_kek_file: Path = typer.Option(..., exists=True, dir_okay=Fals
                new_kek_id: str = typer.Option(..., help="an id for the new KEK, e.g. kek-2026-11")) -> None:
     """Re-wrap every live data key with a new KEK (one transaction), then switch SAIS_KEK_FILE and restart."""
     import asyncio
-    import getpass
 
     from sais_shared.crypto import KeyEncryptionKey
     from sais_shared.db import create_pool
@@ -117,6 +119,38 @@ def export_index_key(out: Path = typer.Argument(..., help="file to write (mode 6
     write_private_file(out, base64.b64encode(derive_index_key(CommonSettings().key_encryption_key_bytes())).decode()
                        + "\n")
     typer.echo(f"wrote {out}: set SAIS_INDEX_KEY_FILE={out} on every service")
+
+
+db_app = typer.Typer(help="The database (administrator).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what was applied as JSON")) -> None:
+    """Create or upgrade every schema, confine each service role to its own, and put a protocol in force
+    when none is. Run as the database administrator (SAIS_DATABASE_URL), once per release."""
+    import asyncio
+    import json
+
+    import asyncpg
+
+    from .dbadmin import migrate_all
+
+    settings = CommonSettings()
+
+    async def go() -> dict[str, list[str]]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await migrate_all(conn, settings.protocol_file, getpass.getuser())
+        finally:
+            await conn.close()
+    applied = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps(applied))
+        return
+    n = sum(map(len, applied.values()))
+    typer.echo(f"{n} migration(s) applied" + "".join(f"\n  {s}: {', '.join(m)}" for s, m in applied.items() if m)
+               if n else "the database is up to date")
 
 
 dev_app = typer.Typer(help="Development helpers (never for production keys).", no_args_is_help=True)

@@ -15,6 +15,7 @@ from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 
+from .owners import open_owners
 from .sar import render, subject_access
 
 sar_app = typer.Typer(help="Subject access requests (ISP §13).", no_args_is_help=True)
@@ -28,13 +29,9 @@ def sar_find(forename: str = typer.Option(...), surname: str = typer.Option(...)
              as_json: bool = typer.Option(False, "--json", help="export as JSON instead of text")) -> None:
     """Find everything held about one child across all services and write a readable export."""
     async def go():
-        rt = await open_runtime(CommonSettings())
-        try:
-            return await subject_access(rt.pool, rt.keys, forename=forename, surname=surname,
-                                        date_of_birth=date.fromisoformat(date_of_birth), actor=getpass.getuser(),
-                                        protocol_version=rt.protocol.version)
-        finally:
-            await rt.close()
+        async with open_owners() as owners:
+            return await subject_access(owners, forename=forename, surname=surname,
+                                        date_of_birth=date.fromisoformat(date_of_birth), actor=getpass.getuser())
     if out.exists() or out.is_symlink():  # refuse before searching: the search itself is audited
         raise typer.BadParameter(f"{out} already exists: choose a new file name", param_hint="--out")
     answer = asyncio.run(go())
@@ -68,3 +65,30 @@ def audit_list(action: str | None = typer.Option(None, help="e.g. batch.sent, da
     for r in rows:
         t.add_row(str(r["at"])[:19], r["actor"], r["action"], r["subject"], r["protocol_version"] or "")
     Console().print(t)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
+    """Recompute the audit trail's hash chain: exit 1 if any row was removed, altered or inserted.
+    Record the head hash it prints somewhere else (a ticket, the SIRO's log) to detect a rewritten chain."""
+    import asyncpg
+
+    from .dbadmin import verify_audit_chain
+
+    async def go():
+        conn = await asyncpg.connect(CommonSettings().database_url)
+        try:
+            return await verify_audit_chain(conn)
+        finally:
+            await conn.close()
+    report = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps({"rows": report.rows, "head": report.head, "intact": report.intact,
+                               "problems": report.problems}))
+    elif report.intact:
+        typer.echo(f"audit trail intact: {report.rows} entries, head {report.head}")
+    else:
+        for p in report.problems:
+            typer.echo(f"audit trail broken: {p}", err=True)
+    if not report.intact:
+        raise typer.Exit(1)

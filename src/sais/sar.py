@@ -12,74 +12,41 @@ import uuid
 from datetime import date
 from typing import Any
 
-import asyncpg
-from sais_shared.crypto import Sealed
-from sais_shared.errors import KeyDestroyedError
-from sais_shared.events import PupilPersonal, pupil_aad
-from sais_shared.keystore import KeyStore, audit
+from sais_delivery import queries as delivery
+from sais_eligibility import queries as eligibility
+from sais_ingest import queries as ingest
+from sais_retention import queries as retention
+from sais_shared.keystore import audit
+
+from .owners import Owners
 
 
-async def _exists(conn: asyncpg.Connection, table: str) -> bool:
-    return await conn.fetchval("SELECT to_regclass($1)", table) is not None
-
-
-async def subject_access(pool: asyncpg.Pool, keys: KeyStore, *, forename: str, surname: str, date_of_birth: date,
-                         actor: str, protocol_version: str) -> dict[str, Any]:
+async def subject_access(owners: Owners, *, forename: str, surname: str, date_of_birth: date,
+                         actor: str) -> dict[str, Any]:
+    """Each service answers for its own data: eligibility finds and opens the child's records,
+    delivery the batches that carried them, ingest the extracts, retention the deletion dates."""
     request_id = uuid.uuid4()
+    keys = owners.keys()
     match_key = keys.kek.blind_index(forename, surname, date_of_birth.isoformat())
-    out: dict[str, Any] = {"request_id": str(request_id), "records": [], "cohorts": [], "batches": [],
-                           "extracts": [], "deletion": []}
-    async with pool.acquire() as conn:
-        records = await conn.fetch("SELECT * FROM eligibility.records WHERE match_key=$1 ORDER BY received_at",
-                                   match_key) if await _exists(conn, "eligibility.records") else []
-        pupil_ids = sorted({r["pupil_id"] for r in records}, key=str)
-        extract_ids = sorted({r["extract_id"] for r in records}, key=str)
-        for r in records:
-            sealed = Sealed.model_validate_json(r["personal"])
-            try:
-                key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
-                personal = key.open_model(sealed, PupilPersonal, pupil_aad(
-                    r["extract_id"], r["record_id"], source=r["source"], reference_date=r["reference_date"],
-                    school_dfe=r["school_dfe"], school_name=r["school_name"], year_group=r["recorded_year_group"],
-                    gender=r["gender"], match_key=r["match_key"]))
-                details = personal.model_dump(mode="json")
-            except KeyDestroyedError:
-                details = "deleted (data key destroyed)"
-            out["records"].append({"source": r["source"], "reference_date": str(r["reference_date"]),
-                                   "received_at": str(r["received_at"]), "school_dfe": r["school_dfe"],
-                                   "school_name": r["school_name"], "year_group": r["year_group"],
-                                   "gender": r["gender"], "extract_id": str(r["extract_id"]),
-                                   "current": r["active"], "details": details})
-        if pupil_ids and await _exists(conn, "eligibility.cohort"):
-            out["cohorts"] = [{"academic_year": c["academic_year"], "programme": c["programme"], "status": c["status"],
-                               "school_dfe": c["school_dfe"], "year_group": c["year_group"]}
-                              for c in await conn.fetch("SELECT * FROM eligibility.cohort WHERE pupil_id = ANY($1) "
-                                                        "ORDER BY programme", pupil_ids)]
-        batch_ids = []
-        if pupil_ids and await _exists(conn, "delivery.batches"):
-            for b in await conn.fetch("SELECT batch_id, window_name, academic_year, recipient, status, sent_at, "
-                                      "delete_by FROM delivery.batches WHERE pupil_ids && $1 ORDER BY prepared_at",
-                                      pupil_ids):
-                batch_ids.append(b["batch_id"])
-                out["batches"].append({"batch_id": str(b["batch_id"]), "window": b["window_name"],
-                                       "academic_year": b["academic_year"], "sent_to": b["recipient"],
-                                       "status": b["status"], "sent_at": str(b["sent_at"]),
-                                       "delete_by": str(b["delete_by"])})
-        if extract_ids and await _exists(conn, "ingest.extracts"):
-            out["extracts"] = [{"extract_id": str(e["extract_id"]), "source": e["source"],
-                                "reference_date": str(e["reference_date"]), "file_name": e["file_name"],
-                                "originator": e["originator"], "ingested_at": str(e["started_at"])}
-                               for e in await conn.fetch("SELECT * FROM ingest.extracts WHERE extract_id = ANY($1)",
-                                                         extract_ids)]
-        if await _exists(conn, "retention.schedule"):
-            subjects = [f"batch:{b}" for b in batch_ids] + [f"extract:{e}" for e in extract_ids]
-            out["deletion"] = [{"subject": s["subject"], "delete_on": str(s["due_on"]),
-                                "deleted_at": str(s["executed_at"]) if s["executed_at"] else None}
-                               for s in await conn.fetch("SELECT * FROM retention.schedule WHERE subject = ANY($1) "
-                                                         "ORDER BY due_on", subjects)]
-        await audit(conn, actor, "sar.answered", f"sar:{request_id}",
-                    {"records": len(out["records"]), "batches": len(out["batches"]),
-                     "extracts": len(out["extracts"])}, protocol_version)
+    held = await eligibility.child_records(owners.eligibility, keys, match_key)
+    batches = await delivery.batches_carrying(owners.delivery, held["pupil_ids"]) if held["pupil_ids"] else []
+    extracts = await ingest.extracts_by_id(owners.ingest, held["extract_ids"]) if held["extract_ids"] else []
+    subjects = [f"batch:{b['batch_id']}" for b in batches] + [f"extract:{e}" for e in held["extract_ids"]]
+    out: dict[str, Any] = {
+        "request_id": str(request_id), "records": held["records"], "cohorts": held["cohorts"],
+        "batches": [{"batch_id": str(b["batch_id"]), "window": b["window_name"], "academic_year": b["academic_year"],
+                     "sent_to": b["recipient"], "status": b["status"], "sent_at": str(b["sent_at"]),
+                     "delete_by": str(b["delete_by"])} for b in batches],
+        "extracts": [{"extract_id": str(e["extract_id"]), "source": e["source"],
+                      "reference_date": str(e["reference_date"]), "file_name": e["file_name"],
+                      "originator": e["originator"], "ingested_at": str(e["started_at"])} for e in extracts],
+        "deletion": [{"subject": s["subject"], "delete_on": str(s["due_on"]),
+                      "deleted_at": str(s["executed_at"]) if s["executed_at"] else None}
+                     for s in (await retention.schedule_for(owners.retention, subjects) if subjects else [])],
+    }
+    await audit(owners.eligibility, actor, "sar.answered", f"sar:{request_id}",
+                {"records": len(out["records"]), "batches": len(out["batches"]), "extracts": len(out["extracts"])},
+                owners.protocol.version)
     return out
 
 

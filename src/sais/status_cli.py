@@ -8,53 +8,37 @@ import json
 import typer
 from rich.console import Console
 from rich.table import Table
-from sais_shared.runtime import open_runtime
-from sais_shared.settings import CommonSettings
+from sais_delivery import queries as delivery
+from sais_eligibility import queries as eligibility
+from sais_ingest import queries as ingest
+from sais_retention import queries as retention
+from sais_shared.clock import Clock
+
+from .owners import open_owners
 
 EXIT_ATTENTION = 3
 
 
-async def _q(conn, table: str, sql: str, *args, default=None):
-    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
-        return default
-    return await conn.fetch(sql, *args)
-
-
 async def gather() -> dict:
-    rt = await open_runtime(CommonSettings())
-    try:
-        today = rt.clock.today()
-        async with rt.pool.acquire() as conn:
-            extracts = await _q(conn, "ingest.extracts",
-                                "SELECT source, reference_date, status, rows_in, accepted, rejected, out_of_scope, "
-                                "completed_at, purged_at IS NOT NULL AS purged FROM ingest.extracts "
-                                "ORDER BY started_at DESC LIMIT 10", default=[])
-            cohorts = await _q(conn, "eligibility.cohort",
-                               "SELECT academic_year, programme, count(*) n FROM eligibility.cohort "
-                               "WHERE status='active' GROUP BY 1, 2 ORDER BY 1, 2", default=[])
-            batches = await _q(conn, "delivery.batches",
-                               "SELECT batch_id, window_name, academic_year, status, sent_at, delete_by "
-                               "FROM delivery.batches ORDER BY prepared_at DESC LIMIT 10", default=[])
-            control = await _q(conn, "delivery.control", "SELECT suspended, reason FROM delivery.control", default=[])
-            breaches = await _q(conn, "delivery.breaches",
-                                "SELECT count(*) n FROM delivery.breaches WHERE closed_at IS NULL", default=[])
-            pending = await _q(conn, "retention.schedule",
-                               "SELECT count(*) FILTER (WHERE due_on >= $1) scheduled, "
-                               "count(*) FILTER (WHERE due_on < $1) overdue FROM retention.schedule "
-                               "WHERE executed_at IS NULL", today, default=[])
-    finally:
-        await rt.close()
-    p = rt.protocol
+    """Each service reports on its own data, through its own role."""
+    async with open_owners() as owners:
+        today = Clock(owners.settings.as_of).today()
+        extracts = await ingest.recent_extracts(owners.ingest)
+        cohorts = await eligibility.active_cohort_sizes(owners.eligibility)
+        batches = await delivery.recent_batches(owners.delivery)
+        control = await delivery.sharing_control(owners.delivery)
+        pending = await retention.pending_deletions(owners.retention, today)
+        p = owners.protocol
     view = {
         "protocol": {"id": p.id, "version": p.version, "review_date": p.review_date.isoformat(),
                      "review_overdue": p.review_overdue(today)},
-        "sharing_suspended": bool(control and control[0]["suspended"]),
-        "suspension_reason": control[0]["reason"] if control else None,
-        "open_breaches": breaches[0]["n"] if breaches else 0,
-        "extracts": [dict(r) for r in extracts],
-        "cohorts": [dict(r) for r in cohorts],
-        "batches": [dict(r) for r in batches],
-        "deletions": dict(pending[0]) if pending else {"scheduled": 0, "overdue": 0},
+        "sharing_suspended": control["suspended"],
+        "suspension_reason": control["reason"],
+        "open_breaches": control["open_breaches"],
+        "extracts": extracts,
+        "cohorts": cohorts,
+        "batches": batches,
+        "deletions": pending,
     }
     attention = []
     if view["protocol"]["review_overdue"]:

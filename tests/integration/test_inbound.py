@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaProducer
 from faststream import TestApp
 from sais_ingest.app import build_app
 from sais_ingest.config import IngestSettings
+from sais_retention.app import build_app as build_retention
+from sais_retention.config import RetentionSettings
 from sais_shared.devpki import DEV_PUBLISHER
 from sais_shared.inbound import InboundExtractWriter
 from sais_shared.topics import Topics
@@ -196,6 +198,7 @@ async def test_an_extract_that_never_completes_is_deleted_a_retention_period_lat
     import json as _json
     import os
     import subprocess
+    import uuid
     from datetime import timedelta
 
     from dateutil.relativedelta import relativedelta
@@ -221,11 +224,33 @@ async def test_an_extract_that_never_completes_is_deleted_a_retention_period_lat
         assert r.returncode == 0, r.stderr
         return _json.loads(r.stdout)
 
+    async def completed(req) -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval("SELECT completed_at IS NOT NULL FROM retention.requests WHERE request_id=$1",
+                                       uuid.UUID(req["request_id"]))
+        finally:
+            await conn.close()
+
+    async def certificates():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [(c["rule"], _json.loads(c["rows_deleted"])) for c in await conn.fetch(
+                "SELECT rule, rows_deleted FROM retention.certificates")]
+        finally:
+            await conn.close()
+
     today = date.today()
-    assert retention_run(today + relativedelta(months=3) - timedelta(days=1)) == []  # not yet
-    [cert] = retention_run(today + relativedelta(months=3, days=1))
-    assert cert["rule"] == "inbound-staging-plus-retention"
-    assert cert["rows_deleted"] == {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3}
+    # ingest deletes on retention's request; retention certifies once ingest has confirmed.
+    async with TestApp(build_app(IngestSettings())), TestApp(build_retention(RetentionSettings())):
+        [early] = retention_run(today + relativedelta(months=3) - timedelta(days=1))
+        await wait_until(lambda: completed(early), what="ingest answered the early request")
+        assert await certificates() == []  # not yet: nothing was deleted, no certificate
+        [req] = retention_run(today + relativedelta(months=3, days=1))
+        assert req["rule"] == "inbound-staging-plus-retention"
+        await wait_until(lambda: completed(req), what="ingest deleted and confirmed")
+    assert await certificates() == [("inbound-staging-plus-retention",
+                                     {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3})]
     conn = await asyncpg.connect(dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0

@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from contextlib import asynccontextmanager
+
 import asyncpg
 import pytest
 from faststream import TestApp
@@ -16,7 +18,9 @@ from sais_delivery.app import build_app as build_delivery
 from sais_delivery.config import DeliverySettings
 from sais_eligibility.app import build_app as build_eligibility
 from sais_eligibility.config import EligibilitySettings
-from sais_retention.app import MIGRATIONS, build_service, certificate_publisher
+from sais_ingest.app import build_app as build_ingest
+from sais_ingest.config import IngestSettings
+from sais_retention.app import MIGRATIONS, build_service, publishers
 from sais_retention.app import build_app as build_retention
 from sais_retention.config import RetentionSettings
 from sais_shared.events import DeliveryCompleted, ExtractCompleted, stable_id
@@ -37,14 +41,36 @@ def sais(env, *args, as_of=None):
     return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env=e, capture_output=True, text=True)
 
 
+@asynccontextmanager
+async def owners_and_retention():
+    """The services that own rows (they delete on request and confirm) and retention (it certifies)."""
+    async with TestApp(build_ingest(IngestSettings())), TestApp(build_eligibility(EligibilitySettings())), \
+            TestApp(build_delivery(DeliverySettings())), TestApp(build_retention(RetentionSettings())):
+        yield
+
+
+async def certified(dsn, subject_like: str) -> asyncpg.Record:
+    """Wait for the certificate of a deletion (written when every owner has confirmed)."""
+    return await wait_until(lambda: fetchrow(dsn, "SELECT * FROM retention.certificates WHERE subject LIKE $1",
+                                             subject_like), what=f"certificate for {subject_like}")
+
+
+async def fetchrow(dsn, sql, *args):
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchrow(sql, *args)
+    finally:
+        await conn.close()
+
+
 class Retention:
     async def __aenter__(self):
         s = RetentionSettings()
         self.broker = make_broker(s, "test-retention")
-        pub = certificate_publisher(self.broker, Topics(s.topic_prefix))
-        self.rt = await open_runtime(s, *MIGRATIONS)
+        pubs = publishers(self.broker, Topics(s.topic_prefix))
+        self.rt = await open_runtime(s, *MIGRATIONS, service="retention")
         await self.broker.start()
-        return build_service(self.rt, pub)
+        return build_service(self.rt, pubs, s)
 
     async def __aexit__(self, *exc):
         await self.broker.stop()
@@ -77,15 +103,18 @@ async def test_an_extract_never_delivered_is_deleted_three_months_after_ingest(s
     rep = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
     dsn = settings_env["SAIS_DATABASE_URL"]
     key_id = await fetchval(dsn, "SELECT key_id FROM ingest.extracts")
-    async with Retention() as svc:
+    async with owners_and_retention(), Retention() as svc:
         await svc.handle_extracts([ExtractCompleted(
             event_id=uuid.uuid4(), occurred_at=datetime(2017, 6, 1, 9, tzinfo=UTC), extract_id=rep.extract_id,
             source="summer-census", reference_date=date(2017, 5, 18), target_academic_year="2017/18",
             content_sha256=rep.sha256, rows_in=52, accepted=49, rejected=2, out_of_scope=1, warnings=0,
             key_id=key_id, originator="x", protocol_version="0.2", ingested_by="t")])
-        assert await svc.run_due(date(2017, 8, 31)) == []
-        [cert] = await svc.run_due(date(2017, 9, 1))
-    assert cert.rule.startswith("undelivered") and cert.key_ids_destroyed == [key_id]
+        assert [r.subject for r in await svc.run_due(date(2017, 8, 31))] == ["inbound-staging:2017-08-31"]
+        [req] = [r for r in await svc.run_due(date(2017, 9, 1)) if r.subject.startswith("extract:")]
+        assert req.key_ids == [key_id]
+        cert = await certified(dsn, "extract:%")
+    assert cert["rule"].startswith("undelivered") and cert["key_ids_destroyed"] == [key_id]
+    assert json.loads(cert["rows_deleted"])["ingest.row_problems"] == 2
     assert await fetchval(dsn, "SELECT count(*) FROM ingest.row_problems") == 0
     assert await fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1", key_id)
 
@@ -142,8 +171,10 @@ async def test_party_leaving_purges_everything_after_explicit_confirmation(setti
     refused = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "wcc")
     assert refused.returncode == 2 and await fetchval(dsn, "SELECT count(*) FROM eligibility.records") > 0
     assert sais(settings_env, "retention", "purge", "--party", "nhs-other", "--confirm", "nhs-other").returncode == 2
-    ok = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "cwpt")
-    assert ok.returncode == 0, ok.stderr
+    async with owners_and_retention():
+        ok = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "cwpt")
+        assert ok.returncode == 0, ok.stderr
+        await certified(dsn, "party:cwpt:%")
     for table in ("eligibility.records", "eligibility.cohort", "delivery.members", "ingest.row_problems"):
         assert await fetchval(dsn, f"SELECT count(*) FROM {table}") == 0, table
     assert await fetchval(dsn, "SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL") == 0
@@ -199,8 +230,8 @@ async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_e
     res = await _july_flow(settings_env, monkeypatch)
     dsn = settings_env["SAIS_DATABASE_URL"]
     async with Retention() as svc:
-        [cert] = [c for c in await svc.run_due(date(2017, 10, 11)) if c.subject == f"batch:{res.batch_id}"]
-    assert cert.key_ids_destroyed
+        [req] = [r for r in await svc.run_due(date(2017, 10, 11)) if r.subject == f"batch:{res.batch_id}"]
+    assert req.key_ids
     conn = await asyncpg.connect(dsn)
     await conn.execute("TRUNCATE eligibility.processed, delivery.processed")  # consumer state rebuilt
     await conn.close()
@@ -222,9 +253,10 @@ async def test_the_retention_service_runs_due_deletions_by_itself(settings_env, 
     key_id = await fetchval(dsn, "SELECT key_id FROM ingest.extracts")
     monkeypatch.setenv("SAIS_AS_OF", "2017-09-02")  # the extract's 3 months are up
     monkeypatch.setenv("SAIS_RETENTION_INTERVAL_S", "0.5")
-    async with TestApp(build_retention(RetentionSettings())):
+    async with owners_and_retention():
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1",
                                           f"extract:{rep.extract_id}"), what="scheduled from extract-completed")
         await wait_until(lambda: fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1",
                                           key_id), what="the timer deleted it")
+        await certified(dsn, f"extract:{rep.extract_id}")
     assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "undelivered-extract-ingest-plus-retention"

@@ -1,15 +1,28 @@
-"""asyncpg helpers: pool creation and per-service SQL migrations."""
+"""asyncpg helpers: pool creation, per-service SQL migrations and the grants that confine each service.
+
+Least privilege is enforced by PostgreSQL itself: each service connects as its own role
+(``sais_<service>``), which may read and write only the tables of its own schema. The key store's
+table is reachable only through its functions (``shared.create_data_key`` …), granted per role;
+the audit log accepts INSERT and nothing else. Migrations run once per release as an administrator
+(``sais db migrate``); a service checks at start that its schema is migrated and never runs DDL.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 import asyncpg
 
+from .errors import ConfigurationError
+from .settings import SERVICES, service_principal
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+
+async def create_pool(login: str | dict[str, Any], *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    """A pool for a DSN, or for ``CommonSettings.database_login(service)``'s arguments."""
+    kwargs = {"dsn": login} if isinstance(login, str) else dict(login)
+    return await asyncpg.create_pool(min_size=min_size, max_size=max_size, **kwargs)
 
 
 def _migration_files(package: str) -> list[Traversable]:
@@ -19,12 +32,22 @@ def _migration_files(package: str) -> list[Traversable]:
     )
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, package: str) -> list[str]:
-    """Apply ``<package>/migrations/*.sql`` in name order, once each; safe to run concurrently."""
+async def ensure_roles(conn: asyncpg.Connection) -> None:
+    """The service roles, created without login when missing (whoever provisions them sets passwords)."""
+    for service in SERVICES:
+        await conn.execute(f"""DO $$ BEGIN
+            CREATE ROLE {service_principal(service)} NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$""")
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, package: str, role: str | None = None) -> list[str]:
+    """Apply ``<package>/migrations/*.sql`` in name order, once each; safe to run concurrently. With a
+    role, grant it the use of this schema's tables and nothing else."""
     applied: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC')
         await conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
             "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -38,9 +61,30 @@ async def migrate(conn: asyncpg.Connection, schema: str, package: str) -> list[s
                 f'INSERT INTO "{schema}".schema_migrations(name) VALUES ($1)', f.name
             )
             applied.append(f.name)
+        if role is not None:
+            await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+            await conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+            await conn.execute(f'REVOKE INSERT, UPDATE, DELETE ON "{schema}".schema_migrations FROM {role}')
+            await conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO {role}')
     return applied
 
 
-async def migrate_shared(conn: asyncpg.Connection) -> None:
-    """The key store and the audit trail, used by every service."""
-    await migrate(conn, "shared", "sais_shared")
+async def migrate_shared(conn: asyncpg.Connection) -> list[str]:
+    """The key store, the audit trail and the protocol registry, used by every service through grants."""
+    await ensure_roles(conn)
+    applied = await migrate(conn, "shared", "sais_shared")
+    for service in SERVICES:
+        await conn.execute(f"GRANT USAGE ON SCHEMA shared TO {service_principal(service)}")
+    return applied
+
+
+async def check_migrated(conn: asyncpg.Connection, schema: str, package: str) -> None:
+    """Refuse to start on a schema that lacks a migration this code needs (run ``sais db migrate``)."""
+    try:
+        done = {r["name"] for r in await conn.fetch(f'SELECT name FROM "{schema}".schema_migrations')}
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError, asyncpg.InsufficientPrivilegeError):
+        done = set()
+    missing = [f.name for f in _migration_files(package) if f.name not in done]
+    if missing:
+        raise ConfigurationError(f"the database schema {schema!r} is not migrated (missing {', '.join(missing)}): "
+                                 "run `sais db migrate` as the database administrator first")

@@ -261,6 +261,38 @@ class DeletionCompleted(Event):
     protocol_version: str
 
 
+DeletionScope = Literal["transfer", "party-left", "inbound-staging"]
+OWNERS = ("ingest", "eligibility", "delivery")  # the services that hold rows retention asks to delete
+
+
+class DeletionRequested(Event):
+    """Retention asks the services that own data to delete their rows (their data keys are already
+    destroyed). Each owner deletes in its own schema and answers with a DeletionConfirmed."""
+
+    type: Literal["deletion-requested"] = "deletion-requested"
+    request_id: UUID
+    subject: str = Field(description="What is deleted, e.g. batch:<id>, extract:<id>, party:<id>:<time>")
+    rule: str
+    scope: DeletionScope = Field(description="transfer: the extracts, keys and batches named; party-left: "
+                                             "everything held; inbound-staging: unfinished inbound extracts "
+                                             "last changed before staged_before")
+    extract_ids: list[UUID] = Field(default_factory=list)
+    key_ids: list[UUID] = Field(default_factory=list)
+    batch_ids: list[UUID] = Field(default_factory=list)
+    staged_before: date | None = None
+    owners: list[Literal["ingest", "eligibility", "delivery"]] = Field(
+        description="The services that must confirm before the certificate is written")
+
+
+class DeletionConfirmed(Event):
+    """One owner's answer to a DeletionRequested: rows deleted per table of its own schema."""
+
+    type: Literal["deletion-confirmed"] = "deletion-confirmed"
+    request_id: UUID
+    service: Literal["ingest", "eligibility", "delivery"]
+    rows_deleted: dict[str, int]
+
+
 class DeadLetter(Event):
     """A message no consumer can process. Refers to the original by position; never copies it."""
 

@@ -1,5 +1,10 @@
 """Data-key store in PostgreSQL (``shared.data_keys``): one data key per extract, wrapped by the KEK.
 
+Services reach the table only through its functions (``shared.create_data_key``,
+``shared.wrapped_data_keys``, ``shared.live_data_keys``, ``shared.destroy_data_keys``), each
+granted to the roles that need it: ingest creates keys, eligibility and delivery read them,
+retention lists and destroys them.
+
 Keys are looked up per batch and not cached across batches, so a destroyed key stops working
 everywhere at once.
 """
@@ -31,12 +36,11 @@ class KeyStore:
         key_id = stable_id("data-key", extract_id)
         candidate = DataKey.generate(key_id)
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "INSERT INTO shared.data_keys(key_id, extract_id, kek_id, wrapped) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (extract_id) DO NOTHING RETURNING key_id",
+            created = await conn.fetchval(
+                "SELECT shared.create_data_key($1, $2, $3, $4)",
                 key_id, extract_id, self._kek.kek_id, self._kek.wrap(candidate),
             )
-        if row is not None:
+        if created:
             return candidate
         return (await self.get_many([key_id]))[key_id]
 
@@ -47,7 +51,7 @@ class KeyStore:
             return {}
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT key_id, wrapped FROM shared.data_keys WHERE key_id = ANY($1::uuid[])",
+                "SELECT key_id, wrapped FROM shared.wrapped_data_keys($1::uuid[])",
                 list(wanted),
             )
         found = {r["key_id"]: r["wrapped"] for r in rows}
@@ -62,14 +66,13 @@ class KeyStore:
     async def destroyed_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
         """Which of these keys retention has destroyed (their data is gone for good)."""
         rows = await self._pool.fetch(
-            "SELECT key_id FROM shared.data_keys WHERE key_id = ANY($1::uuid[]) AND wrapped IS NULL",
-            list(set(key_ids)))
+            "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", list(set(key_ids)))
         return {r["key_id"] for r in rows}
 
     async def live_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT key_id FROM shared.data_keys WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL",
+                "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NOT NULL",
                 list(set(key_ids)),
             )
         return {r["key_id"] for r in rows}
@@ -85,12 +88,13 @@ async def rewrap_all(conn: asyncpg.Connection, old: KeyEncryptionKey, new: KeyEn
 
 async def destroy_keys(conn: asyncpg.Connection, key_ids: Iterable[UUID], by: str) -> list[UUID]:
     """Destroy data keys inside the caller's transaction; returns those destroyed now."""
-    rows = await conn.fetch(
-        "UPDATE shared.data_keys SET wrapped = NULL, destroyed_at = now(), destroyed_by = $2 "
-        "WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL RETURNING key_id",
-        list(set(key_ids)), by,
-    )
-    return sorted(r["key_id"] for r in rows)
+    rows = await conn.fetch("SELECT k FROM shared.destroy_data_keys($1::uuid[], $2) k", list(set(key_ids)), by)
+    return sorted(r["k"] for r in rows)
+
+
+async def live_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[UUID, UUID]]:
+    """(key id, extract id) of every live data key (retention's purge)."""
+    return [(r["key_id"], r["extract_id"]) for r in await conn.fetch("SELECT * FROM shared.live_data_keys()")]
 
 
 async def audit(

@@ -32,7 +32,9 @@ REVIEW_OVERDUE = Gauge("sais_protocol_review_overdue", "1 when the protocol in f
 DELETIONS_PENDING = Gauge("sais_retention_pending_deletions", "Scheduled deletions not yet done", ["state"])
 TIMER_RUNS = Counter("sais_timer_runs_total", "Completed runs of a service's own timer (delivery windows, "
                      "retention)", ["service"])
-DELETIONS = Counter("sais_retention_deletions_total", "Deletions carried out", ["rule"])
+DELETIONS = Counter("sais_retention_deletions_total", "Deletions certified (every owner confirmed)", ["rule"])
+CONFIRMATIONS_OVERDUE = Gauge("sais_retention_confirmations_overdue",
+                              "Deletion requests an owning service has not confirmed within the timeout", ["service"])
 
 _service = {"name": "sais"}
 

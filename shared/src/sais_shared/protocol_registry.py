@@ -1,7 +1,8 @@
 """The protocol versions loaded into this installation (``shared.protocols``), and the one in force.
 
 Loading a version validates it first, stores its text and hash, and is audited. The version in
-force is the last one loaded; an installation that has loaded none starts with the bundled file.
+force is the last one loaded; ``sais db migrate`` puts one in force when none is (SAIS_PROTOCOL_FILE,
+else the bundled example).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from .errors import ConfigurationError
 from .keystore import audit
 from .protocol import (
     Protocol,
@@ -53,12 +55,9 @@ async def in_force(pool: asyncpg.Pool, override: Path | None = None) -> Protocol
     """The protocol every service enforces: an explicit file (SAIS_PROTOCOL_FILE), else the last loaded."""
     if override is not None:
         return parse_protocol(read_protocol_file(override), str(override))
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('shared.protocols'))")
-        row = await conn.fetchrow("SELECT content, protocol_id, version FROM shared.protocols ORDER BY seq DESC LIMIT 1")
-        if row is None:
-            path = bundled_protocol_path()
-            return await load_version(conn, read_protocol_file(path), str(path.name), "install")
+    row = await pool.fetchrow("SELECT content, protocol_id, version FROM shared.protocols ORDER BY seq DESC LIMIT 1")
+    if row is None:
+        raise ConfigurationError("no protocol is in force: `sais db migrate` (or `sais protocol load FILE`) first")
     return parse_protocol(row["content"], f"shared.protocols {row['protocol_id']} v{row['version']}")
 
 
@@ -109,6 +108,16 @@ class FollowsProtocol:
     @property
     def protocol(self) -> Protocol:
         return self.protocol_ref.current
+
+
+async def ensure_in_force(conn: asyncpg.Connection, path: Path | None, actor: str) -> Protocol | None:
+    """Put ``path`` (else the bundled example) in force when no version is; the one loaded, or None."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('shared.protocols'))")
+        if await conn.fetchval("SELECT count(*) FROM shared.protocols"):
+            return None
+        path = path or bundled_protocol_path()
+        return await load_version(conn, read_protocol_file(path), str(path.name), actor)
 
 
 async def history(pool: asyncpg.Pool) -> list[LoadedVersion]:

@@ -1,4 +1,5 @@
-"""What every service process needs, opened once: pool (migrated), key store, protocol, clock."""
+"""What every service process needs, opened once: pool (as the service's own role), key store,
+protocol, clock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import structlog
 from . import ops
 from .clock import Clock
 from .crypto import KeyEncryptionKey
-from .db import create_pool, migrate, migrate_shared
+from .db import check_migrated, create_pool
 from .keystore import KeyStore
 from .protocol import load_protocol
 from .protocol_registry import FollowsProtocol, ProtocolRef, in_force
@@ -35,17 +36,20 @@ class Runtime(FollowsProtocol):
         await self.pool.close()
 
 
-async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], pool_size: int = 5) -> Runtime:
-    """Fail fast on a missing KEK or a bad protocol file, then connect, migrate and read the protocol in force."""
+async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], service: str | None = None,
+                       pool_size: int = 5) -> Runtime:
+    """Fail fast on a missing KEK or a bad protocol file, then connect (as ``service``'s own role, or
+    with SAIS_DATABASE_URL's user for administrative commands), check that the schemas are migrated
+    and read the protocol in force."""
     kek = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
     if settings.protocol_file is not None:
         load_protocol(settings.protocol_file)  # a bad file fails before anything connects
-    pool = await create_pool(settings.database_url, max_size=pool_size)
+    pool = await create_pool(settings.database_login(service) if service else settings.database_url,
+                             max_size=pool_size)
     try:
         async with pool.acquire() as conn:
-            await migrate_shared(conn)
-            for schema, package in migrations:
-                await migrate(conn, schema, package)
+            for schema, package in (("shared", "sais_shared"), *migrations):
+                await check_migrated(conn, schema, package)
         protocol = await in_force(pool, settings.protocol_file)
     except BaseException:
         await pool.close()

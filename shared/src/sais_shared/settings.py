@@ -27,7 +27,18 @@ class CommonSettings(BaseSettings):
     topic_retention_days: int = Field(
         120, ge=1, description="Backstop retention of every topic (crypto-shredding is primary)"
     )
-    database_url: str = Field("postgresql://postgres@127.0.0.1:15432/sais")
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:15432/sais",
+        description="Where PostgreSQL is (host, port, database, TLS). With SAIS_CREDENTIALS_DIR set, each service "
+                    "connects as its own role (sais_<service>) and only administrative commands (`sais db migrate`, "
+                    "`sais protocol load`, `sais audit`, KEK rotation) use the user named here")
+    credentials_dir: Path | None = Field(
+        None, description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais_<service> hold "
+                          "that service's PostgreSQL and Kafka passwords (mount only the running service's own)")
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", pattern="^(PLAINTEXT|SASL_SSL)$",
+        description="PLAINTEXT (development only) or SASL_SSL: TLS + SCRAM-SHA-512 as sais_<service>")
+    kafka_ca_file: Path | None = Field(None, description="CA certificate (PEM) that signed the brokers' TLS certificates")
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
     kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
@@ -47,6 +58,29 @@ class CommonSettings(BaseSettings):
     protocol_file: Path | None = Field(
         None, description="Information Sharing Protocol file; the bundled example when unset"
     )
+
+    def database_login(self, service: str) -> dict[str, str]:
+        """asyncpg connection arguments for one service: its own role when SAIS_CREDENTIALS_DIR is set."""
+        if self.credentials_dir is None:
+            return {"dsn": self.database_url}
+        role = service_principal(service)
+        return {"dsn": self.database_url, "user": role,
+                "password": read_secret(self.credentials_dir / f"postgres-{role}", "SAIS_CREDENTIALS_DIR")}
+
+    def kafka_login(self, service: str) -> dict[str, object]:
+        """aiokafka security arguments for one service (nothing for PLAINTEXT)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        import ssl
+
+        if self.credentials_dir is None:
+            raise ConfigurationError("SAIS_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SAIS_CREDENTIALS_DIR "
+                                     "(kafka-sais_<service> password files)")
+        context = ssl.create_default_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None)
+        user = service_principal(service)
+        return {"security_protocol": "SASL_SSL", "ssl_context": context, "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": user,
+                "sasl_plain_password": read_secret(self.credentials_dir / f"kafka-{user}", "SAIS_CREDENTIALS_DIR")}
 
     def index_key_bytes(self) -> bytes | None:
         return read_key_file(self.index_key_file, "SAIS_INDEX_KEY_FILE") if self.index_key_file else None
@@ -74,6 +108,26 @@ class CommonSettings(BaseSettings):
                 "in base64 (`sais keys new-kek > kek.b64`)"
             )
         return decode_key(raw, "the key-encryption key")
+
+
+SERVICES = ("ingest", "eligibility", "delivery", "retention")
+
+
+def service_principal(service: str) -> str:
+    """The PostgreSQL role and Kafka user of a service (``sais_ingest`` …); ``publisher`` is an upstream system."""
+    if service not in (*SERVICES, "publisher"):
+        raise ConfigurationError(f"unknown service {service!r}")
+    return f"sais_{service}"
+
+
+def read_secret(path: Path, setting: str) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the secret {path.name} in {setting} ({exc.strerror})") from None
+    if not value:
+        raise ConfigurationError(f"the secret {path.name} in {setting} is empty")
+    return value
 
 
 def read_key_file(path: Path, setting: str) -> bytes:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 from faststream.kafka import KafkaBroker
+from sais_shared.deletion import register_deletion_consumer
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
 from sais_shared.logging import configure_logging
@@ -16,6 +17,7 @@ from sais_shared.ops import TIMER_RUNS, db_ready, make_app
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 
+from .adapters.deletion import delete_rows
 from .adapters.mailer import Mailer, SmtpConfig
 from .adapters.smime import Smime
 from .config import DeliverySettings
@@ -65,7 +67,7 @@ class DeliveryContext:
         topics = Topics(self.settings.topic_prefix)
         self.broker = make_broker(self.settings, "sais-delivery-cli")
         publisher = delivery_publisher(self.broker, topics)
-        self.rt = await open_runtime(self.settings, *MIGRATIONS)
+        self.rt = await open_runtime(self.settings, *MIGRATIONS, service="delivery")
         await ensure_topics(self.settings, topics)
         await self.broker.start()
         self.service = build_service(self.settings, self.rt, publisher)
@@ -93,9 +95,13 @@ def build_app(settings: DeliverySettings | None = None):
         parse=cohort_event_adapter.validate_json, payload=cohort_event_adapter, handle=handle, dead_letter_topic=topics.dead_letter,
         title=f"{topics.cohort}:delivery", description="Keeps the current cohort to deliver (latest revision wins).")
 
+    register_deletion_consumer(
+        broker, topics=topics, group_id=settings.delivery_group_id, service="delivery", schema="delivery",
+        delete=delete_rows, pool=lambda: state["rt"].pool, now=lambda: state["rt"].clock.now())
+
     @asynccontextmanager
     async def lifespan():
-        state["rt"] = await open_runtime(settings, *MIGRATIONS)
+        state["rt"] = await open_runtime(settings, *MIGRATIONS, service="delivery")
         state["rt"].protocol_ref.start()
         await ensure_topics(settings, topics)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from faststream import FastStream
+from sais_shared.deletion import register_deletion_consumer
 from sais_shared.events import (
     CohortMemberAdded,
     CohortMemberWithdrawn,
@@ -17,6 +18,7 @@ from sais_shared.ops import db_ready, make_app
 from sais_shared.runtime import open_runtime
 from sais_shared.topics import Topics
 
+from .adapters.deletion import delete_rows
 from .adapters.rules_files import load_all_rules
 from .config import EligibilitySettings
 from .service_layer.handlers import EligibilityService
@@ -57,9 +59,13 @@ def build_app(settings: EligibilitySettings | None = None) -> FastStream:
         description="Marks an extract complete; a replacement dataset then withdraws children no longer present.",
     )
 
+    register_deletion_consumer(
+        broker, topics=topics, group_id=settings.eligibility_group_id, service="eligibility", schema="eligibility",
+        delete=delete_rows, pool=lambda: holder.get().pool, now=lambda: holder.get().clock.now())
+
     @asynccontextmanager
     async def lifespan():
-        rt = await open_runtime(settings, *MIGRATIONS)
+        rt = await open_runtime(settings, *MIGRATIONS, service="eligibility")
         await ensure_topics(settings, topics)
         rt.protocol_ref.start()
         holder.service = EligibilityService(rt.pool, rt.keys, rt.protocol_ref, load_all_rules(settings.eligibility_rules_dir),

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import structlog
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
+from sais_shared.deletion import register_deletion_consumer
 from sais_shared.errors import ConfigurationError
 from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
 from sais_shared.inbound import PublisherRegistry, inbound_adapter
@@ -16,6 +17,7 @@ from sais_shared.ops import db_ready, make_app
 from sais_shared.runtime import Runtime, open_runtime
 from sais_shared.topics import Topics
 
+from .adapters.deletion import delete_rows
 from .adapters.repository import ExtractRepository
 from .config import IngestSettings
 from .service_layer.inbound import InboundService
@@ -54,7 +56,7 @@ class IngestContext:
         self.runtime: Runtime | None = None
 
     async def __aenter__(self) -> IngestContext:
-        self.runtime = await open_runtime(self.settings, *MIGRATIONS)
+        self.runtime = await open_runtime(self.settings, *MIGRATIONS, service="ingest")
         await ensure_topics(self.settings)
         await self.broker.start()
         return self
@@ -88,11 +90,15 @@ def build_app(settings: IngestSettings | None = None) -> FastStream:
                     "(sais_shared.inbound.signed_content), checked against ingest's registry of publishers and "
                     "the sources each may send.")
 
+    register_deletion_consumer(
+        broker, topics=topics, group_id=settings.ingest_group_id, service="ingest", schema="ingest",
+        delete=delete_rows, pool=lambda: state["pool"], now=lambda: state["svc"].clock.now())
+
     @asynccontextmanager
     async def lifespan():
         if settings.ingest_inbound_private_key is None:
             raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
-        rt = await open_runtime(settings, *MIGRATIONS)
+        rt = await open_runtime(settings, *MIGRATIONS, service="ingest")
         await ensure_topics(settings, topics)
         rt.protocol_ref.start()
         registry = PublisherRegistry.load(settings.ingest_publishers_file) if settings.ingest_publishers_file else None

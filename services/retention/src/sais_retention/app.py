@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from faststream.kafka import KafkaBroker
-from sais_shared.events import DeletionCompleted, DeliveryCompleted, ExtractCompleted
+from sais_shared.events import (
+    DeletionCompleted,
+    DeletionConfirmed,
+    DeletionRequested,
+    DeliveryCompleted,
+    ExtractCompleted,
+)
 from sais_shared.kafka import batch_consumer, ensure_topics, make_broker
 from sais_shared.logging import configure_logging
 from sais_shared.ops import TIMER_RUNS, db_ready, make_app
@@ -25,11 +32,25 @@ log = structlog.get_logger("sais.retention")
 def certificate_publisher(broker: KafkaBroker, topics: Topics):
     return broker.publisher(
         topics.deletion_completed, schema=DeletionCompleted, title=f"{topics.deletion_completed}:publish",
-        description="Deletion certificates: what was destroyed, when, by which rule. Key: certificate id.")
+        description="Deletion certificates: what was destroyed, when, by which rule, with every owner's counts. "
+                    "Key: certificate id.")
 
 
-def build_service(rt: Runtime, publisher) -> RetentionService:
-    return RetentionService(rt.pool, rt.protocol_ref, rt.clock, publisher)
+def request_publisher(broker: KafkaBroker, topics: Topics):
+    return broker.publisher(
+        topics.deletion_requested, schema=DeletionRequested, title=f"{topics.deletion_requested}:publish",
+        description="Asks ingest, eligibility and delivery to delete their own rows (the data keys are already "
+                    "destroyed). Key: request id.")
+
+
+def publishers(broker: KafkaBroker, topics: Topics) -> tuple:
+    return certificate_publisher(broker, topics), request_publisher(broker, topics)
+
+
+def build_service(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = None) -> RetentionService:
+    """The one way retention is assembled (app, CLI, tests): runtime + the two publishers."""
+    timeout = (settings or RetentionSettings.model_construct()).retention_confirmation_timeout_s
+    return RetentionService(rt.pool, rt.protocol_ref, rt.clock, pubs[0], pubs[1], timedelta(seconds=timeout))
 
 
 def build_app(settings: RetentionSettings | None = None):
@@ -37,7 +58,7 @@ def build_app(settings: RetentionSettings | None = None):
     configure_logging(settings.log_level, settings.log_format)
     topics = Topics(settings.topic_prefix)
     broker = make_broker(settings, "sais-retention")
-    publisher = certificate_publisher(broker, topics)
+    pubs = publishers(broker, topics)
     state: dict = {}
 
     batch_consumer(
@@ -50,13 +71,19 @@ def build_app(settings: RetentionSettings | None = None):
         parse=ExtractCompleted.model_validate_json, payload=ExtractCompleted, handle=lambda evs: state["svc"].handle_extracts(evs),
         dead_letter_topic=topics.dead_letter, title=f"{topics.extract_completed}:retention",
         description="Schedules deletion of an extract that is never delivered (ingest + retention period).")
+    batch_consumer(
+        broker, topic=topics.deletion_confirmed, group_id=settings.retention_group_id,
+        parse=DeletionConfirmed.model_validate_json, payload=DeletionConfirmed,
+        handle=lambda evs: state["svc"].handle_confirmations(evs), dead_letter_topic=topics.dead_letter,
+        title=f"{topics.deletion_confirmed}:retention",
+        description="Owners' confirmations; the certificate is written when every owner has confirmed.")
 
     async def scheduler() -> None:
         while True:
             try:
-                certs = await state["svc"].run_due()
-                if certs:
-                    log.info("scheduler.ran", deletions=len(certs))
+                requests = await state["svc"].run_due()
+                if requests:
+                    log.info("scheduler.ran", deletion_requests=len(requests))
             except Exception as exc:  # keep the timer alive; the next tick retries
                 log.error("scheduler.failed", error=type(exc).__name__)
             TIMER_RUNS.labels("sais-retention").inc()
@@ -64,10 +91,10 @@ def build_app(settings: RetentionSettings | None = None):
 
     @asynccontextmanager
     async def lifespan():
-        state["rt"] = await open_runtime(settings, *MIGRATIONS)
+        state["rt"] = await open_runtime(settings, *MIGRATIONS, service="retention")
         await ensure_topics(settings, topics)
         state["rt"].protocol_ref.start()
-        state["svc"] = build_service(state["rt"], publisher)
+        state["svc"] = build_service(state["rt"], pubs, settings)
         try:
             yield
         finally:

@@ -23,7 +23,7 @@ async def apply_cohort_events(pool: asyncpg.Pool, events: list[CohortMemberAdded
     added_keys = [e.personal.key_id for e in events if isinstance(e, CohortMemberAdded)]
     if added_keys:  # a replayed add whose data retention has since destroyed is not brought back
         gone = {r["key_id"] for r in await pool.fetch(
-            "SELECT key_id FROM shared.data_keys WHERE key_id = ANY($1::uuid[]) AND wrapped IS NULL", added_keys)}
+            "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", added_keys)}
         events = [e for e in events if not (isinstance(e, CohortMemberAdded) and e.personal.key_id in gone)]
     async with pool.acquire() as conn, conn.transaction():
         fresh = await claim_new(conn, "delivery.processed", [e.event_id for e in events])

@@ -38,58 +38,6 @@ def rules_cmd(academic_year: str | None = typer.Option(None, help="e.g. 2017/18;
         Console().print(t)
 
 
-async def quality_view(dsn: str, academic_year: str) -> dict:
-    pool = await create_pool(dsn)
-    try:
-        counts = await pool.fetch(
-            "SELECT programme, school_dfe, year_group, count(*) n FROM eligibility.cohort "
-            "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3 ORDER BY 1,2,3", academic_year)
-        findings = await pool.fetch(
-            "SELECT split_part(code, ':', 1) AS code, school_dfe, count(*) n FROM eligibility.findings "
-            "WHERE academic_year=$1 GROUP BY 1,2 ORDER BY 1,2", academic_year)
-        incomplete = await pool.fetch(
-            "SELECT e.extract_id, e.accepted, (SELECT count(*) FROM eligibility.records r "
-            "WHERE r.extract_id=e.extract_id) received FROM eligibility.extracts e "
-            "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL", academic_year)
-        outside_la = 0
-        if await pool.fetchval("SELECT to_regclass('ingest.row_problems')"):
-            outside_la = await pool.fetchval(
-                "SELECT count(*) FROM ingest.row_problems p JOIN ingest.extracts e USING (extract_id) "
-                "WHERE e.target_academic_year=$1 AND p.code='school_dfe.la'", academic_year)
-    finally:
-        await pool.close()
-    return {
-        "academic_year": academic_year,
-        "rows_from_schools_outside_the_la": outside_la,
-        "cohort": [dict(r) for r in counts],
-        "findings": [dict(r) for r in findings],
-        "incomplete_extracts": [{**dict(r), "extract_id": str(r["extract_id"])} for r in incomplete],
-    }
-
-
-@app.command("quality")
-def quality_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
-                as_json: bool = typer.Option(False, "--json")) -> None:
-    """Cohort counts per programme × school × year group, and data-quality findings."""
-    view = asyncio.run(quality_view(EligibilitySettings().database_url, academic_year))
-    if as_json:
-        typer.echo(json.dumps(view, indent=2, default=str))
-        return
-    c = Console()
-    t = Table("programme", "school", "year", "children", title=f"Cohorts {academic_year}", title_justify="left")
-    for r in view["cohort"]:
-        t.add_row(r["programme"], r["school_dfe"], r["year_group"], str(r["n"]))
-    c.print(t)
-    t = Table("finding", "school", "children", title="Data-quality findings", title_justify="left")
-    for r in view["findings"]:
-        t.add_row(r["code"], r["school_dfe"], str(r["n"]))
-    c.print(t)
-    if view["rows_from_schools_outside_the_la"]:
-        c.print(f"rows rejected at ingest for a school outside the LA: {view['rows_from_schools_outside_the_la']}")
-    for r in view["incomplete_extracts"]:
-        c.print(f"[yellow]extract {r['extract_id']} incomplete: {r['received']}/{r['accepted']} pupil events received")
-
-
 async def statistics_rows(dsn: str, academic_year: str):
     pool = await create_pool(dsn)
     try:
@@ -111,7 +59,7 @@ def statistics_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18")
     """Anonymised counts per programme × school × year group × sex, small numbers suppressed (ISP §2.4)."""
     from ..domain.statistics import build_tables, render_csv, suppress
 
-    counts, names = asyncio.run(statistics_rows(EligibilitySettings().database_url, academic_year))
+    counts, names = asyncio.run(statistics_rows(EligibilitySettings().database_login("eligibility"), academic_year))
     tables = {k: suppress(t, threshold) for k, t in build_tables(counts).items()}
     text = render_csv(tables, academic_year=academic_year, threshold=threshold, school_names=names)
     if out:

@@ -14,7 +14,7 @@ from sais_shared.kafka import ensure_topics, make_broker
 from sais_shared.runtime import open_runtime
 from sais_shared.topics import Topics
 
-from ..app import MIGRATIONS, build_service, certificate_publisher
+from ..app import MIGRATIONS, build_service, publishers
 from ..config import RetentionSettings
 
 app = typer.Typer(help="Retention schedule and secure deletion (ISP §11).", no_args_is_help=True)
@@ -24,33 +24,81 @@ async def _with_service(fn):
     settings = RetentionSettings()
     topics = Topics(settings.topic_prefix)
     broker = make_broker(settings, "sais-retention-cli")
-    publisher = certificate_publisher(broker, topics)
-    rt = await open_runtime(settings, *MIGRATIONS)
+    pubs = publishers(broker, topics)
+    rt = await open_runtime(settings, *MIGRATIONS, service="retention")
     try:
         await ensure_topics(settings, topics)
         await broker.start()
         try:
-            return await fn(build_service(rt, publisher))
+            return await fn(build_service(rt, pubs, settings))
         finally:
             await broker.stop()
     finally:
         await rt.close()
 
 
+async def _await_certificates(svc, request_ids, wait_s: float) -> list[dict]:
+    """Poll until the running retention service has certified these requests (or the wait is over)."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        rows = await svc.pool.fetch("SELECT subject, completed_at, certificate_id FROM retention.requests "
+                                    "WHERE request_id = ANY($1)", list(request_ids))
+        if all(r["completed_at"] for r in rows) or asyncio.get_running_loop().time() >= deadline:
+            return [dict(r) for r in rows]
+        await asyncio.sleep(0.5)
+
+
+def _report(requests, certified: list[dict], as_json: bool) -> None:
+    done = {r["subject"]: r for r in certified}
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") | {"certificate_id": str(done.get(r.subject, {}).get(
+            "certificate_id") or "") or None} for r in requests], indent=2))
+        return
+    if not requests:
+        Console().print("no deletions due")
+    for r in requests:
+        cert = done.get(r.subject, {}).get("certificate_id")
+        Console().print(f"{r.subject} ({r.rule}): data keys destroyed; deletion requested from "
+                        f"{', '.join(r.owners)}; " + (f"certificate {cert}" if cert else
+                                                       "certificate when every owner has confirmed "
+                                                       "(`sais retention requests`)"))
+
+
 @app.command("run")
 def run(now: str | None = typer.Option(None, help="run as if today were this date (YYYY-MM-DD)"),
-        as_json: bool = typer.Option(False, "--json")) -> None:
-    """Run every deletion due on or before today (or --now)."""
+        wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificates"),
+        as_json: bool = typer.Option(False, "--json", help="print the requests as JSON")) -> None:
+    """Run every deletion due on or before today (or --now): destroy the data keys at once, and ask the
+    services that hold rows to delete them; the certificate follows their confirmations."""
     today = date.fromisoformat(now) if now else None
-    certs = asyncio.run(_with_service(lambda svc: svc.run_due(today, actor=getpass.getuser())))
+
+    async def go(svc):
+        requests = await svc.run_due(today, actor=getpass.getuser())
+        return requests, await _await_certificates(svc, [r.request_id for r in requests], wait) if wait else []
+    requests, certified = asyncio.run(_with_service(go))
+    _report(requests, certified, as_json)
+
+
+@app.command("requests")
+def requests_cmd(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
+    """Deletion requests and which owners have confirmed them."""
+    async def fetch(svc):
+        return [dict(r) for r in await svc.pool.fetch(
+            "SELECT r.subject, r.rule, r.requested_at, r.completed_at, r.owners, "
+            "coalesce(array_agg(c.service) FILTER (WHERE c.service IS NOT NULL), '{}') AS confirmed "
+            "FROM retention.requests r LEFT JOIN retention.confirmations c USING (request_id) "
+            "GROUP BY r.request_id ORDER BY r.requested_at")]
+    rows = asyncio.run(_with_service(fetch))
     if as_json:
-        typer.echo(json.dumps([c.model_dump(mode="json") for c in certs], indent=2))
+        typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    if not certs:
-        Console().print("no deletions due")
-    for c in certs:
-        Console().print(f"deleted {c.subject} (due {c.due_at}) under {c.rule}: {len(c.key_ids_destroyed)} data key(s) "
-                        f"destroyed; rows {c.rows_deleted}; certificate {c.certificate_id}")
+    t = Table("subject", "rule", "requested", "confirmed by", "waiting for", "done", title="Deletion requests",
+              title_justify="left")
+    for r in rows:
+        waiting = [o for o in r["owners"] if o not in r["confirmed"]]
+        t.add_row(r["subject"][:40], r["rule"], str(r["requested_at"])[:19], ", ".join(r["confirmed"]),
+                  ", ".join(waiting), str(r["completed_at"] or "")[:19])
+    Console().print(t)
 
 
 @app.command("schedule")
@@ -72,20 +120,25 @@ def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command("purge")
 def purge(party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),
-          confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)")) -> None:
+          confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)"),
+          wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificate"),
+          ) -> None:
     """Delete everything received from or destined for a party leaving the protocol (ISP §4.3, §11.3)."""
     if confirm is None:
         confirm = typer.prompt(f"This destroys ALL personal data held for '{party}'. Type the party id to confirm")
     if confirm != party:
         typer.echo("not confirmed: nothing was deleted", err=True)
         raise typer.Exit(2)
+    async def go(svc):
+        req = await svc.purge(party, getpass.getuser())
+        return req, await _await_certificates(svc, [req.request_id], wait) if wait else []
     try:
-        cert = asyncio.run(_with_service(lambda svc: svc.purge(party, getpass.getuser())))
+        req, certified = asyncio.run(_with_service(go))
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    Console().print(f"purged for {party}: {len(cert.key_ids_destroyed)} data key(s) destroyed; rows {cert.rows_deleted}; "
-                    f"certificate {cert.certificate_id}")
+    Console().print(f"purge for {party}: {len(req.key_ids)} data key(s) destroyed")
+    _report([req], certified, False)
 
 
 @app.command("certificates")

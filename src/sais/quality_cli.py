@@ -1,0 +1,43 @@
+"""``sais eligibility quality``: the data-quality view, composed from eligibility's and ingest's own reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sais_eligibility import queries as eligibility
+from sais_ingest import queries as ingest
+
+from .owners import open_owners
+
+
+async def quality_view(academic_year: str) -> dict:
+    async with open_owners() as owners:
+        view = await eligibility.quality(owners.eligibility, academic_year)
+        outside_la = await ingest.rows_from_schools_outside_the_la(owners.ingest, academic_year)
+    return {"academic_year": academic_year, "rows_from_schools_outside_the_la": outside_la, **view}
+
+
+def quality_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
+                as_json: bool = typer.Option(False, "--json", help="print the view as JSON")) -> None:
+    """Cohort counts per programme × school × year group, and data-quality findings."""
+    view = asyncio.run(quality_view(academic_year))
+    if as_json:
+        typer.echo(json.dumps(view, indent=2, default=str))
+        return
+    c = Console()
+    t = Table("programme", "school", "year", "children", title=f"Cohorts {academic_year}", title_justify="left")
+    for r in view["cohort"]:
+        t.add_row(r["programme"], r["school_dfe"], r["year_group"], str(r["n"]))
+    c.print(t)
+    t = Table("finding", "school", "children", title="Data-quality findings", title_justify="left")
+    for r in view["findings"]:
+        t.add_row(r["code"], r["school_dfe"], str(r["n"]))
+    c.print(t)
+    if view["rows_from_schools_outside_the_la"]:
+        c.print(f"rows rejected at ingest for a school outside the LA: {view['rows_from_schools_outside_the_la']}")
+    for r in view["incomplete_extracts"]:
+        c.print(f"[yellow]extract {r['extract_id']} incomplete: {r['received']}/{r['accepted']} pupil events received")
