@@ -128,7 +128,8 @@ app.add_typer(db_app, name="db")
 @db_app.command("migrate")
 def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what was applied as JSON")) -> None:
     """Create or upgrade every schema, confine each service role to its own, and put a protocol in force
-    when none is. Run as the database administrator (SAIS_DATABASE_URL), once per release."""
+    when none is. Run as the database administrator (SAIS_DATABASE_URL), once per release. With
+    SAIS_CREDENTIALS_DIR, the service roles get the passwords in its postgres-sais_<service> files."""
     import asyncio
     import json
 
@@ -141,7 +142,7 @@ def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what wa
     async def go() -> dict[str, list[str]]:
         conn = await asyncpg.connect(settings.database_url)
         try:
-            return await migrate_all(conn, settings.protocol_file, getpass.getuser())
+            return await migrate_all(conn, settings.protocol_file, getpass.getuser(), settings.credentials_dir)
         finally:
             await conn.close()
     applied = asyncio.run(go())

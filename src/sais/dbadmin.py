@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 from sais_shared.db import migrate, migrate_shared
 from sais_shared.protocol_registry import ensure_in_force
-from sais_shared.settings import service_principal
+from sais_shared.settings import read_secret, service_principal
 
 # (schema, package, service): each service's migrations, in dependency order.
 SERVICE_SCHEMAS = (
@@ -27,13 +27,33 @@ SERVICE_SCHEMAS = (
 
 
 async def migrate_all(conn: asyncpg.Connection, protocol_file: Path | None = None,
-                      actor: str = "install") -> dict[str, list[str]]:
-    """Every schema migrated and granted; the migrations applied now, by schema."""
+                      actor: str = "install", credentials_dir: Path | None = None) -> dict[str, list[str]]:
+    """Every schema migrated and granted; the migrations applied now, by schema. With a credentials
+    folder, each service role whose password file (postgres-sais_<service>) is there may log in with it."""
     applied = {"shared": await migrate_shared(conn)}
+    if credentials_dir is not None:
+        await set_passwords(conn, credentials_dir)
     for schema, package, service in SERVICE_SCHEMAS:
         applied[schema] = await migrate(conn, schema, package, service_principal(service))
     await ensure_in_force(conn, protocol_file, actor)
     return applied
+
+
+async def set_passwords(conn: asyncpg.Connection, credentials_dir: Path) -> list[str]:
+    """LOGIN PASSWORD for every service role that has a password file; the roles set."""
+    done = []
+    for _, _, service in SERVICE_SCHEMAS:
+        role = service_principal(service)
+        path = credentials_dir / f"postgres-{role}"
+        if path.exists():
+            password = read_secret(path, "SAIS_CREDENTIALS_DIR")
+            await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD {_literal(password)}")
+            done.append(role)
+    return done
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

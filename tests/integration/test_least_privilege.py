@@ -6,10 +6,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sais.dbadmin import verify_audit_chain
 from sais_shared.keystore import audit
 from sais_shared.settings import SERVICES, CommonSettings
 
+from sais.dbadmin import verify_audit_chain
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration

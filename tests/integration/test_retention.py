@@ -5,10 +5,9 @@ import json
 import os
 import subprocess
 import uuid
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-
-from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest

@@ -112,6 +112,7 @@ def ensure_dev_pki(root: Path) -> DevPki:
     pki = DevPki(root)
     if pki.kek.exists() and pki.recipient_cert.exists():
         _ensure_inbound(pki)
+        _ensure_credentials(pki)
         return pki
     root.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
@@ -131,7 +132,23 @@ def ensure_dev_pki(root: Path) -> DevPki:
     pki.kek.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     pki.kek.chmod(0o600)
     _ensure_inbound(pki)
+    _ensure_credentials(pki)
     return pki
+
+
+def _ensure_credentials(pki: DevPki) -> None:
+    """Random passwords for the service roles (credentials/postgres-sais_<service>), mode 600."""
+    import secrets
+
+    from .settings import SERVICES, service_principal
+
+    folder = pki.root / "credentials"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for service in SERVICES:
+        path = folder / f"postgres-{service_principal(service)}"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24) + "\n")
+            path.chmod(0o600)
 
 
 def _ensure_inbound(pki: DevPki) -> None:
