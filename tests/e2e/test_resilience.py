@@ -106,3 +106,50 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
     live = [e for e in latest.values() if isinstance(e, CohortMemberAdded)]
     assert len(live) == sum(expected.values())
     print(f"records at kill {at_kill}/{total}; cohort events {len(events)} ({len(by_id)} distinct)", file=sys.stderr)
+
+
+async def test_an_owner_killed_mid_deletion_confirms_after_restart_and_the_certificate_follows(env, tmp_path):
+    """Retention destroys the keys at once; delivery, frozen then killed before it deletes, picks the
+    request up again after a restart; the certificate waits for it and then counts every owner's rows."""
+    env = {**env, "SAIS_HTTP_PORT": "0", "SAIS_RETENTION_INTERVAL_S": "3600"}
+    dsn = env["SAIS_DATABASE_URL"]
+    procs = {name: start(name, env, tmp_path) for name in ("ingest", "eligibility", "delivery", "retention")}
+    try:
+        ingest(env, REPO / "data" / "samples" / "may-census-2017.csv", "summer-census")
+        await wait_sql(dsn, "SELECT count(*) = 1 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL", 120)
+        await wait_sql(dsn, "SELECT count(*) > 0 AND count(*) = (SELECT count(*) FROM eligibility.cohort "
+                            "WHERE status='active') FROM delivery.members WHERE status='active'", 120)
+        await wait_sql(dsn, "SELECT count(*) = 1 FROM retention.schedule", 60)
+        members = await count(dsn, "SELECT count(*) FROM delivery.members")
+
+        os.killpg(procs["delivery"].pid, signal.SIGSTOP)  # delivery cannot take the request
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "retention", "run", "--now", "2017-09-02",
+                            "--json"], env={**os.environ, **env, "SAIS_AS_OF": "2017-09-02"}, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        # The immediate guarantee: the key is gone before any owner has deleted anything.
+        assert await count(dsn, "SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL") == 0
+        await wait_sql(dsn, "SELECT count(*) = 2 FROM retention.confirmations c JOIN retention.requests r "
+                            "USING (request_id) WHERE r.subject LIKE 'extract:%'", 60)  # ingest, eligibility
+        assert await count(dsn, "SELECT count(*) FROM retention.certificates") == 0  # waits for delivery
+        os.killpg(procs["delivery"].pid, signal.SIGKILL)
+        procs["delivery"].wait()
+        assert await count(dsn, "SELECT count(*) FROM delivery.members") == members  # it never got to delete
+
+        procs["delivery"] = start("delivery", env, tmp_path)
+        await wait_sql(dsn, "SELECT count(*) = 1 FROM retention.certificates WHERE subject LIKE 'extract:%'", 120)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGCONT)
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            p.wait(30)
+    assert await count(dsn, "SELECT count(*) FROM delivery.members") == 0
+    assert await count(dsn, "SELECT count(*) FROM eligibility.records") == 0
+    rows = await count(dsn, "SELECT rows_deleted FROM retention.certificates")
+    import json
+
+    counts = json.loads(rows)
+    assert counts["delivery.members"] == members and counts["eligibility.records"] > 0
+    assert await count(dsn, "SELECT count(*) FROM delivery.deletions") == 1  # deleted once, confirmed twice at most
