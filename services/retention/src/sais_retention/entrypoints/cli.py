@@ -57,11 +57,15 @@ def _report(requests, certified: list[dict], as_json: bool) -> None:
     if not requests:
         Console().print("no deletions due")
     for r in requests:
-        cert = done.get(r.subject, {}).get("certificate_id")
-        Console().print(f"{r.subject} ({r.rule}): data keys destroyed; deletion requested from "
-                        f"{', '.join(r.owners)}; " + (f"certificate {cert}" if cert else
-                                                       "certificate when every owner has confirmed "
-                                                       "(`sais retention requests`)"))
+        answer = done.get(r.subject, {})
+        if answer.get("certificate_id"):
+            outcome = f"certificate {answer['certificate_id']}"
+        elif answer.get("completed_at"):
+            outcome = "nothing was held: no certificate"
+        else:
+            outcome = "certificate when every owner has confirmed (`sais retention requests`)"
+        Console().print(f"{r.subject} ({r.rule}): {len(r.key_ids)} data key(s) destroyed; deletion requested from "
+                        f"{', '.join(r.owners)}; {outcome}")
 
 
 @app.command("run")
