@@ -37,12 +37,20 @@ async def ingest(name, source, ref):
                                  keys=rt.keys, publishers=ctx.publishers, clock=rt.clock, actor="test")
 
 
-async def fetchval(dsn, sql, *args):
+async def _fetch(dsn, method, sql, *args):
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetchval(sql, *args)
+        return await getattr(conn, method)(sql, *args)
     finally:
         await conn.close()
+
+
+async def fetchval(dsn, sql, *args):
+    return await _fetch(dsn, "fetchval", sql, *args)
+
+
+async def fetchrow(dsn, sql, *args):
+    return await _fetch(dsn, "fetchrow", sql, *args)
 
 
 def oracle_flu(paths_sources) -> int:

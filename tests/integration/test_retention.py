@@ -29,7 +29,7 @@ from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
 from tests.helpers import REPO
-from tests.integration.test_pipeline_services import fetchval, ingest
+from tests.integration.test_pipeline_services import fetchrow, fetchval, ingest
 
 pytestmark = pytest.mark.integration
 SAMPLES = REPO / "data" / "samples"
@@ -52,14 +52,6 @@ async def certified(dsn, subject_like: str) -> asyncpg.Record:
     """Wait for the certificate of a deletion (written when every owner has confirmed)."""
     return await wait_until(lambda: fetchrow(dsn, "SELECT * FROM retention.certificates WHERE subject LIKE $1",
                                              subject_like), what=f"certificate for {subject_like}")
-
-
-async def fetchrow(dsn, sql, *args):
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetchrow(sql, *args)
-    finally:
-        await conn.close()
 
 
 class Retention:

@@ -35,10 +35,6 @@ class CommonSettings(BaseSettings):
     credentials_dir: Path | None = Field(
         None, description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais_<service> hold "
                           "that service's PostgreSQL and Kafka passwords (mount only the running service's own)")
-    kafka_security_protocol: str = Field(
-        "PLAINTEXT", pattern="^(PLAINTEXT|SASL_SSL)$",
-        description="PLAINTEXT (development only) or SASL_SSL: TLS + SCRAM-SHA-512 as sais_<service>")
-    kafka_ca_file: Path | None = Field(None, description="CA certificate (PEM) that signed the brokers' TLS certificates")
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
     kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
@@ -66,21 +62,6 @@ class CommonSettings(BaseSettings):
         role = service_principal(service)
         return {"dsn": self.database_url, "user": role,
                 "password": read_secret(self.credentials_dir / f"postgres-{role}", "SAIS_CREDENTIALS_DIR")}
-
-    def kafka_login(self, service: str) -> dict[str, object]:
-        """aiokafka security arguments for one service (nothing for PLAINTEXT)."""
-        if self.kafka_security_protocol == "PLAINTEXT":
-            return {}
-        import ssl
-
-        if self.credentials_dir is None:
-            raise ConfigurationError("SAIS_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SAIS_CREDENTIALS_DIR "
-                                     "(kafka-sais_<service> password files)")
-        context = ssl.create_default_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None)
-        user = service_principal(service)
-        return {"security_protocol": "SASL_SSL", "ssl_context": context, "sasl_mechanism": "SCRAM-SHA-512",
-                "sasl_plain_username": user,
-                "sasl_plain_password": read_secret(self.credentials_dir / f"kafka-{user}", "SAIS_CREDENTIALS_DIR")}
 
     def index_key_bytes(self) -> bytes | None:
         return read_key_file(self.index_key_file, "SAIS_INDEX_KEY_FILE") if self.index_key_file else None

@@ -49,8 +49,8 @@ def publishers(broker: KafkaBroker, topics: Topics) -> tuple:
 
 def build_service(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = None) -> RetentionService:
     """The one way retention is assembled (app, CLI, tests): runtime + the two publishers."""
-    timeout = (settings or RetentionSettings.model_construct()).retention_confirmation_timeout_s
-    return RetentionService(rt.pool, rt.protocol_ref, rt.clock, pubs[0], pubs[1], timedelta(seconds=timeout))
+    timeout = timedelta(seconds=settings.retention_confirmation_timeout_s) if settings else timedelta(hours=1)
+    return RetentionService(rt.pool, rt.protocol_ref, rt.clock, pubs[0], pubs[1], timeout)
 
 
 def build_app(settings: RetentionSettings | None = None):
