@@ -4,7 +4,7 @@
 
 Baseline: the same file read with csv.reader and the same number of ~1 KB messages produced with a
 plain idempotent aiokafka producer — the floor for "read a file, publish one event per row".
-Measured: `ingest_file` (validation, minimisation, AES-GCM sealing, blind index, PostgreSQL, Kafka).
+Measured: ingest's file use case (validation, minimisation, AES-GCM sealing, blind index, PostgreSQL, Kafka).
 Each runs in its own process so peak RSS is its own. Prints numbers; asserts nothing.
 """
 
@@ -25,6 +25,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+import stack  # noqa: E402
 
 
 def letters(i: int) -> str:
@@ -61,10 +63,11 @@ def child(kind: str, path: str, rows: int) -> None:
         from aiokafka import AIOKafkaProducer
 
         async def run() -> int:
-            p = AIOKafkaProducer(bootstrap_servers=os.environ["SAIS_KAFKA_BOOTSTRAP"], enable_idempotence=True,
+            p = AIOKafkaProducer(**stack.kafka_client(dict(os.environ)), enable_idempotence=True,
                                  linger_ms=5, max_batch_size=256 * 1024)
             await p.start()
             topic = f"bench-baseline-{uuid.uuid4().hex[:8]}"
+            await stack.create_topics(dict(os.environ), topic)
             n = 0
             futs = []
             with open(path, newline="", encoding="utf-8") as f:
@@ -80,16 +83,13 @@ def child(kind: str, path: str, rows: int) -> None:
         n = asyncio.run(run())
     else:
         sys.path.insert(0, str(REPO))
-        from sais_ingest.app import IngestContext
+        from sais_ingest.app import ingest_session
         from sais_ingest.config import IngestSettings
-        from sais_ingest.service_layer.ingest_file import ingest_file
 
         async def run() -> int:
-            async with IngestContext(IngestSettings()) as ctx:
-                rt = ctx.runtime
-                rep = await ingest_file(Path(path), source="summer-census", reference_date=date(2017, 5, 18),
-                                        protocol=rt.protocol, repo=ctx.repo, keys=rt.keys,
-                                        publishers=ctx.publishers, clock=rt.clock, actor="bench")
+            async with ingest_session(IngestSettings()) as s:
+                rep = await s.service.file(Path(path), source="summer-census", reference_date=date(2017, 5, 18),
+                                           actor="bench")
                 if rep.accepted != rep.rows_in:
                     raise SystemExit(f"only {rep.accepted} of {rep.rows_in} rows accepted: the benchmark file is "
                                      f"wrong ({rep.rejections[:1]})")
@@ -109,13 +109,11 @@ def main() -> None:
     if a.child:
         child(a.child[0], a.child[1], int(a.child[2]))
         return
-    sys.path.insert(0, str(REPO / "deploy" / "local"))
-    import stack
-
     env = {**os.environ, **stack.layout().env(), "SAIS_LOG_LEVEL": "WARNING",
            "SAIS_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}"}
     db = f"bench_{uuid.uuid4().hex[:6]}"
     env["SAIS_DATABASE_URL"] = stack.fresh_database(stack.layout(), db)
+    stack.setup_kafka(env)
     results = {}
     for rows in (a.rows // 4, a.rows):
         path = Path(f"/tmp/bench-{rows}.csv")

@@ -49,7 +49,7 @@ MESSAGE = 1000  # bytes per baseline message
 
 # --- baseline -------------------------------------------------------------------------------------
 
-async def _baseline(n: int, bootstrap: str, dsn: str) -> dict:
+async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
     """produce → consume → COPY → produce → consume → COPY, n messages of ~1 KB; seconds per stage."""
     import asyncpg
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -58,7 +58,8 @@ async def _baseline(n: int, bootstrap: str, dsn: str) -> dict:
     a, b = f"bench-raw-a-{tag}", f"bench-raw-b-{tag}"
     conn = await asyncpg.connect(dsn)
     await conn.execute(f"CREATE TABLE raw_a_{tag} (k int, v bytea); CREATE TABLE raw_b_{tag} (k int, v bytea)")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+    await stack.create_topics(dict(os.environ), a, b)
+    producer = AIOKafkaProducer(**kafka, enable_idempotence=True, acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
 
@@ -72,7 +73,7 @@ async def _baseline(n: int, bootstrap: str, dsn: str) -> dict:
         await asyncio.gather(*futs)
 
     async def consume(topic: str, table: str, forward: str | None) -> None:
-        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}", auto_offset_reset="earliest",
+        c = AIOKafkaConsumer(topic, **kafka, group_id=f"g-{topic}", auto_offset_reset="earliest",
                              enable_auto_commit=False, isolation_level="read_committed")
         await c.start()
         seen = 0
@@ -222,7 +223,7 @@ class Run:
                                  publisher=DEV_PUBLISHER, signing_key_pem=(self.lay.pki / "publisher.key").read_bytes())
 
         async def send() -> None:
-            p = AIOKafkaProducer(bootstrap_servers=self.env["SAIS_KAFKA_BOOTSTRAP"], enable_idempotence=True,
+            p = AIOKafkaProducer(**stack.kafka_client(self.env, "publisher"), enable_idempotence=True,
                                  linger_ms=5)
             await p.start()
             try:
@@ -257,6 +258,7 @@ class Run:
                 for s, p in files.items()}
         ref = {s: d.isoformat() for s, d in REFERENCE_DATES.items()}
         stack.fresh_database(self.lay, self.db)
+        stack.setup_kafka(self.env)
         print(f"  extracts: {rows}", flush=True)
         names = [*SERVICES, *(f"eligibility#{i}" for i in range(2, self.instances + 1))]
         self.timed("start the four services", lambda: [self.start(s) for s in names] and self.wait(
@@ -328,7 +330,7 @@ def main() -> None:
     ap.add_argument("--baseline-child", type=int, help=argparse.SUPPRESS)  # the baseline, in its own process
     a = ap.parse_args()
     if a.baseline_child:
-        print(json.dumps(asyncio.run(_baseline(a.baseline_child, os.environ["SAIS_KAFKA_BOOTSTRAP"],
+        print(json.dumps(asyncio.run(_baseline(a.baseline_child, stack.kafka_client(dict(os.environ)),
                                                os.environ["SAIS_DATABASE_URL"]))))
         return
     lay = stack.layout()

@@ -34,11 +34,26 @@ from sais_shared.devpki import ensure_dev_pki  # noqa: E402
 @dataclass(frozen=True)
 class Infra:
     kafka_bootstrap: str
+    kafka_env: dict[str, str]  # SAIS_KAFKA_* of this broker: security protocol, CA, administrator
     pg_admin_dsn: str  # server-level DSN (database "postgres"), as the administrator
     smtp_port: int
     pki: Path
     maildir: Path
     state: Path
+
+    @property
+    def kafka_settings(self):
+        return stack.kafka_admin_settings({"SAIS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, **self.kafka_env})
+
+    @property
+    def kafka(self) -> dict:
+        """aiokafka arguments as the Kafka administrator (tests read and write any topic)."""
+        return self.kafka_settings.kafka_login(None)
+
+    def kafka_as(self, principal: str, credentials: Path) -> dict:
+        """aiokafka arguments as a service's (or the upstream publisher's) own Kafka user."""
+        return stack.kafka_admin_settings({"SAIS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, **self.kafka_env,
+                                           "SAIS_CREDENTIALS_DIR": str(credentials)}).kafka_login(principal)
 
     def dsn(self, db: str) -> str:
         """The administrator's DSN for database ``db`` (query parameters, such as TLS, kept)."""
@@ -70,14 +85,15 @@ def infra() -> Infra:
         stack.start_smtp(lay)
         server_dsn = pg.get_connection_url().rsplit("/", 1)[0] + "/postgres"  # the server, not its test db
         asyncio.run(_provision_roles(server_dsn, lay))
-        yield Infra(kafka.get_bootstrap_server(), server_dsn,
+        yield Infra(kafka.get_bootstrap_server(), {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}, server_dsn,
                     lay.smtp_port, lay.pki, lay.maildir, lay.state)
         kafka.stop()
         pg.stop()
         return
     was_up = stack.status(lay) == 0
     stack.start(lay)
-    yield Infra(f"127.0.0.1:{lay.kafka_port}", lay.admin_dsn("postgres"),
+    yield Infra(f"127.0.0.1:{lay.kafka_port}", {k: v for k, v in lay.env().items() if k.startswith("SAIS_KAFKA_")},
+                lay.admin_dsn("postgres"),
                 lay.smtp_port, lay.pki, lay.maildir, lay.state)
     if not was_up and os.environ.get("SAIS_TEST_KEEP_STACK") != "1":
         stack.stop(lay)
@@ -128,11 +144,15 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
-    """Environment for a service or CLI under test: real servers, isolated database and topics."""
-    return {
+async def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
+    """Environment for a service or CLI under test: real servers, isolated database and topics. The
+    test's topics and their ACLs are made by the Kafka administrator, as `sais kafka setup` does."""
+    from sais_shared.kafka import setup_kafka
+
+    env = {
         **{k: v for k, v in stack.layout().env().items()},
         "SAIS_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **infra.kafka_env,
         "SAIS_DATABASE_URL": database,
         "SAIS_TOPIC_PREFIX": topic_prefix,
         "SAIS_TOPIC_PARTITIONS": "2",
@@ -143,6 +163,8 @@ def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
         "SAIS_RETENTION_INTERVAL_S": "3600",
         **{f"SAIS_{svc.upper()}_GROUP_ID": f"{topic_prefix}-{svc}" for svc in ("ingest", "eligibility", "delivery", "retention")},
     }
+    await setup_kafka(stack.kafka_admin_settings(env), topic_prefix)
+    return env
 
 
 @pytest.fixture

@@ -23,6 +23,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+async def create_topic(kafka: dict, topic: str, partitions: int = 1) -> str:
+    """A topic for one test, made by the administrator (the broker never creates topics itself)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
+
+
 @dataclass(frozen=True)
 class Rec:
     topic: str
@@ -32,9 +45,10 @@ class Rec:
     value: bytes
 
 
-async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Rec]:
-    """Every record currently in a topic (all partitions), from the beginning."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+async def read_topic(kafka: dict, topic: str, timeout: float = 10.0) -> list[Rec]:
+    """Every record currently in a topic (all partitions), from the beginning; ``kafka`` holds the
+    client's connection arguments (``infra.kafka``: the administrator)."""
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False,
                                 isolation_level="read_committed")
     await consumer.start()
     try:

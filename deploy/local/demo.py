@@ -75,6 +75,7 @@ class Demo:
         self.started_stack = stack.status(self.lay) != 0
         stack.start(self.lay)
         stack.fresh_database(self.lay, self.db)
+        stack.setup_kafka(self.env)
         step("Starting the four services: ingest (inbound topic), eligibility, delivery, retention")
         for name in ("ingest", "eligibility", "delivery", "retention"):
             out = open(self.logs / f"{name}.log", "w")
@@ -133,7 +134,7 @@ class Demo:
         msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
 
         async def send() -> None:
-            p = AIOKafkaProducer(bootstrap_servers=self.env["SAIS_KAFKA_BOOTSTRAP"], enable_idempotence=True)
+            p = AIOKafkaProducer(**stack.kafka_client(self.env, "publisher"), enable_idempotence=True)
             await p.start()
             try:
                 for m in msgs:

@@ -10,6 +10,7 @@ the dev PKI and received mail. Kafka's jars are fetched once with Maven into
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -82,6 +83,9 @@ class Layout:
     def env(self) -> dict[str, str]:
         return {
             "SAIS_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
+            "SAIS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "SAIS_KAFKA_CA_FILE": str(self.pki / "ca.pem"),
+            "SAIS_KAFKA_ADMIN_PASSWORD_FILE": str(self.credentials / "kafka-admin"),
             "SAIS_DATABASE_URL": self.admin_dsn(),
             "SAIS_CREDENTIALS_DIR": str(self.credentials),
             "SAIS_KEK_FILE": str(self.pki / "kek.b64"),
@@ -216,43 +220,123 @@ def fetch_kafka(lay: Layout) -> None:
     tmp.rename(lay.kafka_libs)
 
 
-def start_kafka(lay: Layout) -> None:
-    if pid_alive(lay.pidfile("kafka")):
-        return
-    fetch_kafka(lay)
-    data = lay.state / "kafka" / "data"
-    props = lay.state / "kafka" / "server.properties"
-    props.parent.mkdir(parents=True, exist_ok=True)
-    props.write_text("\n".join([
+KAFKA_SECURITY_MARK = "# sais: SASL_SSL + ACLs v2"
+
+
+def kafka_properties(lay: Layout, data: Path) -> str:
+    """A single KRaft node. Clients: TLS + SCRAM-SHA-512 on one port, authorised by ACLs only
+    (allow.everyone.if.no.acl.found=false). The controller port takes mutual TLS: only the broker's
+    own certificate (principal kafka-broker) gets in. Both on 127.0.0.1."""
+    from sais_shared.devpki import KAFKA_BROKER_CN
+    from sais_shared.settings import KAFKA_ADMIN
+
+    keystore, ca = lay.pki / "kafka-broker.pem", lay.pki / "ca.pem"
+    admin_pw = lay.secret(f"kafka-{KAFKA_ADMIN}")
+    return "\n".join([
+        KAFKA_SECURITY_MARK,
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{lay.kafka_port + 1}",
-        f"listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_port + 1}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{lay.kafka_port}",
+        f"listeners=SASL_SSL://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_port + 1}",
+        f"advertised.listeners=SASL_SSL://127.0.0.1:{lay.kafka_port}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=SASL_SSL",
+        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule"
+        f' required username="{KAFKA_ADMIN}" password="{admin_pw}";',
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={keystore}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={ca}",
+        "listener.name.controller.ssl.client.auth=required",
+        "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        f"super.users=User:{KAFKA_ADMIN};User:{KAFKA_BROKER_CN}",
+        "allow.everyone.if.no.acl.found=false",
         f"log.dirs={data}",
         "num.partitions=3",
+        "auto.create.topics.enable=false",
         "offsets.topic.replication.factor=1",
         "offsets.topic.num.partitions=10",
         "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1",
         "transaction.state.log.num.partitions=5",
         "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=true",
         "",
-    ]))
+    ])
+
+
+def kafka_users(lay: Layout) -> list[str]:
+    """StorageTool --add-scram arguments: the administrator, each service and the upstream publisher."""
+    from sais_shared.settings import KAFKA_ADMIN, SERVICES, kafka_user
+
+    users = [KAFKA_ADMIN] + [kafka_user(s) for s in (*SERVICES, "publisher")]
+    out = []
+    for user in users:
+        out += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={lay.secret(f'kafka-{user}')}]"]
+    return out
+
+
+def start_kafka(lay: Layout) -> None:
+    if pid_alive(lay.pidfile("kafka")):
+        return
+    fetch_kafka(lay)
+    from sais_shared.devpki import ensure_dev_pki
+
+    ensure_dev_pki(lay.pki)
+    data = lay.state / "kafka" / "data"
+    props = lay.state / "kafka" / "server.properties"
+    props.parent.mkdir(parents=True, exist_ok=True)
+    if data.exists() and not (props.exists() and props.read_text().startswith(KAFKA_SECURITY_MARK)):
+        say("the Kafka data predates TLS, SCRAM users and ACLs: starting it afresh (development data only)")
+        shutil.rmtree(data)
+    props.write_text(kafka_properties(lay, data))
+    props.chmod(0o600)  # it holds the broker's own SCRAM password
     cp = f"{lay.kafka_libs}/*"
     java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}", "-cp", cp]
     if not (data / "meta.properties").exists():
         cluster = subprocess.run(java + ["kafka.tools.StorageTool", "random-uuid"],
                                  check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)],
-                       check=True, capture_output=True)
+        subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props),
+                               *kafka_users(lay)], check=True, capture_output=True)
     ensure_port_free(lay.kafka_port, "Kafka")
-    say(f"starting Apache Kafka {KAFKA_VERSION} (KRaft) on 127.0.0.1:{lay.kafka_port}")
+    say(f"starting Apache Kafka {KAFKA_VERSION} (KRaft; TLS, SCRAM, ACLs) on 127.0.0.1:{lay.kafka_port}")
     spawn(lay, "kafka", java + ["kafka.Kafka", str(props)])
     wait_port(lay.kafka_port, "Kafka", 90, lay.log("kafka"), lay.pidfile("kafka"))
+
+
+def kafka_admin_settings(env: dict[str, str]):
+    """CommonSettings from an environment like ``Layout.env()`` (not this process's)."""
+    from sais_shared.settings import CommonSettings
+
+    fields = {k.removeprefix("SAIS_").lower(): v for k, v in env.items() if k.startswith("SAIS_")}
+    return CommonSettings(**{k: v for k, v in fields.items() if k in CommonSettings.model_fields})
+
+
+def setup_kafka(env: dict[str, str]) -> dict[str, int]:
+    """Topics and ACLs under env's topic prefix, as the Kafka administrator (`sais kafka setup`)."""
+    from sais_shared.kafka import setup_kafka as setup
+
+    return asyncio.run(setup(kafka_admin_settings(env)))
+
+
+async def create_topics(env: dict[str, str], *names: str, partitions: int = 3) -> None:
+    """Topics outside the product's set (benchmarks' raw baselines), made by the administrator."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**kafka_client(env))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+def kafka_client(env: dict[str, str], principal: str | None = None) -> dict:
+    """aiokafka arguments for a script: as a service, the upstream ``publisher`` or the administrator."""
+    return kafka_admin_settings(env).kafka_login(principal)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
@@ -401,6 +485,7 @@ def start(lay: Layout) -> None:
     ensure_dev_pki(lay.pki)
     start_postgres(lay)
     start_kafka(lay)
+    setup_kafka(lay.env())
     start_smtp(lay)
     (lay.state / "env.json").write_text(json.dumps(lay.env(), indent=2))
     say("stack is up")

@@ -30,13 +30,24 @@ def _builders() -> dict[str, Any]:
     from sais_retention.app import build_app as retention
     from sais_retention.config import RetentionSettings
 
-    fixed = {"kafka_bootstrap": "kafka:9092", "topic_prefix": "sais", "log_level": "WARNING"}
+    fixed = {"kafka_bootstrap": "kafka:9093", "kafka_security_protocol": "SASL_SSL", "topic_prefix": "sais",
+             "log_level": "WARNING"}
     return {
-        "ingest": lambda: ingest(IngestSettings(**fixed)),
-        "eligibility": lambda: eligibility(EligibilitySettings(**fixed)),
-        "delivery": lambda: delivery(DeliverySettings(**fixed)),
-        "retention": lambda: retention(RetentionSettings(**fixed)),
+        "ingest": lambda: ingest(_documented(IngestSettings)(**fixed)),
+        "eligibility": lambda: eligibility(_documented(EligibilitySettings)(**fixed)),
+        "delivery": lambda: delivery(_documented(DeliverySettings)(**fixed)),
+        "retention": lambda: retention(_documented(RetentionSettings)(**fixed)),
     }
+
+
+def _documented(settings_class: type) -> type:
+    """The service's settings with its Kafka user but no password: the documents show the login
+    (SASL_SSL, SCRAM-SHA-512) and never need a secret to be built."""
+    from sais_shared.settings import service_principal
+
+    def credentials(self, service):
+        return service_principal(service), "(documentation only)"
+    return type(f"Documented{settings_class.__name__}", (settings_class,), {"_kafka_credentials": credentials})
 
 
 class _Doc:

@@ -154,6 +154,64 @@ def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what wa
                if n else "the database is up to date")
 
 
+kafka_app = typer.Typer(help="Kafka topics and access rights (administrator).", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+
+
+@kafka_app.command("setup")
+def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what was done as JSON")) -> None:
+    """Create the product's topics and, on a broker with authentication, each service's ACLs (only the
+    topics it reads or writes, only its own consumer groups). Run as the Kafka administrator
+    (SAIS_KAFKA_ADMIN_PASSWORD_FILE), once per release and topic prefix; idempotent."""
+    import asyncio
+    import json
+
+    from sais_shared.kafka import setup_kafka
+
+    settings = CommonSettings()
+    done = asyncio.run(setup_kafka(settings))
+    if as_json:
+        typer.echo(json.dumps(done))
+        return
+    typer.echo(f"{done['topics_created']} topic(s) created under {settings.topic_prefix!r}; "
+               f"{done['acls']} ACL(s) in place" if settings.kafka_security_protocol != "PLAINTEXT"
+               else f"{done['topics_created']} topic(s) created; the broker has no authentication (PLAINTEXT): "
+                    "no ACLs")
+
+
+@kafka_app.command("acls")
+def kafka_acls(prefix: str = typer.Option("sais", "--prefix", metavar="PREFIX", help="topic prefix"),
+               as_json: bool = typer.Option(False, "--json", help="print the bindings as JSON")) -> None:
+    """Print what each Kafka user may do: its topics (read, write) and consumer groups."""
+    import json
+
+    from sais_shared.kafka_access import bindings
+
+    rows = bindings(prefix)
+    if as_json:
+        typer.echo(json.dumps([{"principal": b.principal, "resource": b.resource.name.lower(), "name": b.name,
+                                "pattern": b.pattern.name.lower(), "operation": b.operation.name.lower()}
+                               for b in rows], indent=2))
+        return
+    for b in rows:
+        typer.echo(f"{b.principal:22} {b.operation.name.lower():9} {b.resource.name.lower():6} "
+                   f"{b.name}{'*' if b.pattern.name == 'PREFIXED' else ''}")
+
+
+@kafka_app.command("manifests")
+def kafka_manifests(
+    out: Path = typer.Option(Path("deploy/k8s/base"), "--out", metavar="DIR",
+                             help="folder to write topics.yaml and kafka-users.yaml to"),
+) -> None:
+    """Write Strimzi KafkaTopics and KafkaUsers (SCRAM-SHA-512, the same ACLs as `sais kafka setup`)."""
+    from sais_shared.kafka_access import strimzi_manifests
+
+    topics, users = strimzi_manifests()
+    (out / "topics.yaml").write_text(topics)
+    (out / "kafka-users.yaml").write_text(users)
+    typer.echo(f"wrote {out / 'topics.yaml'} and {out / 'kafka-users.yaml'}")
+
+
 dev_app = typer.Typer(help="Development helpers (never for production keys).", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 

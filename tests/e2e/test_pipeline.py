@@ -180,7 +180,7 @@ async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(
     keys = KeyStore(pool, KeyEncryptionKey(settings.key_encryption_key_bytes()))
     readable: list[str] = []
     for topic in topics.all():
-        for rec in await read_topic(infra.kafka_bootstrap, topic):
+        for rec in await read_topic(infra.kafka, topic):
             found = deleted_scan.in_event(rec.value)
             assert not found, f"clear personal data in {topic} ({len(found)} values)"
             personal = json.loads(rec.value).get("personal")

@@ -94,7 +94,7 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
     assert got == expected  # delivery holds exactly the cohort an independent count expects
 
     events = [cohort_event_adapter.validate_json(r.value)
-              for r in await read_topic(infra.kafka_bootstrap, Topics(env["SAIS_TOPIC_PREFIX"]).cohort, timeout=60)]
+              for r in await read_topic(infra.kafka, Topics(env["SAIS_TOPIC_PREFIX"]).cohort, timeout=60)]
     # At-least-once on the wire, exactly-once in effect: a repeat is the same event (same id, same content).
     by_id: dict = {}
     for e in events:

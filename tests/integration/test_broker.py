@@ -5,21 +5,21 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.helpers import read_topic
+from tests.helpers import create_topic, read_topic
 
 pytestmark = pytest.mark.integration
 
 
 async def test_idempotent_and_transactional_producers_work(infra):
-    topic = f"t-broker-{uuid.uuid4().hex[:8]}"
-    idem = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True, acks="all")
+    topic = await create_topic(infra.kafka, f"t-broker-{uuid.uuid4().hex[:8]}")
+    idem = AIOKafkaProducer(**infra.kafka, enable_idempotence=True, acks="all")
     await idem.start()
     try:
         await idem.send_and_wait(topic, b"idempotent")
     finally:
         await idem.stop()
 
-    tx = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, transactional_id=f"tx-{uuid.uuid4().hex}")
+    tx = AIOKafkaProducer(**infra.kafka, transactional_id=f"tx-{uuid.uuid4().hex}")
     await tx.start()
     try:
         async with tx.transaction():
@@ -30,7 +30,7 @@ async def test_idempotent_and_transactional_producers_work(infra):
     finally:
         await tx.stop()
 
-    values = [r.value for r in await read_topic(infra.kafka_bootstrap, topic)]
+    values = [r.value for r in await read_topic(infra.kafka, topic)]
     assert sorted(values) == [b"committed", b"idempotent"]  # read_committed never sees the aborted record
 
 
@@ -41,8 +41,8 @@ async def test_events_are_sent_through_aiokafka_directly_once_the_broker_is_conn
     from faststream.kafka import KafkaBroker
     from sais_shared.kafka import aiokafka_producer, publish_many
 
-    topic = f"t-raw-{uuid.uuid4().hex[:8]}"
-    broker = KafkaBroker(infra.kafka_bootstrap)
+    topic = await create_topic(infra.kafka, f"t-raw-{uuid.uuid4().hex[:8]}")
+    broker = KafkaBroker(infra.kafka_bootstrap, security=infra.kafka_settings.kafka_security(None))
     publisher = broker.publisher(topic)
     await broker.start()
     try:
@@ -50,4 +50,4 @@ async def test_events_are_sent_through_aiokafka_directly_once_the_broker_is_conn
         assert await publish_many(publisher, [(b"k", b'{"n": 1}'), (None, b'{"n": 2}')]) == 2
     finally:
         await broker.stop()
-    assert sorted(r.value for r in await read_topic(infra.kafka_bootstrap, topic)) == [b'{"n": 1}', b'{"n": 2}']
+    assert sorted(r.value for r in await read_topic(infra.kafka, topic)) == [b'{"n": 1}', b'{"n": 2}']

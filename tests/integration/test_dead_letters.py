@@ -23,14 +23,14 @@ async def _ingested_may_census(settings_env, infra):
     """Topics, database and the genuine pupil events of the May census sample, to forge from."""
     topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
     await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
-    return topics, settings_env["SAIS_DATABASE_URL"], await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    return topics, settings_env["SAIS_DATABASE_URL"], await read_topic(infra.kafka, topics.pupil_recorded)
 
 
 async def test_poison_messages_are_dead_lettered_without_their_content(settings_env, infra):
     topics, dsn, good = await _ingested_may_census(settings_env, infra)
     forged = json.loads(good[0].value)
     forged["surname_in_clear"] = "Siobhán Ó Súilleabháin"  # a producer bug that leaks a name
-    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    p = AIOKafkaProducer(**infra.kafka)
     await p.start()
     try:
         await p.send_and_wait(topics.pupil_recorded, b"\xff\x00 not json at all", key=good[0].key)
@@ -43,12 +43,12 @@ async def test_poison_messages_are_dead_lettered_without_their_content(settings_
     assert {d.original_topic for d in dead} == {topics.pupil_recorded}
     reasons = " ".join(d.reason for d in dead)
     assert "surname_in_clear" in reasons and "Extra inputs are not permitted" in reasons
-    letters = [r.value for r in await read_topic(infra.kafka_bootstrap, topics.dead_letter)]
+    letters = [r.value for r in await read_topic(infra.kafka, topics.dead_letter)]
     assert not PersonalDataScan({"Siobhán", "Ó Súilleabháin", "not json"}).in_events(letters)
 
 
 async def _dead(infra, topics):
-    recs = await read_topic(infra.kafka_bootstrap, topics.dead_letter)
+    recs = await read_topic(infra.kafka, topics.dead_letter)
     return [DeadLetter.model_validate_json(r.value) for r in recs] if len(recs) >= 2 else None
 
 
@@ -59,7 +59,7 @@ async def test_data_the_database_refuses_is_dead_lettered_by_position_not_retrie
     forged["school_name"] = "Bad\u0000School"  # valid JSON and a valid str; PostgreSQL text cannot hold NUL
     moved = {**json.loads(good[1].value), "event_id": "00000000-0000-4000-8000-000000000002",
              "record_id": "00000000-0000-4000-8000-000000000003"}  # its sealed fields are another record's
-    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    p = AIOKafkaProducer(**infra.kafka)
     await p.start()
     try:
         sent = [await p.send_and_wait(topics.pupil_recorded, json.dumps(m).encode(), key=good[0].key)

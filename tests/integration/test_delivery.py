@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from sais_delivery.app import MIGRATIONS, DeliveryContext
+from sais_delivery.app import MIGRATIONS, delivery_session
 from sais_delivery.config import DeliverySettings
 from sais_delivery.domain.errors import (
     CertificateError,
@@ -61,7 +61,7 @@ async def seed_cohort(n=5, received_at=datetime(2017, 6, 1, 9, tzinfo=UTC), surn
 
 
 async def deliver(**kw):
-    async with DeliveryContext(DeliverySettings()) as svc:
+    async with delivery_session(DeliverySettings()) as svc:
         return await svc.deliver("july", "2017/18", actor="test", **kw)
 
 
@@ -100,7 +100,7 @@ async def test_delivered_message_decrypts_verifies_and_keeps_formulas_as_text(ju
     body = next(p for p in inner.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
     assert "O'Brien" not in body and "flu: 3" in body
 
-    events = await read_topic(infra.kafka_bootstrap, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
+    events = await read_topic(infra.kafka, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
     [done] = [DeliveryCompleted.model_validate_json(e.value) for e in events]
     assert done.batch_id == res.batch_id and done.programmes == {"flu": 3} and str(done.delete_by) == "2017-10-10"
 
@@ -141,11 +141,11 @@ async def test_stale_extract_is_refused_naming_it(july, infra):
 
 async def test_suspended_sharing_refuses_until_resumed(july, infra):
     await seed_cohort(2)
-    async with DeliveryContext(DeliverySettings()) as svc:
+    async with delivery_session(DeliverySettings()) as svc:
         await svc.set_suspended(True, "suspected breach INC-1", "ig-lead")
     with pytest.raises(SharingSuspendedError, match="INC-1"):
         await deliver()
-    async with DeliveryContext(DeliverySettings()) as svc:
+    async with delivery_session(DeliverySettings()) as svc:
         await svc.set_suspended(False, "investigation closed", "ig-lead")
     res = await deliver()
     assert res.status == "sent"
@@ -233,7 +233,7 @@ async def test_crash_between_sending_and_marking_sent_never_sends_twice(july, in
     await conn.close()
     again = _cli(july, *args)
     assert again.returncode == 0 and len(messages_with(infra.maildir, b["message_id"])) == 1
-    events = await read_topic(infra.kafka_bootstrap, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
+    events = await read_topic(infra.kafka, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
     assert [DeliveryCompleted.model_validate_json(e.value).batch_id for e in events] == [b["batch_id"]]
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 import pytest
-from sais_delivery.app import MIGRATIONS, DeliveryContext
+from sais_delivery.app import MIGRATIONS, delivery_session
 from sais_delivery.config import DeliverySettings
 from sais_delivery.domain.parts import NHSMAIL_LIMIT_BYTES
 from sais_shared.events import DeliveryCompleted, PupilPersonal, cohort_aad
@@ -67,7 +67,7 @@ async def test_a_county_window_goes_as_parts_under_nhsmails_limit_and_adds_up_to
         settings_env, infra, monkeypatch):
     monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
     expected = await seed_county(CHILDREN)
-    async with DeliveryContext(DeliverySettings()) as svc:
+    async with delivery_session(DeliverySettings()) as svc:
         res = await svc.deliver("july", "2017/18", actor="test")
     assert res.status == "sent" and res.counts == {"flu": CHILDREN}
     assert len(res.parts) >= 2, "150,000 children cannot fit one NHSmail message"
@@ -99,7 +99,7 @@ async def test_a_county_window_goes_as_parts_under_nhsmails_limit_and_adds_up_to
             assert not schools_by_part[a] & schools_by_part[b]
 
     # One delivery-completed event for the whole batch, listing every part; the batch is sent once.
-    events = await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).delivery_completed)
+    events = await read_topic(infra.kafka, Topics(settings_env["SAIS_TOPIC_PREFIX"]).delivery_completed)
     [done] = [DeliveryCompleted.model_validate_json(e.value) for e in events]
     assert [p.message_id for p in done.parts] == [p["message_id"] for p in res.parts]
     assert sum(p.programmes["flu"] for p in done.parts) == CHILDREN

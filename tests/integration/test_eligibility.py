@@ -52,7 +52,7 @@ async def test_replacement_dataset_withdraws_updates_and_leaves_unchanged_alone(
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 1 FROM eligibility.extracts "
                                                "WHERE reconciled_at IS NOT NULL"), what="first extract")
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox")
-        before = len(await read_topic(infra.kafka_bootstrap, topics.cohort))
+        before = len(await read_topic(infra.kafka, topics.cohort))
 
         # The corrected file: the first child is gone, the second moved school, everyone else unchanged.
         table = list(csv.reader(io.StringIO(may.read_text(encoding="utf-8-sig"))))
@@ -68,7 +68,7 @@ async def test_replacement_dataset_withdraws_updates_and_leaves_unchanged_alone(
                                                "WHERE reconciled_at IS NOT NULL"), what="replacement reconciled")
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox")
 
-    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka_bootstrap,
+    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka,
                                                                                   topics.cohort)]
     assert len(events) == before + 2  # unchanged children produced no new events
     fresh = [e for e in events if e.revision == 2]

@@ -28,7 +28,7 @@ def may_rows() -> list[dict[str, str]]:
 
 
 async def publish(infra, topic, messages):
-    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True)
+    p = AIOKafkaProducer(**infra.kafka, enable_idempotence=True)
     await p.start()
     try:
         for m in messages:
@@ -66,9 +66,9 @@ async def test_a_complete_inbound_extract_is_ingested_like_a_file(settings_env, 
         await publish(infra, topics.inbound, [w2.started, *[w2.record(r) for r in may_rows()], w2.completed()])
         await wait_until(lambda: _ingested(dsn, "sims-937-may-2017-001-resend"), what="resend handled")
     assert row["accepted"] == 49 and row["rejected"] == 2 and row["out_of_scope"] == 1
-    pupils = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    pupils = await read_topic(infra.kafka, topics.pupil_recorded)
     assert len(pupils) == 49
-    inbound = await read_topic(infra.kafka_bootstrap, topics.inbound)
+    inbound = await read_topic(infra.kafka, topics.inbound)
     assert not PersonalDataScan(personal_values(MAY)).in_events(r.value for r in inbound)  # nothing readable there
     conn = await asyncpg.connect(dsn)
     assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0  # staging emptied
@@ -95,10 +95,10 @@ async def test_a_partial_extract_is_never_treated_as_complete(settings_env, infr
         await publish(infra, topics.inbound, [w.started, *records[:3], *records[4:], done])  # seq 4 lost
         st = await wait_until(lambda: _status_is(dsn, "adm-partial-1", "incomplete"), what="incomplete")
         assert "received 5 of 6" in st["problem"] and "missing seq [4]" in st["problem"]
-        assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []
+        assert await read_topic(infra.kafka, topics.pupil_recorded) == []
         await publish(infra, topics.inbound, [records[3], done])  # the publisher re-sends what was missing
         await wait_until(lambda: _ingested(dsn, "adm-partial-1"), what="completed after re-send")
-    assert len(await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)) == 6
+    assert len(await read_topic(infra.kafka, topics.pupil_recorded)) == 6
 
 
 async def test_a_checksum_mismatch_is_refused(settings_env, infra):
@@ -111,7 +111,7 @@ async def test_a_checksum_mismatch_is_refused(settings_env, infra):
         await publish(infra, topics.inbound, [w.started, *records, forged])
         st = await wait_until(lambda: _status_is(dsn, "bad-sum-1", "incomplete"), what="refused")
     assert "checksum" in st["problem"]
-    assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []
+    assert await read_topic(infra.kafka, topics.pupil_recorded) == []
 
 
 async def _status_is(dsn, ref, wanted):
@@ -191,7 +191,7 @@ async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, i
         await publish(infra, topics.inbound, [w.started, records[0], bad, records[2], done])
         st = await wait_until(lambda: _status_is(dsn, "tampered-1", "incomplete"), what="refused")
     assert "record 2 cannot be opened" in st["problem"]
-    assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []
+    assert await read_topic(infra.kafka, topics.pupil_recorded) == []
 
 
 async def test_an_extract_that_never_completes_is_deleted_a_retention_period_later(settings_env, infra):
@@ -294,7 +294,7 @@ async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is
         await publish(infra, topics.inbound, msgs)
         st = await wait_until(lambda: _status_is(dsn, ref, "incomplete"), what="refused")
     assert "not authenticated" in st["problem"]
-    assert await read_topic(infra.kafka_bootstrap, topics.pupil_recorded) == []
+    assert await read_topic(infra.kafka, topics.pupil_recorded) == []
     conn = await asyncpg.connect(dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM shared.audit_log WHERE action='inbound.incomplete' "

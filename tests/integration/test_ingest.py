@@ -5,9 +5,8 @@ import shutil
 from datetime import date
 
 import pytest
-from sais_ingest.app import IngestContext
+from sais_ingest.app import ingest_session
 from sais_ingest.config import IngestSettings
-from sais_ingest.service_layer.ingest_file import ingest_file
 from sais_shared.events import (
     ExtractCompleted,
     PupilPersonal,
@@ -24,10 +23,8 @@ MAY = REPO / "data" / "samples" / "may-census-2017.csv"
 
 
 async def _ingest(path, source="summer-census", ref=date(2017, 5, 18)):
-    async with IngestContext(IngestSettings()) as ctx:
-        rt = ctx.runtime
-        return await ingest_file(path, source=source, reference_date=ref, protocol=rt.protocol, repo=ctx.repo,
-                                 keys=rt.keys, publishers=ctx.publishers, clock=rt.clock, actor="test")
+    async with ingest_session(IngestSettings()) as s:
+        return await s.service.file(path, source=source, reference_date=ref, actor="test")
 
 
 async def test_extract_is_published_minimised_encrypted_and_counted(settings_env, infra):
@@ -37,9 +34,9 @@ async def test_extract_is_published_minimised_encrypted_and_counted(settings_env
     assert set(rep.dropped_columns) == {"UPN", "Ethnicity", "SEN"}
 
     topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
-    pupils = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
-    completed = await read_topic(infra.kafka_bootstrap, topics.extract_completed)
-    rejected = await read_topic(infra.kafka_bootstrap, topics.row_rejected)
+    pupils = await read_topic(infra.kafka, topics.pupil_recorded)
+    completed = await read_topic(infra.kafka, topics.extract_completed)
+    rejected = await read_topic(infra.kafka, topics.row_rejected)
     assert len(pupils) == 49 and len(completed) == 1 and len(rejected) == 2
     done = ExtractCompleted.model_validate_json(completed[0].value)
     assert (done.rows_in, done.accepted, done.rejected, done.out_of_scope) == (52, 49, 2, 1)
@@ -57,8 +54,8 @@ async def test_extract_is_published_minimised_encrypted_and_counted(settings_env
 
     # ... but the personal fields are there, sealed under the extract's data key.
     events = [PupilRecorded.model_validate_json(r.value) for r in pupils]
-    async with IngestContext(IngestSettings()) as ctx:
-        keys = await ctx.runtime.keys.get_many({e.personal.key_id for e in events})
+    async with ingest_session(IngestSettings()) as s:
+        keys = await s.runtime.keys.get_many({e.personal.key_id for e in events})
     opened = [keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad()) for e in events]
     assert {p.surname for p in opened} <= {v for v in secrets}
     assert all(e.originator == "Warwickshire County Council: Insight Service" for e in events)
@@ -73,7 +70,7 @@ async def test_same_file_twice_publishes_nothing_new(settings_env, infra):
     first = await _ingest(MAY)
     second = await _ingest(MAY)
     assert second.duplicate and second.extract_id == first.extract_id
-    pupils = await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).pupil_recorded)
+    pupils = await read_topic(infra.kafka, Topics(settings_env["SAIS_TOPIC_PREFIX"]).pupil_recorded)
     assert len(pupils) == 49
 
 
@@ -84,7 +81,7 @@ async def test_corrected_file_is_a_replacement_dataset(settings_env, infra, tmp_
     corrected.write_text("\n".join(lines[:-2]) + "\n", encoding="utf-8")  # the two bad rows removed
     second = await _ingest(corrected)
     assert second.supersedes == first.extract_id and second.rejected == 0
-    completed = await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).extract_completed)
+    completed = await read_topic(infra.kafka, Topics(settings_env["SAIS_TOPIC_PREFIX"]).extract_completed)
     events = [json.loads(r.value) for r in completed]
     assert [e["supersedes"] for e in events].count(str(first.extract_id)) == 1
 
@@ -96,7 +93,7 @@ async def test_file_missing_a_required_column_is_refused_before_publishing(setti
     bad.write_text("Surname,Forename\nSmith,Jo\n")
     with pytest.raises(ExtractFileError, match="school_dfe"):
         await _ingest(bad)
-    assert await read_topic(infra.kafka_bootstrap, Topics(settings_env["SAIS_TOPIC_PREFIX"]).pupil_recorded) == []
+    assert await read_topic(infra.kafka, Topics(settings_env["SAIS_TOPIC_PREFIX"]).pupil_recorded) == []
 
 
 def test_sample_files_are_committed():

@@ -10,13 +10,12 @@ from datetime import date
 import asyncpg
 import pytest
 from faststream import TestApp
-from sais_delivery.app import DeliveryContext
+from sais_delivery.app import delivery_session
 from sais_delivery.config import DeliverySettings
 from sais_eligibility.app import build_app as build_eligibility
 from sais_eligibility.config import EligibilitySettings
-from sais_ingest.app import IngestContext
+from sais_ingest.app import ingest_session
 from sais_ingest.config import IngestSettings
-from sais_ingest.service_layer.ingest_file import ingest_file
 from sais_retention.app import build_app as build_retention
 from sais_retention.config import RetentionSettings
 from sais_shared.events import cohort_event_adapter
@@ -30,11 +29,9 @@ SAMPLES = REPO / "data" / "samples"
 
 
 async def ingest(name, source, ref):
-    async with IngestContext(IngestSettings()) as ctx:
-        rt = ctx.runtime
-        return await ingest_file(SAMPLES / name if isinstance(name, str) else name, source=source,
-                                 reference_date=date.fromisoformat(ref), protocol=rt.protocol, repo=ctx.repo,
-                                 keys=rt.keys, publishers=ctx.publishers, clock=rt.clock, actor="test")
+    async with ingest_session(IngestSettings()) as s:
+        return await s.service.file(SAMPLES / name if isinstance(name, str) else name, source=source,
+                                    reference_date=date.fromisoformat(ref), actor="test")
 
 
 async def _fetch(dsn, method, sql, *args):
@@ -107,13 +104,13 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         assert juniors == 6
 
         # Redelivery is harmless: the same pupil events again change nothing and emit nothing.
-        pupils = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+        pupils = await read_topic(infra.kafka, topics.pupil_recorded)
         await _republish(infra, topics.pupil_recorded, pupils)
         marker = uuid.uuid4()
         await _republish_extract_completed_marker(infra, topics, marker)
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM eligibility.processed WHERE event_id=$1",
                                           marker), what="eligibility caught up with the redelivery")
-        assert len(await read_topic(infra.kafka_bootstrap, topics.cohort)) == n_events
+        assert len(await read_topic(infra.kafka, topics.cohort)) == n_events
         assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records") == 79
 
         # Delivery consumes the cohort (its app runs in-process too) and sends the July window.
@@ -123,7 +120,7 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         async with TestApp(build_delivery(DeliverySettings())):
             await wait_until(lambda: fetchval(dsn, "SELECT count(*) = $1 FROM delivery.members WHERE status='active'",
                                               expected), what="delivery holds the cohort")
-            async with DeliveryContext(DeliverySettings()) as svc:
+            async with delivery_session(DeliverySettings()) as svc:
                 res = await svc.deliver("july", "2017/18", actor="test")
                 again = await svc.deliver("july", "2017/18", actor="test")
         assert res.counts == {"flu": expected} and again.already_sent and again.batch_id == res.batch_id
@@ -150,14 +147,14 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
 
 
 async def _cohort_events(infra, topics):
-    recs = await read_topic(infra.kafka_bootstrap, topics.cohort)
+    recs = await read_topic(infra.kafka, topics.cohort)
     return [cohort_event_adapter.validate_json(r.value) for r in recs]
 
 
 async def _republish(infra, topic, recs):
     from aiokafka import AIOKafkaProducer
 
-    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True)
+    p = AIOKafkaProducer(**infra.kafka, enable_idempotence=True)
     await p.start()
     try:
         for r in recs:
@@ -169,7 +166,7 @@ async def _republish(infra, topic, recs):
 
 async def _republish_extract_completed_marker(infra, topics, marker):
     """Send a pupil event copy with a fresh event id after the duplicates, as a 'caught up' marker."""
-    recs = await read_topic(infra.kafka_bootstrap, topics.pupil_recorded)
+    recs = await read_topic(infra.kafka, topics.pupil_recorded)
     data = json.loads(recs[0].value)
     data["event_id"] = str(marker)
     from tests.helpers import Rec

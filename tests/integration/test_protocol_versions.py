@@ -6,9 +6,8 @@ from datetime import date
 
 import asyncpg
 import pytest
-from sais_ingest.app import IngestContext
+from sais_ingest.app import ingest_session
 from sais_ingest.config import IngestSettings
-from sais_ingest.service_layer.ingest_file import ingest_file
 from sais_shared.protocol import ProtocolError, bundled_protocol_path
 
 from tests.helpers import REPO
@@ -24,11 +23,9 @@ def sais(env, *args):
 
 
 async def ingest_reception():
-    async with IngestContext(IngestSettings()) as ctx:
-        rt = ctx.runtime
-        return await ingest_file(RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18),
-                                 protocol=rt.protocol, repo=ctx.repo, keys=rt.keys, publishers=ctx.publishers,
-                                 clock=rt.clock, actor="test")
+    async with ingest_session(IngestSettings()) as s:
+        return await s.service.file(RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18),
+                                    actor="test")
 
 
 async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):

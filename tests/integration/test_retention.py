@@ -12,20 +12,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 from faststream import TestApp
-from sais_delivery.app import DeliveryContext
 from sais_delivery.app import build_app as build_delivery
+from sais_delivery.app import delivery_session
 from sais_delivery.config import DeliverySettings
 from sais_eligibility.app import build_app as build_eligibility
 from sais_eligibility.config import EligibilitySettings
 from sais_ingest.app import build_app as build_ingest
 from sais_ingest.config import IngestSettings
-from sais_retention.app import MIGRATIONS, build_service, publishers
 from sais_retention.app import build_app as build_retention
+from sais_retention.app import retention_session
 from sais_retention.config import RetentionSettings
 from sais_shared.events import DeliveryCompleted, ExtractCompleted, stable_id
-from sais_shared.kafka import make_broker
-from sais_shared.runtime import open_runtime
-from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
 from tests.helpers import REPO
@@ -54,18 +51,8 @@ async def certified(dsn, subject_like: str) -> asyncpg.Record:
                                              subject_like), what=f"certificate for {subject_like}")
 
 
-class Retention:
-    async def __aenter__(self):
-        s = RetentionSettings()
-        self.broker = make_broker(s, "test-retention")
-        pubs = publishers(self.broker, Topics(s.topic_prefix))
-        self.rt = await open_runtime(s, *MIGRATIONS, service="retention")
-        await self.broker.start()
-        return build_service(self.rt, pubs, s)
-
-    async def __aexit__(self, *exc):
-        await self.broker.stop()
-        await self.rt.close()
+def Retention():  # noqa: N802 - reads as the service it opens
+    return retention_session(RetentionSettings())
 
 
 def delivery_event(batch_id, transferred: datetime, event_id=None):
@@ -123,7 +110,7 @@ async def _july_flow(settings_env, monkeypatch):
         await wait_until(lambda: fetchval(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active')"
                                                " = (SELECT count(*) FROM delivery.members WHERE status='active')"),
                          what="delivery caught up")
-        async with DeliveryContext(DeliverySettings()) as svc:
+        async with delivery_session(DeliverySettings()) as svc:
             res = await svc.deliver("july", "2017/18", actor="test")
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1",
                                           f"batch:{res.batch_id}"), what="deletion scheduled")
@@ -226,8 +213,8 @@ async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_e
     conn = await asyncpg.connect(dsn)
     await conn.execute("TRUNCATE eligibility.processed, delivery.processed")  # consumer state rebuilt
     await conn.close()
-    monkeypatch.setenv("SAIS_ELIGIBILITY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-replay")
-    monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-replay-d")
+    monkeypatch.setenv("SAIS_ELIGIBILITY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-eligibility-replay")
+    monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-delivery-replay")
     async with TestApp(build_eligibility(EligibilitySettings())), TestApp(build_delivery(DeliverySettings())):
         await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")  # new data, a live key
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 17 FROM eligibility.records"), timeout=60,

@@ -30,7 +30,7 @@ async def test_two_eligibility_instances_share_partitions_and_never_duplicate(se
     # both instances were given partitions of the pupil topic (2 partitions, 2 instances)
     assert all(assigned) and not (assigned[0] & assigned[1]), assigned
 
-    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka_bootstrap,
+    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka,
                                                                                     topics.cohort)]
     ids = [e.event_id for e in events]
     assert len(ids) == len(set(ids))  # no cohort event emitted twice

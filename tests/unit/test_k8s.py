@@ -30,8 +30,15 @@ def render(path: str) -> list[dict]:
 def test_manifests_render_and_match_the_kubernetes_schemas(path):
     docs = render(path)
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "KafkaTopic"} <= kinds
+    assert {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "KafkaTopic",
+            "KafkaUser"} <= kinds
     for d in docs:
+        if d["kind"] == "KafkaUser":  # Strimzi CRD: SCRAM login, simple authorisation, allow-only ACLs
+            assert d["apiVersion"] == "kafka.strimzi.io/v1beta2"
+            assert d["spec"]["authentication"] == {"type": "scram-sha-512"}
+            assert d["spec"]["authorization"]["type"] == "simple" and d["spec"]["authorization"]["acls"]
+            assert all(a.get("type", "allow") == "allow" for a in d["spec"]["authorization"]["acls"])
+            continue
         if d["kind"] == "KafkaTopic":  # Strimzi CRD: not in the core schemas, checked by hand
             assert d["apiVersion"] == "kafka.strimzi.io/v1beta2" and d["spec"]["partitions"] >= 3
             assert int(d["spec"]["config"]["retention.ms"]) > 0

@@ -36,6 +36,7 @@ class DevPki:
     inbound_pub = property(lambda self: self.root / "inbound.pub.pem")
     publisher_key = property(lambda self: self.root / "publisher.key")  # a dev upstream system's signing key
     publishers = property(lambda self: self.root / "publishers.yaml")  # ingest's registry of publishers
+    kafka_keystore = property(lambda self: self.root / "kafka-broker.pem")  # the broker's key and certificate
 
 
 SENDER_EMAIL = "insight@warwickshire.gov.uk"
@@ -57,7 +58,7 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
 
 
 def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, email=None, dns=None,
-          not_before: datetime | None = None):
+          not_before: datetime | None = None, client_auth: bool = False):
     now = not_before or datetime.now(UTC) - timedelta(days=1)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
     builder = (
@@ -86,7 +87,8 @@ def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, 
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
     if dns:
         sans += [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(issuer_key or key, hashes.SHA256())
@@ -112,6 +114,7 @@ def ensure_dev_pki(root: Path) -> DevPki:
     pki = DevPki(root)
     if pki.kek.exists() and pki.recipient_cert.exists():
         _ensure_inbound(pki)
+        _ensure_kafka_broker(pki)
         _ensure_credentials(pki)
         return pki
     root.mkdir(parents=True, exist_ok=True)
@@ -132,20 +135,42 @@ def ensure_dev_pki(root: Path) -> DevPki:
     pki.kek.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     pki.kek.chmod(0o600)
     _ensure_inbound(pki)
+    _ensure_kafka_broker(pki)
     _ensure_credentials(pki)
     return pki
 
 
+KAFKA_BROKER_CN = "kafka-broker"
+
+
+def _ensure_kafka_broker(pki: DevPki) -> None:
+    """The Kafka broker's TLS key and certificate in one PEM file (Kafka's PEM keystore). The broker
+    also presents it to its own controller listener (mutual TLS), as principal ``User:kafka-broker``."""
+    if pki.kafka_keystore.exists():
+        return
+    ca_key = serialization.load_pem_private_key((pki.root / "ca.key").read_bytes(), password=None)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = _key()
+    cert = _cert(KAFKA_BROKER_CN, key, ca, ca_key, dns=["localhost", "kafka"], client_auth=True)
+    pki.kafka_keystore.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+    pki.kafka_keystore.chmod(0o600)
+
+
 def _ensure_credentials(pki: DevPki) -> None:
-    """Random passwords for the service roles (credentials/postgres-sais_<service>), mode 600."""
+    """Random passwords, mode 600: the service roles (credentials/postgres-sais_<service>), the
+    services' and the upstream publisher's Kafka users (kafka-sais-<service>) and Kafka's administrator."""
     import secrets
 
-    from .settings import SERVICES, service_principal
+    from .settings import KAFKA_ADMIN, SERVICES, kafka_user, service_principal
 
     folder = pki.root / "credentials"
     folder.mkdir(mode=0o700, exist_ok=True)
-    for service in SERVICES:
-        path = folder / f"postgres-{service_principal(service)}"
+    names = [f"postgres-{service_principal(s)}" for s in SERVICES]
+    names += [f"kafka-{kafka_user(s)}" for s in (*SERVICES, "publisher")] + [f"kafka-{KAFKA_ADMIN}"]
+    for name in names:
+        path = folder / name
         if not path.exists():
             path.write_text(secrets.token_urlsafe(24) + "\n")
             path.chmod(0o600)

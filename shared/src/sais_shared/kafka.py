@@ -21,14 +21,16 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.api import Request
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel, ValidationError
 
-from . import ops
+from . import kafka_access, ops
 from .crypto import SealedValueError
-from .errors import InvalidMessageError
+from .errors import ConfigurationError, InvalidMessageError
 from .events import DeadLetter, Event, stable_id
 from .settings import CommonSettings
 from .topics import Topics
@@ -40,10 +42,13 @@ TRANSIENT_RETRY_PAUSE_S = 2.0
 JSON_HEADERS = [("content-type", b"application/json")]
 
 
-def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
+def make_broker(settings: CommonSettings, client_id: str, service: str) -> KafkaBroker:
+    """A FastStream broker that logs in as ``service``'s own Kafka user."""
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=client_id,
+        security=settings.kafka_security(service),
+        allow_auto_create_topics=False,  # topics are the administrator's (`sais kafka setup`); check_topics
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
@@ -53,31 +58,103 @@ def make_broker(settings: CommonSettings, client_id: str) -> KafkaBroker:
     )
 
 
-async def ensure_topics(settings: CommonSettings, topics: Topics | None = None) -> None:
-    """Create every topic of the product (idempotent), with the backstop retention."""
-    topics = topics or Topics(settings.topic_prefix)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> dict[str, int]:
+    """As Kafka's administrator: create the product's topics (idempotent, with the backstop retention)
+    and, on a broker with authentication, the ACLs of every service (see :mod:`kafka_access`)."""
+    topics = Topics(prefix or settings.topic_prefix)
+    admin = AIOKafkaAdminClient(**settings.kafka_login(None))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        retention_ms = str(settings.topic_retention_days * 24 * 3600 * 1000)
         new = [
-            NewTopic(
-                name=t,
-                num_partitions=settings.topic_partitions,
-                replication_factor=1,
-                topic_configs={"retention.ms": retention_ms},
-            )
-            for t in topics.all()
-            if t not in existing
+            NewTopic(name=getattr(topics, attr), num_partitions=settings.topic_partitions,
+                     replication_factor=settings.topic_replication_factor,
+                     topic_configs={"retention.ms": str(days * 24 * 3600 * 1000)})
+            for attr in topics.names()
+            if getattr(topics, attr) not in existing
+            for days in [kafka_access.retention_days(attr, settings.topic_retention_days)]
         ]
         if new:
             try:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
+        acls = []
+        if settings.kafka_security_protocol != "PLAINTEXT":
+            acls = kafka_access.bindings(topics.prefix)
+            await _create_acls(admin, acls)
+        await _until_visible(admin, set(topics.all()), set(acls))
+        return {"topics_created": len(new), "acls": len(acls)}
     finally:
         await admin.close()
+
+
+class _CreateAcls(Request[CreateAclsRequest_v1]):
+    """CreateAcls with many bindings in one request (aiokafka ships the message, not yet a method;
+    its own builder sends one binding per request). v1 carries the pattern type (PREFIXED)."""
+
+    API_KEY = 30
+
+    def __init__(self, bindings: Sequence[kafka_access.Binding]) -> None:
+        self.bindings = bindings
+
+    def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
+        allow, any_host = 3, "*"
+        return request_struct_class([(int(b.resource), b.name, int(b.pattern), b.principal, any_host,
+                                      int(b.operation), allow) for b in self.bindings])
+
+
+async def _create_acls(admin: AIOKafkaAdminClient, bindings: Sequence[kafka_access.Binding]) -> int:
+    response = await admin._send_request(_CreateAcls(bindings))
+    failed = [(b, err) for b, (code, err) in zip(bindings, response.creation_responses, strict=True) if code]
+    if failed:
+        raise ConfigurationError(f"Kafka refused {len(failed)} ACL(s), first: {failed[0][0]} ({failed[0][1]})")
+    return len(bindings)
+
+
+async def _acls_in_force(admin: AIOKafkaAdminClient) -> set[kafka_access.Binding]:
+    any_, match = 1, 2
+    response = await admin._send_request(DescribeAclsRequest(any_, None, match, None, None, any_, any_))
+    return {kafka_access.Binding(acl[0], kafka_access.Resource(rtype), name, kafka_access.Pattern(pattern),
+                                 kafka_access.Operation(acl[2]))
+            for rtype, name, pattern, acls in response.resources for acl in acls
+            if rtype in (2, 3) and pattern in (3, 4) and acl[2] in (3, 4, 8)}
+
+
+async def _until_visible(admin: AIOKafkaAdminClient, topics: set[str], acls: set[kafka_access.Binding],
+                         timeout_s: float = 30.0) -> None:
+    """The controller has accepted the topics and ACLs; wait until the broker serves them (metadata
+    propagates asynchronously), so that a service started next finds them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        missing_topics = topics - set(await admin.list_topics())
+        missing_acls = acls - await _acls_in_force(admin) if acls else set()
+        if not missing_topics and not missing_acls:
+            return
+        if loop.time() > deadline:
+            raise ConfigurationError(f"Kafka has not applied {len(missing_topics)} topic(s) and "
+                                     f"{len(missing_acls)} ACL(s) after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)  # polling the broker's own view: there is no event to wait on
+
+
+async def check_topics(settings: CommonSettings, service: str, timeout_s: float = 10.0) -> None:
+    """Refuse to start when a topic this service uses is missing (or not visible to its user): topics
+    are created by the administrator (``sais kafka setup``), never by a service. Waits briefly, as a
+    broker may still be applying a setup that has just run."""
+    reads, writes = kafka_access.topics_of(service, settings.topic_prefix)
+    admin = AIOKafkaAdminClient(**settings.kafka_login(service))
+    await admin.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while (missing := sorted(set(reads + writes) - set(await admin.list_topics()))) and loop.time() < deadline:
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    if missing:
+        raise ConfigurationError(f"Kafka topic(s) missing or not allowed for {service}: {', '.join(missing)}; "
+                                 "run `sais kafka setup` as the Kafka administrator")
 
 
 def aiokafka_producer(publisher: Any) -> AIOKafkaProducer | None:

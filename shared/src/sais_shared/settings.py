@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 from datetime import date
 from pathlib import Path
+from typing import Any, Literal
 
 import structlog
 from pydantic import Field, SecretStr, model_validator
@@ -22,10 +23,21 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
+    kafka_security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = Field(
+        "SASL_SSL", description="SASL_SSL: TLS, and SCRAM-SHA-512 as the service's own Kafka user sais-<service> "
+                                "(password in the file kafka-sais-<service> of SAIS_CREDENTIALS_DIR). PLAINTEXT only for a development "
+                                "broker without authentication")
+    kafka_ca_file: Path | None = Field(None, description="CA certificate(s) the Kafka broker's TLS certificate "
+                                                         "must chain to (the system's CAs when unset)")
+    kafka_admin_user: str = Field("admin", description="Kafka administrator (`sais kafka setup`, tools)")
+    kafka_admin_password_file: Path | None = Field(
+        None, description="File holding the Kafka administrator's password (administrative commands only)")
     topic_prefix: str = Field("sais", description="Prefix of every topic name")
-    topic_partitions: int = Field(3, ge=1)
+    topic_partitions: int = Field(3, ge=1, description="Partitions of each topic `sais kafka setup` creates")
+    topic_replication_factor: int = Field(1, ge=1, description="Replicas of each topic `sais kafka setup` creates")
     topic_retention_days: int = Field(
-        120, ge=1, description="Backstop retention of every topic (crypto-shredding is primary)"
+        120, ge=1, description="Backstop retention of the topics `sais kafka setup` creates, the inbound topic aside "
+                    "(7 days); crypto-shredding is what deletes readable data"
     )
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:15432/sais",
@@ -33,7 +45,7 @@ class CommonSettings(BaseSettings):
                     "connects as its own role (sais_<service>) and only administrative commands (`sais db migrate`, "
                     "`sais protocol load`, `sais audit`, KEK rotation) use the user named here")
     credentials_dir: Path | None = Field(
-        None, description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais_<service> hold "
+        None, description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais-<service> hold "
                           "that service's PostgreSQL and Kafka passwords (mount only the running service's own)")
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
@@ -62,6 +74,40 @@ class CommonSettings(BaseSettings):
         role = service_principal(service)
         return {"dsn": self.database_url, "user": role,
                 "password": read_secret(self.credentials_dir / f"postgres-{role}", "SAIS_CREDENTIALS_DIR")}
+
+    def kafka_login(self, service: str | None) -> dict[str, Any]:
+        """aiokafka connection arguments as one service's Kafka user, or the administrator (None)."""
+        base: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap}
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return base
+        user, password = self._kafka_credentials(service)
+        from aiokafka.helpers import create_ssl_context
+
+        return {**base, "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": user, "sasl_plain_password": password,
+                "ssl_context": create_ssl_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None)}
+
+    def kafka_security(self, service: str | None) -> Any:
+        """The same login for FastStream's KafkaBroker (None on a PLAINTEXT development broker)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return None
+        from faststream.security import SASLScram512
+
+        login = self.kafka_login(service)
+        return SASLScram512(username=login["sasl_plain_username"], password=login["sasl_plain_password"],
+                            ssl_context=login["ssl_context"], use_ssl=True)
+
+    def _kafka_credentials(self, service: str | None) -> tuple[str, str]:
+        if service is None:
+            if self.kafka_admin_password_file is None:
+                raise ConfigurationError("this command administers Kafka: set SAIS_KAFKA_ADMIN_PASSWORD_FILE")
+            return self.kafka_admin_user, read_secret(self.kafka_admin_password_file,
+                                                      "SAIS_KAFKA_ADMIN_PASSWORD_FILE")
+        if self.credentials_dir is None:
+            raise ConfigurationError("Kafka needs a login (SAIS_KAFKA_SECURITY_PROTOCOL=SASL_SSL): set "
+                                     "SAIS_CREDENTIALS_DIR to the folder holding kafka-sais-<service>")
+        user = kafka_user(service)
+        return user, read_secret(self.credentials_dir / f"kafka-{user}", "SAIS_CREDENTIALS_DIR")
 
     def index_key_bytes(self) -> bytes | None:
         return read_key_file(self.index_key_file, "SAIS_INDEX_KEY_FILE") if self.index_key_file else None
@@ -92,6 +138,7 @@ class CommonSettings(BaseSettings):
 
 
 SERVICES = ("ingest", "eligibility", "delivery", "retention")
+KAFKA_ADMIN = "admin"  # the Kafka administrator's user name in the development PKI
 
 
 def service_principal(service: str) -> str:
@@ -99,6 +146,11 @@ def service_principal(service: str) -> str:
     if service not in (*SERVICES, "publisher"):
         raise ConfigurationError(f"unknown service {service!r}")
     return f"sais_{service}"
+
+
+def kafka_user(service: str) -> str:
+    """A service's Kafka user (``sais-ingest`` …): a Kubernetes name, as Strimzi's KafkaUser needs."""
+    return service_principal(service).replace("_", "-")
 
 
 def read_secret(path: Path, setting: str) -> str:

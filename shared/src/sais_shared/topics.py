@@ -49,11 +49,12 @@ class Topics:
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter.v1"
 
+    @classmethod
+    def names(cls) -> list[str]:
+        """The attribute name of every topic (``inbound``, ``cohort`` …)."""
+        return sorted(name for name in dir(cls) if isinstance(getattr(cls, name), property))
+
     def all(self) -> list[str]:
-        return [
-            getattr(self, name)
-            for name in dir(type(self))
-            if isinstance(getattr(type(self), name), property)
-        ]
+        return [getattr(self, name) for name in self.names()]
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from sais_shared.errors import SaisError
 
-from ..app import DeliveryContext
+from ..app import delivery_session
 from ..config import DeliverySettings
 from ..domain.errors import (
     DeliveryFailedError,
@@ -30,7 +30,7 @@ EXIT_REFUSED, EXIT_UNCERTAIN, EXIT_TRANSIENT, EXIT_NOTHING, EXIT_PERMANENT = 3, 
 
 def _run(coro_fn):
     async def go():
-        async with DeliveryContext(DeliverySettings()) as svc:
+        async with delivery_session(DeliverySettings()) as svc:
             return await coro_fn(svc)
     try:
         return asyncio.run(go())

@@ -32,7 +32,7 @@ from sais_shared.events import (
 )
 from sais_shared.keystore import KeyStore, audit
 from sais_shared.outbox import flush_outbox
-from sais_shared.protocol import normalise_address, recipient_allowed
+from sais_shared.protocol import normalise_address
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
@@ -48,13 +48,9 @@ from ..domain.errors import (
     DeliveryRefusedError,
     NothingToDeliverError,
     PartTooLargeError,
-    RecipientNotAllowedError,
-    ReviewOverdueError,
-    SharingSuspendedError,
-    StaleDataError,
-    TransferMethodNotAllowedError,
     UncertainDeliveryError,
 )
+from ..domain.guards import Sharing, Verdict, may_send, stale_before, stale_refusal
 from ..domain.parts import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SchoolLoad,
@@ -153,25 +149,16 @@ class DeliveryService(FollowsProtocol):
         ops.SHARING_SUSPENDED.set(1 if suspended else 0)
 
     async def _check(self, window: str, recipient: str, actor: str, override_review: str | None) -> None:
-        subject = f"window:{window}"
-        if self.protocol.transfer.method != "smime-email":
-            await self._refuse(actor, TransferMethodNotAllowedError(
-                f"transfer method {self.protocol.transfer.method!r} is not supported"), subject)
-        if not recipient_allowed(recipient, self.protocol.transfer.allowed_recipient_domains):
-            await self._refuse(actor, RecipientNotAllowedError(
-                f"{recipient!r} is not one e-mail address in an allow-listed domain {self.protocol.transfer.allowed_recipient_domains} "
-                "(ISP §7.2, §8.2, §8.3); nothing was sent"), subject, recipient=recipient)
         suspended, reason = await self.is_suspended()
-        if suspended:
-            await self._refuse(actor, SharingSuspendedError(
-                f"sharing is suspended (ISP §16.4): {reason}; an operator must resume it first"), subject)
-        if self.protocol.review_overdue(self.clock.today()):
-            if not override_review:
-                await self._refuse(actor, ReviewOverdueError(
-                    f"protocol v{self.protocol.version} was due for review on {self.protocol.review_date} (ISP §15); "
-                    "load a reviewed version, or pass an override with a reason"), subject)
-            await audit(self.pool, actor, "protocol.review_overridden", subject, {"reason": override_review},
-                        self.protocol.version)
+        verdict = may_send(self.protocol, recipient, Sharing(suspended, reason), self.clock.today(), override_review)
+        await self._enforce(verdict, actor, f"window:{window}")
+        if verdict.review_overridden:
+            await audit(self.pool, actor, "protocol.review_overridden", f"window:{window}",
+                        {"reason": override_review}, self.protocol.version)
+
+    async def _enforce(self, verdict: Verdict, actor: str, subject: str) -> None:
+        if verdict.refusal is not None:
+            await self._refuse(actor, verdict.refusal, subject, **(verdict.details or {}))
 
     # --- deliver --------------------------------------------------------------------------
 
@@ -194,15 +181,11 @@ class DeliveryService(FollowsProtocol):
             academic_year, win.sources)
         if not stats["n"]:
             raise NothingToDeliverError(f"no cohort records for the {window} window of {academic_year}")
-        limit = self.clock.now() - relativedelta(months=self.protocol.staleness_months)
+        limit = stale_before(self.clock.now(), self.protocol.staleness_months)
         stale = [str(r["x"]) for r in await self.pool.fetch(
             f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} "
             "AND received_at < $3 ORDER BY 1", academic_year, win.sources, limit)]
-        if stale:
-            await self._refuse(actor, StaleDataError(
-                f"data held for longer than {self.protocol.staleness_months} months (ISP §9.5) from extract(s) "
-                f"{', '.join(stale)}: ingest a refreshed extract before delivering"), f"window:{window}",
-                extracts=stale)
+        await self._enforce(stale_refusal(stale, self.protocol.staleness_months), actor, f"window:{window}")
 
         last = await self.pool.fetchrow(
             "SELECT batch_id, content_sha256 FROM delivery.batches "

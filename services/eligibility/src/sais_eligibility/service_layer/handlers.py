@@ -14,14 +14,11 @@ exclusively, in its own short transaction, and only when an extract is found com
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 from uuid import UUID
 
-import asyncpg
 import structlog
 from sais_shared import ops
-from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
 from sais_shared.events import (
     CohortMemberAdded,
@@ -32,9 +29,7 @@ from sais_shared.events import (
     pupil_aad,
     stable_id,
 )
-from sais_shared.kafka import claim_new
-from sais_shared.keystore import KeyStore
-from sais_shared.outbox import flush_outbox
+from sais_shared.ports import Clock, Keys, Outbox
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import (
     academic_year_label,
@@ -43,19 +38,21 @@ from sais_shared.schoolyear import (
     roll_forward,
 )
 
+from ..domain.cohort import Held, diff_cohort
 from ..domain.model import Candidate, Record, match, memberships, unknown_sex_findings
 from ..domain.rules import YearRules
+from .ports import Repository, Row, UnitOfWork
 
 log = structlog.get_logger("sais.eligibility")
 
 
 @dataclass
 class EligibilityService(FollowsProtocol):
-    pool: asyncpg.Pool
-    keys: KeyStore
+    uow: UnitOfWork
+    keys: Keys
     protocol_ref: ProtocolRef
     rules: dict[str, YearRules]
-    cohort_publisher: Any
+    outbox: Outbox
     clock: Clock
 
 
@@ -73,14 +70,14 @@ class EligibilityService(FollowsProtocol):
             rule = self.protocol.source(e.source)
             by_year[academic_year_label(rule.target_academic_year(e.reference_date))].append(e)
         keys = await self.keys.get_many({e.personal.key_id for e in events})
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new(conn, "eligibility.processed", [e.event_id for e in events])
+        async with self.uow() as repo:
+            fresh = await repo.claim_new([e.event_id for e in events])
             for year in sorted(by_year):
                 batch = [e for e in by_year[year] if e.event_id in fresh]
                 if batch:
-                    await _lock_year(conn, year, exclusive=False)
-                    await _lock_children(conn, year, {e.match_key for e in batch})
-                    await self._record(conn, year, batch, keys)
+                    await repo.lock_year(year, exclusive=False)
+                    await repo.lock_children(year, {e.match_key for e in batch})
+                    await self._record(repo, year, batch, keys)
         for year in sorted(by_year):
             await self.reconcile_if_ready(year)
         await self.flush_outbox()
@@ -88,23 +85,17 @@ class EligibilityService(FollowsProtocol):
     async def reconcile_if_ready(self, year: str) -> None:
         """Reconcile the extracts of ``year`` whose rows are all recorded. The check runs without a
         lock; the batch that commits an extract's last row always sees it complete."""
-        if not await self.pool.fetchval(f"SELECT EXISTS ({_READY})", year):
-            return
-        async with self.pool.acquire() as conn, conn.transaction():
-            await _lock_year(conn, year, exclusive=True)
-            await self._reconcile_ready(conn, year)
+        async with self.uow() as repo:
+            if not await repo.any_ready(year):
+                return
+        async with self.uow() as repo:
+            await repo.lock_year(year, exclusive=True)
+            await self._reconcile_ready(repo, year)
 
-    async def _record(self, conn: asyncpg.Connection, year: str, events: list[PupilRecorded], keys) -> None:
+    async def _record(self, repo: Repository, year: str, events: list[PupilRecorded], keys) -> None:
         start = parse_academic_year(year)
-        match_keys = list({e.match_key for e in events})
-        rows = await conn.fetch(
-            "SELECT match_key, pupil_id, array_agg(postcode_key) pk, array_agg(extract_id) ex "
-            "FROM eligibility.records WHERE academic_year=$1 AND match_key = ANY($2) AND active "
-            "GROUP BY match_key, pupil_id",
-            year, match_keys,
-        )
         candidates: dict[str, list[Candidate]] = defaultdict(list)
-        for r in rows:
+        for r in await repo.known_children(year, list({e.match_key for e in events})):
             candidates[r["match_key"]].append(Candidate(r["pupil_id"], frozenset(r["pk"]), frozenset(r["ex"])))
 
         kek = self.keys.kek
@@ -122,221 +113,162 @@ class EligibilityService(FollowsProtocol):
             inserts.append((e.record_id, e.extract_id, year, pupil_id, e.match_key, postcode_key, content_key,
                             e.source, e.reference_date, e.occurred_at, e.school_dfe, e.school_name, e.year_group,
                             target, dob_year, e.gender, e.personal.key_id, e.personal.model_dump_json()))
-            if m.postcode_differs:
-                findings.append((year, pupil_id, "matched-postcode-differs",
-                                 "matched on name and date of birth; postcode differs (a move, or two children?)",
-                                 e.school_dfe))
-            if m.ambiguous:
-                findings.append((year, pupil_id, "ambiguous-match",
-                                 "same name and date of birth as two or more children; not merged", e.school_dfe))
-            if dob_year != target:
-                findings.append((year, pupil_id, "out-of-year-group",
-                                 f"taught in year {target}; date of birth implies year {dob_year}", e.school_dfe))
-            # make this record a candidate for later rows of the same batch
-            existing = next((c for c in candidates[e.match_key] if c.pupil_id == pupil_id), None)
-            if existing:
-                candidates[e.match_key].remove(existing)
-                candidates[e.match_key].append(Candidate(pupil_id, existing.postcode_keys | {postcode_key},
-                                                         existing.extract_ids | {e.extract_id}))
-            else:
-                candidates[e.match_key].append(Candidate(pupil_id, frozenset({postcode_key}), frozenset({e.extract_id})))
+            findings += [(year, pupil_id, code, detail, e.school_dfe)
+                         for code, detail in match_findings(m, target, dob_year)]
+            remember(candidates[e.match_key], pupil_id, postcode_key, e.extract_id)  # for later rows of the batch
             touched.add(pupil_id)
 
-        await conn.executemany(
-            "INSERT INTO eligibility.records(record_id, extract_id, academic_year, pupil_id, match_key, postcode_key, "
-            "content_key, source, reference_date, received_at, school_dfe, school_name, recorded_year_group, "
-            "year_group, dob_year_group, gender, key_id, personal) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
-            "$13,$14,$15,$16,$17,$18::jsonb) ON CONFLICT (record_id) DO NOTHING",
-            inserts,
-        )
-        await self._add_findings(conn, findings)
-        await self._recompute(conn, year, touched, opened)
-
-    async def _add_findings(self, conn: asyncpg.Connection, findings: list[tuple]) -> None:
-        if findings:
-            await conn.executemany(
-                "INSERT INTO eligibility.findings(academic_year, pupil_id, code, detail, school_dfe) "
-                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (academic_year, pupil_id, code) "
-                "DO UPDATE SET detail=EXCLUDED.detail, school_dfe=EXCLUDED.school_dfe, at=now()",
-                findings,
-            )
+        await repo.add_records(inserts)
+        await repo.add_findings(findings)
+        await self._recompute(repo, year, touched, opened)
 
     # --- cohort ---------------------------------------------------------------------------
 
-    async def _recompute(self, conn: asyncpg.Connection, year: str, pupil_ids: set[UUID],
+    async def _recompute(self, repo: Repository, year: str, pupil_ids: set[UUID],
                          opened: dict[UUID, PupilPersonal] | None = None) -> None:
         """Bring the cohort of these children in line with their active records; write the outbox.
         ``opened``: personal fields already opened in this batch, by record id."""
-        opened = opened or {}
         rules = self.rules.get(year)
         if not pupil_ids:
             return
         if rules is None:
             log.warning("eligibility.no_rules", academic_year=year, pupils=len(pupil_ids))
             return
-        recs = await conn.fetch(
-            "SELECT * FROM eligibility.records WHERE pupil_id = ANY($1) AND active", list(pupil_ids)
-        )
-        by_pupil: dict[UUID, list[asyncpg.Record]] = defaultdict(list)
-        for r in recs:
-            by_pupil[r["pupil_id"]].append(r)
-        current = await conn.fetch(
-            "SELECT programme, pupil_id, status, fingerprint, revision FROM eligibility.cohort "
-            "WHERE academic_year=$1 AND pupil_id = ANY($2)", year, list(pupil_ids),
-        )
-        cur = {(r["pupil_id"], r["programme"]): r for r in current}
-        cur_by_pupil: dict[UUID, list[tuple[str, asyncpg.Record]]] = defaultdict(list)
-        for r in current:
-            cur_by_pupil[r["pupil_id"]].append((r["programme"], r))
-        keys = await self.keys.get_many({r["key_id"] for r in recs})
-        now = self.clock.now()
-        upserts, outbox, findings = [], [], []
-        changes: Counter[tuple[str, str]] = Counter()  # counted here, reported once per batch
-        programmes = {p.key: p for p in rules.programmes}
-
+        records, held = await repo.cohort_state(year, pupil_ids)
+        keys = await self.keys.get_many({r["key_id"] for rows in records.values() for r in rows})
+        out = _CohortWrites()
         for pupil_id in pupil_ids:
-            raw = by_pupil.get(pupil_id, [])
-            records = [_record(r) for r in raw]
-            raw_by_id = {r["record_id"]: r for r in raw}
-            wanted = memberships(records, rules)
-            for key in unknown_sex_findings(records, rules):
-                findings.append((year, pupil_id, f"unknown-sex:{key}",
+            self._recompute_child(out, year, rules, pupil_id, records.get(pupil_id, []), held.get(pupil_id, {}),
+                                  keys, opened or {})
+        await repo.save_cohort(out.upserts, out.withdrawals, out.outbox)
+        await repo.add_findings(out.findings)
+        for (key, change), n in out.changes.items():
+            ops.COHORT_EVENTS.labels(key, change).inc(n)
+
+    def _recompute_child(self, out: _CohortWrites, year: str, rules: YearRules, pupil_id: UUID,
+                         raw: list[Row], held: dict[str, Held], keys, opened: dict) -> None:
+        """One child: what the rules want from its records, diffed against what was published."""
+        records = [_record(r) for r in raw]
+        raw_by_id = {r["record_id"]: r for r in raw}
+        programmes = {p.key: p for p in rules.programmes}
+        wanted = memberships(records, rules)
+        for key in unknown_sex_findings(records, rules):
+            out.findings.append((year, pupil_id, f"unknown-sex:{key}",
                                  f"sex not known; {key} is for {programmes[key].sexes} only", records[0].school_dfe))
-            for key, mem in wanted.items():
-                row = raw_by_id[mem.record.record_id]
-                fp = _fingerprint(row)
-                prev = cur.get((pupil_id, key))
-                if prev is not None and prev["status"] == "active" and prev["fingerprint"] == fp:
-                    continue  # unchanged: no event
-                revision = (prev["revision"] if prev else 0) + 1
-                change = "updated" if prev is not None and prev["status"] == "active" else "added"
-                key_obj = keys[row["key_id"]]
-                details = opened.get(row["record_id"]) or key_obj.open_model(
-                    Sealed.model_validate_json(row["personal"]), PupilPersonal, record_aad(row))
-                lineage = sorted({r.extract_id for r in records}, key=str)
-                ev = CohortMemberAdded(
-                    event_id=stable_id("cohort", year, key, pupil_id, revision), occurred_at=now, change=change,
-                    academic_year=year, programme=mem.programme.id, dose=mem.programme.dose, pupil_id=pupil_id,
-                    school_dfe=row["school_dfe"], school_name=row["school_name"], year_group=row["year_group"],
-                    gender=row["gender"], source=row["source"], reference_date=row["reference_date"],
-                    received_at=row["received_at"], extract_ids=lineage, revision=revision,
-                    personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""),
-                )
-                ev = ev.model_copy(update={"personal": key_obj.seal_model(details, ev.aad())})
-                upserts.append((year, key, pupil_id, mem.programme.dose, "active", fp, revision,
-                                row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
-                outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
-                changes[(key, change)] += 1
-            for key, prev in cur_by_pupil.get(pupil_id, ()):
-                if key in wanted or prev["status"] != "active":
-                    continue
-                revision = prev["revision"] + 1
+        fingerprints = {key: _fingerprint(raw_by_id[mem.record.record_id]) for key, mem in wanted.items()}
+        now = self.clock.now()
+        for change in diff_cohort(fingerprints, held):
+            key, revision = change.programme, change.revision
+            if change.kind == "withdrawn":
                 p = programmes.get(key)
                 ev = CohortMemberWithdrawn(
                     event_id=stable_id("cohort", year, key, pupil_id, revision), occurred_at=now,
                     academic_year=year, programme=p.id if p else key.split("-dose-")[0],
                     dose=p.dose if p else None, pupil_id=pupil_id, revision=revision,
                     reason="no longer in the cohort after a replacement dataset (ISP §9.6)" if not raw
-                    else "details changed: no longer eligible",
-                )
-                await conn.execute(
-                    "UPDATE eligibility.cohort SET status='withdrawn', revision=$4, updated_at=now() "
-                    "WHERE academic_year=$1 AND programme=$2 AND pupil_id=$3", year, key, pupil_id, revision,
-                )
-                outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
-                changes[(key, "withdrawn")] += 1
+                    else "details changed: no longer eligible")
+                out.withdrawals.append((year, key, pupil_id, revision))
+            else:
+                mem = wanted[key]
+                row = raw_by_id[mem.record.record_id]
+                ev = self._member_event(year, mem, row, change.kind, revision, keys[row["key_id"]],
+                                        opened.get(row["record_id"]), sorted({r.extract_id for r in records}, key=str))
+                out.upserts.append((year, key, pupil_id, mem.programme.dose, "active", fingerprints[key], revision,
+                                    row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
+            out.outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
+            out.changes[(key, change.kind)] += 1
 
-        if upserts:
-            await conn.executemany(
-                "INSERT INTO eligibility.cohort(academic_year, programme, pupil_id, dose, status, fingerprint, "
-                "revision, record_id, school_dfe, year_group, gender) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
-                "ON CONFLICT (academic_year, programme, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
-                "fingerprint=EXCLUDED.fingerprint, revision=EXCLUDED.revision, record_id=EXCLUDED.record_id, "
-                "school_dfe=EXCLUDED.school_dfe, year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, "
-                "updated_at=now()",
-                upserts,
-            )
-        await self._add_findings(conn, findings)
-        for (key, change), n in changes.items():
-            ops.COHORT_EVENTS.labels(key, change).inc(n)
-        if outbox:
-            await conn.executemany(
-                "INSERT INTO eligibility.outbox(event_id, key, payload) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
-                outbox,
-            )
+    def _member_event(self, year: str, mem, row: Row, change: str, revision: int, key_obj,
+                      details: PupilPersonal | None, lineage: list[UUID]) -> CohortMemberAdded:
+        """The cohort event of a child's membership, personal fields sealed to the event."""
+        details = details or key_obj.open_model(Sealed.model_validate_json(row["personal"]), PupilPersonal,
+                                                record_aad(row))
+        ev = CohortMemberAdded(
+            event_id=stable_id("cohort", year, mem.programme.key, row["pupil_id"], revision),
+            occurred_at=self.clock.now(), change=change, academic_year=year, programme=mem.programme.id,
+            dose=mem.programme.dose, pupil_id=row["pupil_id"], school_dfe=row["school_dfe"],
+            school_name=row["school_name"], year_group=row["year_group"], gender=row["gender"], source=row["source"],
+            reference_date=row["reference_date"], received_at=row["received_at"], extract_ids=lineage,
+            revision=revision, personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""))
+        return ev.model_copy(update={"personal": key_obj.seal_model(details, ev.aad())})
 
     # --- extracts and replacement datasets -------------------------------------------------
 
     async def handle_extracts(self, events: list[ExtractCompleted]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await claim_new(conn, "eligibility.processed", [e.event_id for e in events])
-            for e in events:
-                if e.event_id not in fresh:
-                    continue
-                await conn.execute(
-                    "INSERT INTO eligibility.extracts(extract_id, source, reference_date, academic_year, accepted, "
-                    "supersedes, key_id, completed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
-                    "ON CONFLICT (extract_id) DO NOTHING",
-                    e.extract_id, e.source, e.reference_date, e.target_academic_year, e.accepted, e.supersedes,
-                    e.key_id, e.occurred_at,
-                )
+        async with self.uow() as repo:
+            fresh = await repo.claim_new([e.event_id for e in events])
+            await repo.add_extracts([
+                (e.extract_id, e.source, e.reference_date, e.target_academic_year, e.accepted, e.supersedes,
+                 e.key_id, e.occurred_at) for e in events if e.event_id in fresh])
             for year in sorted({e.target_academic_year for e in events}):
-                await _lock_year(conn, year, exclusive=True)
-                await self._reconcile_ready(conn, year)
+                await repo.lock_year(year, exclusive=True)
+                await self._reconcile_ready(repo, year)
         await self.flush_outbox()
 
-    async def _reconcile_ready(self, conn: asyncpg.Connection, year: str) -> None:
+    async def _reconcile_ready(self, repo: Repository, year: str) -> None:
         """An extract is complete when all its accepted rows are recorded; then a replacement
         dataset retires the extract it supersedes, withdrawing children no longer present."""
-        ready = await conn.fetch(_READY, year)
-        for r in ready:
+        for r in await repo.ready_extracts(year):
             if r["supersedes"] is not None:
-                retired = await conn.fetch(
-                    "UPDATE eligibility.records SET active=false WHERE extract_id=$1 AND active RETURNING pupil_id",
-                    r["supersedes"],
-                )
-                await self._recompute(conn, year, {x["pupil_id"] for x in retired})
+                retired = await repo.retire_extract(r["supersedes"])
+                await self._recompute(repo, year, retired)
                 log.info("extract.replaced", extract_id=str(r["extract_id"]), superseded=str(r["supersedes"]),
                          records_retired=len(retired))
-            await conn.execute("UPDATE eligibility.extracts SET reconciled_at=now() WHERE extract_id=$1",
-                               r["extract_id"])
+            await repo.mark_reconciled(r["extract_id"])
             log.info("extract.reconciled", extract_id=str(r["extract_id"]), academic_year=year)
 
     # --- outbox ---------------------------------------------------------------------------
 
     async def flush_outbox(self) -> int:
-        return await flush_outbox(self.pool, "eligibility.outbox", self.cohort_publisher)
+        return await self.outbox.flush()
 
 
-# Extracts of an academic year ($1) not yet reconciled whose accepted rows are all recorded.
-_READY = ("SELECT e.extract_id, e.supersedes FROM eligibility.extracts e WHERE e.academic_year=$1 "
-          "AND e.reconciled_at IS NULL AND e.accepted = "
-          "(SELECT count(*) FROM eligibility.records r WHERE r.extract_id = e.extract_id)")
+@dataclass
+class _CohortWrites:
+    """What one recompute writes, gathered to be written in a few statements."""
+
+    upserts: list[tuple] = field(default_factory=list)
+    withdrawals: list[tuple] = field(default_factory=list)
+    outbox: list[tuple] = field(default_factory=list)
+    findings: list[tuple] = field(default_factory=list)
+    changes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
-async def _lock_year(conn: asyncpg.Connection, year: str, *, exclusive: bool) -> None:
-    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    await conn.execute(f"SELECT {fn}(hashtext($1))", f"eligibility:{year}")
+def match_findings(m, target: str, dob_year: str) -> list[tuple[str, str]]:
+    """What a data officer should look at about one matched row: (code, detail)."""
+    out = []
+    if m.postcode_differs:
+        out.append(("matched-postcode-differs",
+                    "matched on name and date of birth; postcode differs (a move, or two children?)"))
+    if m.ambiguous:
+        out.append(("ambiguous-match", "same name and date of birth as two or more children; not merged"))
+    if dob_year != target:
+        out.append(("out-of-year-group", f"taught in year {target}; date of birth implies year {dob_year}"))
+    return out
 
 
-async def _lock_children(conn: asyncpg.Connection, year: str, match_keys: set[str]) -> None:
-    """One exclusive lock per child (match key) of the batch, taken in one sorted sweep."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(2, h) FROM (SELECT DISTINCT hashtext($1 || k) h "
-        "FROM unnest($2::text[]) k ORDER BY h) s", f"{year}:", sorted(match_keys))
+def remember(candidates: list[Candidate], pupil_id: UUID, postcode_key: str, extract_id: UUID) -> None:
+    """Make a recorded row a match candidate for the later rows of its batch."""
+    existing = next((c for c in candidates if c.pupil_id == pupil_id), None)
+    if existing:
+        candidates.remove(existing)
+        candidates.append(Candidate(pupil_id, existing.postcode_keys | {postcode_key},
+                                    existing.extract_ids | {extract_id}))
+    else:
+        candidates.append(Candidate(pupil_id, frozenset({postcode_key}), frozenset({extract_id})))
 
 
-def record_aad(row: asyncpg.Record) -> bytes:
+def record_aad(row: Row) -> bytes:
     """The context a stored record's sealed fields were sealed under (its pupil event's)."""
     return pupil_aad(row["extract_id"], row["record_id"], source=row["source"], reference_date=row["reference_date"],
                      school_dfe=row["school_dfe"], school_name=row["school_name"],
                      year_group=row["recorded_year_group"], gender=row["gender"], match_key=row["match_key"])
 
 
-def _fingerprint(row: asyncpg.Record) -> str:
+def _fingerprint(row: Row) -> str:
     return f"{row['content_key']}|{row['school_dfe']}|{row['school_name']}|{row['year_group']}|{row['gender']}"
 
 
-def _record(r: asyncpg.Record) -> Record:
+def _record(r: Row) -> Record:
     return Record(r["record_id"], r["extract_id"], r["pupil_id"], r["source"], r["reference_date"],
                   r["received_at"], r["school_dfe"], r["school_name"], r["year_group"], r["gender"], r["key_id"])

@@ -120,3 +120,57 @@ class ExtractRepository:
             "AND kind=$2 ORDER BY row_number, field LIMIT $3",
             extract_id, kind, limit,
         )
+
+
+class InboundStaging:
+    """Inbound extracts staged as they arrive, still sealed (ingest.inbound_extracts, inbound_records)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def started(self, extract_ref: str, source: str, reference_date: date, originator: str,
+                      started_json: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO ingest.inbound_extracts(extract_ref, source, reference_date, originator_system, started, "
+            "status) VALUES ($1,$2,$3,$4,$5::jsonb,'receiving') ON CONFLICT (extract_ref) DO NOTHING",
+            extract_ref, source, reference_date, originator, started_json)
+
+    async def stage(self, extract_ref: str, seq: int, nonce: str, ciphertext: str) -> bool:
+        """Stage a record; False when its extract was never started."""
+        status = await self.pool.fetchval(
+            "INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext) "
+            "SELECT $1,$2,$3,$4 WHERE EXISTS (SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1) "
+            "ON CONFLICT DO NOTHING RETURNING 'staged'", extract_ref, seq, nonce, ciphertext)
+        return status is not None or bool(await self.pool.fetchval(
+            "SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref))
+
+    async def head(self, extract_ref: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT * FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref)
+
+    async def count(self, extract_ref: str) -> tuple[int, int | None, int | None]:
+        """(records staged, lowest seq, highest seq)."""
+        return tuple(await self.pool.fetchrow(
+            "SELECT count(*), min(seq), max(seq) FROM ingest.inbound_records WHERE extract_ref=$1", extract_ref))
+
+    async def missing(self, extract_ref: str, expected: int, limit: int = 10) -> list[int]:
+        return [r["s"] for r in await self.pool.fetch(
+            "SELECT s FROM generate_series(1, $2::int) s WHERE NOT EXISTS (SELECT 1 FROM ingest.inbound_records "
+            "WHERE extract_ref=$1 AND seq=s) ORDER BY s LIMIT $3", extract_ref, expected, limit)]
+
+    async def records(self, extract_ref: str):
+        """The staged records in order, streamed with a server-side cursor (memory stays flat)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            async for r in conn.cursor("SELECT seq, nonce, ciphertext FROM ingest.inbound_records "
+                                       "WHERE extract_ref=$1 ORDER BY seq", extract_ref, prefetch=1000):
+                yield r
+
+    async def incomplete(self, extract_ref: str, problem: str) -> None:
+        await self.pool.execute("UPDATE ingest.inbound_extracts SET status='incomplete', problem=$2, "
+                                "updated_at=now() WHERE extract_ref=$1", extract_ref, problem)
+
+    async def ingested(self, extract_ref: str, extract_id: UUID) -> None:
+        """Mark it ingested and drop its staged records, together."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE ingest.inbound_extracts SET status='ingested', extract_id=$2, problem=NULL, "
+                               "updated_at=now() WHERE extract_ref=$1", extract_ref, extract_id)
+            await conn.execute("DELETE FROM ingest.inbound_records WHERE extract_ref=$1", extract_ref)

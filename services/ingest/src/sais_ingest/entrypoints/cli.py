@@ -16,10 +16,9 @@ from sais_shared.events import SOURCES
 from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.protocol import ProtocolError
 
-from ..app import IngestContext
-from ..config import IngestSettings
+from ..app import ingest_session
 from ..domain.model import ExtractFileError
-from ..service_layer.ingest_file import ExtractReport, ingest_file
+from ..service_layer.ingest_file import ExtractReport
 
 app = typer.Typer(help="Ingest LA extracts (census, admissions).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -77,15 +76,12 @@ def ingest_file_cmd(
     show_progress = console.is_terminal and size > 5 * 1024 * 1024
 
     async def run() -> ExtractReport:
-        async with IngestContext(IngestSettings()) as ctx:
-            assert ctx.runtime
-            rt = ctx.runtime
+        async with ingest_session() as session:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
                           TimeElapsedColumn(), console=console, disable=not show_progress) as bar:
                 task = bar.add_task(f"ingesting {path.name}", total=None)
-                return await ingest_file(path, source=source, reference_date=ref, protocol=rt.protocol,
-                                         repo=ctx.repo, keys=rt.keys, publishers=ctx.publishers, clock=rt.clock,
-                                         progress=lambda n: bar.update(task, completed=n))
+                return await session.service.file(path, source=source, reference_date=ref,
+                                                  progress=lambda n: bar.update(task, completed=n))
 
     try:
         rep = asyncio.run(run())

@@ -10,31 +10,16 @@ from datetime import date
 import typer
 from rich.console import Console
 from rich.table import Table
-from sais_shared.kafka import ensure_topics, make_broker
-from sais_shared.runtime import open_runtime
-from sais_shared.topics import Topics
 
-from ..app import MIGRATIONS, build_service, publishers
+from ..app import retention_session
 from ..config import RetentionSettings
 
 app = typer.Typer(help="Retention schedule and secure deletion (ISP §11).", no_args_is_help=True)
 
 
 async def _with_service(fn):
-    settings = RetentionSettings()
-    topics = Topics(settings.topic_prefix)
-    broker = make_broker(settings, "sais-retention-cli")
-    pubs = publishers(broker, topics)
-    rt = await open_runtime(settings, *MIGRATIONS, service="retention")
-    try:
-        await ensure_topics(settings, topics)
-        await broker.start()
-        try:
-            return await fn(build_service(rt, pubs, settings))
-        finally:
-            await broker.stop()
-    finally:
-        await rt.close()
+    async with retention_session(RetentionSettings()) as svc:
+        return await fn(svc)
 
 
 async def _await_certificates(svc, request_ids, wait_s: float) -> list[dict]:

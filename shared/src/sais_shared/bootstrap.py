@@ -1,0 +1,153 @@
+"""One composition shape for every service. A service declares a :class:`Wiring` (its name, its
+schemas, the publishers it declares on a broker, and ``bootstrap()``: how its use-case object is
+built from a runtime and those publishers), and gets from here:
+
+- :func:`service_app`: the long-running FastStream app (consumers, lifespan, health, timers);
+- :func:`session`: the same service for a CLI command or a test, broker started and stopped.
+
+Both open the runtime as the service's own database role, check its Kafka topics and build the
+service the same way, so a command and the running service never differ in how they are assembled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import structlog
+from faststream.kafka import KafkaBroker
+
+from .kafka import check_topics, make_broker
+from .logging import configure_logging
+from .ops import TIMER_RUNS, make_app
+from .runtime import Runtime, open_runtime
+from .settings import CommonSettings
+from .topics import Topics
+
+P = TypeVar("P")  # the service's publishers
+S = TypeVar("S")  # the service's use-case object
+Settings = TypeVar("Settings", bound=CommonSettings)
+
+log = structlog.get_logger("sais.bootstrap")
+
+
+@dataclass(frozen=True)
+class Wiring(Generic[P, S]):
+    service: str  # ingest | eligibility | delivery | retention: its role, Kafka user, topics
+    migrations: tuple[tuple[str, str], ...]  # (schema, package) it needs migrated
+    declare: Callable[[KafkaBroker, Topics], P]  # its publishers, declared on a broker before it starts
+    bootstrap: Callable[[Runtime, P, Any], S]  # its use-case object from runtime, publishers, settings
+
+
+@dataclass
+class Running(Generic[P, S]):
+    settings: Any
+    broker: KafkaBroker
+    publishers: P
+    runtime: Runtime
+    service: S
+
+
+async def start(wiring: Wiring[P, S], settings: CommonSettings, broker: KafkaBroker, publishers: P) -> Running[P, S]:
+    """Open the runtime as the service's own role, check its topics, build the service."""
+    rt = await open_runtime(settings, *wiring.migrations, service=wiring.service)
+    try:
+        await check_topics(settings, wiring.service)
+        return Running(settings, broker, publishers, rt, wiring.bootstrap(rt, publishers, settings))
+    except BaseException:
+        await rt.close()
+        raise
+
+
+@asynccontextmanager
+async def session(wiring: Wiring[P, S], settings: CommonSettings, client_id: str | None = None
+                  ) -> AsyncIterator[Running[P, S]]:
+    """The service for one command: ``async with session(WIRING, settings) as s: s.service…``."""
+    broker = make_broker(settings, client_id or f"sais-{wiring.service}-cli", wiring.service)
+    running = await start(wiring, settings, broker, wiring.declare(broker, Topics(settings.topic_prefix)))
+    try:
+        await broker.start()
+        yield running
+    finally:
+        await broker.stop()
+        await running.runtime.close()
+
+
+class Current(Generic[P, S]):
+    """The running service, for consumers registered before it exists."""
+
+    def __init__(self) -> None:
+        self.running: Running[P, S] | None = None
+
+    def __call__(self) -> Running[P, S]:
+        if self.running is None:
+            raise RuntimeError("service not started")
+        return self.running
+
+    @property
+    def service(self) -> S:
+        return self().service
+
+
+def service_app(
+    wiring: Wiring[P, S],
+    settings: Settings,
+    *,
+    subscribe: Callable[[KafkaBroker, Topics, Settings, Current[P, S]], None],
+    description: str,
+    after_start: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
+    timer: tuple[Callable[[Running[P, S]], Awaitable[Any]], float] | None = None,
+    check: Callable[[Settings], None] | None = None,
+):
+    """The long-running service: ``subscribe`` registers its consumers (they reach the service through
+    ``current``); ``after_start`` runs once it is up (outbox flush); ``timer`` is (tick, seconds), a
+    loop that survives a failing tick; ``check`` refuses a bad configuration before anything connects."""
+    configure_logging(settings.log_level, settings.log_format)
+    broker = make_broker(settings, f"sais-{wiring.service}", wiring.service)
+    topics = Topics(settings.topic_prefix)
+    publishers = wiring.declare(broker, topics)
+    current: Current[P, S] = Current()
+    subscribe(broker, topics, settings, current)
+    tasks: list[asyncio.Task] = []
+
+    @asynccontextmanager
+    async def lifespan():
+        if check is not None:
+            check(settings)
+        current.running = await start(wiring, settings, broker, publishers)
+        current.running.runtime.protocol_ref.start()
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await current.running.runtime.close()
+
+    async def ready() -> bool:  # PostgreSQL answers through the service's own pool
+        return current.running is not None and await current.running.runtime.pool.fetchval("SELECT 1") == 1
+
+    app = make_app(broker, title=f"sais-{wiring.service}", description=description, lifespan=lifespan, ready=ready)
+
+    async def loop(tick: Callable[[Running[P, S]], Awaitable[Any]], every_s: float) -> None:
+        while True:
+            try:
+                await tick(current())
+            except Exception as exc:  # a server away, a refused window: the next tick retries
+                log.error("timer.tick_failed", service=wiring.service, error=type(exc).__name__)
+            TIMER_RUNS.labels(f"sais-{wiring.service}").inc()
+            await asyncio.sleep(every_s)
+
+    @app.after_startup
+    async def _started() -> None:
+        if after_start is not None:
+            await after_start(current())
+        if timer is not None:
+            tasks.append(asyncio.create_task(loop(*timer)))
+
+    return app

@@ -1,0 +1,108 @@
+"""Each service's Kafka user is confined by the broker itself (TLS, SCRAM-SHA-512, ACLs): it writes only
+the topics it publishes, reads only the topics it consumes, joins only its own consumer groups; the
+upstream publisher can only write the inbound topic; nobody gets in without a password."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
+from sais_shared.kafka_access import topics_of
+from sais_shared.settings import SERVICES
+from sais_shared.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def secured(infra, env):
+    if infra.kafka_env.get("SAIS_KAFKA_SECURITY_PROTOCOL") == "PLAINTEXT":
+        pytest.skip("this broker has no authentication (a Docker test broker): nothing to prove")
+    return env
+
+
+def login(infra, env, principal: str) -> dict:
+    return infra.kafka_as(principal, Path(env["SAIS_CREDENTIALS_DIR"]))
+
+
+async def produce(kafka: dict, topic: str) -> None:
+    p = AIOKafkaProducer(**kafka, enable_idempotence=True, request_timeout_ms=10000)
+    await p.start()
+    try:
+        await p.send_and_wait(topic, b"{}")
+    finally:
+        await p.stop()
+
+
+async def read(kafka: dict, topic: str, group: str | None) -> None:
+    """Fetch from the topic (as a group member when ``group`` is given) until the broker answers."""
+    c = AIOKafkaConsumer(**kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest")
+    await c.start()
+    try:
+        if group:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, 0)])
+        await c.getmany(timeout_ms=3000)
+    finally:
+        await c.stop()
+
+
+async def describe_errors(kafka: dict, topics: list[str]) -> dict[str, int]:
+    """The broker's answer to a metadata request for each topic (0: visible)."""
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        return {t["topic"]: t["error_code"] for t in await admin.describe_topics(topics)}
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_a_service_reads_and_writes_its_own_topics_and_nothing_else(infra, secured, service):
+    prefix = secured["SAIS_TOPIC_PREFIX"]
+    kafka = login(infra, secured, service)
+    reads, writes = topics_of(service, prefix)
+    others = [t for t in Topics(prefix).all() if t not in writes]
+
+    await produce(kafka, writes[0])  # allowed
+    await read(kafka, reads[0], f"{prefix}-{service}")  # allowed: its topic, its own group
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(kafka, others[0])
+    written_not_read = next(t for t in writes if t not in reads)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await read(kafka, written_not_read, None)  # it may see the topic, not fetch from it
+    untouched = [t for t in Topics(prefix).all() if t not in reads + writes]
+    assert await describe_errors(kafka, untouched) == {t: TopicAuthorizationFailedError.errno for t in untouched}
+    other = next(s for s in SERVICES if s != service)
+    with pytest.raises(GroupAuthorizationFailedError):
+        await read(kafka, reads[0], f"{prefix}-{other}")  # another service's group: never
+
+
+async def test_the_upstream_publisher_can_only_write_the_inbound_topic(infra, secured):
+    prefix = secured["SAIS_TOPIC_PREFIX"]
+    kafka = login(infra, secured, "publisher")
+    await produce(kafka, Topics(prefix).inbound)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(kafka, Topics(prefix).pupil_recorded)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await read(kafka, Topics(prefix).inbound, None)
+    others = [t for t in Topics(prefix).all() if t != Topics(prefix).inbound]
+    assert set((await describe_errors(kafka, others)).values()) == {TopicAuthorizationFailedError.errno}
+
+
+async def test_no_password_or_a_wrong_one_is_refused(infra, secured):
+    kafka = login(infra, secured, "ingest")
+    wrong = {**kafka, "sasl_plain_password": "not-the-password"}
+    with pytest.raises(KafkaError):
+        await asyncio.wait_for(produce(wrong, Topics(secured["SAIS_TOPIC_PREFIX"]).pupil_recorded), 30)
+    plain = {"bootstrap_servers": kafka["bootstrap_servers"]}  # no TLS, no login
+    with pytest.raises(KafkaConnectionError):
+        await asyncio.wait_for(produce(plain, Topics(secured["SAIS_TOPIC_PREFIX"]).pupil_recorded), 30)
