@@ -49,6 +49,7 @@ MESSAGE = 1000  # bytes per baseline message
 
 # --- baseline -------------------------------------------------------------------------------------
 
+
 async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
     """produce → consume → COPY → produce → consume → COPY, n messages of ~1 KB; seconds per stage."""
     import asyncpg
@@ -59,8 +60,7 @@ async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
     conn = await asyncpg.connect(dsn)
     await conn.execute(f"CREATE TABLE raw_a_{tag} (k int, v bytea); CREATE TABLE raw_b_{tag} (k int, v bytea)")
     await stack.create_topics(dict(os.environ), a, b)
-    producer = AIOKafkaProducer(**kafka, enable_idempotence=True, acks="all", linger_ms=5,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**kafka, enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
 
     async def produce(topic: str, values) -> None:
@@ -73,8 +73,14 @@ async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
         await asyncio.gather(*futs)
 
     async def consume(topic: str, table: str, forward: str | None) -> None:
-        c = AIOKafkaConsumer(topic, **kafka, group_id=f"g-{topic}", auto_offset_reset="earliest",
-                             enable_auto_commit=False, isolation_level="read_committed")
+        c = AIOKafkaConsumer(
+            topic,
+            **kafka,
+            group_id=f"g-{topic}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
         await c.start()
         seen = 0
         try:
@@ -101,8 +107,13 @@ async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
     t.append(time.perf_counter())
     await producer.stop()
     await conn.close()
-    return {"produce": t[1] - t[0], "consume+copy+produce": t[2] - t[1], "consume+copy": t[3] - t[2],
-            "total": t[3] - t[0], "peak_rss_mb": _vm_hwm_mb()}
+    return {
+        "produce": t[1] - t[0],
+        "consume+copy+produce": t[2] - t[1],
+        "consume+copy": t[3] - t[2],
+        "total": t[3] - t[0],
+        "peak_rss_mb": _vm_hwm_mb(),
+    }
 
 
 def _vm_hwm_mb() -> float:
@@ -114,15 +125,23 @@ def _vm_hwm_mb() -> float:
 
 # --- the pipeline ---------------------------------------------------------------------------------
 
+
 class Run:
     def __init__(self, n: int, faults: bool, eligibility_instances: int = 1) -> None:
         self.n, self.faults, self.instances = n, faults, eligibility_instances
         self.lay = stack.layout()
         tag = time.strftime("%H%M%S") + uuid.uuid4().hex[:4]
         self.db = f"bench_{tag}"
-        self.env = {**os.environ, **self.lay.env(), "SAIS_TOPIC_PREFIX": f"bench-{tag}", "SAIS_LOG_LEVEL": "WARNING",
-                    "SAIS_HTTP_PORT": "0", "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "3600",
-                    "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db)}
+        self.env = {
+            **os.environ,
+            **self.lay.env(),
+            "SAIS_TOPIC_PREFIX": f"bench-{tag}",
+            "SAIS_LOG_LEVEL": "WARNING",
+            "SAIS_HTTP_PORT": "0",
+            "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5",
+            "SAIS_RETENTION_INTERVAL_S": "3600",
+            "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db),
+        }
         self.logs = Path(tempfile.mkdtemp(prefix="sais-bench-"))
         self.procs: dict[str, subprocess.Popen] = {}
         self.peak_mb: dict[str, float] = {}
@@ -132,9 +151,13 @@ class Run:
     # processes
     def start(self, name: str) -> None:
         out = open(self.logs / f"{name}.log", "a")
-        self.procs[name] = subprocess.Popen([PY, "-m", f"sais_{name.split('#')[0]}"],
-                                            env={**self.env, "SAIS_AS_OF": "2017-07-10"},
-                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            [PY, "-m", f"sais_{name.split('#')[0]}"],
+            env={**self.env, "SAIS_AS_OF": "2017-07-10"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def _note_peak(self, name: str, pid: int) -> None:
         try:
@@ -164,13 +187,15 @@ class Run:
         import threading
 
         with open(self.logs / "cli.log", "a") as log:
-            p = subprocess.Popen([SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE,
-                                 stderr=log, text=True)
+            p = subprocess.Popen(
+                [SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE, stderr=log, text=True
+            )
 
             def watch() -> None:
                 while p.poll() is None:
                     self._note_peak(f"cli {label}", p.pid)
                     time.sleep(0.05)
+
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             out = p.stdout.read()
@@ -207,10 +232,12 @@ class Run:
 
     # steps
     def settled(self, extracts: int) -> str:
-        return (f"SELECT (SELECT count(*) FROM eligibility.extracts WHERE reconciled_at IS NOT NULL) = {extracts} "
-                "AND (SELECT count(*) FROM eligibility.outbox) = 0 AND "
-                "(SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
-                "(SELECT count(*) FROM delivery.members WHERE status='active')")
+        return (
+            f"SELECT (SELECT count(*) FROM eligibility.extracts WHERE reconciled_at IS NOT NULL) = {extracts} "
+            "AND (SELECT count(*) FROM eligibility.outbox) = 0 AND "
+            "(SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+            "(SELECT count(*) FROM delivery.members WHERE status='active')"
+        )
 
     def publish_inbound(self, path: Path, source: str, ref: str, on_progress=None) -> None:
         from aiokafka import AIOKafkaProducer
@@ -218,13 +245,19 @@ class Run:
         from sais_shared.inbound import InboundExtractWriter
 
         text = path.read_text(encoding="utf-8")
-        w = InboundExtractWriter((self.lay.pki / "inbound.pub.pem").read_bytes(), "inbound-1", f"bench-{path.stem}",
-                                 source, date.fromisoformat(ref), "Admissions system (bench)",
-                                 publisher=DEV_PUBLISHER, signing_key_pem=(self.lay.pki / "publisher.key").read_bytes())
+        w = InboundExtractWriter(
+            (self.lay.pki / "inbound.pub.pem").read_bytes(),
+            "inbound-1",
+            f"bench-{path.stem}",
+            source,
+            date.fromisoformat(ref),
+            "Admissions system (bench)",
+            publisher=DEV_PUBLISHER,
+            signing_key_pem=(self.lay.pki / "publisher.key").read_bytes(),
+        )
 
         async def send() -> None:
-            p = AIOKafkaProducer(**stack.kafka_client(self.env, "publisher"), enable_idempotence=True,
-                                 linger_ms=5)
+            p = AIOKafkaProducer(**stack.kafka_client(self.env, "publisher"), enable_idempotence=True, linger_ms=5)
             await p.start()
             try:
                 topic = f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1"
@@ -233,12 +266,16 @@ class Run:
                 await p.flush()
             finally:
                 await p.stop()
+
         asyncio.run(send())
-        self.wait(f"SELECT status = 'ingested' FROM ingest.inbound_extracts WHERE extract_ref='bench-{path.stem}'",
-                  on_progress=on_progress)
+        self.wait(
+            f"SELECT status = 'ingested' FROM ingest.inbound_extracts WHERE extract_ref='bench-{path.stem}'",
+            on_progress=on_progress,
+        )
 
     def fault(self, name: str, sql_progress: str):
         """A progress hook that kills ``name`` once, the first time ``sql_progress`` is true."""
+
         def hook() -> None:
             if self.faults and name not in self.killed and self.psql(sql_progress) == "t":
                 if name == "kafka":
@@ -248,28 +285,51 @@ class Run:
                 else:
                     self.kill(name)
                 print(f"    killed {name} (SIGKILL) and restarted it", flush=True)
+
         return hook
 
     def run(self) -> dict:
         from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 
         files = write_samples(self.logs / "data", seed=2017, per_year=max(1, self.n // 4))
-        rows = {s: sum(1 for _ in open(p, encoding="cp1252" if s == "admissions-reception" else "utf-8-sig")) - 1
-                for s, p in files.items()}
+        rows = {
+            s: sum(1 for _ in open(p, encoding="cp1252" if s == "admissions-reception" else "utf-8-sig")) - 1
+            for s, p in files.items()
+        }
         ref = {s: d.isoformat() for s, d in REFERENCE_DATES.items()}
         stack.fresh_database(self.lay, self.db)
         stack.setup_kafka(self.env)
         print(f"  extracts: {rows}", flush=True)
         names = [*SERVICES, *(f"eligibility#{i}" for i in range(2, self.instances + 1))]
-        self.timed("start the four services", lambda: [self.start(s) for s in names] and self.wait(
-            "SELECT count(*) = 4 FROM information_schema.schemata WHERE schema_name IN "
-            "('ingest', 'eligibility', 'delivery', 'retention')", timeout=120))
+        self.timed(
+            "start the four services",
+            lambda: (
+                [self.start(s) for s in names]
+                and self.wait(
+                    "SELECT count(*) = 4 FROM information_schema.schemata WHERE schema_name IN "
+                    "('ingest', 'eligibility', 'delivery', 'retention')",
+                    timeout=120,
+                )
+            ),
+        )
         t0 = time.perf_counter()
         results: dict = {}
 
         def ingest(source: str, as_of: str) -> None:
-            rep = json.loads(self.cli(source, "ingest", "file", str(files[source]), "--source", source,
-                                      "--reference-date", ref[source], "--json", as_of=as_of))
+            rep = json.loads(
+                self.cli(
+                    source,
+                    "ingest",
+                    "file",
+                    str(files[source]),
+                    "--source",
+                    source,
+                    "--reference-date",
+                    ref[source],
+                    "--json",
+                    as_of=as_of,
+                )
+            )
             assert rep["balanced"], source
 
         mid = max(1, self.n // 10)
@@ -277,21 +337,63 @@ class Run:
         kill_delivery = self.fault("delivery", f"SELECT count(*) > {mid} FROM delivery.members")
         self.timed("ingest May census (CLI)", lambda: ingest("summer-census", "2017-06-01"))
         self.timed("ingest reception admissions (CLI)", lambda: ingest("admissions-reception", "2017-06-01"))
-        self.timed("Year 3 transfers via the inbound topic (ingest service)", lambda: self.publish_inbound(
-            files["admissions-year3-transfer"], "admissions-year3-transfer", ref["admissions-year3-transfer"],
-            on_progress=self.fault("ingest", "SELECT count(*) > 0 FROM ingest.inbound_records")))
-        self.timed("eligibility + delivery catch up (July sources)", lambda: self.wait(
-            self.settled(3), on_progress=lambda: (kill_eligibility(), kill_delivery())))
-        self.timed("deliver July (CLI)", lambda: results.__setitem__("july", json.loads(self.cli(
-            "send july", "delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json",
-            as_of="2017-07-10"))))
+        self.timed(
+            "Year 3 transfers via the inbound topic (ingest service)",
+            lambda: self.publish_inbound(
+                files["admissions-year3-transfer"],
+                "admissions-year3-transfer",
+                ref["admissions-year3-transfer"],
+                on_progress=self.fault("ingest", "SELECT count(*) > 0 FROM ingest.inbound_records"),
+            ),
+        )
+        self.timed(
+            "eligibility + delivery catch up (July sources)",
+            lambda: self.wait(self.settled(3), on_progress=lambda: (kill_eligibility(), kill_delivery())),
+        )
+        self.timed(
+            "deliver July (CLI)",
+            lambda: results.__setitem__(
+                "july",
+                json.loads(
+                    self.cli(
+                        "send july",
+                        "delivery",
+                        "send",
+                        "--window",
+                        "july",
+                        "--academic-year",
+                        "2017/18",
+                        "--json",
+                        as_of="2017-07-10",
+                    )
+                ),
+            ),
+        )
         self.fault("retention", "SELECT true")()
         self.timed("ingest October census (CLI)", lambda: ingest("autumn-census", "2017-10-12"))
-        self.timed("eligibility + delivery catch up (October census)", lambda: self.wait(
-            self.settled(4), on_progress=self.fault("kafka", "SELECT true")))
-        self.timed("deliver December (CLI)", lambda: results.__setitem__("december", json.loads(self.cli(
-            "send december", "delivery", "send", "--window", "december", "--academic-year", "2017/18", "--json",
-            as_of="2017-12-04"))))
+        self.timed(
+            "eligibility + delivery catch up (October census)",
+            lambda: self.wait(self.settled(4), on_progress=self.fault("kafka", "SELECT true")),
+        )
+        self.timed(
+            "deliver December (CLI)",
+            lambda: results.__setitem__(
+                "december",
+                json.loads(
+                    self.cli(
+                        "send december",
+                        "delivery",
+                        "send",
+                        "--window",
+                        "december",
+                        "--academic-year",
+                        "2017/18",
+                        "--json",
+                        as_of="2017-12-04",
+                    )
+                ),
+            ),
+        )
         total = time.perf_counter() - t0
         self.wait("SELECT count(*) = 2 FROM retention.schedule WHERE subject LIKE 'batch:%'", timeout=120)
         self.stop()
@@ -330,24 +432,33 @@ def main() -> None:
     ap.add_argument("--baseline-child", type=int, help=argparse.SUPPRESS)  # the baseline, in its own process
     a = ap.parse_args()
     if a.baseline_child:
-        print(json.dumps(asyncio.run(_baseline(a.baseline_child, stack.kafka_client(dict(os.environ)),
-                                               os.environ["SAIS_DATABASE_URL"]))))
+        print(
+            json.dumps(
+                asyncio.run(
+                    _baseline(a.baseline_child, stack.kafka_client(dict(os.environ)), os.environ["SAIS_DATABASE_URL"])
+                )
+            )
+        )
         return
     lay = stack.layout()
     started = stack.status(lay) != 0
     stack.start(lay)
     try:
         r = Run(a.pupils, a.faults, a.eligibility_instances)
-        print(f"pipeline, {a.pupils:,} pupils{' with faults' if a.faults else ''}, "
-              f"{a.eligibility_instances} eligibility instance(s) (logs {r.logs})", flush=True)
+        print(
+            f"pipeline, {a.pupils:,} pupils{' with faults' if a.faults else ''}, "
+            f"{a.eligibility_instances} eligibility instance(s) (logs {r.logs})",
+            flush=True,
+        )
         out = r.run()
         delivered, sizes, exact = r.check(out["files"], out["batches"])
         ingested = sum(out["rows"].values())
         base = None
         if not a.no_baseline:
             print(f"baseline: {ingested:,} messages of ~1 KB", flush=True)
-            done = subprocess.run([PY, __file__, "--baseline-child", str(ingested)], env=r.env, capture_output=True,
-                                  text=True)
+            done = subprocess.run(
+                [PY, __file__, "--baseline-child", str(ingested)], env=r.env, capture_output=True, text=True
+            )
             if done.returncode:
                 raise SystemExit(done.stderr[-3000:])
             base = json.loads(done.stdout.strip().splitlines()[-1])
@@ -356,8 +467,10 @@ def main() -> None:
             stack.stop(lay)
 
     print("\n== results ==")
-    print(f"rows ingested {ingested:,}; first file → both windows delivered {out['total_s']:.1f} s = "
-          f"{ingested / out['total_s']:,.0f} rows/s end to end")
+    print(
+        f"rows ingested {ingested:,}; first file → both windows delivered {out['total_s']:.1f} s = "
+        f"{ingested / out['total_s']:,.0f} rows/s end to end"
+    )
     for label, s in r.stages:
         print(f"  {label:52} {s:8.1f} s")
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
@@ -366,11 +479,13 @@ def main() -> None:
     if a.faults:
         print(f"killed and restarted: {', '.join(r.killed)}")
     if base:
-        print(f"baseline ({ingested:,} × 1 KB): produce {base['produce']:.1f} s ({ingested / base['produce']:,.0f}/s), "
-              f"consume+COPY+produce {base['consume+copy+produce']:.1f} s "
-              f"({ingested / base['consume+copy+produce']:,.0f}/s), consume+COPY {base['consume+copy']:.1f} s "
-              f"({ingested / base['consume+copy']:,.0f}/s); total {base['total']:.1f} s = "
-              f"{ingested / base['total']:,.0f}/s; peak RSS {base['peak_rss_mb']:.0f} MB")
+        print(
+            f"baseline ({ingested:,} × 1 KB): produce {base['produce']:.1f} s ({ingested / base['produce']:,.0f}/s), "
+            f"consume+COPY+produce {base['consume+copy+produce']:.1f} s "
+            f"({ingested / base['consume+copy+produce']:,.0f}/s), consume+COPY {base['consume+copy']:.1f} s "
+            f"({ingested / base['consume+copy']:,.0f}/s); total {base['total']:.1f} s = "
+            f"{ingested / base['total']:,.0f}/s; peak RSS {base['peak_rss_mb']:.0f} MB"
+        )
         print(f"pipeline / baseline, end to end: {base['total'] / out['total_s']:.2f}")
     raise SystemExit(0 if exact else 1)
 

@@ -20,8 +20,7 @@ from hypothesis import settings as hypothesis_settings
 
 # Property tests draw the same examples on every run (a fixed seed, no example database), so that a
 # red run is reproducible and never a roll of the dice; `--hypothesis-profile=explore` draws anew.
-hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, deadline=None,
-                                     print_blob=True)
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, deadline=None, print_blob=True)
 hypothesis_settings.register_profile("explore", max_examples=2000, deadline=None)
 hypothesis_settings.load_profile("repeatable")
 
@@ -52,8 +51,9 @@ class Infra:
 
     def kafka_as(self, principal: str, credentials: Path) -> dict:
         """aiokafka arguments as a service's (or the upstream publisher's) own Kafka user."""
-        return stack.kafka_admin_settings({"SAIS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, **self.kafka_env,
-                                           "SAIS_CREDENTIALS_DIR": str(credentials)}).kafka_login(principal)
+        return stack.kafka_admin_settings(
+            {"SAIS_KAFKA_BOOTSTRAP": self.kafka_bootstrap, **self.kafka_env, "SAIS_CREDENTIALS_DIR": str(credentials)}
+        ).kafka_login(principal)
 
     def dsn(self, db: str) -> str:
         """The administrator's DSN for database ``db`` (query parameters, such as TLS, kept)."""
@@ -85,16 +85,29 @@ def infra() -> Infra:
         stack.start_smtp(lay)
         server_dsn = pg.get_connection_url().rsplit("/", 1)[0] + "/postgres"  # the server, not its test db
         asyncio.run(_provision_roles(server_dsn, lay))
-        yield Infra(kafka.get_bootstrap_server(), {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}, server_dsn,
-                    lay.smtp_port, lay.pki, lay.maildir, lay.state)
+        yield Infra(
+            kafka.get_bootstrap_server(),
+            {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+            server_dsn,
+            lay.smtp_port,
+            lay.pki,
+            lay.maildir,
+            lay.state,
+        )
         kafka.stop()
         pg.stop()
         return
     was_up = stack.status(lay) == 0
     stack.start(lay)
-    yield Infra(f"127.0.0.1:{lay.kafka_port}", {k: v for k, v in lay.env().items() if k.startswith("SAIS_KAFKA_")},
-                lay.admin_dsn("postgres"),
-                lay.smtp_port, lay.pki, lay.maildir, lay.state)
+    yield Infra(
+        f"127.0.0.1:{lay.kafka_port}",
+        {k: v for k, v in lay.env().items() if k.startswith("SAIS_KAFKA_")},
+        lay.admin_dsn("postgres"),
+        lay.smtp_port,
+        lay.pki,
+        lay.maildir,
+        lay.state,
+    )
     if not was_up and os.environ.get("SAIS_TEST_KEEP_STACK") != "1":
         stack.stop(lay)
 
@@ -161,7 +174,10 @@ async def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
         "SAIS_DELIVERY_SMTP_PORT": str(infra.smtp_port),
         "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.1",
         "SAIS_RETENTION_INTERVAL_S": "3600",
-        **{f"SAIS_{svc.upper()}_GROUP_ID": f"{topic_prefix}-{svc}" for svc in ("ingest", "eligibility", "delivery", "retention")},
+        **{
+            f"SAIS_{svc.upper()}_GROUP_ID": f"{topic_prefix}-{svc}"
+            for svc in ("ingest", "eligibility", "delivery", "retention")
+        },
     }
     await setup_kafka(stack.kafka_admin_settings(env), topic_prefix)
     return env

@@ -48,8 +48,7 @@ class Rec:
 async def read_topic(kafka: dict, topic: str, timeout: float = 10.0) -> list[Rec]:
     """Every record currently in a topic (all partitions), from the beginning; ``kafka`` holds the
     client's connection arguments (``infra.kafka``: the administrator)."""
-    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
         parts = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic) or set()
@@ -62,6 +61,7 @@ async def read_topic(kafka: dict, topic: str, timeout: float = 10.0) -> list[Rec
         out: list[Rec] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+
         async def behind() -> bool:
             for tp in tps:
                 if await consumer.position(tp) < end[tp]:
@@ -94,8 +94,20 @@ def personal_values(csv_path: Path) -> set[str]:
             v = (v or "").strip()
             if len(v) < 4:
                 continue
-            if any(w in k for w in ("surname", "forename", "first name", "address line 1", "address 1", "street",
-                                    "post", "dob", "birth")):
+            if any(
+                w in k
+                for w in (
+                    "surname",
+                    "forename",
+                    "first name",
+                    "address line 1",
+                    "address 1",
+                    "street",
+                    "post",
+                    "dob",
+                    "birth",
+                )
+            ):
                 values.add(v)
                 if "dob" in k or "birth" in k:
                     try:
@@ -106,14 +118,17 @@ def personal_values(csv_path: Path) -> set[str]:
     return values
 
 
-async def all_table_text(dsn: str, schemas: tuple[str, ...] = ("ingest", "eligibility", "delivery", "retention",
-                                                               "shared")) -> str:
+async def all_table_text(
+    dsn: str, schemas: tuple[str, ...] = ("ingest", "eligibility", "delivery", "retention", "shared")
+) -> str:
     """Every row of every table in these schemas, as text."""
     conn = await asyncpg.connect(dsn)
     try:
         tables = await conn.fetch(
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = ANY($1) "
-            "AND table_type='BASE TABLE'", list(schemas))
+            "AND table_type='BASE TABLE'",
+            list(schemas),
+        )
         parts = []
         for t in tables:
             rows = await conn.fetch(f'SELECT t::text AS x FROM "{t["table_schema"]}"."{t["table_name"]}" t')
@@ -125,10 +140,24 @@ async def all_table_text(dsn: str, schemas: tuple[str, ...] = ("ingest", "eligib
 
 def openssl_open(message: Path, pki: Path) -> bytes:
     """Decrypt with the recipient key and verify the signature against the CA, with stock openssl."""
-    dec = subprocess.run(["openssl", "cms", "-decrypt", "-in", str(message), "-recip", str(pki / "recipient.pem"),
-                          "-inkey", str(pki / "recipient.key")], capture_output=True, check=True)
-    ver = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(pki / "ca.pem")], input=dec.stdout,
-                         capture_output=True)
+    dec = subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-decrypt",
+            "-in",
+            str(message),
+            "-recip",
+            str(pki / "recipient.pem"),
+            "-inkey",
+            str(pki / "recipient.key"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    ver = subprocess.run(
+        ["openssl", "cms", "-verify", "-CAfile", str(pki / "ca.pem")], input=dec.stdout, capture_output=True
+    )
     assert ver.returncode == 0, ver.stderr.decode()
     assert b"Verification successful" in ver.stderr
     return ver.stdout
@@ -136,8 +165,13 @@ def openssl_open(message: Path, pki: Path) -> bytes:
 
 def oracle(source_files: dict[str, Path]) -> dict[str, int]:
     """Children per programme, counted straight from the input files (simple rules of the ISP)."""
-    children: dict[str, set] = {"flu": set(), "hpv-dose-1": set(), "hpv-dose-2": set(), "td-ipv": set(),
-                                "menacwy": set()}
+    children: dict[str, set] = {
+        "flu": set(),
+        "hpv-dose-1": set(),
+        "hpv-dose-2": set(),
+        "td-ipv": set(),
+        "menacwy": set(),
+    }
     for source, path in source_files.items():
         raw = path.read_bytes()
         text = raw.decode("utf-8-sig") if source != "admissions-reception" else raw.decode("cp1252")
@@ -148,8 +182,11 @@ def oracle(source_files: dict[str, Path]) -> dict[str, int]:
                 continue
             if (r.get("postcode") or r.get("post code", "")).upper().endswith("ZZZ"):
                 continue
-            who = ((r.get("legal forename") or r.get("forename") or r.get("first name")).lower(),
-                   (r.get("legal surname") or r.get("surname")).lower(), dob)
+            who = (
+                (r.get("legal forename") or r.get("forename") or r.get("first name")).lower(),
+                (r.get("legal surname") or r.get("surname")).lower(),
+                dob,
+            )
             yg = (r.get("ncyearactual") or r.get("year group") or r.get("nc year")).lower()
             yg = yg.replace("year", "").replace("y", "").strip()
             sex = (r.get("gender") or r.get("sex"))[0].upper()
@@ -165,6 +202,7 @@ def oracle(source_files: dict[str, Path]) -> dict[str, int]:
                     children["menacwy"].add(who)
                     if sex == "F":
                         children["hpv-dose-2"].add(who)
+
     # A transfer child appears in the May census too, with the DOB written differently: normalise.
     def norm(w):
         f, s, d = w
@@ -172,4 +210,5 @@ def oracle(source_files: dict[str, Path]) -> dict[str, int]:
             dd, mm, yy = d.split("/")
             d = f"{yy}-{int(mm):02d}-{int(dd):02d}"
         return (f, s, d)
+
     return {k: len({norm(w) for w in v}) for k, v in children.items() if v}

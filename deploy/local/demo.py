@@ -51,18 +51,25 @@ class Demo:
         self.db = "sais_demo"
         self.logs = self.lay.state / "demo" / self.run_id
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, **self.lay.env(),
-                    "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db),
-                    "SAIS_TOPIC_PREFIX": f"demo-{self.run_id}", "SAIS_LOG_FORMAT": "json",
-                    "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5", "SAIS_RETENTION_INTERVAL_S": "2", "COLUMNS": "120"}
+        self.env = {
+            **os.environ,
+            **self.lay.env(),
+            "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db),
+            "SAIS_TOPIC_PREFIX": f"demo-{self.run_id}",
+            "SAIS_LOG_FORMAT": "json",
+            "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5",
+            "SAIS_RETENTION_INTERVAL_S": "2",
+            "COLUMNS": "120",
+        }
         self.services: dict[str, subprocess.Popen] = {}
         self.started_stack = False
 
     def sais(self, *args: str, as_of: str, check: bool = True) -> subprocess.CompletedProcess:
         env = {**self.env, "SAIS_AS_OF": as_of}
         with open(self.logs / "cli.log", "a") as log:
-            p = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env=env, stdout=subprocess.PIPE,
-                               stderr=log, text=True)
+            p = subprocess.run(
+                [str(REPO / ".venv" / "bin" / "sais"), *args], env=env, stdout=subprocess.PIPE, stderr=log, text=True
+            )
         if check and p.returncode != 0:
             fail(f"`sais {' '.join(args)}` exited {p.returncode}; see {self.logs / 'cli.log'}\n{p.stdout}")
         return p
@@ -80,8 +87,12 @@ class Demo:
         for name in ("ingest", "eligibility", "delivery", "retention"):
             out = open(self.logs / f"{name}.log", "w")
             self.services[name] = subprocess.Popen(
-                [str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"], stdout=out, stderr=subprocess.STDOUT,
-                env={**self.env, "SAIS_AS_OF": "2017-07-10"}, start_new_session=True)
+                [str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**self.env, "SAIS_AS_OF": "2017-07-10"},
+                start_new_session=True,
+            )
             print(f"    sais-{name} pid {self.services[name].pid}, log {self.logs / (name + '.log')}")
 
     def wait_for(self, what: str, sql: str, expected: str, timeout: float = 90, shown: str | None = None) -> None:
@@ -104,16 +115,19 @@ class Demo:
         fail(f"timed out waiting for {what}: got {got!r}, expected {expected!r}")
 
     def ingest(self, name: str, source: str, ref: str, as_of: str) -> dict:
-        p = self.sais("ingest", "file", str(SAMPLES / name), "--source", source, "--reference-date", ref, "--json",
-                      as_of=as_of)
+        p = self.sais(
+            "ingest", "file", str(SAMPLES / name), "--source", source, "--reference-date", ref, "--json", as_of=as_of
+        )
         rep = json.loads(p.stdout)
         if not rep["balanced"]:
             fail(f"{name}: rows do not add up")
         if rep["duplicate"]:
             print(f"    {name:38} same content as extract {rep['extract_id']}: 0 rows published")
             return rep
-        print(f"    {name:38} rows {rep['rows_in']:3} = accepted {rep['accepted']:3} + rejected {rep['rejected']} "
-              f"+ out of scope {rep['out_of_scope']}; dropped columns: {', '.join(rep['dropped_columns']) or '-'}")
+        print(
+            f"    {name:38} rows {rep['rows_in']:3} = accepted {rep['accepted']:3} + rejected {rep['rejected']} "
+            f"+ out of scope {rep['out_of_scope']}; dropped columns: {', '.join(rep['dropped_columns']) or '-'}"
+        )
         for r in rep["rejections"]:
             print(f"        row {r['row_number']}: {r['field']}: {r['reason']}")
         return rep
@@ -128,9 +142,16 @@ class Demo:
         from sais_shared.inbound import InboundExtractWriter
 
         rows = list(csv.DictReader((SAMPLES / name).read_text(encoding="utf-8").splitlines()))
-        w = InboundExtractWriter((self.lay.pki / "inbound.pub.pem").read_bytes(), "inbound-1", f"adm-{name}", source,
-                                 date.fromisoformat(ref), "Admissions system (demo)",
-                                 publisher=DEV_PUBLISHER, signing_key_pem=(self.lay.pki / "publisher.key").read_bytes())
+        w = InboundExtractWriter(
+            (self.lay.pki / "inbound.pub.pem").read_bytes(),
+            "inbound-1",
+            f"adm-{name}",
+            source,
+            date.fromisoformat(ref),
+            "Admissions system (demo)",
+            publisher=DEV_PUBLISHER,
+            signing_key_pem=(self.lay.pki / "publisher.key").read_bytes(),
+        )
         msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
 
         async def send() -> None:
@@ -138,28 +159,40 @@ class Demo:
             await p.start()
             try:
                 for m in msgs:
-                    await p.send(f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1", m.model_dump_json().encode(),
-                                 key=m.extract_ref.encode())
+                    await p.send(
+                        f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1",
+                        m.model_dump_json().encode(),
+                        key=m.extract_ref.encode(),
+                    )
                 await p.flush()
             finally:
                 await p.stop()
+
         asyncio.run(send())
-        print(f"    published {name} as {len(msgs)} sealed events (extract-started, {len(rows)} records, "
-              "extract-completed with count and checksum)")
-        self.wait_for("rows the ingest service accepted from the complete extract",
-                      f"SELECT status FROM ingest.inbound_extracts WHERE extract_ref='adm-{name}'", "ingested",
-                      shown="SELECT e.accepted FROM ingest.inbound_extracts i JOIN ingest.extracts e "
-                            f"USING (extract_id) WHERE i.extract_ref='adm-{name}'")
+        print(
+            f"    published {name} as {len(msgs)} sealed events (extract-started, {len(rows)} records, "
+            "extract-completed with count and checksum)"
+        )
+        self.wait_for(
+            "rows the ingest service accepted from the complete extract",
+            f"SELECT status FROM ingest.inbound_extracts WHERE extract_ref='adm-{name}'",
+            "ingested",
+            shown="SELECT e.accepted FROM ingest.inbound_extracts i JOIN ingest.extracts e "
+            f"USING (extract_id) WHERE i.extract_ref='adm-{name}'",
+        )
 
     def settle(self) -> None:
         """Eligibility has recorded every accepted row and delivery holds every cohort record."""
         accepted = self.psql("SELECT coalesce(sum(accepted),0) FROM ingest.extracts")
         self.wait_for("pupil records in eligibility", "SELECT count(*) FROM eligibility.records", accepted)
-        self.wait_for("cohort records held by delivery (all of eligibility's, none still in its outbox)",
-                      "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
-                      "(SELECT count(*) FROM delivery.members WHERE status='active') "
-                      "AND (SELECT count(*) FROM eligibility.outbox) = 0", "t",
-                      shown="SELECT count(*) FROM delivery.members WHERE status='active'")
+        self.wait_for(
+            "cohort records held by delivery (all of eligibility's, none still in its outbox)",
+            "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+            "(SELECT count(*) FROM delivery.members WHERE status='active') "
+            "AND (SELECT count(*) FROM eligibility.outbox) = 0",
+            "t",
+            shown="SELECT count(*) FROM delivery.members WHERE status='active'",
+        )
 
     def deliver(self, window: str, as_of: str) -> dict:
         p = self.sais("delivery", "send", "--window", window, "--academic-year", "2017/18", "--json", as_of=as_of)
@@ -175,12 +208,25 @@ class Demo:
         raw = path.read_bytes()
         tls = raw.split(b"\r\n", 1)[0].decode()
         pki = self.lay.pki
-        dec = subprocess.run(["openssl", "cms", "-decrypt", "-in", str(path), "-recip", str(pki / "recipient.pem"),
-                              "-inkey", str(pki / "recipient.key")], capture_output=True)
+        dec = subprocess.run(
+            [
+                "openssl",
+                "cms",
+                "-decrypt",
+                "-in",
+                str(path),
+                "-recip",
+                str(pki / "recipient.pem"),
+                "-inkey",
+                str(pki / "recipient.key"),
+            ],
+            capture_output=True,
+        )
         if dec.returncode:
             fail(f"openssl could not decrypt {path}: {dec.stderr.decode()}")
-        ver = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(pki / "ca.pem")], input=dec.stdout,
-                             capture_output=True)
+        ver = subprocess.run(
+            ["openssl", "cms", "-verify", "-CAfile", str(pki / "ca.pem")], input=dec.stdout, capture_output=True
+        )
         if ver.returncode:
             fail(f"openssl could not verify the signature: {ver.stderr.decode()}")
         print(f"    {path.name}: {tls}; openssl: decrypted, {ver.stderr.decode().strip()}")
@@ -192,6 +238,7 @@ class Demo:
         files, _ = self.open_message(res["message_id"])
         manifest = json.loads(files["manifest.json"])
         import hashlib
+
         out: dict[str, list[dict]] = {}
         for f in manifest["files"]:
             if hashlib.sha256(files[f["name"]]).hexdigest() != f["sha256"]:
@@ -202,8 +249,10 @@ class Demo:
             if len(rows) != n:
                 fail(f"{name} has {len(rows)} rows, the batch says {n}")
             out[key] = rows
-        print(f"    manifest: marking '{manifest['protective_marking']}', originator '{manifest['originator']}', "
-              f"protocol v{manifest['protocol']['version']}, {len(manifest['files'])} files, hashes match")
+        print(
+            f"    manifest: marking '{manifest['protective_marking']}', originator '{manifest['originator']}', "
+            f"protocol v{manifest['protocol']['version']}, {len(manifest['files'])} files, hashes match"
+        )
         return out
 
     def summary(self, cohorts: dict[str, list[dict]]) -> None:
@@ -248,12 +297,17 @@ class Demo:
             cohorts = {**self.check_batch(july), **self.check_batch(december)}
             self.summary(cohorts)
             step("Retention schedule (ISP §11.1: transfer date + 3 months)")
-            self.wait_for("transfers scheduled for deletion",
-                          "SELECT count(*) FROM retention.schedule WHERE subject LIKE 'batch:%'", "2")
+            self.wait_for(
+                "transfers scheduled for deletion",
+                "SELECT count(*) FROM retention.schedule WHERE subject LIKE 'batch:%'",
+                "2",
+            )
             print(self.sais("retention", "schedule", as_of="2017-12-04").stdout)
             step("Running retention as of 11 October 2017: the July transfer is due, December's is not")
-            print("    (data keys destroyed at once; ingest, eligibility and delivery each delete their own rows and "
-                  "confirm; the certificate follows)")
+            print(
+                "    (data keys destroyed at once; ingest, eligibility and delivery each delete their own rows and "
+                "confirm; the certificate follows)"
+            )
             print(self.sais("retention", "run", "--now", "2017-10-11", "--wait", "60", as_of="2017-10-11").stdout)
             print(self.sais("retention", "requests", as_of="2017-10-11").stdout)
             left = self.psql("SELECT count(*) FROM delivery.members WHERE status='active'")

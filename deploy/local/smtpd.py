@@ -48,8 +48,12 @@ def main() -> None:
     ap.add_argument("--no-tls", action="store_true", help="plaintext only (to test refusal)")
     ap.add_argument("--user")
     ap.add_argument("--password")
-    ap.add_argument("--max-size", type=int, default=35_000_000,
-                    help="largest message accepted, in bytes (NHSmail: 35 MB); advertised as SIZE, 552 above it")
+    ap.add_argument(
+        "--max-size",
+        type=int,
+        default=35_000_000,
+        help="largest message accepted, in bytes (NHSmail: 35 MB); advertised as SIZE, 552 above it",
+    )
     args = ap.parse_args()
 
     kwargs: dict = {}
@@ -59,15 +63,18 @@ def main() -> None:
         ctx.load_cert_chain(args.cert, args.key)
         kwargs.update(tls_context=ctx, require_starttls=True)
     if args.user:
+
         def authenticate(server, session, envelope, mechanism, auth_data):
-            ok = isinstance(auth_data, LoginPassword) and (
-                auth_data.login.decode(), auth_data.password.decode()
-            ) == (args.user, args.password)
+            ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == (
+                args.user,
+                args.password,
+            )
             return AuthResult(success=ok, handled=False)  # let aiosmtpd send 235 or 535
 
         kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=not args.no_tls)
-    controller = Controller(Store(Path(args.maildir)), hostname=args.host, port=args.port,
-                            data_size_limit=args.max_size, **kwargs)
+    controller = Controller(
+        Store(Path(args.maildir)), hostname=args.host, port=args.port, data_size_limit=args.max_size, **kwargs
+    )
     controller.start()
     print(f"smtpd listening on {args.host}:{args.port} tls={'off' if args.no_tls else 'starttls-required'}", flush=True)
 

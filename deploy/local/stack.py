@@ -77,8 +77,10 @@ class Layout:
 
     def admin_dsn(self, db: str = "sais") -> str:
         """The database administrator over TLS (verify-full against the dev CA)."""
-        return (f"postgresql://postgres:{self.secret('postgres-postgres')}@127.0.0.1:{self.pg_port}/{db}"
-                f"?sslmode=verify-full&sslrootcert={self.pki / 'ca.pem'}")
+        return (
+            f"postgresql://postgres:{self.secret('postgres-postgres')}@127.0.0.1:{self.pg_port}/{db}"
+            f"?sslmode=verify-full&sslrootcert={self.pki / 'ca.pem'}"
+        )
 
     def env(self) -> dict[str, str]:
         return {
@@ -151,8 +153,10 @@ def pid_alive(pidfile: Path) -> int | None:
 
 def ensure_port_free(port: int, what: str) -> None:
     if port_open(port):
-        raise SystemExit(f"[stack] 127.0.0.1:{port} is already in use by another process, so {what} cannot start; "
-                         f"stop it or choose another port (SAIS_LOCAL_*_PORT)")
+        raise SystemExit(
+            f"[stack] 127.0.0.1:{port} is already in use by another process, so {what} cannot start; "
+            f"stop it or choose another port (SAIS_LOCAL_*_PORT)"
+        )
 
 
 def spawn(lay: Layout, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -160,8 +164,12 @@ def spawn(lay: Layout, name: str, argv: list[str], env: dict[str, str] | None = 
     lay.pidfile(name).parent.mkdir(parents=True, exist_ok=True)
     with open(lay.log(name), "ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     lay.pidfile(name).write_text(str(proc.pid))
 
@@ -199,6 +207,7 @@ def stop_processes(procs, timeout: float = 30) -> None:
 
 # --- Kafka -------------------------------------------------------------------------------
 
+
 def fetch_kafka(lay: Layout) -> None:
     if lay.kafka_libs.exists() and any(lay.kafka_libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
         return
@@ -207,14 +216,24 @@ def fetch_kafka(lay: Layout) -> None:
             raise SystemExit("[stack] Java 17 and Maven are needed to fetch and run Apache Kafka")
         say("installing Java 17 and Maven from Debian (apt-get)")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless", "maven"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "openjdk-17-jre-headless", "maven"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     say(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once)")
     tmp = lay.kafka_libs.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(HERE / "kafka" / "pom.xml"), "dependency:copy-dependencies",
-         f"-DoutputDirectory={tmp}"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(HERE / "kafka" / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+        ],
         check=True,
     )
     tmp.rename(lay.kafka_libs)
@@ -232,40 +251,42 @@ def kafka_properties(lay: Layout, data: Path) -> str:
 
     keystore, ca = lay.pki / "kafka-broker.pem", lay.pki / "ca.pem"
     admin_pw = lay.secret(f"kafka-{KAFKA_ADMIN}")
-    return "\n".join([
-        KAFKA_SECURITY_MARK,
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{lay.kafka_port + 1}",
-        f"listeners=SASL_SSL://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_port + 1}",
-        f"advertised.listeners=SASL_SSL://127.0.0.1:{lay.kafka_port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=SASL_SSL",
-        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
-        "sasl.enabled.mechanisms=SCRAM-SHA-512",
-        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
-        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule"
-        f' required username="{KAFKA_ADMIN}" password="{admin_pw}";',
-        "ssl.keystore.type=PEM",
-        f"ssl.keystore.location={keystore}",
-        "ssl.truststore.type=PEM",
-        f"ssl.truststore.location={ca}",
-        "listener.name.controller.ssl.client.auth=required",
-        "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
-        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        f"super.users=User:{KAFKA_ADMIN};User:{KAFKA_BROKER_CN}",
-        "allow.everyone.if.no.acl.found=false",
-        f"log.dirs={data}",
-        "num.partitions=3",
-        "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=10",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=5",
-        "group.initial.rebalance.delay.ms=0",
-        "",
-    ])
+    return "\n".join(
+        [
+            KAFKA_SECURITY_MARK,
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{lay.kafka_port + 1}",
+            f"listeners=SASL_SSL://127.0.0.1:{lay.kafka_port},CONTROLLER://127.0.0.1:{lay.kafka_port + 1}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{lay.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_SSL",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule"
+            f' required username="{KAFKA_ADMIN}" password="{admin_pw}";',
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={ca}",
+            "listener.name.controller.ssl.client.auth=required",
+            "ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{KAFKA_ADMIN};User:{KAFKA_BROKER_CN}",
+            "allow.everyone.if.no.acl.found=false",
+            f"log.dirs={data}",
+            "num.partitions=3",
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=5",
+            "group.initial.rebalance.delay.ms=0",
+            "",
+        ]
+    )
 
 
 def kafka_users(lay: Layout) -> list[str]:
@@ -295,12 +316,27 @@ def start_kafka(lay: Layout) -> None:
     props.write_text(kafka_properties(lay, data))
     props.chmod(0o600)  # it holds the broker's own SCRAM password
     cp = f"{lay.kafka_libs}/*"
-    java = ["java", "-Xms256m", "-Xmx1g", f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}", "-cp", cp]
+    java = [
+        "java",
+        "-Xms256m",
+        "-Xmx1g",
+        f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
+        "-cp",
+        cp,
+    ]
     if not (data / "meta.properties").exists():
-        cluster = subprocess.run(java + ["kafka.tools.StorageTool", "random-uuid"],
-                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        subprocess.run(java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props),
-                               *kafka_users(lay)], check=True, capture_output=True)
+        cluster = (
+            subprocess.run(
+                java + ["kafka.tools.StorageTool", "random-uuid"], check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        subprocess.run(
+            java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), *kafka_users(lay)],
+            check=True,
+            capture_output=True,
+        )
     ensure_port_free(lay.kafka_port, "Kafka")
     say(f"starting Apache Kafka {KAFKA_VERSION} (KRaft; TLS, SCRAM, ACLs) on 127.0.0.1:{lay.kafka_port}")
     spawn(lay, "kafka", java + ["kafka.Kafka", str(props)])
@@ -341,6 +377,7 @@ def kafka_client(env: dict[str, str], principal: str | None = None) -> dict:
 
 # --- PostgreSQL --------------------------------------------------------------------------
 
+
 def pg_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
@@ -348,8 +385,11 @@ def pg_bin() -> Path:
             raise SystemExit("[stack] PostgreSQL is not installed: apt-get install postgresql")
         say("installing PostgreSQL from Debian (apt-get)")
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent
 
@@ -370,9 +410,24 @@ def start_postgres(lay: Layout) -> None:
         if os.geteuid() == 0:
             shutil.chown(pgroot, "postgres", "postgres")
         say("initialising a throwaway PostgreSQL cluster")
-        subprocess.run(as_pg_user([str(bindir / "initdb"), "-D", str(lay.pgdata), "-U", "postgres",
-                                   "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"]),
-                       check=True, capture_output=True)
+        subprocess.run(
+            as_pg_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(lay.pgdata),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
     sock = pgroot / "sock"
     sock.mkdir(exist_ok=True)
     if os.geteuid() == 0:
@@ -380,12 +435,19 @@ def start_postgres(lay: Layout) -> None:
     configure_postgres_access(lay, pgroot)
     log = pgroot / "postgres.log"
     say(f"starting PostgreSQL (TLS, SCRAM) on 127.0.0.1:{lay.pg_port}")
-    opts = (f"-p {lay.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB "
-            f"-c ssl=on -c ssl_cert_file={pgroot / 'server.crt'} -c ssl_key_file={pgroot / 'server.key'} "
-            f"-c hba_file={pgroot / 'pg_hba.conf'} -c password_encryption=scram-sha-256")
-    subprocess.run(as_pg_user([str(bindir / "pg_ctl"), "-D", str(lay.pgdata), "-l", str(log), "-o", opts,
-                               "-w", "-t", "60", "start"]), check=True, capture_output=True)
+    opts = (
+        f"-p {lay.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB "
+        f"-c ssl=on -c ssl_cert_file={pgroot / 'server.crt'} -c ssl_key_file={pgroot / 'server.key'} "
+        f"-c hba_file={pgroot / 'pg_hba.conf'} -c password_encryption=scram-sha-256"
+    )
+    subprocess.run(
+        as_pg_user(
+            [str(bindir / "pg_ctl"), "-D", str(lay.pgdata), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"]
+        ),
+        check=True,
+        capture_output=True,
+    )
     provision_roles(lay, sock)
 
 
@@ -401,7 +463,8 @@ def configure_postgres_access(lay: Layout, pgroot: Path) -> None:
     (pgroot / "pg_hba.conf").write_text(
         "local   all  postgres                peer\n"
         "hostssl all  all       127.0.0.1/32   scram-sha-256\n"
-        "host    all  all       127.0.0.1/32   reject\n")
+        "host    all  all       127.0.0.1/32   reject\n"
+    )
 
 
 def provision_roles(lay: Layout, sock: Path) -> None:
@@ -415,11 +478,26 @@ def provision_roles(lay: Layout, sock: Path) -> None:
         password = lay.secret(f"postgres-{role}")
         statements.append(f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         statements.append(f"ALTER ROLE {role} LOGIN PASSWORD '{password}'")
-    psql = as_pg_user(["psql", "-h", str(sock), "-p", str(lay.pg_port), "-U", "postgres", "-d", "postgres",
-                       "-v", "ON_ERROR_STOP=1", "-q"])
+    psql = as_pg_user(
+        [
+            "psql",
+            "-h",
+            str(sock),
+            "-p",
+            str(lay.pg_port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+        ]
+    )
     subprocess.run(psql, input=";\n".join(statements) + ";\n", text=True, check=True, capture_output=True)
-    exists = subprocess.run(psql + ["-tAc", "SELECT 1 FROM pg_database WHERE datname='sais'"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    exists = subprocess.run(
+        psql + ["-tAc", "SELECT 1 FROM pg_database WHERE datname='sais'"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if not exists:
         subprocess.run(psql + ["-c", "CREATE DATABASE sais"], check=True, capture_output=True)
     migrate_database(lay.admin_dsn("sais"))
@@ -427,14 +505,25 @@ def provision_roles(lay: Layout, sock: Path) -> None:
 
 def psql(lay: Layout, sql: str, db: str = "sais") -> str:
     """Run SQL as the administrator over TLS; the first column of the first row (``-tA``)."""
-    return subprocess.run(["psql", lay.admin_dsn(db), "-tAc", sql], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["psql", lay.admin_dsn(db), "-tAc", sql], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def fresh_database(lay: Layout, db: str) -> str:
     """Drop and re-create a database, migrated (roles confined, protocol in force); its admin DSN."""
-    subprocess.run(["psql", lay.admin_dsn("postgres"), "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
-                    "-c", f"CREATE DATABASE {db}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "psql",
+            lay.admin_dsn("postgres"),
+            "-qc",
+            f"DROP DATABASE IF EXISTS {db} WITH (FORCE)",
+            "-c",
+            f"CREATE DATABASE {db}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     migrate_database(lay.admin_dsn(db))
     return lay.admin_dsn(db)
 
@@ -452,31 +541,48 @@ def migrate_database(dsn: str) -> None:
             await migrate_all(conn)
         finally:
             await conn.close()
+
     asyncio.run(go())
 
 
 def stop_postgres(lay: Layout) -> None:
     if not (lay.pgdata / "postmaster.pid").exists():
         return
-    subprocess.run(as_pg_user([str(pg_bin() / "pg_ctl"), "-D", str(lay.pgdata), "-m", "fast", "-w", "stop"]),
-                   capture_output=True)
+    subprocess.run(
+        as_pg_user([str(pg_bin() / "pg_ctl"), "-D", str(lay.pgdata), "-m", "fast", "-w", "stop"]), capture_output=True
+    )
     say("PostgreSQL stopped")
 
 
 # --- SMTP --------------------------------------------------------------------------------
+
 
 def start_smtp(lay: Layout) -> None:
     if pid_alive(lay.pidfile("smtpd")):
         return
     ensure_port_free(lay.smtp_port, "the SMTP server")
     say(f"starting SMTP server (STARTTLS required) on 127.0.0.1:{lay.smtp_port}")
-    spawn(lay, "smtpd", [sys.executable, str(HERE / "smtpd.py"), "--port", str(lay.smtp_port),
-                         "--cert", str(lay.pki / "smtp-server.pem"), "--key", str(lay.pki / "smtp-server.key"),
-                         "--maildir", str(lay.maildir)])
+    spawn(
+        lay,
+        "smtpd",
+        [
+            sys.executable,
+            str(HERE / "smtpd.py"),
+            "--port",
+            str(lay.smtp_port),
+            "--cert",
+            str(lay.pki / "smtp-server.pem"),
+            "--key",
+            str(lay.pki / "smtp-server.key"),
+            "--maildir",
+            str(lay.maildir),
+        ],
+    )
     wait_port(lay.smtp_port, "SMTP server", 30, lay.log("smtpd"), lay.pidfile("smtpd"))
 
 
 # --- commands ----------------------------------------------------------------------------
+
 
 def start(lay: Layout) -> None:
     from sais_shared.devpki import ensure_dev_pki

@@ -30,8 +30,12 @@ def _builders() -> dict[str, Any]:
     from sais_retention.app import build_app as retention
     from sais_retention.config import RetentionSettings
 
-    fixed = {"kafka_bootstrap": "kafka:9093", "kafka_security_protocol": "SASL_SSL", "topic_prefix": "sais",
-             "log_level": "WARNING"}
+    fixed = {
+        "kafka_bootstrap": "kafka:9093",
+        "kafka_security_protocol": "SASL_SSL",
+        "topic_prefix": "sais",
+        "log_level": "WARNING",
+    }
     return {
         "ingest": lambda: ingest(_documented(IngestSettings)(**fixed)),
         "eligibility": lambda: eligibility(_documented(EligibilitySettings)(**fixed)),
@@ -47,6 +51,7 @@ def _documented(settings_class: type) -> type:
 
     def credentials(self, service):
         return service_principal(service), "(documentation only)"
+
     return type(f"Documented{settings_class.__name__}", (settings_class,), {"_kafka_credentials": credentials})
 
 
@@ -98,8 +103,10 @@ def generate() -> dict[str, tuple[str, str]]:
     out = {}
     for name, build in _builders().items():
         spec = document(build)
-        out[name] = (yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=120),
-                     get_asyncapi_html(_Doc(spec), try_it_out_path=None))
+        out[name] = (
+            yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=120),
+            get_asyncapi_html(_Doc(spec), try_it_out_path=None),
+        )
     return out
 
 

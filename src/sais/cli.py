@@ -23,8 +23,9 @@ from .protocol_cli import app as protocol_app
 from .quality_cli import quality_cmd
 from .status_cli import status
 
-app = typer.Typer(help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.", no_args_is_help=True
+)
 app.add_typer(ingest_app, name="ingest")
 eligibility_app.command("quality")(quality_cmd)  # composed from eligibility's and ingest's own reads
 app.add_typer(eligibility_app, name="eligibility")
@@ -35,7 +36,6 @@ app.add_typer(breach_app, name="breach")
 app.add_typer(sar_app, name="sar")
 app.add_typer(audit_app, name="audit")
 app.command("status")(status)
-
 
 
 @app.callback()
@@ -65,8 +65,11 @@ def docs_asyncapi(check: bool = typer.Option(False, "--check", help="fail if the
     from .asyncapi import DOCS, generate, write
 
     if check:
-        stale = [n for n, (text, _) in generate().items()
-                 if not (DOCS / f"{n}.yaml").exists() or (DOCS / f"{n}.yaml").read_text(encoding="utf-8") != text]
+        stale = [
+            n
+            for n, (text, _) in generate().items()
+            if not (DOCS / f"{n}.yaml").exists() or (DOCS / f"{n}.yaml").read_text(encoding="utf-8") != text
+        ]
         if stale:
             typer.echo(f"AsyncAPI documents out of date: {', '.join(stale)}; run `sais docs asyncapi`", err=True)
             raise typer.Exit(1)
@@ -77,8 +80,10 @@ def docs_asyncapi(check: bool = typer.Option(False, "--check", help="fail if the
 
 
 @keys_app.command("rotate-kek")
-def rotate_kek(new_kek_file: Path = typer.Option(..., exists=True, dir_okay=False, help="the new KEK (base64)"),
-               new_kek_id: str = typer.Option(..., help="an id for the new KEK, e.g. kek-2026-11")) -> None:
+def rotate_kek(
+    new_kek_file: Path = typer.Option(..., exists=True, dir_okay=False, help="the new KEK (base64)"),
+    new_kek_id: str = typer.Option(..., help="an id for the new KEK, e.g. kek-2026-11"),
+) -> None:
     """Re-wrap every live data key with a new KEK (one transaction), then switch SAIS_KEK_FILE and restart."""
     import asyncio
 
@@ -89,8 +94,11 @@ def rotate_kek(new_kek_file: Path = typer.Option(..., exists=True, dir_okay=Fals
 
     settings = CommonSettings()
     if settings.index_key_file is None:
-        typer.echo("pin the blind-index key first: SAIS_INDEX_KEY_FILE (see `sais keys export-index-key`); "
-                   "otherwise matching would change with the KEK", err=True)
+        typer.echo(
+            "pin the blind-index key first: SAIS_INDEX_KEY_FILE (see `sais keys export-index-key`); "
+            "otherwise matching would change with the KEK",
+            err=True,
+        )
         raise typer.Exit(2)
     old = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
     new = KeyEncryptionKey(read_key_file(new_kek_file, "--new-kek-file"), new_kek_id, settings.index_key_bytes())
@@ -100,14 +108,22 @@ def rotate_kek(new_kek_file: Path = typer.Option(..., exists=True, dir_okay=Fals
         try:
             async with pool.acquire() as conn, conn.transaction():
                 n = await rewrap_all(conn, old, new)
-                await audit(conn, getpass.getuser(), "kek.rotated", f"kek:{new_kek_id}",
-                            {"from": settings.kek_id, "data_keys": n})
+                await audit(
+                    conn,
+                    getpass.getuser(),
+                    "kek.rotated",
+                    f"kek:{new_kek_id}",
+                    {"from": settings.kek_id, "data_keys": n},
+                )
                 return n
         finally:
             await pool.close()
+
     n = asyncio.run(go())
-    typer.echo(f"{n} data key(s) re-wrapped with {new_kek_id}: now set SAIS_KEK_FILE={new_kek_file} "
-               f"SAIS_KEK_ID={new_kek_id} on every service and restart them")
+    typer.echo(
+        f"{n} data key(s) re-wrapped with {new_kek_id}: now set SAIS_KEK_FILE={new_kek_file} "
+        f"SAIS_KEK_ID={new_kek_id} on every service and restart them"
+    )
 
 
 @keys_app.command("export-index-key")
@@ -116,8 +132,9 @@ def export_index_key(out: Path = typer.Argument(..., help="file to write (mode 6
     from sais_shared.crypto import derive_index_key
     from sais_shared.files import write_private_file
 
-    write_private_file(out, base64.b64encode(derive_index_key(CommonSettings().key_encryption_key_bytes())).decode()
-                       + "\n")
+    write_private_file(
+        out, base64.b64encode(derive_index_key(CommonSettings().key_encryption_key_bytes())).decode() + "\n"
+    )
     typer.echo(f"wrote {out}: set SAIS_INDEX_KEY_FILE={out} on every service")
 
 
@@ -145,13 +162,17 @@ def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what wa
             return await migrate_all(conn, settings.protocol_file, getpass.getuser(), settings.credentials_dir)
         finally:
             await conn.close()
+
     applied = asyncio.run(go())
     if as_json:
         typer.echo(json.dumps(applied))
         return
     n = sum(map(len, applied.values()))
-    typer.echo(f"{n} migration(s) applied" + "".join(f"\n  {s}: {', '.join(m)}" for s, m in applied.items() if m)
-               if n else "the database is up to date")
+    typer.echo(
+        f"{n} migration(s) applied" + "".join(f"\n  {s}: {', '.join(m)}" for s, m in applied.items() if m)
+        if n
+        else "the database is up to date"
+    )
 
 
 kafka_app = typer.Typer(help="Kafka topics and access rights (administrator).", no_args_is_help=True)
@@ -173,15 +194,18 @@ def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what w
     if as_json:
         typer.echo(json.dumps(done))
         return
-    typer.echo(f"{done['topics_created']} topic(s) created under {settings.topic_prefix!r}; "
-               f"{done['acls']} ACL(s) in place" if settings.kafka_security_protocol != "PLAINTEXT"
-               else f"{done['topics_created']} topic(s) created; the broker has no authentication (PLAINTEXT): "
-                    "no ACLs")
+    typer.echo(
+        f"{done['topics_created']} topic(s) created under {settings.topic_prefix!r}; {done['acls']} ACL(s) in place"
+        if settings.kafka_security_protocol != "PLAINTEXT"
+        else f"{done['topics_created']} topic(s) created; the broker has no authentication (PLAINTEXT): no ACLs"
+    )
 
 
 @kafka_app.command("acls")
-def kafka_acls(prefix: str = typer.Option("sais", "--prefix", metavar="PREFIX", help="topic prefix"),
-               as_json: bool = typer.Option(False, "--json", help="print the bindings as JSON")) -> None:
+def kafka_acls(
+    prefix: str = typer.Option("sais", "--prefix", metavar="PREFIX", help="topic prefix"),
+    as_json: bool = typer.Option(False, "--json", help="print the bindings as JSON"),
+) -> None:
     """Print what each Kafka user may do: its topics (read, write) and consumer groups."""
     import json
 
@@ -189,19 +213,34 @@ def kafka_acls(prefix: str = typer.Option("sais", "--prefix", metavar="PREFIX", 
 
     rows = bindings(prefix)
     if as_json:
-        typer.echo(json.dumps([{"principal": b.principal, "resource": b.resource.name.lower(), "name": b.name,
-                                "pattern": b.pattern.name.lower(), "operation": b.operation.name.lower()}
-                               for b in rows], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "principal": b.principal,
+                        "resource": b.resource.name.lower(),
+                        "name": b.name,
+                        "pattern": b.pattern.name.lower(),
+                        "operation": b.operation.name.lower(),
+                    }
+                    for b in rows
+                ],
+                indent=2,
+            )
+        )
         return
     for b in rows:
-        typer.echo(f"{b.principal:22} {b.operation.name.lower():9} {b.resource.name.lower():6} "
-                   f"{b.name}{'*' if b.pattern.name == 'PREFIXED' else ''}")
+        typer.echo(
+            f"{b.principal:22} {b.operation.name.lower():9} {b.resource.name.lower():6} "
+            f"{b.name}{'*' if b.pattern.name == 'PREFIXED' else ''}"
+        )
 
 
 @kafka_app.command("manifests")
 def kafka_manifests(
-    out: Path = typer.Option(Path("deploy/k8s/base"), "--out", metavar="DIR",
-                             help="folder to write topics.yaml and kafka-users.yaml to"),
+    out: Path = typer.Option(
+        Path("deploy/k8s/base"), "--out", metavar="DIR", help="folder to write topics.yaml and kafka-users.yaml to"
+    ),
 ) -> None:
     """Write Strimzi KafkaTopics and KafkaUsers (SCRAM-SHA-512, the same ACLs as `sais kafka setup`)."""
     from sais_shared.kafka_access import strimzi_manifests

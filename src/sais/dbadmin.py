@@ -26,8 +26,12 @@ SERVICE_SCHEMAS = (
 )
 
 
-async def migrate_all(conn: asyncpg.Connection, protocol_file: Path | None = None,
-                      actor: str = "install", credentials_dir: Path | None = None) -> dict[str, list[str]]:
+async def migrate_all(
+    conn: asyncpg.Connection,
+    protocol_file: Path | None = None,
+    actor: str = "install",
+    credentials_dir: Path | None = None,
+) -> dict[str, list[str]]:
     """Every schema migrated and granted; the migrations applied now, by schema. With a credentials
     folder, each service role whose password file (postgres-sais_<service>) is there may log in with it."""
     applied = {"shared": await migrate_shared(conn)}
@@ -75,8 +79,9 @@ async def verify_audit_chain(conn: asyncpg.Connection) -> ChainReport:
     n = 0
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         async for r in conn.cursor(
-                "SELECT id, chain_seq, prev_hash, row_hash, shared.audit_row_text(chain_seq, at, actor, action, "
-                "subject, details, protocol_version) AS text FROM shared.audit_log ORDER BY chain_seq NULLS FIRST"):
+            "SELECT id, chain_seq, prev_hash, row_hash, shared.audit_row_text(chain_seq, at, actor, action, "
+            "subject, details, protocol_version) AS text FROM shared.audit_log ORDER BY chain_seq NULLS FIRST"
+        ):
             n += 1
             if r["chain_seq"] is None:
                 problems.append(f"row id {r['id']} is outside the chain")

@@ -23,15 +23,25 @@ audit_app = typer.Typer(help="The audit trail: who did what, when (no personal d
 
 
 @sar_app.command("find")
-def sar_find(forename: str = typer.Option(...), surname: str = typer.Option(...),
-             date_of_birth: str = typer.Option(..., help="YYYY-MM-DD"),
-             out: Path = typer.Option(..., help="write the export here (it holds personal data: protect it)"),
-             as_json: bool = typer.Option(False, "--json", help="export as JSON instead of text")) -> None:
+def sar_find(
+    forename: str = typer.Option(...),
+    surname: str = typer.Option(...),
+    date_of_birth: str = typer.Option(..., help="YYYY-MM-DD"),
+    out: Path = typer.Option(..., help="write the export here (it holds personal data: protect it)"),
+    as_json: bool = typer.Option(False, "--json", help="export as JSON instead of text"),
+) -> None:
     """Find everything held about one child across all services and write a readable export."""
+
     async def go():
         async with open_owners() as owners:
-            return await subject_access(owners, forename=forename, surname=surname,
-                                        date_of_birth=date.fromisoformat(date_of_birth), actor=getpass.getuser())
+            return await subject_access(
+                owners,
+                forename=forename,
+                surname=surname,
+                date_of_birth=date.fromisoformat(date_of_birth),
+                actor=getpass.getuser(),
+            )
+
     if out.exists() or out.is_symlink():  # refuse before searching: the search itself is audited
         raise typer.BadParameter(f"{out} already exists: choose a new file name", param_hint="--out")
     answer = asyncio.run(go())
@@ -39,24 +49,38 @@ def sar_find(forename: str = typer.Option(...), surname: str = typer.Option(...)
         write_private_file(out, json.dumps(answer, indent=2, default=str) if as_json else render(answer))
     except OutputFileError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from None
-    typer.echo(f"request {answer['request_id']}: {len(answer['records'])} record(s), {len(answer['batches'])} "
-               f"batch(es); export written to {out}")
+    typer.echo(
+        f"request {answer['request_id']}: {len(answer['records'])} record(s), {len(answer['batches'])} "
+        f"batch(es); export written to {out}"
+    )
 
 
 @audit_app.command("list")
-def audit_list(action: str | None = typer.Option(None, help="e.g. batch.sent, data.deleted"),
-               since: str | None = typer.Option(None, help="YYYY-MM-DD"),
-               limit: int = typer.Option(100), as_json: bool = typer.Option(False, "--json")) -> None:
+def audit_list(
+    action: str | None = typer.Option(None, help="e.g. batch.sent, data.deleted"),
+    since: str | None = typer.Option(None, help="YYYY-MM-DD"),
+    limit: int = typer.Option(100),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Audit entries, newest first."""
+
     async def go():
         rt = await open_runtime(CommonSettings())
         try:
-            return [dict(r) for r in await rt.pool.fetch(
-                "SELECT at, actor, action, subject, details, protocol_version FROM shared.audit_log "
-                "WHERE ($1::text IS NULL OR action = $1) AND ($2::date IS NULL OR at >= $2) "
-                "ORDER BY id DESC LIMIT $3", action, date.fromisoformat(since) if since else None, limit)]
+            return [
+                dict(r)
+                for r in await rt.pool.fetch(
+                    "SELECT at, actor, action, subject, details, protocol_version FROM shared.audit_log "
+                    "WHERE ($1::text IS NULL OR action = $1) AND ($2::date IS NULL OR at >= $2) "
+                    "ORDER BY id DESC LIMIT $3",
+                    action,
+                    date.fromisoformat(since) if since else None,
+                    limit,
+                )
+            ]
         finally:
             await rt.close()
+
     rows = asyncio.run(go())
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
@@ -81,10 +105,12 @@ def audit_verify(as_json: bool = typer.Option(False, "--json", help="print the r
             return await verify_audit_chain(conn)
         finally:
             await conn.close()
+
     report = asyncio.run(go())
     if as_json:
-        typer.echo(json.dumps({"rows": report.rows, "head": report.head, "intact": report.intact,
-                               "problems": report.problems}))
+        typer.echo(
+            json.dumps({"rows": report.rows, "head": report.head, "intact": report.intact, "problems": report.problems})
+        )
     elif report.intact:
         typer.echo(f"audit trail intact: {report.rows} entries, head {report.head}")
     else:

@@ -30,8 +30,9 @@ class Owners:
     def keys(self) -> KeyStore:
         """The key store as eligibility (the role that may open pupil records)."""
         s = self.settings
-        return KeyStore(self.pools["eligibility"],
-                        KeyEncryptionKey(s.key_encryption_key_bytes(), s.kek_id, s.index_key_bytes()))
+        return KeyStore(
+            self.pools["eligibility"], KeyEncryptionKey(s.key_encryption_key_bytes(), s.kek_id, s.index_key_bytes())
+        )
 
 
 @asynccontextmanager

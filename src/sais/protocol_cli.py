@@ -15,8 +15,9 @@ from sais_shared.protocol_registry import history, load_version
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 
-app = typer.Typer(help="The Information Sharing Protocol as data (versions, review, definitions).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The Information Sharing Protocol as data (versions, review, definitions).", no_args_is_help=True
+)
 out, err = Console(), Console(stderr=True)
 
 
@@ -27,25 +28,31 @@ async def _runtime():
 @app.command("show")
 def show(as_json: bool = typer.Option(False, "--json")) -> None:
     """The version in force: parties, sources, transfer rules, retention; warns past the review date."""
+
     async def go():
         rt = await _runtime()
         try:
             return rt.protocol, rt.clock.today()
         finally:
             await rt.close()
+
     p, today = asyncio.run(go())
     overdue = p.review_overdue(today)
     if as_json:
         typer.echo(json.dumps(p.model_dump(mode="json") | {"review_overdue": overdue}, indent=2))
         return
     if overdue:
-        err.print(f"[bold red]WARNING: protocol v{p.version} was due for review on {p.review_date} (ISP §15). "
-                  "Delivery needs an audited override until a reviewed version is loaded.[/]")
+        err.print(
+            f"[bold red]WARNING: protocol v{p.version} was due for review on {p.review_date} (ISP §15). "
+            "Delivery needs an audited override until a reviewed version is loaded.[/]"
+        )
     out.print(f"[bold]{p.id}[/] v{p.version}, in force since {p.effective_from}, review by {p.review_date}")
     out.print(f"originator: {p.originator_label}; marking: {p.protective_marking}")
     out.print(f"retention {p.retention_months} months (§11.1); staleness limit {p.staleness_months} months (§9.5)")
-    out.print(f"transfer: {p.transfer.method} to {', '.join(p.transfer.recipients)} "
-              f"(allowed domains {', '.join(p.transfer.allowed_recipient_domains)})")
+    out.print(
+        f"transfer: {p.transfer.method} to {', '.join(p.transfer.recipients)} "
+        f"(allowed domains {', '.join(p.transfer.allowed_recipient_domains)})"
+    )
     t = Table("source", "year groups requested (sexes)", "target year", title="Sources", title_justify="left")
     for name, s in p.sources.items():
         t.add_row(name, ", ".join(f"{y} ({''.join(x)})" for y, x in s.requested.items()), s.target)
@@ -67,6 +74,7 @@ def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
             return await load_version(rt.pool, text, path.name, getpass.getuser())
         finally:
             await rt.close()
+
     try:
         p = asyncio.run(go())
     except ProtocolError as exc:
@@ -78,12 +86,14 @@ def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
 @app.command("history")
 def history_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every version loaded into this installation, by whom and when."""
+
     async def go():
         rt = await _runtime()
         try:
             return await history(rt.pool)
         finally:
             await rt.close()
+
     rows = asyncio.run(go())
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], default=str, indent=2))

@@ -21,8 +21,10 @@ async def quality_view(academic_year: str) -> dict:
     return {"academic_year": academic_year, "rows_from_schools_outside_the_la": outside_la, **view}
 
 
-def quality_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
-                as_json: bool = typer.Option(False, "--json", help="print the view as JSON")) -> None:
+def quality_cmd(
+    academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
+    as_json: bool = typer.Option(False, "--json", help="print the view as JSON"),
+) -> None:
     """Cohort counts per programme × school × year group, and data-quality findings."""
     view = asyncio.run(quality_view(academic_year))
     if as_json:

@@ -21,8 +21,9 @@ from sais_shared.keystore import audit
 from .owners import Owners
 
 
-async def subject_access(owners: Owners, *, forename: str, surname: str, date_of_birth: date,
-                         actor: str) -> dict[str, Any]:
+async def subject_access(
+    owners: Owners, *, forename: str, surname: str, date_of_birth: date, actor: str
+) -> dict[str, Any]:
     """Each service answers for its own data: eligibility finds and opens the child's records,
     delivery the batches that carried them, ingest the extracts, retention the deletion dates."""
     request_id = uuid.uuid4()
@@ -33,20 +34,49 @@ async def subject_access(owners: Owners, *, forename: str, surname: str, date_of
     extracts = await ingest.extracts_by_id(owners.ingest, held["extract_ids"]) if held["extract_ids"] else []
     subjects = [f"batch:{b['batch_id']}" for b in batches] + [f"extract:{e}" for e in held["extract_ids"]]
     out: dict[str, Any] = {
-        "request_id": str(request_id), "records": held["records"], "cohorts": held["cohorts"],
-        "batches": [{"batch_id": str(b["batch_id"]), "window": b["window_name"], "academic_year": b["academic_year"],
-                     "sent_to": b["recipient"], "status": b["status"], "sent_at": str(b["sent_at"]),
-                     "delete_by": str(b["delete_by"])} for b in batches],
-        "extracts": [{"extract_id": str(e["extract_id"]), "source": e["source"],
-                      "reference_date": str(e["reference_date"]), "file_name": e["file_name"],
-                      "originator": e["originator"], "ingested_at": str(e["started_at"])} for e in extracts],
-        "deletion": [{"subject": s["subject"], "delete_on": str(s["due_on"]),
-                      "deleted_at": str(s["executed_at"]) if s["executed_at"] else None}
-                     for s in (await retention.schedule_for(owners.retention, subjects) if subjects else [])],
+        "request_id": str(request_id),
+        "records": held["records"],
+        "cohorts": held["cohorts"],
+        "batches": [
+            {
+                "batch_id": str(b["batch_id"]),
+                "window": b["window_name"],
+                "academic_year": b["academic_year"],
+                "sent_to": b["recipient"],
+                "status": b["status"],
+                "sent_at": str(b["sent_at"]),
+                "delete_by": str(b["delete_by"]),
+            }
+            for b in batches
+        ],
+        "extracts": [
+            {
+                "extract_id": str(e["extract_id"]),
+                "source": e["source"],
+                "reference_date": str(e["reference_date"]),
+                "file_name": e["file_name"],
+                "originator": e["originator"],
+                "ingested_at": str(e["started_at"]),
+            }
+            for e in extracts
+        ],
+        "deletion": [
+            {
+                "subject": s["subject"],
+                "delete_on": str(s["due_on"]),
+                "deleted_at": str(s["executed_at"]) if s["executed_at"] else None,
+            }
+            for s in (await retention.schedule_for(owners.retention, subjects) if subjects else [])
+        ],
     }
-    await audit(owners.eligibility, actor, "sar.answered", f"sar:{request_id}",
-                {"records": len(out["records"]), "batches": len(out["batches"]), "extracts": len(out["extracts"])},
-                owners.protocol.version)
+    await audit(
+        owners.eligibility,
+        actor,
+        "sar.answered",
+        f"sar:{request_id}",
+        {"records": len(out["records"]), "batches": len(out["batches"]), "extracts": len(out["extracts"])},
+        owners.protocol.version,
+    )
     return out
 
 
@@ -57,19 +87,29 @@ def render(answer: dict[str, Any]) -> str:
         return "\n".join(lines) + "\n"
     lines.append("Records held:")
     for r in answer["records"]:
-        lines.append(f"  - from {r['source']} (reference date {r['reference_date']}, received {r['received_at']}), "
-                     f"{r['school_name']} ({r['school_dfe']}), year {r['year_group']}, gender {r['gender']}"
-                     f"{'' if r['current'] else ' [replaced by a later dataset]'}")
+        lines.append(
+            f"  - from {r['source']} (reference date {r['reference_date']}, received {r['received_at']}), "
+            f"{r['school_name']} ({r['school_dfe']}), year {r['year_group']}, gender {r['gender']}"
+            f"{'' if r['current'] else ' [replaced by a later dataset]'}"
+        )
         d = r["details"]
-        lines.append(f"      {d}" if isinstance(d, str) else
-                     f"      {d['forename']} {d['surname']}, born {d['date_of_birth']}, "
-                     f"{', '.join(d['address_lines'])}, {d['postcode']}")
+        lines.append(
+            f"      {d}"
+            if isinstance(d, str)
+            else f"      {d['forename']} {d['surname']}, born {d['date_of_birth']}, "
+            f"{', '.join(d['address_lines'])}, {d['postcode']}"
+        )
     lines += ["", "Immunisation programme cohorts:"]
     lines += [f"  - {c['academic_year']} {c['programme']}: {c['status']}" for c in answer["cohorts"]] or ["  (none)"]
     lines += ["", "Shared with the SAIS:"]
-    lines += [f"  - batch {b['batch_id']} ({b['window']} {b['academic_year']}) sent {b['sent_at']} to {b['sent_to']}; "
-              f"to be deleted by {b['delete_by']}" for b in answer["batches"]] or ["  (not shared)"]
+    lines += [
+        f"  - batch {b['batch_id']} ({b['window']} {b['academic_year']}) sent {b['sent_at']} to {b['sent_to']}; "
+        f"to be deleted by {b['delete_by']}"
+        for b in answer["batches"]
+    ] or ["  (not shared)"]
     lines += ["", "Deletion schedule:"]
-    lines += [f"  - {d['subject']}: delete on {d['delete_on']}" + (f", deleted {d['deleted_at']}" if d["deleted_at"]
-              else "") for d in answer["deletion"]] or ["  (none)"]
+    lines += [
+        f"  - {d['subject']}: delete on {d['delete_on']}" + (f", deleted {d['deleted_at']}" if d["deleted_at"] else "")
+        for d in answer["deletion"]
+    ] or ["  (none)"]
     return "\n".join(lines) + "\n"

@@ -30,8 +30,12 @@ async def gather() -> dict:
         pending = await retention.pending_deletions(owners.retention, today)
         p = owners.protocol
     view = {
-        "protocol": {"id": p.id, "version": p.version, "review_date": p.review_date.isoformat(),
-                     "review_overdue": p.review_overdue(today)},
+        "protocol": {
+            "id": p.id,
+            "version": p.version,
+            "review_date": p.review_date.isoformat(),
+            "review_overdue": p.review_overdue(today),
+        },
         "sharing_suspended": control["suspended"],
         "suspension_reason": control["reason"],
         "open_breaches": control["open_breaches"],
@@ -49,8 +53,11 @@ async def gather() -> dict:
         attention.append(f"{view['open_breaches']} open breach(es): `sais breach list`")
     if view["deletions"]["overdue"]:
         attention.append(f"{view['deletions']['overdue']} deletion(s) overdue: `sais retention run`")
-    attention += [f"batch {b['batch_id']} interrupted while sending: `sais delivery resolve`"
-                  for b in view["batches"] if b["status"] == "sending"]
+    attention += [
+        f"batch {b['batch_id']} interrupted while sending: `sais delivery resolve`"
+        for b in view["batches"]
+        if b["status"] == "sending"
+    ]
     view["attention"] = attention
     return view
 
@@ -63,23 +70,46 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     else:
         c = Console()
         pr = view["protocol"]
-        c.print(f"protocol {pr['id']} v{pr['version']} (review by {pr['review_date']}); sharing "
-                f"{'[red]SUSPENDED[/]' if view['sharing_suspended'] else 'active'}; deletions scheduled "
-                f"{view['deletions']['scheduled']}, overdue {view['deletions']['overdue']}")
-        t = Table("source", "reference date", "status", "rows in", "accepted", "rejected", "out of scope",
-                  title="Recent extracts", title_justify="left")
+        c.print(
+            f"protocol {pr['id']} v{pr['version']} (review by {pr['review_date']}); sharing "
+            f"{'[red]SUSPENDED[/]' if view['sharing_suspended'] else 'active'}; deletions scheduled "
+            f"{view['deletions']['scheduled']}, overdue {view['deletions']['overdue']}"
+        )
+        t = Table(
+            "source",
+            "reference date",
+            "status",
+            "rows in",
+            "accepted",
+            "rejected",
+            "out of scope",
+            title="Recent extracts",
+            title_justify="left",
+        )
         for e in view["extracts"]:
-            t.add_row(e["source"], str(e["reference_date"]), "purged" if e["purged"] else e["status"],
-                      *(str(e[k]) for k in ("rows_in", "accepted", "rejected", "out_of_scope")))
+            t.add_row(
+                e["source"],
+                str(e["reference_date"]),
+                "purged" if e["purged"] else e["status"],
+                *(str(e[k]) for k in ("rows_in", "accepted", "rejected", "out_of_scope")),
+            )
         c.print(t)
         t = Table("academic year", "programme", "children", title="Cohorts", title_justify="left")
         for r in view["cohorts"]:
             t.add_row(r["academic_year"], r["programme"], str(r["n"]))
         c.print(t)
-        t = Table("batch", "window", "year", "status", "sent", "delete by", title="Recent batches", title_justify="left")
+        t = Table(
+            "batch", "window", "year", "status", "sent", "delete by", title="Recent batches", title_justify="left"
+        )
         for b in view["batches"]:
-            t.add_row(str(b["batch_id"])[:8], b["window_name"], b["academic_year"], b["status"], str(b["sent_at"] or ""),
-                      str(b["delete_by"]))
+            t.add_row(
+                str(b["batch_id"])[:8],
+                b["window_name"],
+                b["academic_year"],
+                b["status"],
+                str(b["sent_at"] or ""),
+                str(b["delete_by"]),
+            )
         c.print(t)
         for a in view["attention"]:
             Console(stderr=True).print(f"[yellow]attention:[/] {a}")

@@ -46,10 +46,15 @@ class Pipeline:
         for name in ("ingest", "eligibility", "delivery", "retention"):
             out = open(self.logdir / f"{name}.log", "w")
             self.ports[name] = free_port()  # never a fixed port: another run may hold 8081–8084
-            self.procs.append(subprocess.Popen([str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"],
-                                               env={**self.env, "SAIS_AS_OF": "2017-07-10",
-                                                    "SAIS_HTTP_PORT": str(self.ports[name])},
-                                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [str(REPO / ".venv" / "bin" / "python"), "-m", f"sais_{name}"],
+                    env={**self.env, "SAIS_AS_OF": "2017-07-10", "SAIS_HTTP_PORT": str(self.ports[name])},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
     def stop(self) -> None:
         for p in self.procs:
@@ -60,8 +65,9 @@ class Pipeline:
 
     def cli(self, *args: str, as_of: str) -> str:
         with open(self.logdir / "cli.log", "a") as log:
-            r = subprocess.run([SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE,
-                               stderr=log, text=True)
+            r = subprocess.run(
+                [SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE, stderr=log, text=True
+            )
         assert r.returncode == 0, f"sais {' '.join(args)} → {r.returncode}: {r.stdout}"
         return r.stdout
 
@@ -104,34 +110,69 @@ async def wait_sql(dsn: str, sql: str, timeout: float = 60.0):
 
 
 async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(env, infra, tmp_path):
-    files = {"summer-census": SAMPLES / "may-census-2017.csv",
-             "admissions-reception": SAMPLES / "admissions-reception-2017.csv",
-             "admissions-year3-transfer": SAMPLES / "admissions-year3-transfer-2017.csv",
-             "autumn-census": SAMPLES / "october-census-2017.csv"}
-    refs = {"summer-census": "2017-05-18", "admissions-reception": "2017-04-18",
-            "admissions-year3-transfer": "2017-04-18", "autumn-census": "2017-10-05"}
+    files = {
+        "summer-census": SAMPLES / "may-census-2017.csv",
+        "admissions-reception": SAMPLES / "admissions-reception-2017.csv",
+        "admissions-year3-transfer": SAMPLES / "admissions-year3-transfer-2017.csv",
+        "autumn-census": SAMPLES / "october-census-2017.csv",
+    }
+    refs = {
+        "summer-census": "2017-05-18",
+        "admissions-reception": "2017-04-18",
+        "admissions-year3-transfer": "2017-04-18",
+        "autumn-census": "2017-10-05",
+    }
     dsn = env["SAIS_DATABASE_URL"]
     p = Pipeline(env, tmp_path)
     p.start()
     try:
         for source in ("summer-census", "admissions-reception", "admissions-year3-transfer"):
-            rep = json.loads(p.cli("ingest", "file", str(files[source]), "--source", source, "--reference-date",
-                                   refs[source], "--json", as_of="2017-06-01"))
+            rep = json.loads(
+                p.cli(
+                    "ingest",
+                    "file",
+                    str(files[source]),
+                    "--source",
+                    source,
+                    "--reference-date",
+                    refs[source],
+                    "--json",
+                    as_of="2017-06-01",
+                )
+            )
             assert rep["balanced"]
         await wait_sql(dsn, "SELECT count(*) = 3 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL")
-        await wait_sql(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
-                            "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
-                            "(SELECT count(*) FROM eligibility.outbox) = 0")
-        july = json.loads(p.cli("delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json",
-                                as_of="2017-07-10"))
-        p.cli("ingest", "file", str(files["autumn-census"]), "--source", "autumn-census", "--reference-date",
-              refs["autumn-census"], as_of="2017-10-12")
+        await wait_sql(
+            dsn,
+            "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+            "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
+            "(SELECT count(*) FROM eligibility.outbox) = 0",
+        )
+        july = json.loads(
+            p.cli("delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json", as_of="2017-07-10")
+        )
+        p.cli(
+            "ingest",
+            "file",
+            str(files["autumn-census"]),
+            "--source",
+            "autumn-census",
+            "--reference-date",
+            refs["autumn-census"],
+            as_of="2017-10-12",
+        )
         await wait_sql(dsn, "SELECT count(*) = 4 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL")
-        await wait_sql(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
-                            "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
-                            "(SELECT count(*) FROM eligibility.outbox) = 0")
-        december = json.loads(p.cli("delivery", "send", "--window", "december", "--academic-year", "2017/18",
-                                    "--json", as_of="2017-12-04"))
+        await wait_sql(
+            dsn,
+            "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+            "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
+            "(SELECT count(*) FROM eligibility.outbox) = 0",
+        )
+        december = json.loads(
+            p.cli(
+                "delivery", "send", "--window", "december", "--academic-year", "2017/18", "--json", as_of="2017-12-04"
+            )
+        )
 
         # What the SAIS received, opened with openssl, matches an independent count of the input.
         delivered: dict[str, int] = {}
@@ -157,8 +198,9 @@ async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(
         await wait_sql(dsn, "SELECT count(*) = 2 FROM retention.schedule WHERE subject LIKE 'batch:%'")
         # Keys are destroyed at once; ingest, eligibility and delivery delete their rows and confirm; the
         # certificate follows their confirmations.
-        requests = json.loads(p.cli("retention", "run", "--now", "2017-10-11", "--json", "--wait", "90",
-                                    as_of="2017-10-11"))
+        requests = json.loads(
+            p.cli("retention", "run", "--now", "2017-10-11", "--json", "--wait", "90", as_of="2017-10-11")
+        )
         transfers = [r for r in requests if r["subject"].startswith("batch:")]
         assert [r["subject"] for r in transfers] == [f"batch:{july['batch_id']}"]
         assert len(transfers[0]["key_ids"]) == 3 and transfers[0]["certificate_id"]
@@ -166,8 +208,9 @@ async def test_whole_pipeline_delivers_exactly_the_cohorts_and_deletes_provably(
         p.stop()
 
     # No readable name, DOB, address or postcode of the deleted transfer anywhere: every topic, every table.
-    deleted = set().union(*(personal_values(files[s]) for s in
-                            ("summer-census", "admissions-reception", "admissions-year3-transfer")))
+    deleted = set().union(
+        *(personal_values(files[s]) for s in ("summer-census", "admissions-reception", "admissions-year3-transfer"))
+    )
     kept = personal_values(files["autumn-census"])
     deleted -= kept  # a value shared by both (a common street) is legitimately still held
     deleted_scan = PersonalDataScan(deleted)

@@ -23,14 +23,32 @@ PY = str(REPO / ".venv" / "bin" / "python")
 
 def start(name, env, logdir):
     out = open(logdir / f"{name}.log", "a")
-    return subprocess.Popen([PY, "-m", f"sais_{name}"], env={**os.environ, **env, "SAIS_AS_OF": "2017-07-10"},
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [PY, "-m", f"sais_{name}"],
+        env={**os.environ, **env, "SAIS_AS_OF": "2017-07-10"},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def ingest(env, path, source):
-    r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "ingest", "file", str(path), "--source", source,
-                        "--reference-date", REFERENCE_DATES[source].isoformat(), "--json"],
-                       env={**os.environ, **env, "SAIS_AS_OF": "2017-06-01"}, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "sais"),
+            "ingest",
+            "file",
+            str(path),
+            "--source",
+            source,
+            "--reference-date",
+            REFERENCE_DATES[source].isoformat(),
+            "--json",
+        ],
+        env={**os.environ, **env, "SAIS_AS_OF": "2017-06-01"},
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -76,9 +94,13 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
         stack.start_kafka(lay)
         ingest(env, files["autumn-census"], "autumn-census")
         await wait_sql(dsn, "SELECT count(*) = 4 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL", 180)
-        await wait_sql(dsn, "SELECT (SELECT count(*) FROM eligibility.outbox) = 0 AND "
-                            "(SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
-                            "(SELECT count(*) FROM delivery.members WHERE status='active')", 120)
+        await wait_sql(
+            dsn,
+            "SELECT (SELECT count(*) FROM eligibility.outbox) = 0 AND "
+            "(SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
+            "(SELECT count(*) FROM delivery.members WHERE status='active')",
+            120,
+        )
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -87,19 +109,26 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
             p.wait(30)
 
     conn = await asyncpg.connect(dsn)
-    got = {r["programme"]: r["n"] for r in await conn.fetch(
-        "SELECT programme || coalesce('-dose-' || dose, '') AS programme, count(*) n FROM delivery.members "
-        "WHERE status='active' GROUP BY 1")}
+    got = {
+        r["programme"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT programme || coalesce('-dose-' || dose, '') AS programme, count(*) n FROM delivery.members "
+            "WHERE status='active' GROUP BY 1"
+        )
+    }
     await conn.close()
     assert got == expected  # delivery holds exactly the cohort an independent count expects
 
-    events = [cohort_event_adapter.validate_json(r.value)
-              for r in await read_topic(infra.kafka, Topics(env["SAIS_TOPIC_PREFIX"]).cohort, timeout=60)]
+    events = [
+        cohort_event_adapter.validate_json(r.value)
+        for r in await read_topic(infra.kafka, Topics(env["SAIS_TOPIC_PREFIX"]).cohort, timeout=60)
+    ]
     # At-least-once on the wire, exactly-once in effect: a repeat is the same event (same id, same content).
     by_id: dict = {}
     for e in events:
-        assert by_id.setdefault(e.event_id, e.model_dump(exclude={"personal", "occurred_at"})) == \
-            e.model_dump(exclude={"personal", "occurred_at"})
+        assert by_id.setdefault(e.event_id, e.model_dump(exclude={"personal", "occurred_at"})) == e.model_dump(
+            exclude={"personal", "occurred_at"}
+        )
     latest = {}
     for e in sorted({e.event_id: e for e in events}.values(), key=lambda e: e.revision):
         latest[(e.programme, e.dose, e.pupil_id)] = e
@@ -117,20 +146,31 @@ async def test_an_owner_killed_mid_deletion_confirms_after_restart_and_the_certi
     try:
         ingest(env, REPO / "data" / "samples" / "may-census-2017.csv", "summer-census")
         await wait_sql(dsn, "SELECT count(*) = 1 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL", 120)
-        await wait_sql(dsn, "SELECT count(*) > 0 AND count(*) = (SELECT count(*) FROM eligibility.cohort "
-                            "WHERE status='active') FROM delivery.members WHERE status='active'", 120)
+        await wait_sql(
+            dsn,
+            "SELECT count(*) > 0 AND count(*) = (SELECT count(*) FROM eligibility.cohort "
+            "WHERE status='active') FROM delivery.members WHERE status='active'",
+            120,
+        )
         await wait_sql(dsn, "SELECT count(*) = 1 FROM retention.schedule", 60)
         members = await count(dsn, "SELECT count(*) FROM delivery.members")
 
         os.killpg(procs["delivery"].pid, signal.SIGSTOP)  # delivery cannot take the request
-        r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "retention", "run", "--now", "2017-09-02",
-                            "--json"], env={**os.environ, **env, "SAIS_AS_OF": "2017-09-02"}, capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "sais"), "retention", "run", "--now", "2017-09-02", "--json"],
+            env={**os.environ, **env, "SAIS_AS_OF": "2017-09-02"},
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         # The immediate guarantee: the key is gone before any owner has deleted anything.
         assert await count(dsn, "SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL") == 0
-        await wait_sql(dsn, "SELECT count(*) = 2 FROM retention.confirmations c JOIN retention.requests r "
-                            "USING (request_id) WHERE r.subject LIKE 'extract:%'", 60)  # ingest, eligibility
+        await wait_sql(
+            dsn,
+            "SELECT count(*) = 2 FROM retention.confirmations c JOIN retention.requests r "
+            "USING (request_id) WHERE r.subject LIKE 'extract:%'",
+            60,
+        )  # ingest, eligibility
         assert await count(dsn, "SELECT count(*) FROM retention.certificates") == 0  # waits for delivery
         os.killpg(procs["delivery"].pid, signal.SIGKILL)
         procs["delivery"].wait()

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def sais(env, *args):
-    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env},
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env}, capture_output=True, text=True
+    )
 
 
 async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decision(settings_env, infra, monkeypatch):
@@ -26,8 +27,17 @@ async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decisio
     env = {**settings_env, "SAIS_AS_OF": "2017-07-10"}
     await seed_cohort(2)
     started = datetime.now(UTC).timestamp()
-    r = sais(env, "breach", "report", "--what", "laptop with an export left on a train",
-             "--discovered-at", "2017-07-10T09:30:00", "--by", "Insight Service duty officer")
+    r = sais(
+        env,
+        "breach",
+        "report",
+        "--what",
+        "laptop with an export left on a train",
+        "--discovered-at",
+        "2017-07-10T09:30:00",
+        "--by",
+        "Insight Service duty officer",
+    )
     assert r.returncode == 0, r.stderr
     assert "2017-07-13T09:30:00" in r.stdout  # 72 hours for the ICO decision
 
@@ -45,15 +55,29 @@ async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decisio
 
     conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
     breach_id = await conn.fetchval("SELECT breach_id FROM delivery.breaches")
-    r = sais(env, "breach", "close", str(breach_id), "--outcome", "device recovered, encrypted",
-             "--ico-not-notified", "--keep-suspended")
+    r = sais(
+        env,
+        "breach",
+        "close",
+        str(breach_id),
+        "--outcome",
+        "device recovered, encrypted",
+        "--ico-not-notified",
+        "--keep-suspended",
+    )
     assert r.returncode == 0 and await conn.fetchval("SELECT suspended FROM delivery.control")
     r = sais(env, "delivery", "resume", "--reason", "post-incident review agreed")
     assert r.returncode == 0 and not await conn.fetchval("SELECT suspended FROM delivery.control")
     actions = [x["action"] for x in await conn.fetch("SELECT action FROM shared.audit_log ORDER BY id")]
     await conn.close()
-    for a in ("breach.reported", "sharing.suspended", "breach.parties_notified", "delivery.refused", "breach.closed",
-              "sharing.resumed"):
+    for a in (
+        "breach.reported",
+        "sharing.suspended",
+        "breach.parties_notified",
+        "delivery.refused",
+        "breach.closed",
+        "sharing.resumed",
+    ):
         assert a in actions
     assert (await deliver()).status == "sent"
 
@@ -67,13 +91,19 @@ async def test_statistics_export_suppresses_small_numbers(settings_env, infra):
     rows = []
     import uuid
 
-    for school, yg, sex, n in [("9372001", "R", "F", 12), ("9372001", "R", "M", 3), ("9372002", "1", "F", 8),
-                               ("9372002", "1", "M", 9)]:
+    for school, yg, sex, n in [
+        ("9372001", "R", "F", 12),
+        ("9372001", "R", "M", 3),
+        ("9372002", "1", "F", 8),
+        ("9372002", "1", "M", 9),
+    ]:
         for _ in range(n):
             rows.append(("2017/18", "flu", uuid.uuid4(), None, "active", "fp", 1, uuid.uuid4(), school, yg, sex))
     await rt.pool.executemany(
         "INSERT INTO eligibility.cohort(academic_year, programme, pupil_id, dose, status, fingerprint, revision, "
-        "record_id, school_dfe, year_group, gender) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", rows)
+        "record_id, school_dfe, year_group, gender) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+        rows,
+    )
     await rt.close()
     r = sais(settings_env, "eligibility", "statistics", "2017/18")
     assert r.returncode == 0, r.stderr

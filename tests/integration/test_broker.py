@@ -34,7 +34,6 @@ async def test_idempotent_and_transactional_producers_work(infra):
     assert sorted(values) == [b"committed", b"idempotent"]  # read_committed never sees the aborted record
 
 
-
 async def test_events_are_sent_through_aiokafka_directly_once_the_broker_is_connected(infra):
     """publish_many skips FastStream's per-message pipeline; this fails if a FastStream upgrade moves
     the producer, instead of silently halving publishing speed."""

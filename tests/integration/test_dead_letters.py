@@ -57,20 +57,27 @@ async def test_data_the_database_refuses_is_dead_lettered_by_position_not_retrie
     forged = json.loads(good[0].value)
     forged["event_id"] = "00000000-0000-4000-8000-000000000001"
     forged["school_name"] = "Bad\u0000School"  # valid JSON and a valid str; PostgreSQL text cannot hold NUL
-    moved = {**json.loads(good[1].value), "event_id": "00000000-0000-4000-8000-000000000002",
-             "record_id": "00000000-0000-4000-8000-000000000003"}  # its sealed fields are another record's
+    moved = {
+        **json.loads(good[1].value),
+        "event_id": "00000000-0000-4000-8000-000000000002",
+        "record_id": "00000000-0000-4000-8000-000000000003",
+    }  # its sealed fields are another record's
     p = AIOKafkaProducer(**infra.kafka)
     await p.start()
     try:
-        sent = [await p.send_and_wait(topics.pupil_recorded, json.dumps(m).encode(), key=good[0].key)
-                for m in (forged, moved)]
+        sent = [
+            await p.send_and_wait(topics.pupil_recorded, json.dumps(m).encode(), key=good[0].key)
+            for m in (forged, moved)
+        ]
     finally:
         await p.stop()
     async with TestApp(build_app(EligibilitySettings())):
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 49 FROM eligibility.records"), what="valid rows")
 
-        dead = sorted(await wait_until(lambda: _dead(infra, topics), what="the refused records dead-lettered"),
-                      key=lambda d: d.offset)
+        dead = sorted(
+            await wait_until(lambda: _dead(infra, topics), what="the refused records dead-lettered"),
+            key=lambda d: d.offset,
+        )
     assert [(d.partition, d.offset) for d in dead] == [(s.partition, s.offset) for s in sent]
     assert "refused as data" in dead[0].reason and "Bad" not in dead[0].reason
     assert "SealedValueError" in dead[1].reason
@@ -81,8 +88,11 @@ async def test_an_integer_no_database_can_hold_is_refused_when_parsed():
     from sais_shared.inbound import inbound_adapter
 
     for field in ("seq", "record_count"):
-        msg = {"type": "record", "extract_ref": "x", "seq": 1, "nonce": "", "ciphertext": ""} if field == "seq" else \
-            {"type": "extract-completed", "extract_ref": "x", "record_count": 1, "checksum": "0" * 64}
+        msg = (
+            {"type": "record", "extract_ref": "x", "seq": 1, "nonce": "", "ciphertext": ""}
+            if field == "seq"
+            else {"type": "extract-completed", "extract_ref": "x", "record_count": 1, "checksum": "0" * 64}
+        )
         msg[field] = 2**40
         with pytest.raises(ValidationError):
             inbound_adapter.validate_python(msg)

@@ -45,14 +45,30 @@ async def seed_cohort(n=5, received_at=datetime(2017, 6, 1, 9, tzinfo=UTC), surn
         events = []
         for i in range(n):
             pid = uuid.uuid4()
-            p = PupilPersonal(surname=(surname_of or (lambda i: f"Núñez{chr(65 + i)}"))(i), forename="Zoë",
-                              date_of_birth=datetime(2012, 1, 1 + i).date(), address_lines=["1 High St", "Warwick"],
-                              postcode="CV34 4RL")
+            p = PupilPersonal(
+                surname=(surname_of or (lambda i: f"Núñez{chr(65 + i)}"))(i),
+                forename="Zoë",
+                date_of_birth=datetime(2012, 1, 1 + i).date(),
+                address_lines=["1 High St", "Warwick"],
+                postcode="CV34 4RL",
+            )
             event = CohortMemberAdded(
-                event_id=uuid.uuid4(), occurred_at=received_at, academic_year="2017/18", programme="flu",
-                pupil_id=pid, school_dfe="9372001", school_name="Emscote Infant School", year_group="R",
-                gender="F", source="summer-census", reference_date=received_at.date(), received_at=received_at,
-                extract_ids=[extract_id], revision=1, personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""))
+                event_id=uuid.uuid4(),
+                occurred_at=received_at,
+                academic_year="2017/18",
+                programme="flu",
+                pupil_id=pid,
+                school_dfe="9372001",
+                school_name="Emscote Infant School",
+                year_group="R",
+                gender="F",
+                source="summer-census",
+                reference_date=received_at.date(),
+                received_at=received_at,
+                extract_ids=[extract_id],
+                revision=1,
+                personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""),
+            )
             events.append(event.model_copy(update={"personal": key.seal_model(p, event.aad())}))
         await apply_cohort_events(rt.pool, events)
         return extract_id
@@ -119,8 +135,18 @@ async def test_plaintext_only_smtp_server_is_refused(july, infra, tmp_path, monk
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(REPO / "deploy" / "local" / "smtpd.py"), "--port", str(port),
-                               "--maildir", str(tmp_path / "mail"), "--no-tls"], stdout=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "deploy" / "local" / "smtpd.py"),
+            "--port",
+            str(port),
+            "--maildir",
+            str(tmp_path / "mail"),
+            "--no-tls",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert b"listening" in server.stdout.readline()
         monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(port))
@@ -155,13 +181,25 @@ async def test_suspended_sharing_refuses_until_resumed(july, infra):
 
 async def test_expired_or_wrong_recipient_certificate_is_refused(july, infra, tmp_path, monkeypatch):
     await seed_cohort(1)
-    issue_email_cert(infra.pki / "ca.pem", infra.pki / "ca.key", RECIPIENT_EMAIL, tmp_path / "old.pem",
-                     tmp_path / "old.key", days=30, not_before=datetime.now(UTC) - timedelta(days=400))
+    issue_email_cert(
+        infra.pki / "ca.pem",
+        infra.pki / "ca.key",
+        RECIPIENT_EMAIL,
+        tmp_path / "old.pem",
+        tmp_path / "old.key",
+        days=30,
+        not_before=datetime.now(UTC) - timedelta(days=400),
+    )
     monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(tmp_path / "old.pem"))
     with pytest.raises(CertificateError, match="expired"):
         await deliver()
-    issue_email_cert(infra.pki / "ca.pem", infra.pki / "ca.key", "someone.else@nhs.net", tmp_path / "other.pem",
-                     tmp_path / "other.key")
+    issue_email_cert(
+        infra.pki / "ca.pem",
+        infra.pki / "ca.key",
+        "someone.else@nhs.net",
+        tmp_path / "other.pem",
+        tmp_path / "other.key",
+    )
     monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(tmp_path / "other.pem"))
     with pytest.raises(CertificateError, match="someone.else@nhs.net"):
         await deliver()
@@ -201,8 +239,9 @@ def _cli(env, *args, crash=None):
     e = {**os.environ, **env, "SAIS_AS_OF": "2017-07-10"}
     if crash:
         e["SAIS_DELIVERY_CRASH_AT"] = crash
-    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "delivery", *args], env=e, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "sais"), "delivery", *args], env=e, capture_output=True, text=True
+    )
 
 
 async def test_crash_between_recording_and_sending_then_retry_sends_once(july, infra):
@@ -257,10 +296,25 @@ async def test_smtp_authentication_when_configured(july, infra, tmp_path, monkey
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(REPO / "deploy" / "local" / "smtpd.py"), "--port", str(port),
-                               "--maildir", str(tmp_path / "mail"), "--cert", str(infra.pki / "smtp-server.pem"),
-                               "--key", str(infra.pki / "smtp-server.key"), "--user", "la-sender",
-                               "--password", "s3cret"], stdout=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "deploy" / "local" / "smtpd.py"),
+            "--port",
+            str(port),
+            "--maildir",
+            str(tmp_path / "mail"),
+            "--cert",
+            str(infra.pki / "smtp-server.pem"),
+            "--key",
+            str(infra.pki / "smtp-server.key"),
+            "--user",
+            "la-sender",
+            "--password",
+            "s3cret",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert b"listening" in server.stdout.readline()
         monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(port))
@@ -294,10 +348,12 @@ async def test_the_service_delivers_a_window_by_itself_in_its_month(july, infra,
     async def sent():
         conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
         try:
-            return await conn.fetch("SELECT window_name, academic_year, message_id FROM delivery.batches "
-                                    "WHERE status='sent'")
+            return await conn.fetch(
+                "SELECT window_name, academic_year, message_id FROM delivery.batches WHERE status='sent'"
+            )
         finally:
             await conn.close()
+
     from prometheus_client import REGISTRY
 
     def timer_runs() -> float:
@@ -309,6 +365,7 @@ async def test_the_service_delivers_a_window_by_itself_in_its_month(july, infra,
 
         async def two_more_runs() -> bool:  # the timer ran twice more: unchanged content is not sent again
             return timer_runs() >= after_send + 2
+
         await wait_until(two_more_runs, what="two more runs of the delivery timer")
     assert [(r["window_name"], r["academic_year"]) for r in await sent()] == [("july", "2017/18")]
     assert len(messages_with(infra.maildir, rows[0]["message_id"])) == 1
@@ -364,6 +421,8 @@ async def test_rsa_oaep_key_transport_when_asked_and_stock_openssl_opens_it(july
     res = await deliver()
     [msg] = messages_with(infra.maildir, res.message_id)
     printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-in", str(msg)], capture_output=True, text=True)
-    assert "rsaesOaep" in printed.stdout and "rsaEncryption" not in printed.stdout.split("keyEncryptionAlgorithm")[1][:80]
+    assert (
+        "rsaesOaep" in printed.stdout and "rsaEncryption" not in printed.stdout.split("keyEncryptionAlgorithm")[1][:80]
+    )
     inner = email.message_from_bytes(openssl_open(msg, infra.pki))  # decrypts and verifies
     assert any(p.get_filename() == "flu-2017-18.csv" for p in inner.walk())

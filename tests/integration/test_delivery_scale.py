@@ -40,31 +40,83 @@ async def seed_county(n: int) -> set[str]:
             pid = uuid.uuid4()
             surname = f"Surname{i:06d}"
             surnames.add(surname)
-            p = PupilPersonal(surname=surname, forename="Alex", date_of_birth=date(2010, 1 + i % 12, 1 + i % 28),
-                              address_lines=[f"{1 + i % 200} Long Lane", "Nuneaton"], postcode="CV11 4AA")
+            p = PupilPersonal(
+                surname=surname,
+                forename="Alex",
+                date_of_birth=date(2010, 1 + i % 12, 1 + i % 28),
+                address_lines=[f"{1 + i % 200} Long Lane", "Nuneaton"],
+                postcode="CV11 4AA",
+            )
             school = i % SCHOOLS
-            records.append(("2017/18", "flu", None, pid, "active", 1, f"937{2000 + school}",
-                            f"School number {school}", str(1 + i % 6), "F" if i % 2 else "M", "summer-census",
-                            at.date(), at, [extract_id], key.key_id,
-                            key.seal_model(p, cohort_aad(
-                                "2017/18", pid, programme="flu", dose=None, revision=1,
-                                school_dfe=f"937{2000 + school}", school_name=f"School number {school}",
-                                year_group=str(1 + i % 6), gender="F" if i % 2 else "M", source="summer-census",
-                                reference_date=at.date(), received_at=at, extract_ids=[extract_id]),
-                            ).model_dump_json()))
+            records.append(
+                (
+                    "2017/18",
+                    "flu",
+                    None,
+                    pid,
+                    "active",
+                    1,
+                    f"937{2000 + school}",
+                    f"School number {school}",
+                    str(1 + i % 6),
+                    "F" if i % 2 else "M",
+                    "summer-census",
+                    at.date(),
+                    at,
+                    [extract_id],
+                    key.key_id,
+                    key.seal_model(
+                        p,
+                        cohort_aad(
+                            "2017/18",
+                            pid,
+                            programme="flu",
+                            dose=None,
+                            revision=1,
+                            school_dfe=f"937{2000 + school}",
+                            school_name=f"School number {school}",
+                            year_group=str(1 + i % 6),
+                            gender="F" if i % 2 else "M",
+                            source="summer-census",
+                            reference_date=at.date(),
+                            received_at=at,
+                            extract_ids=[extract_id],
+                        ),
+                    ).model_dump_json(),
+                )
+            )
         async with rt.pool.acquire() as conn:
             await conn.copy_records_to_table(
-                "members", schema_name="delivery", records=records,
-                columns=["academic_year", "programme", "dose", "pupil_id", "status", "revision", "school_dfe",
-                         "school_name", "year_group", "gender", "source", "reference_date", "received_at",
-                         "extract_ids", "key_id", "personal"])
+                "members",
+                schema_name="delivery",
+                records=records,
+                columns=[
+                    "academic_year",
+                    "programme",
+                    "dose",
+                    "pupil_id",
+                    "status",
+                    "revision",
+                    "school_dfe",
+                    "school_name",
+                    "year_group",
+                    "gender",
+                    "source",
+                    "reference_date",
+                    "received_at",
+                    "extract_ids",
+                    "key_id",
+                    "personal",
+                ],
+            )
         return surnames
     finally:
         await rt.close()
 
 
 async def test_a_county_window_goes_as_parts_under_nhsmails_limit_and_adds_up_to_the_cohort(
-        settings_env, infra, monkeypatch):
+    settings_env, infra, monkeypatch
+):
     monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
     expected = await seed_county(CHILDREN)
     async with delivery_session(DeliverySettings()) as svc:
@@ -113,8 +165,9 @@ async def test_a_county_window_goes_as_parts_under_nhsmails_limit_and_adds_up_to
 async def _parts(dsn):
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetch("SELECT part_no, status, message_id, attempts FROM delivery.batch_parts "
-                                "ORDER BY part_no")
+        return await conn.fetch(
+            "SELECT part_no, status, message_id, attempts FROM delivery.batch_parts ORDER BY part_no"
+        )
     finally:
         await conn.close()
 
@@ -129,6 +182,7 @@ async def test_a_crash_mid_batch_resends_only_the_parts_not_yet_accepted(setting
 
     def copies(p):
         return len([m for m in infra.maildir.glob("*.eml") if p["message_id"].encode() in m.read_bytes()[:4096]])
+
     assert copies(parts[0]) == 1
     blocked = _cli(env, *args)
     assert blocked.returncode == 4 and "part 1" in blocked.stderr and parts[0]["message_id"] in blocked.stderr
@@ -151,14 +205,31 @@ async def test_a_permanent_refusal_fails_at_once_naming_the_size_and_the_limit(s
     from tests.helpers import REPO, free_port
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(REPO / "deploy" / "local" / "smtpd.py"), "--port", str(port),
-                               "--maildir", str(tmp_path / "mail"), "--cert", str(infra.pki / "smtp-server.pem"),
-                               "--key", str(infra.pki / "smtp-server.key"), "--max-size", "1000000"],
-                              stdout=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "deploy" / "local" / "smtpd.py"),
+            "--port",
+            str(port),
+            "--maildir",
+            str(tmp_path / "mail"),
+            "--cert",
+            str(infra.pki / "smtp-server.pem"),
+            "--key",
+            str(infra.pki / "smtp-server.key"),
+            "--max-size",
+            "1000000",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert b"listening" in server.stdout.readline()
-        env = {**settings_env, "SAIS_DELIVERY_SMTP_PORT": str(port), "SAIS_DELIVERY_MAX_MESSAGE_BYTES": "3000000",
-               "SAIS_DELIVERY_SMTP_ATTEMPTS": "4"}
+        env = {
+            **settings_env,
+            "SAIS_DELIVERY_SMTP_PORT": str(port),
+            "SAIS_DELIVERY_MAX_MESSAGE_BYTES": "3000000",
+            "SAIS_DELIVERY_SMTP_ATTEMPTS": "4",
+        }
         await seed_county(5000)
         r = _cli(env, "send", "--window", "july", "--academic-year", "2017/18")
     finally:

@@ -32,12 +32,19 @@ async def test_cohorts_match_an_independent_oracle_on_thousands_of_children(sett
     async with TestApp(build_app(EligibilitySettings())):
         for source, path in files.items():
             await ingest(path, source, REFERENCE_DATES[source].isoformat())
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 4 FROM eligibility.extracts "
-                                               "WHERE reconciled_at IS NOT NULL"), timeout=120, what="reconciled")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 4 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            timeout=120,
+            what="reconciled",
+        )
     conn = await asyncpg.connect(dsn)
     try:
-        got = {r["programme"]: r["n"] for r in await conn.fetch(
-            "SELECT programme, count(*) n FROM eligibility.cohort WHERE status='active' GROUP BY 1")}
+        got = {
+            r["programme"]: r["n"]
+            for r in await conn.fetch(
+                "SELECT programme, count(*) n FROM eligibility.cohort WHERE status='active' GROUP BY 1"
+            )
+        }
     finally:
         await conn.close()
     assert got == oracle(files)
@@ -49,8 +56,10 @@ async def test_replacement_dataset_withdraws_updates_and_leaves_unchanged_alone(
     may = REPO / "data" / "samples" / "may-census-2017.csv"
     async with TestApp(build_app(EligibilitySettings())):
         await ingest(may, "summer-census", "2017-05-18")
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 1 FROM eligibility.extracts "
-                                               "WHERE reconciled_at IS NOT NULL"), what="first extract")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 1 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="first extract",
+        )
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox")
         before = len(await read_topic(infra.kafka, topics.cohort))
 
@@ -64,12 +73,13 @@ async def test_replacement_dataset_withdraws_updates_and_leaves_unchanged_alone(
             csv.writer(f).writerows([header, moved, *rest])
         rep = await ingest(corrected, "summer-census", "2017-05-18")
         assert rep.supersedes is not None
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts "
-                                               "WHERE reconciled_at IS NOT NULL"), what="replacement reconciled")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="replacement reconciled",
+        )
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox")
 
-    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka,
-                                                                                  topics.cohort)]
+    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka, topics.cohort)]
     assert len(events) == before + 2  # unchanged children produced no new events
     fresh = [e for e in events if e.revision == 2]
     withdrawn = [e for e in fresh if isinstance(e, CohortMemberWithdrawn)]
@@ -91,27 +101,37 @@ async def test_data_quality_findings_are_reported_not_hidden(settings_env, tmp_p
 
     dsn = settings_env["SAIS_DATABASE_URL"]
     october = tmp_path / "oct.csv"
-    october.write_text(HEAD + "9374001,Myton School,8,Hall,Robin,01/02/2005,,1 Mill Lane,CV34 5AB\n"
-                              "9374001,Myton School,9,Khan,Amira,01/02/2003,F,2 Mill Lane,CV34 5AB\n")
+    october.write_text(
+        HEAD + "9374001,Myton School,8,Hall,Robin,01/02/2005,,1 Mill Lane,CV34 5AB\n"
+        "9374001,Myton School,9,Khan,Amira,01/02/2003,F,2 Mill Lane,CV34 5AB\n"
+    )
     may = tmp_path / "may.csv"
-    may.write_text(HEAD + "9372001,Emscote Infant School,2,Smith,Jack,01/03/2010,M,1 High St,CV34 4RL\n"
-                          "9372002,Telford Infant School,2,Smith,Jack,01/03/2010,M,9 Low Rd,CV32 5JX\n")
+    may.write_text(
+        HEAD + "9372001,Emscote Infant School,2,Smith,Jack,01/03/2010,M,1 High St,CV34 4RL\n"
+        "9372002,Telford Infant School,2,Smith,Jack,01/03/2010,M,9 Low Rd,CV32 5JX\n"
+    )
     transfer = tmp_path / "y3.csv"
     transfer.write_text(HEAD + "9372003,Brookhurst Junior School,3,Smith,Jack,01/03/2010,M,5 Elm Rd,CV8 2YN\n")
     async with TestApp(build_app(EligibilitySettings())):
         await ingest(october, "autumn-census", "2017-10-05")
         await ingest(may, "summer-census", "2017-05-18")
         await ingest(transfer, "admissions-year3-transfer", "2017-04-18")
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 3 FROM eligibility.extracts "
-                                               "WHERE reconciled_at IS NOT NULL"), what="reconciled")
-    r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "eligibility", "quality", "2017/18", "--json"],
-                       env={**os.environ, **settings_env}, capture_output=True, text=True)
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 3 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="reconciled",
+        )
+    r = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "sais"), "eligibility", "quality", "2017/18", "--json"],
+        env={**os.environ, **settings_env},
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     view = json.loads(r.stdout)
     findings = {(f["code"], f["school_dfe"]): f["n"] for f in view["findings"]}
-    assert findings[("unknown-sex", "9374001")] == 1          # Y8, sex not known: not in girls-only HPV
-    assert findings[("out-of-year-group", "9374001")] == 1    # taught in Y9, born for Y10
-    assert findings[("ambiguous-match", "9372003")] == 1      # two Jack Smiths born 1/3/2010, a third postcode
+    assert findings[("unknown-sex", "9374001")] == 1  # Y8, sex not known: not in girls-only HPV
+    assert findings[("out-of-year-group", "9374001")] == 1  # taught in Y9, born for Y10
+    assert findings[("ambiguous-match", "9372003")] == 1  # two Jack Smiths born 1/3/2010, a third postcode
     cohort = {(c["programme"], c["school_dfe"]): c["n"] for c in view["cohort"]}
     assert cohort[("flu", "9372003")] == 1 and cohort[("flu", "9372001")] == 1 and cohort[("flu", "9372002")] == 1
     assert ("hpv-dose-1", "9374001") not in cohort and cohort[("hpv-dose-2", "9374001")] == 1

@@ -39,9 +39,16 @@ async def publish(infra, topic, messages):
 
 
 def writer(infra, ref):
-    return InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", ref, "summer-census",
-                                date(2017, 5, 18), "SIMS (test)",
-                                 publisher=DEV_PUBLISHER, signing_key_pem=(infra.pki / "publisher.key").read_bytes())
+    return InboundExtractWriter(
+        (infra.pki / "inbound.pub.pem").read_bytes(),
+        "inbound-1",
+        ref,
+        "summer-census",
+        date(2017, 5, 18),
+        "SIMS (test)",
+        publisher=DEV_PUBLISHER,
+        signing_key_pem=(infra.pki / "publisher.key").read_bytes(),
+    )
 
 
 async def status(dsn, ref):
@@ -79,8 +86,11 @@ async def test_a_complete_inbound_extract_is_ingested_like_a_file(settings_env, 
 async def _ingested(dsn, ref):
     conn = await asyncpg.connect(dsn)
     try:
-        return await conn.fetchrow("SELECT e.* FROM ingest.inbound_extracts i JOIN ingest.extracts e "
-                                   "USING (extract_id) WHERE i.extract_ref=$1 AND i.status='ingested'", ref)
+        return await conn.fetchrow(
+            "SELECT e.* FROM ingest.inbound_extracts i JOIN ingest.extracts e "
+            "USING (extract_id) WHERE i.extract_ref=$1 AND i.status='ingested'",
+            ref,
+        )
     finally:
         await conn.close()
 
@@ -130,17 +140,35 @@ async def test_a_protocol_version_loaded_while_running_takes_effect_without_rest
     dsn = settings_env["SAIS_DATABASE_URL"]
 
     def load(version):
-        r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "protocol", "load",
-                            str(bundled_protocol_path().parent / f"warwickshire-cwpt-v{version}.yaml")],
-                           env={**os.environ, **settings_env}, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                str(REPO / ".venv" / "bin" / "sais"),
+                "protocol",
+                "load",
+                str(bundled_protocol_path().parent / f"warwickshire-cwpt-v{version}.yaml"),
+            ],
+            env={**os.environ, **settings_env},
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
 
     load("0.1")  # before the Admissions Service's data was added
-    w = InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", "adm-2017-reception",
-                             "admissions-reception", date(2017, 4, 18), "Admissions (test)",
-                                 publisher=DEV_PUBLISHER, signing_key_pem=(infra.pki / "publisher.key").read_bytes())
-    rows = list(csv.DictReader((REPO / "data" / "samples" / "admissions-reception-2017.csv")
-                               .read_text(encoding="cp1252").splitlines()))
+    w = InboundExtractWriter(
+        (infra.pki / "inbound.pub.pem").read_bytes(),
+        "inbound-1",
+        "adm-2017-reception",
+        "admissions-reception",
+        date(2017, 4, 18),
+        "Admissions (test)",
+        publisher=DEV_PUBLISHER,
+        signing_key_pem=(infra.pki / "publisher.key").read_bytes(),
+    )
+    rows = list(
+        csv.DictReader(
+            (REPO / "data" / "samples" / "admissions-reception-2017.csv").read_text(encoding="cp1252").splitlines()
+        )
+    )
     msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, msgs)
@@ -185,8 +213,12 @@ async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, i
 
     digest = checksum([records[0].ciphertext, bad.ciphertext, records[2].ciphertext])
     key = serialization.load_pem_private_key((infra.pki / "publisher.key").read_bytes(), None)
-    done = done.model_copy(update={  # a registered publisher's own bug: signed, but a record does not open
-        "checksum": digest, "signature": base64.b64encode(key.sign(signed_content(w.started, 3, digest))).decode()})
+    done = done.model_copy(
+        update={  # a registered publisher's own bug: signed, but a record does not open
+            "checksum": digest,
+            "signature": base64.b64encode(key.sign(signed_content(w.started, 3, digest))).decode(),
+        }
+    )
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, [w.started, records[0], bad, records[2], done])
         st = await wait_until(lambda: _status_is(dsn, "tampered-1", "incomplete"), what="refused")
@@ -215,28 +247,36 @@ async def test_an_extract_that_never_completes_is_deleted_a_retention_period_lat
                 return await conn.fetchval("SELECT count(*) = 3 FROM ingest.inbound_records")
             finally:
                 await conn.close()
+
         await wait_until(staged, what="records staged")
 
     def retention_run(on: date):
-        r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "retention", "run", "--now", on.isoformat(), "--json"],
-                           env={**os.environ, **settings_env, "SAIS_AS_OF": on.isoformat()}, capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "sais"), "retention", "run", "--now", on.isoformat(), "--json"],
+            env={**os.environ, **settings_env, "SAIS_AS_OF": on.isoformat()},
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         return _json.loads(r.stdout)
 
     async def completed(req) -> bool:
         conn = await asyncpg.connect(dsn)
         try:
-            return await conn.fetchval("SELECT completed_at IS NOT NULL FROM retention.requests WHERE request_id=$1",
-                                       uuid.UUID(req["request_id"]))
+            return await conn.fetchval(
+                "SELECT completed_at IS NOT NULL FROM retention.requests WHERE request_id=$1",
+                uuid.UUID(req["request_id"]),
+            )
         finally:
             await conn.close()
 
     async def certificates():
         conn = await asyncpg.connect(dsn)
         try:
-            return [(c["rule"], _json.loads(c["rows_deleted"])) for c in await conn.fetch(
-                "SELECT rule, rows_deleted FROM retention.certificates")]
+            return [
+                (c["rule"], _json.loads(c["rows_deleted"]))
+                for c in await conn.fetch("SELECT rule, rows_deleted FROM retention.certificates")
+            ]
         finally:
             await conn.close()
 
@@ -249,8 +289,9 @@ async def test_an_extract_that_never_completes_is_deleted_a_retention_period_lat
         [req] = retention_run(today + relativedelta(months=3, days=1))
         assert req["rule"] == "inbound-staging-plus-retention"
         await wait_until(lambda: completed(req), what="ingest deleted and confirmed")
-    assert await certificates() == [("inbound-staging-plus-retention",
-                                     {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3})]
+    assert await certificates() == [
+        ("inbound-staging-plus-retention", {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3})
+    ]
     conn = await asyncpg.connect(dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
@@ -264,13 +305,15 @@ def _other_signer(tmp_path, publisher_id="dev-upstream"):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption())
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @pytest.mark.parametrize("forgery", ["unsigned", "wrong-key", "unknown-publisher", "source-not-allowed"])
 async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is_refused(
-        settings_env, infra, tmp_path, monkeypatch, forgery):
+    settings_env, infra, tmp_path, monkeypatch, forgery
+):
     import yaml
 
     topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
@@ -282,9 +325,16 @@ async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is
         (tmp_path / "publishers.yaml").write_text(yaml.safe_dump(reg))
         monkeypatch.setenv("SAIS_INGEST_PUBLISHERS_FILE", str(tmp_path / "publishers.yaml"))
     key = _other_signer(tmp_path) if forgery == "wrong-key" else (infra.pki / "publisher.key").read_bytes()
-    w = InboundExtractWriter((infra.pki / "inbound.pub.pem").read_bytes(), "inbound-1", ref, "summer-census",
-                             date(2017, 5, 18), "SIMS (forged)", signing_key_pem=key,
-                             publisher="someone-else" if forgery == "unknown-publisher" else DEV_PUBLISHER)
+    w = InboundExtractWriter(
+        (infra.pki / "inbound.pub.pem").read_bytes(),
+        "inbound-1",
+        ref,
+        "summer-census",
+        date(2017, 5, 18),
+        "SIMS (forged)",
+        signing_key_pem=key,
+        publisher="someone-else" if forgery == "unknown-publisher" else DEV_PUBLISHER,
+    )
     # A one-row "replacement dataset" would withdraw every real child if it were believed.
     msgs = [w.started, w.record(may_rows()[0]), w.completed()]
     if forgery == "unsigned":
@@ -297,8 +347,13 @@ async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is
     assert await read_topic(infra.kafka, topics.pupil_recorded) == []
     conn = await asyncpg.connect(dsn)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM shared.audit_log WHERE action='inbound.incomplete' "
-                                   "AND subject=$1", f"inbound:{ref}") == 1
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM shared.audit_log WHERE action='inbound.incomplete' AND subject=$1",
+                f"inbound:{ref}",
+            )
+            == 1
+        )
         assert await conn.fetchval("SELECT count(*) FROM ingest.extracts") == 0
     finally:
         await conn.close()

@@ -98,8 +98,12 @@ async def test_file_missing_a_required_column_is_refused_before_publishing(setti
 
 def test_sample_files_are_committed():
     assert shutil.which("openssl")
-    for name in ("may-census-2017.csv", "admissions-reception-2017.csv", "admissions-year3-transfer-2017.csv",
-                 "october-census-2017.csv"):
+    for name in (
+        "may-census-2017.csv",
+        "admissions-reception-2017.csv",
+        "admissions-year3-transfer-2017.csv",
+        "october-census-2017.csv",
+    ):
         assert (REPO / "data" / "samples" / name).stat().st_size > 0
 
 
@@ -109,5 +113,6 @@ async def test_the_same_child_twice_in_one_extract_is_reported(settings_env, tmp
     dup.write_text("\n".join([lines[0], lines[1], lines[2], lines[1].replace("A937", "B937", 1)]) + "\n")
     rep = await _ingest(dup)
     assert rep.accepted == 3
-    assert [(w["row_number"], w["reason"]) for w in rep.warning_rows if w["field"] == "row"] == \
-        [(4, "same child as row 2")]
+    assert [(w["row_number"], w["reason"]) for w in rep.warning_rows if w["field"] == "row"] == [
+        (4, "same child as row 2")
+    ]

@@ -14,12 +14,15 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration
 
-SCHEMA_TABLE = {"ingest": "ingest.extracts", "eligibility": "eligibility.records",
-                "delivery": "delivery.members", "retention": "retention.schedule"}
+SCHEMA_TABLE = {
+    "ingest": "ingest.extracts",
+    "eligibility": "eligibility.records",
+    "delivery": "delivery.members",
+    "retention": "retention.schedule",
+}
 KEY_FUNCTIONS = {  # which key-store function each role may call
     "create": ("SELECT shared.create_data_key(gen_random_uuid(), gen_random_uuid(), 'k', '\\x00')", {"ingest"}),
-    "read": ("SELECT * FROM shared.wrapped_data_keys(ARRAY[gen_random_uuid()])", {"ingest", "eligibility",
-                                                                                     "delivery"}),
+    "read": ("SELECT * FROM shared.wrapped_data_keys(ARRAY[gen_random_uuid()])", {"ingest", "eligibility", "delivery"}),
     "list": ("SELECT * FROM shared.live_data_keys()", {"retention"}),
     "destroy": ("SELECT shared.destroy_data_keys(ARRAY[gen_random_uuid()], 't')", {"retention"}),
 }
@@ -51,11 +54,15 @@ async def test_a_service_role_reaches_its_own_schema_and_nothing_else(settings_e
                     await conn.fetch(sql)
         # The audit log: INSERT and nothing else — no reading, altering, removing or switching off.
         await audit(conn, "t", "privilege.test", "x")
-        for sql in ("SELECT * FROM shared.audit_log", "UPDATE shared.audit_log SET actor='z'",
-                    "DELETE FROM shared.audit_log", "TRUNCATE shared.audit_log",
-                    "ALTER TABLE shared.audit_log DISABLE TRIGGER audit_log_append_only",
-                    "INSERT INTO shared.protocols(protocol_id, version, sha256, content, loaded_by) "
-                    "VALUES ('x', 'x', 'x', 'x', 'x')"):
+        for sql in (
+            "SELECT * FROM shared.audit_log",
+            "UPDATE shared.audit_log SET actor='z'",
+            "DELETE FROM shared.audit_log",
+            "TRUNCATE shared.audit_log",
+            "ALTER TABLE shared.audit_log DISABLE TRIGGER audit_log_append_only",
+            "INSERT INTO shared.protocols(protocol_id, version, sha256, content, loaded_by) "
+            "VALUES ('x', 'x', 'x', 'x', 'x')",
+        ):
             with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.WrongObjectTypeError)):
                 await conn.execute(sql)
     finally:
@@ -86,8 +93,12 @@ async def test_the_cli_reports_the_chain(settings_env):
     import os
     import subprocess
 
-    r = subprocess.run([str(REPO / ".venv" / "bin" / "sais"), "audit", "verify", "--json"], capture_output=True,
-                       text=True, env={**os.environ, **settings_env})
+    r = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "sais"), "audit", "verify", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings_env},
+    )
     assert r.returncode == 0, r.stderr
     assert '"intact": true' in r.stdout
 

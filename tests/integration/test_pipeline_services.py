@@ -30,8 +30,12 @@ SAMPLES = REPO / "data" / "samples"
 
 async def ingest(name, source, ref):
     async with ingest_session(IngestSettings()) as s:
-        return await s.service.file(SAMPLES / name if isinstance(name, str) else name, source=source,
-                                    reference_date=date.fromisoformat(ref), actor="test")
+        return await s.service.file(
+            SAMPLES / name if isinstance(name, str) else name,
+            source=source,
+            reference_date=date.fromisoformat(ref),
+            actor="test",
+        )
 
 
 async def _fetch(dsn, method, sql, *args):
@@ -61,7 +65,13 @@ def oracle_flu(paths_sources) -> int:
             dob = r.get("dob") or r.get("date of birth")
             fore = r.get("legal forename") or r.get("forename")
             sur = r.get("legal surname") or r.get("surname")
-            yg = (r.get("ncyearactual") or r.get("year group") or "").lower().replace("year", "").replace("y", "").strip()
+            yg = (
+                (r.get("ncyearactual") or r.get("year group") or "")
+                .lower()
+                .replace("year", "")
+                .replace("y", "")
+                .strip()
+            )
             if source == "summer-census" and yg not in {"r", "reception", "1", "2", "3"}:
                 continue
             if "/" in dob and len(dob.split("/")[2]) != 4:
@@ -80,17 +90,27 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
     elig_app = build_eligibility(EligibilitySettings())
     ret_app = build_retention(RetentionSettings())
     async with TestApp(elig_app), TestApp(ret_app):
-        for args in (("may-census-2017.csv", "summer-census", "2017-05-18"),
-                     ("admissions-reception-2017.csv", "admissions-reception", "2017-04-18"),
-                     ("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", "2017-04-18")):
+        for args in (
+            ("may-census-2017.csv", "summer-census", "2017-05-18"),
+            ("admissions-reception-2017.csv", "admissions-reception", "2017-04-18"),
+            ("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", "2017-04-18"),
+        ):
             await ingest(*args)
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 3 FROM eligibility.extracts WHERE reconciled_at "
-                                               "IS NOT NULL"), what="extracts reconciled")
-        expected = oracle_flu([(SAMPLES / "may-census-2017.csv", "summer-census"),
-                               (SAMPLES / "admissions-reception-2017.csv", "admissions-reception"),
-                               (SAMPLES / "admissions-year3-transfer-2017.csv", "admissions-year3-transfer")])
-        assert await fetchval(dsn, "SELECT count(*) FROM eligibility.cohort WHERE programme='flu' "
-                                   "AND status='active'") == expected
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 3 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="extracts reconciled",
+        )
+        expected = oracle_flu(
+            [
+                (SAMPLES / "may-census-2017.csv", "summer-census"),
+                (SAMPLES / "admissions-reception-2017.csv", "admissions-reception"),
+                (SAMPLES / "admissions-year3-transfer-2017.csv", "admissions-year3-transfer"),
+            ]
+        )
+        assert (
+            await fetchval(dsn, "SELECT count(*) FROM eligibility.cohort WHERE programme='flu' AND status='active'")
+            == expected
+        )
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox drained")
         cohort = await _cohort_events(infra, topics)
         assert {e.programme for e in cohort} == {"flu"} and len({e.pupil_id for e in cohort}) == expected
@@ -99,8 +119,11 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         assert len(updates) == 6 and all(u.source == "admissions-year3-transfer" and u.revision == 2 for u in updates)
         n_events = len(cohort)
         # The May census Year 2 infant is a Year 3 junior at the transfer school in 2017/18 (one child).
-        juniors = await fetchval(dsn, "SELECT count(*) FROM eligibility.cohort c JOIN eligibility.records r "
-                                      "ON r.record_id=c.record_id WHERE r.source='admissions-year3-transfer'")
+        juniors = await fetchval(
+            dsn,
+            "SELECT count(*) FROM eligibility.cohort c JOIN eligibility.records r "
+            "ON r.record_id=c.record_id WHERE r.source='admissions-year3-transfer'",
+        )
         assert juniors == 6
 
         # Redelivery is harmless: the same pupil events again change nothing and emit nothing.
@@ -108,8 +131,10 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         await _republish(infra, topics.pupil_recorded, pupils)
         marker = uuid.uuid4()
         await _republish_extract_completed_marker(infra, topics, marker)
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM eligibility.processed WHERE event_id=$1",
-                                          marker), what="eligibility caught up with the redelivery")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) FROM eligibility.processed WHERE event_id=$1", marker),
+            what="eligibility caught up with the redelivery",
+        )
         assert len(await read_topic(infra.kafka, topics.cohort)) == n_events
         assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records") == 79
 
@@ -118,8 +143,10 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
 
         monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
         async with TestApp(build_delivery(DeliverySettings())):
-            await wait_until(lambda: fetchval(dsn, "SELECT count(*) = $1 FROM delivery.members WHERE status='active'",
-                                              expected), what="delivery holds the cohort")
+            await wait_until(
+                lambda: fetchval(dsn, "SELECT count(*) = $1 FROM delivery.members WHERE status='active'", expected),
+                what="delivery holds the cohort",
+            )
             async with delivery_session(DeliverySettings()) as svc:
                 res = await svc.deliver("july", "2017/18", actor="test")
                 again = await svc.deliver("july", "2017/18", actor="test")
@@ -140,10 +167,13 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         assert manifest["counts"] == {"flu": expected} and manifest["delete_by"] == "2017-10-10"
 
         # Retention scheduled the transfer at transfer date + 3 months, once.
-        await wait_until(lambda: fetchval(dsn, "SELECT due_on FROM retention.schedule WHERE subject=$1",
-                                          f"batch:{res.batch_id}"), what="deletion scheduled")
-        assert await fetchval(dsn, "SELECT due_on FROM retention.schedule WHERE subject=$1",
-                              f"batch:{res.batch_id}") == date(2017, 10, 10)
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT due_on FROM retention.schedule WHERE subject=$1", f"batch:{res.batch_id}"),
+            what="deletion scheduled",
+        )
+        assert await fetchval(
+            dsn, "SELECT due_on FROM retention.schedule WHERE subject=$1", f"batch:{res.batch_id}"
+        ) == date(2017, 10, 10)
 
 
 async def _cohort_events(infra, topics):
@@ -171,5 +201,6 @@ async def _republish_extract_completed_marker(infra, topics, marker):
     data["event_id"] = str(marker)
     from tests.helpers import Rec
 
-    await _republish(infra, topics.pupil_recorded, [Rec(topics.pupil_recorded, 0, 0, recs[0].key,
-                                                         json.dumps(data).encode())])
+    await _republish(
+        infra, topics.pupil_recorded, [Rec(topics.pupil_recorded, 0, 0, recs[0].key, json.dumps(data).encode())]
+    )

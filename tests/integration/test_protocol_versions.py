@@ -18,14 +18,16 @@ RECEPTION = REPO / "data" / "samples" / "admissions-reception-2017.csv"
 
 
 def sais(env, *args):
-    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env},
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env}, capture_output=True, text=True
+    )
 
 
 async def ingest_reception():
     async with ingest_session(IngestSettings()) as s:
-        return await s.service.file(RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18),
-                                    actor="test")
+        return await s.service.file(
+            RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18), actor="test"
+        )
 
 
 async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):
@@ -33,8 +35,16 @@ async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):
     assert r.returncode == 0, r.stderr
     with pytest.raises(ProtocolError, match=r"admissions-reception.*not covered.*v0\.1"):
         await ingest_reception()
-    cli = sais(settings_env, "ingest", "file", str(RECEPTION), "--source", "admissions-reception",
-               "--reference-date", "2017-04-18")
+    cli = sais(
+        settings_env,
+        "ingest",
+        "file",
+        str(RECEPTION),
+        "--source",
+        "admissions-reception",
+        "--reference-date",
+        "2017-04-18",
+    )
     assert cli.returncode == 2 and "not covered" in cli.stderr
 
     assert sais(settings_env, "protocol", "load", str(PROTOCOLS / "warwickshire-cwpt-v0.2.yaml")).returncode == 0
@@ -44,8 +54,9 @@ async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):
     conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
     try:
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM shared.protocols ORDER BY seq")]
-        audited = await conn.fetch("SELECT details->>'version' v FROM shared.audit_log WHERE action='protocol.loaded' "
-                                   "ORDER BY id")
+        audited = await conn.fetch(
+            "SELECT details->>'version' v FROM shared.audit_log WHERE action='protocol.loaded' ORDER BY id"
+        )
         recorded = await conn.fetchval("SELECT protocol_version FROM ingest.extracts")
     finally:
         await conn.close()
@@ -56,8 +67,9 @@ async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):
 
 async def test_bad_protocol_file_is_not_loaded_and_names_the_field(settings_env, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((PROTOCOLS / "warwickshire-cwpt-v0.2.yaml").read_text().replace("retention_months: 3",
-                                                                                    "retention_months: many"))
+    bad.write_text(
+        (PROTOCOLS / "warwickshire-cwpt-v0.2.yaml").read_text().replace("retention_months: 3", "retention_months: many")
+    )
     r = sais(settings_env, "protocol", "load", str(bad))
     assert r.returncode == 2 and "retention_months" in r.stderr
     shown = sais(settings_env, "protocol", "show", "--json")

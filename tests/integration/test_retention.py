@@ -40,15 +40,21 @@ def sais(env, *args, as_of=None):
 @asynccontextmanager
 async def owners_and_retention():
     """The services that own rows (they delete on request and confirm) and retention (it certifies)."""
-    async with TestApp(build_ingest(IngestSettings())), TestApp(build_eligibility(EligibilitySettings())), \
-            TestApp(build_delivery(DeliverySettings())), TestApp(build_retention(RetentionSettings())):
+    async with (
+        TestApp(build_ingest(IngestSettings())),
+        TestApp(build_eligibility(EligibilitySettings())),
+        TestApp(build_delivery(DeliverySettings())),
+        TestApp(build_retention(RetentionSettings())),
+    ):
         yield
 
 
 async def certified(dsn, subject_like: str) -> asyncpg.Record:
     """Wait for the certificate of a deletion (written when every owner has confirmed)."""
-    return await wait_until(lambda: fetchrow(dsn, "SELECT * FROM retention.certificates WHERE subject LIKE $1",
-                                             subject_like), what=f"certificate for {subject_like}")
+    return await wait_until(
+        lambda: fetchrow(dsn, "SELECT * FROM retention.certificates WHERE subject LIKE $1", subject_like),
+        what=f"certificate for {subject_like}",
+    )
 
 
 def Retention():  # noqa: N802 - reads as the service it opens
@@ -56,11 +62,22 @@ def Retention():  # noqa: N802 - reads as the service it opens
 
 
 def delivery_event(batch_id, transferred: datetime, event_id=None):
-    return DeliveryCompleted(event_id=event_id or stable_id("delivery-completed", batch_id), occurred_at=transferred,
-                             batch_id=batch_id, window="december", academic_year="2017/18", programmes={"hpv": 1},
-                             recipient="x@nhs.net", message_id="<m>", transferred_at=transferred,
-                             delete_by=date(2018, 2, 28), files=[], extract_ids=[uuid.uuid4()],
-                             key_ids=[uuid.uuid4()], protocol_version="0.2")
+    return DeliveryCompleted(
+        event_id=event_id or stable_id("delivery-completed", batch_id),
+        occurred_at=transferred,
+        batch_id=batch_id,
+        window="december",
+        academic_year="2017/18",
+        programmes={"hpv": 1},
+        recipient="x@nhs.net",
+        message_id="<m>",
+        transferred_at=transferred,
+        delete_by=date(2018, 2, 28),
+        files=[],
+        extract_ids=[uuid.uuid4()],
+        key_ids=[uuid.uuid4()],
+        protocol_version="0.2",
+    )
 
 
 async def test_repeated_delivery_events_schedule_once_at_three_calendar_months(settings_env):
@@ -82,11 +99,28 @@ async def test_an_extract_never_delivered_is_deleted_three_months_after_ingest(s
     dsn = settings_env["SAIS_DATABASE_URL"]
     key_id = await fetchval(dsn, "SELECT key_id FROM ingest.extracts")
     async with owners_and_retention(), Retention() as svc:
-        await svc.handle_extracts([ExtractCompleted(
-            event_id=uuid.uuid4(), occurred_at=datetime(2017, 6, 1, 9, tzinfo=UTC), extract_id=rep.extract_id,
-            source="summer-census", reference_date=date(2017, 5, 18), target_academic_year="2017/18",
-            content_sha256=rep.sha256, rows_in=52, accepted=49, rejected=2, out_of_scope=1, warnings=0,
-            key_id=key_id, originator="x", protocol_version="0.2", ingested_by="t")])
+        await svc.handle_extracts(
+            [
+                ExtractCompleted(
+                    event_id=uuid.uuid4(),
+                    occurred_at=datetime(2017, 6, 1, 9, tzinfo=UTC),
+                    extract_id=rep.extract_id,
+                    source="summer-census",
+                    reference_date=date(2017, 5, 18),
+                    target_academic_year="2017/18",
+                    content_sha256=rep.sha256,
+                    rows_in=52,
+                    accepted=49,
+                    rejected=2,
+                    out_of_scope=1,
+                    warnings=0,
+                    key_id=key_id,
+                    originator="x",
+                    protocol_version="0.2",
+                    ingested_by="t",
+                )
+            ]
+        )
         assert [r.subject for r in await svc.run_due(date(2017, 8, 31))] == ["inbound-staging:2017-08-31"]
         [req] = [r for r in await svc.run_due(date(2017, 9, 1)) if r.subject.startswith("extract:")]
         assert req.key_ids == [key_id]
@@ -101,30 +135,55 @@ async def _july_flow(settings_env, monkeypatch):
     """May census + Y3 transfers through eligibility and delivery (in-process apps), delivered in July."""
     dsn = settings_env["SAIS_DATABASE_URL"]
     monkeypatch.setenv("SAIS_AS_OF", "2017-07-10")
-    async with TestApp(build_eligibility(EligibilitySettings())), TestApp(build_delivery(DeliverySettings())), \
-            TestApp(build_retention(RetentionSettings())):
+    async with (
+        TestApp(build_eligibility(EligibilitySettings())),
+        TestApp(build_delivery(DeliverySettings())),
+        TestApp(build_retention(RetentionSettings())),
+    ):
         await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
         await ingest("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", "2017-04-18")
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts "
-                                               "WHERE reconciled_at IS NOT NULL"), what="reconciled")
-        await wait_until(lambda: fetchval(dsn, "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active')"
-                                               " = (SELECT count(*) FROM delivery.members WHERE status='active')"),
-                         what="delivery caught up")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="reconciled",
+        )
+        await wait_until(
+            lambda: fetchval(
+                dsn,
+                "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active')"
+                " = (SELECT count(*) FROM delivery.members WHERE status='active')",
+            ),
+            what="delivery caught up",
+        )
         async with delivery_session(DeliverySettings()) as svc:
             res = await svc.deliver("july", "2017/18", actor="test")
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1",
-                                          f"batch:{res.batch_id}"), what="deletion scheduled")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1", f"batch:{res.batch_id}"),
+            what="deletion scheduled",
+        )
         return res
 
 
-async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_batch(settings_env, monkeypatch,
-                                                                                    tmp_path):
+async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_batch(
+    settings_env, monkeypatch, tmp_path
+):
     res = await _july_flow(settings_env, monkeypatch)
     transfer = (SAMPLES / "admissions-year3-transfer-2017.csv").read_text().splitlines()[1].split(",")
     surname, forename, dob = transfer[0], transfer[1], transfer[2]
     out = tmp_path / "sar.json"
-    r = sais(settings_env, "sar", "find", "--forename", forename.upper(), "--surname", surname, "--date-of-birth",
-             dob, "--out", str(out), "--json")
+    r = sais(
+        settings_env,
+        "sar",
+        "find",
+        "--forename",
+        forename.upper(),
+        "--surname",
+        surname,
+        "--date-of-birth",
+        dob,
+        "--out",
+        str(out),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     answer = json.loads(out.read_text())
     assert {x["source"] for x in answer["records"]} == {"summer-census", "admissions-year3-transfer"}
@@ -134,8 +193,22 @@ async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_ba
     assert any(c["programme"] == "flu" and c["status"] == "active" for c in answer["cohorts"])
     assert {"subject": f"batch:{res.batch_id}", "delete_on": "2017-10-10", "deleted_at": None} in answer["deletion"]
     text_out = tmp_path / "sar.txt"
-    assert sais(settings_env, "sar", "find", "--forename", forename, "--surname", surname, "--date-of-birth", dob,
-                "--out", str(text_out)).returncode == 0
+    assert (
+        sais(
+            settings_env,
+            "sar",
+            "find",
+            "--forename",
+            forename,
+            "--surname",
+            surname,
+            "--date-of-birth",
+            dob,
+            "--out",
+            str(text_out),
+        ).returncode
+        == 0
+    )
     assert surname in text_out.read_text() and "to be deleted by 2017-10-10" in text_out.read_text()
 
     audit = sais(settings_env, "audit", "list", "--action", "sar.answered", "--json")
@@ -191,7 +264,9 @@ async def test_kek_rotation_rewraps_data_keys_and_keeps_matching_stable(settings
     assert r.returncode == 0 and "1 data key(s) re-wrapped" in r.stdout, r.stderr
 
     old = KeyEncryptionKey(read_key_file(Path(settings_env["SAIS_KEK_FILE"]), "x"))
-    new = KeyEncryptionKey(read_key_file(tmp_path / "kek2.b64", "x"), "kek-2", read_key_file(tmp_path / "index.b64", "x"))
+    new = KeyEncryptionKey(
+        read_key_file(tmp_path / "kek2.b64", "x"), "kek-2", read_key_file(tmp_path / "index.b64", "x")
+    )
     conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
     key_id, wrapped, kek_id = await conn.fetchrow("SELECT key_id, wrapped, kek_id FROM shared.data_keys")
     await conn.close()
@@ -217,10 +292,16 @@ async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_e
     monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-delivery-replay")
     async with TestApp(build_eligibility(EligibilitySettings())), TestApp(build_delivery(DeliverySettings())):
         await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")  # new data, a live key
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 17 FROM eligibility.records"), timeout=60,
-                         what="new extract processed after the shredded replay")
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 34 FROM delivery.members WHERE status='active'"),
-                         timeout=60, what="delivery caught up")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 17 FROM eligibility.records"),
+            timeout=60,
+            what="new extract processed after the shredded replay",
+        )
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 34 FROM delivery.members WHERE status='active'"),
+            timeout=60,
+            what="delivery caught up",
+        )
     assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records WHERE source <> 'autumn-census'") == 0
 
 
@@ -232,9 +313,15 @@ async def test_the_retention_service_runs_due_deletions_by_itself(settings_env, 
     monkeypatch.setenv("SAIS_AS_OF", "2017-09-02")  # the extract's 3 months are up
     monkeypatch.setenv("SAIS_RETENTION_INTERVAL_S", "0.5")
     async with owners_and_retention():
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1",
-                                          f"extract:{rep.extract_id}"), what="scheduled from extract-completed")
-        await wait_until(lambda: fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1",
-                                          key_id), what="the timer deleted it")
+        await wait_until(
+            lambda: fetchval(
+                dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1", f"extract:{rep.extract_id}"
+            ),
+            what="scheduled from extract-completed",
+        )
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1", key_id),
+            what="the timer deleted it",
+        )
         await certified(dsn, f"extract:{rep.extract_id}")
     assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "undelivered-extract-ingest-plus-retention"

@@ -23,15 +23,17 @@ async def test_two_eligibility_instances_share_partitions_and_never_duplicate(se
     async with TestApp(a), TestApp(b):
         for source, path in files.items():
             await ingest(path, source, REFERENCE_DATES[source].isoformat())
-        await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 4 FROM eligibility.extracts "
-                                               "WHERE reconciled_at IS NOT NULL"), timeout=120, what="reconciled")
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 4 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            timeout=120,
+            what="reconciled",
+        )
         await wait_until(lambda: fetchval(dsn, "SELECT count(*) = 0 FROM eligibility.outbox"), what="outbox drained")
         assigned = [_assigned(app) for app in (a, b)]
     # both instances were given partitions of the pupil topic (2 partitions, 2 instances)
     assert all(assigned) and not (assigned[0] & assigned[1]), assigned
 
-    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka,
-                                                                                    topics.cohort)]
+    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka, topics.cohort)]
     ids = [e.event_id for e in events]
     assert len(ids) == len(set(ids))  # no cohort event emitted twice
     got = {}

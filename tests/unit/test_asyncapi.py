@@ -19,8 +19,9 @@ def generated():
 
 def test_checked_in_documents_match_the_code(generated):
     for name, (text, html) in generated.items():
-        assert (DOCS / f"{name}.yaml").read_text(encoding="utf-8") == text, \
+        assert (DOCS / f"{name}.yaml").read_text(encoding="utf-8") == text, (
             f"docs/asyncapi/{name}.yaml is out of date: run `sais docs asyncapi`"
+        )
         assert (DOCS / f"{name}.html").read_text(encoding="utf-8") == html
 
 

@@ -45,6 +45,7 @@ def test_the_certificate_waits_for_every_owner_and_adds_up_their_counts():
     owners = ["ingest", "eligibility", "delivery"]
     assert awaiting(owners, ["ingest"]) == ["eligibility", "delivery"]
     assert awaiting(owners, ["delivery", "ingest", "eligibility"]) == []
-    counts = merge_counts({"ingest": {"ingest.row_keys": 3}, "delivery": {"delivery.members": 2,
-                                                                            "delivery.batches": 1}})
+    counts = merge_counts(
+        {"ingest": {"ingest.row_keys": 3}, "delivery": {"delivery.members": 2, "delivery.batches": 1}}
+    )
     assert counts == {"delivery.batches": 1, "delivery.members": 2, "ingest.row_keys": 3}

@@ -53,8 +53,9 @@ def test_an_unsupported_transfer_method_is_refused_first():
 
 def test_the_checks_come_in_the_order_an_operator_fixes_them():
     # a bad recipient is reported before a suspension, a suspension before an overdue review
-    assert isinstance(may_send(PROTOCOL, "x@gmail.com", Sharing(True, "r"), LATE, None).refusal,
-                      RecipientNotAllowedError)
+    assert isinstance(
+        may_send(PROTOCOL, "x@gmail.com", Sharing(True, "r"), LATE, None).refusal, RecipientNotAllowedError
+    )
     assert isinstance(may_send(PROTOCOL, OK, Sharing(True, "r"), LATE, None).refusal, SharingSuspendedError)
 
 

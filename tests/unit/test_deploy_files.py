@@ -16,8 +16,9 @@ def compose_binary() -> Path:
 
 
 def test_compose_file_is_valid():
-    r = subprocess.run([str(compose_binary()), "-f", str(REPO / "compose.yaml"), "config", "-q"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(compose_binary()), "-f", str(REPO / "compose.yaml"), "config", "-q"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 

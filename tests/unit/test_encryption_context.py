@@ -10,8 +10,13 @@ from sais_shared.events import CohortMemberAdded, PupilPersonal, PupilRecorded
 
 pytestmark = pytest.mark.unit
 KEY = DataKey.generate(uuid.uuid4())
-CHILD = PupilPersonal(surname="Khan", forename="Amira", date_of_birth=date(2010, 3, 4),
-                      address_lines=["1 Mill Lane", "Warwick"], postcode="CV34 5AB")
+CHILD = PupilPersonal(
+    surname="Khan",
+    forename="Amira",
+    date_of_birth=date(2010, 3, 4),
+    address_lines=["1 Mill Lane", "Warwick"],
+    postcode="CV34 5AB",
+)
 PLACEHOLDER = Sealed(key_id=KEY.key_id, nonce="", ciphertext="")
 
 
@@ -21,20 +26,49 @@ def sealed(event):
 
 def pupil() -> PupilRecorded:
     extract = uuid.uuid4()
-    return sealed(PupilRecorded(
-        event_id=uuid.uuid4(), occurred_at=datetime(2017, 6, 1, tzinfo=UTC), extract_id=extract,
-        record_id=uuid.uuid4(), source="summer-census", reference_date=date(2017, 5, 18), row_number=2,
-        originator="Warwickshire County Council", protocol_version="0.2", school_dfe="9372001",
-        school_name="Emscote Infant School", year_group="2", gender="F", match_key="a" * 32, personal=PLACEHOLDER))
+    return sealed(
+        PupilRecorded(
+            event_id=uuid.uuid4(),
+            occurred_at=datetime(2017, 6, 1, tzinfo=UTC),
+            extract_id=extract,
+            record_id=uuid.uuid4(),
+            source="summer-census",
+            reference_date=date(2017, 5, 18),
+            row_number=2,
+            originator="Warwickshire County Council",
+            protocol_version="0.2",
+            school_dfe="9372001",
+            school_name="Emscote Infant School",
+            year_group="2",
+            gender="F",
+            match_key="a" * 32,
+            personal=PLACEHOLDER,
+        )
+    )
 
 
 def cohort() -> CohortMemberAdded:
     at = datetime(2017, 6, 1, 9, tzinfo=UTC)
-    return sealed(CohortMemberAdded(
-        event_id=uuid.uuid4(), occurred_at=at, academic_year="2017/18", programme="hpv", dose=1,
-        pupil_id=uuid.uuid4(), school_dfe="9374001", school_name="Myton School", year_group="8", gender="F",
-        source="autumn-census", reference_date=date(2017, 10, 5), received_at=at, extract_ids=[uuid.uuid4()],
-        revision=1, personal=PLACEHOLDER))
+    return sealed(
+        CohortMemberAdded(
+            event_id=uuid.uuid4(),
+            occurred_at=at,
+            academic_year="2017/18",
+            programme="hpv",
+            dose=1,
+            pupil_id=uuid.uuid4(),
+            school_dfe="9374001",
+            school_name="Myton School",
+            year_group="8",
+            gender="F",
+            source="autumn-census",
+            reference_date=date(2017, 10, 5),
+            received_at=at,
+            extract_ids=[uuid.uuid4()],
+            revision=1,
+            personal=PLACEHOLDER,
+        )
+    )
 
 
 def test_untouched_events_open():
@@ -42,9 +76,18 @@ def test_untouched_events_open():
         assert KEY.open_model(e.personal, PupilPersonal, e.aad()) == CHILD
 
 
-@pytest.mark.parametrize("change", [{"match_key": "b" * 32}, {"year_group": "3"}, {"gender": "M"},
-                                    {"school_dfe": "9372002"}, {"school_name": "Other School"},
-                                    {"source": "autumn-census"}, {"reference_date": date(2017, 5, 19)}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"match_key": "b" * 32},
+        {"year_group": "3"},
+        {"gender": "M"},
+        {"school_dfe": "9372002"},
+        {"school_name": "Other School"},
+        {"source": "autumn-census"},
+        {"reference_date": date(2017, 5, 19)},
+    ],
+)
 def test_a_pupil_event_with_a_changed_decision_field_does_not_open(change):
     e = pupil()
     forged = e.model_copy(update=change)
@@ -52,9 +95,19 @@ def test_a_pupil_event_with_a_changed_decision_field_does_not_open(change):
         KEY.open_model(forged.personal, PupilPersonal, forged.aad())
 
 
-@pytest.mark.parametrize("change", [{"revision": 2}, {"programme": "menacwy"}, {"dose": 2}, {"year_group": "9"},
-                                    {"gender": "M"}, {"school_dfe": "9374002"}, {"extract_ids": []},
-                                    {"received_at": datetime(2017, 9, 1, tzinfo=UTC)}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"revision": 2},
+        {"programme": "menacwy"},
+        {"dose": 2},
+        {"year_group": "9"},
+        {"gender": "M"},
+        {"school_dfe": "9374002"},
+        {"extract_ids": []},
+        {"received_at": datetime(2017, 9, 1, tzinfo=UTC)},
+    ],
+)
 def test_a_cohort_record_with_a_changed_field_or_a_later_revision_does_not_open(change):
     e = cohort()
     forged = e.model_copy(update=change)

@@ -10,13 +10,28 @@ pytestmark = pytest.mark.unit
 PROTOCOL = load_protocol()
 
 
-@pytest.mark.parametrize(("header", "field"), [
-    ("School DfE Number", "school_dfe"), ("DfE No", "school_dfe"), ("LAESTAB", "school_dfe"),
-    ("Legal Surname", "surname"), ("LegalSurname", "surname"), ("  legal   forename ", "forename"),
-    ("First Name", "forename"), ("DOB", "date_of_birth"), ("Date of Birth", "date_of_birth"), ("Sex", "gender"),
-    ("NC Year", "year_group"), ("NCyearActual", "year_group"), ("Year Group", "year_group"),
-    ("Address Line 1", "address_1"), ("PAON", "paon"), ("Post Code", "postcode"), ("\ufeffUPN", None),
-])
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("School DfE Number", "school_dfe"),
+        ("DfE No", "school_dfe"),
+        ("LAESTAB", "school_dfe"),
+        ("Legal Surname", "surname"),
+        ("LegalSurname", "surname"),
+        ("  legal   forename ", "forename"),
+        ("First Name", "forename"),
+        ("DOB", "date_of_birth"),
+        ("Date of Birth", "date_of_birth"),
+        ("Sex", "gender"),
+        ("NC Year", "year_group"),
+        ("NCyearActual", "year_group"),
+        ("Year Group", "year_group"),
+        ("Address Line 1", "address_1"),
+        ("PAON", "paon"),
+        ("Post Code", "postcode"),
+        ("\ufeffUPN", None),
+    ],
+)
 def test_header_aliases(header, field):
     mapping, dropped, _ = map_headers([header])
     assert mapping.get(0) == field
@@ -33,18 +48,37 @@ def test_missing_required_columns_are_named():
     assert "school_dfe" in missing and "postcode" in missing and "address_1 (or BS7666 PAON/Street)" in missing
 
 
-@pytest.mark.parametrize(("raw", "yg"), [
-    ("R", "R"), ("Reception", "R"), ("rec", "R"), ("Y3", "3"), ("Year 3", "3"), ("3", "3"), ("03", "3"),
-    ("year 11", "11"), ("N2", "N2"), ("Y15", None), ("X", None), ("", None), ("Year", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "yg"),
+    [
+        ("R", "R"),
+        ("Reception", "R"),
+        ("rec", "R"),
+        ("Y3", "3"),
+        ("Year 3", "3"),
+        ("3", "3"),
+        ("03", "3"),
+        ("year 11", "11"),
+        ("N2", "N2"),
+        ("Y15", None),
+        ("X", None),
+        ("", None),
+        ("Year", None),
+    ],
+)
 def test_year_group_spellings(raw, yg):
     assert parse_year_group(raw) == yg
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("18/05/2012", date(2012, 5, 18)), ("1/9/2012", date(2012, 9, 1)), ("2012-05-18", date(2012, 5, 18)),
-    ("2012-05-18 00:00:00", date(2012, 5, 18)),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("18/05/2012", date(2012, 5, 18)),
+        ("1/9/2012", date(2012, 9, 1)),
+        ("2012-05-18", date(2012, 5, 18)),
+        ("2012-05-18 00:00:00", date(2012, 5, 18)),
+    ],
+)
 def test_dates_accepted(raw, expected):
     assert parse_date(raw) == (expected, None)
 
@@ -56,9 +90,18 @@ def test_dates_refused_never_guessed(raw):
 
 
 def _row(**over) -> dict[str, str]:
-    base = {"school_dfe": "937/2001", "school_name": "Emscote Infant School", "year_group": "Year 2",
-            "surname": "O'Brien-Núñez", "forename": "Zoë", "date_of_birth": "15/03/2010", "gender": "Female",
-            "address_1": "1 High Street", "address_2": "Warwick", "postcode": "cv34 4rl"}
+    base = {
+        "school_dfe": "937/2001",
+        "school_name": "Emscote Infant School",
+        "year_group": "Year 2",
+        "surname": "O'Brien-Núñez",
+        "forename": "Zoë",
+        "date_of_birth": "15/03/2010",
+        "gender": "Female",
+        "address_1": "1 High Street",
+        "address_2": "Warwick",
+        "postcode": "cv34 4rl",
+    }
     return {**base, **over}
 
 
@@ -74,19 +117,22 @@ def test_valid_row_is_cleaned():
     assert out.warnings == []
 
 
-@pytest.mark.parametrize(("over", "field", "code"), [
-    ({"school_dfe": "93720011"}, "school_dfe", "school_dfe.format"),
-    ({"school_dfe": "8882001"}, "school_dfe", "school_dfe.la"),
-    ({"surname": ""}, "surname", "surname.missing"),
-    ({"forename": "=HYPERLINK(\"x\")"}, "forename", "forename.characters"),
-    ({"forename": "J0hn"}, "forename", "forename.characters"),
-    ({"date_of_birth": "01/01/15"}, "date_of_birth", "date_of_birth.format"),
-    ({"date_of_birth": "01/01/1990"}, "date_of_birth", "date_of_birth.school_age"),
-    ({"gender": "Q"}, "gender", "gender.format"),
-    ({"postcode": "CV34 ZZZ"}, "postcode", "postcode.format"),
-    ({"address_1": "", "address_2": ""}, "address_1", "address.missing"),
-    ({"year_group": "Y99"}, "year_group", "year_group.format"),
-])
+@pytest.mark.parametrize(
+    ("over", "field", "code"),
+    [
+        ({"school_dfe": "93720011"}, "school_dfe", "school_dfe.format"),
+        ({"school_dfe": "8882001"}, "school_dfe", "school_dfe.la"),
+        ({"surname": ""}, "surname", "surname.missing"),
+        ({"forename": '=HYPERLINK("x")'}, "forename", "forename.characters"),
+        ({"forename": "J0hn"}, "forename", "forename.characters"),
+        ({"date_of_birth": "01/01/15"}, "date_of_birth", "date_of_birth.format"),
+        ({"date_of_birth": "01/01/1990"}, "date_of_birth", "date_of_birth.school_age"),
+        ({"gender": "Q"}, "gender", "gender.format"),
+        ({"postcode": "CV34 ZZZ"}, "postcode", "postcode.format"),
+        ({"address_1": "", "address_2": ""}, "address_1", "address.missing"),
+        ({"year_group": "Y99"}, "year_group", "year_group.format"),
+    ],
+)
 def test_each_rule_rejects_with_field_and_reason_without_the_value(over, field, code):
     out = _validate(_row(**over))
     assert isinstance(out, Rejected)
@@ -118,8 +164,7 @@ def test_year_group_inconsistent_with_dob_is_a_warning():
 
 def test_admissions_offer_is_for_the_coming_september():
     # A reception offer made in April 2017 for a child born 2012/13 is Reception in 2017/18.
-    out = _validate(_row(year_group="Reception", date_of_birth="01/01/2013"), "admissions-reception",
-                    date(2017, 4, 18))
+    out = _validate(_row(year_group="Reception", date_of_birth="01/01/2013"), "admissions-reception", date(2017, 4, 18))
     assert isinstance(out, CleanRow) and out.warnings == []
 
 
@@ -134,8 +179,20 @@ def test_a_file_without_a_header_row_is_refused_without_echoing_the_childs_detai
     from sais_ingest.domain.extract import header_mapping
     from sais_ingest.domain.model import ExtractFileError
 
-    first_row = ["A937351242975", "Ó Súilleabháin", "Harry", "15/01/2012", "M", "R", "9372006",
-                 "Woodloes Primary School", "63 Station Road", "Warwick", "Warwickshire", "CV34 4FL"]
+    first_row = [
+        "A937351242975",
+        "Ó Súilleabháin",
+        "Harry",
+        "15/01/2012",
+        "M",
+        "R",
+        "9372006",
+        "Woodloes Primary School",
+        "63 Station Road",
+        "Warwick",
+        "Warwickshire",
+        "CV34 4FL",
+    ]
     with pytest.raises(ExtractFileError) as exc:
         header_mapping(first_row)
     message = str(exc.value)

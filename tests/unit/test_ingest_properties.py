@@ -16,8 +16,19 @@ from sais_shared.protocol import load_protocol
 pytestmark = pytest.mark.unit
 PROTOCOL = load_protocol()
 SAMPLE = (Path(__file__).resolve().parents[2] / "data" / "samples" / "may-census-2017.csv").read_bytes()
-FIELDS = ["school_dfe", "school_name", "year_group", "surname", "forename", "date_of_birth", "gender", "address_1",
-          "postcode", "paon", "street"]
+FIELDS = [
+    "school_dfe",
+    "school_name",
+    "year_group",
+    "surname",
+    "forename",
+    "date_of_birth",
+    "gender",
+    "address_1",
+    "postcode",
+    "paon",
+    "street",
+]
 
 
 def account(path: Path) -> tuple[int, int]:
@@ -28,8 +39,15 @@ def account(path: Path) -> tuple[int, int]:
         raise ExtractFileError("empty")
     mapping, _ = header_mapping(rows[0][1])
     data = [r for r in rows[1:] if any(c.strip() for c in r[1])]
-    outs = list(classify(iter(rows[1:]), mapping, rule=PROTOCOL.source("summer-census"), protocol=PROTOCOL,
-                         reference_date=date(2017, 5, 18)))
+    outs = list(
+        classify(
+            iter(rows[1:]),
+            mapping,
+            rule=PROTOCOL.source("summer-census"),
+            protocol=PROTOCOL,
+            reference_date=date(2017, 5, 18),
+        )
+    )
     assert all(isinstance(o, CleanRow | Rejected | OutOfScope) for _, o in outs)
     assert [n for n, _ in outs] == [n for n, _ in data]  # each row exactly once, in order
     return len(data), len(outs)
@@ -75,8 +93,9 @@ def test_mutated_real_files_account_for_every_row(tmp_path_factory, seed, n):
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(st.sampled_from(FIELDS), st.text(alphabet="abcXYZ019 /-'.éÑüø=@", max_size=40)))
 def test_validation_never_crashes_and_never_quotes_a_value(row):
-    out = validate_row(row, 2, source=PROTOCOL.source("summer-census"), protocol=PROTOCOL,
-                       reference_date=date(2017, 5, 18))
+    out = validate_row(
+        row, 2, source=PROTOCOL.source("summer-census"), protocol=PROTOCOL, reference_date=date(2017, 5, 18)
+    )
     assert isinstance(out, CleanRow | Rejected | OutOfScope)
     if isinstance(out, Rejected):
         # A value with a non-ASCII letter cannot come from the (ASCII) message templates, so finding one

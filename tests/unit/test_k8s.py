@@ -30,8 +30,15 @@ def render(path: str) -> list[dict]:
 def test_manifests_render_and_match_the_kubernetes_schemas(path):
     docs = render(path)
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "KafkaTopic",
-            "KafkaUser"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ConfigMap",
+        "KafkaTopic",
+        "KafkaUser",
+    } <= kinds
     for d in docs:
         if d["kind"] == "KafkaUser":  # Strimzi CRD: SCRAM login, simple authorisation, allow-only ACLs
             assert d["apiVersion"] == "kafka.strimzi.io/v1beta2"
@@ -47,8 +54,12 @@ def test_manifests_render_and_match_the_kubernetes_schemas(path):
 
 
 def test_a_broken_manifest_is_caught():
-    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
-           "spec": {"replicas": "two", "selector": {}, "template": {}}}
+    bad = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "two", "selector": {}, "template": {}},
+    }
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
 
@@ -56,17 +67,30 @@ def test_a_broken_manifest_is_caught():
 def test_deployments_are_locked_down_with_probes_and_file_secrets():
     docs = render("deploy/k8s/overlays/example")
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} == {"sais-ingest", "sais-eligibility", "sais-delivery",
-                                                            "sais-retention"}
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "sais-ingest",
+        "sais-eligibility",
+        "sais-delivery",
+        "sais-retention",
+    }
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] and not pod["automountServiceAccountToken"]
         c = pod["containers"][0]
         sc = c["securityContext"]
-        assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert (
+            sc["readOnlyRootFilesystem"]
+            and not sc["allowPrivilegeEscalation"]
+            and sc["capabilities"]["drop"] == ["ALL"]
+        )
+        assert (
+            c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        )
         assert c["resources"]["limits"]["memory"] and c["image"].startswith("registry.example.invalid/")
         assert {"name": "secrets", "mountPath": "/secrets", "readOnly": True} in c["volumeMounts"]
         assert d["metadata"]["namespace"] == "sais"
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-    assert config["SAIS_KEK_FILE"].startswith("/secrets/") and config["SAIS_DELIVERY_SMTP_HOST"] == "smtp.la.example.invalid"
+    assert (
+        config["SAIS_KEK_FILE"].startswith("/secrets/")
+        and config["SAIS_DELIVERY_SMTP_HOST"] == "smtp.la.example.invalid"
+    )

@@ -49,7 +49,8 @@ def test_bindings_allow_reads_writes_and_own_groups_only():
     inbound, cohort = Topics("t1").inbound, Topics("t1").cohort
     assert {b.principal for b in rows if b.name == inbound and b.operation is Operation.READ} == {"User:sais-ingest"}
     assert {b.principal for b in rows if b.name == cohort and b.operation is Operation.WRITE} == {
-        "User:sais-eligibility"}
+        "User:sais-eligibility"
+    }
 
 
 def test_checked_in_strimzi_manifests_are_generated_from_the_table():

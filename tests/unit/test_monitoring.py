@@ -33,8 +33,13 @@ def used(expr: str) -> set[str]:
 def test_alert_rules_use_exported_metrics_and_cover_the_issue():
     rules = yaml.safe_load((MON / "alerts.yml").read_text())["groups"][0]["rules"]
     names = {r["alert"] for r in rules}
-    assert {"SaisDeletionOverdue", "SaisSmtpFailures", "SaisConsumerLagGrowing", "SaisDeadLetters",
-            "SaisSharingSuspended"} <= names
+    assert {
+        "SaisDeletionOverdue",
+        "SaisSmtpFailures",
+        "SaisConsumerLagGrowing",
+        "SaisDeadLetters",
+        "SaisSharingSuspended",
+    } <= names
     for r in rules:
         assert used(r["expr"]) <= exported(), r["alert"]
         assert r["annotations"]["runbook"].startswith("docs/runbook.md#")
@@ -50,8 +55,9 @@ def test_dashboard_panels_use_exported_metrics():
 
 def test_runbook_has_every_anchor_the_alerts_link_to():
     runbook = (MON.parents[1] / "docs" / "runbook.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
-               for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-") for h in re.findall(r"^#+ (.+)$", runbook, re.M)
+    }
     rules = yaml.safe_load((MON / "alerts.yml").read_text())["groups"][0]["rules"]
     for r in rules:
         assert r["annotations"]["runbook"].split("#")[1] in anchors, r["alert"]

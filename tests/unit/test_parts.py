@@ -28,8 +28,13 @@ def test_schools_are_packed_whole_in_the_order_given():
 
 def test_a_school_over_the_limit_alone_is_sliced_and_nothing_else_shares_its_slices():
     plan = plan_parts([school("a", 10), school("big", 250), school("c", 10)], budget=10_000)
-    assert plan == [[Segment("a")], [Segment("big", 0, 100)], [Segment("big", 100, 100)],
-                    [Segment("big", 200, 100)], [Segment("c")]]
+    assert plan == [
+        [Segment("a")],
+        [Segment("big", 0, 100)],
+        [Segment("big", 100, 100)],
+        [Segment("big", 200, 100)],
+        [Segment("c")],
+    ]
 
 
 def test_every_row_is_planned_exactly_once():
@@ -37,8 +42,15 @@ def test_every_row_is_planned_exactly_once():
     plan = plan_parts(loads, budget=20_000)
     covered: dict[str, int] = {}
     for part in plan:
-        assert sum(min(s.rows - g.offset, g.limit or s.rows) * s.max_row_bytes
-                   for g in part for s in loads if s.school_dfe == g.school_dfe) <= 20_000
+        assert (
+            sum(
+                min(s.rows - g.offset, g.limit or s.rows) * s.max_row_bytes
+                for g in part
+                for s in loads
+                if s.school_dfe == g.school_dfe
+            )
+            <= 20_000
+        )
         for g in part:
             s = next(x for x in loads if x.school_dfe == g.school_dfe)
             covered[g.school_dfe] = covered.get(g.school_dfe, 0) + min(s.rows - g.offset, g.limit or s.rows)

@@ -21,13 +21,16 @@ def sealed_event(**clear) -> bytes:
     return json.dumps({"event_id": str(uuid.uuid4()), "year_group": "3", "personal": personal, **clear}).encode()
 
 
-@pytest.mark.parametrize("field,value", [
-    ("forename_in_clear", "Noah"),
-    ("note", "row 12: Noah Jack, born 15/01/2012"),
-    ("school", "Ó Súilleabháin"),
-    ("nested", {"address": ["63 Station Road", "Warwick"], "postcode": "CV34 4FL"}),
-    ("dob", "2012-01-15"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("forename_in_clear", "Noah"),
+        ("note", "row 12: Noah Jack, born 15/01/2012"),
+        ("school", "Ó Súilleabháin"),
+        ("nested", {"address": ["63 Station Road", "Warwick"], "postcode": "CV34 4FL"}),
+        ("dob", "2012-01-15"),
+    ],
+)
 def test_a_value_planted_in_clear_text_is_caught(field, value):
     found = PersonalDataScan(NEEDLES).in_event(sealed_event(**{field: value}))
     assert found and found <= NEEDLES
@@ -52,8 +55,7 @@ def test_only_whole_tokens_count():
 
 
 def test_sealed_parts_are_skipped_but_not_their_neighbours():
-    raw = json.dumps({"encryption": {"wrapped_key": "Noah", "recipient_key_id": "Jack"},
-                      "nonce": "CV34 4FL"}).encode()
+    raw = json.dumps({"encryption": {"wrapped_key": "Noah", "recipient_key_id": "Jack"}, "nonce": "CV34 4FL"}).encode()
     assert PersonalDataScan(NEEDLES).in_event(raw) == {"Jack"}
 
 

@@ -28,14 +28,17 @@ def test_bundled_protocol_is_the_2017_isp_v0_2():
     assert p.review_overdue(date(2018, 5, 1)) and not p.review_overdue(date(2017, 7, 1))
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda d: d.pop("retention_months"), "retention_months"),
-    (lambda d: d["sources"]["summer-census"]["requested"].update({"Y3": ["M"]}), "sources.summer-census.requested"),
-    (lambda d: d["sources"].update({"spring-census": d["sources"]["summer-census"]}), "sources"),
-    (lambda d: d["transfer"].update({"recipients": ["someone@gmail.com"]}), "transfer"),
-    (lambda d: d["transfer"].update({"method": "ftp"}), "transfer.method"),
-    (lambda d: d.update({"staleness_months": 0}), "staleness_months"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.pop("retention_months"), "retention_months"),
+        (lambda d: d["sources"]["summer-census"]["requested"].update({"Y3": ["M"]}), "sources.summer-census.requested"),
+        (lambda d: d["sources"].update({"spring-census": d["sources"]["summer-census"]}), "sources"),
+        (lambda d: d["transfer"].update({"recipients": ["someone@gmail.com"]}), "transfer"),
+        (lambda d: d["transfer"].update({"method": "ftp"}), "transfer.method"),
+        (lambda d: d.update({"staleness_months": 0}), "staleness_months"),
+    ],
+)
 def test_bad_protocol_file_fails_naming_the_field(mutate, field):
     d = _doc()
     mutate(d)

@@ -11,7 +11,7 @@ def _rows(path):
 
 def test_utf8_bom_crlf_and_quoted_newlines(tmp_path):
     p = tmp_path / "a.csv"
-    p.write_bytes("\ufeffSurname,Address Line 1\r\nNúñez,\"1 High St\r\nFlat 2\"\r\n\r\nO'Brien,x\r\n".encode())
+    p.write_bytes('\ufeffSurname,Address Line 1\r\nNúñez,"1 High St\r\nFlat 2"\r\n\r\nO\'Brien,x\r\n'.encode())
     facts, rows = _rows(p)
     assert facts.encoding == "utf-8-sig"
     assert rows[0] == (0, ["Surname", "Address Line 1"])

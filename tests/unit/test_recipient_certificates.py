@@ -20,8 +20,10 @@ EMAIL = "ann.curzons@nhs.net"
 @pytest.fixture(scope="module")
 def cas():
     dev_key, other_key = _key(), _key()
-    return {"dev": (_cert(DEV_CA_NAME, dev_key, None, None, ca=True, days=3650), dev_key),
-            "nhs": (_cert("Test NHS S/MIME CA", other_key, None, None, ca=True, days=3650), other_key)}
+    return {
+        "dev": (_cert(DEV_CA_NAME, dev_key, None, None, ca=True, days=3650), dev_key),
+        "nhs": (_cert("Test NHS S/MIME CA", other_key, None, None, ca=True, days=3650), other_key),
+    }
 
 
 def test_a_certificate_from_the_trusted_ca_is_accepted(cas):
@@ -40,17 +42,25 @@ def test_the_development_ca_is_refused_outside_development_mode(cas):
 def test_a_certificate_from_another_ca_is_refused(cas):
     dev, dev_key = cas["dev"]
     with pytest.raises(CertificateError, match="does not chain to a trusted CA"):
-        check_recipient_certificate(_cert(EMAIL, _key(), dev, dev_key, email=EMAIL), [cas["nhs"][0]], NOW,
-                                    dev_mode=True)
+        check_recipient_certificate(
+            _cert(EMAIL, _key(), dev, dev_key, email=EMAIL), [cas["nhs"][0]], NOW, dev_mode=True
+        )
 
 
 def test_a_self_signed_1024_bit_certificate_is_refused():
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, EMAIL)])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(EMAIL)]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(EMAIL)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     with pytest.raises(CertificateError):
         check_recipient_certificate(cert, [cert], NOW, dev_mode=True)
 

@@ -30,8 +30,9 @@ def _row(surname, school="B School", yg="2"):
 
 
 def test_programme_file_is_sorted_for_the_sais_team_and_keeps_unicode():
-    f = programme_file("flu.csv", [_row("Young"), _row("=cmd|' /C calc'!A0"), _row("Adams", yg="R"),
-                                   _row("Brown", school="A School")])
+    f = programme_file(
+        "flu.csv", [_row("Young"), _row("=cmd|' /C calc'!A0"), _row("Adams", yg="R"), _row("Brown", school="A School")]
+    )
     rows = list(csv.reader(io.StringIO(f.content.decode("utf-8-sig"))))
     assert rows[0][0] == "School DfE number"
     assert [r[3] for r in rows[1:]] == ["Brown", "Adams", "'=cmd|' /C calc'!A0", "Young"]
@@ -44,8 +45,19 @@ def test_field_definitions_and_manifest_come_from_the_protocol():
     defs = field_definitions(p)
     text = defs.content.decode("utf-8-sig")
     assert all(fd.label in text for fd in p.dataset)
-    m = json.loads(manifest(batch_id="b", protocol=p, window="july", academic_year="2017/18", files=[defs],
-                            sources=[], counts={"flu": 1}, delete_by=date(2017, 10, 10), prepared_at="t",
-                            replaces_batch=None).content)
+    m = json.loads(
+        manifest(
+            batch_id="b",
+            protocol=p,
+            window="july",
+            academic_year="2017/18",
+            files=[defs],
+            sources=[],
+            counts={"flu": 1},
+            delete_by=date(2017, 10, 10),
+            prepared_at="t",
+            replaces_batch=None,
+        ).content
+    )
     assert m["protective_marking"] == p.protective_marking and m["originator"] == p.originator_label
     assert m["files"][0]["sha256"] == defs.sha256 and m["delete_by"] == "2017-10-10"

@@ -37,16 +37,33 @@ def test_later_years_follow_the_facts():
 
 def test_bad_rules_file_names_the_field():
     with pytest.raises(RulesError, match=r"programmes.0.year_groups"):
-        parse_rules('academic_year: "2030/31"\nprogrammes:\n  - {id: flu, name: F, year_groups: [Y1], '
-                    'sexes: [M], sources: [summer-census]}\n', "x.yaml")
+        parse_rules(
+            'academic_year: "2030/31"\nprogrammes:\n  - {id: flu, name: F, year_groups: [Y1], '
+            "sexes: [M], sources: [summer-census]}\n",
+            "x.yaml",
+        )
     with pytest.raises(RulesError, match="listed twice"):
-        parse_rules('academic_year: "2030/31"\nprogrammes:\n' + '  - {id: flu, name: F, year_groups: ["1"], '
-                    'sexes: [M], sources: [summer-census]}\n' * 2, "x.yaml")
+        parse_rules(
+            'academic_year: "2030/31"\nprogrammes:\n' + '  - {id: flu, name: F, year_groups: ["1"], '
+            "sexes: [M], sources: [summer-census]}\n" * 2,
+            "x.yaml",
+        )
 
 
 def _rec(source="summer-census", yg="3", gender="F", ref=date(2017, 5, 18), school="9372001", pupil=None):
-    return Record(uuid.uuid4(), uuid.uuid4(), pupil or uuid.uuid4(), source, ref, datetime(2017, 6, 1, tzinfo=UTC),
-                  school, "School", yg, gender, uuid.uuid4())
+    return Record(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        pupil or uuid.uuid4(),
+        source,
+        ref,
+        datetime(2017, 6, 1, tzinfo=UTC),
+        school,
+        "School",
+        yg,
+        gender,
+        uuid.uuid4(),
+    )
 
 
 def test_match_one_candidate_merges_even_after_a_move_and_flags_the_postcode_for_a_person_to_check():

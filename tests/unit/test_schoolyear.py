@@ -16,9 +16,9 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("dob", "start", "expected"),
     [
-        (date(2020, 8, 31), 2025, "1"),   # youngest in Year 1
-        (date(2020, 9, 1), 2025, "R"),    # oldest in Reception
-        (date(2010, 9, 1), 2023, "8"),    # Buckinghamshire: Y8 2023/24 = 1 Sep 2010 – 31 Aug 2011
+        (date(2020, 8, 31), 2025, "1"),  # youngest in Year 1
+        (date(2020, 9, 1), 2025, "R"),  # oldest in Reception
+        (date(2010, 9, 1), 2023, "8"),  # Buckinghamshire: Y8 2023/24 = 1 Sep 2010 – 31 Aug 2011
         (date(2011, 8, 31), 2023, "8"),
         (date(2012, 2, 29), 2017, "1"),
         (date(2015, 1, 1), 2017, "N1"),

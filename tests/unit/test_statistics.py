@@ -51,8 +51,10 @@ def test_no_hidden_cell_is_recoverable_from_any_line(seed):
     import random
 
     rng = random.Random(seed)
-    rows = {(f"93720{i:02d}", yg): tuple(rng.choice([0, 1, 2, 4, 5, 7, 12, 30]) for _ in SEXES)
-            for i, yg in itertools.product(range(rng.randint(1, 5)), ["R", "1", "2"])}
+    rows = {
+        (f"93720{i:02d}", yg): tuple(rng.choice([0, 1, 2, 4, 5, 7, 12, 30]) for _ in SEXES)
+        for i, yg in itertools.product(range(rng.randint(1, 5)), ["R", "1", "2"])
+    }
     t = _table(rows)
     assert not _can_recover(t)
     for r, row in t.cells.items():

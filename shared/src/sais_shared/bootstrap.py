@@ -64,8 +64,9 @@ async def start(wiring: Wiring[P, S], settings: CommonSettings, broker: KafkaBro
 
 
 @asynccontextmanager
-async def session(wiring: Wiring[P, S], settings: CommonSettings, client_id: str | None = None
-                  ) -> AsyncIterator[Running[P, S]]:
+async def session(
+    wiring: Wiring[P, S], settings: CommonSettings, client_id: str | None = None
+) -> AsyncIterator[Running[P, S]]:
     """The service for one command: ``async with session(WIRING, settings) as s: s.service…``."""
     broker = make_broker(settings, client_id or f"sais-{wiring.service}-cli", wiring.service)
     running = await start(wiring, settings, broker, wiring.declare(broker, Topics(settings.topic_prefix)))

@@ -27,9 +27,7 @@ async def create_pool(login: str | dict[str, Any], *, min_size: int = 1, max_siz
 
 def _migration_files(package: str) -> list[Traversable]:
     folder = resources.files(package) / "migrations"
-    return sorted(
-        (f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
-    )
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
 
 
 async def ensure_roles(conn: asyncpg.Connection) -> None:
@@ -57,9 +55,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, package: str, role: str
             if f.name in done:
                 continue
             await conn.execute(f.read_text())
-            await conn.execute(
-                f'INSERT INTO "{schema}".schema_migrations(name) VALUES ($1)', f.name
-            )
+            await conn.execute(f'INSERT INTO "{schema}".schema_migrations(name) VALUES ($1)', f.name)
             applied.append(f.name)
         if role is not None:
             await conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
@@ -86,5 +82,7 @@ async def check_migrated(conn: asyncpg.Connection, schema: str, package: str) ->
         done = set()
     missing = [f.name for f in _migration_files(package) if f.name not in done]
     if missing:
-        raise ConfigurationError(f"the database schema {schema!r} is not migrated (missing {', '.join(missing)}): "
-                                 "run `sais db migrate` as the database administrator first")
+        raise ConfigurationError(
+            f"the database schema {schema!r} is not migrated (missing {', '.join(missing)}): "
+            "run `sais db migrate` as the database administrator first"
+        )

@@ -24,25 +24,44 @@ log = structlog.get_logger("sais.deletion")
 DeleteRows = Callable[[asyncpg.Connection, DeletionRequested], Awaitable[dict[str, int]]]
 
 
-async def confirm_deletions(pool: asyncpg.Pool, *, service: str, schema: str, requests: list[DeletionRequested],
-                            delete: DeleteRows, publisher: Any, now: Callable[[], Any]) -> list[DeletionConfirmed]:
+async def confirm_deletions(
+    pool: asyncpg.Pool,
+    *,
+    service: str,
+    schema: str,
+    requests: list[DeletionRequested],
+    delete: DeleteRows,
+    publisher: Any,
+    now: Callable[[], Any],
+) -> list[DeletionConfirmed]:
     confirmations: list[DeletionConfirmed] = []
     for req in requests:
         if service not in req.owners:
             continue
         async with pool.acquire() as conn, conn.transaction():
-            stored = await conn.fetchval(f"SELECT rows_deleted FROM {schema}.deletions WHERE request_id=$1",
-                                         req.request_id)
+            stored = await conn.fetchval(
+                f"SELECT rows_deleted FROM {schema}.deletions WHERE request_id=$1", req.request_id
+            )
             if stored is None:
                 counts = await delete(conn, req)
-                await conn.execute(f"INSERT INTO {schema}.deletions(request_id, subject, rows_deleted) "
-                                   "VALUES ($1, $2, $3::jsonb)", req.request_id, req.subject, json.dumps(counts))
+                await conn.execute(
+                    f"INSERT INTO {schema}.deletions(request_id, subject, rows_deleted) VALUES ($1, $2, $3::jsonb)",
+                    req.request_id,
+                    req.subject,
+                    json.dumps(counts),
+                )
                 log.info("deletion.done", subject=req.subject, request_id=str(req.request_id), rows=counts)
             else:
                 counts = json.loads(stored)
-        confirmations.append(DeletionConfirmed(
-            event_id=stable_id("deletion-confirmed", req.request_id, service), occurred_at=now(),
-            request_id=req.request_id, service=service, rows_deleted=counts))
+        confirmations.append(
+            DeletionConfirmed(
+                event_id=stable_id("deletion-confirmed", req.request_id, service),
+                occurred_at=now(),
+                request_id=req.request_id,
+                service=service,
+                rows_deleted=counts,
+            )
+        )
     await publish_many(publisher, ((c.request_id.bytes, c) for c in confirmations))
     return confirmations
 
@@ -53,22 +72,41 @@ async def deleted(conn: asyncpg.Connection, counts: dict[str, int], table: str, 
     counts[table] = counts.get(table, 0) + int(status.rsplit(" ", 1)[1])
 
 
-def register_deletion_consumer(broker: Any, *, topics: Any, group_id: str, service: str, schema: str,
-                               delete: DeleteRows, pool: Callable[[], asyncpg.Pool],
-                               now: Callable[[], Any]) -> None:
+def register_deletion_consumer(
+    broker: Any,
+    *,
+    topics: Any,
+    group_id: str,
+    service: str,
+    schema: str,
+    delete: DeleteRows,
+    pool: Callable[[], asyncpg.Pool],
+    now: Callable[[], Any],
+) -> None:
     """Subscribe an owner to retention's deletion requests and give it a confirmation publisher."""
     from .kafka import batch_consumer
 
     publisher = broker.publisher(
-        topics.deletion_confirmed, schema=DeletionConfirmed, title=f"{topics.deletion_confirmed}:publish:{service}",
-        description="An owner's confirmation of a deletion request: rows deleted per table. Key: request id.")
+        topics.deletion_confirmed,
+        schema=DeletionConfirmed,
+        title=f"{topics.deletion_confirmed}:publish:{service}",
+        description="An owner's confirmation of a deletion request: rows deleted per table. Key: request id.",
+    )
 
     async def handle(requests: list[DeletionRequested]) -> None:
-        await confirm_deletions(pool(), service=service, schema=schema, requests=requests, delete=delete,
-                                publisher=publisher, now=now)
+        await confirm_deletions(
+            pool(), service=service, schema=schema, requests=requests, delete=delete, publisher=publisher, now=now
+        )
 
     batch_consumer(
-        broker, topic=topics.deletion_requested, group_id=group_id, parse=DeletionRequested.model_validate_json,
-        payload=DeletionRequested, handle=handle, dead_letter_topic=topics.dead_letter, max_records=50,
+        broker,
+        topic=topics.deletion_requested,
+        group_id=group_id,
+        parse=DeletionRequested.model_validate_json,
+        payload=DeletionRequested,
+        handle=handle,
+        dead_letter_topic=topics.dead_letter,
+        max_records=50,
         title=f"{topics.deletion_requested}:{service}",
-        description=f"Deletes {service}'s own rows for retention and confirms with counts per table.")
+        description=f"Deletes {service}'s own rows for retention and confirms with counts per table.",
+    )

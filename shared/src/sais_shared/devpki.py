@@ -50,15 +50,24 @@ def _key() -> rsa.RSAPrivateKey:
 
 def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     path.chmod(0o600)
 
 
-def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, email=None, dns=None,
-          not_before: datetime | None = None, client_auth: bool = False):
+def _cert(
+    subject_cn: str,
+    key,
+    issuer_cert,
+    issuer_key,
+    *,
+    ca=False,
+    days=825,
+    email=None,
+    dns=None,
+    not_before: datetime | None = None,
+    client_auth: bool = False,
+):
     now = not_before or datetime.now(UTC) - timedelta(days=1)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
     builder = (
@@ -73,14 +82,34 @@ def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, 
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     else:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=bool(email),
-                          key_cert_sign=False, crl_sign=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False), critical=True)
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                content_commitment=bool(email),
+                key_cert_sign=False,
+                crl_sign=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     sans: list[x509.GeneralName] = []
     if email:
         sans.append(x509.RFC822Name(email))
@@ -98,8 +127,16 @@ def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, days=825, 
 DEV_CA_NAME = "SAIS datashare dev CA"
 
 
-def issue_email_cert(ca_cert_path: Path, ca_key_path: Path, email: str, out_cert: Path, out_key: Path,
-                     *, days: int = 825, not_before: datetime | None = None) -> None:
+def issue_email_cert(
+    ca_cert_path: Path,
+    ca_key_path: Path,
+    email: str,
+    out_cert: Path,
+    out_key: Path,
+    *,
+    days: int = 825,
+    not_before: datetime | None = None,
+) -> None:
     """An S/MIME certificate for ``email`` signed by the dev CA (tests use it for expired certs too)."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
@@ -153,8 +190,9 @@ def _ensure_kafka_broker(pki: DevPki) -> None:
     key = _key()
     cert = _cert(KAFKA_BROKER_CN, key, ca, ca_key, dns=["localhost", "kafka"], client_auth=True)
     pki.kafka_keystore.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
     pki.kafka_keystore.chmod(0o600)
 
 
@@ -181,18 +219,39 @@ def _ensure_inbound(pki: DevPki) -> None:
     dev upstream system's signing key, registered for every source."""
     if not pki.publishers.exists():
         signing = Ed25519PrivateKey.generate()
-        pki.publisher_key.write_bytes(signing.private_bytes(serialization.Encoding.PEM,
-                                                            serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption()))
+        pki.publisher_key.write_bytes(
+            signing.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         pki.publisher_key.chmod(0o600)
-        public = signing.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-        pki.publishers.write_text(yaml.safe_dump({"publishers": [{
-            "id": DEV_PUBLISHER, "public_key": public,
-            "sources": ["summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"]}]}))
+        public = (
+            signing.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+        pki.publishers.write_text(
+            yaml.safe_dump(
+                {
+                    "publishers": [
+                        {
+                            "id": DEV_PUBLISHER,
+                            "public_key": public,
+                            "sources": [
+                                "summer-census",
+                                "autumn-census",
+                                "admissions-reception",
+                                "admissions-year3-transfer",
+                            ],
+                        }
+                    ]
+                }
+            )
+        )
     if pki.inbound_key.exists():
         return
     key = _key()
     _write_key(pki.inbound_key, key)
-    pki.inbound_pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    pki.inbound_pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )

@@ -24,9 +24,7 @@ RowNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Revision = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Dose = Annotated[int, Field(ge=1, le=9)]
 
-Source = Literal[
-    "summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"
-]
+Source = Literal["summer-census", "autumn-census", "admissions-reception", "admissions-year3-transfer"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 Gender = Literal["M", "F", "U"]
 YearGroup = Annotated[
@@ -53,23 +51,61 @@ def _micros(t: datetime) -> int:
     return round(t.timestamp() * 1_000_000)  # the same instant whatever its time zone or storage
 
 
-def pupil_aad(extract_id: UUID, record_id: UUID, *, source: str, reference_date: date, school_dfe: str,
-              school_name: str, year_group: str, gender: str, match_key: str) -> bytes:
+def pupil_aad(
+    extract_id: UUID,
+    record_id: UUID,
+    *,
+    source: str,
+    reference_date: date,
+    school_dfe: str,
+    school_name: str,
+    year_group: str,
+    gender: str,
+    match_key: str,
+) -> bytes:
     """Context bound into a pupil's sealed personal fields: they open only as that row of that extract,
     with the clear fields that drive decisions (who the child is matched to, year group, sex, school,
     source) exactly as they were sealed."""
-    return (f"pupil:v2:{extract_id}:{record_id}:" + _bound(source, reference_date.isoformat(), school_dfe,
-                                                              school_name, year_group, gender, match_key)).encode()
+    return (
+        f"pupil:v2:{extract_id}:{record_id}:"
+        + _bound(source, reference_date.isoformat(), school_dfe, school_name, year_group, gender, match_key)
+    ).encode()
 
 
-def cohort_aad(academic_year: str, pupil_id: UUID, *, programme: str, dose: int | None, revision: int,
-               school_dfe: str, school_name: str, year_group: str, gender: str, source: str, reference_date: date,
-               received_at: datetime, extract_ids: list[UUID]) -> bytes:
+def cohort_aad(
+    academic_year: str,
+    pupil_id: UUID,
+    *,
+    programme: str,
+    dose: int | None,
+    revision: int,
+    school_dfe: str,
+    school_name: str,
+    year_group: str,
+    gender: str,
+    source: str,
+    reference_date: date,
+    received_at: datetime,
+    extract_ids: list[UUID],
+) -> bytes:
     """Context bound into a cohort record's sealed personal fields: the record and revision, and every
     clear field delivery acts on (programme, dose, school, year group, sex, source, staleness, lineage)."""
-    return (f"cohort:v2:{academic_year}:{pupil_id}:" + _bound(
-        programme, dose, revision, school_dfe, school_name, year_group, gender, source, reference_date.isoformat(),
-        _micros(received_at), ",".join(sorted(str(x) for x in extract_ids)))).encode()
+    return (
+        f"cohort:v2:{academic_year}:{pupil_id}:"
+        + _bound(
+            programme,
+            dose,
+            revision,
+            school_dfe,
+            school_name,
+            year_group,
+            gender,
+            source,
+            reference_date.isoformat(),
+            _micros(received_at),
+            ",".join(sorted(str(x) for x in extract_ids)),
+        )
+    ).encode()
 
 
 def dip_sample_aad(extract_id: UUID, row_number: int) -> bytes:
@@ -125,9 +161,17 @@ class PupilRecorded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return pupil_aad(self.extract_id, self.record_id, source=self.source, reference_date=self.reference_date,
-                         school_dfe=self.school_dfe, school_name=self.school_name, year_group=self.year_group,
-                         gender=self.gender, match_key=self.match_key)
+        return pupil_aad(
+            self.extract_id,
+            self.record_id,
+            source=self.source,
+            reference_date=self.reference_date,
+            school_dfe=self.school_dfe,
+            school_name=self.school_name,
+            year_group=self.year_group,
+            gender=self.gender,
+            match_key=self.match_key,
+        )
 
 
 class ExtractCompleted(Event):
@@ -144,9 +188,7 @@ class ExtractCompleted(Event):
     rejected: Count
     out_of_scope: Count
     warnings: Count
-    supersedes: UUID | None = Field(
-        None, description="Earlier extract this replacement dataset replaces (ISP §9.6)"
-    )
+    supersedes: UUID | None = Field(None, description="Earlier extract this replacement dataset replaces (ISP §9.6)")
     key_id: UUID
     originator: str
     protocol_version: str
@@ -186,11 +228,21 @@ class CohortMemberAdded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return cohort_aad(self.academic_year, self.pupil_id, programme=self.programme, dose=self.dose,
-                          revision=self.revision, school_dfe=self.school_dfe, school_name=self.school_name,
-                          year_group=self.year_group, gender=self.gender, source=self.source,
-                          reference_date=self.reference_date, received_at=self.received_at,
-                          extract_ids=self.extract_ids)
+        return cohort_aad(
+            self.academic_year,
+            self.pupil_id,
+            programme=self.programme,
+            dose=self.dose,
+            revision=self.revision,
+            school_dfe=self.school_dfe,
+            school_name=self.school_name,
+            year_group=self.year_group,
+            gender=self.gender,
+            source=self.source,
+            reference_date=self.reference_date,
+            received_at=self.received_at,
+            extract_ids=self.extract_ids,
+        )
 
 
 class CohortMemberWithdrawn(Event):
@@ -273,15 +325,18 @@ class DeletionRequested(Event):
     request_id: UUID
     subject: str = Field(description="What is deleted, e.g. batch:<id>, extract:<id>, party:<id>:<time>")
     rule: str
-    scope: DeletionScope = Field(description="transfer: the extracts, keys and batches named; party-left: "
-                                             "everything held; inbound-staging: unfinished inbound extracts "
-                                             "last changed before staged_before")
+    scope: DeletionScope = Field(
+        description="transfer: the extracts, keys and batches named; party-left: "
+        "everything held; inbound-staging: unfinished inbound extracts "
+        "last changed before staged_before"
+    )
     extract_ids: list[UUID] = Field(default_factory=list)
     key_ids: list[UUID] = Field(default_factory=list)
     batch_ids: list[UUID] = Field(default_factory=list)
     staged_before: date | None = None
     owners: list[Literal["ingest", "eligibility", "delivery"]] = Field(
-        description="The services that must confirm before the certificate is written")
+        description="The services that must confirm before the certificate is written"
+    )
 
 
 class DeletionConfirmed(Event):

@@ -40,8 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from .errors import ConfigurationError
 from .events import Source
 
-ExtractRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$", description="Publisher's id of the extract",
-                                  examples=["sims-937-may-2017-001"])]
+ExtractRef = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9._:-]{1,100}$",
+        description="Publisher's id of the extract",
+        examples=["sims-937-may-2017-001"],
+    ),
+]
 MAX_RECORDS = 10_000_000  # England has about 9 million pupils: no extract is larger
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
@@ -64,8 +70,11 @@ class InboundExtractStarted(_Strict):
     source: Source
     reference_date: date
     originator_system: str = Field(description="The upstream system, e.g. the admissions system's name")
-    publisher: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
-                                  description="Publisher id in ingest's registry; its key signs the extract")
+    publisher: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Publisher id in ingest's registry; its key signs the extract",
+    )
     encryption: InboundEncryption
 
 
@@ -86,12 +95,12 @@ class InboundExtractCompleted(_Strict):
     extract_ref: ExtractRef
     record_count: int = Field(ge=0, le=MAX_RECORDS)
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
-    signature: str | None = Field(None, max_length=200,
-                                  description="base64 Ed25519 signature of the framed extract (see signed_content)")
+    signature: str | None = Field(
+        None, max_length=200, description="base64 Ed25519 signature of the framed extract (see signed_content)"
+    )
 
 
-InboundMessage = Annotated[InboundExtractStarted | InboundRecord | InboundExtractCompleted,
-                           Field(discriminator="type")]
+InboundMessage = Annotated[InboundExtractStarted | InboundRecord | InboundExtractCompleted, Field(discriminator="type")]
 inbound_adapter: TypeAdapter = TypeAdapter(InboundMessage)
 
 
@@ -101,11 +110,20 @@ def checksum(ciphertexts: list[str]) -> str:
 
 def signed_content(started: InboundExtractStarted, record_count: int, checksum_hex: str) -> bytes:
     """What the publisher signs: the whole frame of the extract, each part on its own line."""
-    return "\n".join([
-        "sais-inbound-extract-v1", started.extract_ref, started.source, started.reference_date.isoformat(),
-        started.originator_system, started.publisher or "", started.encryption.recipient_key_id,
-        started.encryption.wrapped_key, str(record_count), checksum_hex,
-    ]).encode()
+    return "\n".join(
+        [
+            "sais-inbound-extract-v1",
+            started.extract_ref,
+            started.source,
+            started.reference_date.isoformat(),
+            started.originator_system,
+            started.publisher or "",
+            started.encryption.recipient_key_id,
+            started.encryption.wrapped_key,
+            str(record_count),
+            checksum_hex,
+        ]
+    ).encode()
 
 
 class InboundAuthenticationError(ValueError):
@@ -148,22 +166,36 @@ class PublisherRegistry:
         if publisher is None:
             raise InboundAuthenticationError(f"publisher {started.publisher!r} is not in the registry")
         try:
-            publisher.public_key.verify(base64.b64decode(completed.signature, validate=True),
-                                        signed_content(started, completed.record_count, completed.checksum))
+            publisher.public_key.verify(
+                base64.b64decode(completed.signature, validate=True),
+                signed_content(started, completed.record_count, completed.checksum),
+            )
         except (InvalidSignature, ValueError):
-            raise InboundAuthenticationError(f"the signature does not verify with publisher "
-                                             f"{publisher.id!r}'s key") from None
+            raise InboundAuthenticationError(
+                f"the signature does not verify with publisher {publisher.id!r}'s key"
+            ) from None
         if started.source not in publisher.sources:
-            raise InboundAuthenticationError(f"publisher {publisher.id!r} may not send {started.source} "
-                                             f"(allowed: {sorted(publisher.sources)})")
+            raise InboundAuthenticationError(
+                f"publisher {publisher.id!r} may not send {started.source} (allowed: {sorted(publisher.sources)})"
+            )
         return publisher
 
 
 class InboundExtractWriter:
     """For upstream systems: builds the messages of one extract, sealed for ingest's public key."""
 
-    def __init__(self, public_key_pem: bytes, recipient_key_id: str, extract_ref: str, source: str,
-                 reference_date: date, originator_system: str, *, publisher: str, signing_key_pem: bytes) -> None:
+    def __init__(
+        self,
+        public_key_pem: bytes,
+        recipient_key_id: str,
+        extract_ref: str,
+        source: str,
+        reference_date: date,
+        originator_system: str,
+        *,
+        publisher: str,
+        signing_key_pem: bytes,
+    ) -> None:
         pub = serialization.load_pem_public_key(public_key_pem)
         if not isinstance(pub, rsa.RSAPublicKey):
             raise ValueError("the inbound key must be an RSA public key")
@@ -175,25 +207,38 @@ class InboundExtractWriter:
         self.extract_ref = extract_ref
         self._ciphertexts: list[str] = []
         self.started = InboundExtractStarted(
-            extract_ref=extract_ref, source=source, reference_date=reference_date,
-            originator_system=originator_system, publisher=publisher,
-            encryption=InboundEncryption(recipient_key_id=recipient_key_id,
-                                         wrapped_key=base64.b64encode(pub.encrypt(self._key, _OAEP)).decode()))
+            extract_ref=extract_ref,
+            source=source,
+            reference_date=reference_date,
+            originator_system=originator_system,
+            publisher=publisher,
+            encryption=InboundEncryption(
+                recipient_key_id=recipient_key_id, wrapped_key=base64.b64encode(pub.encrypt(self._key, _OAEP)).decode()
+            ),
+        )
 
     def record(self, row: dict[str, str]) -> InboundRecord:
         seq = len(self._ciphertexts) + 1
         nonce = os.urandom(12)
         ct = AESGCM(self._key).encrypt(nonce, json.dumps(row).encode(), f"{self.extract_ref}:{seq}".encode())
-        rec = InboundRecord(extract_ref=self.extract_ref, seq=seq, nonce=base64.b64encode(nonce).decode(),
-                            ciphertext=base64.b64encode(ct).decode())
+        rec = InboundRecord(
+            extract_ref=self.extract_ref,
+            seq=seq,
+            nonce=base64.b64encode(nonce).decode(),
+            ciphertext=base64.b64encode(ct).decode(),
+        )
         self._ciphertexts.append(rec.ciphertext)
         return rec
 
     def completed(self) -> InboundExtractCompleted:
         digest = checksum(self._ciphertexts)
         signature = self._signing_key.sign(signed_content(self.started, len(self._ciphertexts), digest))
-        return InboundExtractCompleted(extract_ref=self.extract_ref, record_count=len(self._ciphertexts),
-                                       checksum=digest, signature=base64.b64encode(signature).decode())
+        return InboundExtractCompleted(
+            extract_ref=self.extract_ref,
+            record_count=len(self._ciphertexts),
+            checksum=digest,
+            signature=base64.b64encode(signature).decode(),
+        )
 
 
 class InboundExtractReader:
@@ -205,8 +250,9 @@ class InboundExtractReader:
         self.extract_ref = started.extract_ref
 
     def open(self, seq: int, nonce: str, ciphertext: str) -> dict[str, str]:
-        data = AESGCM(self._key).decrypt(base64.b64decode(nonce), base64.b64decode(ciphertext),
-                                         f"{self.extract_ref}:{seq}".encode())
+        data = AESGCM(self._key).decrypt(
+            base64.b64decode(nonce), base64.b64decode(ciphertext), f"{self.extract_ref}:{seq}".encode()
+        )
         row = json.loads(data)
         if not isinstance(row, dict):
             raise ValueError("a record must be a JSON object of column name to text")

@@ -67,9 +67,12 @@ async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> di
     try:
         existing = set(await admin.list_topics())
         new = [
-            NewTopic(name=getattr(topics, attr), num_partitions=settings.topic_partitions,
-                     replication_factor=settings.topic_replication_factor,
-                     topic_configs={"retention.ms": str(days * 24 * 3600 * 1000)})
+            NewTopic(
+                name=getattr(topics, attr),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs={"retention.ms": str(days * 24 * 3600 * 1000)},
+            )
             for attr in topics.names()
             if getattr(topics, attr) not in existing
             for days in [kafka_access.retention_days(attr, settings.topic_retention_days)]
@@ -100,8 +103,12 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):
 
     def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
         allow, any_host = 3, "*"
-        return request_struct_class([(int(b.resource), b.name, int(b.pattern), b.principal, any_host,
-                                      int(b.operation), allow) for b in self.bindings])
+        return request_struct_class(
+            [
+                (int(b.resource), b.name, int(b.pattern), b.principal, any_host, int(b.operation), allow)
+                for b in self.bindings
+            ]
+        )
 
 
 async def _create_acls(admin: AIOKafkaAdminClient, bindings: Sequence[kafka_access.Binding]) -> int:
@@ -115,14 +122,19 @@ async def _create_acls(admin: AIOKafkaAdminClient, bindings: Sequence[kafka_acce
 async def _acls_in_force(admin: AIOKafkaAdminClient) -> set[kafka_access.Binding]:
     any_, match = 1, 2
     response = await admin._send_request(DescribeAclsRequest(any_, None, match, None, None, any_, any_))
-    return {kafka_access.Binding(acl[0], kafka_access.Resource(rtype), name, kafka_access.Pattern(pattern),
-                                 kafka_access.Operation(acl[2]))
-            for rtype, name, pattern, acls in response.resources for acl in acls
-            if rtype in (2, 3) and pattern in (3, 4) and acl[2] in (3, 4, 8)}
+    return {
+        kafka_access.Binding(
+            acl[0], kafka_access.Resource(rtype), name, kafka_access.Pattern(pattern), kafka_access.Operation(acl[2])
+        )
+        for rtype, name, pattern, acls in response.resources
+        for acl in acls
+        if rtype in (2, 3) and pattern in (3, 4) and acl[2] in (3, 4, 8)
+    }
 
 
-async def _until_visible(admin: AIOKafkaAdminClient, topics: set[str], acls: set[kafka_access.Binding],
-                         timeout_s: float = 30.0) -> None:
+async def _until_visible(
+    admin: AIOKafkaAdminClient, topics: set[str], acls: set[kafka_access.Binding], timeout_s: float = 30.0
+) -> None:
     """The controller has accepted the topics and ACLs; wait until the broker serves them (metadata
     propagates asynchronously), so that a service started next finds them."""
     loop = asyncio.get_running_loop()
@@ -133,8 +145,10 @@ async def _until_visible(admin: AIOKafkaAdminClient, topics: set[str], acls: set
         if not missing_topics and not missing_acls:
             return
         if loop.time() > deadline:
-            raise ConfigurationError(f"Kafka has not applied {len(missing_topics)} topic(s) and "
-                                     f"{len(missing_acls)} ACL(s) after {timeout_s:.0f} s")
+            raise ConfigurationError(
+                f"Kafka has not applied {len(missing_topics)} topic(s) and "
+                f"{len(missing_acls)} ACL(s) after {timeout_s:.0f} s"
+            )
         await asyncio.sleep(0.1)  # polling the broker's own view: there is no event to wait on
 
 
@@ -153,8 +167,10 @@ async def check_topics(settings: CommonSettings, service: str, timeout_s: float 
     finally:
         await admin.close()
     if missing:
-        raise ConfigurationError(f"Kafka topic(s) missing or not allowed for {service}: {', '.join(missing)}; "
-                                 "run `sais kafka setup` as the Kafka administrator")
+        raise ConfigurationError(
+            f"Kafka topic(s) missing or not allowed for {service}: {', '.join(missing)}; "
+            "run `sais kafka setup` as the Kafka administrator"
+        )
 
 
 def aiokafka_producer(publisher: Any) -> AIOKafkaProducer | None:
@@ -217,7 +233,9 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
     cache: dict[str, Any] = broker.__dict__.setdefault("_sais_dead_letter_publishers", {})
     if topic not in cache:
         cache[topic] = broker.publisher(
-            topic, title=f"{topic}:publish", schema=DeadLetter,
+            topic,
+            title=f"{topic}:publish",
+            schema=DeadLetter,
             description="Messages no consumer can process, by position and reason; never a copy of the value",
         )
     return cache[topic]
@@ -274,11 +292,15 @@ def batch_consumer(
             return
         try:
             # Every log line written while handling this batch carries where it came from (correlation ids).
-            with structlog.contextvars.bound_contextvars(
-                topic=topic, partitions=sorted({r.partition for r in records}),
-                offsets=f"{min(r.offset for r in records)}-{max(r.offset for r in records)}",
-                first_event_id=str(getattr(events[0], "event_id", "")) or None,
-            ), ops.BATCH_SECONDS.labels(ops.service(), topic).time():
+            with (
+                structlog.contextvars.bound_contextvars(
+                    topic=topic,
+                    partitions=sorted({r.partition for r in records}),
+                    offsets=f"{min(r.offset for r in records)}-{max(r.offset for r in records)}",
+                    first_event_id=str(getattr(events[0], "event_id", "")) or None,
+                ),
+                ops.BATCH_SECONDS.labels(ops.service(), topic).time(),
+            ):
                 await handle(events)
         except PERMANENT_ERRORS:
             # Bad data the database refuses (or the handler calls invalid): the same batch would fail
@@ -305,8 +327,12 @@ async def _handle_one_by_one(parsed: list[tuple[Any, Any]], handle: Callable, dl
         try:
             await handle([event])
         except PERMANENT_ERRORS as exc:
-            await _dead_letter(dlq, group_id, rec, f"{type(exc).__name__}: refused as data "
-                                                   f"({getattr(exc, 'sqlstate', None) or 'invalid'})")
+            await _dead_letter(
+                dlq,
+                group_id,
+                rec,
+                f"{type(exc).__name__}: refused as data ({getattr(exc, 'sqlstate', None) or 'invalid'})",
+            )
 
 
 def _observe_lag(message: Any, records: Sequence[Any]) -> None:
@@ -341,7 +367,11 @@ async def _dead_letter(dlq: Any, group_id: str, rec: Any, reason: str) -> None:
     ops.DEAD_LETTERS.labels(ops.service(), rec.topic).inc()
     log.warning(
         "message.dead_lettered",
-        topic=rec.topic, partition=rec.partition, offset=rec.offset, group_id=group_id, reason=reason[:200],
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        group_id=group_id,
+        reason=reason[:200],
     )
 
 
@@ -352,4 +382,3 @@ async def claim_new(conn: Any, table: str, event_ids: Iterable[Any]) -> set[Any]
         list(event_ids),
     )
     return {r["event_id"] for r in rows}
-

@@ -38,7 +38,10 @@ class KeyStore:
         async with self._pool.acquire() as conn:
             created = await conn.fetchval(
                 "SELECT shared.create_data_key($1, $2, $3, $4)",
-                key_id, extract_id, self._kek.kek_id, self._kek.wrap(candidate),
+                key_id,
+                extract_id,
+                self._kek.kek_id,
+                self._kek.wrap(candidate),
             )
         if created:
             return candidate
@@ -66,7 +69,8 @@ class KeyStore:
     async def destroyed_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
         """Which of these keys retention has destroyed (their data is gone for good)."""
         rows = await self._pool.fetch(
-            "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", list(set(key_ids)))
+            "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", list(set(key_ids))
+        )
         return {r["key_id"] for r in rows}
 
     async def live_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
@@ -81,8 +85,10 @@ class KeyStore:
 async def rewrap_all(conn: asyncpg.Connection, old: KeyEncryptionKey, new: KeyEncryptionKey) -> int:
     """KEK rotation: every live data key unwrapped with the old KEK and wrapped with the new, atomically."""
     rows = await conn.fetch("SELECT key_id, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL FOR UPDATE")
-    await conn.executemany("UPDATE shared.data_keys SET wrapped=$2, kek_id=$3 WHERE key_id=$1",
-                           [(r["key_id"], new.wrap(old.unwrap(r["key_id"], r["wrapped"])), new.kek_id) for r in rows])
+    await conn.executemany(
+        "UPDATE shared.data_keys SET wrapped=$2, kek_id=$3 WHERE key_id=$1",
+        [(r["key_id"], new.wrap(old.unwrap(r["key_id"], r["wrapped"])), new.kek_id) for r in rows],
+    )
     return len(rows)
 
 
@@ -109,5 +115,9 @@ async def audit(
     await conn.execute(
         "INSERT INTO shared.audit_log(actor, action, subject, details, protocol_version) "
         "VALUES ($1, $2, $3, $4::jsonb, $5)",
-        actor, action, subject, json.dumps(details or {}, default=str), protocol_version,
+        actor,
+        action,
+        subject,
+        json.dumps(details or {}, default=str),
+        protocol_version,
     )

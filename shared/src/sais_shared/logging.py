@@ -10,11 +10,7 @@ import structlog
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
     stream = stream or sys.stdout
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     logging.basicConfig(level=level.upper(), stream=stream, format="%(message)s", force=True)
     # aiokafka and faststream are chatty at INFO about connections; keep warnings.
     for noisy in ("aiokafka", "kafka"):
@@ -28,9 +24,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> No
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

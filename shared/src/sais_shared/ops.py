@@ -16,8 +16,12 @@ log = structlog.get_logger("sais.ops")
 RECORDS_CONSUMED = Counter("sais_records_consumed_total", "Records consumed", ["service", "topic"])
 RECORDS_PUBLISHED = Counter("sais_records_published_total", "Records published", ["service", "topic"])
 DEAD_LETTERS = Counter("sais_dead_letters_total", "Messages sent to the dead-letter topic", ["service", "topic"])
-BATCH_SECONDS = Histogram("sais_batch_processing_seconds", "Time to process one consumed batch",
-                          ["service", "topic"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+BATCH_SECONDS = Histogram(
+    "sais_batch_processing_seconds",
+    "Time to process one consumed batch",
+    ["service", "topic"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 BATCH_RETRIES = Counter("sais_batch_retries_total", "Batches rewound after a transient error", ["service", "topic"])
 CONSUMER_LAG = Gauge("sais_consumer_lag", "Records behind the end of the partition", ["service", "topic", "partition"])
 ROWS = Counter("sais_ingest_rows_total", "Extract rows by outcome", ["source", "outcome"])
@@ -30,11 +34,15 @@ DELIVERY_REFUSED = Counter("sais_delivery_refused_total", "Deliveries refused be
 SHARING_SUSPENDED = Gauge("sais_sharing_suspended", "1 while sharing is suspended (ISP §16.4)")
 REVIEW_OVERDUE = Gauge("sais_protocol_review_overdue", "1 when the protocol in force is past its review date")
 DELETIONS_PENDING = Gauge("sais_retention_pending_deletions", "Scheduled deletions not yet done", ["state"])
-TIMER_RUNS = Counter("sais_timer_runs_total", "Completed runs of a service's own timer (delivery windows, "
-                     "retention)", ["service"])
+TIMER_RUNS = Counter(
+    "sais_timer_runs_total", "Completed runs of a service's own timer (delivery windows, retention)", ["service"]
+)
 DELETIONS = Counter("sais_retention_deletions_total", "Deletions certified (every owner confirmed)", ["rule"])
-CONFIRMATIONS_OVERDUE = Gauge("sais_retention_confirmations_overdue",
-                              "Deletion requests an owning service has not confirmed within the timeout", ["service"])
+CONFIRMATIONS_OVERDUE = Gauge(
+    "sais_retention_confirmations_overdue",
+    "Deletion requests an owning service has not confirmed within the timeout",
+    ["service"],
+)
 
 _service = {"name": "sais"}
 
@@ -53,8 +61,14 @@ async def db_ready(state: dict) -> bool:
     return pool is not None and await pool.fetchval("SELECT 1") == 1
 
 
-def make_app(broker: Any, *, title: str, description: str, lifespan: Any = None,
-             ready: Callable[[], Awaitable[bool]] | None = None) -> AsgiFastStream:
+def make_app(
+    broker: Any,
+    *,
+    title: str,
+    description: str,
+    lifespan: Any = None,
+    ready: Callable[[], Awaitable[bool]] | None = None,
+) -> AsgiFastStream:
     """A FastStream app with its AsyncAPI description and the HTTP endpoints operators and k8s use."""
     set_service(title)
 
@@ -66,7 +80,8 @@ def make_app(broker: Any, *, title: str, description: str, lifespan: Any = None,
     async def readyz(scope: Any) -> AsgiResponse:
         # Kafka answers, every subscriber's consumer is running (has joined its group), PostgreSQL answers.
         ok = await broker.ping(timeout=2.0) and all(
-            getattr(sub, "consumer", None) is not None for sub in broker.subscribers)
+            getattr(sub, "consumer", None) is not None for sub in broker.subscribers
+        )
         if ok and ready is not None:
             try:
                 ok = await ready()

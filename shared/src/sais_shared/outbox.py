@@ -18,8 +18,9 @@ async def flush_outbox(pool: asyncpg.Pool, table: str, publisher: Any, limit: in
     total = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(f"SELECT seq, key, payload FROM {table} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                                    limit)
+            rows = await conn.fetch(
+                f"SELECT seq, key, payload FROM {table} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED", limit
+            )
             if not rows:
                 return total
             await publish_many(publisher, ((r["key"], r["payload"].encode()) for r in rows))

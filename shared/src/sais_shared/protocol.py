@@ -158,9 +158,7 @@ class Protocol(_Strict):
             if missing:
                 raise ValueError(f"window {w.name!r} names source(s) not in the protocol: {missing}")
         if self.revisions[-1].version != self.version:
-            raise ValueError(
-                f"the last revision ({self.revisions[-1].version}) must be this version ({self.version})"
-            )
+            raise ValueError(f"the last revision ({self.revisions[-1].version}) must be this version ({self.version})")
         return self
 
     def source(self, name: str) -> SourceRule:
@@ -199,14 +197,19 @@ def normalise_address(address: str) -> str:
         raise ValueError("not a single e-mail address (local@domain)")
     local_part, _, domain_part = address.partition("@")
     if any(c.isspace() or not c.isprintable() or ord(c) > 126 or c in _FORBIDDEN for c in local_part + domain_part):
-        raise ValueError("an e-mail address may hold no whitespace, control character, quote, comma, semicolon, "
-                         "colon, bracket or parenthesis")
+        raise ValueError(
+            "an e-mail address may hold no whitespace, control character, quote, comma, semicolon, "
+            "colon, bracket or parenthesis"
+        )
     try:
         parsed = Address(addr_spec=address)
     except (ValueError, TypeError, HeaderParseError, MessageDefect):
         raise ValueError("not a single e-mail address (local@domain)") from None
-    if (f"{parsed.username}@{parsed.domain}" != address or not _LOCAL.fullmatch(parsed.username)
-            or not _DOMAIN.fullmatch(parsed.domain)):
+    if (
+        f"{parsed.username}@{parsed.domain}" != address
+        or not _LOCAL.fullmatch(parsed.username)
+        or not _DOMAIN.fullmatch(parsed.domain)
+    ):
         raise ValueError("not a plain e-mail address (local@domain, letters, digits and . - _ +)")
     return f"{parsed.username}@{parsed.domain.lower()}"
 
@@ -231,8 +234,7 @@ def parse_protocol(text: str, origin: str = "<protocol>") -> Protocol:
         return Protocol.model_validate(data)
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
+            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in exc.errors(include_url=False)
         ]
         raise ProtocolError(f"{origin}: invalid protocol file\n" + "\n".join(lines)) from None
 

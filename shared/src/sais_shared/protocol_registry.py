@@ -44,10 +44,25 @@ async def load_version(conn: asyncpg.Connection | asyncpg.Pool, text: str, origi
     digest = hashlib.sha256(text.encode()).hexdigest()
     await conn.execute(
         "INSERT INTO shared.protocols(protocol_id, version, sha256, content, loaded_by) VALUES ($1,$2,$3,$4,$5)",
-        protocol.id, protocol.version, digest, text, actor)
-    await audit(conn, actor, "protocol.loaded", f"protocol:{protocol.id}",
-                {"version": protocol.version, "sha256": digest, "origin": origin,
-                 "review_date": protocol.review_date.isoformat()}, protocol.version)
+        protocol.id,
+        protocol.version,
+        digest,
+        text,
+        actor,
+    )
+    await audit(
+        conn,
+        actor,
+        "protocol.loaded",
+        f"protocol:{protocol.id}",
+        {
+            "version": protocol.version,
+            "sha256": digest,
+            "origin": origin,
+            "review_date": protocol.review_date.isoformat(),
+        },
+        protocol.version,
+    )
     return protocol
 
 
@@ -91,6 +106,7 @@ class ProtocolRef:
                     await self.refresh()
                 except Exception as exc:  # keep the version we have; try again next time
                     log.warning("protocol.refresh_failed", error=type(exc).__name__)
+
         self._task = asyncio.create_task(loop())
 
     async def stop(self) -> None:
@@ -121,5 +137,7 @@ async def ensure_in_force(conn: asyncpg.Connection, path: Path | None, actor: st
 
 
 async def history(pool: asyncpg.Pool) -> list[LoadedVersion]:
-    rows = await pool.fetch("SELECT protocol_id, version, sha256, loaded_at, loaded_by FROM shared.protocols ORDER BY seq")
+    rows = await pool.fetch(
+        "SELECT protocol_id, version, sha256, loaded_at, loaded_by FROM shared.protocols ORDER BY seq"
+    )
     return [LoadedVersion(**dict(r)) for r in rows]

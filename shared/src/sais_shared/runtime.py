@@ -30,22 +30,21 @@ class Runtime(FollowsProtocol):
     clock: Clock
     topics: Topics
 
-
     async def close(self) -> None:
         await self.protocol_ref.stop()
         await self.pool.close()
 
 
-async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], service: str | None = None,
-                       pool_size: int = 5) -> Runtime:
+async def open_runtime(
+    settings: CommonSettings, *migrations: tuple[str, str], service: str | None = None, pool_size: int = 5
+) -> Runtime:
     """Fail fast on a missing KEK or a bad protocol file, then connect (as ``service``'s own role, or
     with SAIS_DATABASE_URL's user for administrative commands), check that the schemas are migrated
     and read the protocol in force."""
     kek = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
     if settings.protocol_file is not None:
         load_protocol(settings.protocol_file)  # a bad file fails before anything connects
-    pool = await create_pool(settings.database_login(service) if service else settings.database_url,
-                             max_size=pool_size)
+    pool = await create_pool(settings.database_login(service) if service else settings.database_url, max_size=pool_size)
     try:
         async with pool.acquire() as conn:
             for schema, package in (("shared", "sais_shared"), *migrations):
@@ -57,7 +56,11 @@ async def open_runtime(settings: CommonSettings, *migrations: tuple[str, str], s
     clock = Clock(settings.as_of)
     ops.REVIEW_OVERDUE.set(1 if protocol.review_overdue(clock.today()) else 0)
     if protocol.review_overdue(clock.today()):
-        log.warning("protocol.review_overdue", protocol=protocol.id, version=protocol.version,
-                    review_date=protocol.review_date.isoformat())
+        log.warning(
+            "protocol.review_overdue",
+            protocol=protocol.id,
+            version=protocol.version,
+            review_date=protocol.review_date.isoformat(),
+        )
     ref = ProtocolRef(protocol, pool, settings.protocol_file, settings.protocol_refresh_s)
     return Runtime(settings, pool, KeyStore(pool, kek), ref, clock, Topics(settings.topic_prefix))

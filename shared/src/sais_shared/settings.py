@@ -24,34 +24,45 @@ class CommonSettings(BaseSettings):
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
     kafka_security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = Field(
-        "SASL_SSL", description="SASL_SSL: TLS, and SCRAM-SHA-512 as the service's own Kafka user sais-<service> "
-                                "(password in the file kafka-sais-<service> of SAIS_CREDENTIALS_DIR). PLAINTEXT only for a development "
-                                "broker without authentication")
-    kafka_ca_file: Path | None = Field(None, description="CA certificate(s) the Kafka broker's TLS certificate "
-                                                         "must chain to (the system's CAs when unset)")
+        "SASL_SSL",
+        description="SASL_SSL: TLS, and SCRAM-SHA-512 as the service's own Kafka user sais-<service> "
+        "(password in the file kafka-sais-<service> of SAIS_CREDENTIALS_DIR). PLAINTEXT only for a development "
+        "broker without authentication",
+    )
+    kafka_ca_file: Path | None = Field(
+        None,
+        description="CA certificate(s) the Kafka broker's TLS certificate must chain to (the system's CAs when unset)",
+    )
     kafka_admin_user: str = Field("admin", description="Kafka administrator (`sais kafka setup`, tools)")
     kafka_admin_password_file: Path | None = Field(
-        None, description="File holding the Kafka administrator's password (administrative commands only)")
+        None, description="File holding the Kafka administrator's password (administrative commands only)"
+    )
     topic_prefix: str = Field("sais", description="Prefix of every topic name")
     topic_partitions: int = Field(3, ge=1, description="Partitions of each topic `sais kafka setup` creates")
     topic_replication_factor: int = Field(1, ge=1, description="Replicas of each topic `sais kafka setup` creates")
     topic_retention_days: int = Field(
-        120, ge=1, description="Backstop retention of the topics `sais kafka setup` creates, the inbound topic aside "
-                    "(7 days); crypto-shredding is what deletes readable data"
+        120,
+        ge=1,
+        description="Backstop retention of the topics `sais kafka setup` creates, the inbound topic aside "
+        "(7 days); crypto-shredding is what deletes readable data",
     )
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:15432/sais",
         description="Where PostgreSQL is (host, port, database, TLS). With SAIS_CREDENTIALS_DIR set, each service "
-                    "connects as its own role (sais_<service>) and only administrative commands (`sais db migrate`, "
-                    "`sais protocol load`, `sais audit`, KEK rotation) use the user named here")
+        "connects as its own role (sais_<service>) and only administrative commands (`sais db migrate`, "
+        "`sais protocol load`, `sais audit`, KEK rotation) use the user named here",
+    )
     credentials_dir: Path | None = Field(
-        None, description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais-<service> hold "
-                          "that service's PostgreSQL and Kafka passwords (mount only the running service's own)")
+        None,
+        description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais-<service> hold "
+        "that service's PostgreSQL and Kafka passwords (mount only the running service's own)",
+    )
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
     kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
     index_key_file: Path | None = Field(
-        None, description="base64 blind-index key, pinned so that KEK rotation keeps match keys stable")
+        None, description="base64 blind-index key, pinned so that KEK rotation keeps match keys stable"
+    )
     http_host: str = Field("127.0.0.1", description="Address of /healthz, /readyz, /metrics (0.0.0.0 in a pod)")
     http_port: int = Field(8080, description="Port of /healthz, /readyz, /metrics")
     log_level: str = "INFO"
@@ -60,8 +71,10 @@ class CommonSettings(BaseSettings):
         None, description="Business date override (demo, tests; development mode only); wall clock when unset"
     )
     dev_mode: bool = Field(
-        False, description="Development mode: allows SAIS_KEK, SAIS_AS_OF and development certificates. "
-                           "Never set in production")
+        False,
+        description="Development mode: allows SAIS_KEK, SAIS_AS_OF and development certificates. "
+        "Never set in production",
+    )
     protocol_refresh_s: float = Field(30.0, description="How often services re-read the protocol in force")
     protocol_file: Path | None = Field(
         None, description="Information Sharing Protocol file; the bundled example when unset"
@@ -72,8 +85,11 @@ class CommonSettings(BaseSettings):
         if self.credentials_dir is None:
             return {"dsn": self.database_url}
         role = service_principal(service)
-        return {"dsn": self.database_url, "user": role,
-                "password": read_secret(self.credentials_dir / f"postgres-{role}", "SAIS_CREDENTIALS_DIR")}
+        return {
+            "dsn": self.database_url,
+            "user": role,
+            "password": read_secret(self.credentials_dir / f"postgres-{role}", "SAIS_CREDENTIALS_DIR"),
+        }
 
     def kafka_login(self, service: str | None) -> dict[str, Any]:
         """aiokafka connection arguments as one service's Kafka user, or the administrator (None)."""
@@ -83,9 +99,14 @@ class CommonSettings(BaseSettings):
         user, password = self._kafka_credentials(service)
         from aiokafka.helpers import create_ssl_context
 
-        return {**base, "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-                "sasl_plain_username": user, "sasl_plain_password": password,
-                "ssl_context": create_ssl_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None)}
+        return {
+            **base,
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user,
+            "sasl_plain_password": password,
+            "ssl_context": create_ssl_context(cafile=str(self.kafka_ca_file) if self.kafka_ca_file else None),
+        }
 
     def kafka_security(self, service: str | None) -> Any:
         """The same login for FastStream's KafkaBroker (None on a PLAINTEXT development broker)."""
@@ -94,18 +115,23 @@ class CommonSettings(BaseSettings):
         from faststream.security import SASLScram512
 
         login = self.kafka_login(service)
-        return SASLScram512(username=login["sasl_plain_username"], password=login["sasl_plain_password"],
-                            ssl_context=login["ssl_context"], use_ssl=True)
+        return SASLScram512(
+            username=login["sasl_plain_username"],
+            password=login["sasl_plain_password"],
+            ssl_context=login["ssl_context"],
+            use_ssl=True,
+        )
 
     def _kafka_credentials(self, service: str | None) -> tuple[str, str]:
         if service is None:
             if self.kafka_admin_password_file is None:
                 raise ConfigurationError("this command administers Kafka: set SAIS_KAFKA_ADMIN_PASSWORD_FILE")
-            return self.kafka_admin_user, read_secret(self.kafka_admin_password_file,
-                                                      "SAIS_KAFKA_ADMIN_PASSWORD_FILE")
+            return self.kafka_admin_user, read_secret(self.kafka_admin_password_file, "SAIS_KAFKA_ADMIN_PASSWORD_FILE")
         if self.credentials_dir is None:
-            raise ConfigurationError("Kafka needs a login (SAIS_KAFKA_SECURITY_PROTOCOL=SASL_SSL): set "
-                                     "SAIS_CREDENTIALS_DIR to the folder holding kafka-sais-<service>")
+            raise ConfigurationError(
+                "Kafka needs a login (SAIS_KAFKA_SECURITY_PROTOCOL=SASL_SSL): set "
+                "SAIS_CREDENTIALS_DIR to the folder holding kafka-sais-<service>"
+            )
         user = kafka_user(service)
         return user, read_secret(self.credentials_dir / f"kafka-{user}", "SAIS_CREDENTIALS_DIR")
 
@@ -115,8 +141,10 @@ class CommonSettings(BaseSettings):
     @model_validator(mode="after")
     def _development_only(self) -> CommonSettings:
         if self.as_of is not None and not self.dev_mode:
-            raise ConfigurationError("SAIS_AS_OF moves the business date and is for development and tests only; "
-                                     "unset it, or set SAIS_DEV_MODE=true on a development machine")
+            raise ConfigurationError(
+                "SAIS_AS_OF moves the business date and is for development and tests only; "
+                "unset it, or set SAIS_DEV_MODE=true on a development machine"
+            )
         return self
 
     def key_encryption_key_bytes(self) -> bytes:
@@ -125,9 +153,11 @@ class CommonSettings(BaseSettings):
             return read_key_file(self.kek_file, "SAIS_KEK_FILE")
         elif self.kek is not None:
             if not self.dev_mode:
-                raise ConfigurationError("SAIS_KEK puts the key-encryption key in the environment, which other "
-                                         "processes and crash dumps can read: use SAIS_KEK_FILE (SAIS_KEK is "
-                                         "accepted only with SAIS_DEV_MODE=true)")
+                raise ConfigurationError(
+                    "SAIS_KEK puts the key-encryption key in the environment, which other "
+                    "processes and crash dumps can read: use SAIS_KEK_FILE (SAIS_KEK is "
+                    "accepted only with SAIS_DEV_MODE=true)"
+                )
             raw = self.kek.get_secret_value().strip()
         else:
             raise MissingKeyEncryptionKeyError(
@@ -171,8 +201,8 @@ def read_key_file(path: Path, setting: str) -> bytes:
         raise MissingKeyEncryptionKeyError(f"cannot read {setting} {path}: {exc.strerror}") from None
     if mode & 0o077:
         structlog.get_logger("sais.settings").warning(
-            "key_file.readable_by_others", setting=setting, mode=oct(mode & 0o777),
-            fix=f"chmod 600 {path}")
+            "key_file.readable_by_others", setting=setting, mode=oct(mode & 0o777), fix=f"chmod 600 {path}"
+        )
     return decode_key(raw, f"the key in {setting}")
 
 

@@ -56,5 +56,3 @@ class Topics:
 
     def all(self) -> list[str]:
         return [getattr(self, name) for name in self.names()]
-
-

@@ -27,14 +27,24 @@ log = structlog.get_logger("sais.delivery")
 
 def declare(broker: KafkaBroker, topics: Topics):
     return broker.publisher(
-        topics.delivery_completed, schema=DeliveryCompleted, title=f"{topics.delivery_completed}:publish",
-        description="A batch accepted by the recipient's mail server; what retention schedules. Key: batch id.")
+        topics.delivery_completed,
+        schema=DeliveryCompleted,
+        title=f"{topics.delivery_completed}:publish",
+        description="A batch accepted by the recipient's mail server; what retention schedules. Key: batch id.",
+    )
 
 
 def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliveryService:
-    mailer = Mailer(SmtpConfig(settings.delivery_smtp_host, settings.delivery_smtp_port,
-                               settings.delivery_smtp_ca_file, settings.delivery_smtp_username,
-                               settings.smtp_password(), settings.delivery_smtp_timeout_s))
+    mailer = Mailer(
+        SmtpConfig(
+            settings.delivery_smtp_host,
+            settings.delivery_smtp_port,
+            settings.delivery_smtp_ca_file,
+            settings.delivery_smtp_username,
+            settings.smtp_password(),
+            settings.delivery_smtp_timeout_s,
+        )
+    )
 
     def smime_for(recipient: str) -> Smime:
         cert = settings.delivery_recipient_cert
@@ -43,14 +53,30 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
             cert = (folder / f"{recipient.lower()}.pem").resolve()
             if cert.parent != folder:  # an address that names a path (a/b, ..) never leaves the folder
                 raise CertificateError(f"no certificate for {recipient!r} in {folder}: not a plain file name")
-        return Smime(settings.delivery_sender_cert, settings.delivery_sender_key, cert,
-                     sender=settings.delivery_sender_address, recipient=recipient,
-                     recipient_ca=settings.delivery_recipient_ca_file, dev_mode=settings.dev_mode,
-                     key_transport=settings.delivery_key_transport)
+        return Smime(
+            settings.delivery_sender_cert,
+            settings.delivery_sender_key,
+            cert,
+            sender=settings.delivery_sender_address,
+            recipient=recipient,
+            recipient_ca=settings.delivery_recipient_ca_file,
+            dev_mode=settings.dev_mode,
+            key_transport=settings.delivery_key_transport,
+        )
 
-    return DeliveryService(rt.pool, rt.keys, rt.protocol_ref, rt.clock, mailer, smime_for,
-                           settings.delivery_sender_address, publisher, settings.delivery_smtp_attempts,
-                           settings.delivery_smtp_backoff_s, settings.delivery_max_message_bytes)
+    return DeliveryService(
+        rt.pool,
+        rt.keys,
+        rt.protocol_ref,
+        rt.clock,
+        mailer,
+        smime_for,
+        settings.delivery_sender_address,
+        publisher,
+        settings.delivery_smtp_attempts,
+        settings.delivery_smtp_backoff_s,
+        settings.delivery_max_message_bytes,
+    )
 
 
 WIRING = Wiring("delivery", (("delivery", "sais_delivery"),), declare, bootstrap)
@@ -68,18 +94,33 @@ async def delivery_session(settings: DeliverySettings | None = None) -> AsyncIte
 def build_app(settings: DeliverySettings | None = None):
     settings = settings or DeliverySettings()
 
-    def subscribe(broker: KafkaBroker, topics: Topics, settings: DeliverySettings,
-                  current: Current[object, DeliveryService]) -> None:
+    def subscribe(
+        broker: KafkaBroker, topics: Topics, settings: DeliverySettings, current: Current[object, DeliveryService]
+    ) -> None:
         async def handle(events):
             await apply_cohort_events(current().runtime.pool, events)
 
         batch_consumer(
-            broker, topic=topics.cohort, group_id=settings.delivery_group_id, parse=cohort_event_adapter.validate_json,
-            payload=cohort_event_adapter, handle=handle, dead_letter_topic=topics.dead_letter,
-            title=f"{topics.cohort}:delivery", description="Keeps the current cohort to deliver (latest revision wins).")
+            broker,
+            topic=topics.cohort,
+            group_id=settings.delivery_group_id,
+            parse=cohort_event_adapter.validate_json,
+            payload=cohort_event_adapter,
+            handle=handle,
+            dead_letter_topic=topics.dead_letter,
+            title=f"{topics.cohort}:delivery",
+            description="Keeps the current cohort to deliver (latest revision wins).",
+        )
         register_deletion_consumer(
-            broker, topics=topics, group_id=settings.delivery_group_id, service="delivery", schema="delivery",
-            delete=delete_rows, pool=lambda: current().runtime.pool, now=lambda: current().runtime.clock.now())
+            broker,
+            topics=topics,
+            group_id=settings.delivery_group_id,
+            service="delivery",
+            schema="delivery",
+            delete=delete_rows,
+            pool=lambda: current().runtime.pool,
+            now=lambda: current().runtime.clock.now(),
+        )
 
     async def flush(running: Running[object, DeliveryService]) -> None:
         await running.service.flush_outbox()
@@ -91,7 +132,11 @@ def build_app(settings: DeliverySettings | None = None):
         except DeliveryRefusedError as exc:
             log.warning("scheduler.window_refused", reason=type(exc).__name__)
 
-    return service_app(WIRING, settings, subscribe=subscribe, after_start=flush,
-                       timer=(deliver_due, settings.delivery_schedule_interval_s) if settings.delivery_schedule
-                       else None,
-                       description="Renders, signs, encrypts and sends cohort batches to allow-listed NHS mailboxes.")
+    return service_app(
+        WIRING,
+        settings,
+        subscribe=subscribe,
+        after_start=flush,
+        timer=(deliver_due, settings.delivery_schedule_interval_s) if settings.delivery_schedule else None,
+        description="Renders, signs, encrypts and sends cohort batches to allow-listed NHS mailboxes.",
+    )

@@ -11,6 +11,7 @@ from .domain.parts import DEFAULT_MAX_MESSAGE_BYTES
 
 class DeliverySettings(CommonSettings):
     """SMTP and S/MIME settings (``SAIS_DELIVERY_*``); certificates and keys are files."""
+
     http_port: int = 8083
 
     delivery_group_id: str = "sais-delivery"
@@ -24,19 +25,25 @@ class DeliverySettings(CommonSettings):
     delivery_smtp_attempts: int = Field(4, ge=1, description="Tries per send, with exponential backoff")
     delivery_smtp_backoff_s: float = 2.0
     delivery_max_message_bytes: int = Field(
-        DEFAULT_MAX_MESSAGE_BYTES, ge=1_000_000,
+        DEFAULT_MAX_MESSAGE_BYTES,
+        ge=1_000_000,
         description="Largest message sent, on the wire after signing, encryption and encoding; a bigger batch "
-                    "goes as parts. The default leaves room under NHSmail's 35 MB")
+        "goes as parts. The default leaves room under NHSmail's 35 MB",
+    )
     delivery_sender_address: str = "insight@warwickshire.gov.uk"
     delivery_sender_cert: Path | None = None
     delivery_sender_key: Path | None = None
     delivery_recipient_cert: Path | None = Field(
-        None, description="S/MIME certificate of the recipient, or a folder of <address>.pem, one per recipient")
+        None, description="S/MIME certificate of the recipient, or a folder of <address>.pem, one per recipient"
+    )
     delivery_recipient_ca_file: Path | None = Field(
-        None, description="CA bundle (PEM) that recipient certificates must chain to (the trust anchor)")
+        None, description="CA bundle (PEM) that recipient certificates must chain to (the trust anchor)"
+    )
     delivery_key_transport: Literal["rsa-pkcs1v15", "rsa-oaep"] = Field(
-        "rsa-pkcs1v15", description="How the message key is encrypted to the recipient: PKCS#1 v1.5 (every S/MIME "
-                                    "client) or RSAES-OAEP with SHA-256 (check the SAIS team's mail client first)")
+        "rsa-pkcs1v15",
+        description="How the message key is encrypted to the recipient: PKCS#1 v1.5 (every S/MIME "
+        "client) or RSAES-OAEP with SHA-256 (check the SAIS team's mail client first)",
+    )
     delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
     delivery_schedule: bool = Field(False, description="Deliver each window by itself during its month")
     delivery_schedule_interval_s: float = Field(3600.0, description="How often the window scheduler looks")

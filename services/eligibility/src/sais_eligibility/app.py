@@ -19,15 +19,22 @@ from .service_layer.handlers import EligibilityService
 
 def declare(broker: KafkaBroker, topics: Topics):
     return broker.publisher(
-        topics.cohort, schema=CohortMemberAdded | CohortMemberWithdrawn, title=f"{topics.cohort}:publish",
+        topics.cohort,
+        schema=CohortMemberAdded | CohortMemberWithdrawn,
+        title=f"{topics.cohort}:publish",
         description="Cohort adds, updates and withdrawals per (programme, pupil). Key: pupil id (ordered per child).",
     )
 
 
 def bootstrap(rt: Runtime, cohort_publisher, settings: EligibilitySettings) -> EligibilityService:
-    return EligibilityService(PgUnitOfWork(rt.pool), rt.keys, rt.protocol_ref,
-                              load_all_rules(settings.eligibility_rules_dir), PgOutbox(rt.pool, cohort_publisher),
-                              rt.clock)
+    return EligibilityService(
+        PgUnitOfWork(rt.pool),
+        rt.keys,
+        rt.protocol_ref,
+        load_all_rules(settings.eligibility_rules_dir),
+        PgOutbox(rt.pool, cohort_publisher),
+        rt.clock,
+    )
 
 
 WIRING = Wiring("eligibility", (("eligibility", "sais_eligibility"),), declare, bootstrap)
@@ -37,29 +44,49 @@ MIGRATIONS = WIRING.migrations
 def build_app(settings: EligibilitySettings | None = None):
     settings = settings or EligibilitySettings()
 
-    def subscribe(broker: KafkaBroker, topics: Topics, settings: EligibilitySettings,
-                  current: Current[object, EligibilityService]) -> None:
+    def subscribe(
+        broker: KafkaBroker, topics: Topics, settings: EligibilitySettings, current: Current[object, EligibilityService]
+    ) -> None:
         batch_consumer(
-            broker, topic=topics.pupil_recorded, group_id=settings.eligibility_group_id,
-            parse=PupilRecorded.model_validate_json, payload=PupilRecorded,
-            handle=lambda evs: current.service.handle_pupils(evs), dead_letter_topic=topics.dead_letter,
+            broker,
+            topic=topics.pupil_recorded,
+            group_id=settings.eligibility_group_id,
+            parse=PupilRecorded.model_validate_json,
+            payload=PupilRecorded,
+            handle=lambda evs: current.service.handle_pupils(evs),
+            dead_letter_topic=topics.dead_letter,
             title=f"{topics.pupil_recorded}:eligibility",
             description="Records each pupil for its target academic year and matches it to known children.",
         )
         batch_consumer(
-            broker, topic=topics.extract_completed, group_id=settings.eligibility_group_id,
-            parse=ExtractCompleted.model_validate_json, payload=ExtractCompleted,
-            handle=lambda evs: current.service.handle_extracts(evs), dead_letter_topic=topics.dead_letter,
+            broker,
+            topic=topics.extract_completed,
+            group_id=settings.eligibility_group_id,
+            parse=ExtractCompleted.model_validate_json,
+            payload=ExtractCompleted,
+            handle=lambda evs: current.service.handle_extracts(evs),
+            dead_letter_topic=topics.dead_letter,
             title=f"{topics.extract_completed}:eligibility",
             description="Marks an extract complete; a replacement dataset then withdraws children no longer present.",
         )
         register_deletion_consumer(
-            broker, topics=topics, group_id=settings.eligibility_group_id, service="eligibility",
-            schema="eligibility", delete=delete_rows, pool=lambda: current().runtime.pool,
-            now=lambda: current().runtime.clock.now())
+            broker,
+            topics=topics,
+            group_id=settings.eligibility_group_id,
+            service="eligibility",
+            schema="eligibility",
+            delete=delete_rows,
+            pool=lambda: current().runtime.pool,
+            now=lambda: current().runtime.clock.now(),
+        )
 
     async def flush_leftovers(running: Running[object, EligibilityService]) -> None:
         await running.service.flush_outbox()  # anything committed before a crash but not yet published
 
-    return service_app(WIRING, settings, subscribe=subscribe, after_start=flush_leftovers,
-                       description="Rolls year groups forward, matches children, applies programme rules.")
+    return service_app(
+        WIRING,
+        settings,
+        subscribe=subscribe,
+        after_start=flush_leftovers,
+        description="Rolls year groups forward, matches children, applies programme rules.",
+    )

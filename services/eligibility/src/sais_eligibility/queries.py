@@ -13,25 +13,38 @@ from sais_shared.keystore import KeyStore
 
 
 async def active_cohort_sizes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    return [dict(r) for r in await pool.fetch(
-        "SELECT academic_year, programme, count(*) n FROM eligibility.cohort WHERE status='active' "
-        "GROUP BY 1, 2 ORDER BY 1, 2")]
+    return [
+        dict(r)
+        for r in await pool.fetch(
+            "SELECT academic_year, programme, count(*) n FROM eligibility.cohort WHERE status='active' "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    ]
 
 
 async def quality(pool: asyncpg.Pool, academic_year: str) -> dict[str, Any]:
     """Cohort counts per programme × school × year group, findings, and extracts not yet reconciled."""
     counts = await pool.fetch(
         "SELECT programme, school_dfe, year_group, count(*) n FROM eligibility.cohort "
-        "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3 ORDER BY 1,2,3", academic_year)
+        "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3 ORDER BY 1,2,3",
+        academic_year,
+    )
     findings = await pool.fetch(
         "SELECT split_part(code, ':', 1) AS code, school_dfe, count(*) n FROM eligibility.findings "
-        "WHERE academic_year=$1 GROUP BY 1,2 ORDER BY 1,2", academic_year)
+        "WHERE academic_year=$1 GROUP BY 1,2 ORDER BY 1,2",
+        academic_year,
+    )
     incomplete = await pool.fetch(
         "SELECT e.extract_id, e.accepted, (SELECT count(*) FROM eligibility.records r "
         "WHERE r.extract_id=e.extract_id) received FROM eligibility.extracts e "
-        "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL", academic_year)
-    return {"cohort": [dict(r) for r in counts], "findings": [dict(r) for r in findings],
-            "incomplete_extracts": [{**dict(r), "extract_id": str(r["extract_id"])} for r in incomplete]}
+        "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL",
+        academic_year,
+    )
+    return {
+        "cohort": [dict(r) for r in counts],
+        "findings": [dict(r) for r in findings],
+        "incomplete_extracts": [{**dict(r), "extract_id": str(r["extract_id"])} for r in incomplete],
+    }
 
 
 async def child_records(pool: asyncpg.Pool, keys: KeyStore, match_key: str) -> dict[str, Any]:
@@ -42,21 +55,58 @@ async def child_records(pool: asyncpg.Pool, keys: KeyStore, match_key: str) -> d
         sealed = Sealed.model_validate_json(r["personal"])
         try:
             key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
-            personal = key.open_model(sealed, PupilPersonal, pupil_aad(
-                r["extract_id"], r["record_id"], source=r["source"], reference_date=r["reference_date"],
-                school_dfe=r["school_dfe"], school_name=r["school_name"], year_group=r["recorded_year_group"],
-                gender=r["gender"], match_key=r["match_key"]))
+            personal = key.open_model(
+                sealed,
+                PupilPersonal,
+                pupil_aad(
+                    r["extract_id"],
+                    r["record_id"],
+                    source=r["source"],
+                    reference_date=r["reference_date"],
+                    school_dfe=r["school_dfe"],
+                    school_name=r["school_name"],
+                    year_group=r["recorded_year_group"],
+                    gender=r["gender"],
+                    match_key=r["match_key"],
+                ),
+            )
             details: Any = personal.model_dump(mode="json")
         except KeyDestroyedError:
             details = "deleted (data key destroyed)"
-        out.append({"source": r["source"], "reference_date": str(r["reference_date"]),
-                    "received_at": str(r["received_at"]), "school_dfe": r["school_dfe"],
-                    "school_name": r["school_name"], "year_group": r["year_group"], "gender": r["gender"],
-                    "extract_id": str(r["extract_id"]), "current": r["active"], "details": details})
+        out.append(
+            {
+                "source": r["source"],
+                "reference_date": str(r["reference_date"]),
+                "received_at": str(r["received_at"]),
+                "school_dfe": r["school_dfe"],
+                "school_name": r["school_name"],
+                "year_group": r["year_group"],
+                "gender": r["gender"],
+                "extract_id": str(r["extract_id"]),
+                "current": r["active"],
+                "details": details,
+            }
+        )
     pupil_ids = sorted({r["pupil_id"] for r in records}, key=str)
-    cohorts = [{"academic_year": c["academic_year"], "programme": c["programme"], "status": c["status"],
-                "school_dfe": c["school_dfe"], "year_group": c["year_group"]}
-               for c in await pool.fetch("SELECT * FROM eligibility.cohort WHERE pupil_id = ANY($1) "
-                                         "ORDER BY programme", pupil_ids)] if pupil_ids else []
-    return {"records": out, "cohorts": cohorts, "pupil_ids": pupil_ids,
-            "extract_ids": sorted({r["extract_id"] for r in records}, key=str)}
+    cohorts = (
+        [
+            {
+                "academic_year": c["academic_year"],
+                "programme": c["programme"],
+                "status": c["status"],
+                "school_dfe": c["school_dfe"],
+                "year_group": c["year_group"],
+            }
+            for c in await pool.fetch(
+                "SELECT * FROM eligibility.cohort WHERE pupil_id = ANY($1) ORDER BY programme", pupil_ids
+            )
+        ]
+        if pupil_ids
+        else []
+    )
+    return {
+        "records": out,
+        "cohorts": cohorts,
+        "pupil_ids": pupil_ids,
+        "extract_ids": sorted({r["extract_id"] for r in records}, key=str),
+    }

@@ -26,15 +26,21 @@ log = structlog.get_logger("sais.ingest")
 def declare(broker: KafkaBroker, topics: Topics) -> Publishers:
     return Publishers(
         pupil_recorded=broker.publisher(
-            topics.pupil_recorded, schema=PupilRecorded, title=f"{topics.pupil_recorded}:publish",
+            topics.pupil_recorded,
+            schema=PupilRecorded,
+            title=f"{topics.pupil_recorded}:publish",
             description="One event per accepted pupil row; personal fields sealed. Key: match key.",
         ),
         extract_completed=broker.publisher(
-            topics.extract_completed, schema=ExtractCompleted, title=f"{topics.extract_completed}:publish",
+            topics.extract_completed,
+            schema=ExtractCompleted,
+            title=f"{topics.extract_completed}:publish",
             description="One event per extract, after all its pupil events. Key: extract id.",
         ),
         row_rejected=broker.publisher(
-            topics.row_rejected, schema=RowRejected, title=f"{topics.row_rejected}:publish",
+            topics.row_rejected,
+            schema=RowRejected,
+            title=f"{topics.row_rejected}:publish",
             description="One event per failed check of a rejected row. Key: extract id.",
         ),
     )
@@ -53,8 +59,9 @@ def inbound_service(running: Running[Publishers, Ingest]) -> InboundService:
     registry = PublisherRegistry.load(settings.ingest_publishers_file) if settings.ingest_publishers_file else None
     if registry is None:
         log.warning("inbound.no_publisher_registry", effect="every inbound extract is refused")
-    return InboundService(running.service, InboundStaging(running.runtime.pool), settings.ingest_inbound_private_key,
-                          registry)
+    return InboundService(
+        running.service, InboundStaging(running.runtime.pool), settings.ingest_inbound_private_key, registry
+    )
 
 
 def ingest_session(settings: IngestSettings | None = None):
@@ -72,25 +79,45 @@ def build_app(settings: IngestSettings | None = None):
             inbound["svc"] = inbound_service(current())
         return inbound["svc"]
 
-    def subscribe(broker: KafkaBroker, topics: Topics, settings: IngestSettings,
-                  current: Current[Publishers, Ingest]) -> None:
+    def subscribe(
+        broker: KafkaBroker, topics: Topics, settings: IngestSettings, current: Current[Publishers, Ingest]
+    ) -> None:
         batch_consumer(
-            broker, topic=topics.inbound, group_id=settings.ingest_group_id, parse=inbound_adapter.validate_json,
-            payload=inbound_adapter, handle=lambda msgs: inbound_for(current).handle(msgs),
-            dead_letter_topic=topics.dead_letter, max_records=2000, title=f"{topics.inbound}:ingest",
+            broker,
+            topic=topics.inbound,
+            group_id=settings.ingest_group_id,
+            parse=inbound_adapter.validate_json,
+            payload=inbound_adapter,
+            handle=lambda msgs: inbound_for(current).handle(msgs),
+            dead_letter_topic=topics.dead_letter,
+            max_records=2000,
+            title=f"{topics.inbound}:ingest",
             description="Upstream extracts as events: extract-started → record × n → extract-completed, keyed by "
-                        "extract_ref; records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound "
-                        "key); extract-completed carries the publisher's Ed25519 signature of the framed extract "
-                        "(sais_shared.inbound.signed_content), checked against ingest's registry of publishers and "
-                        "the sources each may send.")
+            "extract_ref; records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound "
+            "key); extract-completed carries the publisher's Ed25519 signature of the framed extract "
+            "(sais_shared.inbound.signed_content), checked against ingest's registry of publishers and "
+            "the sources each may send.",
+        )
         register_deletion_consumer(
-            broker, topics=topics, group_id=settings.ingest_group_id, service="ingest", schema="ingest",
-            delete=delete_rows, pool=lambda: current().runtime.pool, now=lambda: current().runtime.clock.now())
+            broker,
+            topics=topics,
+            group_id=settings.ingest_group_id,
+            service="ingest",
+            schema="ingest",
+            delete=delete_rows,
+            pool=lambda: current().runtime.pool,
+            now=lambda: current().runtime.clock.now(),
+        )
 
     def check(settings: IngestSettings) -> None:
         if settings.ingest_inbound_private_key is None:
             raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
 
-    return service_app(WIRING, settings, subscribe=subscribe, check=check,
-                       description="Validates and minimises LA extracts (files via the CLI, events via the inbound "
-                                   "topic); publishes pupil events.")
+    return service_app(
+        WIRING,
+        settings,
+        subscribe=subscribe,
+        check=check,
+        description="Validates and minimises LA extracts (files via the CLI, events via the inbound "
+        "topic); publishes pupil events.",
+    )

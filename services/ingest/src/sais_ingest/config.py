@@ -8,11 +8,15 @@ from sais_shared.settings import CommonSettings
 
 class IngestSettings(CommonSettings):
     """ingest's settings (``SAIS_*``); the inbound consumer runs when its private key is configured."""
+
     http_port: int = 8081
 
     ingest_group_id: str = "sais-ingest"
     ingest_inbound_private_key: Path | None = Field(
-        None, description="RSA private key (PEM) that opens extracts published on the inbound topic")
+        None, description="RSA private key (PEM) that opens extracts published on the inbound topic"
+    )
     ingest_publishers_file: Path | None = Field(
-        None, description="Registry of upstream publishers (YAML: id, Ed25519 public key, sources each may send); "
-                          "inbound extracts from anyone else are refused")
+        None,
+        description="Registry of upstream publishers (YAML: id, Ed25519 public key, sources each may send); "
+        "inbound extracts from anyone else are refused",
+    )

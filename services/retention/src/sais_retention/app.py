@@ -28,16 +28,22 @@ log = structlog.get_logger("sais.retention")
 
 def certificate_publisher(broker: KafkaBroker, topics: Topics):
     return broker.publisher(
-        topics.deletion_completed, schema=DeletionCompleted, title=f"{topics.deletion_completed}:publish",
+        topics.deletion_completed,
+        schema=DeletionCompleted,
+        title=f"{topics.deletion_completed}:publish",
         description="Deletion certificates: what was destroyed, when, by which rule, with every owner's counts. "
-                    "Key: certificate id.")
+        "Key: certificate id.",
+    )
 
 
 def request_publisher(broker: KafkaBroker, topics: Topics):
     return broker.publisher(
-        topics.deletion_requested, schema=DeletionRequested, title=f"{topics.deletion_requested}:publish",
+        topics.deletion_requested,
+        schema=DeletionRequested,
+        title=f"{topics.deletion_requested}:publish",
         description="Asks ingest, eligibility and delivery to delete their own rows (the data keys are already "
-                    "destroyed). Key: request id.")
+        "destroyed). Key: request id.",
+    )
 
 
 def declare(broker: KafkaBroker, topics: Topics) -> tuple:
@@ -64,31 +70,52 @@ async def retention_session(settings: RetentionSettings | None = None) -> AsyncI
 def build_app(settings: RetentionSettings | None = None):
     settings = settings or RetentionSettings()
 
-    def subscribe(broker: KafkaBroker, topics: Topics, settings: RetentionSettings,
-                  current: Current[tuple, RetentionService]) -> None:
+    def subscribe(
+        broker: KafkaBroker, topics: Topics, settings: RetentionSettings, current: Current[tuple, RetentionService]
+    ) -> None:
         batch_consumer(
-            broker, topic=topics.delivery_completed, group_id=settings.retention_group_id,
-            parse=DeliveryCompleted.model_validate_json, payload=DeliveryCompleted,
-            handle=lambda evs: current.service.handle_deliveries(evs), dead_letter_topic=topics.dead_letter,
+            broker,
+            topic=topics.delivery_completed,
+            group_id=settings.retention_group_id,
+            parse=DeliveryCompleted.model_validate_json,
+            payload=DeliveryCompleted,
+            handle=lambda evs: current.service.handle_deliveries(evs),
+            dead_letter_topic=topics.dead_letter,
             title=f"{topics.delivery_completed}:retention",
-            description="Schedules deletion at transfer date + retention period (ISP §11.1).")
+            description="Schedules deletion at transfer date + retention period (ISP §11.1).",
+        )
         batch_consumer(
-            broker, topic=topics.extract_completed, group_id=settings.retention_group_id,
-            parse=ExtractCompleted.model_validate_json, payload=ExtractCompleted,
-            handle=lambda evs: current.service.handle_extracts(evs), dead_letter_topic=topics.dead_letter,
+            broker,
+            topic=topics.extract_completed,
+            group_id=settings.retention_group_id,
+            parse=ExtractCompleted.model_validate_json,
+            payload=ExtractCompleted,
+            handle=lambda evs: current.service.handle_extracts(evs),
+            dead_letter_topic=topics.dead_letter,
             title=f"{topics.extract_completed}:retention",
-            description="Schedules deletion of an extract that is never delivered (ingest + retention period).")
+            description="Schedules deletion of an extract that is never delivered (ingest + retention period).",
+        )
         batch_consumer(
-            broker, topic=topics.deletion_confirmed, group_id=settings.retention_group_id,
-            parse=DeletionConfirmed.model_validate_json, payload=DeletionConfirmed,
-            handle=lambda evs: current.service.handle_confirmations(evs), dead_letter_topic=topics.dead_letter,
+            broker,
+            topic=topics.deletion_confirmed,
+            group_id=settings.retention_group_id,
+            parse=DeletionConfirmed.model_validate_json,
+            payload=DeletionConfirmed,
+            handle=lambda evs: current.service.handle_confirmations(evs),
+            dead_letter_topic=topics.dead_letter,
             title=f"{topics.deletion_confirmed}:retention",
-            description="Owners' confirmations; the certificate is written when every owner has confirmed.")
+            description="Owners' confirmations; the certificate is written when every owner has confirmed.",
+        )
 
     async def run_due(running: Running[tuple, RetentionService]) -> None:
         requests = await running.service.run_due()
         if requests:
             log.info("scheduler.ran", deletion_requests=len(requests))
 
-    return service_app(WIRING, settings, subscribe=subscribe, timer=(run_due, settings.retention_interval_s),
-                       description="Schedules and proves secure deletion; crypto-shreds Kafka copies.")
+    return service_app(
+        WIRING,
+        settings,
+        subscribe=subscribe,
+        timer=(run_due, settings.retention_interval_s),
+        description="Schedules and proves secure deletion; crypto-shreds Kafka copies.",
+    )

@@ -9,5 +9,7 @@ class RetentionSettings(CommonSettings):
     retention_group_id: str = "sais-retention"
     retention_interval_s: float = Field(300.0, description="How often the scheduler looks for due deletions")
     retention_confirmation_timeout_s: float = Field(
-        3600.0, description="How long an owning service may take to confirm a deletion request before "
-                            "sais_retention_confirmations_overdue counts it (an alert)")
+        3600.0,
+        description="How long an owning service may take to confirm a deletion request before "
+        "sais_retention_confirmations_overdue counts it (an alert)",
+    )

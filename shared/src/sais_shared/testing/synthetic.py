@@ -21,17 +21,103 @@ from pathlib import Path
 
 from ..schoolyear import year_index
 
-FORENAMES_F = ["Olivia", "Amelia", "Isla", "Ava", "Zoë", "Chloé", "Aoife", "Siân", "Maryam", "Priya",
-               "Ruby", "Grace", "Freya", "Anna-Marie", "Niamh", "Léa", "Hannah", "Amira", "Ella", "Sophie"]
-FORENAMES_M = ["Oliver", "George", "Harry", "Noah", "Jack", "Leo", "Muhammad", "Oscar", "Seán", "José",
-               "Jean-Luc", "Rhys", "Kacper", "Arjun", "Tomás", "Charlie", "Alfie", "Ethan", "Reuben", "Yusuf"]
-SURNAMES = ["Smith", "Jones", "Taylor", "O'Brien", "Williams", "Brown", "Davies", "Evans", "Patel", "Khan",
-            "Smith-Jones", "Nowak", "Wilson", "Thomas", "D'Arcy", "MacDonald", "Müller", "Núñez", "Roberts",
-            "Wright", "Walker", "Hughes", "Green", "Lewis", "Ó Súilleabháin", "Begum", "Kowalski", "Hall"]
-STREETS = ["High Street", "Church Lane", "Station Road", "Warwick Road", "Coventry Road", "Mill Lane",
-           "Avon Crescent", "Kenilworth Road", "Priory Walk", "Leamington Road", "St John's Close"]
-TOWNS = [("Warwick", "CV34"), ("Leamington Spa", "CV32"), ("Kenilworth", "CV8"), ("Rugby", "CV21"),
-         ("Nuneaton", "CV11"), ("Stratford-upon-Avon", "CV37"), ("Bedworth", "CV12"), ("Atherstone", "CV9")]
+FORENAMES_F = [
+    "Olivia",
+    "Amelia",
+    "Isla",
+    "Ava",
+    "Zoë",
+    "Chloé",
+    "Aoife",
+    "Siân",
+    "Maryam",
+    "Priya",
+    "Ruby",
+    "Grace",
+    "Freya",
+    "Anna-Marie",
+    "Niamh",
+    "Léa",
+    "Hannah",
+    "Amira",
+    "Ella",
+    "Sophie",
+]
+FORENAMES_M = [
+    "Oliver",
+    "George",
+    "Harry",
+    "Noah",
+    "Jack",
+    "Leo",
+    "Muhammad",
+    "Oscar",
+    "Seán",
+    "José",
+    "Jean-Luc",
+    "Rhys",
+    "Kacper",
+    "Arjun",
+    "Tomás",
+    "Charlie",
+    "Alfie",
+    "Ethan",
+    "Reuben",
+    "Yusuf",
+]
+SURNAMES = [
+    "Smith",
+    "Jones",
+    "Taylor",
+    "O'Brien",
+    "Williams",
+    "Brown",
+    "Davies",
+    "Evans",
+    "Patel",
+    "Khan",
+    "Smith-Jones",
+    "Nowak",
+    "Wilson",
+    "Thomas",
+    "D'Arcy",
+    "MacDonald",
+    "Müller",
+    "Núñez",
+    "Roberts",
+    "Wright",
+    "Walker",
+    "Hughes",
+    "Green",
+    "Lewis",
+    "Ó Súilleabháin",
+    "Begum",
+    "Kowalski",
+    "Hall",
+]
+STREETS = [
+    "High Street",
+    "Church Lane",
+    "Station Road",
+    "Warwick Road",
+    "Coventry Road",
+    "Mill Lane",
+    "Avon Crescent",
+    "Kenilworth Road",
+    "Priory Walk",
+    "Leamington Road",
+    "St John's Close",
+]
+TOWNS = [
+    ("Warwick", "CV34"),
+    ("Leamington Spa", "CV32"),
+    ("Kenilworth", "CV8"),
+    ("Rugby", "CV21"),
+    ("Nuneaton", "CV11"),
+    ("Stratford-upon-Avon", "CV37"),
+    ("Bedworth", "CV12"),
+    ("Atherstone", "CV9"),
+]
 INWARD_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
 
 
@@ -96,17 +182,40 @@ def _draw_child(rng: random.Random, year_group: str, academic_start: int) -> Chi
 
 def make_schools(rng: random.Random, scale: int = 1) -> dict[str, list[School]]:
     """9 schools, or 9 × ``scale`` (at most 110) for a county-sized world."""
-    names = ["St Mary's", "Woodloes", "Coten End", "Emscote", "Myton", "Brookhurst", "Clapham Terrace",
-             "Telford", "Westgate", "Briar Hill", "Milverton", "Lillington", "Whitnash", "Bishopton"]
+    names = [
+        "St Mary's",
+        "Woodloes",
+        "Coten End",
+        "Emscote",
+        "Myton",
+        "Brookhurst",
+        "Clapham Terrace",
+        "Telford",
+        "Westgate",
+        "Briar Hill",
+        "Milverton",
+        "Lillington",
+        "Whitnash",
+        "Bishopton",
+    ]
     rng.shuffle(names)
     quarters = ("", "North", "South", "East", "West", "Park", "Hill", "Green", "Vale", "Court")
-    pool = names if scale == 1 else [
-        " ".join(x for x in (names[i % 14], quarters[i // 14 % 10], str(i // 140 + 1) if i >= 140 else "") if x)
-        for i in range(9 * scale)]
+    pool = (
+        names
+        if scale == 1
+        else [
+            " ".join(x for x in (names[i % 14], quarters[i // 14 % 10], str(i // 140 + 1) if i >= 140 else "") if x)
+            for i in range(9 * scale)
+        ]
+    )
     it = iter(range(2000, 2999))
     schools: dict[str, list[School]] = {"infant": [], "junior": [], "primary": [], "secondary": []}
-    for phase, count, suffix in (("infant", 2, "Infant School"), ("junior", 2, "Junior School"),
-                                 ("primary", 3, "Primary School"), ("secondary", 2, "School")):
+    for phase, count, suffix in (
+        ("infant", 2, "Infant School"),
+        ("junior", 2, "Junior School"),
+        ("primary", 3, "Primary School"),
+        ("secondary", 2, "School"),
+    ):
         for _ in range(count * scale):
             n = next(it) if phase != "secondary" else 4000 + next(it) % 1000
             schools[phase].append(School(f"937{n:04d}", f"{pool.pop()} {suffix}", phase))
@@ -114,12 +223,52 @@ def make_schools(rng: random.Random, scale: int = 1) -> dict[str, list[School]]:
     return schools
 
 
-HEADER_MAY = ["UPN", "Legal Surname", "Legal Forename", "DOB", "Gender", "NCyearActual", "School DfE Number",
-              "School Name", "Address Line 1", "Address Line 2", "Address Line 3", "Postcode", "Ethnicity", "SEN"]
-HEADER_ADM = ["Surname", "Forename", "Date of Birth", "Sex", "Year Group", "DfE No", "School",
-              "PAON", "Street", "Town", "County", "Post Code", "Parent Email"]
-HEADER_OCT = ["LAESTAB", "School Name", "NC Year", "Surname", "First Name", "DOB", "Gender",
-              "Address 1", "Address 2", "Address 3", "Postcode", "UPN", "FSM"]
+HEADER_MAY = [
+    "UPN",
+    "Legal Surname",
+    "Legal Forename",
+    "DOB",
+    "Gender",
+    "NCyearActual",
+    "School DfE Number",
+    "School Name",
+    "Address Line 1",
+    "Address Line 2",
+    "Address Line 3",
+    "Postcode",
+    "Ethnicity",
+    "SEN",
+]
+HEADER_ADM = [
+    "Surname",
+    "Forename",
+    "Date of Birth",
+    "Sex",
+    "Year Group",
+    "DfE No",
+    "School",
+    "PAON",
+    "Street",
+    "Town",
+    "County",
+    "Post Code",
+    "Parent Email",
+]
+HEADER_OCT = [
+    "LAESTAB",
+    "School Name",
+    "NC Year",
+    "Surname",
+    "First Name",
+    "DOB",
+    "Gender",
+    "Address 1",
+    "Address 2",
+    "Address 3",
+    "Postcode",
+    "UPN",
+    "FSM",
+]
 
 
 def _yg_text(rng: random.Random, yg: str) -> str:
@@ -152,21 +301,76 @@ def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_star
     may_rows.append((_child(rng, "4", academic_start), "4", schools["junior"][0]))
     # Twins: same surname, DOB and address, different forenames.
     twin = may_rows[0][0]
-    may_rows.append((replace(twin, forename="Evie" if twin.forename != "Evie" else "Mia", gender="F",
-                             upn=f"A937{rng.randint(10**8, 10**9 - 1)}"), may_rows[0][1], may_rows[0][2]))
+    may_rows.append(
+        (
+            replace(
+                twin,
+                forename="Evie" if twin.forename != "Evie" else "Mia",
+                gender="F",
+                upn=f"A937{rng.randint(10**8, 10**9 - 1)}",
+            ),
+            may_rows[0][1],
+            may_rows[0][2],
+        )
+    )
     p = out / "may-census-2017.csv"
     with open(p, "w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f, lineterminator="\r\n")
         w.writerow(HEADER_MAY)
         for c, yg, s in may_rows:
-            w.writerow([c.upn, c.surname, c.forename, c.dob.strftime("%d/%m/%Y"), c.gender, _yg_text(rng, yg),
-                        s.dfe, s.name, *c.address, c.postcode, rng.choice(["WBRI", "ABAN", "MWBC", "REFU"]),
-                        rng.choice(["N", "N", "K"])])
+            w.writerow(
+                [
+                    c.upn,
+                    c.surname,
+                    c.forename,
+                    c.dob.strftime("%d/%m/%Y"),
+                    c.gender,
+                    _yg_text(rng, yg),
+                    s.dfe,
+                    s.name,
+                    *c.address,
+                    c.postcode,
+                    rng.choice(["WBRI", "ABAN", "MWBC", "REFU"]),
+                    rng.choice(["N", "N", "K"]),
+                ]
+            )
         # Rows a data officer must fix: each has one precise problem.
-        w.writerow(["A937000000001", "Hughes", "Tom", "01/01/15", "M", "2", schools["infant"][0].dfe,
-                    schools["infant"][0].name, "3 Mill Lane", "Warwick", "Warwickshire", "CV34 5AB", "WBRI", "N"])
-        w.writerow(["A937000000002", "Green", "Lily", "12/03/2012", "F", "1", schools["infant"][0].dfe,
-                    schools["infant"][0].name, "8 Mill Lane", "Warwick", "Warwickshire", "CV34 ZZZ", "WBRI", "N"])
+        w.writerow(
+            [
+                "A937000000001",
+                "Hughes",
+                "Tom",
+                "01/01/15",
+                "M",
+                "2",
+                schools["infant"][0].dfe,
+                schools["infant"][0].name,
+                "3 Mill Lane",
+                "Warwick",
+                "Warwickshire",
+                "CV34 5AB",
+                "WBRI",
+                "N",
+            ]
+        )
+        w.writerow(
+            [
+                "A937000000002",
+                "Green",
+                "Lily",
+                "12/03/2012",
+                "F",
+                "1",
+                schools["infant"][0].dfe,
+                schools["infant"][0].name,
+                "8 Mill Lane",
+                "Warwick",
+                "Warwickshire",
+                "CV34 ZZZ",
+                "WBRI",
+                "N",
+            ]
+        )
     paths["summer-census"] = p
 
     # Reception admissions offers for September 2017 (children now in nursery: reception next year).
@@ -178,9 +382,23 @@ def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_star
             c = _child(rng, "R", academic_start + 1)
             s = rng.choice(schools[rng.choice(["infant", "primary"])])
             num, street = c.address[0].split(" ", 1)
-            w.writerow([c.surname, c.forename, c.dob.strftime("%d/%m/%Y"), {"M": "Male", "F": "Female"}[c.gender],
-                        "Reception", f"{s.dfe[:3]}/{s.dfe[3:]}", s.name, num, street, c.address[1], c.address[2],
-                        c.postcode.replace(" ", "").lower(), "parent@example.org"])
+            w.writerow(
+                [
+                    c.surname,
+                    c.forename,
+                    c.dob.strftime("%d/%m/%Y"),
+                    {"M": "Male", "F": "Female"}[c.gender],
+                    "Reception",
+                    f"{s.dfe[:3]}/{s.dfe[3:]}",
+                    s.name,
+                    num,
+                    street,
+                    c.address[1],
+                    c.address[2],
+                    c.postcode.replace(" ", "").lower(),
+                    "parent@example.org",
+                ]
+            )
     paths["admissions-reception"] = p
 
     # Year 3 transfers: this year's infant Year 2 children, offered a junior school place.
@@ -191,8 +409,23 @@ def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_star
         for c in transfers:
             s = rng.choice(schools["junior"])
             num, street = c.address[0].split(" ", 1)
-            w.writerow([c.surname, c.forename, c.dob.isoformat(), c.gender, "Y3", s.dfe, s.name, num, street,
-                        c.address[1], c.address[2], c.postcode, ""])
+            w.writerow(
+                [
+                    c.surname,
+                    c.forename,
+                    c.dob.isoformat(),
+                    c.gender,
+                    "Y3",
+                    s.dfe,
+                    s.name,
+                    num,
+                    street,
+                    c.address[1],
+                    c.address[2],
+                    c.postcode,
+                    "",
+                ]
+            )
     paths["admissions-year3-transfer"] = p
 
     # October census (2017/18): secondary Y7–Y10; only Y8 girls and Y9 are requested.
@@ -204,8 +437,21 @@ def write_samples(out: Path, seed: int = 2017, per_year: int = 12, academic_star
             for _ in range(per_year):
                 c = _child(rng, yg, academic_start + 1)
                 s = rng.choice(schools["secondary"])
-                w.writerow([s.dfe, s.name, yg, c.surname, c.forename, c.dob.strftime("%d/%m/%Y"), c.gender,
-                            *c.address, c.postcode, c.upn, rng.choice(["true", "false"])])
+                w.writerow(
+                    [
+                        s.dfe,
+                        s.name,
+                        yg,
+                        c.surname,
+                        c.forename,
+                        c.dob.strftime("%d/%m/%Y"),
+                        c.gender,
+                        *c.address,
+                        c.postcode,
+                        c.upn,
+                        rng.choice(["true", "false"]),
+                    ]
+                )
     paths["autumn-census"] = p
     return paths
 

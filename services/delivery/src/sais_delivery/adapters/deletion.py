@@ -12,11 +12,23 @@ async def delete_rows(conn: asyncpg.Connection, req: DeletionRequested) -> dict[
     counts: dict[str, int] = {}
     if req.scope == "inbound-staging":
         return counts
-    await deleted(conn, counts, "delivery.members", "DELETE FROM delivery.members WHERE key_id = ANY($1)",
-                  req.key_ids)
+    await deleted(conn, counts, "delivery.members", "DELETE FROM delivery.members WHERE key_id = ANY($1)", req.key_ids)
     everything = req.scope == "party-left"
-    await deleted(conn, counts, "delivery.batch_members", "DELETE FROM delivery.batch_members "
-                  "WHERE $2 OR batch_id = ANY($1)", req.batch_ids, everything)
-    await deleted(conn, counts, "delivery.batches", "UPDATE delivery.batches SET purged_at=now(), message=NULL "
-                  "WHERE ($2 OR batch_id = ANY($1)) AND purged_at IS NULL", req.batch_ids, everything)
+    await deleted(
+        conn,
+        counts,
+        "delivery.batch_members",
+        "DELETE FROM delivery.batch_members WHERE $2 OR batch_id = ANY($1)",
+        req.batch_ids,
+        everything,
+    )
+    await deleted(
+        conn,
+        counts,
+        "delivery.batches",
+        "UPDATE delivery.batches SET purged_at=now(), message=NULL "
+        "WHERE ($2 OR batch_id = ANY($1)) AND purged_at IS NULL",
+        req.batch_ids,
+        everything,
+    )
     return counts

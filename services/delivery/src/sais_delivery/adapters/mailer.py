@@ -52,15 +52,21 @@ class Mailer:
     async def send(self, message: bytes, *, sender: str, recipient: str) -> str:
         """Send; returns the server's reply. Raises a transient, a permanent or an uncertain error."""
         c = self.config
-        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, timeout=c.timeout_s, start_tls=False,
-                                 use_tls=False, tls_context=tls_context(c.ca_file))
+        client = aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            timeout=c.timeout_s,
+            start_tls=False,
+            use_tls=False,
+            tls_context=tls_context(c.ca_file),
+        )
         try:
             await client.connect()
             await client.ehlo()
             if not client.supports_extension("starttls"):
                 raise TransferMethodNotAllowedError(
-                    f"SMTP server {c.host}:{c.port} does not offer STARTTLS; refusing to send in clear text "
-                    "(ISP §8.2)")
+                    f"SMTP server {c.host}:{c.port} does not offer STARTTLS; refusing to send in clear text (ISP §8.2)"
+                )
             await client.starttls()
             if c.username:
                 await client.login(c.username, c.password or "")
@@ -72,7 +78,9 @@ class Mailer:
             raise SmtpRejectedError(f"SMTP authentication failed: {exc.code}") from None
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             client.close()
-            raise SmtpTransientError(f"SMTP connection to {c.host}:{c.port} failed: {type(exc).__name__}: {exc}") from None
+            raise SmtpTransientError(
+                f"SMTP connection to {c.host}:{c.port} failed: {type(exc).__name__}: {exc}"
+            ) from None
         try:
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()
@@ -80,7 +88,8 @@ class Mailer:
             if limit and len(message) > limit:
                 raise SmtpRejectedError(
                     f"the message is {len(message)} bytes, over the server's limit of {limit} bytes (SIZE); "
-                    "lower SAIS_DELIVERY_MAX_MESSAGE_BYTES below it")
+                    "lower SAIS_DELIVERY_MAX_MESSAGE_BYTES below it"
+                )
             errors, reply = await client.sendmail(sender, [recipient], message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise SmtpRejectedError(f"recipient refused: {exc.recipients[0].code}") from None
@@ -88,8 +97,9 @@ class Mailer:
             if 400 <= exc.code < 500:
                 raise SmtpTransientError(f"SMTP server deferred the message: {exc.code}") from None
             size = " (message too large)" if exc.code == 552 else ""
-            raise SmtpRejectedError(f"SMTP server refused the message of {len(message)} bytes: "
-                                    f"{exc.code}{size}") from None
+            raise SmtpRejectedError(
+                f"SMTP server refused the message of {len(message)} bytes: {exc.code}{size}"
+            ) from None
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             raise MessageMayHaveBeenSentError(f"connection lost during the send: {type(exc).__name__}") from None
         finally:

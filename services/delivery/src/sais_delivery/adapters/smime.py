@@ -50,33 +50,44 @@ def _check_valid(cert: x509.Certificate, what: str, now: datetime) -> None:
 
 def _load_anchors(path: Path | None) -> list[x509.Certificate]:
     if path is None:
-        raise CertificateError("no trust anchor for recipient certificates: set SAIS_DELIVERY_RECIPIENT_CA_FILE to "
-                               "the CA bundle that issues the recipients' S/MIME certificates")
+        raise CertificateError(
+            "no trust anchor for recipient certificates: set SAIS_DELIVERY_RECIPIENT_CA_FILE to "
+            "the CA bundle that issues the recipients' S/MIME certificates"
+        )
     try:
         return x509.load_pem_x509_certificates(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise CertificateError(f"cannot load the recipient CA bundle {path}: {exc}") from None
 
 
-def check_recipient_certificate(cert: x509.Certificate, anchors: list[x509.Certificate], now: datetime, *,
-                                dev_mode: bool) -> None:
+def check_recipient_certificate(
+    cert: x509.Certificate, anchors: list[x509.Certificate], now: datetime, *, dev_mode: bool
+) -> None:
     """The recipient's certificate chains to a configured trust anchor and is fit to encrypt mail to:
     keyEncipherment, emailProtection, RSA of 2048 bits or more (or EC). Dev certificates only in dev mode."""
     try:
-        chain = (PolicyBuilder().store(Store(anchors)).time(now)
-                 .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
-                                     ee_policy=ExtensionPolicy.permit_all())
-                 .build_client_verifier().verify(cert, []).chain)
+        chain = (
+            PolicyBuilder()
+            .store(Store(anchors))
+            .time(now)
+            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
+            .build_client_verifier()
+            .verify(cert, [])
+            .chain
+        )
     except (VerificationError, ValueError) as exc:
         raise CertificateError(f"the recipient certificate does not chain to a trusted CA: {exc}") from None
     if not dev_mode and any(c.subject.rfc4514_string() == f"CN={DEV_CA_NAME}" for c in chain):
-        raise CertificateError("the recipient certificate was issued by the development CA: refused outside "
-                               "development mode (SAIS_DEV_MODE)")
+        raise CertificateError(
+            "the recipient certificate was issued by the development CA: refused outside "
+            "development mode (SAIS_DEV_MODE)"
+        )
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
-            raise CertificateError(f"the recipient certificate has a {key.key_size}-bit RSA key: at least 2048 bits "
-                                   "are required")
+            raise CertificateError(
+                f"the recipient certificate has a {key.key_size}-bit RSA key: at least 2048 bits are required"
+            )
     elif not isinstance(key, ec.EllipticCurvePublicKey):
         raise CertificateError("the recipient certificate's key is neither RSA nor EC: it cannot receive S/MIME")
     try:
@@ -99,9 +110,18 @@ KEY_TRANSPORTS = ("rsa-pkcs1v15", "rsa-oaep")
 class Smime:
     """Holds the sender's key and certificate and the recipient's certificate, all checked."""
 
-    def __init__(self, sender_cert: Path | None, sender_key: Path | None, recipient_cert: Path | None,
-                 *, sender: str, recipient: str, recipient_ca: Path | None = None, dev_mode: bool = False,
-                 key_transport: str = "rsa-pkcs1v15") -> None:
+    def __init__(
+        self,
+        sender_cert: Path | None,
+        sender_key: Path | None,
+        recipient_cert: Path | None,
+        *,
+        sender: str,
+        recipient: str,
+        recipient_ca: Path | None = None,
+        dev_mode: bool = False,
+        key_transport: str = "rsa-pkcs1v15",
+    ) -> None:
         if key_transport not in KEY_TRANSPORTS:
             raise CertificateError(f"key transport {key_transport!r} is not one of {KEY_TRANSPORTS}")
         self.key_transport = key_transport
@@ -114,7 +134,8 @@ class Smime:
         check_recipient_certificate(self.recipient_cert, _load_anchors(recipient_ca), now, dev_mode=dev_mode)
         if recipient.lower() not in _emails(self.recipient_cert):
             raise CertificateError(
-                f"the recipient certificate is for {sorted(_emails(self.recipient_cert))}, not {recipient}")
+                f"the recipient certificate is for {sorted(_emails(self.recipient_cert))}, not {recipient}"
+            )
         if sender_key is None:
             raise CertificateError("no sender private key configured")
         try:
@@ -128,11 +149,15 @@ class Smime:
     def _encrypt(self, signed: bytes) -> bytes:
         if self.key_transport == "rsa-oaep":
             return _oaep_envelope(signed, self.recipient_cert_path)
-        return (pkcs7.PKCS7EnvelopeBuilder().set_data(signed).set_content_encryption_algorithm(algorithms.AES256)
-                .add_recipient(self.recipient_cert).encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
+        return (
+            pkcs7.PKCS7EnvelopeBuilder()
+            .set_data(signed)
+            .set_content_encryption_algorithm(algorithms.AES256)
+            .add_recipient(self.recipient_cert)
+            .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+        )
 
-    def build(self, *, subject: str, message_id: str, body: str, files: list[RenderedFile],
-              date: datetime) -> bytes:
+    def build(self, *, subject: str, message_id: str, body: str, files: list[RenderedFile], date: datetime) -> bytes:
         """Sign (multipart/signed, detached SHA-256 signature), then encrypt (AES-256, enveloped-data).
 
         The MIME entities are assembled as bytes here and only the signature and the encryption are
@@ -146,17 +171,22 @@ class Smime:
             .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
         )
         boundary = "=_sais_signed_" + secrets.token_hex(16)
-        signed = b"".join([
-            (f'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg="sha-256"; '
-             f'boundary="{boundary}"\r\nMIME-Version: 1.0\r\n\r\n'
-             f"This is an S/MIME signed message\r\n\r\n--{boundary}\r\n").encode(),
-            inner,  # exactly the bytes signed (CRLF line ends throughout)
-            (f"\r\n--{boundary}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n"
-             "Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"
-             ).encode(),
-            _base64_lines(signature),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ])
+        signed = b"".join(
+            [
+                (
+                    f'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg="sha-256"; '
+                    f'boundary="{boundary}"\r\nMIME-Version: 1.0\r\n\r\n'
+                    f"This is an S/MIME signed message\r\n\r\n--{boundary}\r\n"
+                ).encode(),
+                inner,  # exactly the bytes signed (CRLF line ends throughout)
+                (
+                    f'\r\n--{boundary}\r\nContent-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+                    'Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="smime.p7s"\r\n\r\n'
+                ).encode(),
+                _base64_lines(signature),
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
         del inner
         enveloped = self._encrypt(signed)
         del signed
@@ -177,9 +207,26 @@ def _oaep_envelope(signed: bytes, recipient_cert: Path) -> bytes:
     """AES-256 enveloped-data with RSAES-OAEP (SHA-256) key transport, by the stock openssl CLI:
     ``cryptography`` builds PKCS#1 v1.5 key transport only."""
     done = subprocess.run(
-        ["openssl", "cms", "-encrypt", "-binary", "-aes256", "-outform", "DER", "-recip", str(recipient_cert),
-         "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256"],
-        input=signed, capture_output=True)
+        [
+            "openssl",
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-aes256",
+            "-outform",
+            "DER",
+            "-recip",
+            str(recipient_cert),
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            "rsa_oaep_md:sha256",
+            "-keyopt",
+            "rsa_mgf1_md:sha256",
+        ],
+        input=signed,
+        capture_output=True,
+    )
     if done.returncode:
         raise CertificateError(f"openssl could not encrypt with RSA-OAEP: {done.stderr.decode(errors='replace')[:300]}")
     return done.stdout
@@ -191,7 +238,7 @@ def _base64_lines(data: bytes) -> bytearray:
     view = memoryview(data)
     block = 57 * 1024  # a whole number of 57-byte (76-character) lines
     for i in range(0, len(data), block):
-        out += base64.encodebytes(view[i:i + block]).replace(b"\n", b"\r\n")
+        out += base64.encodebytes(view[i : i + block]).replace(b"\n", b"\r\n")
     return out
 
 
@@ -207,7 +254,9 @@ def _mime_mixed(body: str, files: list[RenderedFile]) -> bytes:
     part('Content-Type: text/plain; charset="utf-8"\r\n', body.encode("utf-8"))
     for f in files:
         subtype = "json" if f.name.endswith(".json") else "csv"
-        part(f'Content-Type: application/{subtype}\r\nContent-Disposition: attachment; filename="{f.name}"\r\n',
-             f.content)
+        part(
+            f'Content-Type: application/{subtype}\r\nContent-Disposition: attachment; filename="{f.name}"\r\n',
+            f.content,
+        )
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out)

@@ -35,25 +35,34 @@ class Verdict:
     review_overridden: bool = False  # the send goes ahead on an operator's stated reason
 
 
-def may_send(protocol: Protocol, recipient: str, sharing: Sharing, today: date,
-             override_review: str | None) -> Verdict:
+def may_send(protocol: Protocol, recipient: str, sharing: Sharing, today: date, override_review: str | None) -> Verdict:
     """The first reason a batch must not be sent, checked in the order an operator fixes them."""
     method = protocol.transfer.method
     if method not in SUPPORTED_METHODS:
         return Verdict(TransferMethodNotAllowedError(f"transfer method {method!r} is not supported"))
     domains = protocol.transfer.allowed_recipient_domains
     if not recipient_allowed(recipient, domains):
-        return Verdict(RecipientNotAllowedError(
-            f"{recipient!r} is not one e-mail address in an allow-listed domain {domains} "
-            "(ISP §7.2, §8.2, §8.3); nothing was sent"), {"recipient": recipient})
+        return Verdict(
+            RecipientNotAllowedError(
+                f"{recipient!r} is not one e-mail address in an allow-listed domain {domains} "
+                "(ISP §7.2, §8.2, §8.3); nothing was sent"
+            ),
+            {"recipient": recipient},
+        )
     if sharing.suspended:
-        return Verdict(SharingSuspendedError(
-            f"sharing is suspended (ISP §16.4): {sharing.reason}; an operator must resume it first"))
+        return Verdict(
+            SharingSuspendedError(
+                f"sharing is suspended (ISP §16.4): {sharing.reason}; an operator must resume it first"
+            )
+        )
     if protocol.review_overdue(today):
         if not override_review:
-            return Verdict(ReviewOverdueError(
-                f"protocol v{protocol.version} was due for review on {protocol.review_date} (ISP §15); "
-                "load a reviewed version, or pass an override with a reason"))
+            return Verdict(
+                ReviewOverdueError(
+                    f"protocol v{protocol.version} was due for review on {protocol.review_date} (ISP §15); "
+                    "load a reviewed version, or pass an override with a reason"
+                )
+            )
         return Verdict(review_overridden=True)
     return Verdict()
 
@@ -66,6 +75,10 @@ def stale_before(now: datetime, staleness_months: int) -> datetime:
 def stale_refusal(stale_extracts: list[str], staleness_months: int) -> Verdict:
     if not stale_extracts:
         return Verdict()
-    return Verdict(StaleDataError(
-        f"data held for longer than {staleness_months} months (ISP §9.5) from extract(s) "
-        f"{', '.join(stale_extracts)}: ingest a refreshed extract before delivering"), {"extracts": stale_extracts})
+    return Verdict(
+        StaleDataError(
+            f"data held for longer than {staleness_months} months (ISP §9.5) from extract(s) "
+            f"{', '.join(stale_extracts)}: ingest a refreshed extract before delivering"
+        ),
+        {"extracts": stale_extracts},
+    )

@@ -36,13 +36,33 @@ class Row:
     postcode: str
 
     def sort_key(self) -> tuple:
-        return (self.school_name.casefold(), self.school_dfe, year_index(self.year_group),
-                self.surname.casefold(), self.forename.casefold(), self.date_of_birth)
+        return (
+            self.school_name.casefold(),
+            self.school_dfe,
+            year_index(self.year_group),
+            self.surname.casefold(),
+            self.forename.casefold(),
+            self.date_of_birth,
+        )
 
 
-COLUMNS = ["School DfE number", "School name", "Year group", "Surname", "Forename", "Date of birth", "Gender",
-           "Address line 1", "Address line 2", "Address line 3", "Address line 4", "Address line 5", "Postcode",
-           "Programme", "Dose"]
+COLUMNS = [
+    "School DfE number",
+    "School name",
+    "Year group",
+    "Surname",
+    "Forename",
+    "Date of birth",
+    "Gender",
+    "Address line 1",
+    "Address line 2",
+    "Address line 3",
+    "Address line 4",
+    "Address line 5",
+    "Postcode",
+    "Programme",
+    "Dose",
+]
 
 
 @dataclass(frozen=True)
@@ -81,9 +101,19 @@ def _csv(rows: list[list[str]]) -> bytes:
 
 def row_cells(r: Row) -> list[str]:
     lines = (r.address_lines + [""] * 5)[:5]
-    return [r.school_dfe, r.school_name, "R" if r.year_group == "R" else f"Year {r.year_group}",
-            r.surname, r.forename, r.date_of_birth.strftime("%d/%m/%Y"), r.gender, *lines, r.postcode,
-            r.programme, "" if r.dose is None else str(r.dose)]
+    return [
+        r.school_dfe,
+        r.school_name,
+        "R" if r.year_group == "R" else f"Year {r.year_group}",
+        r.surname,
+        r.forename,
+        r.date_of_birth.strftime("%d/%m/%Y"),
+        r.gender,
+        *lines,
+        r.postcode,
+        r.programme,
+        "" if r.dose is None else str(r.dose),
+    ]
 
 
 def row_bytes(r: Row) -> int:
@@ -94,8 +124,16 @@ def row_bytes(r: Row) -> int:
 def keyed_line(r: Row) -> bytes:
     """A row as one compact bytes value, its sort key first: what a large file is built from (no Row
     object kept, and no wide string: a part of 100,000 children stays a few tens of MB)."""
-    key = "\x00".join((r.school_name.casefold(), r.school_dfe, f"{year_index(r.year_group):02d}",
-                       r.surname.casefold(), r.forename.casefold(), r.date_of_birth.isoformat()))
+    key = "\x00".join(
+        (
+            r.school_name.casefold(),
+            r.school_dfe,
+            f"{year_index(r.year_group):02d}",
+            r.surname.casefold(),
+            r.forename.casefold(),
+            r.date_of_birth.isoformat(),
+        )
+    )
     return key.replace("\x01", "").encode("utf-8") + b"\x01" + csv_line(row_cells(r)).encode("utf-8")
 
 
@@ -112,14 +150,27 @@ def programme_file_from_lines(name: str, lines: list[bytes]) -> RenderedFile:
 
 def field_definitions(protocol: Protocol) -> RenderedFile:
     rows = [["Field", "Definition"]] + [[f.label, f.definition] for f in protocol.dataset]
-    rows += [["Programme", "Immunisation programme the pupil is eligible for in the academic year."],
-             ["Dose", "Dose number where the programme has more than one; blank otherwise."]]
+    rows += [
+        ["Programme", "Immunisation programme the pupil is eligible for in the academic year."],
+        ["Dose", "Dose number where the programme has more than one; blank otherwise."],
+    ]
     return RenderedFile("field-definitions.csv", _csv(rows), len(rows) - 1)
 
 
-def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: str, files: list[RenderedFile],
-             sources: list[dict], counts: dict[str, int], delete_by: date, prepared_at: str,
-             replaces_batch: str | None, part: dict | None = None) -> RenderedFile:
+def manifest(
+    *,
+    batch_id: str,
+    protocol: Protocol,
+    window: str,
+    academic_year: str,
+    files: list[RenderedFile],
+    sources: list[dict],
+    counts: dict[str, int],
+    delete_by: date,
+    prepared_at: str,
+    replaces_batch: str | None,
+    part: dict | None = None,
+) -> RenderedFile:
     """``counts`` are this message's; ``part`` says which part of the batch it is (number, of, the
     batch's counts and schools), so each message can be checked on its own."""
     doc = {
@@ -134,7 +185,7 @@ def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: s
         "replaces_batch": replaces_batch,
         "delete_by": delete_by.isoformat(),
         "retention": f"Delete by {delete_by.isoformat()}: {protocol.retention_months} months from transfer "
-                     "(ISP §11.1).",
+        "(ISP §11.1).",
         "part": part or {"number": 1, "of": 1},
         "counts": counts,
         "sources": sources,
@@ -143,12 +194,27 @@ def manifest(*, batch_id: str, protocol: Protocol, window: str, academic_year: s
     return RenderedFile("manifest.json", json.dumps(doc, indent=2).encode(), len(files))
 
 
-def body_text(protocol: Protocol, *, window: str, academic_year: str, counts: dict[str, int], delete_by: date,
-              batch_id: str, part_no: int = 1, part_count: int = 1) -> str:
+def body_text(
+    protocol: Protocol,
+    *,
+    window: str,
+    academic_year: str,
+    counts: dict[str, int],
+    delete_by: date,
+    batch_id: str,
+    part_no: int = 1,
+    part_count: int = 1,
+) -> str:
     """The message body: no personal data, only what the files are and how to handle them."""
-    of = [] if part_count == 1 else [
-        f"This is part {part_no} of {part_count} of the batch: each part holds whole schools and",
-        "is complete on its own; the counts below are this part's.", ""]
+    of = (
+        []
+        if part_count == 1
+        else [
+            f"This is part {part_no} of {part_count} of the batch: each part holds whole schools and",
+            "is complete on its own; the counts below are this part's.",
+            "",
+        ]
+    )
     lines = [
         protocol.protective_marking,
         "",

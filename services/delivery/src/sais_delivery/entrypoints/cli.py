@@ -32,6 +32,7 @@ def _run(coro_fn):
     async def go():
         async with delivery_session(DeliverySettings()) as svc:
             return await coro_fn(svc)
+
     try:
         return asyncio.run(go())
     except UncertainDeliveryError as exc:
@@ -52,28 +53,45 @@ def _run(coro_fn):
 
 
 @app.command("send")
-def send(window: str = typer.Option(..., help="delivery window from the protocol, e.g. july, december"),
-         academic_year: str = typer.Option(..., help="e.g. 2017/18"),
-         recipient: str | None = typer.Option(None, help="override the protocol's recipient (must be allow-listed)"),
-         override_review: str | None = typer.Option(None, help="reason to deliver past the protocol review date"),
-         as_json: bool = typer.Option(False, "--json")) -> None:
+def send(
+    window: str = typer.Option(..., help="delivery window from the protocol, e.g. july, december"),
+    academic_year: str = typer.Option(..., help="e.g. 2017/18"),
+    recipient: str | None = typer.Option(None, help="override the protocol's recipient (must be allow-listed)"),
+    override_review: str | None = typer.Option(None, help="reason to deliver past the protocol review date"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Deliver the window's current cohorts now (exactly once)."""
     actor = getpass.getuser()
-    res = _run(lambda svc: svc.deliver(window, academic_year, actor=actor,
-                                       recipient=recipient or DeliverySettings().delivery_recipient,
-                                       override_review=override_review))
+    res = _run(
+        lambda svc: svc.deliver(
+            window,
+            academic_year,
+            actor=actor,
+            recipient=recipient or DeliverySettings().delivery_recipient,
+            override_review=override_review,
+        )
+    )
     if as_json:
         typer.echo(json.dumps(asdict(res), default=str, indent=2))
         return
     state = "already sent earlier (content unchanged): nothing sent" if res.already_sent else "sent"
-    Console().print(f"batch {res.batch_id} → {res.recipient}: {state}; Message-ID {res.message_id}; "
-                    f"delete by {res.delete_by}")
+    Console().print(
+        f"batch {res.batch_id} → {res.recipient}: {state}; Message-ID {res.message_id}; delete by {res.delete_by}"
+    )
     if len(res.parts) > 1:
-        t = Table("part", "Message-ID", "status", "bytes", "records", title="Parts (each a complete message)",
-                  title_justify="left")
+        t = Table(
+            "part",
+            "Message-ID",
+            "status",
+            "bytes",
+            "records",
+            title="Parts (each a complete message)",
+            title_justify="left",
+        )
         for p in res.parts:
-            t.add_row(str(p["part"]), p["message_id"], p["status"], str(p["size_bytes"] or ""),
-                      str(sum(p["counts"].values())))
+            t.add_row(
+                str(p["part"]), p["message_id"], p["status"], str(p["size_bytes"] or ""), str(sum(p["counts"].values()))
+            )
         Console().print(t)
     t = Table("programme", "records", title="Batch contents", title_justify="left")
     for k, v in res.counts.items():
@@ -96,10 +114,11 @@ def resume(reason: str = typer.Option(..., help="the decision to resume")) -> No
 
 
 @app.command("resolve")
-def resolve(batch_id: UUID, sent: bool = typer.Option(..., "--sent/--not-sent",
-                                                     help="was the interrupted part received?"),
-            part: int | None = typer.Option(None, help="which part (needed only when several were interrupted)")
-            ) -> None:
+def resolve(
+    batch_id: UUID,
+    sent: bool = typer.Option(..., "--sent/--not-sent", help="was the interrupted part received?"),
+    part: int | None = typer.Option(None, help="which part (needed only when several were interrupted)"),
+) -> None:
     """Decide an interrupted send: mark it sent (publishes delivery-completed) or ready to send again."""
     _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=getpass.getuser()))
     Console().print(f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}")
@@ -108,12 +127,15 @@ def resolve(batch_id: UUID, sent: bool = typer.Option(..., "--sent/--not-sent",
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Sharing state and recent batches."""
+
     async def fetch(svc):
         suspended, reason = await svc.is_suspended()
         rows = await svc.pool.fetch(
             "SELECT batch_id, window_name, academic_year, status, attempts, last_error, prepared_at, sent_at, "
-            "delete_by, counts FROM delivery.batches ORDER BY prepared_at DESC LIMIT 20")
+            "delete_by, counts FROM delivery.batches ORDER BY prepared_at DESC LIMIT 20"
+        )
         return suspended, reason, [dict(r) for r in rows]
+
     suspended, reason, rows = _run(fetch)
     if as_json:
         typer.echo(json.dumps({"suspended": suspended, "reason": reason, "batches": rows}, default=str, indent=2))
@@ -121,8 +143,16 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     Console().print(f"sharing: {'SUSPENDED — ' + str(reason) if suspended else 'active'}")
     t = Table("batch", "window", "year", "status", "attempts", "sent", "delete by", "last error")
     for r in rows:
-        t.add_row(str(r["batch_id"])[:8], r["window_name"], r["academic_year"], r["status"], str(r["attempts"]),
-                  str(r["sent_at"] or ""), str(r["delete_by"]), r["last_error"] or "")
+        t.add_row(
+            str(r["batch_id"])[:8],
+            r["window_name"],
+            r["academic_year"],
+            r["status"],
+            str(r["attempts"]),
+            str(r["sent_at"] or ""),
+            str(r["delete_by"]),
+            r["last_error"] or "",
+        )
     Console().print(t)
 
 
@@ -130,9 +160,11 @@ breach_app = typer.Typer(help="Security incidents (ISP §16): report, list, clos
 
 
 @breach_app.command("report")
-def breach_report(what: str = typer.Option(..., help="what happened, WITHOUT personal data"),
-                  discovered_at: str = typer.Option(..., help="when it was discovered, ISO date-time"),
-                  by: str = typer.Option(..., "--by", help="who discovered it")) -> None:
+def breach_report(
+    what: str = typer.Option(..., help="what happened, WITHOUT personal data"),
+    discovered_at: str = typer.Option(..., help="when it was discovered, ISO date-time"),
+    by: str = typer.Option(..., "--by", help="who discovered it"),
+) -> None:
     """Record a breach, suspend sharing at once and notify both parties' points of contact."""
     from datetime import UTC, datetime
 
@@ -140,8 +172,7 @@ def breach_report(what: str = typer.Option(..., help="what happened, WITHOUT per
 
     when = datetime.fromisoformat(discovered_at)
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by,
-                                         actor=getpass.getuser()))
+    rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by, actor=getpass.getuser()))
     Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
     Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
     if rep.failed:
@@ -150,15 +181,20 @@ def breach_report(what: str = typer.Option(..., help="what happened, WITHOUT per
 
 
 @breach_app.command("close")
-def breach_close(breach_id: UUID, outcome: str = typer.Option(..., help="what was found and done"),
-                 ico_notified: bool = typer.Option(..., "--ico-notified/--ico-not-notified"),
-                 resume: bool = typer.Option(..., "--resume/--keep-suspended",
-                                             help="the explicit decision about sharing")) -> None:
+def breach_close(
+    breach_id: UUID,
+    outcome: str = typer.Option(..., help="what was found and done"),
+    ico_notified: bool = typer.Option(..., "--ico-notified/--ico-not-notified"),
+    resume: bool = typer.Option(..., "--resume/--keep-suspended", help="the explicit decision about sharing"),
+) -> None:
     """Close a breach with its outcome; sharing resumes only with --resume."""
     from ..service_layer.breach import close_breach
 
-    _run(lambda svc: close_breach(svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume,
-                                  actor=getpass.getuser()))
+    _run(
+        lambda svc: close_breach(
+            svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume, actor=getpass.getuser()
+        )
+    )
     Console().print(f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}")
 
 
@@ -173,6 +209,7 @@ def breach_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     t = Table("breach", "discovered", "ICO decision due", "hours left", title="Open breaches", title_justify="left")
     for r in rows:
-        t.add_row(str(r["breach_id"]), str(r["discovered_at"]), str(r["ico_decision_due"]),
-                  str(r["hours_to_ico_decision"]))
+        t.add_row(
+            str(r["breach_id"]), str(r["discovered_at"]), str(r["ico_decision_due"]), str(r["hours_to_ico_decision"])
+        )
     Console().print(t)

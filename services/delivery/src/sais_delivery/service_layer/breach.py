@@ -39,8 +39,15 @@ class BreachReport:
     failed: list[str]
 
 
-def _notice(svc: DeliveryService, to: str, breach_id: uuid.UUID, what: str, discovered_at: datetime,
-            discovered_by: str, due: datetime) -> bytes:
+def _notice(
+    svc: DeliveryService,
+    to: str,
+    breach_id: uuid.UUID,
+    what: str,
+    discovered_at: datetime,
+    discovered_by: str,
+    due: datetime,
+) -> bytes:
     p = svc.protocol
     msg = EmailMessage()
     msg["From"] = svc.sender
@@ -48,25 +55,30 @@ def _notice(svc: DeliveryService, to: str, breach_id: uuid.UUID, what: str, disc
     msg["Subject"] = f"[ISP §16 security incident] {p.id} v{p.version}: sharing suspended"
     msg["Date"] = format_datetime(svc.clock.now())
     msg["Message-ID"] = make_msgid(idstring=str(breach_id), domain="sais-datashare.invalid")
-    msg.set_content("\n".join([
-        f"A potential security breach has been recorded under the Information Sharing Protocol '{p.id}' "
-        f"v{p.version} (ISP §16).",
-        "",
-        f"Incident: {breach_id}",
-        f"What: {what}",
-        f"Discovered: {discovered_at.isoformat()} by {discovered_by}",
-        "",
-        "All information sharing under this protocol has been suspended (ISP §16.4) until the parties decide to "
-        "resume it.",
-        f"A decision on notifying the Information Commissioner's Office is due by {due.isoformat()} (72 hours).",
-        "",
-        "This notice contains no personal data. Contact the protocol's points of contact (Appendix 1) for details.",
-    ]))
+    msg.set_content(
+        "\n".join(
+            [
+                f"A potential security breach has been recorded under the Information Sharing Protocol '{p.id}' "
+                f"v{p.version} (ISP §16).",
+                "",
+                f"Incident: {breach_id}",
+                f"What: {what}",
+                f"Discovered: {discovered_at.isoformat()} by {discovered_by}",
+                "",
+                "All information sharing under this protocol has been suspended (ISP §16.4) until the parties decide to "
+                "resume it.",
+                f"A decision on notifying the Information Commissioner's Office is due by {due.isoformat()} (72 hours).",
+                "",
+                "This notice contains no personal data. Contact the protocol's points of contact (Appendix 1) for details.",
+            ]
+        )
+    )
     return msg.as_bytes()
 
 
-async def report_breach(svc: DeliveryService, *, what: str, discovered_at: datetime, discovered_by: str,
-                        actor: str) -> BreachReport:
+async def report_breach(
+    svc: DeliveryService, *, what: str, discovered_at: datetime, discovered_by: str, actor: str
+) -> BreachReport:
     breach_id = uuid.uuid4()
     now = svc.clock.now()
     due = discovered_at + ICO_DECISION_WINDOW
@@ -74,39 +86,73 @@ async def report_breach(svc: DeliveryService, *, what: str, discovered_at: datet
         await conn.execute(
             "INSERT INTO delivery.breaches(breach_id, what, discovered_at, discovered_by, reported_at, reported_by, "
             "ico_decision_due) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-            breach_id, what, discovered_at, discovered_by, now, actor, due)
-        await audit(conn, actor, "breach.reported", f"breach:{breach_id}",
-                    {"discovered_at": discovered_at.isoformat(), "ico_decision_due": due.isoformat()},
-                    svc.protocol.version)
+            breach_id,
+            what,
+            discovered_at,
+            discovered_by,
+            now,
+            actor,
+            due,
+        )
+        await audit(
+            conn,
+            actor,
+            "breach.reported",
+            f"breach:{breach_id}",
+            {"discovered_at": discovered_at.isoformat(), "ico_decision_due": due.isoformat()},
+            svc.protocol.version,
+        )
     await svc.set_suspended(True, f"breach {breach_id}", actor)  # at once, before any notice is attempted
     notified, failed = [], []
     for party in svc.protocol.parties:
         for contact in party.contacts:
             try:
-                await svc.mailer.send(_notice(svc, contact.email, breach_id, what, discovered_at, discovered_by, due),
-                                      sender=svc.sender, recipient=contact.email)
+                await svc.mailer.send(
+                    _notice(svc, contact.email, breach_id, what, discovered_at, discovered_by, due),
+                    sender=svc.sender,
+                    recipient=contact.email,
+                )
                 notified.append(contact.email)
             except (SmtpTransientError, SmtpRejectedError) as exc:
                 failed.append(contact.email)
                 log.warning("breach.notice_failed", breach_id=str(breach_id), error=type(exc).__name__)
-    await svc.pool.execute("UPDATE delivery.breaches SET notified=to_jsonb($2::text[]) WHERE breach_id=$1",
-                           breach_id, notified)
-    await audit(svc.pool, actor, "breach.parties_notified", f"breach:{breach_id}",
-                {"notified": notified, "failed": failed}, svc.protocol.version)
+    await svc.pool.execute(
+        "UPDATE delivery.breaches SET notified=to_jsonb($2::text[]) WHERE breach_id=$1", breach_id, notified
+    )
+    await audit(
+        svc.pool,
+        actor,
+        "breach.parties_notified",
+        f"breach:{breach_id}",
+        {"notified": notified, "failed": failed},
+        svc.protocol.version,
+    )
     return BreachReport(breach_id, due, notified, failed)
 
 
-async def close_breach(svc: DeliveryService, breach_id: uuid.UUID, *, outcome: str, ico_notified: bool,
-                       resume: bool, actor: str) -> None:
+async def close_breach(
+    svc: DeliveryService, breach_id: uuid.UUID, *, outcome: str, ico_notified: bool, resume: bool, actor: str
+) -> None:
     async with svc.pool.acquire() as conn, conn.transaction():
         done = await conn.fetchval(
             "UPDATE delivery.breaches SET outcome=$2, ico_notified=$3, resumed=$4, closed_at=now(), closed_by=$5 "
             "WHERE breach_id=$1 AND closed_at IS NULL RETURNING breach_id",
-            breach_id, outcome, ico_notified, resume, actor)
+            breach_id,
+            outcome,
+            ico_notified,
+            resume,
+            actor,
+        )
         if done is None:
             raise BreachError(f"no open breach {breach_id}")
-        await audit(conn, actor, "breach.closed", f"breach:{breach_id}",
-                    {"ico_notified": ico_notified, "resume": resume}, svc.protocol.version)
+        await audit(
+            conn,
+            actor,
+            "breach.closed",
+            f"breach:{breach_id}",
+            {"ico_notified": ico_notified, "resume": resume},
+            svc.protocol.version,
+        )
         still_open = await conn.fetchval("SELECT count(*) FROM delivery.breaches WHERE closed_at IS NULL")
     if resume:
         if still_open:
@@ -116,7 +162,11 @@ async def close_breach(svc: DeliveryService, breach_id: uuid.UUID, *, outcome: s
 
 async def open_breaches(svc: DeliveryService) -> list[dict]:
     now = svc.clock.now()
-    rows = await svc.pool.fetch("SELECT breach_id, discovered_at, ico_decision_due, notified FROM delivery.breaches "
-                                "WHERE closed_at IS NULL ORDER BY discovered_at")
-    return [{**dict(r), "hours_to_ico_decision": round((r["ico_decision_due"] - now).total_seconds() / 3600, 1)}
-            for r in rows]
+    rows = await svc.pool.fetch(
+        "SELECT breach_id, discovered_at, ico_decision_due, notified FROM delivery.breaches "
+        "WHERE closed_at IS NULL ORDER BY discovered_at"
+    )
+    return [
+        {**dict(r), "hours_to_ico_decision": round((r["ico_decision_due"] - now).total_seconds() / 3600, 1)}
+        for r in rows
+    ]

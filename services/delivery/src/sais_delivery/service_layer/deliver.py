@@ -73,23 +73,38 @@ log = structlog.get_logger("sais.delivery")
 # The members a window delivers ($1 academic year, $2 the window's sources), and the fingerprint of
 # their content: a batch is the same batch exactly when this is the same.
 WINDOW_MEMBERS = "academic_year=$1 AND status='active' AND source = ANY($2)"
-CONTENT_SHA256 = ("encode(sha256(convert_to(coalesce(string_agg(programme_key || '|' || pupil_id || '|' || revision, "
-                  "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')")
+CONTENT_SHA256 = (
+    "encode(sha256(convert_to(coalesce(string_agg(programme_key || '|' || pupil_id || '|' || revision, "
+    "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')"
+)
 
 
 # A batch's columns, less pupil_ids: a county's batch lists a million ids, which delivery never needs.
-BATCH = ("batch_id, window_name, academic_year, recipient, message_id, status, content_sha256, counts, files, "
-         "extract_ids, key_ids, replaces_batch, protocol_version, delete_by, attempts, last_error, prepared_at, "
-         "sent_at, smtp_reply, purged_at, part_count")
+BATCH = (
+    "batch_id, window_name, academic_year, recipient, message_id, status, content_sha256, counts, files, "
+    "extract_ids, key_ids, replaces_batch, protocol_version, delete_by, attempts, last_error, prepared_at, "
+    "sent_at, smtp_reply, purged_at, part_count"
+)
 
 
 def member_aad(m: asyncpg.Record) -> bytes:
     """The context a member's sealed fields were sealed under (its cohort event's): a clear field altered
     on the way (school, year group, programme, lineage…) makes the record refuse to open."""
-    return cohort_aad(m["academic_year"], m["pupil_id"], programme=m["programme"], dose=m["dose"],
-                      revision=m["revision"], school_dfe=m["school_dfe"], school_name=m["school_name"],
-                      year_group=m["year_group"], gender=m["gender"], source=m["source"],
-                      reference_date=m["reference_date"], received_at=m["received_at"], extract_ids=m["extract_ids"])
+    return cohort_aad(
+        m["academic_year"],
+        m["pupil_id"],
+        programme=m["programme"],
+        dose=m["dose"],
+        revision=m["revision"],
+        school_dfe=m["school_dfe"],
+        school_name=m["school_name"],
+        year_group=m["year_group"],
+        gender=m["gender"],
+        source=m["source"],
+        reference_date=m["reference_date"],
+        received_at=m["received_at"],
+        extract_ids=m["extract_ids"],
+    )
 
 
 def message_id_of(batch_id: UUID, part_no: int, part_count: int) -> str:
@@ -125,12 +140,17 @@ class DeliveryService(FollowsProtocol):
     backoff_s: float = 2.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
-
     # --- guards ---------------------------------------------------------------------------
 
     async def _refuse(self, actor: str, exc: DeliveryRefusedError, subject: str, **details) -> None:
-        await audit(self.pool, actor, "delivery.refused", subject,
-                    {"reason": type(exc).__name__, "message": str(exc), **details}, self.protocol.version)
+        await audit(
+            self.pool,
+            actor,
+            "delivery.refused",
+            subject,
+            {"reason": type(exc).__name__, "message": str(exc), **details},
+            self.protocol.version,
+        )
         log.warning("delivery.refused", reason=type(exc).__name__, subject=subject)
         ops.DELIVERY_REFUSED.labels(type(exc).__name__).inc()
         raise exc
@@ -142,10 +162,20 @@ class DeliveryService(FollowsProtocol):
 
     async def set_suspended(self, suspended: bool, reason: str, actor: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE delivery.control SET suspended=$1, reason=$2, changed_by=$3, changed_at=now() "
-                               "WHERE id=1", suspended, reason, actor)
-            await audit(conn, actor, "sharing.suspended" if suspended else "sharing.resumed", "sharing",
-                        {"reason": reason}, self.protocol.version)
+            await conn.execute(
+                "UPDATE delivery.control SET suspended=$1, reason=$2, changed_by=$3, changed_at=now() WHERE id=1",
+                suspended,
+                reason,
+                actor,
+            )
+            await audit(
+                conn,
+                actor,
+                "sharing.suspended" if suspended else "sharing.resumed",
+                "sharing",
+                {"reason": reason},
+                self.protocol.version,
+            )
         ops.SHARING_SUSPENDED.set(1 if suspended else 0)
 
     async def _check(self, window: str, recipient: str, actor: str, override_review: str | None) -> None:
@@ -153,8 +183,14 @@ class DeliveryService(FollowsProtocol):
         verdict = may_send(self.protocol, recipient, Sharing(suspended, reason), self.clock.today(), override_review)
         await self._enforce(verdict, actor, f"window:{window}")
         if verdict.review_overridden:
-            await audit(self.pool, actor, "protocol.review_overridden", f"window:{window}",
-                        {"reason": override_review}, self.protocol.version)
+            await audit(
+                self.pool,
+                actor,
+                "protocol.review_overridden",
+                f"window:{window}",
+                {"reason": override_review},
+                self.protocol.version,
+            )
 
     async def _enforce(self, verdict: Verdict, actor: str, subject: str) -> None:
         if verdict.refusal is not None:
@@ -162,8 +198,15 @@ class DeliveryService(FollowsProtocol):
 
     # --- deliver --------------------------------------------------------------------------
 
-    async def deliver(self, window: str, academic_year: str, *, actor: str, recipient: str | None = None,
-                      override_review: str | None = None) -> BatchResult:
+    async def deliver(
+        self,
+        window: str,
+        academic_year: str,
+        *,
+        actor: str,
+        recipient: str | None = None,
+        override_review: str | None = None,
+    ) -> BatchResult:
         win = self.protocol.transfer.window(window)
         recipient = recipient or self.protocol.transfer.recipients[0]
         await self._check(window, recipient, actor, override_review)
@@ -171,26 +214,42 @@ class DeliveryService(FollowsProtocol):
 
         pending = await self.pool.fetchrow(
             "SELECT batch_id, status FROM delivery.batches WHERE window_name=$1 AND academic_year=$2 "
-            "AND status IN ('prepared', 'sending', 'failed') ORDER BY prepared_at DESC LIMIT 1", window, academic_year)
+            "AND status IN ('prepared', 'sending', 'failed') ORDER BY prepared_at DESC LIMIT 1",
+            window,
+            academic_year,
+        )
         if pending and not await self._replan_if_unsent(pending, actor):
             log.info("batch.resuming", batch_id=str(pending["batch_id"]))
             return await self._send_parts(pending["batch_id"], actor)
 
         stats = await self.pool.fetchrow(
             f"SELECT count(*) AS n, {CONTENT_SHA256} AS content FROM delivery.members WHERE {WINDOW_MEMBERS}",
-            academic_year, win.sources)
+            academic_year,
+            win.sources,
+        )
         if not stats["n"]:
             raise NothingToDeliverError(f"no cohort records for the {window} window of {academic_year}")
         limit = stale_before(self.clock.now(), self.protocol.staleness_months)
-        stale = [str(r["x"]) for r in await self.pool.fetch(
-            f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} "
-            "AND received_at < $3 ORDER BY 1", academic_year, win.sources, limit)]
+        stale = [
+            str(r["x"])
+            for r in await self.pool.fetch(
+                f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} "
+                "AND received_at < $3 ORDER BY 1",
+                academic_year,
+                win.sources,
+                limit,
+            )
+        ]
         await self._enforce(stale_refusal(stale, self.protocol.staleness_months), actor, f"window:{window}")
 
         last = await self.pool.fetchrow(
             "SELECT batch_id, content_sha256 FROM delivery.batches "
             "WHERE window_name=$1 AND academic_year=$2 AND recipient=$3 AND status='sent' "
-            "ORDER BY sent_at DESC LIMIT 1", window, academic_year, recipient)
+            "ORDER BY sent_at DESC LIMIT 1",
+            window,
+            academic_year,
+            recipient,
+        )
         if last and last["content_sha256"] == stats["content"]:
             log.info("batch.already_sent", batch_id=str(last["batch_id"]))
             return await self.result(last["batch_id"], already_sent=True)
@@ -198,8 +257,9 @@ class DeliveryService(FollowsProtocol):
         installation = await self.pool.fetchval("SELECT installation_id FROM shared.installation")
         batch_id = stable_id("batch", installation, window, academic_year, recipient, stats["content"])
         self.smime_factory(recipient)  # certificate problems refuse before anything is recorded
-        await self._plan(batch_id, window, academic_year, win.sources, recipient,
-                         last["batch_id"] if last else None, actor)
+        await self._plan(
+            batch_id, window, academic_year, win.sources, recipient, last["batch_id"] if last else None, actor
+        )
         _fault_point("after-prepare")
         return await self._send_parts(batch_id, actor)
 
@@ -208,30 +268,51 @@ class DeliveryService(FollowsProtocol):
         the cohort may have changed since); one with parts already accepted resumes its plan."""
         if pending["status"] != "failed":
             return False
-        if await self.pool.fetchval("SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status='sent'",
-                                    pending["batch_id"]):
-            await self.pool.execute("UPDATE delivery.batch_parts SET status='prepared' WHERE batch_id=$1 AND "
-                                    "status='failed'", pending["batch_id"])
+        if await self.pool.fetchval(
+            "SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status='sent'", pending["batch_id"]
+        ):
+            await self.pool.execute(
+                "UPDATE delivery.batch_parts SET status='prepared' WHERE batch_id=$1 AND status='failed'",
+                pending["batch_id"],
+            )
             return False
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM delivery.batches WHERE batch_id=$1", pending["batch_id"])
-            await audit(conn, actor, "batch.replanned", f"batch:{pending['batch_id']}",
-                        {"reason": "refused before any part was accepted"}, self.protocol.version)
+            await audit(
+                conn,
+                actor,
+                "batch.replanned",
+                f"batch:{pending['batch_id']}",
+                {"reason": "refused before any part was accepted"},
+                self.protocol.version,
+            )
         return True
 
-    async def _plan(self, batch_id: UUID, window: str, academic_year: str, sources: list[str], recipient: str,
-                    replaces: UUID | None, actor: str) -> None:
+    async def _plan(
+        self,
+        batch_id: UUID,
+        window: str,
+        academic_year: str,
+        sources: list[str],
+        recipient: str,
+        replaces: UUID | None,
+        actor: str,
+    ) -> None:
         """Record the batch and which children go in which part, from one snapshot of the members.
         Each school's rows are measured as rendered (a streamed pass; memory holds one school's sums)."""
         args = (academic_year, sources)
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             keys = await self.keys.get_many(
-                r["key_id"] for r in await conn.fetch(
-                    f"SELECT DISTINCT key_id FROM delivery.members WHERE {WINDOW_MEMBERS}", *args))
+                r["key_id"]
+                for r in await conn.fetch(f"SELECT DISTINCT key_id FROM delivery.members WHERE {WINDOW_MEMBERS}", *args)
+            )
             loads: list[SchoolLoad] = []
             cur: dict | None = None
-            async for m in conn.cursor(f"SELECT * FROM delivery.members WHERE {WINDOW_MEMBERS} "
-                                       "ORDER BY school_dfe, programme_key, pupil_id", *args, prefetch=2000):
+            async for m in conn.cursor(
+                f"SELECT * FROM delivery.members WHERE {WINDOW_MEMBERS} ORDER BY school_dfe, programme_key, pupil_id",
+                *args,
+                prefetch=2000,
+            ):
                 size = row_bytes(self._row(m, keys, academic_year))
                 if cur is None or cur["school_dfe"] != m["school_dfe"]:
                     if cur:
@@ -246,13 +327,23 @@ class DeliveryService(FollowsProtocol):
             stats = await conn.fetchrow(
                 f"SELECT {CONTENT_SHA256} AS content, "
                 "array_agg(DISTINCT key_id) AS key_ids FROM delivery.members "
-                f"WHERE {WINDOW_MEMBERS}", *args)
-            extract_ids = [r["x"] for r in await conn.fetch(
-                f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} ORDER BY 1",
-                *args)]
-            counts = {r["programme_key"]: r["n"] for r in await conn.fetch(
-                f"SELECT programme_key, count(*) n FROM delivery.members WHERE {WINDOW_MEMBERS} GROUP BY 1 ORDER BY 1",
-                *args)}
+                f"WHERE {WINDOW_MEMBERS}",
+                *args,
+            )
+            extract_ids = [
+                r["x"]
+                for r in await conn.fetch(
+                    f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} ORDER BY 1",
+                    *args,
+                )
+            ]
+            counts = {
+                r["programme_key"]: r["n"]
+                for r in await conn.fetch(
+                    f"SELECT programme_key, count(*) n FROM delivery.members WHERE {WINDOW_MEMBERS} GROUP BY 1 ORDER BY 1",
+                    *args,
+                )
+            }
             now = self.clock.now()
             delete_by = (now + relativedelta(months=self.protocol.retention_months)).date()
             n = len(plan)
@@ -263,18 +354,37 @@ class DeliveryService(FollowsProtocol):
                 "$9, (SELECT coalesce(array_agg(DISTINCT pupil_id), '{}') FROM delivery.members "  # server-side
                 "WHERE academic_year=$3 AND status='active' AND source = ANY($15)), $10,$11,$12,$13,$14 "
                 "ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
-                batch_id, window, academic_year, recipient, message_id_of(batch_id, 1, n), stats["content"],
-                json.dumps(counts), extract_ids, sorted(stats["key_ids"], key=str), replaces,
-                self.protocol.version, delete_by, now, n, sources)
+                batch_id,
+                window,
+                academic_year,
+                recipient,
+                message_id_of(batch_id, 1, n),
+                stats["content"],
+                json.dumps(counts),
+                extract_ids,
+                sorted(stats["key_ids"], key=str),
+                replaces,
+                self.protocol.version,
+                delete_by,
+                now,
+                n,
+                sources,
+            )
             if not inserted:
                 return
             await conn.executemany(
                 "INSERT INTO delivery.batch_parts(batch_id, part_no, message_id, status, segments) "
                 "VALUES ($1, $2, $3, 'prepared', $4::jsonb)",
-                [(batch_id, i, message_id_of(batch_id, i, n), json.dumps([g.as_json() for g in segs]))
-                 for i, segs in enumerate(plan, 1)])
-            flat = [(g.school_dfe, i, g.offset, g.offset + g.limit if g.limit else 2**31 - 1)
-                    for i, segs in enumerate(plan, 1) for g in segs]
+                [
+                    (batch_id, i, message_id_of(batch_id, i, n), json.dumps([g.as_json() for g in segs]))
+                    for i, segs in enumerate(plan, 1)
+                ],
+            )
+            flat = [
+                (g.school_dfe, i, g.offset, g.offset + g.limit if g.limit else 2**31 - 1)
+                for i, segs in enumerate(plan, 1)
+                for g in segs
+            ]
             await conn.execute(
                 "INSERT INTO delivery.batch_members(batch_id, part_no, programme_key, pupil_id, revision) "
                 "SELECT $3, p.part_no, m.programme_key, m.pupil_id, m.revision FROM "
@@ -282,19 +392,46 @@ class DeliveryService(FollowsProtocol):
                 f"ORDER BY programme_key, pupil_id) - 1 AS i FROM delivery.members WHERE {WINDOW_MEMBERS}) m "
                 "JOIN unnest($4::text[], $5::int[], $6::int[], $7::int[]) AS p(school_dfe, part_no, lo, hi) "
                 "ON p.school_dfe = m.school_dfe AND m.i >= p.lo AND m.i < p.hi",
-                *args, batch_id, [f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat],
-                [f[3] for f in flat])
-            await audit(conn, actor, "batch.prepared", f"batch:{batch_id}",
-                        {"window": window, "academic_year": academic_year, "recipient": recipient,
-                         "counts": counts, "parts": n, "max_message_bytes": self.max_message_bytes},
-                        self.protocol.version)
+                *args,
+                batch_id,
+                [f[0] for f in flat],
+                [f[1] for f in flat],
+                [f[2] for f in flat],
+                [f[3] for f in flat],
+            )
+            await audit(
+                conn,
+                actor,
+                "batch.prepared",
+                f"batch:{batch_id}",
+                {
+                    "window": window,
+                    "academic_year": academic_year,
+                    "recipient": recipient,
+                    "counts": counts,
+                    "parts": n,
+                    "max_message_bytes": self.max_message_bytes,
+                },
+                self.protocol.version,
+            )
         log.info("batch.prepared", batch_id=str(batch_id), counts=counts, parts=n)
 
     def _row(self, m: asyncpg.Record, keys: dict, academic_year: str) -> Row:
         sealed = Sealed.model_validate_json(m["personal"])
         p = keys[sealed.key_id].open_model(sealed, PupilPersonal, member_aad(m))
-        return Row(m["programme"], m["dose"], m["school_dfe"], m["school_name"], m["year_group"], p.surname,
-                   p.forename, p.date_of_birth, m["gender"], list(p.address_lines), p.postcode)
+        return Row(
+            m["programme"],
+            m["dose"],
+            m["school_dfe"],
+            m["school_name"],
+            m["year_group"],
+            p.surname,
+            p.forename,
+            p.date_of_birth,
+            m["gender"],
+            list(p.address_lines),
+            p.postcode,
+        )
 
     async def _render_part(self, b: asyncpg.Record, part: asyncpg.Record, smime: Smime) -> tuple[bytes, dict]:
         """One part as a complete message: its CSVs, field definitions and manifest, signed and encrypted.
@@ -305,48 +442,87 @@ class DeliveryService(FollowsProtocol):
         async with self.pool.acquire() as conn, conn.transaction():
             keys = await self.keys.get_many(b["key_ids"])
             async for m in conn.cursor(
-                    "SELECT m.* FROM delivery.batch_members bm JOIN delivery.members m ON m.academic_year=$3 "
-                    "AND m.programme_key=bm.programme_key AND m.pupil_id=bm.pupil_id AND m.status='active' "
-                    "WHERE bm.batch_id=$1 AND bm.part_no=$2 ORDER BY m.programme_key, m.pupil_id",
-                    b["batch_id"], i, year, prefetch=2000):
+                "SELECT m.* FROM delivery.batch_members bm JOIN delivery.members m ON m.academic_year=$3 "
+                "AND m.programme_key=bm.programme_key AND m.pupil_id=bm.pupil_id AND m.status='active' "
+                "WHERE bm.batch_id=$1 AND bm.part_no=$2 ORDER BY m.programme_key, m.pupil_id",
+                b["batch_id"],
+                i,
+                year,
+                prefetch=2000,
+            ):
                 by_programme.setdefault(m["programme_key"], []).append(keyed_line(self._row(m, keys, year)))
                 sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
         safe_year, suffix = year.replace("/", "-"), part_suffix(i, n)
-        files = [programme_file_from_lines(f"{key}-{safe_year}{suffix}.csv", lines)
-                 for key, lines in sorted(by_programme.items())]
+        files = [
+            programme_file_from_lines(f"{key}-{safe_year}{suffix}.csv", lines)
+            for key, lines in sorted(by_programme.items())
+        ]
         files.append(field_definitions(self.protocol))
         counts = {key: len(rows) for key, rows in sorted(by_programme.items())}
         del by_programme
-        src_list = [{"source": s, "reference_date": d.isoformat(), "extracts": sorted(x)}
-                    for (s, d), x in sorted(sources.items())]
+        src_list = [
+            {"source": s, "reference_date": d.isoformat(), "extracts": sorted(x)}
+            for (s, d), x in sorted(sources.items())
+        ]
         delete_by = b["delete_by"]
-        files.append(manifest(
-            batch_id=str(b["batch_id"]), protocol=self.protocol, window=b["window_name"], academic_year=year,
-            files=files, sources=src_list, counts=counts, delete_by=delete_by,
-            prepared_at=b["prepared_at"].isoformat(), replaces_batch=str(b["replaces_batch"]) if b["replaces_batch"]
-            else None, part={"number": i, "of": n, "message_id": part["message_id"],
-                             "batch_counts": json.loads(b["counts"]),
-                             "schools": sorted({g["school_dfe"] for g in json.loads(part["segments"])})}))
-        subject = (f"[{self.protocol.protective_marking}] School immunisation cohort data {year} "
-                   f"({b['window_name']}) batch {str(b['batch_id'])[:8]}" + (f" part {i} of {n}" if n > 1 else ""))
-        message = smime.build(subject=subject, message_id=part["message_id"], date=self.clock.now(), files=files,
-                              body=body_text(self.protocol, window=b["window_name"], academic_year=year,
-                                             counts=counts, delete_by=delete_by, batch_id=str(b["batch_id"]),
-                                             part_no=i, part_count=n))
-        meta = {"counts": counts, "files": [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in files],
-                "size_bytes": len(message)}
+        files.append(
+            manifest(
+                batch_id=str(b["batch_id"]),
+                protocol=self.protocol,
+                window=b["window_name"],
+                academic_year=year,
+                files=files,
+                sources=src_list,
+                counts=counts,
+                delete_by=delete_by,
+                prepared_at=b["prepared_at"].isoformat(),
+                replaces_batch=str(b["replaces_batch"]) if b["replaces_batch"] else None,
+                part={
+                    "number": i,
+                    "of": n,
+                    "message_id": part["message_id"],
+                    "batch_counts": json.loads(b["counts"]),
+                    "schools": sorted({g["school_dfe"] for g in json.loads(part["segments"])}),
+                },
+            )
+        )
+        subject = (
+            f"[{self.protocol.protective_marking}] School immunisation cohort data {year} "
+            f"({b['window_name']}) batch {str(b['batch_id'])[:8]}" + (f" part {i} of {n}" if n > 1 else "")
+        )
+        message = smime.build(
+            subject=subject,
+            message_id=part["message_id"],
+            date=self.clock.now(),
+            files=files,
+            body=body_text(
+                self.protocol,
+                window=b["window_name"],
+                academic_year=year,
+                counts=counts,
+                delete_by=delete_by,
+                batch_id=str(b["batch_id"]),
+                part_no=i,
+                part_count=n,
+            ),
+        )
+        meta = {
+            "counts": counts,
+            "files": [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in files],
+            "size_bytes": len(message),
+        }
         return message, meta
 
     async def _send_parts(self, batch_id: UUID, actor: str) -> BatchResult:
         b = await self.pool.fetchrow(f"SELECT {BATCH} FROM delivery.batches WHERE batch_id=$1", batch_id)
-        parts = await self.pool.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
-                                      batch_id)
+        parts = await self.pool.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
         for p in parts:
             if p["status"] == "sending":
                 raise UncertainDeliveryError(
                     f"batch {batch_id} part {p['part_no']} of {b['part_count']} was interrupted while sending: it "
                     f"may have been accepted. Check the recipient's mailbox for Message-ID {p['message_id']}, then "
-                    f"run `sais delivery resolve {batch_id} --part {p['part_no']} --sent` or `--not-sent`")
+                    f"run `sais delivery resolve {batch_id} --part {p['part_no']} --sent` or `--not-sent`"
+                )
         smime: Smime = self.smime_factory(b["recipient"])
         memory.keep_large_buffers_mapped()
         for p in parts:
@@ -359,7 +535,8 @@ class DeliveryService(FollowsProtocol):
                 raise PartTooLargeError(
                     f"batch {batch_id} part {p['part_no']} of {b['part_count']} is {meta['size_bytes']} bytes on the "
                     f"wire, over the maximum message size of {self.max_message_bytes} bytes; nothing was sent. "
-                    "This is a planning fault: report it, with the batch id")
+                    "This is a planning fault: report it, with the batch id"
+                )
             await self._send_part(b, p, message, meta)
             del message
             memory.trim()  # the next part starts from what this one used, not more
@@ -372,10 +549,17 @@ class DeliveryService(FollowsProtocol):
                 claimed = await conn.execute(
                     "UPDATE delivery.batch_parts SET status='sending', attempts=attempts+1, attempted_at=$3, "
                     "counts=$4::jsonb, files=$5::jsonb, size_bytes=$6 WHERE batch_id=$1 AND part_no=$2 AND "
-                    "status='prepared'", batch_id, part_no, self.clock.now(), json.dumps(meta["counts"]),
-                    json.dumps(meta["files"]), meta["size_bytes"])
-                await conn.execute("UPDATE delivery.batches SET status='sending', attempts=attempts+1 "
-                                   "WHERE batch_id=$1", batch_id)
+                    "status='prepared'",
+                    batch_id,
+                    part_no,
+                    self.clock.now(),
+                    json.dumps(meta["counts"]),
+                    json.dumps(meta["files"]),
+                    meta["size_bytes"],
+                )
+                await conn.execute(
+                    "UPDATE delivery.batches SET status='sending', attempts=attempts+1 WHERE batch_id=$1", batch_id
+                )
             if claimed != "UPDATE 1":
                 raise UncertainDeliveryError(f"batch {batch_id} part {part_no} is no longer prepared (another sender?)")
             try:
@@ -386,21 +570,28 @@ class DeliveryService(FollowsProtocol):
                 if attempt == self.attempts:
                     raise
                 pause = self.backoff_s * 2 ** (attempt - 1)
-                log.warning("smtp.retry", batch_id=str(batch_id), part=part_no, attempt=attempt, pause_s=pause,
-                            error=str(exc))
+                log.warning(
+                    "smtp.retry", batch_id=str(batch_id), part=part_no, attempt=attempt, pause_s=pause, error=str(exc)
+                )
                 await asyncio.sleep(pause)
                 continue
             except MessageMayHaveBeenSentError as exc:
                 ops.SMTP_FAILURES.labels("uncertain").inc()
-                await self.pool.execute("UPDATE delivery.batch_parts SET last_error=$3 WHERE batch_id=$1 AND "
-                                        "part_no=$2", batch_id, part_no, str(exc))
+                await self.pool.execute(
+                    "UPDATE delivery.batch_parts SET last_error=$3 WHERE batch_id=$1 AND part_no=$2",
+                    batch_id,
+                    part_no,
+                    str(exc),
+                )
                 raise UncertainDeliveryError(
                     f"batch {batch_id} part {part_no}: {exc}; check the mailbox for {p['message_id']} and resolve"
                 ) from None
             except SmtpRejectedError as exc:  # permanent: retrying the same message can never succeed
                 ops.SMTP_FAILURES.labels("refused").inc()
-                why = (f"the mail server refused part {part_no} of {b['part_count']} of batch {batch_id} "
-                       f"({meta['size_bytes']} bytes; maximum message size {self.max_message_bytes}): {exc}")
+                why = (
+                    f"the mail server refused part {part_no} of {b['part_count']} of batch {batch_id} "
+                    f"({meta['size_bytes']} bytes; maximum message size {self.max_message_bytes}): {exc}"
+                )
                 await self._fail(batch_id, part_no, why)
                 raise SmtpRejectedError(why) from None
             except Exception as exc:
@@ -409,13 +600,24 @@ class DeliveryService(FollowsProtocol):
                 raise
             _fault_point("after-send")
             async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("UPDATE delivery.batch_parts SET status='sent', sent_at=$3, smtp_reply=$4, "
-                                   "last_error=NULL WHERE batch_id=$1 AND part_no=$2", batch_id, part_no,
-                                   self.clock.now(), reply[:500])
-                await conn.execute("UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND "
-                                   "status='sending'", batch_id)
-            log.info("batch.part_sent", batch_id=str(batch_id), part=part_no, of=b["part_count"],
-                     size_bytes=meta["size_bytes"])
+                await conn.execute(
+                    "UPDATE delivery.batch_parts SET status='sent', sent_at=$3, smtp_reply=$4, "
+                    "last_error=NULL WHERE batch_id=$1 AND part_no=$2",
+                    batch_id,
+                    part_no,
+                    self.clock.now(),
+                    reply[:500],
+                )
+                await conn.execute(
+                    "UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'", batch_id
+                )
+            log.info(
+                "batch.part_sent",
+                batch_id=str(batch_id),
+                part=part_no,
+                of=b["part_count"],
+                size_bytes=meta["size_bytes"],
+            )
             return
         raise AssertionError("unreachable")
 
@@ -430,45 +632,85 @@ class DeliveryService(FollowsProtocol):
     async def _set_part(self, batch_id: UUID, part_no: int, status: str, error: str) -> None:
         """A part and its batch take ``status`` together, with the reason."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE delivery.batch_parts SET status=$3, last_error=$4 WHERE batch_id=$1 "
-                               "AND part_no=$2", batch_id, part_no, status, error[:500])
-            await conn.execute("UPDATE delivery.batches SET status=$2, last_error=$3 WHERE batch_id=$1",
-                               batch_id, status, error[:500])
+            await conn.execute(
+                "UPDATE delivery.batch_parts SET status=$3, last_error=$4 WHERE batch_id=$1 AND part_no=$2",
+                batch_id,
+                part_no,
+                status,
+                error[:500],
+            )
+            await conn.execute(
+                "UPDATE delivery.batches SET status=$2, last_error=$3 WHERE batch_id=$1", batch_id, status, error[:500]
+            )
 
     async def mark_sent(self, batch_id: UUID, reply: str, actor: str) -> BatchResult:
         """The batch is sent once every part is: records it and publishes one event for the whole batch."""
         async with self.pool.acquire() as conn, conn.transaction():
-            parts = await conn.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
-                                     batch_id)
+            parts = await conn.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
             if not parts or any(p["status"] != "sent" for p in parts):
                 raise UncertainDeliveryError(f"batch {batch_id} has parts not yet accepted")
             transferred = min(p["sent_at"] for p in parts)
             delete_by = (transferred + relativedelta(months=self.protocol.retention_months)).date()
-            files = [f for p in parts for f in json.loads(p["files"]) if not f["name"].endswith(".json")
-                     and f["name"] != "field-definitions.csv"]
+            files = [
+                f
+                for p in parts
+                for f in json.loads(p["files"])
+                if not f["name"].endswith(".json") and f["name"] != "field-definitions.csv"
+            ]
             b = await conn.fetchrow(
                 "UPDATE delivery.batches SET status='sent', sent_at=$2, smtp_reply=$3, message=NULL, last_error=NULL, "
                 f"files=$4::jsonb, delete_by=$5 WHERE batch_id=$1 AND status IN ('sending', 'prepared') "
                 f"RETURNING {BATCH}",
-                batch_id, transferred, reply[:500], json.dumps(files), delete_by)
+                batch_id,
+                transferred,
+                reply[:500],
+                json.dumps(files),
+                delete_by,
+            )
             if b is None:
                 raise UncertainDeliveryError(f"batch {batch_id} is not awaiting a send result")
             counts = json.loads(b["counts"])
             event = DeliveryCompleted(
-                event_id=stable_id("delivery-completed", batch_id), occurred_at=self.clock.now(), batch_id=batch_id,
-                window=b["window_name"], academic_year=b["academic_year"], programmes=counts,
-                recipient=b["recipient"], message_id=b["message_id"], transferred_at=transferred, delete_by=delete_by,
-                files=[DeliveredFile(**f) for f in files], extract_ids=list(b["extract_ids"]),
-                key_ids=list(b["key_ids"]), protocol_version=b["protocol_version"],
+                event_id=stable_id("delivery-completed", batch_id),
+                occurred_at=self.clock.now(),
+                batch_id=batch_id,
+                window=b["window_name"],
+                academic_year=b["academic_year"],
+                programmes=counts,
+                recipient=b["recipient"],
+                message_id=b["message_id"],
+                transferred_at=transferred,
+                delete_by=delete_by,
+                files=[DeliveredFile(**f) for f in files],
+                extract_ids=list(b["extract_ids"]),
+                key_ids=list(b["key_ids"]),
+                protocol_version=b["protocol_version"],
                 replaces_batch=b["replaces_batch"],
-                parts=[DeliveredPart(part=p["part_no"], message_id=p["message_id"], size_bytes=p["size_bytes"] or 0,
-                                     programmes=json.loads(p["counts"] or "{}"), transferred_at=p["sent_at"])
-                       for p in parts])
-            await conn.execute("INSERT INTO delivery.outbox(event_id, key, payload) VALUES ($1,$2,$3)",
-                               event.event_id, batch_id.bytes, event.model_dump_json())
-            await audit(conn, actor, "batch.sent", f"batch:{batch_id}",
-                        {"recipient": b["recipient"], "message_ids": [p["message_id"] for p in parts],
-                         "counts": counts}, b["protocol_version"])
+                parts=[
+                    DeliveredPart(
+                        part=p["part_no"],
+                        message_id=p["message_id"],
+                        size_bytes=p["size_bytes"] or 0,
+                        programmes=json.loads(p["counts"] or "{}"),
+                        transferred_at=p["sent_at"],
+                    )
+                    for p in parts
+                ],
+            )
+            await conn.execute(
+                "INSERT INTO delivery.outbox(event_id, key, payload) VALUES ($1,$2,$3)",
+                event.event_id,
+                batch_id.bytes,
+                event.model_dump_json(),
+            )
+            await audit(
+                conn,
+                actor,
+                "batch.sent",
+                f"batch:{batch_id}",
+                {"recipient": b["recipient"], "message_ids": [p["message_id"] for p in parts], "counts": counts},
+                b["protocol_version"],
+            )
         log.info("batch.sent", batch_id=str(batch_id), counts=counts, parts=len(parts))
         ops.BATCHES_SENT.labels(b["window_name"]).inc()
         await self.flush_outbox()
@@ -476,13 +718,32 @@ class DeliveryService(FollowsProtocol):
 
     async def result(self, batch_id: UUID, *, already_sent: bool = False) -> BatchResult:
         b = await self.pool.fetchrow(f"SELECT {BATCH} FROM delivery.batches WHERE batch_id=$1", batch_id)
-        parts = await self.pool.fetch("SELECT part_no, message_id, status, size_bytes, counts FROM "
-                                      "delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
+        parts = await self.pool.fetch(
+            "SELECT part_no, message_id, status, size_bytes, counts FROM "
+            "delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
+            batch_id,
+        )
         return BatchResult(
-            batch_id, b["status"], b["recipient"], json.loads(b["counts"]), b["message_id"], already_sent=already_sent,
-            replaces_batch=b["replaces_batch"], files=json.loads(b["files"]), delete_by=str(b["delete_by"]),
-            parts=[{"part": p["part_no"], "message_id": p["message_id"], "status": p["status"],
-                    "size_bytes": p["size_bytes"], "counts": json.loads(p["counts"] or "{}")} for p in parts])
+            batch_id,
+            b["status"],
+            b["recipient"],
+            json.loads(b["counts"]),
+            b["message_id"],
+            already_sent=already_sent,
+            replaces_batch=b["replaces_batch"],
+            files=json.loads(b["files"]),
+            delete_by=str(b["delete_by"]),
+            parts=[
+                {
+                    "part": p["part_no"],
+                    "message_id": p["message_id"],
+                    "status": p["status"],
+                    "size_bytes": p["size_bytes"],
+                    "counts": json.loads(p["counts"] or "{}"),
+                }
+                for p in parts
+            ],
+        )
 
     async def deliver_due_windows(self, actor: str = "delivery-scheduler") -> list[BatchResult]:
         """Deliver every window whose month it is (July: the coming year; December: the current one).
@@ -502,26 +763,38 @@ class DeliveryService(FollowsProtocol):
     async def resolve(self, batch_id: UUID, *, sent: bool, actor: str, part: int | None = None) -> BatchResult | None:
         """An operator's decision about an interrupted send of one part (the only interrupted one when
         ``part`` is not given). When every part is then sent, so is the batch."""
-        interrupted = [r["part_no"] for r in await self.pool.fetch(
-            "SELECT part_no FROM delivery.batch_parts WHERE batch_id=$1 AND status='sending' ORDER BY part_no",
-            batch_id)]
+        interrupted = [
+            r["part_no"]
+            for r in await self.pool.fetch(
+                "SELECT part_no FROM delivery.batch_parts WHERE batch_id=$1 AND status='sending' ORDER BY part_no",
+                batch_id,
+            )
+        ]
         if part is None and len(interrupted) == 1:
             part = interrupted[0]
         if part is None or part not in interrupted:
             raise UncertainDeliveryError(
                 f"batch {batch_id} has no interrupted part {part if part else ''} to resolve "
-                f"(interrupted: {interrupted or 'none'})")
-        await audit(self.pool, actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent, "part": part},
-                    self.protocol.version)
+                f"(interrupted: {interrupted or 'none'})"
+            )
+        await audit(
+            self.pool, actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent, "part": part}, self.protocol.version
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE delivery.batch_parts SET status=$3, sent_at=CASE WHEN $3='sent' THEN attempted_at END, "
                 "smtp_reply=CASE WHEN $3='sent' THEN 'resolved by operator' END WHERE batch_id=$1 AND part_no=$2 "
-                "AND status='sending'", batch_id, part, "sent" if sent else "prepared")
-            await conn.execute("UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'",
-                               batch_id)
+                "AND status='sending'",
+                batch_id,
+                part,
+                "sent" if sent else "prepared",
+            )
+            await conn.execute(
+                "UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'", batch_id
+            )
         if sent and not await self.pool.fetchval(
-                "SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status <> 'sent'", batch_id):
+            "SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status <> 'sent'", batch_id
+        ):
             return await self.mark_sent(batch_id, "resolved by operator", actor)
         return None
 

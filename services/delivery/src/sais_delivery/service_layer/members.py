@@ -22,19 +22,58 @@ UPSERT = (
 async def apply_cohort_events(pool: asyncpg.Pool, events: list[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
     added_keys = [e.personal.key_id for e in events if isinstance(e, CohortMemberAdded)]
     if added_keys:  # a replayed add whose data retention has since destroyed is not brought back
-        gone = {r["key_id"] for r in await pool.fetch(
-            "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", added_keys)}
+        gone = {
+            r["key_id"]
+            for r in await pool.fetch(
+                "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", added_keys
+            )
+        }
         events = [e for e in events if not (isinstance(e, CohortMemberAdded) and e.personal.key_id in gone)]
     async with pool.acquire() as conn, conn.transaction():
         fresh = await claim_new(conn, "delivery.processed", [e.event_id for e in events])
         rows = []
         for e in sorted((e for e in events if e.event_id in fresh), key=lambda e: e.revision):
             if isinstance(e, CohortMemberAdded):
-                rows.append((e.academic_year, e.programme, e.dose, e.pupil_id, "active", e.revision, e.school_dfe,
-                             e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at,
-                             e.extract_ids, e.personal.key_id, e.personal.model_dump_json()))
+                rows.append(
+                    (
+                        e.academic_year,
+                        e.programme,
+                        e.dose,
+                        e.pupil_id,
+                        "active",
+                        e.revision,
+                        e.school_dfe,
+                        e.school_name,
+                        e.year_group,
+                        e.gender,
+                        e.source,
+                        e.reference_date,
+                        e.received_at,
+                        e.extract_ids,
+                        e.personal.key_id,
+                        e.personal.model_dump_json(),
+                    )
+                )
             else:  # a withdrawal keeps no personal data
-                rows.append((e.academic_year, e.programme, e.dose, e.pupil_id, "withdrawn", e.revision, "", "", "",
-                             "", "", None, None, [], None, None))
+                rows.append(
+                    (
+                        e.academic_year,
+                        e.programme,
+                        e.dose,
+                        e.pupil_id,
+                        "withdrawn",
+                        e.revision,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        None,
+                        None,
+                        [],
+                        None,
+                        None,
+                    )
+                )
         for row in rows:  # in revision order: one statement per row keeps "latest wins" exact
             await conn.execute(UPSERT, *row)

@@ -12,16 +12,35 @@ async def delete_rows(conn: asyncpg.Connection, req: DeletionRequested) -> dict[
     counts: dict[str, int] = {}
     if req.scope == "inbound-staging":
         return counts
-    pupils = [r["pupil_id"] for r in await conn.fetch(
-        "SELECT DISTINCT pupil_id FROM eligibility.records WHERE extract_id = ANY($1)",
-        req.extract_ids)]
-    await deleted(conn, counts, "eligibility.records", "DELETE FROM eligibility.records WHERE extract_id = ANY($1)",
-                  req.extract_ids)
-    orphans = [r["p"] for r in await conn.fetch(
-        "SELECT p FROM unnest($1::uuid[]) p WHERE NOT EXISTS "
-        "(SELECT 1 FROM eligibility.records r WHERE r.pupil_id = p)", pupils)] if pupils else []
-    await deleted(conn, counts, "eligibility.cohort", "DELETE FROM eligibility.cohort WHERE pupil_id = ANY($1)",
-                  orphans)
-    await deleted(conn, counts, "eligibility.findings", "DELETE FROM eligibility.findings WHERE pupil_id = ANY($1)",
-                  orphans)
+    pupils = [
+        r["pupil_id"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT pupil_id FROM eligibility.records WHERE extract_id = ANY($1)", req.extract_ids
+        )
+    ]
+    await deleted(
+        conn,
+        counts,
+        "eligibility.records",
+        "DELETE FROM eligibility.records WHERE extract_id = ANY($1)",
+        req.extract_ids,
+    )
+    orphans = (
+        [
+            r["p"]
+            for r in await conn.fetch(
+                "SELECT p FROM unnest($1::uuid[]) p WHERE NOT EXISTS "
+                "(SELECT 1 FROM eligibility.records r WHERE r.pupil_id = p)",
+                pupils,
+            )
+        ]
+        if pupils
+        else []
+    )
+    await deleted(
+        conn, counts, "eligibility.cohort", "DELETE FROM eligibility.cohort WHERE pupil_id = ANY($1)", orphans
+    )
+    await deleted(
+        conn, counts, "eligibility.findings", "DELETE FROM eligibility.findings WHERE pupil_id = ANY($1)", orphans
+    )
     return counts

@@ -64,8 +64,11 @@ def suppress(t: Table, threshold: int = 5) -> Table:
             hidden = [cell for cell in line if cell in t.hidden]
             if len(hidden) != 1:
                 continue
-            candidates = sorted((t.cells[r][c], c == TOTAL or r == Table.TOTALS_ROW, (r, c)) for r, c in line
-                                if (r, c) not in t.hidden and t.cells[r][c] > 0)
+            candidates = sorted(
+                (t.cells[r][c], c == TOTAL or r == Table.TOTALS_ROW, (r, c))
+                for r, c in line
+                if (r, c) not in t.hidden and t.cells[r][c] > 0
+            )
             inner = [x for x in candidates if not x[1]]
             pick = (inner or candidates or [(0, True, next(x for x in line if x not in t.hidden))])[0][2]
             t.hidden.add(pick)
@@ -75,17 +78,27 @@ def suppress(t: Table, threshold: int = 5) -> Table:
 
 def render_csv(tables: dict[str, Table], *, academic_year: str, threshold: int, school_names: dict[str, str]) -> str:
     buf = io.StringIO()
-    buf.write(f"# Anonymised statistics, {academic_year}: counts of children per programme, school, year group "
-              "and sex.\n")
-    buf.write("# Contains NO personal data (ISP §2.4). Counts from 1 to "
-              f"{threshold - 1} are suppressed and shown as 'c'; further cells are suppressed so that no total can "
-              "reveal them.\n")
+    buf.write(
+        f"# Anonymised statistics, {academic_year}: counts of children per programme, school, year group and sex.\n"
+    )
+    buf.write(
+        "# Contains NO personal data (ISP §2.4). Counts from 1 to "
+        f"{threshold - 1} are suppressed and shown as 'c'; further cells are suppressed so that no total can "
+        "reveal them.\n"
+    )
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["programme", "school_dfe", "school_name", "year_group", *SEXES, TOTAL])
     for name in sorted(tables):
         t = tables[name]
         for r in sorted(t.cells, key=lambda k: (k == Table.TOTALS_ROW, k)):
             school, yg = r
-            w.writerow([name, school, school_names.get(school, "all schools" if not school else ""), yg,
-                        *("c" if (r, c) in t.hidden else str(t.cells[r][c]) for c in (*SEXES, TOTAL))])
+            w.writerow(
+                [
+                    name,
+                    school,
+                    school_names.get(school, "all schools" if not school else ""),
+                    yg,
+                    *("c" if (r, c) in t.hidden else str(t.cells[r][c]) for c in (*SEXES, TOTAL)),
+                ]
+            )
     return buf.getvalue()

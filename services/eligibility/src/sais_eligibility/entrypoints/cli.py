@@ -18,8 +18,10 @@ app = typer.Typer(help="Programme rules and cohorts.", no_args_is_help=True)
 
 
 @app.command("rules")
-def rules_cmd(academic_year: str | None = typer.Option(None, help="e.g. 2017/18; all years when omitted"),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+def rules_cmd(
+    academic_year: str | None = typer.Option(None, help="e.g. 2017/18; all years when omitted"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Print the programme rules in force."""
     rules = load_all_rules(EligibilitySettings().eligibility_rules_dir)
     years = [academic_year] if academic_year else sorted(rules)
@@ -31,8 +33,9 @@ def rules_cmd(academic_year: str | None = typer.Option(None, help="e.g. 2017/18;
         typer.echo(json.dumps({y: rules[y].model_dump() for y in years}, indent=2))
         return
     for y in years:
-        t = Table("programme", "dose", "year groups", "sexes", "sources", title=f"Programme rules {y}",
-                  title_justify="left")
+        t = Table(
+            "programme", "dose", "year groups", "sexes", "sources", title=f"Programme rules {y}", title_justify="left"
+        )
         for p in rules[y].programmes:
             t.add_row(p.name, str(p.dose or "-"), ", ".join(p.year_groups), ", ".join(p.sexes), ", ".join(p.sources))
         Console().print(t)
@@ -43,19 +46,28 @@ async def statistics_rows(dsn: str, academic_year: str):
     try:
         counts = await pool.fetch(
             "SELECT programme, school_dfe, year_group, gender, count(*) n FROM eligibility.cohort "
-            "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3,4", academic_year)
-        names = await pool.fetch("SELECT DISTINCT ON (school_dfe) school_dfe, school_name FROM eligibility.records "
-                                 "WHERE academic_year=$1 ORDER BY school_dfe, received_at DESC", academic_year)
+            "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3,4",
+            academic_year,
+        )
+        names = await pool.fetch(
+            "SELECT DISTINCT ON (school_dfe) school_dfe, school_name FROM eligibility.records "
+            "WHERE academic_year=$1 ORDER BY school_dfe, received_at DESC",
+            academic_year,
+        )
     finally:
         await pool.close()
-    return ([(r["programme"], r["school_dfe"], r["year_group"], r["gender"], r["n"]) for r in counts],
-            {r["school_dfe"]: r["school_name"] for r in names})
+    return (
+        [(r["programme"], r["school_dfe"], r["year_group"], r["gender"], r["n"]) for r in counts],
+        {r["school_dfe"]: r["school_name"] for r in names},
+    )
 
 
 @app.command("statistics")
-def statistics_cmd(academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
-                   threshold: int = typer.Option(5, min=2, help="counts below this are suppressed"),
-                   out: Path | None = typer.Option(None, help="write the CSV here (stdout when omitted)")) -> None:
+def statistics_cmd(
+    academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
+    threshold: int = typer.Option(5, min=2, help="counts below this are suppressed"),
+    out: Path | None = typer.Option(None, help="write the CSV here (stdout when omitted)"),
+) -> None:
     """Anonymised counts per programme × school × year group × sex, small numbers suppressed (ISP §2.4)."""
     from ..domain.statistics import build_tables, render_csv, suppress
 

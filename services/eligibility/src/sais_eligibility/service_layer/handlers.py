@@ -55,7 +55,6 @@ class EligibilityService(FollowsProtocol):
     outbox: Outbox
     clock: Clock
 
-
     # --- pupils ---------------------------------------------------------------------------
 
     async def handle_pupils(self, events: list[PupilRecorded]) -> None:
@@ -110,11 +109,31 @@ class EligibilityService(FollowsProtocol):
             target = roll_forward(e.year_group, self.protocol.source(e.source).roll_forward_years)
             dob_year = expected_year_group(personal.date_of_birth, start)
             content_key = kek.blind_index(personal.model_dump_json())
-            inserts.append((e.record_id, e.extract_id, year, pupil_id, e.match_key, postcode_key, content_key,
-                            e.source, e.reference_date, e.occurred_at, e.school_dfe, e.school_name, e.year_group,
-                            target, dob_year, e.gender, e.personal.key_id, e.personal.model_dump_json()))
-            findings += [(year, pupil_id, code, detail, e.school_dfe)
-                         for code, detail in match_findings(m, target, dob_year)]
+            inserts.append(
+                (
+                    e.record_id,
+                    e.extract_id,
+                    year,
+                    pupil_id,
+                    e.match_key,
+                    postcode_key,
+                    content_key,
+                    e.source,
+                    e.reference_date,
+                    e.occurred_at,
+                    e.school_dfe,
+                    e.school_name,
+                    e.year_group,
+                    target,
+                    dob_year,
+                    e.gender,
+                    e.personal.key_id,
+                    e.personal.model_dump_json(),
+                )
+            )
+            findings += [
+                (year, pupil_id, code, detail, e.school_dfe) for code, detail in match_findings(m, target, dob_year)
+            ]
             remember(candidates[e.match_key], pupil_id, postcode_key, e.extract_id)  # for later rows of the batch
             touched.add(pupil_id)
 
@@ -124,8 +143,9 @@ class EligibilityService(FollowsProtocol):
 
     # --- cohort ---------------------------------------------------------------------------
 
-    async def _recompute(self, repo: Repository, year: str, pupil_ids: set[UUID],
-                         opened: dict[UUID, PupilPersonal] | None = None) -> None:
+    async def _recompute(
+        self, repo: Repository, year: str, pupil_ids: set[UUID], opened: dict[UUID, PupilPersonal] | None = None
+    ) -> None:
         """Bring the cohort of these children in line with their active records; write the outbox.
         ``opened``: personal fields already opened in this batch, by record id."""
         rules = self.rules.get(year)
@@ -138,23 +158,40 @@ class EligibilityService(FollowsProtocol):
         keys = await self.keys.get_many({r["key_id"] for rows in records.values() for r in rows})
         out = _CohortWrites()
         for pupil_id in pupil_ids:
-            self._recompute_child(out, year, rules, pupil_id, records.get(pupil_id, []), held.get(pupil_id, {}),
-                                  keys, opened or {})
+            self._recompute_child(
+                out, year, rules, pupil_id, records.get(pupil_id, []), held.get(pupil_id, {}), keys, opened or {}
+            )
         await repo.save_cohort(out.upserts, out.withdrawals, out.outbox)
         await repo.add_findings(out.findings)
         for (key, change), n in out.changes.items():
             ops.COHORT_EVENTS.labels(key, change).inc(n)
 
-    def _recompute_child(self, out: _CohortWrites, year: str, rules: YearRules, pupil_id: UUID,
-                         raw: list[Row], held: dict[str, Held], keys, opened: dict) -> None:
+    def _recompute_child(
+        self,
+        out: _CohortWrites,
+        year: str,
+        rules: YearRules,
+        pupil_id: UUID,
+        raw: list[Row],
+        held: dict[str, Held],
+        keys,
+        opened: dict,
+    ) -> None:
         """One child: what the rules want from its records, diffed against what was published."""
         records = [_record(r) for r in raw]
         raw_by_id = {r["record_id"]: r for r in raw}
         programmes = {p.key: p for p in rules.programmes}
         wanted = memberships(records, rules)
         for key in unknown_sex_findings(records, rules):
-            out.findings.append((year, pupil_id, f"unknown-sex:{key}",
-                                 f"sex not known; {key} is for {programmes[key].sexes} only", records[0].school_dfe))
+            out.findings.append(
+                (
+                    year,
+                    pupil_id,
+                    f"unknown-sex:{key}",
+                    f"sex not known; {key} is for {programmes[key].sexes} only",
+                    records[0].school_dfe,
+                )
+            )
         fingerprints = {key: _fingerprint(raw_by_id[mem.record.record_id]) for key, mem in wanted.items()}
         now = self.clock.now()
         for change in diff_cohort(fingerprints, held):
@@ -162,34 +199,83 @@ class EligibilityService(FollowsProtocol):
             if change.kind == "withdrawn":
                 p = programmes.get(key)
                 ev = CohortMemberWithdrawn(
-                    event_id=stable_id("cohort", year, key, pupil_id, revision), occurred_at=now,
-                    academic_year=year, programme=p.id if p else key.split("-dose-")[0],
-                    dose=p.dose if p else None, pupil_id=pupil_id, revision=revision,
-                    reason="no longer in the cohort after a replacement dataset (ISP §9.6)" if not raw
-                    else "details changed: no longer eligible")
+                    event_id=stable_id("cohort", year, key, pupil_id, revision),
+                    occurred_at=now,
+                    academic_year=year,
+                    programme=p.id if p else key.split("-dose-")[0],
+                    dose=p.dose if p else None,
+                    pupil_id=pupil_id,
+                    revision=revision,
+                    reason="no longer in the cohort after a replacement dataset (ISP §9.6)"
+                    if not raw
+                    else "details changed: no longer eligible",
+                )
                 out.withdrawals.append((year, key, pupil_id, revision))
             else:
                 mem = wanted[key]
                 row = raw_by_id[mem.record.record_id]
-                ev = self._member_event(year, mem, row, change.kind, revision, keys[row["key_id"]],
-                                        opened.get(row["record_id"]), sorted({r.extract_id for r in records}, key=str))
-                out.upserts.append((year, key, pupil_id, mem.programme.dose, "active", fingerprints[key], revision,
-                                    row["record_id"], row["school_dfe"], row["year_group"], row["gender"]))
+                ev = self._member_event(
+                    year,
+                    mem,
+                    row,
+                    change.kind,
+                    revision,
+                    keys[row["key_id"]],
+                    opened.get(row["record_id"]),
+                    sorted({r.extract_id for r in records}, key=str),
+                )
+                out.upserts.append(
+                    (
+                        year,
+                        key,
+                        pupil_id,
+                        mem.programme.dose,
+                        "active",
+                        fingerprints[key],
+                        revision,
+                        row["record_id"],
+                        row["school_dfe"],
+                        row["year_group"],
+                        row["gender"],
+                    )
+                )
             out.outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
             out.changes[(key, change.kind)] += 1
 
-    def _member_event(self, year: str, mem, row: Row, change: str, revision: int, key_obj,
-                      details: PupilPersonal | None, lineage: list[UUID]) -> CohortMemberAdded:
+    def _member_event(
+        self,
+        year: str,
+        mem,
+        row: Row,
+        change: str,
+        revision: int,
+        key_obj,
+        details: PupilPersonal | None,
+        lineage: list[UUID],
+    ) -> CohortMemberAdded:
         """The cohort event of a child's membership, personal fields sealed to the event."""
-        details = details or key_obj.open_model(Sealed.model_validate_json(row["personal"]), PupilPersonal,
-                                                record_aad(row))
+        details = details or key_obj.open_model(
+            Sealed.model_validate_json(row["personal"]), PupilPersonal, record_aad(row)
+        )
         ev = CohortMemberAdded(
             event_id=stable_id("cohort", year, mem.programme.key, row["pupil_id"], revision),
-            occurred_at=self.clock.now(), change=change, academic_year=year, programme=mem.programme.id,
-            dose=mem.programme.dose, pupil_id=row["pupil_id"], school_dfe=row["school_dfe"],
-            school_name=row["school_name"], year_group=row["year_group"], gender=row["gender"], source=row["source"],
-            reference_date=row["reference_date"], received_at=row["received_at"], extract_ids=lineage,
-            revision=revision, personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""))
+            occurred_at=self.clock.now(),
+            change=change,
+            academic_year=year,
+            programme=mem.programme.id,
+            dose=mem.programme.dose,
+            pupil_id=row["pupil_id"],
+            school_dfe=row["school_dfe"],
+            school_name=row["school_name"],
+            year_group=row["year_group"],
+            gender=row["gender"],
+            source=row["source"],
+            reference_date=row["reference_date"],
+            received_at=row["received_at"],
+            extract_ids=lineage,
+            revision=revision,
+            personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""),
+        )
         return ev.model_copy(update={"personal": key_obj.seal_model(details, ev.aad())})
 
     # --- extracts and replacement datasets -------------------------------------------------
@@ -197,9 +283,22 @@ class EligibilityService(FollowsProtocol):
     async def handle_extracts(self, events: list[ExtractCompleted]) -> None:
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in events])
-            await repo.add_extracts([
-                (e.extract_id, e.source, e.reference_date, e.target_academic_year, e.accepted, e.supersedes,
-                 e.key_id, e.occurred_at) for e in events if e.event_id in fresh])
+            await repo.add_extracts(
+                [
+                    (
+                        e.extract_id,
+                        e.source,
+                        e.reference_date,
+                        e.target_academic_year,
+                        e.accepted,
+                        e.supersedes,
+                        e.key_id,
+                        e.occurred_at,
+                    )
+                    for e in events
+                    if e.event_id in fresh
+                ]
+            )
             for year in sorted({e.target_academic_year for e in events}):
                 await repo.lock_year(year, exclusive=True)
                 await self._reconcile_ready(repo, year)
@@ -212,8 +311,12 @@ class EligibilityService(FollowsProtocol):
             if r["supersedes"] is not None:
                 retired = await repo.retire_extract(r["supersedes"])
                 await self._recompute(repo, year, retired)
-                log.info("extract.replaced", extract_id=str(r["extract_id"]), superseded=str(r["supersedes"]),
-                         records_retired=len(retired))
+                log.info(
+                    "extract.replaced",
+                    extract_id=str(r["extract_id"]),
+                    superseded=str(r["supersedes"]),
+                    records_retired=len(retired),
+                )
             await repo.mark_reconciled(r["extract_id"])
             log.info("extract.reconciled", extract_id=str(r["extract_id"]), academic_year=year)
 
@@ -238,8 +341,12 @@ def match_findings(m, target: str, dob_year: str) -> list[tuple[str, str]]:
     """What a data officer should look at about one matched row: (code, detail)."""
     out = []
     if m.postcode_differs:
-        out.append(("matched-postcode-differs",
-                    "matched on name and date of birth; postcode differs (a move, or two children?)"))
+        out.append(
+            (
+                "matched-postcode-differs",
+                "matched on name and date of birth; postcode differs (a move, or two children?)",
+            )
+        )
     if m.ambiguous:
         out.append(("ambiguous-match", "same name and date of birth as two or more children; not merged"))
     if dob_year != target:
@@ -252,17 +359,26 @@ def remember(candidates: list[Candidate], pupil_id: UUID, postcode_key: str, ext
     existing = next((c for c in candidates if c.pupil_id == pupil_id), None)
     if existing:
         candidates.remove(existing)
-        candidates.append(Candidate(pupil_id, existing.postcode_keys | {postcode_key},
-                                    existing.extract_ids | {extract_id}))
+        candidates.append(
+            Candidate(pupil_id, existing.postcode_keys | {postcode_key}, existing.extract_ids | {extract_id})
+        )
     else:
         candidates.append(Candidate(pupil_id, frozenset({postcode_key}), frozenset({extract_id})))
 
 
 def record_aad(row: Row) -> bytes:
     """The context a stored record's sealed fields were sealed under (its pupil event's)."""
-    return pupil_aad(row["extract_id"], row["record_id"], source=row["source"], reference_date=row["reference_date"],
-                     school_dfe=row["school_dfe"], school_name=row["school_name"],
-                     year_group=row["recorded_year_group"], gender=row["gender"], match_key=row["match_key"])
+    return pupil_aad(
+        row["extract_id"],
+        row["record_id"],
+        source=row["source"],
+        reference_date=row["reference_date"],
+        school_dfe=row["school_dfe"],
+        school_name=row["school_name"],
+        year_group=row["recorded_year_group"],
+        gender=row["gender"],
+        match_key=row["match_key"],
+    )
 
 
 def _fingerprint(row: Row) -> str:
@@ -270,5 +386,16 @@ def _fingerprint(row: Row) -> str:
 
 
 def _record(r: Row) -> Record:
-    return Record(r["record_id"], r["extract_id"], r["pupil_id"], r["source"], r["reference_date"],
-                  r["received_at"], r["school_dfe"], r["school_name"], r["year_group"], r["gender"], r["key_id"])
+    return Record(
+        r["record_id"],
+        r["extract_id"],
+        r["pupil_id"],
+        r["source"],
+        r["reference_date"],
+        r["received_at"],
+        r["school_dfe"],
+        r["school_name"],
+        r["year_group"],
+        r["gender"],
+        r["key_id"],
+    )

@@ -127,11 +127,39 @@ class XlsxExtract:
             wb.close()
 
 
-CTF_HEADERS = ["School DfE Number", "School Name", "Year Group", "Surname", "Forename", "DOB", "Gender", "SAON",
-               "PAON", "Street", "Locality", "Town", "County", "Address Line 1", "Address Line 2", "Address Line 3",
-               "Address Line 4", "Address Line 5", "Postcode"]
-_USED_CTF = {"Surname", "LegalSurname", "Forename", "LegalForename", "DOB", "Sex", "Gender", "BasicDetails",
-             "Address", "NCyearActual"}
+CTF_HEADERS = [
+    "School DfE Number",
+    "School Name",
+    "Year Group",
+    "Surname",
+    "Forename",
+    "DOB",
+    "Gender",
+    "SAON",
+    "PAON",
+    "Street",
+    "Locality",
+    "Town",
+    "County",
+    "Address Line 1",
+    "Address Line 2",
+    "Address Line 3",
+    "Address Line 4",
+    "Address Line 5",
+    "Postcode",
+]
+_USED_CTF = {
+    "Surname",
+    "LegalSurname",
+    "Forename",
+    "LegalForename",
+    "DOB",
+    "Sex",
+    "Gender",
+    "BasicDetails",
+    "Address",
+    "NCyearActual",
+}
 
 
 def _local(tag: str) -> str:
@@ -159,8 +187,9 @@ class CtfExtract:
         school_dfe = school_name = ""
         n = 0
         try:
-            for _event, el in DefusedET.iterparse(str(self.path), events=("end",), forbid_dtd=True,
-                                                   forbid_entities=True, forbid_external=True):
+            for _event, el in DefusedET.iterparse(
+                str(self.path), events=("end",), forbid_dtd=True, forbid_entities=True, forbid_external=True
+            ):
                 tag = _local(el.tag)
                 if tag == "SourceSchool":
                     school_dfe = _find_text(el, "LEA") + _find_text(el, "Estab")
@@ -170,8 +199,9 @@ class CtfExtract:
                     yield n, self._pupil(el, school_dfe, school_name)
                     el.clear()  # flat memory: a processed pupil is dropped
         except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
-            raise ExtractFileError(f"the XML file uses a DTD or entities, which are refused: {type(exc).__name__}") \
-                from None
+            raise ExtractFileError(
+                f"the XML file uses a DTD or entities, which are refused: {type(exc).__name__}"
+            ) from None
         except DefusedET.ParseError as exc:
             raise ExtractFileError(f"the XML file is not well formed (after record {n}): {exc}") from None
         if n == 0 and not school_dfe:
@@ -191,14 +221,29 @@ class CtfExtract:
         self.dropped |= {_local(c.tag) for c in el} - _USED_CTF
         scopes = [el] + [c for c in el if _local(c.tag) == "BasicDetails"]
         addr = next((c for scope in scopes for c in scope if _local(c.tag) == "Address"), None)
-        bs = {k: _find_text(addr, k) if addr is not None else "" for k in
-              ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")}
+        bs = {
+            k: _find_text(addr, k) if addr is not None else ""
+            for k in ("SAON", "PAON", "Street", "Locality", "Town", "AdministrativeArea", "PostTown")
+        }
         lines = [_find_text(addr, f"AddressLine{i}") if addr is not None else "" for i in range(1, 6)]
         own = self._own
-        return [school_dfe, school_name, own(el, "NCyearActual"), own(el, "LegalSurname", "Surname"),
-                own(el, "LegalForename", "Forename"), own(el, "DOB"), own(el, "Sex", "Gender"), bs["SAON"], bs["PAON"], bs["Street"],
-                bs["Locality"], bs["Town"] or bs["PostTown"], bs["AdministrativeArea"], *lines,
-                _find_text(addr, "PostCode", "Postcode") if addr is not None else ""]
+        return [
+            school_dfe,
+            school_name,
+            own(el, "NCyearActual"),
+            own(el, "LegalSurname", "Surname"),
+            own(el, "LegalForename", "Forename"),
+            own(el, "DOB"),
+            own(el, "Sex", "Gender"),
+            bs["SAON"],
+            bs["PAON"],
+            bs["Street"],
+            bs["Locality"],
+            bs["Town"] or bs["PostTown"],
+            bs["AdministrativeArea"],
+            *lines,
+            _find_text(addr, "PostCode", "Postcode") if addr is not None else "",
+        ]
 
 
 def open_extract(path: Path, facts: FileFacts) -> CsvExtract | XlsxExtract | CtfExtract:

@@ -20,8 +20,11 @@ def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
         # Never echo the cells: a file without a header row has a child's details in its first row.
         known = set(mapping) | {i for i, h in enumerate(headers) if h.strip() in dropped}
         unknown = [str(i + 1) for i, h in enumerate(headers) if h.strip() and i not in known]
-        found = (f"recognised: {', '.join(mapping[i] for i in sorted(mapping))}" if mapping
-                 else "no recognised column header: is the first row a header row?")
+        found = (
+            f"recognised: {', '.join(mapping[i] for i in sorted(mapping))}"
+            if mapping
+            else "no recognised column header: is the first row a header row?"
+        )
         raise ExtractFileError(
             f"required column(s) missing: {', '.join(missing)}; the header row has {len(headers)} column(s), "
             f"{found}" + (f"; not recognised: column(s) {', '.join(unknown)}" if unknown else "")
@@ -29,8 +32,15 @@ def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
     return mapping, dropped
 
 
-def classify_row(row_number: int, cells: list[str], mapping: dict[int, str], *, rule: SourceRule,
-                 protocol: Protocol, reference_date: date) -> Outcome | None:
+def classify_row(
+    row_number: int,
+    cells: list[str],
+    mapping: dict[int, str],
+    *,
+    rule: SourceRule,
+    protocol: Protocol,
+    reference_date: date,
+) -> Outcome | None:
     """One row's outcome; None for a blank line, which is not a row."""
     if not any(c.strip() for c in cells):
         return None
@@ -38,10 +48,15 @@ def classify_row(row_number: int, cells: list[str], mapping: dict[int, str], *, 
     return validate_row(raw, row_number, source=rule, protocol=protocol, reference_date=reference_date)
 
 
-def classify(rows: Iterable[tuple[int, list[str]]], mapping: dict[int, str], *, rule: SourceRule,
-             protocol: Protocol, reference_date: date) -> Iterator[tuple[int, Outcome]]:
+def classify(
+    rows: Iterable[tuple[int, list[str]]],
+    mapping: dict[int, str],
+    *,
+    rule: SourceRule,
+    protocol: Protocol,
+    reference_date: date,
+) -> Iterator[tuple[int, Outcome]]:
     for row_number, cells in rows:
-        outcome = classify_row(row_number, cells, mapping, rule=rule, protocol=protocol,
-                               reference_date=reference_date)
+        outcome = classify_row(row_number, cells, mapping, rule=rule, protocol=protocol, reference_date=reference_date)
         if outcome is not None:
             yield row_number, outcome

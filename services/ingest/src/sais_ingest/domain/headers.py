@@ -8,14 +8,40 @@ from __future__ import annotations
 import re
 
 ALIASES: dict[str, tuple[str, ...]] = {
-    "school_dfe": ("school dfe number", "school dfe no", "dfe number", "dfe no", "dfe", "laestab",
-                   "la estab", "dfes number", "school dfe", "estab number"),
+    "school_dfe": (
+        "school dfe number",
+        "school dfe no",
+        "dfe number",
+        "dfe no",
+        "dfe",
+        "laestab",
+        "la estab",
+        "dfes number",
+        "school dfe",
+        "estab number",
+    ),
     "school_name": ("school name", "school", "establishment name", "school attending"),
-    "year_group": ("year group", "nc year", "ncyearactual", "nc year actual", "year", "yeargroup",
-                   "national curriculum year", "year of entry", "entry year group"),
+    "year_group": (
+        "year group",
+        "nc year",
+        "ncyearactual",
+        "nc year actual",
+        "year",
+        "yeargroup",
+        "national curriculum year",
+        "year of entry",
+        "entry year group",
+    ),
     "surname": ("surname", "legal surname", "last name", "family name", "pupil surname", "legalsurname"),
-    "forename": ("forename", "legal forename", "first name", "given name", "pupil forename",
-                 "legalforename", "forenames"),
+    "forename": (
+        "forename",
+        "legal forename",
+        "first name",
+        "given name",
+        "pupil forename",
+        "legalforename",
+        "forenames",
+    ),
     "date_of_birth": ("date of birth", "dob", "birth date", "birthdate"),
     "gender": ("gender", "sex"),
     "address_1": ("address line 1", "address 1", "address1", "addr1", "address"),
@@ -32,8 +58,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "postcode": ("postcode", "post code", "postal code", "zip"),
 }
 
-REQUIRED = ("school_dfe", "school_name", "year_group", "surname", "forename", "date_of_birth",
-            "gender", "postcode")
+REQUIRED = ("school_dfe", "school_name", "year_group", "surname", "forename", "date_of_birth", "gender", "postcode")
 
 _LOOKUP = {alias: field for field, aliases in ALIASES.items() for alias in aliases}
 

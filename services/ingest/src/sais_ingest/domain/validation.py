@@ -15,8 +15,20 @@ _NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)
 _YEAR = re.compile(r"(?:y(?:ea)?r?\s*)?(\d{1,2})", re.IGNORECASE)
 _DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{1,4})")
 _YMD = re.compile(r"(\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ]00:00(?::00)?)?")
-GENDERS = {"m": "M", "male": "M", "boy": "M", "f": "F", "female": "F", "girl": "F",
-           "u": "U", "unknown": "U", "not known": "U", "not specified": "U", "x": "U", "": "U"}
+GENDERS = {
+    "m": "M",
+    "male": "M",
+    "boy": "M",
+    "f": "F",
+    "female": "F",
+    "girl": "F",
+    "u": "U",
+    "unknown": "U",
+    "not known": "U",
+    "not specified": "U",
+    "x": "U",
+    "": "U",
+}
 MAX_NAME = 100
 
 
@@ -62,10 +74,13 @@ def _name(value: str, fld: str, problems: list[Problem]) -> str:
     elif len(v) > MAX_NAME:
         problems.append(Problem(fld, f"{fld}.too_long", f"{fld} is longer than {MAX_NAME} characters"))
     elif not _NAME.fullmatch(v):
-        problems.append(Problem(
-            fld, f"{fld}.characters",
-            f"{fld} has characters other than letters, spaces, apostrophes, hyphens and full stops",
-        ))
+        problems.append(
+            Problem(
+                fld,
+                f"{fld}.characters",
+                f"{fld} has characters other than letters, spaces, apostrophes, hyphens and full stops",
+            )
+        )
     return v
 
 
@@ -91,11 +106,17 @@ def validate_row(
 
     dfe = "".join(row.get("school_dfe", "").split()).replace("/", "")
     if not re.fullmatch(r"\d{7}", dfe):
-        problems.append(Problem("school_dfe", "school_dfe.format",
-                                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001 or 937/2001"))
+        problems.append(
+            Problem(
+                "school_dfe",
+                "school_dfe.format",
+                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001 or 937/2001",
+            )
+        )
     elif dfe[:3] not in protocol.la_codes:
-        problems.append(Problem("school_dfe", "school_dfe.la",
-                                f"DfE number's LA part is not one of {protocol.la_codes}"))
+        problems.append(
+            Problem("school_dfe", "school_dfe.la", f"DfE number's LA part is not one of {protocol.la_codes}")
+        )
 
     school_name = " ".join(row.get("school_name", "").split())
     if not school_name:
@@ -105,8 +126,9 @@ def validate_row(
 
     year_group = parse_year_group(row.get("year_group", ""))
     if year_group is None:
-        problems.append(Problem("year_group", "year_group.format",
-                                "year group not recognised: use R, Reception, Y3, Year 3 or 3"))
+        problems.append(
+            Problem("year_group", "year_group.format", "year group not recognised: use R, Reception, Y3, Year 3 or 3")
+        )
 
     surname = _name(row.get("surname", ""), "surname", problems)
     forename = _name(row.get("forename", ""), "forename", problems)
@@ -117,8 +139,13 @@ def validate_row(
     elif dob is not None:
         age = age_on(dob, reference_date)
         if not 2 <= age <= 19:
-            problems.append(Problem("date_of_birth", "date_of_birth.school_age",
-                                    f"not of school age on the reference date {reference_date.isoformat()} (age {age})"))
+            problems.append(
+                Problem(
+                    "date_of_birth",
+                    "date_of_birth.school_age",
+                    f"not of school age on the reference date {reference_date.isoformat()} (age {age})",
+                )
+            )
 
     g_raw = " ".join(row.get("gender", "").split()).lower()
     gender = GENDERS.get(g_raw)
@@ -148,8 +175,12 @@ def validate_row(
     target = target_year_group(source, year_group)
     expected = expected_year_group(dob, source.target_academic_year(reference_date))
     if expected != target:
-        warnings.append(Problem("year_group", "year_group.out_of_year_group",
-                                f"date of birth implies year {expected}, recorded year implies {target}"))
+        warnings.append(
+            Problem(
+                "year_group",
+                "year_group.out_of_year_group",
+                f"date of birth implies year {expected}, recorded year implies {target}",
+            )
+        )
 
-    return CleanRow(row_number, dfe, school_name, year_group, surname, forename, dob, gender, lines,
-                    postcode, warnings)
+    return CleanRow(row_number, dfe, school_name, year_group, surname, forename, dob, gender, lines, postcode, warnings)

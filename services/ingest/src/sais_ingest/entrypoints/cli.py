@@ -27,12 +27,16 @@ console = Console(stderr=True)
 def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
     status = "DUPLICATE (already ingested; nothing published)" if rep.duplicate else "ingested"
     out.print(f"[bold]{rep.file_name}[/] → {status}")
-    out.print(f"  extract {rep.extract_id}  source {rep.source}  reference date {rep.reference_date}  "
-              f"target year {rep.target_academic_year}")
+    out.print(
+        f"  extract {rep.extract_id}  source {rep.source}  reference date {rep.reference_date}  "
+        f"target year {rep.target_academic_year}"
+    )
     if rep.supersedes:
         out.print(f"  replacement dataset: supersedes extract {rep.supersedes} (ISP §9.6)")
-    out.print(f"  rows in {rep.rows_in} = accepted {rep.accepted} + rejected {rep.rejected} + "
-              f"out of scope {rep.out_of_scope}   warnings {rep.warnings}")
+    out.print(
+        f"  rows in {rep.rows_in} = accepted {rep.accepted} + rejected {rep.rejected} + "
+        f"out of scope {rep.out_of_scope}   warnings {rep.warnings}"
+    )
     if rep.dropped_columns:
         out.print(f"  columns dropped (not allowed by ISP §6.1): {', '.join(rep.dropped_columns)}")
     if rep.rejections:
@@ -43,11 +47,27 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
         if len(rep.rejections) > max_rows:
             out.print(f"  … {len(rep.rejections) - max_rows} more in the report (--json)")
     if rep.dip_sample:
-        t = Table("row", "school", "year", "surname", "forename", "date of birth", "postcode",
-                  title="Dip sample for spot-checking against the source (ISP §9.3)", title_justify="left")
+        t = Table(
+            "row",
+            "school",
+            "year",
+            "surname",
+            "forename",
+            "date of birth",
+            "postcode",
+            title="Dip sample for spot-checking against the source (ISP §9.3)",
+            title_justify="left",
+        )
         for r in rep.dip_sample:
-            t.add_row(str(r["row_number"]), r["school_dfe"], r["year_group"], r["surname"], r["forename"],
-                      r["date_of_birth"], r["postcode"])
+            t.add_row(
+                str(r["row_number"]),
+                r["school_dfe"],
+                r["year_group"],
+                r["surname"],
+                r["forename"],
+                r["date_of_birth"],
+                r["postcode"],
+            )
         out.print(t)
     if rep.warning_rows:
         t = Table("row", "field", "warning", title="Warnings", title_justify="left")
@@ -77,11 +97,18 @@ def ingest_file_cmd(
 
     async def run() -> ExtractReport:
         async with ingest_session() as session:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
-                          TimeElapsedColumn(), console=console, disable=not show_progress) as bar:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TextColumn("{task.completed:,} rows"),
+                TimeElapsedColumn(),
+                console=console,
+                disable=not show_progress,
+            ) as bar:
                 task = bar.add_task(f"ingesting {path.name}", total=None)
-                return await session.service.file(path, source=source, reference_date=ref,
-                                                  progress=lambda n: bar.update(task, completed=n))
+                return await session.service.file(
+                    path, source=source, reference_date=ref, progress=lambda n: bar.update(task, completed=n)
+                )
 
     try:
         rep = asyncio.run(run())

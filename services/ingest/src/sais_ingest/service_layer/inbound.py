@@ -55,8 +55,9 @@ class InboundService(FollowsProtocol):
     async def handle(self, messages: list) -> None:
         for m in messages:  # in order: one extract's messages share a key, hence a partition
             if isinstance(m, InboundExtractStarted):
-                await self.staging.started(m.extract_ref, m.source, m.reference_date, m.originator_system,
-                                           m.model_dump_json())
+                await self.staging.started(
+                    m.extract_ref, m.source, m.reference_date, m.originator_system, m.model_dump_json()
+                )
             elif isinstance(m, InboundRecord):
                 if not await self.staging.stage(m.extract_ref, m.seq, m.nonce, m.ciphertext):
                     log.warning("inbound.record_without_start", extract_ref=m.extract_ref, seq=m.seq)
@@ -82,8 +83,13 @@ class InboundService(FollowsProtocol):
             await self._incomplete(m.extract_ref, str(exc))
             return None
         await self.staging.ingested(m.extract_ref, report.extract_id)
-        log.info("inbound.ingested", extract_ref=m.extract_ref, extract_id=str(report.extract_id),
-                 rows_in=report.rows_in, accepted=report.accepted)
+        log.info(
+            "inbound.ingested",
+            extract_ref=m.extract_ref,
+            extract_id=str(report.extract_id),
+            rows_in=report.rows_in,
+            accepted=report.accepted,
+        )
         return report
 
     async def _check_staged(self, m: InboundExtractCompleted) -> None:
@@ -91,8 +97,10 @@ class InboundService(FollowsProtocol):
         n, lo, hi = await self.staging.count(m.extract_ref)
         if (n, lo or 1, hi or 0) != (m.record_count, 1, m.record_count):  # seq is unique: 1..n all there
             missing = await self.staging.missing(m.extract_ref, m.record_count)
-            raise _Refused(f"received {n} of {m.record_count} records"
-                           + (f"; missing seq {missing}" if missing else "; unexpected extra records"))
+            raise _Refused(
+                f"received {n} of {m.record_count} records"
+                + (f"; missing seq {missing}" if missing else "; unexpected extra records")
+            )
         digest = hashlib.sha256()
         first = True
         async for r in self.staging.records(m.extract_ref):
@@ -112,8 +120,10 @@ class InboundService(FollowsProtocol):
         try:
             return InboundExtractReader(self.private_key.read_bytes(), started)
         except ValueError:
-            raise _Refused(f"the extract key does not unwrap with inbound key "
-                           f"{started.encryption.recipient_key_id!r}: sealed for another key?") from None
+            raise _Refused(
+                f"the extract key does not unwrap with inbound key "
+                f"{started.encryption.recipient_key_id!r}: sealed for another key?"
+            ) from None
 
     async def _scan(self, ref: str, reader: InboundExtractReader) -> tuple[list[str], str]:
         """Pass 1 (streamed): every record opens; the columns, and the content hash that recognises a re-send."""
@@ -123,14 +133,21 @@ class InboundService(FollowsProtocol):
             try:
                 row = reader.open(r["seq"], r["nonce"], r["ciphertext"])
             except (InvalidTag, ValueError):
-                raise _Refused(f"record {r['seq']} cannot be opened (tampered, or sealed with another key); "
-                               "nothing was ingested") from None
+                raise _Refused(
+                    f"record {r['seq']} cannot be opened (tampered, or sealed with another key); nothing was ingested"
+                ) from None
             headers += [k for k in row if k not in headers]
             content.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode() + b"\n")
         return headers, content.hexdigest()
 
-    async def _ingest(self, ref: str, started: InboundExtractStarted, reader: InboundExtractReader,
-                      headers: list[str], content_sha256: str) -> ExtractReport:
+    async def _ingest(
+        self,
+        ref: str,
+        started: InboundExtractStarted,
+        reader: InboundExtractReader,
+        headers: list[str],
+        content_sha256: str,
+    ) -> ExtractReport:
         async def table():  # pass 2 (streamed): the rows themselves
             yield 0, headers
             async for r in self.staging.records(ref):
@@ -139,9 +156,11 @@ class InboundService(FollowsProtocol):
 
         try:
             return await self.ingest.extract(
-                ExtractInput(table(), content_sha256, "inbound-event", f"inbound:{ref}", started.source,
-                             started.reference_date),
-                actor=f"inbound:{started.originator_system}")
+                ExtractInput(
+                    table(), content_sha256, "inbound-event", f"inbound:{ref}", started.source, started.reference_date
+                ),
+                actor=f"inbound:{started.originator_system}",
+            )
         except (ProtocolError, ExtractFileError) as exc:
             # Permanent for these records: report it; a matching extract-completed re-sent later (after the
             # protocol or the extract is fixed) completes it. Retrying now would block the partition.
@@ -151,6 +170,12 @@ class InboundService(FollowsProtocol):
         if create:
             await self.staging.incomplete(ref, problem)
         ops.INBOUND_INCOMPLETE.inc()
-        await audit(self.staging.pool, "ingest", "inbound.incomplete", f"inbound:{ref}", {"problem": problem},
-                    self.protocol.version)
+        await audit(
+            self.staging.pool,
+            "ingest",
+            "inbound.incomplete",
+            f"inbound:{ref}",
+            {"problem": problem},
+            self.protocol.version,
+        )
         log.warning("inbound.incomplete", extract_ref=ref, problem=problem)

@@ -35,8 +35,13 @@ class DeletionPlan:
 def plan_deletion(due: ScheduledDeletion, live_transfers: Iterable[ScheduledDeletion]) -> DeletionPlan:
     """Extracts and keys that another live transfer also carried stay until that one is due; an
     undelivered extract that was delivered after all is covered by the transfer's deletion."""
-    overlapping = [t for t in live_transfers if t.subject != due.subject and t.rule == RULE_TRANSFER
-                   and (set(t.extract_ids) & set(due.extract_ids) or set(t.key_ids) & set(due.key_ids))]
+    overlapping = [
+        t
+        for t in live_transfers
+        if t.subject != due.subject
+        and t.rule == RULE_TRANSFER
+        and (set(t.extract_ids) & set(due.extract_ids) or set(t.key_ids) & set(due.key_ids))
+    ]
     if due.rule == RULE_UNDELIVERED and overlapping:
         return DeletionPlan(covered=True)
     kept_extracts = {x for t in overlapping for x in t.extract_ids}
@@ -46,7 +51,8 @@ def plan_deletion(due: ScheduledDeletion, live_transfers: Iterable[ScheduledDele
         extract_ids=[x for x in due.extract_ids if x not in kept_extracts],
         key_ids=[k for k in due.key_ids if k not in kept_keys],
         batch_ids=[batch] if batch else [],
-        keys_retained={str(k): s for k, s in kept_keys.items() if k in set(due.key_ids)})
+        keys_retained={str(k): s for k, s in kept_keys.items() if k in set(due.key_ids)},
+    )
 
 
 def awaiting(owners: Sequence[str], confirmed: Iterable[str]) -> list[str]:

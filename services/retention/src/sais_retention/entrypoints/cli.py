@@ -26,8 +26,10 @@ async def _await_certificates(svc, request_ids, wait_s: float) -> list[dict]:
     """Poll until the running retention service has certified these requests (or the wait is over)."""
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
-        rows = await svc.pool.fetch("SELECT subject, completed_at, certificate_id FROM retention.requests "
-                                    "WHERE request_id = ANY($1)", list(request_ids))
+        rows = await svc.pool.fetch(
+            "SELECT subject, completed_at, certificate_id FROM retention.requests WHERE request_id = ANY($1)",
+            list(request_ids),
+        )
         if all(r["completed_at"] for r in rows) or asyncio.get_running_loop().time() >= deadline:
             return [dict(r) for r in rows]
         await asyncio.sleep(0.5)
@@ -36,8 +38,16 @@ async def _await_certificates(svc, request_ids, wait_s: float) -> list[dict]:
 def _report(requests, certified: list[dict], as_json: bool) -> None:
     done = {r["subject"]: r for r in certified}
     if as_json:
-        typer.echo(json.dumps([r.model_dump(mode="json") | {"certificate_id": str(done.get(r.subject, {}).get(
-            "certificate_id") or "") or None} for r in requests], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    r.model_dump(mode="json")
+                    | {"certificate_id": str(done.get(r.subject, {}).get("certificate_id") or "") or None}
+                    for r in requests
+                ],
+                indent=2,
+            )
+        )
         return
     if not requests:
         Console().print("no deletions due")
@@ -49,14 +59,18 @@ def _report(requests, certified: list[dict], as_json: bool) -> None:
             outcome = "nothing was held: no certificate"
         else:
             outcome = "certificate when every owner has confirmed (`sais retention requests`)"
-        Console().print(f"{r.subject} ({r.rule}): {len(r.key_ids)} data key(s) destroyed; deletion requested from "
-                        f"{', '.join(r.owners)}; {outcome}")
+        Console().print(
+            f"{r.subject} ({r.rule}): {len(r.key_ids)} data key(s) destroyed; deletion requested from "
+            f"{', '.join(r.owners)}; {outcome}"
+        )
 
 
 @app.command("run")
-def run(now: str | None = typer.Option(None, help="run as if today were this date (YYYY-MM-DD)"),
-        wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificates"),
-        as_json: bool = typer.Option(False, "--json", help="print the requests as JSON")) -> None:
+def run(
+    now: str | None = typer.Option(None, help="run as if today were this date (YYYY-MM-DD)"),
+    wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificates"),
+    as_json: bool = typer.Option(False, "--json", help="print the requests as JSON"),
+) -> None:
     """Run every deletion due on or before today (or --now): destroy the data keys at once, and ask the
     services that hold rows to delete them; the certificate follows their confirmations."""
     today = date.fromisoformat(now) if now else None
@@ -64,6 +78,7 @@ def run(now: str | None = typer.Option(None, help="run as if today were this dat
     async def go(svc):
         requests = await svc.run_due(today, actor=getpass.getuser())
         return requests, await _await_certificates(svc, [r.request_id for r in requests], wait) if wait else []
+
     requests, certified = asyncio.run(_with_service(go))
     _report(requests, certified, as_json)
 
@@ -71,32 +86,58 @@ def run(now: str | None = typer.Option(None, help="run as if today were this dat
 @app.command("requests")
 def requests_cmd(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
     """Deletion requests and which owners have confirmed them."""
+
     async def fetch(svc):
-        return [dict(r) for r in await svc.pool.fetch(
-            "SELECT r.subject, r.rule, r.requested_at, r.completed_at, r.owners, "
-            "coalesce(array_agg(c.service) FILTER (WHERE c.service IS NOT NULL), '{}') AS confirmed "
-            "FROM retention.requests r LEFT JOIN retention.confirmations c USING (request_id) "
-            "GROUP BY r.request_id ORDER BY r.requested_at")]
+        return [
+            dict(r)
+            for r in await svc.pool.fetch(
+                "SELECT r.subject, r.rule, r.requested_at, r.completed_at, r.owners, "
+                "coalesce(array_agg(c.service) FILTER (WHERE c.service IS NOT NULL), '{}') AS confirmed "
+                "FROM retention.requests r LEFT JOIN retention.confirmations c USING (request_id) "
+                "GROUP BY r.request_id ORDER BY r.requested_at"
+            )
+        ]
+
     rows = asyncio.run(_with_service(fetch))
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table("subject", "rule", "requested", "confirmed by", "waiting for", "done", title="Deletion requests",
-              title_justify="left")
+    t = Table(
+        "subject",
+        "rule",
+        "requested",
+        "confirmed by",
+        "waiting for",
+        "done",
+        title="Deletion requests",
+        title_justify="left",
+    )
     for r in rows:
         waiting = [o for o in r["owners"] if o not in r["confirmed"]]
-        t.add_row(r["subject"][:40], r["rule"], str(r["requested_at"])[:19], ", ".join(r["confirmed"]),
-                  ", ".join(waiting), str(r["completed_at"] or "")[:19])
+        t.add_row(
+            r["subject"][:40],
+            r["rule"],
+            str(r["requested_at"])[:19],
+            ", ".join(r["confirmed"]),
+            ", ".join(waiting),
+            str(r["completed_at"] or "")[:19],
+        )
     Console().print(t)
 
 
 @app.command("schedule")
 def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
     """What is scheduled for deletion, and when."""
+
     async def fetch(svc):
-        return [dict(r) for r in await svc.pool.fetch(
-            "SELECT subject, rule, due_on, executed_at, cardinality(key_ids) AS keys FROM retention.schedule "
-            "ORDER BY due_on, subject")]
+        return [
+            dict(r)
+            for r in await svc.pool.fetch(
+                "SELECT subject, rule, due_on, executed_at, cardinality(key_ids) AS keys FROM retention.schedule "
+                "ORDER BY due_on, subject"
+            )
+        ]
+
     rows = asyncio.run(_with_service(fetch))
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
@@ -108,19 +149,22 @@ def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command("purge")
-def purge(party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),
-          confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)"),
-          wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificate"),
-          ) -> None:
+def purge(
+    party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),
+    confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)"),
+    wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificate"),
+) -> None:
     """Delete everything received from or destined for a party leaving the protocol (ISP §4.3, §11.3)."""
     if confirm is None:
         confirm = typer.prompt(f"This destroys ALL personal data held for '{party}'. Type the party id to confirm")
     if confirm != party:
         typer.echo("not confirmed: nothing was deleted", err=True)
         raise typer.Exit(2)
+
     async def go(svc):
         req = await svc.purge(party, getpass.getuser())
         return req, await _await_certificates(svc, [req.request_id], wait) if wait else []
+
     try:
         req, certified = asyncio.run(_with_service(go))
     except ValueError as exc:
@@ -133,17 +177,37 @@ def purge(party: str = typer.Option(..., help="protocol party id leaving (e.g. c
 @app.command("certificates")
 def certificates(as_json: bool = typer.Option(False, "--json")) -> None:
     """Deletion certificates: what was deleted, when, under which rule (no personal data)."""
+
     async def fetch(svc):
-        return [dict(r) for r in await svc.pool.fetch(
-            "SELECT certificate_id, rule, subject, due_on, executed_at, cardinality(key_ids_destroyed) AS keys, "
-            "rows_deleted, protocol_version FROM retention.certificates ORDER BY executed_at")]
+        return [
+            dict(r)
+            for r in await svc.pool.fetch(
+                "SELECT certificate_id, rule, subject, due_on, executed_at, cardinality(key_ids_destroyed) AS keys, "
+                "rows_deleted, protocol_version FROM retention.certificates ORDER BY executed_at"
+            )
+        ]
+
     rows = asyncio.run(_with_service(fetch))
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table("certificate", "rule", "subject", "due", "executed", "keys destroyed", title="Deletion certificates",
-              title_justify="left")
+    t = Table(
+        "certificate",
+        "rule",
+        "subject",
+        "due",
+        "executed",
+        "keys destroyed",
+        title="Deletion certificates",
+        title_justify="left",
+    )
     for r in rows:
-        t.add_row(str(r["certificate_id"])[:8], r["rule"], r["subject"][:40], str(r["due_on"]), str(r["executed_at"]),
-                  str(r["keys"]))
+        t.add_row(
+            str(r["certificate_id"])[:8],
+            r["rule"],
+            r["subject"][:40],
+            str(r["due_on"]),
+            str(r["executed_at"]),
+            str(r["keys"]),
+        )
     Console().print(t)

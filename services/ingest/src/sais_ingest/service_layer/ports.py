@@ -1,0 +1,73 @@
+"""What ingest's file use case needs from storage and the key store (PostgreSQL adapters in
+``adapters.repository`` and ``sais_shared.keystore``; in-memory fakes in the unit tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import Any, Protocol
+from uuid import UUID
+
+from sais_shared.crypto import DataKey, KeyEncryptionKey
+
+from ..adapters.repository import ExtractRow
+
+
+class ExtractStore(Protocol):
+    async def audit(self, actor: str, action: str, subject: str, details: dict, protocol_version: str) -> None: ...
+
+    async def by_hash(self, sha256: str) -> ExtractRow | None: ...
+
+    async def get(self, extract_id: UUID) -> ExtractRow | None: ...
+
+    async def latest_completed(self, source: str, reference_date: date, other_than: UUID) -> UUID | None: ...
+
+    async def start(
+        self,
+        *,
+        extract_id: UUID,
+        sha256: str,
+        source: str,
+        reference_date: date,
+        target_academic_year: str,
+        file_name: str,
+        encoding: str,
+        supersedes: UUID | None,
+        key_id: UUID,
+        originator: str,
+        protocol_version: str,
+        ingested_by: str,
+    ) -> None: ...
+
+    async def add_problems(self, extract_id: UUID, rows: list[tuple[int, str, str, str, str]]) -> None: ...
+
+    async def add_row_keys(self, extract_id: UUID, rows: list[tuple[str, int]]) -> None: ...
+
+    async def duplicate_rows(self, extract_id: UUID) -> list[tuple[int, int]]: ...
+
+    async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None: ...
+
+    async def dip_sample(self, extract_id: UUID) -> list[Mapping[str, Any]]: ...
+
+    async def problems(self, extract_id: UUID, kind: str, limit: int = 1000) -> list[Mapping[str, Any]]: ...
+
+    async def complete(
+        self,
+        extract_id: UUID,
+        *,
+        rows_in: int,
+        accepted: int,
+        rejected: int,
+        out_of_scope: int,
+        warnings: int,
+        dropped_columns: list[str],
+    ) -> None: ...
+
+
+class ExtractKeys(Protocol):
+    @property
+    def kek(self) -> KeyEncryptionKey: ...
+
+    async def key_for_extract(self, extract_id: UUID) -> DataKey: ...
+
+    async def get_many(self, key_ids: Iterable[UUID]) -> dict[UUID, DataKey]: ...
