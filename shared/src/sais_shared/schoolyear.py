@@ -2,7 +2,7 @@
 
 The expected national curriculum year in the academic year starting 1 September ``Y`` is
 ``Y - birth_year - 4 - (1 if born in September or later)`` (age on the previous 31 August
-minus 4): 0 → R, -1 → N2, ≤ -2 → N1 (see reference/domain-facts.md §1).
+minus 4): 0 → R, -1 → N2, ≤ -2 → N1 (see docs/domain.md §1).
 """
 
 from __future__ import annotations

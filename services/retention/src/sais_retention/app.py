@@ -20,6 +20,7 @@ from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
 from sais_shared.topics import Topics
 
+from .adapters.repository import PgOutbox, PgUnitOfWork
 from .config import RetentionSettings
 from .service_layer.retention import RetentionService
 
@@ -53,7 +54,7 @@ def declare(broker: KafkaBroker, topics: Topics) -> tuple:
 def bootstrap(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = None) -> RetentionService:
     """The one way retention is assembled (app, CLI, tests): runtime + the two publishers."""
     timeout = timedelta(seconds=settings.retention_confirmation_timeout_s) if settings else timedelta(hours=1)
-    return RetentionService(rt.pool, rt.protocol_ref, rt.clock, pubs[0], pubs[1], timeout)
+    return RetentionService(PgUnitOfWork(rt.pool), rt.protocol_ref, rt.clock, PgOutbox(rt.pool, *pubs), timeout)
 
 
 WIRING = Wiring("retention", (("retention", "sais_retention"),), declare, bootstrap)

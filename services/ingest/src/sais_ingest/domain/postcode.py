@@ -1,4 +1,4 @@
-"""UK postcode normalisation and validation (domain-facts §3).
+"""UK postcode normalisation and validation (docs/domain.md §3).
 
 The Home Office pattern is anchored badly at the top level (``^A|B$``), so ``re.search`` lets
 junk through; here the whole pattern is one group and matched with ``fullmatch``.

@@ -10,23 +10,25 @@ from datetime import date
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared.bootstrap import session
 
-from ..app import retention_session
+from ..app import WIRING
 from ..config import RetentionSettings
 
 app = typer.Typer(help="Retention schedule and secure deletion (ISP §11).", no_args_is_help=True)
 
 
 async def _with_service(fn):
-    async with retention_session(RetentionSettings()) as svc:
-        return await fn(svc)
+    """Run ``fn(service, pool)``: retention's use cases, and its own pool for the command's reports."""
+    async with session(WIRING, RetentionSettings()) as running:
+        return await fn(running.service, running.runtime.pool)
 
 
-async def _await_certificates(svc, request_ids, wait_s: float) -> list[dict]:
+async def _await_certificates(pool, request_ids, wait_s: float) -> list[dict]:
     """Poll until the running retention service has certified these requests (or the wait is over)."""
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
-        rows = await svc.pool.fetch(
+        rows = await pool.fetch(
             "SELECT subject, completed_at, certificate_id FROM retention.requests WHERE request_id = ANY($1)",
             list(request_ids),
         )
@@ -75,9 +77,9 @@ def run(
     services that hold rows to delete them; the certificate follows their confirmations."""
     today = date.fromisoformat(now) if now else None
 
-    async def go(svc):
+    async def go(svc, pool):
         requests = await svc.run_due(today, actor=getpass.getuser())
-        return requests, await _await_certificates(svc, [r.request_id for r in requests], wait) if wait else []
+        return requests, await _await_certificates(pool, [r.request_id for r in requests], wait) if wait else []
 
     requests, certified = asyncio.run(_with_service(go))
     _report(requests, certified, as_json)
@@ -87,10 +89,10 @@ def run(
 def requests_cmd(as_json: bool = typer.Option(False, "--json", help="print as JSON")) -> None:
     """Deletion requests and which owners have confirmed them."""
 
-    async def fetch(svc):
+    async def fetch(svc, pool):
         return [
             dict(r)
-            for r in await svc.pool.fetch(
+            for r in await pool.fetch(
                 "SELECT r.subject, r.rule, r.requested_at, r.completed_at, r.owners, "
                 "coalesce(array_agg(c.service) FILTER (WHERE c.service IS NOT NULL), '{}') AS confirmed "
                 "FROM retention.requests r LEFT JOIN retention.confirmations c USING (request_id) "
@@ -129,10 +131,10 @@ def requests_cmd(as_json: bool = typer.Option(False, "--json", help="print as JS
 def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
     """What is scheduled for deletion, and when."""
 
-    async def fetch(svc):
+    async def fetch(svc, pool):
         return [
             dict(r)
-            for r in await svc.pool.fetch(
+            for r in await pool.fetch(
                 "SELECT subject, rule, due_on, executed_at, cardinality(key_ids) AS keys FROM retention.schedule "
                 "ORDER BY due_on, subject"
             )
@@ -161,9 +163,9 @@ def purge(
         typer.echo("not confirmed: nothing was deleted", err=True)
         raise typer.Exit(2)
 
-    async def go(svc):
+    async def go(svc, pool):
         req = await svc.purge(party, getpass.getuser())
-        return req, await _await_certificates(svc, [req.request_id], wait) if wait else []
+        return req, await _await_certificates(pool, [req.request_id], wait) if wait else []
 
     try:
         req, certified = asyncio.run(_with_service(go))
@@ -178,10 +180,10 @@ def purge(
 def certificates(as_json: bool = typer.Option(False, "--json")) -> None:
     """Deletion certificates: what was deleted, when, under which rule (no personal data)."""
 
-    async def fetch(svc):
+    async def fetch(svc, pool):
         return [
             dict(r)
-            for r in await svc.pool.fetch(
+            for r in await pool.fetch(
                 "SELECT certificate_id, rule, subject, due_on, executed_at, cardinality(key_ids_destroyed) AS keys, "
                 "rows_deleted, protocol_version FROM retention.certificates ORDER BY executed_at"
             )
