@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from sais_delivery.adapters.members import apply_cohort_events
 from sais_delivery.app import MIGRATIONS, delivery_session
 from sais_delivery.config import DeliverySettings
 from sais_delivery.domain.errors import (
@@ -21,7 +22,6 @@ from sais_delivery.domain.errors import (
     StaleDataError,
     TransferMethodNotAllowedError,
 )
-from sais_delivery.service_layer.members import apply_cohort_events
 from sais_shared.crypto import Sealed
 from sais_shared.devpki import RECIPIENT_EMAIL, issue_email_cert
 from sais_shared.events import CohortMemberAdded, DeliveryCompleted, PupilPersonal

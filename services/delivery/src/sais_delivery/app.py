@@ -16,11 +16,12 @@ from sais_shared.topics import Topics
 
 from .adapters.deletion import delete_rows
 from .adapters.mailer import Mailer, SmtpConfig
+from .adapters.members import apply_cohort_events
 from .adapters.smime import Smime
+from .adapters.store import DeliveryStore
 from .config import DeliverySettings
 from .domain.errors import CertificateError, DeliveryRefusedError
 from .service_layer.deliver import DeliveryService
-from .service_layer.members import apply_cohort_events
 
 log = structlog.get_logger("sais.delivery")
 
@@ -65,7 +66,7 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
         )
 
     return DeliveryService(
-        rt.pool,
+        DeliveryStore(rt.pool),
         rt.keys,
         rt.protocol_ref,
         rt.clock,

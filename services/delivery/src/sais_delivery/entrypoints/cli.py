@@ -130,7 +130,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
 
     async def fetch(svc):
         suspended, reason = await svc.is_suspended()
-        rows = await svc.pool.fetch(
+        rows = await svc.store.pool.fetch(
             "SELECT batch_id, window_name, academic_year, status, attempts, last_error, prepared_at, sent_at, "
             "delete_by, counts FROM delivery.batches ORDER BY prepared_at DESC LIMIT 20"
         )

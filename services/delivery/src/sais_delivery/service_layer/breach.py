@@ -18,7 +18,6 @@ from email.utils import format_datetime, make_msgid
 
 import structlog
 from sais_shared.errors import SaisError
-from sais_shared.keystore import audit
 
 from ..adapters.mailer import SmtpRejectedError, SmtpTransientError
 from .deliver import DeliveryService
@@ -82,26 +81,11 @@ async def report_breach(
     breach_id = uuid.uuid4()
     now = svc.clock.now()
     due = discovered_at + ICO_DECISION_WINDOW
-    async with svc.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO delivery.breaches(breach_id, what, discovered_at, discovered_by, reported_at, reported_by, "
-            "ico_decision_due) VALUES ($1,$2,$3,$4,$5,$6,$7)",
-            breach_id,
-            what,
-            discovered_at,
-            discovered_by,
-            now,
-            actor,
-            due,
-        )
-        await audit(
-            conn,
-            actor,
-            "breach.reported",
-            f"breach:{breach_id}",
-            {"discovered_at": discovered_at.isoformat(), "ico_decision_due": due.isoformat()},
-            svc.protocol.version,
-        )
+    await svc.store.add_breach(
+        {"breach_id": breach_id, "what": what, "discovered_at": discovered_at, "discovered_by": discovered_by,
+         "reported_at": now, "ico_decision_due": due},
+        actor, svc.protocol.version,
+    )  # fmt: skip
     await svc.set_suspended(True, f"breach {breach_id}", actor)  # at once, before any notice is attempted
     notified, failed = [], []
     for party in svc.protocol.parties:
@@ -116,44 +100,19 @@ async def report_breach(
             except (SmtpTransientError, SmtpRejectedError) as exc:
                 failed.append(contact.email)
                 log.warning("breach.notice_failed", breach_id=str(breach_id), error=type(exc).__name__)
-    await svc.pool.execute(
-        "UPDATE delivery.breaches SET notified=to_jsonb($2::text[]) WHERE breach_id=$1", breach_id, notified
-    )
-    await audit(
-        svc.pool,
-        actor,
-        "breach.parties_notified",
-        f"breach:{breach_id}",
-        {"notified": notified, "failed": failed},
-        svc.protocol.version,
-    )
+    await svc.store.breach_notified(breach_id, notified)
+    await svc.store.audit(actor, "breach.parties_notified", f"breach:{breach_id}",
+                          {"notified": notified, "failed": failed}, svc.protocol.version)  # fmt: skip
     return BreachReport(breach_id, due, notified, failed)
 
 
 async def close_breach(
     svc: DeliveryService, breach_id: uuid.UUID, *, outcome: str, ico_notified: bool, resume: bool, actor: str
 ) -> None:
-    async with svc.pool.acquire() as conn, conn.transaction():
-        done = await conn.fetchval(
-            "UPDATE delivery.breaches SET outcome=$2, ico_notified=$3, resumed=$4, closed_at=now(), closed_by=$5 "
-            "WHERE breach_id=$1 AND closed_at IS NULL RETURNING breach_id",
-            breach_id,
-            outcome,
-            ico_notified,
-            resume,
-            actor,
-        )
-        if done is None:
-            raise BreachError(f"no open breach {breach_id}")
-        await audit(
-            conn,
-            actor,
-            "breach.closed",
-            f"breach:{breach_id}",
-            {"ico_notified": ico_notified, "resume": resume},
-            svc.protocol.version,
-        )
-        still_open = await conn.fetchval("SELECT count(*) FROM delivery.breaches WHERE closed_at IS NULL")
+    still_open = await svc.store.close_breach(breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume,
+                                              actor=actor, protocol_version=svc.protocol.version)  # fmt: skip
+    if still_open is None:
+        raise BreachError(f"no open breach {breach_id}")
     if resume:
         if still_open:
             raise BreachError(f"{still_open} other breach(es) still open: sharing stays suspended")
@@ -162,10 +121,7 @@ async def close_breach(
 
 async def open_breaches(svc: DeliveryService) -> list[dict]:
     now = svc.clock.now()
-    rows = await svc.pool.fetch(
-        "SELECT breach_id, discovered_at, ico_decision_due, notified FROM delivery.breaches "
-        "WHERE closed_at IS NULL ORDER BY discovered_at"
-    )
+    rows = await svc.store.open_breaches()
     return [
         {**dict(r), "hours_to_ico_decision": round((r["ico_decision_due"] - now).total_seconds() / 3600, 1)}
         for r in rows

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import structlog
 from dateutil.relativedelta import relativedelta
 from sais_shared import ops
@@ -30,8 +30,7 @@ from sais_shared.events import (
     cohort_aad,
     stable_id,
 )
-from sais_shared.keystore import KeyStore, audit
-from sais_shared.outbox import flush_outbox
+from sais_shared.ports import Keys
 from sais_shared.protocol import normalise_address
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
@@ -44,6 +43,7 @@ from ..adapters.mailer import (
     SmtpTransientError,
 )
 from ..adapters.smime import Smime
+from ..adapters.store import DeliveryStore
 from ..domain.errors import (
     DeliveryRefusedError,
     NothingToDeliverError,
@@ -70,24 +70,8 @@ from ..domain.render import (
 
 log = structlog.get_logger("sais.delivery")
 
-# The members a window delivers ($1 academic year, $2 the window's sources), and the fingerprint of
-# their content: a batch is the same batch exactly when this is the same.
-WINDOW_MEMBERS = "academic_year=$1 AND status='active' AND source = ANY($2)"
-CONTENT_SHA256 = (
-    "encode(sha256(convert_to(coalesce(string_agg(programme_key || '|' || pupil_id || '|' || revision, "
-    "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')"
-)
 
-
-# A batch's columns, less pupil_ids: a county's batch lists a million ids, which delivery never needs.
-BATCH = (
-    "batch_id, window_name, academic_year, recipient, message_id, status, content_sha256, counts, files, "
-    "extract_ids, key_ids, replaces_batch, protocol_version, delete_by, attempts, last_error, prepared_at, "
-    "sent_at, smtp_reply, purged_at, part_count"
-)
-
-
-def member_aad(m: asyncpg.Record) -> bytes:
+def member_aad(m: Mapping[str, Any]) -> bytes:
     """The context a member's sealed fields were sealed under (its cohort event's): a clear field altered
     on the way (school, year group, programme, lineage…) makes the record refuse to open."""
     return cohort_aad(
@@ -128,8 +112,8 @@ class BatchResult:
 
 @dataclass
 class DeliveryService(FollowsProtocol):
-    pool: asyncpg.Pool
-    keys: KeyStore
+    store: DeliveryStore
+    keys: Keys
     protocol_ref: ProtocolRef
     clock: Clock
     mailer: Mailer
@@ -143,8 +127,7 @@ class DeliveryService(FollowsProtocol):
     # --- guards ---------------------------------------------------------------------------
 
     async def _refuse(self, actor: str, exc: DeliveryRefusedError, subject: str, **details) -> None:
-        await audit(
-            self.pool,
+        await self.store.audit(
             actor,
             "delivery.refused",
             subject,
@@ -156,26 +139,12 @@ class DeliveryService(FollowsProtocol):
         raise exc
 
     async def is_suspended(self) -> tuple[bool, str | None]:
-        r = await self.pool.fetchrow("SELECT suspended, reason FROM delivery.control WHERE id=1")
-        ops.SHARING_SUSPENDED.set(1 if r["suspended"] else 0)
-        return bool(r["suspended"]), r["reason"]
+        suspended, reason = await self.store.sharing()
+        ops.SHARING_SUSPENDED.set(1 if suspended else 0)
+        return suspended, reason
 
     async def set_suspended(self, suspended: bool, reason: str, actor: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE delivery.control SET suspended=$1, reason=$2, changed_by=$3, changed_at=now() WHERE id=1",
-                suspended,
-                reason,
-                actor,
-            )
-            await audit(
-                conn,
-                actor,
-                "sharing.suspended" if suspended else "sharing.resumed",
-                "sharing",
-                {"reason": reason},
-                self.protocol.version,
-            )
+        await self.store.set_sharing(suspended, reason, actor, self.protocol.version)
         ops.SHARING_SUSPENDED.set(1 if suspended else 0)
 
     async def _check(self, window: str, recipient: str, actor: str, override_review: str | None) -> None:
@@ -183,8 +152,7 @@ class DeliveryService(FollowsProtocol):
         verdict = may_send(self.protocol, recipient, Sharing(suspended, reason), self.clock.today(), override_review)
         await self._enforce(verdict, actor, f"window:{window}")
         if verdict.review_overridden:
-            await audit(
-                self.pool,
+            await self.store.audit(
                 actor,
                 "protocol.review_overridden",
                 f"window:{window}",
@@ -212,50 +180,25 @@ class DeliveryService(FollowsProtocol):
         await self._check(window, recipient, actor, override_review)
         recipient = normalise_address(recipient)  # exactly what was checked goes to RCPT TO and To:
 
-        pending = await self.pool.fetchrow(
-            "SELECT batch_id, status FROM delivery.batches WHERE window_name=$1 AND academic_year=$2 "
-            "AND status IN ('prepared', 'sending', 'failed') ORDER BY prepared_at DESC LIMIT 1",
-            window,
-            academic_year,
-        )
+        pending = await self.store.pending_batch(window, academic_year)
         if pending and not await self._replan_if_unsent(pending, actor):
             log.info("batch.resuming", batch_id=str(pending["batch_id"]))
             return await self._send_parts(pending["batch_id"], actor)
 
-        stats = await self.pool.fetchrow(
-            f"SELECT count(*) AS n, {CONTENT_SHA256} AS content FROM delivery.members WHERE {WINDOW_MEMBERS}",
-            academic_year,
-            win.sources,
-        )
-        if not stats["n"]:
+        n, content = await self.store.window_content(academic_year, win.sources)
+        if not n:
             raise NothingToDeliverError(f"no cohort records for the {window} window of {academic_year}")
         limit = stale_before(self.clock.now(), self.protocol.staleness_months)
-        stale = [
-            str(r["x"])
-            for r in await self.pool.fetch(
-                f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} "
-                "AND received_at < $3 ORDER BY 1",
-                academic_year,
-                win.sources,
-                limit,
-            )
-        ]
+        stale = await self.store.extracts_received_before(academic_year, win.sources, limit)
         await self._enforce(stale_refusal(stale, self.protocol.staleness_months), actor, f"window:{window}")
 
-        last = await self.pool.fetchrow(
-            "SELECT batch_id, content_sha256 FROM delivery.batches "
-            "WHERE window_name=$1 AND academic_year=$2 AND recipient=$3 AND status='sent' "
-            "ORDER BY sent_at DESC LIMIT 1",
-            window,
-            academic_year,
-            recipient,
-        )
-        if last and last["content_sha256"] == stats["content"]:
+        last = await self.store.last_sent(window, academic_year, recipient)
+        if last and last["content_sha256"] == content:
             log.info("batch.already_sent", batch_id=str(last["batch_id"]))
             return await self.result(last["batch_id"], already_sent=True)
 
-        installation = await self.pool.fetchval("SELECT installation_id FROM shared.installation")
-        batch_id = stable_id("batch", installation, window, academic_year, recipient, stats["content"])
+        installation = await self.store.installation_id()
+        batch_id = stable_id("batch", installation, window, academic_year, recipient, content)
         self.smime_factory(recipient)  # certificate problems refuse before anything is recorded
         await self._plan(
             batch_id, window, academic_year, win.sources, recipient, last["batch_id"] if last else None, actor
@@ -263,29 +206,16 @@ class DeliveryService(FollowsProtocol):
         _fault_point("after-prepare")
         return await self._send_parts(batch_id, actor)
 
-    async def _replan_if_unsent(self, pending: asyncpg.Record, actor: str) -> bool:
+    async def _replan_if_unsent(self, pending: Mapping[str, Any], actor: str) -> bool:
         """A batch refused permanently before any part was accepted is planned afresh (the limit or
         the cohort may have changed since); one with parts already accepted resumes its plan."""
         if pending["status"] != "failed":
             return False
-        if await self.pool.fetchval(
-            "SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status='sent'", pending["batch_id"]
-        ):
-            await self.pool.execute(
-                "UPDATE delivery.batch_parts SET status='prepared' WHERE batch_id=$1 AND status='failed'",
-                pending["batch_id"],
-            )
+        if await self.store.count_parts(pending["batch_id"], status="sent"):
+            await self.store.reopen_failed_parts(pending["batch_id"])
             return False
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM delivery.batches WHERE batch_id=$1", pending["batch_id"])
-            await audit(
-                conn,
-                actor,
-                "batch.replanned",
-                f"batch:{pending['batch_id']}",
-                {"reason": "refused before any part was accepted"},
-                self.protocol.version,
-            )
+        await self.store.drop_batch(pending["batch_id"], actor, "refused before any part was accepted",
+                                    self.protocol.version)  # fmt: skip
         return True
 
     async def _plan(
@@ -300,19 +230,11 @@ class DeliveryService(FollowsProtocol):
     ) -> None:
         """Record the batch and which children go in which part, from one snapshot of the members.
         Each school's rows are measured as rendered (a streamed pass; memory holds one school's sums)."""
-        args = (academic_year, sources)
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            keys = await self.keys.get_many(
-                r["key_id"]
-                for r in await conn.fetch(f"SELECT DISTINCT key_id FROM delivery.members WHERE {WINDOW_MEMBERS}", *args)
-            )
+        async with self.store.snapshot(academic_year, sources) as snap:
+            keys = await self.keys.get_many(await snap.key_ids())
             loads: list[SchoolLoad] = []
             cur: dict | None = None
-            async for m in conn.cursor(
-                f"SELECT * FROM delivery.members WHERE {WINDOW_MEMBERS} ORDER BY school_dfe, programme_key, pupil_id",
-                *args,
-                prefetch=2000,
-            ):
+            async for m in snap.members_by_school():
                 size = row_bytes(self._row(m, keys, academic_year))
                 if cur is None or cur["school_dfe"] != m["school_dfe"]:
                     if cur:
@@ -324,99 +246,28 @@ class DeliveryService(FollowsProtocol):
             if cur:
                 loads.append(SchoolLoad(**cur))
             plan = plan_parts(loads, csv_budget(self.max_message_bytes))
-            stats = await conn.fetchrow(
-                f"SELECT {CONTENT_SHA256} AS content, "
-                "array_agg(DISTINCT key_id) AS key_ids FROM delivery.members "
-                f"WHERE {WINDOW_MEMBERS}",
-                *args,
-            )
-            extract_ids = [
-                r["x"]
-                for r in await conn.fetch(
-                    f"SELECT DISTINCT x FROM delivery.members, unnest(extract_ids) x WHERE {WINDOW_MEMBERS} ORDER BY 1",
-                    *args,
-                )
-            ]
-            counts = {
-                r["programme_key"]: r["n"]
-                for r in await conn.fetch(
-                    f"SELECT programme_key, count(*) n FROM delivery.members WHERE {WINDOW_MEMBERS} GROUP BY 1 ORDER BY 1",
-                    *args,
-                )
-            }
+            content, key_ids, extract_ids, counts = await snap.summary()
             now = self.clock.now()
-            delete_by = (now + relativedelta(months=self.protocol.retention_months)).date()
             n = len(plan)
-            inserted = await conn.fetchval(
-                "INSERT INTO delivery.batches(batch_id, window_name, academic_year, recipient, message_id, status, "
-                "content_sha256, counts, files, extract_ids, key_ids, pupil_ids, replaces_batch, protocol_version, "
-                "delete_by, prepared_at, part_count) SELECT $1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,'[]'::jsonb,$8,"
-                "$9, (SELECT coalesce(array_agg(DISTINCT pupil_id), '{}') FROM delivery.members "  # server-side
-                "WHERE academic_year=$3 AND status='active' AND source = ANY($15)), $10,$11,$12,$13,$14 "
-                "ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
-                batch_id,
-                window,
-                academic_year,
-                recipient,
-                message_id_of(batch_id, 1, n),
-                stats["content"],
-                json.dumps(counts),
-                extract_ids,
-                sorted(stats["key_ids"], key=str),
-                replaces,
-                self.protocol.version,
-                delete_by,
-                now,
-                n,
-                sources,
-            )
-            if not inserted:
+            batch = {
+                "batch_id": batch_id, "window": window, "recipient": recipient,
+                "message_id": message_id_of(batch_id, 1, n), "content": content, "counts": counts,
+                "extract_ids": extract_ids, "key_ids": key_ids, "replaces": replaces,
+                "protocol_version": self.protocol.version, "prepared_at": now,
+                "delete_by": (now + relativedelta(months=self.protocol.retention_months)).date(),
+            }  # fmt: skip
+            parts = [(i, message_id_of(batch_id, i, n), [g.as_json() for g in segs]) for i, segs in enumerate(plan, 1)]
+            if not await snap.record_batch(batch, parts):
                 return
-            await conn.executemany(
-                "INSERT INTO delivery.batch_parts(batch_id, part_no, message_id, status, segments) "
-                "VALUES ($1, $2, $3, 'prepared', $4::jsonb)",
-                [
-                    (batch_id, i, message_id_of(batch_id, i, n), json.dumps([g.as_json() for g in segs]))
-                    for i, segs in enumerate(plan, 1)
-                ],
-            )
-            flat = [
-                (g.school_dfe, i, g.offset, g.offset + g.limit if g.limit else 2**31 - 1)
-                for i, segs in enumerate(plan, 1)
-                for g in segs
-            ]
-            await conn.execute(
-                "INSERT INTO delivery.batch_members(batch_id, part_no, programme_key, pupil_id, revision) "
-                "SELECT $3, p.part_no, m.programme_key, m.pupil_id, m.revision FROM "
-                "(SELECT programme_key, pupil_id, revision, school_dfe, row_number() OVER (PARTITION BY school_dfe "
-                f"ORDER BY programme_key, pupil_id) - 1 AS i FROM delivery.members WHERE {WINDOW_MEMBERS}) m "
-                "JOIN unnest($4::text[], $5::int[], $6::int[], $7::int[]) AS p(school_dfe, part_no, lo, hi) "
-                "ON p.school_dfe = m.school_dfe AND m.i >= p.lo AND m.i < p.hi",
-                *args,
-                batch_id,
-                [f[0] for f in flat],
-                [f[1] for f in flat],
-                [f[2] for f in flat],
-                [f[3] for f in flat],
-            )
-            await audit(
-                conn,
-                actor,
-                "batch.prepared",
-                f"batch:{batch_id}",
-                {
-                    "window": window,
-                    "academic_year": academic_year,
-                    "recipient": recipient,
-                    "counts": counts,
-                    "parts": n,
-                    "max_message_bytes": self.max_message_bytes,
-                },
+            await snap.audit(
+                actor, "batch.prepared", f"batch:{batch_id}",
+                {"window": window, "academic_year": academic_year, "recipient": recipient, "counts": counts,
+                 "parts": n, "max_message_bytes": self.max_message_bytes},
                 self.protocol.version,
-            )
+            )  # fmt: skip
         log.info("batch.prepared", batch_id=str(batch_id), counts=counts, parts=n)
 
-    def _row(self, m: asyncpg.Record, keys: dict, academic_year: str) -> Row:
+    def _row(self, m: Mapping[str, Any], keys: dict, academic_year: str) -> Row:
         sealed = Sealed.model_validate_json(m["personal"])
         p = keys[sealed.key_id].open_model(sealed, PupilPersonal, member_aad(m))
         return Row(
@@ -433,25 +284,16 @@ class DeliveryService(FollowsProtocol):
             p.postcode,
         )
 
-    async def _render_part(self, b: asyncpg.Record, part: asyncpg.Record, smime: Smime) -> tuple[bytes, dict]:
+    async def _render_part(self, b: Mapping[str, Any], part: Mapping[str, Any], smime: Smime) -> tuple[bytes, dict]:
         """One part as a complete message: its CSVs, field definitions and manifest, signed and encrypted.
         Rows are streamed from a server-side cursor; memory holds this part only."""
         n, i, year = b["part_count"], part["part_no"], b["academic_year"]
         by_programme: dict[str, list[bytes]] = {}
         sources: dict[tuple, set[str]] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            keys = await self.keys.get_many(b["key_ids"])
-            async for m in conn.cursor(
-                "SELECT m.* FROM delivery.batch_members bm JOIN delivery.members m ON m.academic_year=$3 "
-                "AND m.programme_key=bm.programme_key AND m.pupil_id=bm.pupil_id AND m.status='active' "
-                "WHERE bm.batch_id=$1 AND bm.part_no=$2 ORDER BY m.programme_key, m.pupil_id",
-                b["batch_id"],
-                i,
-                year,
-                prefetch=2000,
-            ):
-                by_programme.setdefault(m["programme_key"], []).append(keyed_line(self._row(m, keys, year)))
-                sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
+        keys = await self.keys.get_many(b["key_ids"])
+        async for m in self.store.part_members(b["batch_id"], i, year):
+            by_programme.setdefault(m["programme_key"], []).append(keyed_line(self._row(m, keys, year)))
+            sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
         safe_year, suffix = year.replace("/", "-"), part_suffix(i, n)
         files = [
             programme_file_from_lines(f"{key}-{safe_year}{suffix}.csv", lines)
@@ -514,8 +356,8 @@ class DeliveryService(FollowsProtocol):
         return message, meta
 
     async def _send_parts(self, batch_id: UUID, actor: str) -> BatchResult:
-        b = await self.pool.fetchrow(f"SELECT {BATCH} FROM delivery.batches WHERE batch_id=$1", batch_id)
-        parts = await self.pool.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
+        b = await self.store.batch(batch_id)
+        parts = await self.store.parts(batch_id)
         for p in parts:
             if p["status"] == "sending":
                 raise UncertainDeliveryError(
@@ -542,25 +384,10 @@ class DeliveryService(FollowsProtocol):
             memory.trim()  # the next part starts from what this one used, not more
         return await self.mark_sent(batch_id, "all parts accepted", actor)
 
-    async def _send_part(self, b: asyncpg.Record, p: asyncpg.Record, message: bytes, meta: dict) -> None:
+    async def _send_part(self, b: Mapping[str, Any], p: Mapping[str, Any], message: bytes, meta: dict) -> None:
         batch_id, part_no = b["batch_id"], p["part_no"]
         for attempt in range(1, self.attempts + 1):
-            async with self.pool.acquire() as conn, conn.transaction():
-                claimed = await conn.execute(
-                    "UPDATE delivery.batch_parts SET status='sending', attempts=attempts+1, attempted_at=$3, "
-                    "counts=$4::jsonb, files=$5::jsonb, size_bytes=$6 WHERE batch_id=$1 AND part_no=$2 AND "
-                    "status='prepared'",
-                    batch_id,
-                    part_no,
-                    self.clock.now(),
-                    json.dumps(meta["counts"]),
-                    json.dumps(meta["files"]),
-                    meta["size_bytes"],
-                )
-                await conn.execute(
-                    "UPDATE delivery.batches SET status='sending', attempts=attempts+1 WHERE batch_id=$1", batch_id
-                )
-            if claimed != "UPDATE 1":
+            if not await self.store.claim_part(batch_id, part_no, self.clock.now(), meta):
                 raise UncertainDeliveryError(f"batch {batch_id} part {part_no} is no longer prepared (another sender?)")
             try:
                 reply = await self.mailer.send(message, sender=self.sender, recipient=b["recipient"])
@@ -577,12 +404,7 @@ class DeliveryService(FollowsProtocol):
                 continue
             except MessageMayHaveBeenSentError as exc:
                 ops.SMTP_FAILURES.labels("uncertain").inc()
-                await self.pool.execute(
-                    "UPDATE delivery.batch_parts SET last_error=$3 WHERE batch_id=$1 AND part_no=$2",
-                    batch_id,
-                    part_no,
-                    str(exc),
-                )
+                await self.store.part_error(batch_id, part_no, str(exc))
                 raise UncertainDeliveryError(
                     f"batch {batch_id} part {part_no}: {exc}; check the mailbox for {p['message_id']} and resolve"
                 ) from None
@@ -599,18 +421,7 @@ class DeliveryService(FollowsProtocol):
                 await self._back_to_prepared(batch_id, part_no, f"{type(exc).__name__}: {exc}")
                 raise
             _fault_point("after-send")
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "UPDATE delivery.batch_parts SET status='sent', sent_at=$3, smtp_reply=$4, "
-                    "last_error=NULL WHERE batch_id=$1 AND part_no=$2",
-                    batch_id,
-                    part_no,
-                    self.clock.now(),
-                    reply[:500],
-                )
-                await conn.execute(
-                    "UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'", batch_id
-                )
+            await self.store.part_sent(batch_id, part_no, self.clock.now(), reply)
             log.info(
                 "batch.part_sent",
                 batch_id=str(batch_id),
@@ -630,99 +441,43 @@ class DeliveryService(FollowsProtocol):
         log.error("batch.part_failed", batch_id=str(batch_id), part=part_no)
 
     async def _set_part(self, batch_id: UUID, part_no: int, status: str, error: str) -> None:
-        """A part and its batch take ``status`` together, with the reason."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE delivery.batch_parts SET status=$3, last_error=$4 WHERE batch_id=$1 AND part_no=$2",
-                batch_id,
-                part_no,
-                status,
-                error[:500],
-            )
-            await conn.execute(
-                "UPDATE delivery.batches SET status=$2, last_error=$3 WHERE batch_id=$1", batch_id, status, error[:500]
-            )
+        await self.store.set_part(batch_id, part_no, status, error)
 
     async def mark_sent(self, batch_id: UUID, reply: str, actor: str) -> BatchResult:
         """The batch is sent once every part is: records it and publishes one event for the whole batch."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            parts = await conn.fetch("SELECT * FROM delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no", batch_id)
-            if not parts or any(p["status"] != "sent" for p in parts):
-                raise UncertainDeliveryError(f"batch {batch_id} has parts not yet accepted")
-            transferred = min(p["sent_at"] for p in parts)
-            delete_by = (transferred + relativedelta(months=self.protocol.retention_months)).date()
-            files = [
-                f
-                for p in parts
-                for f in json.loads(p["files"])
-                if not f["name"].endswith(".json") and f["name"] != "field-definitions.csv"
-            ]
-            b = await conn.fetchrow(
-                "UPDATE delivery.batches SET status='sent', sent_at=$2, smtp_reply=$3, message=NULL, last_error=NULL, "
-                f"files=$4::jsonb, delete_by=$5 WHERE batch_id=$1 AND status IN ('sending', 'prepared') "
-                f"RETURNING {BATCH}",
-                batch_id,
-                transferred,
-                reply[:500],
-                json.dumps(files),
-                delete_by,
-            )
-            if b is None:
-                raise UncertainDeliveryError(f"batch {batch_id} is not awaiting a send result")
-            counts = json.loads(b["counts"])
-            event = DeliveryCompleted(
-                event_id=stable_id("delivery-completed", batch_id),
-                occurred_at=self.clock.now(),
-                batch_id=batch_id,
-                window=b["window_name"],
-                academic_year=b["academic_year"],
-                programmes=counts,
-                recipient=b["recipient"],
-                message_id=b["message_id"],
-                transferred_at=transferred,
-                delete_by=delete_by,
-                files=[DeliveredFile(**f) for f in files],
-                extract_ids=list(b["extract_ids"]),
-                key_ids=list(b["key_ids"]),
-                protocol_version=b["protocol_version"],
-                replaces_batch=b["replaces_batch"],
-                parts=[
-                    DeliveredPart(
-                        part=p["part_no"],
-                        message_id=p["message_id"],
-                        size_bytes=p["size_bytes"] or 0,
-                        programmes=json.loads(p["counts"] or "{}"),
-                        transferred_at=p["sent_at"],
-                    )
-                    for p in parts
-                ],
-            )
-            await conn.execute(
-                "INSERT INTO delivery.outbox(event_id, key, payload) VALUES ($1,$2,$3)",
-                event.event_id,
-                batch_id.bytes,
-                event.model_dump_json(),
-            )
-            await audit(
-                conn,
-                actor,
-                "batch.sent",
-                f"batch:{batch_id}",
-                {"recipient": b["recipient"], "message_ids": [p["message_id"] for p in parts], "counts": counts},
-                b["protocol_version"],
-            )
-        log.info("batch.sent", batch_id=str(batch_id), counts=counts, parts=len(parts))
+        done = await self.store.finish_batch(
+            batch_id, reply=reply, actor=actor, event_of=self._completed,
+            delete_by_of=lambda transferred: (transferred + relativedelta(months=self.protocol.retention_months)).date(),
+        )  # fmt: skip
+        if done is None:
+            raise UncertainDeliveryError(f"batch {batch_id} has parts not yet accepted, or is not awaiting a result")
+        b, parts = done
+        log.info("batch.sent", batch_id=str(batch_id), counts=json.loads(b["counts"]), parts=len(parts))
         ops.BATCHES_SENT.labels(b["window_name"]).inc()
         await self.flush_outbox()
         return await self.result(batch_id)
 
+    def _completed(
+        self, b: Mapping[str, Any], parts: list, transferred, delete_by, files: list[dict]
+    ) -> DeliveryCompleted:
+        """What retention schedules: the batch as transferred, every part of it."""
+        return DeliveryCompleted(
+            event_id=stable_id("delivery-completed", b["batch_id"]), occurred_at=self.clock.now(),
+            batch_id=b["batch_id"], window=b["window_name"], academic_year=b["academic_year"],
+            programmes=json.loads(b["counts"]), recipient=b["recipient"], message_id=b["message_id"],
+            transferred_at=transferred, delete_by=delete_by, files=[DeliveredFile(**f) for f in files],
+            extract_ids=list(b["extract_ids"]), key_ids=list(b["key_ids"]), protocol_version=b["protocol_version"],
+            replaces_batch=b["replaces_batch"],
+            parts=[
+                DeliveredPart(part=p["part_no"], message_id=p["message_id"], size_bytes=p["size_bytes"] or 0,
+                              programmes=json.loads(p["counts"] or "{}"), transferred_at=p["sent_at"])
+                for p in parts
+            ],
+        )  # fmt: skip
+
     async def result(self, batch_id: UUID, *, already_sent: bool = False) -> BatchResult:
-        b = await self.pool.fetchrow(f"SELECT {BATCH} FROM delivery.batches WHERE batch_id=$1", batch_id)
-        parts = await self.pool.fetch(
-            "SELECT part_no, message_id, status, size_bytes, counts FROM "
-            "delivery.batch_parts WHERE batch_id=$1 ORDER BY part_no",
-            batch_id,
-        )
+        b = await self.store.batch(batch_id)
+        parts = await self.store.part_summaries(batch_id)
         return BatchResult(
             batch_id,
             b["status"],
@@ -763,13 +518,7 @@ class DeliveryService(FollowsProtocol):
     async def resolve(self, batch_id: UUID, *, sent: bool, actor: str, part: int | None = None) -> BatchResult | None:
         """An operator's decision about an interrupted send of one part (the only interrupted one when
         ``part`` is not given). When every part is then sent, so is the batch."""
-        interrupted = [
-            r["part_no"]
-            for r in await self.pool.fetch(
-                "SELECT part_no FROM delivery.batch_parts WHERE batch_id=$1 AND status='sending' ORDER BY part_no",
-                batch_id,
-            )
-        ]
+        interrupted = await self.store.interrupted_parts(batch_id)
         if part is None and len(interrupted) == 1:
             part = interrupted[0]
         if part is None or part not in interrupted:
@@ -777,29 +526,15 @@ class DeliveryService(FollowsProtocol):
                 f"batch {batch_id} has no interrupted part {part if part else ''} to resolve "
                 f"(interrupted: {interrupted or 'none'})"
             )
-        await audit(
-            self.pool, actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent, "part": part}, self.protocol.version
-        )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE delivery.batch_parts SET status=$3, sent_at=CASE WHEN $3='sent' THEN attempted_at END, "
-                "smtp_reply=CASE WHEN $3='sent' THEN 'resolved by operator' END WHERE batch_id=$1 AND part_no=$2 "
-                "AND status='sending'",
-                batch_id,
-                part,
-                "sent" if sent else "prepared",
-            )
-            await conn.execute(
-                "UPDATE delivery.batches SET status='prepared' WHERE batch_id=$1 AND status='sending'", batch_id
-            )
-        if sent and not await self.pool.fetchval(
-            "SELECT count(*) FROM delivery.batch_parts WHERE batch_id=$1 AND status <> 'sent'", batch_id
-        ):
+        await self.store.audit(actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent, "part": part},
+                               self.protocol.version)  # fmt: skip
+        await self.store.resolve_part(batch_id, part, sent)
+        if sent and not await self.store.count_parts(batch_id, status="sent", negate=True):
             return await self.mark_sent(batch_id, "resolved by operator", actor)
         return None
 
     async def flush_outbox(self) -> int:
-        return await flush_outbox(self.pool, "delivery.outbox", self.publisher)
+        return await self.store.flush_outbox(self.publisher)
 
 
 def _fault_point(name: str) -> None:
