@@ -43,7 +43,6 @@ from ..adapters.mailer import (
     SmtpTransientError,
 )
 from ..adapters.smime import Smime
-from ..adapters.store import DeliveryStore
 from ..domain.errors import (
     DeliveryRefusedError,
     NothingToDeliverError,
@@ -67,6 +66,7 @@ from ..domain.render import (
     programme_file_from_lines,
     row_bytes,
 )
+from .ports import Store
 
 log = structlog.get_logger("sais.delivery")
 
@@ -112,7 +112,7 @@ class BatchResult:
 
 @dataclass
 class DeliveryService(FollowsProtocol):
-    store: DeliveryStore
+    store: Store
     keys: Keys
     protocol_ref: ProtocolRef
     clock: Clock
