@@ -202,3 +202,12 @@ async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, wh
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test carries the marker of its folder (unit, integration, e2e), so that `make test`'s
+    marker selection can never skip a test that forgot to declare it."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in ("unit", "integration", "e2e") and not item.get_closest_marker(kind):
+            item.add_marker(getattr(pytest.mark, kind))

@@ -3,6 +3,8 @@
 import uuid
 
 from sais_retention.domain.plan import (
+
+pytestmark = pytest.mark.unit
     RULE_TRANSFER,
     RULE_UNDELIVERED,
     ScheduledDeletion,
