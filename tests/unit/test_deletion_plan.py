@@ -2,9 +2,8 @@
 
 import uuid
 
+import pytest
 from sais_retention.domain.plan import (
-
-pytestmark = pytest.mark.unit
     RULE_TRANSFER,
     RULE_UNDELIVERED,
     ScheduledDeletion,
@@ -12,6 +11,8 @@ pytestmark = pytest.mark.unit
     merge_counts,
     plan_deletion,
 )
+
+pytestmark = pytest.mark.unit
 
 X1, X2, K1, K2 = (uuid.uuid4() for _ in range(4))
 B1, B2 = uuid.uuid4(), uuid.uuid4()
