@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,34 +239,9 @@ class Run:
         )
 
     def publish_inbound(self, path: Path, source: str, ref: str, on_progress=None) -> None:
-        from aiokafka import AIOKafkaProducer
-        from sais_shared.devpki import DEV_PUBLISHER
-        from sais_shared.inbound import InboundExtractWriter
-
-        text = path.read_text(encoding="utf-8")
-        w = InboundExtractWriter(
-            (self.lay.pki / "inbound.pub.pem").read_bytes(),
-            "inbound-1",
-            f"bench-{path.stem}",
-            source,
-            date.fromisoformat(ref),
-            "Admissions system (bench)",
-            publisher=DEV_PUBLISHER,
-            signing_key_pem=(self.lay.pki / "publisher.key").read_bytes(),
-        )
-
-        async def send() -> None:
-            p = AIOKafkaProducer(**stack.kafka_client(self.env, "publisher"), enable_idempotence=True, linger_ms=5)
-            await p.start()
-            try:
-                topic = f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1"
-                for m in [w.started, *(w.record(r) for r in csv.DictReader(text.splitlines())), w.completed()]:
-                    await p.send(topic, m.model_dump_json().encode(), key=m.extract_ref.encode())
-                await p.flush()
-            finally:
-                await p.stop()
-
-        asyncio.run(send())
+        with path.open(encoding="utf-8", newline="") as f:
+            stack.publish_inbound(self.env, csv.DictReader(f), extract_ref=f"bench-{path.stem}", source=source,
+                                  reference_date=ref, originator="Admissions system (bench)")  # fmt: skip
         self.wait(
             f"SELECT status = 'ingested' FROM ingest.inbound_extracts WHERE extract_ref='bench-{path.stem}'",
             on_progress=on_progress,

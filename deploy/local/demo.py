@@ -134,43 +134,11 @@ class Demo:
 
     def publish_inbound(self, name: str, source: str, ref: str) -> None:
         """As an upstream admissions system would: the extract as sealed events on the inbound topic."""
-        import asyncio
-        from datetime import date
-
-        from aiokafka import AIOKafkaProducer
-        from sais_shared.devpki import DEV_PUBLISHER
-        from sais_shared.inbound import InboundExtractWriter
-
         rows = list(csv.DictReader((SAMPLES / name).read_text(encoding="utf-8").splitlines()))
-        w = InboundExtractWriter(
-            (self.lay.pki / "inbound.pub.pem").read_bytes(),
-            "inbound-1",
-            f"adm-{name}",
-            source,
-            date.fromisoformat(ref),
-            "Admissions system (demo)",
-            publisher=DEV_PUBLISHER,
-            signing_key_pem=(self.lay.pki / "publisher.key").read_bytes(),
-        )
-        msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
-
-        async def send() -> None:
-            p = AIOKafkaProducer(**stack.kafka_client(self.env, "publisher"), enable_idempotence=True)
-            await p.start()
-            try:
-                for m in msgs:
-                    await p.send(
-                        f"{self.env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1",
-                        m.model_dump_json().encode(),
-                        key=m.extract_ref.encode(),
-                    )
-                await p.flush()
-            finally:
-                await p.stop()
-
-        asyncio.run(send())
+        n = stack.publish_inbound(self.env, rows, extract_ref=f"adm-{name}", source=source, reference_date=ref,
+                                  originator="Admissions system (demo)")  # fmt: skip
         print(
-            f"    published {name} as {len(msgs)} sealed events (extract-started, {len(rows)} records, "
+            f"    published {name} as {n} sealed events (extract-started, {len(rows)} records, "
             "extract-completed with count and checksum)"
         )
         self.wait_for(

@@ -370,6 +370,40 @@ async def create_topics(env: dict[str, str], *names: str, partitions: int = 3) -
         await admin.close()
 
 
+def publish_inbound(
+    env: dict[str, str], rows, *, extract_ref: str, source: str, reference_date: str, originator: str
+) -> int:
+    """As an upstream system would: an extract as sealed, signed events on the inbound topic, as the
+    development publisher (its Kafka user may write that topic and nothing else). Returns the events sent."""
+    from datetime import date
+
+    from aiokafka import AIOKafkaProducer
+    from sais_shared.devpki import DEV_PUBLISHER
+    from sais_shared.inbound import InboundExtractWriter
+
+    pki = Path(env["SAIS_LOCAL_PKI"])
+    w = InboundExtractWriter(
+        (pki / "inbound.pub.pem").read_bytes(), "inbound-1", extract_ref, source, date.fromisoformat(reference_date),
+        originator, publisher=DEV_PUBLISHER, signing_key_pem=(pki / "publisher.key").read_bytes(),
+    )  # fmt: skip
+    topic = f"{env['SAIS_TOPIC_PREFIX']}.ingest.inbound.v1"
+
+    async def send() -> int:
+        p = AIOKafkaProducer(**kafka_client(env, "publisher"), enable_idempotence=True, linger_ms=5)
+        await p.start()
+        n = 0
+        try:
+            for m in [w.started, *(w.record(r) for r in rows), w.completed()]:
+                await p.send(topic, m.model_dump_json().encode(), key=m.extract_ref.encode())
+                n += 1
+            await p.flush()
+        finally:
+            await p.stop()
+        return n
+
+    return asyncio.run(send())
+
+
 def kafka_client(env: dict[str, str], principal: str | None = None) -> dict:
     """aiokafka arguments for a script: as a service, the upstream ``publisher`` or the administrator."""
     return kafka_admin_settings(env).kafka_login(principal)
