@@ -1,12 +1,12 @@
 """Ports every service layer depends on, as small ``typing.Protocol``s: the adapters (PostgreSQL key
-store, Kafka publisher, wall clock) satisfy them structurally, and so do the in-memory fakes that the
+store, outboxes publishing to Kafka, wall clock) satisfy them structurally, and so do the in-memory fakes that the
 use-case unit tests pass instead."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from .crypto import DataKey, KeyEncryptionKey
@@ -33,7 +33,3 @@ class Outbox(Protocol):
     """Events committed with a state change, published after the commit."""
 
     async def flush(self) -> int: ...
-
-
-class Publisher(Protocol):
-    async def publish(self, message: Any, *, key: bytes | None = None, **kwargs: Any) -> Any: ...

@@ -20,7 +20,6 @@ from uuid import UUID
 import structlog
 from dateutil.relativedelta import relativedelta
 from sais_shared import ops
-from sais_shared.clock import Clock
 from sais_shared.crypto import Sealed
 from sais_shared.events import (
     DeliveredFile,
@@ -30,7 +29,7 @@ from sais_shared.events import (
     cohort_aad,
     stable_id,
 )
-from sais_shared.ports import Keys
+from sais_shared.ports import Clock, Keys
 from sais_shared.protocol import normalise_address
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label

@@ -19,7 +19,6 @@ from uuid import UUID
 
 import structlog
 from sais_shared import ops
-from sais_shared.clock import Clock
 from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import (
     ExtractCompleted,
@@ -32,6 +31,7 @@ from sais_shared.events import (
     stable_id,
 )
 from sais_shared.kafka import publish_many
+from sais_shared.ports import Clock
 from sais_shared.protocol import Protocol, ProtocolError
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
