@@ -35,6 +35,31 @@ def test_later_years_follow_the_facts():
     assert {p.key: p for p in RULES["2021/22"].programmes}["flu"].year_groups[-1] == "11"
 
 
+PRIMARY = ["R", "1", "2", "3", "4", "5", "6"]
+TO_Y11 = PRIMARY + ["7", "8", "9", "10", "11"]
+ALL, GIRLS = ["M", "F", "U"], ["F"]
+# Each year as docs/domain.md §4 states it, from the public sources: programme → (year groups, sexes).
+EXPECTED = {
+    "2017/18": {"flu": (PRIMARY[:5], ALL), "hpv-dose-1": (["8"], GIRLS), "hpv-dose-2": (["9"], GIRLS)},
+    "2018/19": {"flu": (PRIMARY[:6], ALL), "hpv-dose-1": (["8"], GIRLS), "hpv-dose-2": (["9"], GIRLS)},
+    "2019/20": {"flu": (PRIMARY, ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], GIRLS)},
+    "2020/21": {"flu": (PRIMARY + ["7"], ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
+    "2021/22": {"flu": (TO_Y11, ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
+    "2022/23": {"flu": (PRIMARY + ["7", "8", "9"], ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
+    **{y: {"flu": (TO_Y11, ALL), "hpv-dose-1": (["8"], ALL)} for y in ("2023/24", "2024/25", "2025/26", "2026/27")},
+}
+
+
+@pytest.mark.parametrize("year", sorted(EXPECTED))
+def test_each_year_has_exactly_its_programmes_year_groups_and_sexes(year):
+    got = {p.key: (p.year_groups, p.sexes) for p in RULES[year].programmes}
+    expected = {**EXPECTED[year], "td-ipv": (["9"], ALL), "menacwy": (["9"], ALL)}
+    assert {k: (v[0], sorted(v[1])) for k, v in got.items()} == {k: (v[0], sorted(v[1])) for k, v in expected.items()}
+    flu = next(p for p in RULES[year].programmes if p.key == "flu")
+    secondary = any(g not in PRIMARY for g in flu.year_groups)
+    assert ("autumn-census" in flu.sources) == secondary  # secondary pupils are known from the October census
+
+
 def test_bad_rules_file_names_the_field():
     with pytest.raises(RulesError, match=r"programmes.0.year_groups"):
         parse_rules(
@@ -102,7 +127,9 @@ def test_sex_specific_programmes_and_unknown_sex():
     unknown8 = _rec("autumn-census", "8", "U", date(2017, 10, 5))
     assert set(memberships([girl9], RULES["2017/18"])) == {"hpv-dose-2", "td-ipv", "menacwy"}
     assert set(memberships([boy9], RULES["2017/18"])) == {"td-ipv", "menacwy"}
-    assert set(memberships([boy9], RULES["2019/20"])) == {"hpv-dose-2", "td-ipv", "menacwy"}
+    # 2019/20: boys offered HPV from Year 8 only; a Year 9 boy had no first dose, so no second
+    assert set(memberships([boy9], RULES["2019/20"])) == {"td-ipv", "menacwy"}
+    assert set(memberships([boy9], RULES["2020/21"])) == {"hpv-dose-2", "td-ipv", "menacwy"}
     assert memberships([unknown8], RULES["2017/18"]) == {}
     assert unknown_sex_findings([unknown8], RULES["2017/18"]) == ["hpv-dose-1"]
 
