@@ -47,12 +47,17 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
             "Delivery needs an audited override until a reviewed version is loaded.[/]"
         )
     out.print(f"[bold]{p.id}[/] v{p.version}, in force since {p.effective_from}, review by {p.review_date}")
+    if p.review_date_basis:
+        out.print(f"  review date: {p.review_date_basis}")
     out.print(f"originator: {p.originator_label}; marking: {p.protective_marking}")
     out.print(f"retention {p.retention_months} months (§11.1); staleness limit {p.staleness_months} months (§9.5)")
     out.print(
         f"transfer: {p.transfer.method} to {', '.join(p.transfer.recipients)} "
         f"(allowed domains {', '.join(p.transfer.allowed_recipient_domains)})"
     )
+    if p.transfer.as_written:
+        out.print(f"  the protocol says: {p.transfer.as_written}")
+        out.print(f"  used instead because: {p.transfer.method_reason}")
     t = Table("source", "year groups requested (sexes)", "target year", title="Sources", title_justify="left")
     for name, s in p.sources.items():
         t.add_row(name, ", ".join(f"{y} ({''.join(x)})" for y, x in s.requested.items()), s.target)

@@ -73,3 +73,30 @@ def test_ingest_refuses_a_protocol_that_does_not_allow_a_forwarded_field():
     d["dataset"] = [f for f in d["dataset"] if f["name"] != "gender"]
     with pytest.raises(ProtocolError, match="gender"):
         check_fields_allowed(parse_protocol(yaml.safe_dump(d), "x"))
+
+
+def test_the_transfer_clause_is_kept_as_written_with_the_method_used_and_why():
+    from sais_shared.protocol import load_protocol
+
+    t = load_protocol().transfer
+    assert "Egress" in t.as_written and "GCSx" in t.as_written
+    assert t.method == "smime-email" and "2019" in t.method_reason
+
+
+def test_a_method_the_software_does_not_implement_is_refused_by_name():
+    doc = _doc()
+    doc["transfer"]["method"] = "egress"
+    with pytest.raises(ProtocolError, match="'egress' is not one this software implements"):
+        parse_protocol(yaml.safe_dump(doc), "test")
+    doc["transfer"]["method"] = "smime-email"
+    doc["transfer"]["method_reason"] = None
+    with pytest.raises(ProtocolError, match="say why in transfer.method_reason"):
+        parse_protocol(yaml.safe_dump(doc), "test")
+
+
+def test_the_review_date_is_the_earlier_of_the_two_the_isp_gives_and_says_so():
+    from sais_shared.protocol import load_protocol
+
+    p = load_protocol()
+    assert p.review_date.isoformat() == "2018-04-30"
+    assert "April 2018" in p.review_date_basis and "§15.1" in p.review_date_basis

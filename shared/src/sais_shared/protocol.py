@@ -90,11 +90,35 @@ class Window(_Strict):
     sources: list[str] = Field(min_length=1)
 
 
+# Transfer methods this software carries out. A protocol naming any other is refused when it loads.
+IMPLEMENTED_METHODS = ("smime-email",)
+
+
 class Transfer(_Strict):
-    method: Literal["smime-email"]
+    method: str = Field(description="The method actually used; one this software implements")
+    as_written: str | None = Field(
+        None, description="The method as the protocol's clauses word it, when the method used differs"
+    )
+    method_reason: str | None = Field(None, description="Why the method used differs from the one written")
     allowed_recipient_domains: list[str] = Field(min_length=1)
     recipients: list[str] = Field(min_length=1)
     windows: list[Window] = Field(min_length=1)
+
+    @field_validator("method")
+    @classmethod
+    def _implemented(cls, method: str) -> str:
+        if method not in IMPLEMENTED_METHODS:
+            raise ValueError(
+                f"transfer method {method!r} is not one this software implements "
+                f"({', '.join(IMPLEMENTED_METHODS)}): nothing could be sent under it"
+            )
+        return method
+
+    @model_validator(mode="after")
+    def _deviation_explained(self) -> Transfer:
+        if self.as_written and not self.method_reason:
+            raise ValueError("transfer.as_written differs from the method used: say why in transfer.method_reason")
+        return self
 
     @model_validator(mode="after")
     def _recipients_allowed(self) -> Transfer:
@@ -131,6 +155,9 @@ class Protocol(_Strict):
     title: str
     effective_from: date
     review_date: date
+    review_date_basis: str | None = Field(
+        None, description="Where the review date comes from, and any disagreement in the protocol's text"
+    )
     purpose: str
     parties: list[Party] = Field(min_length=2)
     originator_label: str

@@ -186,6 +186,11 @@ def manifest(
         "delete_by": delete_by.isoformat(),
         "retention": f"Delete by {delete_by.isoformat()}: {protocol.retention_months} months from transfer "
         "(ISP §11.1).",
+        "transfer": {
+            "method": protocol.transfer.method,
+            "as_written": protocol.transfer.as_written,
+            "why_it_differs": protocol.transfer.method_reason,
+        },
         "part": part or {"number": 1, "of": 1},
         "counts": counts,
         "sources": sources,
