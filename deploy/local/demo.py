@@ -229,7 +229,8 @@ class Demo:
             per = Counter((r["School name"], r["Year group"]) for r in rows)
             print(f"  {key}: {len(rows)} pupils")
             for (school, yg), n in sorted(per.items()):
-                print(f"      {school:40} {yg:8} {n:3}")
+                label = "Reception" if yg == "R" else f"Year {yg}"
+                print(f"      {school:40} {label:9} {n:3}")
 
     def stop(self) -> None:
         stack.stop_processes(self.services.values(), timeout=20)

@@ -46,23 +46,41 @@ class Row:
         )
 
 
-COLUMNS = [
-    "School DfE number",
-    "School name",
-    "Year group",
-    "Surname",
-    "Forename",
-    "Date of birth",
-    "Gender",
-    "Address line 1",
-    "Address line 2",
-    "Address line 3",
-    "Address line 4",
-    "Address line 5",
-    "Postcode",
-    "Programme",
-    "Dose",
+@dataclass(frozen=True)
+class Column:
+    """One column of a programme file. Its definition (§9.4) is the protocol's definition of the
+    dataset field it carries, or its own for a column that is not protocol data."""
+
+    header: str
+    field: str | None  # the protocol dataset field, or None
+    definition: str = ""
+
+
+# The programme files' columns and the field definitions both come from this list, so they agree.
+FILE_COLUMNS = [
+    Column("School DfE number", "school_dfe"),
+    Column("School name", "school_name"),
+    Column("Year group", "year_group"),
+    Column("Surname", "surname"),
+    Column("Forename", "forename"),
+    Column("Date of birth", "date_of_birth"),
+    Column("Gender", "gender"),
+    *(Column(f"Address line {i}", "address") for i in range(1, 6)),
+    Column("Postcode", "postcode"),
+    Column("Programme", None, "Immunisation programme the pupil is eligible for in the academic year."),
+    Column(
+        "Dose",
+        None,
+        "Dose number of the programme in that year's schedule: HPV dose 1 (Year 8) or 2 (Year 9); HPV is "
+        "one dose from 2023/24, shown as 1. Blank for programmes given once (flu, Td/IPV, MenACWY).",
+    ),
 ]
+COLUMNS = [c.header for c in FILE_COLUMNS]
+
+
+def year_group_cell(year_group: str) -> str:
+    """As the field definition has it: R for Reception, else the year's number (1-14)."""
+    return year_group
 
 
 @dataclass(frozen=True)
@@ -104,7 +122,7 @@ def row_cells(r: Row) -> list[str]:
     return [
         r.school_dfe,
         r.school_name,
-        "R" if r.year_group == "R" else f"Year {r.year_group}",
+        year_group_cell(r.year_group),
         r.surname,
         r.forename,
         r.date_of_birth.strftime("%d/%m/%Y"),
@@ -149,11 +167,18 @@ def programme_file_from_lines(name: str, lines: list[bytes]) -> RenderedFile:
 
 
 def field_definitions(protocol: Protocol) -> RenderedFile:
-    rows = [["Field", "Definition"]] + [[f.label, f.definition] for f in protocol.dataset]
-    rows += [
-        ["Programme", "Immunisation programme the pupil is eligible for in the academic year."],
-        ["Dose", "Dose number where the programme has more than one; blank otherwise."],
-    ]
+    """One definition per column of the programme files, in their order (address lines share one)."""
+    by_name = {f.name: f for f in protocol.dataset}
+    rows, seen = [["Field", "Definition"]], set()
+    for c in FILE_COLUMNS:
+        if c.field is None:
+            rows.append([c.header, c.definition])
+        elif c.field not in seen:
+            f = by_name[c.field]
+            header = "Address lines 1-5" if c.field == "address" else c.header
+            rows.append([header, f"{f.definition} (ISP dataset: {f.label})"])
+        if c.field:
+            seen.add(c.field)
     return RenderedFile("field-definitions.csv", _csv(rows), len(rows) - 1)
 
 
