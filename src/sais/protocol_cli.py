@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_eligibility.config import EligibilitySettings
 from sais_shared.protocol import ProtocolError, read_protocol_file
 from sais_shared.protocol_registry import history, load_version
 from sais_shared.runtime import open_runtime
@@ -66,6 +67,68 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
     for party in p.parties:
         t.add_row(party.name, party.role, "; ".join(f"{c.name} <{c.email}>" for c in party.contacts))
     out.print(t)
+
+
+@app.command("check")
+def check(
+    path: Path | None = typer.Argument(
+        None, exists=True, dir_okay=False, help="protocol file (default: the bundled one)"
+    ),
+    academic_year: str | None = typer.Option(None, "--academic-year", metavar="YYYY/YY", help="one year only"),
+    as_json: bool = typer.Option(False, "--json", help="print the gaps as JSON"),
+) -> None:
+    """Check a protocol file, and whether the data it requests cover each year's programme rules: every
+    programme, year group and sex that no source of that programme is asked for (those children would
+    be dropped as out of scope, and the cohort silently incomplete)."""
+    from sais_eligibility.adapters.rules_files import load_all_rules
+    from sais_eligibility.domain.coverage import coverage_gaps
+    from sais_shared.protocol import bundled_protocol_path, load_protocol
+
+    try:
+        protocol = load_protocol(path or bundled_protocol_path())
+    except ProtocolError as exc:
+        err.print(f"[red]protocol refused:[/] {exc}")
+        raise typer.Exit(3) from None
+    rules = load_all_rules(EligibilitySettings().eligibility_rules_dir)
+    if academic_year is not None and academic_year not in rules:
+        err.print(f"no programme rules for {academic_year!r}; there are rules for {', '.join(sorted(rules))}")
+        raise typer.Exit(2)
+    years = [academic_year] if academic_year else sorted(rules)
+    gaps = {y: coverage_gaps(rules[y], protocol) for y in years}
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "protocol": protocol.id,
+                    "version": protocol.version,
+                    "gaps": {
+                        y: [
+                            {
+                                "programme": g.programme,
+                                "year_groups": list(g.year_groups),
+                                "sexes": list(g.sexes),
+                                "sources": list(g.sources),
+                            }
+                            for g in gs
+                        ]
+                        for y, gs in gaps.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+        return
+    out.print(f"{protocol.id} v{protocol.version}: valid")
+    for y, gs in gaps.items():
+        if not gs:
+            out.print(f"  {y}: the requested data cover every programme")
+        for g in gs:
+            out.print(f"  [yellow]{y}: gap[/] {g.describe()}")
+    if any(gaps.values()):
+        out.print(
+            "Children in a gap are dropped at ingest as out of scope: agree a protocol revision that "
+            "requests them before relying on that year's cohort."
+        )
 
 
 @app.command("load")

@@ -33,6 +33,11 @@ SMTP_FAILURES = Counter("sais_delivery_smtp_failures_total", "SMTP send failures
 DELIVERY_REFUSED = Counter("sais_delivery_refused_total", "Deliveries refused before sending", ["reason"])
 SHARING_SUSPENDED = Gauge("sais_sharing_suspended", "1 while sharing is suspended (ISP §16.4)")
 REVIEW_OVERDUE = Gauge("sais_protocol_review_overdue", "1 when the protocol in force is past its review date")
+COVERAGE_GAPS = Gauge(
+    "sais_protocol_coverage_gaps",
+    "Programme year groups and sexes of a year's rules that the protocol in force requests from no source",
+    ["academic_year"],
+)
 DELETIONS_PENDING = Gauge("sais_retention_pending_deletions", "Scheduled deletions not yet done", ["state"])
 TIMER_RUNS = Counter(
     "sais_timer_runs_total", "Completed runs of a service's own timer (delivery windows, retention)", ["service"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import structlog
 from faststream.kafka import KafkaBroker
+from sais_shared import ops
 from sais_shared.bootstrap import Current, Running, Wiring, service_app
 from sais_shared.deletion import register_deletion_consumer
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, ExtractCompleted, PupilRecorded
@@ -14,7 +16,10 @@ from .adapters.deletion import delete_rows
 from .adapters.repository import PgOutbox, PgUnitOfWork
 from .adapters.rules_files import load_all_rules
 from .config import EligibilitySettings
+from .domain.coverage import coverage_gaps
 from .service_layer.handlers import EligibilityService
+
+log = structlog.get_logger("sais.eligibility")
 
 
 def declare(broker: KafkaBroker, topics: Topics):
@@ -27,14 +32,26 @@ def declare(broker: KafkaBroker, topics: Topics):
 
 
 def bootstrap(rt: Runtime, cohort_publisher, settings: EligibilitySettings) -> EligibilityService:
+    rules = load_all_rules(settings.eligibility_rules_dir)
+    report_coverage(rules, rt.protocol)
     return EligibilityService(
         PgUnitOfWork(rt.pool),
         rt.keys,
         rt.protocol_ref,
-        load_all_rules(settings.eligibility_rules_dir),
+        rules,
         PgOutbox(rt.pool, cohort_publisher),
         rt.clock,
     )
+
+
+def report_coverage(rules: dict, protocol) -> None:
+    """The coverage gaps of every rules year under the protocol in force: a gauge, and a warning each."""
+    for year, year_rules in sorted(rules.items()):
+        gaps = coverage_gaps(year_rules, protocol)
+        ops.COVERAGE_GAPS.labels(year).set(sum(len(g.year_groups) * len(g.sexes) for g in gaps))
+        for g in gaps:
+            log.warning("protocol.coverage_gap", academic_year=year, programme=g.programme,
+                        year_groups=list(g.year_groups), sexes=list(g.sexes), protocol_version=protocol.version)  # fmt: skip
 
 
 WIRING = Wiring("eligibility", (("eligibility", "sais_eligibility"),), declare, bootstrap)

@@ -1,0 +1,65 @@
+"""Do the data a protocol requests cover each year's programme rules? v0.2 (the 2017 ISP) covers
+2017/18 only; the example v0.3 covers every year; each gap is named."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sais_eligibility.adapters.rules_files import load_all_rules
+from sais_eligibility.domain.coverage import Gap, coverage_gaps
+from sais_shared.protocol import bundled_protocol_path, load_protocol
+
+pytestmark = pytest.mark.unit
+RULES = load_all_rules()
+V02 = load_protocol()
+V03 = load_protocol(bundled_protocol_path().with_name("warwickshire-cwpt-v0.3.yaml"))
+JULY = ("summer-census", "admissions-reception", "admissions-year3-transfer")
+
+
+def test_the_2017_isp_covers_its_own_year():
+    assert coverage_gaps(RULES["2017/18"], V02) == []
+
+
+@pytest.mark.parametrize("year", [y for y in sorted(RULES) if y != "2017/18"])
+def test_the_2017_isp_leaves_gaps_in_every_later_year(year):
+    assert coverage_gaps(RULES[year], V02) != []
+
+
+def test_each_gap_names_programme_year_groups_sexes_and_sources():
+    assert coverage_gaps(RULES["2018/19"], V02) == [Gap("flu", ("5",), ("M", "F", "U"), JULY)]
+    gaps = coverage_gaps(RULES["2019/20"], V02)
+    assert Gap("hpv-dose-1", ("8",), ("M",), ("autumn-census",)) in gaps  # boys' HPV: Year 8 boys not asked for
+    assert Gap("flu", ("5", "6"), ("M", "F", "U"), JULY) in gaps
+
+
+@pytest.mark.parametrize("year", sorted(RULES))
+def test_the_example_revision_covers_every_year(year):
+    assert coverage_gaps(RULES[year], V03) == []
+
+
+def sais(*args: str) -> subprocess.CompletedProcess:
+    """The operator's command in its own process (its logging setup stays its own)."""
+    return subprocess.run([str(Path(sys.executable).with_name("sais")), *args], capture_output=True, text=True)
+
+
+def test_sais_protocol_check_reports_the_gaps_and_the_revision_none():
+    r = sais("protocol", "check", "--academic-year", "2018/19", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["version"] == "0.2" and doc["gaps"]["2018/19"][0]["year_groups"] == ["5"]
+    r = sais("protocol", "check", str(bundled_protocol_path().with_name("warwickshire-cwpt-v0.3.yaml")))
+    assert r.returncode == 0 and "gap" not in r.stdout and "valid" in r.stdout
+    assert sais("protocol", "check", "--academic-year", "2030/31").returncode == 2
+
+
+def test_the_eligibility_service_exports_the_gaps_as_a_gauge():
+    from prometheus_client import REGISTRY
+    from sais_eligibility.app import report_coverage
+
+    report_coverage(RULES, V02)
+    value = lambda y: REGISTRY.get_sample_value("sais_protocol_coverage_gaps", {"academic_year": y})  # noqa: E731
+    assert value("2017/18") == 0 and value("2018/19") == 3  # flu Year 5, three sexes
+    report_coverage(RULES, V03)
+    assert all(value(y) == 0 for y in RULES)
