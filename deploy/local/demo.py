@@ -223,6 +223,15 @@ class Demo:
         )
         return out
 
+    def held(self, when: str, expect: int) -> None:
+        """The cohort records and destroyed data keys at this point of the calendar; fails if the
+        records held are not what the schedule says."""
+        left = int(self.psql("SELECT count(*) FROM delivery.members WHERE status='active'"))
+        destroyed = self.psql("SELECT count(*) FROM shared.data_keys WHERE wrapped IS NULL")
+        print(f"    {when}: cohort records held {left}; data keys destroyed so far {destroyed}")
+        if left != expect:
+            fail(f"{when}: {left} cohort records held, expected {expect}")
+
     def summary(self, cohorts: dict[str, list[dict]]) -> None:
         step("Pupils per programme and school (read back from the decrypted files)")
         for key, rows in sorted(cohorts.items()):
@@ -257,35 +266,36 @@ class Demo:
             print(self.sais("eligibility", "quality", "2017/18", as_of="2017-07-10").stdout)
             step("Delivering the July window (S/MIME over SMTP with STARTTLS), as of 10 July 2017")
             july = self.deliver("july", "2017-07-10")
+            step("Opening what the SAIS mailbox received with the stock openssl CLI")
+            cohorts = self.check_batch(july)
+            self.wait_for("the July transfer scheduled for deletion",
+                          "SELECT count(*) FROM retention.schedule WHERE subject LIKE 'batch:%'", "1")  # fmt: skip
+            step("Running retention as of 11 October 2017: the July transfer is due (10 July + 3 months)")
+            print(
+                "    (data keys destroyed at once; ingest, eligibility and delivery each delete their own rows and "
+                "confirm; the certificate follows)"
+            )
+            print(self.sais("retention", "run", "--now", "2017-10-11", "--wait", "60", as_of="2017-10-11").stdout)
+            self.held("after the July transfer's deletion", expect=0)
             step("Ingesting the October census (as of 12 October 2017)")
             self.ingest(*OCTOBER)
             self.settle()
             step("Delivering the December window, as of 4 December 2017")
             december = self.deliver("december", "2017-12-04")
             step("Opening what the SAIS mailbox received with the stock openssl CLI")
-            cohorts = {**self.check_batch(july), **self.check_batch(december)}
+            cohorts.update(self.check_batch(december))
             self.summary(cohorts)
-            step("Retention schedule (ISP §11.1: transfer date + 3 months)")
-            self.wait_for(
-                "transfers scheduled for deletion",
-                "SELECT count(*) FROM retention.schedule WHERE subject LIKE 'batch:%'",
-                "2",
-            )
+            self.wait_for("the December transfer scheduled for deletion",
+                          "SELECT count(*) FROM retention.schedule WHERE subject LIKE 'batch:%'", "2")  # fmt: skip
+            step("Retention schedule on 4 December 2017 (ISP §11.1: transfer date + 3 months)")
             print(self.sais("retention", "schedule", as_of="2017-12-04").stdout)
-            step("Running retention as of 11 October 2017: the July transfer is due, December's is not")
-            print(
-                "    (data keys destroyed at once; ingest, eligibility and delivery each delete their own rows and "
-                "confirm; the certificate follows)"
-            )
-            print(self.sais("retention", "run", "--now", "2017-10-11", "--wait", "60", as_of="2017-10-11").stdout)
-            print(self.sais("retention", "requests", as_of="2017-10-11").stdout)
-            left = self.psql("SELECT count(*) FROM delivery.members WHERE status='active'")
-            destroyed = self.psql("SELECT count(*) FROM shared.data_keys WHERE wrapped IS NULL")
-            print(f"    data keys destroyed: {destroyed}; cohort records still held (December's): {left}")
-            if int(destroyed) < 1 or int(left) != sum(december["counts"].values()):
-                fail("retention did not delete exactly the July transfer")
-            step("Pipeline status (`sais status`, as of 12 October 2017)")
-            print(self.sais("status", as_of="2017-10-12", check=False).stdout)
+            self.held("while December's transfer is held", expect=sum(december["counts"].values()))
+            step("Pipeline status (`sais status`, as of 4 December 2017)")
+            print(self.sais("status", as_of="2017-12-04", check=False).stdout)
+            step("Running retention as of 5 March 2018: the December transfer is due (4 December + 3 months)")
+            print(self.sais("retention", "run", "--now", "2018-03-05", "--wait", "60", as_of="2018-03-05").stdout)
+            print(self.sais("retention", "requests", as_of="2018-03-05").stdout)
+            self.held("after the December transfer's deletion", expect=0)
             step(f"Done in {time.monotonic() - t0:.0f}s: every step happened and the numbers agree. Logs: {self.logs}")
         finally:
             self.stop()

@@ -426,3 +426,38 @@ async def test_rsa_oaep_key_transport_when_asked_and_stock_openssl_opens_it(july
     )
     inner = email.message_from_bytes(openssl_open(msg, infra.pki))  # decrypts and verifies
     assert any(p.get_filename() == "flu-2017-18.csv" for p in inner.walk())
+
+
+async def test_a_later_source_updates_a_child_in_its_window_and_never_moves_it(settings_env):
+    """A flu child first known from the May census stays in the July window when the October census
+    becomes its best record: July is re-sent as an update; December never carries it."""
+    from sais_delivery.adapters.store import DeliveryStore
+
+    rt = await open_runtime(CommonSettings(), *MIGRATIONS)
+    try:
+        extract_id, pupil = uuid.uuid4(), uuid.uuid4()
+        key = await rt.keys.key_for_extract(extract_id)
+        personal = PupilPersonal(surname="Lovelace", forename="Ada", date_of_birth=datetime(2010, 3, 4).date(),
+                                 address_lines=["1 High St"], postcode="CV34 4RL")  # fmt: skip
+
+        def revision(n: int, source: str, year_group: str) -> CohortMemberAdded:
+            at = datetime(2020, 6 if n == 1 else 10, 1, 9, tzinfo=UTC)
+            e = CohortMemberAdded(
+                event_id=uuid.uuid4(), occurred_at=at, academic_year="2020/21", programme="flu", pupil_id=pupil,
+                school_dfe="9372001", school_name="Castle School", year_group=year_group, gender="F",
+                source=source, reference_date=at.date(), received_at=at, extract_ids=[extract_id], revision=n,
+                change="added" if n == 1 else "updated", personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""),
+            )  # fmt: skip
+            return e.model_copy(update={"personal": key.seal_model(personal, e.aad())})
+
+        store = DeliveryStore(rt.pool)
+        july, december = rt.protocol.transfer.window("july").sources, rt.protocol.transfer.window("december").sources
+        await apply_cohort_events(rt.pool, [revision(1, "summer-census", "7")])
+        n_july, first = await store.window_content("2020/21", july)
+        assert (n_july, (await store.window_content("2020/21", december))[0]) == (1, 0)
+        await apply_cohort_events(rt.pool, [revision(2, "autumn-census", "7")])  # October census wins the match
+        n_july, updated = await store.window_content("2020/21", july)
+        assert (n_july, (await store.window_content("2020/21", december))[0]) == (1, 0)
+        assert updated != first  # so the July window is sent again, as an update batch
+    finally:
+        await rt.close()

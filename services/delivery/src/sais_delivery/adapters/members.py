@@ -8,13 +8,16 @@ from sais_shared.kafka import claim_new
 
 UPSERT = (
     "INSERT INTO delivery.members(academic_year, programme, dose, pupil_id, status, revision, school_dfe, "
-    "school_name, year_group, gender, source, reference_date, received_at, extract_ids, key_id, personal) "
-    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16::jsonb) "
+    "school_name, year_group, gender, source, reference_date, received_at, extract_ids, key_id, personal, "
+    "window_source) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16::jsonb,$11) "
     "ON CONFLICT (academic_year, programme_key, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
     "revision=EXCLUDED.revision, school_dfe=EXCLUDED.school_dfe, school_name=EXCLUDED.school_name, "
     "year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, source=EXCLUDED.source, "
     "reference_date=EXCLUDED.reference_date, received_at=EXCLUDED.received_at, extract_ids=EXCLUDED.extract_ids, "
-    "key_id=EXCLUDED.key_id, personal=EXCLUDED.personal, updated_at=now() "
+    "key_id=EXCLUDED.key_id, personal=EXCLUDED.personal, updated_at=now(), "
+    # the window stays the one the child first came in through (a withdrawal carries no source)
+    "window_source=CASE WHEN delivery.members.window_source = '' THEN EXCLUDED.window_source "
+    "ELSE delivery.members.window_source END "
     "WHERE delivery.members.revision < EXCLUDED.revision"
 )
 

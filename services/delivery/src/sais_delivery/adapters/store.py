@@ -16,9 +16,9 @@ from sais_shared.events import DeliveryCompleted
 from sais_shared.keystore import audit
 from sais_shared.outbox import flush_outbox
 
-# The members a window delivers ($1 academic year, $2 the window's sources), and the fingerprint of
-# their content: a batch is the same batch exactly when this is the same.
-WINDOW_MEMBERS = "academic_year=$1 AND status='active' AND source = ANY($2)"
+# The members a window delivers ($1 academic year, $2 the window's sources: those the child first came
+# in through), and the fingerprint of their content: a batch is the same batch exactly when this is.
+WINDOW_MEMBERS = "academic_year=$1 AND status='active' AND window_source = ANY($2)"
 CONTENT_SHA256 = (
     "encode(sha256(convert_to(coalesce(string_agg(programme_key || '|' || pupil_id || '|' || revision, "
     "E'\\n' ORDER BY programme_key, pupil_id), ''), 'UTF8')), 'hex')"
@@ -83,7 +83,7 @@ class WindowSnapshot:
             "content_sha256, counts, files, extract_ids, key_ids, pupil_ids, replaces_batch, protocol_version, "
             "delete_by, prepared_at, part_count) SELECT $1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,'[]'::jsonb,$8,"
             "$9, (SELECT coalesce(array_agg(DISTINCT pupil_id), '{}') FROM delivery.members "  # server-side
-            "WHERE academic_year=$3 AND status='active' AND source = ANY($15)), $10,$11,$12,$13,$14 "
+            "WHERE academic_year=$3 AND status='active' AND window_source = ANY($15)), $10,$11,$12,$13,$14 "
             "ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
             batch["batch_id"], batch["window"], academic_year, batch["recipient"], batch["message_id"],
             batch["content"], json.dumps(batch["counts"]), batch["extract_ids"], batch["key_ids"], batch["replaces"],
