@@ -151,7 +151,7 @@ class Demo:
 
     def settle(self) -> None:
         """Eligibility has recorded every accepted row and delivery holds every cohort record."""
-        accepted = self.psql("SELECT coalesce(sum(accepted),0) FROM ingest.extracts")
+        accepted = self.psql("SELECT coalesce(sum(accepted),0) FROM ingest.extracts WHERE purged_at IS NULL")
         self.wait_for("pupil records in eligibility", "SELECT count(*) FROM eligibility.records", accepted)
         self.wait_for(
             "cohort records held by delivery (all of eligibility's, none still in its outbox)",
