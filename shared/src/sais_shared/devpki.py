@@ -160,7 +160,7 @@ def ensure_dev_pki(root: Path) -> DevPki:
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(root / "ca.key", ca_key)
     for cert_path, key_path, kwargs in (
-        (pki.smtp_cert, pki.smtp_key, {"dns": ["localhost", "smtp", "mailpit"]}),
+        (pki.smtp_cert, pki.smtp_key, {"dns": ["localhost", "smtp", "mailpit", "postgres"]}),
         (pki.sender_cert, pki.sender_key, {"email": SENDER_EMAIL}),
         (pki.recipient_cert, pki.recipient_key, {"email": RECIPIENT_EMAIL}),
     ):
