@@ -83,6 +83,7 @@ async def seed_county(n: int) -> set[str]:
                             extract_ids=[extract_id],
                         ),
                     ).model_dump_json(),
+                    "summer-census",  # the window the child came in through (as delivery's consumer records it)
                 )
             )
         async with rt.pool.acquire() as conn:
@@ -107,6 +108,7 @@ async def seed_county(n: int) -> set[str]:
                     "extract_ids",
                     "key_id",
                     "personal",
+                    "window_source",
                 ],
             )
         return surnames
