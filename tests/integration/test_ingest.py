@@ -116,3 +116,16 @@ async def test_the_same_child_twice_in_one_extract_is_reported(settings_env, tmp
     assert [(w["row_number"], w["reason"]) for w in rep.warning_rows if w["field"] == "row"] == [
         (4, "same child as row 2")
     ]
+
+
+async def test_a_refused_extract_is_json_too_with_json(settings_env, tmp_path):
+    from tests.integration.test_protocol_versions import sais
+
+    bad = tmp_path / "no-header.csv"
+    bad.write_text("Smith,Ann,12/03/2012\r\n", encoding="utf-8")
+    r = sais(settings_env, "ingest", "file", str(bad), "--source", "summer-census", "--reference-date", "2017-05-18",
+             "--json")  # fmt: skip
+    assert r.returncode == 2
+    doc = json.loads(r.stdout)
+    assert doc["refused"] is True and "required column(s) missing" in doc["reason"] and doc["file"] == bad.name
+    assert "Smith" not in r.stdout + r.stderr  # the refusal never echoes a child's details

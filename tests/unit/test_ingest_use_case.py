@@ -218,3 +218,11 @@ async def test_a_source_the_protocol_does_not_cover_is_refused_before_reading(in
     with pytest.raises(ProtocolError):
         await ingest.file(MAY, source="hospital-records", reference_date=date(2017, 5, 18), actor="test")
     assert ingest.repo.extracts == {} and ingest.publishers.pupil_recorded.sent == []
+
+
+async def test_an_extract_with_a_title_row_is_ingested_and_reports_where_its_header_was(ingest, tmp_path):
+    titled = tmp_path / "may-titled.csv"
+    titled.write_text("Summer census 2017 extract\r\n" + MAY.read_text(encoding="utf-8-sig"), encoding="utf-8")
+    rep = await ingest.file(titled, source="summer-census", reference_date=date(2017, 5, 18), actor="test")
+    assert rep.header_row == 2 and (rep.rows_in, rep.accepted, rep.rejected) == (52, 49, 2)
+    assert {r["row_number"] for r in rep.rejections} == {53, 54}  # one lower, as Excel shows them

@@ -8,7 +8,7 @@ import codecs
 import csv
 import hashlib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,9 +17,37 @@ import openpyxl
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml import ElementTree as DefusedET
 
+from ..domain.headers import map_headers
 from ..domain.model import ExtractFileError
 
 CHUNK = 1 << 20
+HEADER_LOOKAHEAD = 10  # non-blank rows searched for the header row (title and instruction rows above it)
+
+
+def with_header_row(raw: Iterator[tuple[int, list[str]]], found: Callable[[int, list[str]], None]
+                    ) -> Iterator[tuple[int, list[str]]]:  # fmt: skip
+    """From a sheet's rows as (row number as shown, cells): ``(0, headers)``, then the rows below it.
+    The header row is the one, among the first few non-blank rows, whose cells match the most known
+    headers (a title such as "Summer census 2017 extract" above it matches none); rows above it are
+    skipped, and row numbers stay the ones the spreadsheet shows. ``found(row number, headers)``
+    is told which row was taken."""
+    buffered: list[tuple[int, list[str]]] = []  # every row read ahead, blank ones too (they keep numbers)
+    candidates: list[int] = []  # positions in ``buffered`` of the non-blank rows
+    for row_number, cells in raw:
+        buffered.append((row_number, cells))
+        if any(c.strip() for c in cells):
+            candidates.append(len(buffered) - 1)
+            if len(candidates) == HEADER_LOOKAHEAD:
+                break
+    if not candidates:
+        return
+    scores = {i: len(map_headers(buffered[i][1])[0]) for i in candidates}
+    best = max(candidates, key=lambda i: (scores[i], -i)) if max(scores.values()) else candidates[0]
+    header_number, headers = buffered[best]
+    found(header_number, headers)
+    yield 0, headers
+    yield from buffered[best + 1 :]
+    yield from raw
 
 
 @dataclass(frozen=True)
@@ -68,25 +96,27 @@ class CsvExtract:
         self.path = path
         self.encoding = encoding
         self.headers: list[str] = []
+        self.header_row = 1
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        try:
+        row_number = 0
+
+        def raw() -> Iterator[tuple[int, list[str]]]:
+            nonlocal row_number
             with open(self.path, encoding=self.encoding, errors="strict", newline="") as f:
-                reader = csv.reader(f)
-                row_number = 0
-                for cells in reader:
+                for cells in csv.reader(f):
                     row_number += 1
-                    if not self.headers:
-                        if not any(c.strip() for c in cells):
-                            continue  # blank lines above the header
-                        self.headers = cells
-                        yield 0, cells
-                        continue
                     yield row_number, cells
+
+        try:
+            yield from with_header_row(raw(), self._found)
         except csv.Error as exc:
             raise ExtractFileError(f"the file is not readable CSV near row {row_number}: {exc}") from None
         except UnicodeDecodeError:
             raise ExtractFileError(f"the file is not valid {self.encoding}") from None
+
+    def _found(self, row_number: int, headers: list[str]) -> None:
+        self.header_row, self.headers = row_number, headers
 
 
 def _cell_text(v: object) -> str:
@@ -107,6 +137,7 @@ class XlsxExtract:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.headers: list[str] = []
+        self.header_row = 1
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
         try:
@@ -115,16 +146,13 @@ class XlsxExtract:
             raise ExtractFileError(f"the file is not a readable .xlsx workbook: {type(exc).__name__}") from None
         try:
             ws = wb.worksheets[0]
-            for row_number, values in enumerate(ws.iter_rows(values_only=True), start=1):
-                cells = [_cell_text(v) for v in values]
-                if not self.headers:
-                    if any(c.strip() for c in cells):
-                        self.headers = cells
-                        yield 0, cells
-                    continue
-                yield row_number, cells
+            raw = ((n, [_cell_text(v) for v in values]) for n, values in enumerate(ws.iter_rows(values_only=True), 1))
+            yield from with_header_row(raw, self._found)
         finally:
             wb.close()
+
+    def _found(self, row_number: int, headers: list[str]) -> None:
+        self.header_row, self.headers = row_number, headers
 
 
 CTF_HEADERS = [

@@ -37,6 +37,11 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
         f"  rows in {rep.rows_in} = accepted {rep.accepted} + rejected {rep.rejected} + "
         f"out of scope {rep.out_of_scope}   warnings {rep.warnings}"
     )
+    if rep.header_row and rep.header_row > 1:
+        out.print(
+            f"  header on row {rep.header_row}: the row(s) above it were skipped (a title or instructions); "
+            "row numbers below are the spreadsheet's"
+        )
     if rep.dropped_columns:
         out.print(f"  columns dropped (not allowed by ISP §6.1): {', '.join(rep.dropped_columns)}")
     if rep.rejections:
@@ -113,7 +118,10 @@ def ingest_file_cmd(
     try:
         rep = asyncio.run(run())
     except (ExtractFileError, ProtocolError) as exc:
-        console.print(f"[red]extract refused:[/] {exc}")
+        if as_json:  # a script parsing the output gets JSON for a refusal too
+            typer.echo(json.dumps({"refused": True, "reason": str(exc), "file": path.name}))
+        else:
+            console.print(f"[red]extract refused:[/] {exc}")
         raise typer.Exit(2) from None
     data = asdict(rep) | {"balanced": rep.balanced}
     if report:  # the full report includes the dip sample (personal data): a new, owner-only file

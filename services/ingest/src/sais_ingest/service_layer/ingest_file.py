@@ -88,6 +88,7 @@ class ExtractReport:
     rejections: list[dict] = field(default_factory=list)
     warning_rows: list[dict] = field(default_factory=list)
     dip_sample: list[dict] = field(default_factory=list)
+    header_row: int | None = None  # the spreadsheet row the header was found on (None: not a sheet)
 
     @property
     def balanced(self) -> bool:
@@ -139,7 +140,7 @@ class Ingest(FollowsProtocol):
     ) -> ExtractReport:
         facts = inspect_file(path)
         reader = open_extract(path, facts)
-        return await self.extract(
+        report = await self.extract(
             ExtractInput(
                 reader.rows(),
                 facts.sha256,
@@ -152,6 +153,8 @@ class Ingest(FollowsProtocol):
             actor=actor,
             progress=progress,
         )
+        report.header_row = None if report.duplicate else getattr(reader, "header_row", None)
+        return report
 
     async def extract(
         self, x: ExtractInput, *, actor: str | None = None, progress: Callable[[int], None] | None = None
