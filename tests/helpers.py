@@ -6,6 +6,7 @@ import asyncio
 import csv
 import socket
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,6 +22,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def private_smtpd(infra, maildir: Path, *options: str, tls: bool = True):
+    """A test's own SMTP server process (STARTTLS with the dev certificate, unless ``tls`` is off) on a
+    free port, with extra smtpd.py options (``--user``/``--password``, ``--max-size``, ``--no-tls``);
+    yields its port, stops it after."""
+    import sys
+
+    port = free_port()
+    cert = ["--cert", str(infra.pki / "smtp-server.pem"), "--key", str(infra.pki / "smtp-server.key")] if tls else []
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "deploy" / "local" / "smtpd.py"), "--port", str(port), "--maildir", str(maildir),
+         *cert, *options],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert b"listening" in server.stdout.readline()  # it says so once it accepts connections
+        yield port
+    finally:
+        server.terminate()
+        server.wait()
 
 
 async def create_topic(kafka: dict, topic: str, partitions: int = 1) -> str:

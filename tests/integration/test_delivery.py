@@ -3,9 +3,7 @@
 import csv
 import email
 import os
-import socket
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +27,7 @@ from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 from sais_shared.topics import Topics
 
-from tests.helpers import REPO, openssl_open, read_topic
+from tests.helpers import REPO, free_port, openssl_open, private_smtpd, read_topic
 from tests.pii import PersonalDataScan
 
 pytestmark = pytest.mark.integration
@@ -132,30 +130,11 @@ async def test_recipient_outside_the_allow_list_is_refused_and_audited(july, inf
 
 async def test_plaintext_only_smtp_server_is_refused(july, infra, tmp_path, monkeypatch):
     await seed_cohort(1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "deploy" / "local" / "smtpd.py"),
-            "--port",
-            str(port),
-            "--maildir",
-            str(tmp_path / "mail"),
-            "--no-tls",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert b"listening" in server.stdout.readline()
+    with private_smtpd(infra, tmp_path / "mail", "--no-tls", tls=False) as port:
         monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(port))
         with pytest.raises(TransferMethodNotAllowedError, match="STARTTLS"):
             await deliver()
         assert list((tmp_path / "mail").glob("*.eml")) == []
-    finally:
-        server.terminate()
-        server.wait()
 
 
 async def test_stale_extract_is_refused_naming_it(july, infra):
@@ -217,9 +196,7 @@ async def test_past_the_review_date_needs_an_audited_override(settings_env, infr
 
 async def test_smtp_outage_is_retried_then_delivered(july, infra, monkeypatch):
     await seed_cohort(1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # nothing listens there
     monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(closed))
     monkeypatch.setenv("SAIS_DELIVERY_SMTP_ATTEMPTS", "2")
     from sais_delivery.adapters.mailer import SmtpTransientError
@@ -293,30 +270,7 @@ async def test_a_changed_cohort_goes_as_a_new_batch_that_replaces_the_last(july,
 
 async def test_smtp_authentication_when_configured(july, infra, tmp_path, monkeypatch):
     await seed_cohort(1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "deploy" / "local" / "smtpd.py"),
-            "--port",
-            str(port),
-            "--maildir",
-            str(tmp_path / "mail"),
-            "--cert",
-            str(infra.pki / "smtp-server.pem"),
-            "--key",
-            str(infra.pki / "smtp-server.key"),
-            "--user",
-            "la-sender",
-            "--password",
-            "s3cret",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert b"listening" in server.stdout.readline()
+    with private_smtpd(infra, tmp_path / "mail", "--user", "la-sender", "--password", "s3cret") as port:
         monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(port))
         monkeypatch.setenv("SAIS_DELIVERY_SMTP_ATTEMPTS", "1")
         monkeypatch.setenv("SAIS_DELIVERY_SMTP_USERNAME", "la-sender")
@@ -330,9 +284,6 @@ async def test_smtp_authentication_when_configured(july, infra, tmp_path, monkey
         res = await deliver()
         [msg] = list((tmp_path / "mail").glob("*.eml"))
         assert b"X-Local-Smtpd-Auth: True" in msg.read_bytes() and res.status == "sent"
-    finally:
-        server.terminate()
-        server.wait()
 
 
 async def test_the_service_delivers_a_window_by_itself_in_its_month(july, infra, monkeypatch):

@@ -201,31 +201,9 @@ async def test_a_crash_mid_batch_resends_only_the_parts_not_yet_accepted(setting
 
 
 async def test_a_permanent_refusal_fails_at_once_naming_the_size_and_the_limit(settings_env, infra, tmp_path):
-    import subprocess
-    import sys
+    from tests.helpers import private_smtpd
 
-    from tests.helpers import REPO, free_port
-
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "deploy" / "local" / "smtpd.py"),
-            "--port",
-            str(port),
-            "--maildir",
-            str(tmp_path / "mail"),
-            "--cert",
-            str(infra.pki / "smtp-server.pem"),
-            "--key",
-            str(infra.pki / "smtp-server.key"),
-            "--max-size",
-            "1000000",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert b"listening" in server.stdout.readline()
+    with private_smtpd(infra, tmp_path / "mail", "--max-size", "1000000") as port:
         env = {
             **settings_env,
             "SAIS_DELIVERY_SMTP_PORT": str(port),
@@ -234,9 +212,6 @@ async def test_a_permanent_refusal_fails_at_once_naming_the_size_and_the_limit(s
         }
         await seed_county(5000)
         r = _cli(env, "send", "--window", "july", "--academic-year", "2017/18")
-    finally:
-        server.terminate()
-        server.wait()
     assert r.returncode == 7, r.stderr  # permanent, not "transient" (5): a retry cannot succeed
     message = " ".join(r.stderr.split())
     assert "1000000" in message and "3000000" in message and "bytes" in message
