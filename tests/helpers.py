@@ -102,6 +102,14 @@ async def read_topic(kafka: dict, topic: str, timeout: float = 10.0) -> list[Rec
         await consumer.stop()
 
 
+async def cohort_member_events(kafka: dict, topic: str, timeout: float = 10.0) -> list:
+    """The cohort topic's member events (adds, updates, withdrawals), without eligibility's coverage checks."""
+    from sais_shared.events import CoverageChecked, cohort_event_adapter
+
+    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(kafka, topic, timeout)]
+    return [e for e in events if not isinstance(e, CoverageChecked)]
+
+
 def personal_values(csv_path: Path) -> set[str]:
     """Names, dates of birth (as written and ISO), first address lines and postcodes in an input file.
     Town and county are left out: alone they identify nobody (and "Warwickshire" is in the originator)."""

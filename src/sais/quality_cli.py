@@ -33,9 +33,10 @@ def quality_cmd(
     c = Console()
     t = Table("programme", "school", "year", "children", title=f"Cohorts {academic_year}", title_justify="left")
     for r in view["cohort"]:
-        t.add_row(r["programme"], r["school_dfe"], r["year_group"], str(r["n"]))
+        t.add_row(r["programme"], r["school_dfe"] or "not yet known", r["year_group"], str(r["n"]))
     c.print(t)
     t = Table("finding", "school", "children", title="Data-quality findings", title_justify="left")
+    # school-not-yet-known is counted at the school the child left (rolled forward past its last year)
     for r in view["findings"]:
         t.add_row(r["code"], r["school_dfe"], str(r["n"]))
     c.print(t)

@@ -10,12 +10,12 @@ import time
 
 import asyncpg
 import pytest
-from sais_shared.events import CohortMemberAdded, cohort_event_adapter
+from sais_shared.events import CohortMemberAdded
 from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
 
 from tests.e2e.test_pipeline import wait_sql
-from tests.helpers import REPO, oracle, read_topic
+from tests.helpers import REPO, cohort_member_events, oracle
 
 pytestmark = pytest.mark.e2e
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -119,10 +119,7 @@ async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(en
     await conn.close()
     assert got == expected  # delivery holds exactly the cohort an independent count expects
 
-    events = [
-        cohort_event_adapter.validate_json(r.value)
-        for r in await read_topic(infra.kafka, Topics(env["SAIS_TOPIC_PREFIX"]).cohort, timeout=60)
-    ]
+    events = await cohort_member_events(infra.kafka, Topics(env["SAIS_TOPIC_PREFIX"]).cohort, timeout=60)
     # At-least-once on the wire, exactly-once in effect: a repeat is the same event (same id, same content).
     by_id: dict = {}
     for e in events:

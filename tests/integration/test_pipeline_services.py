@@ -18,11 +18,10 @@ from sais_ingest.app import ingest_session
 from sais_ingest.config import IngestSettings
 from sais_retention.app import build_app as build_retention
 from sais_retention.config import RetentionSettings
-from sais_shared.events import cohort_event_adapter
 from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
-from tests.helpers import REPO, openssl_open, read_topic
+from tests.helpers import REPO, cohort_member_events, openssl_open, read_topic
 
 pytestmark = pytest.mark.integration
 SAMPLES = REPO / "data" / "samples"
@@ -135,7 +134,7 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
             lambda: fetchval(dsn, "SELECT count(*) FROM eligibility.processed WHERE event_id=$1", marker),
             what="eligibility caught up with the redelivery",
         )
-        assert len(await read_topic(infra.kafka, topics.cohort)) == n_events
+        assert len(await cohort_member_events(infra.kafka, topics.cohort)) == n_events
         assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records") == 79
 
         # Delivery consumes the cohort (its app runs in-process too) and sends the July window.
@@ -146,6 +145,10 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
             await wait_until(
                 lambda: fetchval(dsn, "SELECT count(*) = $1 FROM delivery.members WHERE status='active'", expected),
                 what="delivery holds the cohort",
+            )
+            await wait_until(  # eligibility's check of 2017/18's rules against the protocol, at its start
+                lambda: fetchval(dsn, "SELECT gaps = '[]' FROM delivery.coverage WHERE academic_year='2017/18'"),
+                what="delivery holds the coverage check",
             )
             async with delivery_session(DeliverySettings()) as svc:
                 res = await svc.deliver("july", "2017/18", actor="test")
@@ -165,6 +168,7 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         assert len(rows) == expected
         manifest = json.loads(files["manifest.json"])
         assert manifest["counts"] == {"flu": expected} and manifest["delete_by"] == "2017-10-10"
+        assert manifest["cohort_complete"] is True and manifest["cohort_gaps"] == [] and res.warnings == []
 
         # Retention scheduled the transfer at transfer date + 3 months, once.
         await wait_until(
@@ -177,8 +181,7 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
 
 
 async def _cohort_events(infra, topics):
-    recs = await read_topic(infra.kafka, topics.cohort)
-    return [cohort_event_adapter.validate_json(r.value) for r in recs]
+    return await cohort_member_events(infra.kafka, topics.cohort)
 
 
 async def _republish(infra, topic, recs):

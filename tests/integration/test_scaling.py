@@ -4,12 +4,11 @@ import pytest
 from faststream import TestApp
 from sais_eligibility.app import build_app
 from sais_eligibility.config import EligibilitySettings
-from sais_shared.events import cohort_event_adapter
 from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
-from tests.helpers import oracle, read_topic
+from tests.helpers import cohort_member_events, oracle
 from tests.integration.test_pipeline_services import fetchval, ingest
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,7 @@ async def test_two_eligibility_instances_share_partitions_and_never_duplicate(se
     # both instances were given partitions of the pupil topic (2 partitions, 2 instances)
     assert all(assigned) and not (assigned[0] & assigned[1]), assigned
 
-    events = [cohort_event_adapter.validate_json(r.value) for r in await read_topic(infra.kafka, topics.cohort)]
+    events = await cohort_member_events(infra.kafka, topics.cohort)
     ids = [e.event_id for e in events]
     assert len(ids) == len(set(ids))  # no cohort event emitted twice
     got = {}

@@ -33,6 +33,10 @@ class FakeStore:
     suspended: tuple[bool, str | None] = (False, None)
     interrupted: list[int] = field(default_factory=list)
     audited: list[tuple[str, dict]] = field(default_factory=list)
+    coverage: dict[str, list[str]] = field(default_factory=lambda: {"2017/18": []})
+
+    async def coverage_gaps(self, academic_year, protocol_id, protocol_version):
+        return self.coverage.get(academic_year)
 
     async def audit(self, actor, action, subject, details, protocol_version):
         self.audited.append((action, details))
@@ -58,7 +62,8 @@ class FakeStore:
 
     async def batch(self, batch_id):
         return {"batch_id": batch_id, "status": "sent", "recipient": "ann.curzons@nhs.net", "counts": '{"flu": 3}',
-                "message_id": f"<{batch_id}@x>", "replaces_batch": None, "files": "[]", "delete_by": date(2017, 10, 20)}  # fmt: skip
+                "message_id": f"<{batch_id}@x>", "replaces_batch": None, "files": "[]", "delete_by": date(2017, 10, 20),
+                "academic_year": "2017/18", "protocol_version": "0.2"}  # fmt: skip
 
     async def part_summaries(self, batch_id):
         return []
@@ -151,3 +156,15 @@ async def test_suspending_and_resuming_is_audited_both_ways():
     assert await svc.is_suspended() == (True, "INC-42")
     await svc.set_suspended(False, "INC-42 closed", "ig-lead")
     assert [a for a, _ in store.audited] == ["sharing.suspended", "sharing.resumed"]
+
+
+async def test_a_batch_under_a_coverage_gap_tells_the_sender_the_cohort_is_incomplete():
+    batch: UUID = uuid4()
+    sent = {"batch_id": batch, "content_sha256": "c1"}
+    assert (await deliver(service(FakeStore(sent_before=sent)))).warnings == []  # checked, no gap
+    gap = "flu: Y5 (MFU) is requested from none of summer-census"
+    result = await deliver(service(FakeStore(sent_before=sent, coverage={"2017/18": [gap]})))
+    [warning] = result.warnings
+    assert "cohort incomplete under protocol v0.2" in warning and gap in warning
+    [unchecked] = (await deliver(service(FakeStore(sent_before=sent, coverage={})))).warnings
+    assert "has not reported its coverage check of 2017/18" in unchecked

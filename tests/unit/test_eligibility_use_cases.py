@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 import pytest
 from sais_eligibility.adapters.rules_files import load_all_rules
 from sais_eligibility.domain.cohort import Held
+from sais_eligibility.domain.model import SchoolSpan
 from sais_eligibility.service_layer.handlers import EligibilityService
 from sais_shared.crypto import DataKey, KeyEncryptionKey, Sealed
 from sais_shared.events import (
@@ -42,6 +43,7 @@ class FakeRepository:
     cohort: dict[tuple[str, str, UUID], dict] = field(default_factory=dict)
     extracts: dict[UUID, dict] = field(default_factory=dict)
     findings: dict[tuple, str] = field(default_factory=dict)
+    schools: dict[str, SchoolSpan] = field(default_factory=dict)
     outbox: list[tuple[UUID, bytes, str]] = field(default_factory=list)
 
     async def claim_new(self, event_ids):
@@ -95,6 +97,13 @@ class FakeRepository:
         for year, pupil_id, code, detail, _school in findings:
             self.findings[(year, pupil_id, code)] = detail
 
+    async def clear_findings(self, keys):
+        for k in keys:
+            self.findings.pop(k, None)
+
+    async def school_spans(self, dfes):
+        return {d: s for d, s in self.schools.items() if d in dfes}
+
     async def cohort_state(self, year, pupil_ids):
         records: dict[UUID, list[dict]] = {}
         for r in self.records.values():
@@ -116,6 +125,9 @@ class FakeRepository:
             }
         for year, programme, pupil_id, revision in withdrawals:
             self.cohort[(year, programme, pupil_id)].update(status="withdrawn", revision=revision)
+        await self.queue_events(outbox)
+
+    async def queue_events(self, outbox):
         known = {e[0] for e in self.outbox}
         self.outbox += [e for e in outbox if e[0] not in known]
 
@@ -232,6 +244,9 @@ def pupil(
     postcode="CV34 4AB",
     year_group="2",
     school="9372001",
+    school_name="Castle Primary",
+    source="summer-census",
+    ref: date = MAY,
     received: datetime = datetime(2017, 6, 1, tzinfo=UTC),
 ) -> PupilRecorded:
     personal = PupilPersonal(
@@ -246,13 +261,13 @@ def pupil(
         occurred_at=received,
         extract_id=extract_id,
         record_id=stable_id("record", extract_id, row),
-        source="summer-census",
-        reference_date=MAY,
+        source=source,
+        reference_date=ref,
         row_number=row,
         originator="LA",
         protocol_version="0.2",
         school_dfe=school,
-        school_name="Castle Primary",
+        school_name=school_name,
         year_group=year_group,
         gender="F",
         match_key=keys.kek.blind_index(forename, surname, dob.isoformat()),
@@ -261,14 +276,23 @@ def pupil(
     return event.model_copy(update={"personal": key.seal_model(personal, event.aad())})
 
 
-def completed(extract_id: UUID, key: DataKey, accepted: int, supersedes: UUID | None = None) -> ExtractCompleted:
+def completed(
+    extract_id: UUID,
+    key: DataKey,
+    accepted: int,
+    supersedes: UUID | None = None,
+    *,
+    source="summer-census",
+    ref: date = MAY,
+    year="2017/18",
+) -> ExtractCompleted:
     return ExtractCompleted(
         event_id=stable_id("extract-completed", extract_id),
         occurred_at=datetime(2017, 6, 1, tzinfo=UTC),
         extract_id=extract_id,
-        source="summer-census",
-        reference_date=MAY,
-        target_academic_year="2017/18",
+        source=source,
+        reference_date=ref,
+        target_academic_year=year,
         content_sha256="0" * 64,
         rows_in=accepted,
         accepted=accepted,
@@ -359,3 +383,148 @@ async def test_replayed_events_of_deleted_data_are_skipped(world):
     keys.destroyed.add(key.key_id)  # retention destroyed the extract's key
     await svc.handle_pupils([pupil(keys, key, ex, 2)])
     assert repo.records == {} and outbox.published == []
+
+
+# --- leaving a school (the May census rolled forward past the school's last year) ----------------------
+
+
+async def test_an_infant_school_year_2_goes_out_with_the_school_not_yet_known_until_the_year_3_admission(world):
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    infant = dict(school="9372101", school_name="Brook Infant School")
+    await send(svc, [pupil(keys, key, ex, 2, **infant)], completed(ex, key, 1))
+    [added] = outbox.published
+    assert (added.programme, added.year_group) == ("flu", "3")
+    assert (added.school_dfe, added.school_name) == ("", "")  # never the infant school the child has left
+    [(code, detail)] = [(k[2], d) for k, d in repo.findings.items()]
+    assert code == "school-not-yet-known" and "left infant school after Year 2" in detail
+
+    # the Admissions Service's Year 3 place names the junior school: that record wins, the finding goes
+    key2, ex2 = keys.new(), uuid4()
+    admission = pupil(
+        keys,
+        key2,
+        ex2,
+        4,
+        year_group="3",
+        school="9372102",
+        school_name="Brook Junior School",
+        source="admissions-year3-transfer",
+        ref=date(2017, 4, 17),
+    )
+    await send(svc, [admission], completed(ex2, key2, 1, source="admissions-year3-transfer", ref=date(2017, 4, 17)))
+    updated = outbox.published[-1]
+    assert (updated.change, updated.pupil_id) == ("updated", added.pupil_id)
+    assert (updated.school_dfe, updated.school_name) == ("9372102", "Brook Junior School")
+    assert repo.findings == {}
+
+
+async def test_an_infant_year_2_at_a_primary_school_stays_at_it(world):
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    await send(svc, [pupil(keys, key, ex, 2)], completed(ex, key, 1))
+    [added] = outbox.published
+    assert (added.school_dfe, added.school_name) == ("9372001", "Castle Primary") and repo.findings == {}
+
+
+MAY_2020 = date(2020, 5, 21)
+
+
+async def test_a_year_6_leaver_is_a_year_7_flu_child_with_no_school_until_the_october_census(world):
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    may = dict(ref=MAY_2020, received=datetime(2020, 6, 1, tzinfo=UTC), dob=date(2009, 3, 4))
+    await send(
+        svc, [pupil(keys, key, ex, 2, year_group="6", **may)], completed(ex, key, 1, ref=MAY_2020, year="2020/21")
+    )
+    [added] = outbox.published
+    assert (added.academic_year, added.programme, added.year_group) == ("2020/21", "flu", "7")
+    assert added.school_dfe == "" and added.school_name == ""  # not Castle Primary, which the child has left
+    assert [k[2] for k in repo.findings] == ["school-not-yet-known"]
+
+    # the October census says where the child is: it wins, and the child is at that school
+    key2, ex2 = keys.new(), uuid4()
+    october = date(2020, 10, 1)
+    oct_row = pupil(
+        keys,
+        key2,
+        ex2,
+        9,
+        year_group="7",
+        school="9374001",
+        school_name="Avon Valley School",
+        source="autumn-census",
+        ref=october,
+        received=datetime(2020, 10, 20, tzinfo=UTC),
+        dob=date(2009, 3, 4),
+    )
+    await send(svc, [oct_row], completed(ex2, key2, 1, source="autumn-census", ref=october, year="2020/21"))
+    updated = outbox.published[-1]
+    assert (updated.change, updated.school_dfe, updated.school_name) == ("updated", "9374001", "Avon Valley School")
+    assert repo.findings == {}
+
+
+async def test_the_schools_register_keeps_a_middle_school_year_6_at_its_school(world):
+    svc, repo, keys, outbox = world
+    repo.schools["9372001"] = SchoolSpan("4", "8")  # a middle school: Years 4 to 8
+    repo.schools["9372101"] = SchoolSpan("R", "3")  # an infant school the register says teaches Year 3
+    key, ex = keys.new(), uuid4()
+    may = dict(ref=MAY_2020, received=datetime(2020, 6, 1, tzinfo=UTC), dob=date(2009, 3, 4))
+    rows = [
+        pupil(keys, key, ex, 2, year_group="6", **may),
+        pupil(
+            keys,
+            key,
+            ex,
+            3,
+            year_group="2",
+            forename="Bo",
+            dob=date(2013, 3, 4),
+            school="9372101",
+            school_name="Brook Infant School",
+            ref=MAY_2020,
+            received=datetime(2020, 6, 1, tzinfo=UTC),
+        ),
+    ]
+    await send(svc, rows, completed(ex, key, 2, ref=MAY_2020, year="2020/21"))
+    assert sorted(e.school_dfe for e in outbox.published) == ["9372001", "9372101"] and repo.findings == {}
+
+    repo.schools["9372001"] = SchoolSpan("R", "6")  # a primary school after all: Year 7 is elsewhere
+    key2, ex2 = keys.new(), uuid4()
+    await send(
+        svc,
+        [pupil(keys, key2, ex2, 2, year_group="6", **may)],
+        completed(ex2, key2, 1, supersedes=ex, ref=MAY_2020, year="2020/21"),
+    )
+    [ada] = [e for e in outbox.published[2:] if isinstance(e, CohortMemberAdded)]
+    assert ada.change == "updated" and ada.school_dfe == ""
+    assert "teaches to Year 6" in repo.findings[next(iter(repo.findings))]
+
+
+# --- the rules against the protocol in force ---------------------------------------------------------
+
+
+async def test_coverage_is_checked_into_a_gauge_and_an_event_per_year_for_delivery(world):
+    from prometheus_client import REGISTRY
+    from sais_shared.events import CoverageChecked
+    from sais_shared.protocol import bundled_protocol_path
+
+    svc, repo, keys, outbox = world
+    gaps = await svc.check_coverage()  # the bundled v0.2 (the 2017 ISP)
+    value = lambda y: REGISTRY.get_sample_value("sais_protocol_coverage_gaps", {"academic_year": y})  # noqa: E731
+    assert gaps["2017/18"] == [] and value("2017/18") == 0 and value("2018/19") == 3  # flu Year 5, three sexes
+    checked = {e.academic_year: e for e in outbox.published if isinstance(e, CoverageChecked)}
+    assert set(checked) == set(svc.rules) and checked["2017/18"].gaps == []
+    [flu5] = checked["2018/19"].gaps
+    assert (flu5.programme, flu5.year_groups, flu5.sexes) == ("flu", ["5"], ["M", "F", "U"])
+    assert "requested from none of summer-census" in flu5.description
+
+    await svc.check_coverage()  # the same check again (a restart): the same event ids, which delivery has seen
+    again = [e.event_id for e in outbox.published if isinstance(e, CoverageChecked)]
+    assert len(again) == 2 * len(svc.rules) and set(again) == {e.event_id for e in checked.values()}
+
+    v03 = load_protocol(bundled_protocol_path().with_name("warwickshire-cwpt-v0.3.yaml"))
+    await svc.check_coverage(v03)
+    latest = [e for e in outbox.published if isinstance(e, CoverageChecked)][-len(svc.rules) :]
+    assert all(e.protocol_version == "0.3" and e.gaps == [] for e in latest)
+    assert all(value(y) == 0 for y in svc.rules)

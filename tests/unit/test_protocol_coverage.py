@@ -54,12 +54,17 @@ def test_sais_protocol_check_reports_the_gaps_and_the_revision_none():
     assert sais("protocol", "check", "--academic-year", "2030/31").returncode == 2
 
 
-def test_the_eligibility_service_exports_the_gaps_as_a_gauge():
-    from prometheus_client import REGISTRY
-    from sais_eligibility.app import report_coverage
+async def test_a_new_protocol_version_in_force_is_handed_to_its_listeners(tmp_path):
+    """What re-runs the coverage check (and refreshes the gauge) when ``sais protocol load`` puts v0.3 in force."""
+    from sais_shared.protocol_registry import ProtocolRef
 
-    report_coverage(RULES, V02)
-    value = lambda y: REGISTRY.get_sample_value("sais_protocol_coverage_gaps", {"academic_year": y})  # noqa: E731
-    assert value("2017/18") == 0 and value("2018/19") == 3  # flu Year 5, three sexes
-    report_coverage(RULES, V03)
-    assert all(value(y) == 0 for y in RULES)
+    seen = []
+
+    async def listener(p):
+        seen.append(p.version)
+
+    ref = ProtocolRef(V02, pool=None, override=bundled_protocol_path().with_name("warwickshire-cwpt-v0.3.yaml"))
+    ref.on_change(listener)
+    await ref.refresh()
+    await ref.refresh()  # unchanged: no second call
+    assert seen == ["0.3"] and ref.current.version == "0.3"

@@ -83,3 +83,15 @@ def test_every_column_of_a_programme_file_has_its_definition_and_the_values_fit_
     assert {r[dose] for r in rows[1:]} == {"1", ""}
     dose_def = next(d for n, d in defs if n == "Dose")
     assert "one dose from 2023/24, shown as 1" in dose_def and "Blank for programmes given once" in dose_def
+
+
+def test_a_child_whose_school_is_not_yet_known_is_shown_so_and_the_definitions_say_why():
+    unknown = Row("flu", None, "", "", "7", "Khan", "Amir", date(2009, 3, 4), "M", ["1 St"], "CV34 4RL")
+    rows = list(
+        csv.reader(programme_file("flu.csv", [unknown, _row("Young")]).content.decode("utf-8-sig").splitlines())
+    )
+    amir = next(r for r in rows[1:] if r[3] == "Khan")
+    assert amir[:3] == ["", "School not yet known", "7"]
+    defs = dict(list(csv.reader(field_definitions(load_protocol()).content.decode("utf-8-sig").splitlines()))[1:])
+    assert "'School not yet known'" in defs["School name"] and "never shown" in defs["School name"]
+    assert "Blank when the school is not yet known" in defs["School DfE number"]

@@ -216,8 +216,13 @@ class CohortMemberAdded(Event):
     programme: str = Field(examples=["hpv"])
     dose: Dose | None = None
     pupil_id: UUID
-    school_dfe: DfENumber
-    school_name: str
+    school_dfe: str = Field(
+        pattern=r"^(\d{7})?$",
+        description="LAESTAB of the child's school in the target year; empty when it is not yet known "
+        "(a record rolled forward past the last year of the school it came from)",
+        examples=["9372001", ""],
+    )
+    school_name: str = Field(description="Empty when the school is not yet known")
     year_group: YearGroup = Field(description="Year group in the target academic year")
     gender: Gender
     source: Source
@@ -257,8 +262,33 @@ class CohortMemberWithdrawn(Event):
     revision: Revision
 
 
-CohortEvent = Annotated[CohortMemberAdded | CohortMemberWithdrawn, Field(discriminator="type")]
-cohort_event_adapter: TypeAdapter[CohortMemberAdded | CohortMemberWithdrawn] = TypeAdapter(CohortEvent)
+class CoverageGap(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    programme: str = Field(examples=["hpv-dose-1"])
+    year_groups: list[YearGroup]
+    sexes: list[Gender]
+    sources: list[Source] = Field(description="The programme's sources, none of which the protocol asks for these")
+    description: str
+
+
+class CoverageChecked(Event):
+    """Eligibility's check of one academic year's programme rules against the protocol in force: the
+    children a programme needs whom no source is asked for (dropped as out of scope at ingest, so the
+    cohort is incomplete). Published at start and whenever the protocol in force changes; delivery
+    warns when it sends under a gap. Key: the academic year."""
+
+    type: Literal["coverage-checked"] = "coverage-checked"
+    academic_year: str = Field(examples=["2018/19"])
+    protocol_id: str
+    protocol_version: str
+    gaps: list[CoverageGap]
+
+
+CohortEvent = Annotated[CohortMemberAdded | CohortMemberWithdrawn | CoverageChecked, Field(discriminator="type")]
+cohort_event_adapter: TypeAdapter[CohortMemberAdded | CohortMemberWithdrawn | CoverageChecked] = TypeAdapter(
+    CohortEvent
+)
 
 
 class DeliveredFile(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -86,6 +87,11 @@ class ProtocolRef:
         self._override = override
         self._interval = interval
         self._task: asyncio.Task | None = None
+        self._listeners: list[Callable[[Protocol], Awaitable[object]]] = []
+
+    def on_change(self, listener: Callable[[Protocol], Awaitable[object]]) -> None:
+        """Call ``listener(new protocol)`` whenever a refresh finds another version in force."""
+        self._listeners.append(listener)
 
     @property
     def current(self) -> Protocol:
@@ -96,6 +102,11 @@ class ProtocolRef:
         if (latest.id, latest.version) != (self._protocol.id, self._protocol.version) or latest != self._protocol:
             log.info("protocol.changed", protocol=latest.id, old=self._protocol.version, new=latest.version)
             self._protocol = latest
+            for listener in self._listeners:
+                try:
+                    await listener(latest)
+                except Exception as exc:  # the new version is in force; a listener's failure is its own
+                    log.warning("protocol.listener_failed", error=type(exc).__name__)
         return self._protocol
 
     def start(self) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import structlog
 from faststream.kafka import KafkaBroker
-from sais_shared import ops
 from sais_shared.bootstrap import Current, Running, Wiring, service_app
 from sais_shared.deletion import register_deletion_consumer
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, ExtractCompleted, PupilRecorded
@@ -16,10 +14,7 @@ from .adapters.deletion import delete_rows
 from .adapters.repository import PgOutbox, PgUnitOfWork
 from .adapters.rules_files import load_all_rules
 from .config import EligibilitySettings
-from .domain.coverage import coverage_gaps
 from .service_layer.handlers import EligibilityService
-
-log = structlog.get_logger("sais.eligibility")
 
 
 def declare(broker: KafkaBroker, topics: Topics):
@@ -32,26 +27,16 @@ def declare(broker: KafkaBroker, topics: Topics):
 
 
 def bootstrap(rt: Runtime, cohort_publisher, settings: EligibilitySettings) -> EligibilityService:
-    rules = load_all_rules(settings.eligibility_rules_dir)
-    report_coverage(rules, rt.protocol)
-    return EligibilityService(
+    service = EligibilityService(
         PgUnitOfWork(rt.pool),
         rt.keys,
         rt.protocol_ref,
-        rules,
+        load_all_rules(settings.eligibility_rules_dir),
         PgOutbox(rt.pool, cohort_publisher),
         rt.clock,
     )
-
-
-def report_coverage(rules: dict, protocol) -> None:
-    """The coverage gaps of every rules year under the protocol in force: a gauge, and a warning each."""
-    for year, year_rules in sorted(rules.items()):
-        gaps = coverage_gaps(year_rules, protocol)
-        ops.COVERAGE_GAPS.labels(year).set(sum(len(g.year_groups) * len(g.sexes) for g in gaps))
-        for g in gaps:
-            log.warning("protocol.coverage_gap", academic_year=year, programme=g.programme,
-                        year_groups=list(g.year_groups), sexes=list(g.sexes), protocol_version=protocol.version)  # fmt: skip
+    rt.protocol_ref.on_change(service.check_coverage)  # a new version loaded: check it, tell delivery
+    return service
 
 
 WIRING = Wiring("eligibility", (("eligibility", "sais_eligibility"),), declare, bootstrap)
@@ -99,6 +84,7 @@ def build_app(settings: EligibilitySettings | None = None):
 
     async def flush_leftovers(running: Running[object, EligibilityService]) -> None:
         await running.service.flush_outbox()  # anything committed before a crash but not yet published
+        await running.service.check_coverage()
 
     return service_app(
         WIRING,

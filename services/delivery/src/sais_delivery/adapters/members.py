@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
-from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 from sais_shared.kafka import claim_new
 
 UPSERT = (
@@ -22,7 +24,15 @@ UPSERT = (
 )
 
 
-async def apply_cohort_events(pool: asyncpg.Pool, events: list[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
+async def apply_cohort_events(
+    pool: asyncpg.Pool, events: list[CohortMemberAdded | CohortMemberWithdrawn | CoverageChecked]
+) -> None:
+    checks = [e for e in events if isinstance(e, CoverageChecked)]
+    if checks:
+        await apply_coverage(pool, checks)
+    events = [e for e in events if not isinstance(e, CoverageChecked)]
+    if not events:
+        return
     added_keys = [e.personal.key_id for e in events if isinstance(e, CohortMemberAdded)]
     if added_keys:  # a replayed add whose data retention has since destroyed is not brought back
         gone = {
@@ -80,3 +90,21 @@ async def apply_cohort_events(pool: asyncpg.Pool, events: list[CohortMemberAdded
                 )
         for row in rows:  # in revision order: one statement per row keeps "latest wins" exact
             await conn.execute(UPSERT, *row)
+
+
+async def apply_coverage(pool: asyncpg.Pool, checks: list[CoverageChecked]) -> None:
+    """The latest coverage check per (academic year, protocol version); an older one never overwrites."""
+    async with pool.acquire() as conn, conn.transaction():
+        fresh = await claim_new(conn, "delivery.processed", [e.event_id for e in checks])
+        for e in sorted((e for e in checks if e.event_id in fresh), key=lambda e: e.occurred_at):
+            await conn.execute(
+                "INSERT INTO delivery.coverage(academic_year, protocol_id, protocol_version, gaps, checked_at) "
+                "VALUES ($1,$2,$3,$4::jsonb,$5) ON CONFLICT (academic_year, protocol_id, protocol_version) DO UPDATE "
+                "SET gaps=EXCLUDED.gaps, checked_at=EXCLUDED.checked_at "
+                "WHERE delivery.coverage.checked_at <= EXCLUDED.checked_at",
+                e.academic_year,
+                e.protocol_id,
+                e.protocol_version,
+                json.dumps([g.description for g in e.gaps]),
+                e.occurred_at,
+            )

@@ -128,6 +128,15 @@ class DeliveryStore:
     async def installation_id(self) -> UUID:
         return await self.pool.fetchval("SELECT installation_id FROM shared.installation")
 
+    async def coverage_gaps(self, academic_year: str, protocol_id: str, protocol_version: str) -> list[str] | None:
+        gaps = await self.pool.fetchval(
+            "SELECT gaps FROM delivery.coverage WHERE academic_year=$1 AND protocol_id=$2 AND protocol_version=$3",
+            academic_year,
+            protocol_id,
+            protocol_version,
+        )
+        return None if gaps is None else json.loads(gaps)
+
     # --- sharing switch ---------------------------------------------------------------------
 
     async def sharing(self) -> tuple[bool, str | None]:

@@ -13,6 +13,8 @@ from datetime import date
 from sais_shared.protocol import Protocol
 from sais_shared.schoolyear import year_index
 
+SCHOOL_NOT_KNOWN = "School not yet known"
+
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
 
 
@@ -54,12 +56,19 @@ class Column:
     header: str
     field: str | None  # the protocol dataset field, or None
     definition: str = ""
+    note: str = ""  # how the file shows the protocol field, after its definition
 
 
 # The programme files' columns and the field definitions both come from this list, so they agree.
 FILE_COLUMNS = [
-    Column("School DfE number", "school_dfe"),
-    Column("School name", "school_name"),
+    Column("School DfE number", "school_dfe", note="Blank when the school is not yet known (see School name)."),
+    Column(
+        "School name",
+        "school_name",
+        note=f"'{SCHOOL_NOT_KNOWN}' for a child recorded in May at a school that ends before the child's year "
+        "group in September (Year 6 at primary school, Year 2 at infant school) and not yet on a later "
+        "census or admission: the school the child has left is never shown.",
+    ),
     Column("Year group", "year_group"),
     Column("Surname", "surname"),
     Column("Forename", "forename"),
@@ -121,7 +130,7 @@ def row_cells(r: Row) -> list[str]:
     lines = (r.address_lines + [""] * 5)[:5]
     return [
         r.school_dfe,
-        r.school_name,
+        r.school_name or SCHOOL_NOT_KNOWN,
         year_group_cell(r.year_group),
         r.surname,
         r.forename,
@@ -176,7 +185,7 @@ def field_definitions(protocol: Protocol) -> RenderedFile:
         elif c.field not in seen:
             f = by_name[c.field]
             header = "Address lines 1-5" if c.field == "address" else c.header
-            rows.append([header, f"{f.definition} (ISP dataset: {f.label})"])
+            rows.append([header, f"{f.definition} (ISP dataset: {f.label})" + (f" {c.note}" if c.note else "")])
         if c.field:
             seen.add(c.field)
     return RenderedFile("field-definitions.csv", _csv(rows), len(rows) - 1)
@@ -195,9 +204,11 @@ def manifest(
     prepared_at: str,
     replaces_batch: str | None,
     part: dict | None = None,
+    coverage_gaps: list[str] | None = None,
 ) -> RenderedFile:
     """``counts`` are this message's; ``part`` says which part of the batch it is (number, of, the
-    batch's counts and schools), so each message can be checked on its own."""
+    batch's counts and schools), so each message can be checked on its own. ``coverage_gaps``: the
+    children the year's programmes need whom the protocol does not request (None: not checked)."""
     doc = {
         "batch_id": batch_id,
         "protective_marking": protocol.protective_marking,
@@ -218,6 +229,8 @@ def manifest(
         },
         "part": part or {"number": 1, "of": 1},
         "counts": counts,
+        "cohort_complete": None if coverage_gaps is None else not coverage_gaps,
+        "cohort_gaps": coverage_gaps or [],
         "sources": sources,
         "files": [{"name": f.name, "rows": f.rows, "sha256": f.sha256} for f in files],
     }

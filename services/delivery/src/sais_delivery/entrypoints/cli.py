@@ -97,6 +97,8 @@ def send(
     for k, v in res.counts.items():
         t.add_row(k, str(v))
     Console().print(t)
+    for w in res.warnings:
+        Console(stderr=True).print(f"[yellow]warning:[/] {w}")
 
 
 @app.command("suspend")

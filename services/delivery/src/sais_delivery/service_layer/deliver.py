@@ -90,6 +90,18 @@ def member_aad(m: Mapping[str, Any]) -> bytes:
     )
 
 
+def coverage_warnings(academic_year: str, protocol_version: str, gaps: list[str] | None) -> list[str]:
+    """What the person sending must know about the cohort's completeness under the protocol version."""
+    if gaps is None:
+        return [f"eligibility has not reported its coverage check of {academic_year} under protocol "
+                f"v{protocol_version}: the cohort may be incomplete (sais protocol check)"]  # fmt: skip
+    return [
+        f"cohort incomplete under protocol v{protocol_version}: {g} (the protocol does not request these "
+        "children; a revision that does is needed)"
+        for g in gaps
+    ]
+
+
 def message_id_of(batch_id: UUID, part_no: int, part_count: int) -> str:
     """Deterministic, so a receiver (and an operator) can recognise a repeat of any part."""
     return f"<{batch_id}{part_suffix(part_no, part_count)}@sais-datashare.invalid>"
@@ -107,6 +119,7 @@ class BatchResult:
     files: list[dict] = field(default_factory=list)
     delete_by: str = ""
     parts: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for the person sending: the batch went, but…
 
 
 @dataclass
@@ -258,13 +271,17 @@ class DeliveryService(FollowsProtocol):
             parts = [(i, message_id_of(batch_id, i, n), [g.as_json() for g in segs]) for i, segs in enumerate(plan, 1)]
             if not await snap.record_batch(batch, parts):
                 return
+            gaps = await self.store.coverage_gaps(academic_year, self.protocol.id, self.protocol.version)
             await snap.audit(
                 actor, "batch.prepared", f"batch:{batch_id}",
                 {"window": window, "academic_year": academic_year, "recipient": recipient, "counts": counts,
-                 "parts": n, "max_message_bytes": self.max_message_bytes},
+                 "parts": n, "max_message_bytes": self.max_message_bytes, "coverage_gaps": gaps},
                 self.protocol.version,
             )  # fmt: skip
         log.info("batch.prepared", batch_id=str(batch_id), counts=counts, parts=n)
+        if gaps:  # the cohort is incomplete: the protocol does not request every child the rules need
+            log.warning("batch.coverage_gap", batch_id=str(batch_id), academic_year=academic_year,
+                        protocol_version=self.protocol.version, gaps=gaps)  # fmt: skip
 
     def _row(self, m: Mapping[str, Any], keys: dict, academic_year: str) -> Row:
         sealed = Sealed.model_validate_json(m["personal"])
@@ -306,6 +323,7 @@ class DeliveryService(FollowsProtocol):
             for (s, d), x in sorted(sources.items())
         ]
         delete_by = b["delete_by"]
+        gaps = await self.store.coverage_gaps(year, self.protocol.id, b["protocol_version"])
         files.append(
             manifest(
                 batch_id=str(b["batch_id"]),
@@ -323,8 +341,9 @@ class DeliveryService(FollowsProtocol):
                     "of": n,
                     "message_id": part["message_id"],
                     "batch_counts": json.loads(b["counts"]),
-                    "schools": sorted({g["school_dfe"] for g in json.loads(part["segments"])}),
+                    "schools": sorted({g["school_dfe"] or "not yet known" for g in json.loads(part["segments"])}),
                 },
+                coverage_gaps=gaps,
             )
         )
         subject = (
@@ -477,6 +496,7 @@ class DeliveryService(FollowsProtocol):
     async def result(self, batch_id: UUID, *, already_sent: bool = False) -> BatchResult:
         b = await self.store.batch(batch_id)
         parts = await self.store.part_summaries(batch_id)
+        gaps = await self.store.coverage_gaps(b["academic_year"], self.protocol.id, b["protocol_version"])
         return BatchResult(
             batch_id,
             b["status"],
@@ -497,6 +517,7 @@ class DeliveryService(FollowsProtocol):
                 }
                 for p in parts
             ],
+            warnings=coverage_warnings(b["academic_year"], b["protocol_version"], gaps),
         )
 
     async def deliver_due_windows(self, actor: str = "delivery-scheduler") -> list[BatchResult]:

@@ -13,6 +13,7 @@ from sais_shared.kafka import claim_new
 from sais_shared.outbox import flush_outbox
 
 from ..domain.cohort import Held
+from ..domain.model import SchoolSpan
 
 # Extracts of an academic year ($1) not yet reconciled whose accepted rows are all recorded.
 READY = (
@@ -93,6 +94,22 @@ class EligibilityRepository:
                 findings,
             )
 
+    async def clear_findings(self, keys: list[tuple]) -> None:
+        """``keys``: (academic year, pupil, code) of findings that no longer hold."""
+        if keys:
+            await self.conn.execute(
+                "DELETE FROM eligibility.findings f USING unnest($1::text[], $2::uuid[], $3::text[]) AS k(y, p, c) "
+                "WHERE f.academic_year = k.y AND f.pupil_id = k.p AND f.code = k.c",
+                *map(list, zip(*keys, strict=True)),
+            )
+
+    async def school_spans(self, dfes: set[str]) -> dict[str, SchoolSpan]:
+        """The age ranges the schools register knows, by DfE number (schools it does not know are absent)."""
+        rows = await self.conn.fetch(
+            "SELECT dfe, first_year, last_year FROM eligibility.schools WHERE dfe = ANY($1)", list(dfes)
+        )
+        return {r["dfe"]: SchoolSpan(r["first_year"], r["last_year"]) for r in rows}
+
     async def cohort_state(
         self, year: str, pupil_ids: set[UUID]
     ) -> tuple[dict[UUID, list[asyncpg.Record]], dict[UUID, dict[str, Held]]]:
@@ -132,6 +149,10 @@ class EligibilityRepository:
                 "WHERE academic_year=$1 AND programme=$2 AND pupil_id=$3",
                 withdrawals,
             )
+        await self.queue_events(outbox)
+
+    async def queue_events(self, outbox: list[tuple]) -> None:
+        """(event id, key, payload) into the outbox, in the caller's transaction; an id queued twice once."""
         if outbox:
             await self.conn.executemany(
                 "INSERT INTO eligibility.outbox(event_id, key, payload) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 
+from sais_shared.schoolyear import year_index
+
 from .rules import Programme, YearRules
 
 # More specific or more recent sources win for the target year: the October census describes
@@ -94,3 +96,42 @@ def unknown_sex_findings(records: list[Record], rules: YearRules) -> list[str]:
         if best and best.gender == "U" and p.sex_specific and best.year_group in p.year_groups:
             out.append(p.key)
     return out
+
+
+# --- leaving a school ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchoolSpan:
+    """The year groups a school teaches, from the schools register (its statutory age range)."""
+
+    first_year: str | None
+    last_year: str | None
+
+    def teaches(self, year_group: str) -> bool:
+        i = year_index(year_group)
+        return (self.first_year is None or year_index(self.first_year) <= i) and (
+            self.last_year is None or i <= year_index(self.last_year)
+        )
+
+
+def school_left(recorded_year: str, target_year: str, school_name: str, span: SchoolSpan | None) -> str | None:
+    """Why a record's school is not the child's school in the target year (None: it still is).
+
+    Only a record rolled forward to a later year can be at a school the child has left: a Year 6 in
+    the May census is at secondary school in September, an infant-school Year 2 at junior school.
+    The register's age range decides when the school is in it (a middle or all-through school keeps
+    its Year 6); without it, Year 6 is taken as the end of primary school and a school named an
+    infant school as ending at Year 2.
+    """
+    if target_year == recorded_year:
+        return None
+    if span is not None:
+        if span.teaches(target_year):
+            return None
+        return f"the school teaches to Year {span.last_year}; the school for Year {target_year} is not yet known"
+    if recorded_year == "6":
+        return "left primary school after Year 6; the secondary school is not yet known"
+    if recorded_year == "2" and "infant" in school_name.casefold():
+        return "left infant school after Year 2; the junior school is not yet known"
+    return None

@@ -13,6 +13,8 @@ exclusively, in its own short transaction, and only when an extract is found com
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -23,6 +25,8 @@ from sais_shared.crypto import Sealed
 from sais_shared.events import (
     CohortMemberAdded,
     CohortMemberWithdrawn,
+    CoverageChecked,
+    CoverageGap,
     ExtractCompleted,
     PupilPersonal,
     PupilRecorded,
@@ -30,6 +34,7 @@ from sais_shared.events import (
     stable_id,
 )
 from sais_shared.ports import Clock, Keys, Outbox
+from sais_shared.protocol import Protocol
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import (
     academic_year_label,
@@ -39,11 +44,14 @@ from sais_shared.schoolyear import (
 )
 
 from ..domain.cohort import Held, diff_cohort
-from ..domain.model import Candidate, Record, match, memberships, unknown_sex_findings
+from ..domain.coverage import Gap, coverage_gaps
+from ..domain.model import Candidate, Record, match, memberships, school_left, unknown_sex_findings
 from ..domain.rules import YearRules
 from .ports import Repository, Row, UnitOfWork
 
 log = structlog.get_logger("sais.eligibility")
+
+SCHOOL_NOT_KNOWN = "school-not-yet-known"  # finding: a child rolled forward past the school's last year
 
 
 @dataclass
@@ -156,12 +164,22 @@ class EligibilityService(FollowsProtocol):
             return
         records, held = await repo.cohort_state(year, pupil_ids)
         keys = await self.keys.get_many({r["key_id"] for rows in records.values() for r in rows})
+        spans = await repo.school_spans({r["school_dfe"] for rows in records.values() for r in rows})
         out = _CohortWrites()
         for pupil_id in pupil_ids:
             self._recompute_child(
-                out, year, rules, pupil_id, records.get(pupil_id, []), held.get(pupil_id, {}), keys, opened or {}
+                out,
+                year,
+                rules,
+                pupil_id,
+                records.get(pupil_id, []),
+                held.get(pupil_id, {}),
+                keys,
+                opened or {},
+                spans,
             )
         await repo.save_cohort(out.upserts, out.withdrawals, out.outbox)
+        await repo.clear_findings(out.cleared)
         await repo.add_findings(out.findings)
         for (key, change), n in out.changes.items():
             ops.COHORT_EVENTS.labels(key, change).inc(n)
@@ -176,6 +194,7 @@ class EligibilityService(FollowsProtocol):
         held: dict[str, Held],
         keys,
         opened: dict,
+        spans: dict,
     ) -> None:
         """One child: what the rules want from its records, diffed against what was published."""
         records = [_record(r) for r in raw]
@@ -192,7 +211,23 @@ class EligibilityService(FollowsProtocol):
                     records[0].school_dfe,
                 )
             )
-        fingerprints = {key: _fingerprint(raw_by_id[mem.record.record_id]) for key, mem in wanted.items()}
+        # a record rolled forward past its school's last year is at a school the child has left:
+        # its members go out with the school not yet known, never with the school left behind
+        schools: dict[str, tuple[str, str]] = {}
+        left_reasons = []
+        for key, mem in wanted.items():
+            row = raw_by_id[mem.record.record_id]
+            why = school_left(
+                row["recorded_year_group"], row["year_group"], row["school_name"], spans.get(row["school_dfe"])
+            )
+            schools[key] = ("", "") if why else (row["school_dfe"], row["school_name"])
+            if why:
+                left_reasons.append((why, row["school_dfe"]))
+        if left_reasons:
+            out.findings.append((year, pupil_id, SCHOOL_NOT_KNOWN, *left_reasons[0]))
+        else:
+            out.cleared.append((year, pupil_id, SCHOOL_NOT_KNOWN))
+        fingerprints = {key: _fingerprint(raw_by_id[mem.record.record_id], schools[key]) for key, mem in wanted.items()}
         now = self.clock.now()
         for change in diff_cohort(fingerprints, held):
             key, revision = change.programme, change.revision
@@ -223,6 +258,7 @@ class EligibilityService(FollowsProtocol):
                     keys[row["key_id"]],
                     opened.get(row["record_id"]),
                     sorted({r.extract_id for r in records}, key=str),
+                    schools[key],
                 )
                 out.upserts.append(
                     (
@@ -234,7 +270,7 @@ class EligibilityService(FollowsProtocol):
                         fingerprints[key],
                         revision,
                         row["record_id"],
-                        row["school_dfe"],
+                        schools[key][0],
                         row["year_group"],
                         row["gender"],
                     )
@@ -252,6 +288,7 @@ class EligibilityService(FollowsProtocol):
         key_obj,
         details: PupilPersonal | None,
         lineage: list[UUID],
+        school: tuple[str, str],
     ) -> CohortMemberAdded:
         """The cohort event of a child's membership, personal fields sealed to the event."""
         details = details or key_obj.open_model(
@@ -265,8 +302,8 @@ class EligibilityService(FollowsProtocol):
             programme=mem.programme.id,
             dose=mem.programme.dose,
             pupil_id=row["pupil_id"],
-            school_dfe=row["school_dfe"],
-            school_name=row["school_name"],
+            school_dfe=school[0],
+            school_name=school[1],
             year_group=row["year_group"],
             gender=row["gender"],
             source=row["source"],
@@ -320,6 +357,45 @@ class EligibilityService(FollowsProtocol):
             await repo.mark_reconciled(r["extract_id"])
             log.info("extract.reconciled", extract_id=str(r["extract_id"]), academic_year=year)
 
+    # --- the rules against the protocol in force -----------------------------------------
+
+    async def check_coverage(self, protocol: Protocol | None = None) -> dict[str, list[Gap]]:
+        """Every rules year's coverage gaps under the protocol in force (at start, and whenever the
+        protocol changes): a gauge and a warning each, and a ``CoverageChecked`` event per year for
+        delivery, which warns when it sends under a gap."""
+        protocol = protocol or self.protocol
+        out, events = {}, []
+        for year, year_rules in sorted(self.rules.items()):
+            gaps = out[year] = coverage_gaps(year_rules, protocol)
+            ops.COVERAGE_GAPS.labels(year).set(sum(len(g.year_groups) * len(g.sexes) for g in gaps))
+            for g in gaps:
+                log.warning("protocol.coverage_gap", academic_year=year, programme=g.programme,
+                            year_groups=list(g.year_groups), sexes=list(g.sexes), protocol_version=protocol.version)  # fmt: skip
+            checked = [
+                CoverageGap(
+                    programme=g.programme,
+                    year_groups=list(g.year_groups),
+                    sexes=list(g.sexes),
+                    sources=list(g.sources),
+                    description=g.describe(),
+                )
+                for g in gaps
+            ]
+            digest = hashlib.sha256(json.dumps([c.model_dump() for c in checked]).encode()).hexdigest()
+            ev = CoverageChecked(
+                event_id=stable_id("coverage", year, protocol.id, protocol.version, digest),
+                occurred_at=self.clock.now(),
+                academic_year=year,
+                protocol_id=protocol.id,
+                protocol_version=protocol.version,
+                gaps=checked,
+            )
+            events.append((ev.event_id, year.encode(), ev.model_dump_json()))
+        async with self.uow() as repo:
+            await repo.queue_events(events)
+        await self.flush_outbox()
+        return out
+
     # --- outbox ---------------------------------------------------------------------------
 
     async def flush_outbox(self) -> int:
@@ -334,6 +410,7 @@ class _CohortWrites:
     withdrawals: list[tuple] = field(default_factory=list)
     outbox: list[tuple] = field(default_factory=list)
     findings: list[tuple] = field(default_factory=list)
+    cleared: list[tuple] = field(default_factory=list)  # (year, pupil, code) of findings that no longer hold
     changes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
@@ -381,8 +458,8 @@ def record_aad(row: Row) -> bytes:
     )
 
 
-def _fingerprint(row: Row) -> str:
-    return f"{row['content_key']}|{row['school_dfe']}|{row['school_name']}|{row['year_group']}|{row['gender']}"
+def _fingerprint(row: Row, school: tuple[str, str]) -> str:
+    return f"{row['content_key']}|{school[0]}|{school[1]}|{row['year_group']}|{row['gender']}"
 
 
 def _record(r: Row) -> Record:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from ..domain.cohort import Held
+from ..domain.model import SchoolSpan
 
 Row = Mapping[str, Any]  # a stored row, by column name
 
@@ -25,11 +26,17 @@ class Repository(Protocol):
 
     async def add_findings(self, findings: list[tuple]) -> None: ...
 
+    async def clear_findings(self, keys: list[tuple]) -> None: ...
+
+    async def school_spans(self, dfes: set[str]) -> dict[str, SchoolSpan]: ...
+
     async def cohort_state(
         self, year: str, pupil_ids: set[UUID]
     ) -> tuple[dict[UUID, list[Row]], dict[UUID, dict[str, Held]]]: ...
 
     async def save_cohort(self, upserts: list[tuple], withdrawals: list[tuple], outbox: list[tuple]) -> None: ...
+
+    async def queue_events(self, outbox: list[tuple]) -> None: ...
 
     async def add_extracts(self, rows: list[tuple]) -> None: ...
 
