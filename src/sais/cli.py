@@ -21,6 +21,7 @@ from sais_shared.settings import CommonSettings
 from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app
 from .quality_cli import quality_cmd
+from .schools_cli import app as schools_app
 from .status_cli import status
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(delivery_app, name="delivery")
 app.add_typer(retention_app, name="retention")
 app.add_typer(protocol_app, name="protocol")
+app.add_typer(schools_app, name="schools")
 app.add_typer(breach_app, name="breach")
 app.add_typer(sar_app, name="sar")
 app.add_typer(audit_app, name="audit")

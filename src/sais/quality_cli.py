@@ -10,13 +10,15 @@ from rich.console import Console
 from rich.table import Table
 from sais_eligibility import queries as eligibility
 from sais_ingest import queries as ingest
+from sais_shared.protocol_registry import in_force
 
 from .owners import open_owners
 
 
 async def quality_view(academic_year: str) -> dict:
     async with open_owners() as owners:
-        view = await eligibility.quality(owners.eligibility, academic_year)
+        protocol = await in_force(owners.eligibility)
+        view = await eligibility.quality(owners.eligibility, academic_year, protocol.la_codes)
         outside_la = await ingest.rows_from_schools_outside_the_la(owners.ingest, academic_year)
     return {"academic_year": academic_year, "rows_from_schools_outside_the_la": outside_la, **view}
 
@@ -35,6 +37,11 @@ def quality_cmd(
     for r in view["cohort"]:
         t.add_row(r["programme"], r["school_dfe"] or "not yet known", r["year_group"], str(r["n"]))
     c.print(t)
+    if view["schools"]:
+        t = Table("school", "flag", "children", title="Schools register flags", title_justify="left")
+        for r in view["schools"]:
+            t.add_row(r["school_dfe"], r["flag"], str(r["children"]))
+        c.print(t)
     t = Table("finding", "school", "children", title="Data-quality findings", title_justify="left")
     # school-not-yet-known is counted at the school the child left (rolled forward past its last year)
     for r in view["findings"]:

@@ -12,12 +12,14 @@ import pytest
 from faststream import TestApp
 from sais_delivery.app import delivery_session
 from sais_delivery.config import DeliverySettings
+from sais_delivery.domain.mavis import check_mavis
 from sais_eligibility.app import build_app as build_eligibility
 from sais_eligibility.config import EligibilitySettings
 from sais_ingest.app import ingest_session
 from sais_ingest.config import IngestSettings
 from sais_retention.app import build_app as build_retention
 from sais_retention.config import RetentionSettings
+from sais_shared.schools import load_register, parse_register
 from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
@@ -150,6 +152,16 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
                 lambda: fetchval(dsn, "SELECT gaps = '[]' FROM delivery.coverage WHERE academic_year='2017/18'"),
                 what="delivery holds the coverage check",
             )
+            # the schools register, from the sample GIAS export less one school: that school's children
+            # cannot have a URN, so they are left out of the Mavis file and reported, never written invalid
+            register = REPO / "data" / "reference" / "gias-establishments-sample.csv"
+            lines = register.read_text().splitlines(keepends=True)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await load_register(conn, "".join(x for x in lines if ",2006,Woodloes" not in x).encode(), "gias.csv",
+                                    "test", ["937"], "0.2")  # fmt: skip
+            finally:
+                await conn.close()
             async with delivery_session(DeliverySettings()) as svc:
                 res = await svc.deliver("july", "2017/18", actor="test")
                 again = await svc.deliver("july", "2017/18", actor="test")
@@ -163,12 +175,34 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         assert "application/pkcs7-mime" in head or "application/x-pkcs7-mime" in head
         inner = email.message_from_bytes(openssl_open(received[0], infra.pki))
         files = {p.get_filename(): p.get_payload(decode=True) for p in inner.walk() if p.get_filename()}
-        assert set(files) == {"flu-2017-18.csv", "field-definitions.csv", "manifest.json"}
+        assert set(files) == {
+            "flu-2017-18.csv",
+            "mavis-cohort-flu-2017-18.csv",
+            "field-definitions.csv",
+            "manifest.json",
+        }
         rows = list(csv.DictReader(files["flu-2017-18.csv"].decode("utf-8-sig").splitlines()))
         assert len(rows) == expected
+        woodloes = sum(r["School DfE number"] == "9372006" for r in rows)
+        not_known = sum(r["School name"] == "School not yet known" for r in rows)
+        assert woodloes  # (every infant Year 2 of the sample has a Year 3 place: not_known is 0 here)
+
+        # The Mavis file passes Mavis's rules, with the register's URNs; Woodloes is reported, not written.
+        check = check_mavis(
+            files["mavis-cohort-flu-2017-18.csv"], {s.urn for s in parse_register(register.read_bytes())}
+        )
+        assert check.ok and check.rows == expected - woodloes, check.problems
+        mavis_rows = list(csv.DictReader(files["mavis-cohort-flu-2017-18.csv"].decode().splitlines()))
+        assert sum(r["CHILD_SCHOOL_URN"] == "888888" for r in mavis_rows) == not_known
         manifest = json.loads(files["manifest.json"])
         assert manifest["counts"] == {"flu": expected} and manifest["delete_by"] == "2017-10-10"
-        assert manifest["cohort_complete"] is True and manifest["cohort_gaps"] == [] and res.warnings == []
+        assert manifest["cohort_complete"] is True and manifest["cohort_gaps"] == []
+        assert manifest["mavis_cohort_import"]["left_out"] == [
+            {"programme": "flu", "school_dfe": "9372006", "reason": "school not in the schools register (no URN)",
+             "rows": woodloes}
+        ]  # fmt: skip
+        [warning] = res.warnings
+        assert f"{woodloes} flu row(s) of school 9372006 left out of the Mavis file" in warning
 
         # Retention scheduled the transfer at transfer date + 3 months, once.
         await wait_until(

@@ -1,5 +1,5 @@
 import pytest
-from sais_ingest.domain.postcode import is_valid_postcode, normalise_postcode
+from sais_shared.postcode import is_valid_postcode, normalise_postcode
 
 pytestmark = pytest.mark.unit
 

@@ -88,6 +88,11 @@ class Window(_Strict):
     name: str
     month: int = Field(ge=1, le=12)
     sources: list[str] = Field(min_length=1)
+    mavis_cohort_import: bool = Field(
+        False,
+        description="Also send a Mavis (Manage vaccinations in schools) cohort-import file per programme, "
+        "with school URNs from the schools register: an agreement with the SAIS team, not an ISP clause",
+    )
 
 
 # Transfer methods this software carries out. A protocol naming any other is refused when it loads.

@@ -11,6 +11,8 @@ from sais_shared.errors import KeyDestroyedError
 from sais_shared.events import PupilPersonal, pupil_aad
 from sais_shared.keystore import KeyStore
 
+from .domain.model import school_flags
+
 
 async def active_cohort_sizes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [
@@ -22,8 +24,9 @@ async def active_cohort_sizes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     ]
 
 
-async def quality(pool: asyncpg.Pool, academic_year: str) -> dict[str, Any]:
-    """Cohort counts per programme × school × year group, findings, and extracts not yet reconciled."""
+async def quality(pool: asyncpg.Pool, academic_year: str, la_codes: list[str]) -> dict[str, Any]:
+    """Cohort counts per programme × school × year group, the schools register's flags on the cohort's
+    schools, findings, and extracts not yet reconciled."""
     counts = await pool.fetch(
         "SELECT programme, school_dfe, year_group, count(*) n FROM eligibility.cohort "
         "WHERE academic_year=$1 AND status='active' GROUP BY 1,2,3 ORDER BY 1,2,3",
@@ -40,8 +43,16 @@ async def quality(pool: asyncpg.Pool, academic_year: str) -> dict[str, Any]:
         "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL",
         academic_year,
     )
+    schools = await pool.fetch(
+        "SELECT c.school_dfe, c.year_group, count(*) n, s.dfe IS NOT NULL AS registered, s.status, s.la_code, "
+        "s.first_year, s.last_year FROM eligibility.cohort c LEFT JOIN shared.schools s ON s.dfe = c.school_dfe "
+        "WHERE c.academic_year=$1 AND c.status='active' AND c.school_dfe <> '' "
+        "GROUP BY c.school_dfe, c.year_group, s.dfe, s.status, s.la_code, s.first_year, s.last_year",
+        academic_year,
+    )
     return {
         "cohort": [dict(r) for r in counts],
+        "schools": school_flags([dict(r) for r in schools], la_codes),
         "findings": [dict(r) for r in findings],
         "incomplete_extracts": [{**dict(r), "extract_id": str(r["extract_id"])} for r in incomplete],
     }

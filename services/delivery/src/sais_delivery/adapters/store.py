@@ -128,6 +128,10 @@ class DeliveryStore:
     async def installation_id(self) -> UUID:
         return await self.pool.fetchval("SELECT installation_id FROM shared.installation")
 
+    async def school_register(self, dfes: set[str]) -> dict[str, tuple[str, str]]:
+        rows = await self.pool.fetch("SELECT dfe, urn, status FROM shared.schools WHERE dfe = ANY($1)", list(dfes))
+        return {r["dfe"]: (r["urn"], r["status"]) for r in rows}
+
     async def coverage_gaps(self, academic_year: str, protocol_id: str, protocol_version: str) -> list[str] | None:
         gaps = await self.pool.fetchval(
             "SELECT gaps FROM delivery.coverage WHERE academic_year=$1 AND protocol_id=$2 AND protocol_version=$3",

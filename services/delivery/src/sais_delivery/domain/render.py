@@ -205,6 +205,7 @@ def manifest(
     replaces_batch: str | None,
     part: dict | None = None,
     coverage_gaps: list[str] | None = None,
+    mavis: dict | None = None,
 ) -> RenderedFile:
     """``counts`` are this message's; ``part`` says which part of the batch it is (number, of, the
     batch's counts and schools), so each message can be checked on its own. ``coverage_gaps``: the
@@ -234,6 +235,12 @@ def manifest(
         "sources": sources,
         "files": [{"name": f.name, "rows": f.rows, "sha256": f.sha256} for f in files],
     }
+    if mavis is not None:  # the Mavis cohort-import files: rows written, and rows left out (by school and reason)
+        doc["mavis_cohort_import"] = {
+            "files": [f.name for f in files if f.name.startswith("mavis-")],
+            **mavis,
+            "note": "Every row left out is still in the programme file; a row Mavis would refuse is never written.",
+        }
     return RenderedFile("manifest.json", json.dumps(doc, indent=2).encode(), len(files))
 
 

@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import json
 from dataclasses import asdict
+from pathlib import Path
 from uuid import UUID
 
 import typer
@@ -215,3 +216,39 @@ def breach_list(as_json: bool = typer.Option(False, "--json")) -> None:
             str(r["breach_id"]), str(r["discovered_at"]), str(r["ico_decision_due"]), str(r["hours_to_ico_decision"])
         )
     Console().print(t)
+
+
+@app.command("check-mavis")
+def check_mavis_cmd(
+    files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Mavis cohort-import CSV files"),
+    register: Path | None = typer.Option(
+        None, "--register", exists=True, dir_okay=False, help="a GIAS export: URNs must be schools in it"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Check files against Mavis's cohort-import rules (headers, required fields, names, dates, gender,
+    year group, postcode, URN, at most 20,000 rows) before importing them. Exit 1 if any would be refused.
+    Problems name the row and column, never the value."""
+    from sais_shared.schools import parse_register
+
+    from ..domain.mavis import check_mavis
+
+    known = {s.urn for s in parse_register(register.read_bytes())} if register else None
+    results = {str(f): check_mavis(f.read_bytes(), known) for f in files}
+    if as_json:
+        typer.echo(json.dumps({f: {"rows": c.rows, "ok": c.ok, "problems": [
+            {"row": r, "column": col, "reason": why} for r, col, why in c.problems]} for f, c in results.items()},
+            indent=2))  # fmt: skip
+    else:
+        out = Console(soft_wrap=True)  # a line per problem, however narrow the terminal
+        for f, c in results.items():
+            if c.ok:
+                out.print(f"{f}: {c.rows} rows, passes Mavis's cohort-import rules")
+                continue
+            out.print(f"[red]{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file[/]")
+            for r, col, why in c.problems[:50]:
+                out.print(f"  row {r}: {col + ' ' if col else ''}{why}")
+            if len(c.problems) > 50:
+                out.print(f"  … and {len(c.problems) - 50} more (--json lists them all)")
+    if not all(c.ok for c in results.values()):
+        raise typer.Exit(1)

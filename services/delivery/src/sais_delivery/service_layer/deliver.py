@@ -42,6 +42,7 @@ from ..adapters.mailer import (
     SmtpTransientError,
 )
 from ..adapters.smime import Smime
+from ..domain import mavis
 from ..domain.errors import (
     DeliveryRefusedError,
     NothingToDeliverError,
@@ -57,6 +58,7 @@ from ..domain.parts import (
     plan_parts,
 )
 from ..domain.render import (
+    RenderedFile,
     Row,
     body_text,
     field_definitions,
@@ -99,6 +101,15 @@ def coverage_warnings(academic_year: str, protocol_version: str, gaps: list[str]
         f"cohort incomplete under protocol v{protocol_version}: {g} (the protocol does not request these "
         "children; a revision that does is needed)"
         for g in gaps
+    ]
+
+
+def mavis_warnings(left_out: list[dict]) -> list[str]:
+    """One line per (programme, school, reason) of rows left out of the Mavis files."""
+    return [
+        f"{r['rows']} {r['programme']} row(s) of school {r['school_dfe'] or '(not yet known)'} left out of the Mavis "
+        f"file: {r['reason']} (they are in the programme file; see the manifest)"
+        for r in left_out
     ]
 
 
@@ -244,10 +255,12 @@ class DeliveryService(FollowsProtocol):
         Each school's rows are measured as rendered (a streamed pass; memory holds one school's sums)."""
         async with self.store.snapshot(academic_year, sources) as snap:
             keys = await self.keys.get_many(await snap.key_ids())
+            with_mavis = self.protocol.transfer.window(window).mavis_cohort_import
             loads: list[SchoolLoad] = []
             cur: dict | None = None
             async for m in snap.members_by_school():
-                size = row_bytes(self._row(m, keys, academic_year))
+                row = self._row(m, keys, academic_year)
+                size = row_bytes(row) + (mavis.line_bytes(row) if with_mavis else 0)
                 if cur is None or cur["school_dfe"] != m["school_dfe"]:
                     if cur:
                         loads.append(SchoolLoad(**cur))
@@ -307,14 +320,48 @@ class DeliveryService(FollowsProtocol):
         by_programme: dict[str, list[bytes]] = {}
         sources: dict[tuple, set[str]] = {}
         keys = await self.keys.get_many(b["key_ids"])
+        with_mavis = self.protocol.transfer.window(b["window_name"]).mavis_cohort_import
+        register = (
+            await self.store.school_register({g["school_dfe"] for g in json.loads(part["segments"])})
+            if with_mavis
+            else {}
+        )
+        for_mavis: dict[str, list[bytes]] = {}
+        left_out: dict[tuple[str, str, str], int] = {}
         async for m in self.store.part_members(b["batch_id"], i, year):
-            by_programme.setdefault(m["programme_key"], []).append(keyed_line(self._row(m, keys, year)))
+            row = self._row(m, keys, year)
+            by_programme.setdefault(m["programme_key"], []).append(keyed_line(row))
             sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
+            if with_mavis:
+                v = mavis.verdict(row, register)
+                if v.line is not None:
+                    for_mavis.setdefault(m["programme_key"], []).append(v.line)
+                else:
+                    k = (m["programme_key"], m["school_dfe"], v.reason or "")
+                    left_out[k] = left_out.get(k, 0) + 1
         safe_year, suffix = year.replace("/", "-"), part_suffix(i, n)
         files = [
             programme_file_from_lines(f"{key}-{safe_year}{suffix}.csv", lines)
             for key, lines in sorted(by_programme.items())
         ]
+        mavis_report = None
+        if with_mavis:
+            for key, lines in sorted(for_mavis.items()):
+                files += [
+                    RenderedFile(name, content, rows)
+                    for name, content, rows in mavis.files_from_lines(f"mavis-cohort-{key}-{safe_year}{suffix}", lines)
+                ]
+            del for_mavis
+            mavis_report = {
+                "rows": sum(f.rows for f in files if f.name.startswith("mavis-")),
+                "left_out": [
+                    {"programme": k, "school_dfe": school, "reason": why, "rows": rows}
+                    for (k, school, why), rows in sorted(left_out.items())
+                ],
+            }
+            if left_out:
+                log.warning("mavis.rows_left_out", batch_id=str(b["batch_id"]), part=i,
+                            rows=sum(left_out.values()), reasons=sorted({w for _, _, w in left_out}))  # fmt: skip
         files.append(field_definitions(self.protocol))
         counts = {key: len(rows) for key, rows in sorted(by_programme.items())}
         del by_programme
@@ -344,6 +391,7 @@ class DeliveryService(FollowsProtocol):
                     "schools": sorted({g["school_dfe"] or "not yet known" for g in json.loads(part["segments"])}),
                 },
                 coverage_gaps=gaps,
+                mavis=mavis_report,
             )
         )
         subject = (
@@ -370,6 +418,7 @@ class DeliveryService(FollowsProtocol):
             "counts": counts,
             "files": [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in files],
             "size_bytes": len(message),
+            "mavis_left_out": mavis_report["left_out"] if mavis_report else [],
         }
         return message, meta
 
@@ -385,10 +434,12 @@ class DeliveryService(FollowsProtocol):
                 )
         smime: Smime = self.smime_factory(b["recipient"])
         memory.keep_large_buffers_mapped()
+        left_out: list[dict] = []
         for p in parts:
             if p["status"] == "sent":
                 continue
             message, meta = await self._render_part(b, p, smime)
+            left_out += meta["mavis_left_out"]
             memory.trim()  # what rendering used is handed back before the send makes its own copies
             if meta["size_bytes"] > self.max_message_bytes:
                 await self._fail(batch_id, p["part_no"], f"{meta['size_bytes']} bytes is over the maximum message size")
@@ -400,7 +451,9 @@ class DeliveryService(FollowsProtocol):
             await self._send_part(b, p, message, meta)
             del message
             memory.trim()  # the next part starts from what this one used, not more
-        return await self.mark_sent(batch_id, "all parts accepted", actor)
+        result = await self.mark_sent(batch_id, "all parts accepted", actor)
+        result.warnings += mavis_warnings(left_out)
+        return result
 
     async def _send_part(self, b: Mapping[str, Any], p: Mapping[str, Any], message: bytes, meta: dict) -> None:
         batch_id, part_no = b["batch_id"], p["part_no"]

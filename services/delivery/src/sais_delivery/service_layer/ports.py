@@ -30,6 +30,10 @@ class Store(Protocol):
 
     async def installation_id(self) -> UUID: ...
 
+    async def school_register(self, dfes: set[str]) -> dict[str, tuple[str, str]]:
+        """DfE number → (URN, status) for the schools the register knows."""
+        ...
+
     async def coverage_gaps(self, academic_year: str, protocol_id: str, protocol_version: str) -> list[str] | None:
         """Eligibility's last coverage check of the year under that version: each gap described (None:
         not checked yet)."""

@@ -106,7 +106,7 @@ class EligibilityRepository:
     async def school_spans(self, dfes: set[str]) -> dict[str, SchoolSpan]:
         """The age ranges the schools register knows, by DfE number (schools it does not know are absent)."""
         rows = await self.conn.fetch(
-            "SELECT dfe, first_year, last_year FROM eligibility.schools WHERE dfe = ANY($1)", list(dfes)
+            "SELECT dfe, first_year, last_year FROM shared.schools WHERE dfe = ANY($1)", list(dfes)
         )
         return {r["dfe"]: SchoolSpan(r["first_year"], r["last_year"]) for r in rows}
 

@@ -135,3 +135,28 @@ def school_left(recorded_year: str, target_year: str, school_name: str, span: Sc
     if recorded_year == "2" and "infant" in school_name.casefold():
         return "left infant school after Year 2; the junior school is not yet known"
     return None
+
+
+def school_flags(rows: list[dict], la_codes: list[str]) -> list[dict]:
+    """What the schools register says is wrong with the cohort's schools: (school, flag, children).
+    ``rows``: per school and year group, the children and the register's entry (registered, status,
+    la_code, first_year, last_year)."""
+    flags: dict[tuple[str, str], int] = {}
+
+    def add(school: str, flag: str, n: int) -> None:
+        flags[(school, flag)] = flags.get((school, flag), 0) + n
+
+    for r in rows:
+        school, n = r["school_dfe"], r["n"]
+        if not r["registered"]:
+            add(school, "not in the schools register (no URN: left out of Mavis files)", n)
+            continue
+        if r["status"].casefold().startswith("closed"):
+            add(school, f"closed ({r['status']})", n)
+        if r["la_code"] not in la_codes:
+            add(school, f"outside the authority (LA {r['la_code']})", n)
+        if not SchoolSpan(r["first_year"], r["last_year"]).teaches(r["year_group"]):
+            add(
+                school, f"Year {r['year_group']} outside the school's age range ({r['first_year']}–{r['last_year']})", n
+            )
+    return [{"school_dfe": s, "flag": f, "children": n} for (s, f), n in sorted(flags.items())]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from sais_shared.postcode import is_valid_postcode, normalise_postcode
 from sais_shared.protocol import Protocol, SourceRule
 from sais_shared.schoolyear import age_on, expected_year_group, roll_forward
 
 from .model import CleanRow, Outcome, OutOfScope, Problem, Rejected
-from .postcode import is_valid_postcode, normalise_postcode
 
 _NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)
 _YEAR = re.compile(r"(?:y(?:ea)?r?\s*)?(\d{1,2})", re.IGNORECASE)

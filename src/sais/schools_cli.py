@@ -1,0 +1,92 @@
+"""``sais schools``: the schools register (DfE numbers → URNs, status, age ranges), loaded from the
+DfE's "Get Information about Schools" establishment export. Reference data: the administrator loads
+it, as with protocol versions; eligibility and delivery read it."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sais_shared.protocol_registry import in_force
+from sais_shared.runtime import open_runtime
+from sais_shared.schools import RegisterError, load_register
+from sais_shared.settings import CommonSettings
+
+app = typer.Typer(help="The schools register (DfE number → URN, status, age range) from GIAS.", no_args_is_help=True)
+out, err = Console(), Console(stderr=True)
+
+
+@app.command("load")
+def load(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="GIAS establishment export (CSV)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Replace the register with a GIAS export (audited). Download "establishment fields" as CSV from
+    https://get-information-schools.service.gov.uk/Downloads; the whole country or your area."""
+
+    async def go():
+        rt = await open_runtime(CommonSettings())
+        try:
+            protocol = await in_force(rt.pool)
+            async with rt.pool.acquire() as conn:
+                return await load_register(conn, path.read_bytes(), path.name, getpass.getuser(), protocol.la_codes,
+                                           protocol.version)  # fmt: skip
+        finally:
+            await rt.close()
+
+    try:
+        report = asyncio.run(go())
+    except RegisterError as exc:
+        err.print(f"[red]not loaded:[/] {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report.__dict__, indent=2))
+        return
+    out.print(
+        f"schools register loaded: {report.schools} schools ({report.open} open, {report.closed} closed, "
+        f"{report.outside} outside the authority); sha256 {report.sha256[:12]}…"
+    )
+
+
+@app.command("show")
+def show(
+    dfe: list[str] = typer.Argument(None, help="DfE numbers (9372001 or 937/2001); none: the whole register"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """What the register holds: URN, status, phase and the year groups taught, and the last load."""
+
+    async def go():
+        rt = await open_runtime(CommonSettings())
+        try:
+            wanted = [d.replace("/", "") for d in dfe or []]
+            rows = await rt.pool.fetch(
+                "SELECT dfe, urn, name, la_code, status, phase, first_year, last_year, close_date FROM shared.schools "
+                "WHERE cardinality($1::text[]) = 0 OR dfe = ANY($1) ORDER BY dfe",
+                wanted,
+            )
+            last = await rt.pool.fetchrow(
+                "SELECT origin, schools, loaded_at, loaded_by FROM shared.school_register_loads ORDER BY seq DESC LIMIT 1"
+            )
+            return [dict(r) for r in rows], dict(last) if last else None
+        finally:
+            await rt.close()
+
+    rows, last = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps({"schools": rows, "last_load": last}, indent=2, default=str))
+        return
+    if last is None:
+        out.print("no schools register loaded: `sais schools load FILE` (a GIAS establishment export)")
+        raise typer.Exit(1)
+    out.print(f"loaded {last['loaded_at']:%Y-%m-%d %H:%M} by {last['loaded_by']} from {last['origin']}: "
+              f"{last['schools']} schools")  # fmt: skip
+    t = Table("DfE", "URN", "school", "status", "years", title="Schools", title_justify="left")
+    for r in rows:
+        years = f"{r['first_year'] or '?'}–{r['last_year'] or '?'}"
+        t.add_row(r["dfe"], r["urn"], r["name"], r["status"], years)
+    out.print(t)
