@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 import stack  # noqa: E402
 
 SAMPLES = REPO / "data" / "samples"
+REGISTER = REPO / "data" / "reference" / "gias-establishments-sample.csv"  # fictional, GIAS's columns
 EXTRACTS = [
     ("may-census-2017.csv", "summer-census", "2017-05-18", "2017-06-01"),
     ("admissions-reception-2017.csv", "admissions-reception", "2017-04-18", "2017-06-01"),
@@ -221,7 +222,31 @@ class Demo:
             f"    manifest: marking '{manifest['protective_marking']}', originator '{manifest['originator']}', "
             f"protocol v{manifest['protocol']['version']}, {len(manifest['files'])} files, hashes match"
         )
+        self.check_mavis(files, manifest)
         return out
+
+    def check_mavis(self, files: dict[str, bytes], manifest: dict) -> None:
+        """The Mavis cohort-import files, as the SAIS team would load them: counted, and checked with
+        Mavis's import rules (and the register's URNs)."""
+        names = sorted(n for n in files if n.startswith("mavis-"))
+        if not names:
+            fail("no Mavis cohort-import file in the message")
+        folder = self.logs / "mavis"
+        folder.mkdir(exist_ok=True)
+        for n in names:
+            (folder / n).write_bytes(files[n])
+        p = self.sais("delivery", "check-mavis", *(str(folder / n) for n in names), "--register", str(REGISTER),
+                      "--json", as_of="2017-07-10", check=False)  # fmt: skip
+        checked = json.loads(p.stdout)
+        for n in names:
+            c = checked[str(folder / n)]
+            print(f"    {n}: {c['rows']} rows; Mavis's import rules: {'pass' if c['ok'] else 'REFUSED'}")
+        if p.returncode != 0:
+            fail(f"a Mavis file would be refused: {p.stdout}")
+        for r in manifest["mavis_cohort_import"]["left_out"]:
+            print(
+                f"    left out of the Mavis file: {r['rows']} {r['programme']} row(s) of {r['school_dfe']}: {r['reason']}"
+            )
 
     def held(self, when: str, expect: int) -> None:
         """The cohort records and destroyed data keys at this point of the calendar; fails if the
@@ -252,6 +277,8 @@ class Demo:
         t0 = time.monotonic()
         try:
             self.start()
+            step("Loading the schools register from a GIAS establishment export (a fictional sample)")
+            print(self.sais("schools", "load", str(REGISTER), as_of="2017-06-01").stdout)
             step("Ingesting the May census and the reception admissions file with the CLI (as of 1 June 2017)")
             for e in EXTRACTS:
                 self.ingest(*e)
