@@ -191,7 +191,25 @@ def openssl_open(message: Path, pki: Path) -> bytes:
     )
     assert ver.returncode == 0, ver.stderr.decode()
     assert b"Verification successful" in ver.stderr
+    check_mavis_files(ver.stdout)
     return ver.stdout
+
+
+def check_mavis_files(mime: bytes) -> int:
+    """Every Mavis cohort-import file of a delivered message passes Mavis's import rules (so every test
+    that opens a message checks them); how many there were."""
+    import email
+
+    from sais_delivery.domain.mavis import check_mavis
+
+    n = 0
+    for part in email.message_from_bytes(mime).walk():
+        name = part.get_filename() or ""
+        if name.startswith("mavis-"):
+            result = check_mavis(part.get_payload(decode=True))
+            assert result.ok, (name, result.problems)
+            n += 1
+    return n
 
 
 def oracle(source_files: dict[str, Path]) -> dict[str, int]:

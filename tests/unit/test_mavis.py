@@ -199,3 +199,27 @@ def test_sais_delivery_check_mavis_reports_row_and_reason_and_exits_1(tmp_path):
     r = subprocess.run([sais, "delivery", "check-mavis", str(good), "--register", str(SAMPLE_REGISTER)],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_quality_view_flags_what_the_register_says_about_the_cohort_s_schools():
+    from sais_eligibility.domain.model import school_flags
+
+    rows = [
+        {"school_dfe": "9372050", "year_group": "3", "n": 4, "registered": False, "status": None, "la_code": None,
+         "first_year": None, "last_year": None},
+        {"school_dfe": "9372099", "year_group": "1", "n": 2, "registered": True, "status": "Closed", "la_code": "937",
+         "first_year": "R", "last_year": "2"},
+        {"school_dfe": "8852001", "year_group": "4", "n": 1, "registered": True, "status": "Open", "la_code": "885",
+         "first_year": "R", "last_year": "6"},
+        {"school_dfe": "9372000", "year_group": "3", "n": 5, "registered": True, "status": "Open", "la_code": "937",
+         "first_year": "R", "last_year": "2"},
+        {"school_dfe": "9372005", "year_group": "3", "n": 9, "registered": True, "status": "Open", "la_code": "937",
+         "first_year": "R", "last_year": "6"},
+    ]  # fmt: skip
+    flags = {(f["school_dfe"], f["flag"].split(" (")[0]): f["children"] for f in school_flags(rows, ["937"])}
+    assert flags == {
+        ("9372050", "not in the schools register"): 4,
+        ("9372099", "closed"): 2,
+        ("8852001", "outside the authority"): 1,
+        ("9372000", "Year 3 outside the school's age range"): 5,
+    }

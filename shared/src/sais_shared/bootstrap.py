@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from faststream.kafka import KafkaBroker
 
+from . import ops
 from .kafka import check_topics, make_broker
 from .logging import configure_logging
 from .ops import TIMER_RUNS, make_app
@@ -103,6 +104,8 @@ def service_app(
     after_start: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
     timer: tuple[Callable[[Running[P, S]], Awaitable[Any]], float] | None = None,
     check: Callable[[Settings], None] | None = None,
+    gauges: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
+    prime: Callable[[Running[P, S]], dict[str, list[tuple[str, ...]]]] | None = None,
 ):
     """The long-running service: ``subscribe`` registers its consumers (they reach the service through
     ``current``); ``after_start`` runs once it is up (outbox flush); ``timer`` is (tick, seconds), a
@@ -144,11 +147,37 @@ def service_app(
             TIMER_RUNS.labels(f"sais-{wiring.service}").inc()
             await asyncio.sleep(every_s)
 
+    async def sample_state(every_s: float) -> None:
+        """Gauges read from state, on their own timer: the group's lag from committed offsets, and what
+        the service adds (``gauges``)."""
+        from .kafka_access import ACCESS
+        from .lag import LagSampler
+
+        group = getattr(settings, f"{wiring.service}_group_id", None)
+        reads = [getattr(topics, t) for t in ACCESS[wiring.service].reads] if wiring.service in ACCESS else []
+        sampler = LagSampler(settings.kafka_login(wiring.service), group, reads, every_s) if group and reads else None
+        while True:
+            try:
+                if sampler is not None:
+                    await sampler.sample()
+                if gauges is not None:
+                    await gauges(current())
+            except Exception as exc:  # the broker or database away: the gauges keep their last values
+                log.warning("gauges.sample_failed", service=wiring.service, error=type(exc).__name__)
+            await asyncio.sleep(every_s)
+
     @app.after_startup
     async def _started() -> None:
+        from .kafka_access import ACCESS
+
+        access = ACCESS.get(wiring.service)
+        if access is not None:
+            ops.prime([getattr(topics, t) for t in access.reads], [getattr(topics, t) for t in access.writes],
+                      **(prime(current()) if prime else {}))  # fmt: skip
         if after_start is not None:
             await after_start(current())
         if timer is not None:
             tasks.append(asyncio.create_task(loop(*timer)))
+        tasks.append(asyncio.create_task(sample_state(settings.metrics_interval_s)))
 
     return app

@@ -23,6 +23,11 @@ BATCH_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BATCH_RETRIES = Counter("sais_batch_retries_total", "Batches rewound after a transient error", ["service", "topic"])
+GROUP_LAG = Gauge(
+    "sais_consumer_group_lag",
+    "Records between a consumer group's committed offset and the log end, sampled on a timer",
+    ["group", "topic", "partition"],
+)
 CONSUMER_LAG = Gauge("sais_consumer_lag", "Records behind the end of the partition", ["service", "topic", "partition"])
 ROWS = Counter("sais_ingest_rows_total", "Extract rows by outcome", ["source", "outcome"])
 REJECTIONS = Counter("sais_ingest_rejections_total", "Failed checks of rejected rows", ["field", "code"])
@@ -31,6 +36,12 @@ COHORT_EVENTS = Counter("sais_cohort_events_total", "Cohort events emitted", ["p
 BATCHES_SENT = Counter("sais_delivery_batches_sent_total", "Batches accepted by the mail server", ["window"])
 SMTP_FAILURES = Counter("sais_delivery_smtp_failures_total", "SMTP send failures", ["kind"])
 DELIVERY_REFUSED = Counter("sais_delivery_refused_total", "Deliveries refused before sending", ["reason"])
+BATCHES = Gauge(
+    "sais_delivery_batches",
+    "Delivery batches by status, read from the database (sending: a send interrupted, to be resolved)",
+    ["status"],
+)
+PARTS_SENDING = Gauge("sais_delivery_parts_sending", "Parts of batches whose send was interrupted (uncertain)")
 SHARING_SUSPENDED = Gauge("sais_sharing_suspended", "1 while sharing is suspended (ISP §16.4)")
 REVIEW_OVERDUE = Gauge("sais_protocol_review_overdue", "1 when the protocol in force is past its review date")
 COVERAGE_GAPS = Gauge(
@@ -58,6 +69,27 @@ def set_service(name: str) -> None:
 
 def service() -> str:
     return _service["name"]
+
+
+SMTP_FAILURE_KINDS = ("transient", "uncertain", "refused")
+
+
+def prime(reads: list[str], writes: list[str], **labelled: list[tuple[str, ...]]) -> None:
+    """Create this service's series at 0 before anything happens, so a dashboard query or an alert's
+    ``increase()`` has a series to read from the start (a Prometheus convention: a counter that
+    appears only when it first counts hides the first event from ``increase``). ``labelled``: metric
+    attribute name → the label sets it will use (SMTP_FAILURES=[("transient",), …])."""
+    name = service()
+    for topic in reads:
+        RECORDS_CONSUMED.labels(name, topic)
+        DEAD_LETTERS.labels(name, topic)
+        BATCH_RETRIES.labels(name, topic)
+        BATCH_SECONDS.labels(name, topic)
+    for topic in writes:
+        RECORDS_PUBLISHED.labels(name, topic)
+    for attr, label_sets in labelled.items():
+        for labels in label_sets:
+            globals()[attr].labels(*labels)
 
 
 async def db_ready(state: dict) -> bool:

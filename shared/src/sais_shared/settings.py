@@ -40,6 +40,11 @@ class CommonSettings(BaseSettings):
     topic_prefix: str = Field("sais", description="Prefix of every topic name")
     topic_partitions: int = Field(3, ge=1, description="Partitions of each topic `sais kafka setup` creates")
     topic_replication_factor: int = Field(1, ge=1, description="Replicas of each topic `sais kafka setup` creates")
+    metrics_interval_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often a service samples its consumer group's lag (and other gauges read from state)",
+    )
     topic_retention_days: int = Field(
         120,
         ge=1,

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from faststream.kafka import KafkaBroker
+from sais_shared import ops
 from sais_shared.bootstrap import Current, Running, Wiring, service_app, session
 from sais_shared.deletion import register_deletion_consumer
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
@@ -24,6 +25,7 @@ from .domain.errors import CertificateError, DeliveryRefusedError
 from .service_layer.deliver import DeliveryService
 
 log = structlog.get_logger("sais.delivery")
+BATCH_STATUSES = ("prepared", "sending", "sent", "failed", "not-sent")
 
 
 def declare(broker: KafkaBroker, topics: Topics):
@@ -133,11 +135,23 @@ def build_app(settings: DeliverySettings | None = None):
         except DeliveryRefusedError as exc:
             log.warning("scheduler.window_refused", reason=type(exc).__name__)
 
+    async def gauges(running: Running[object, DeliveryService]) -> None:
+        by_status, sending = await running.service.store.batch_counts()
+        for status in BATCH_STATUSES:
+            ops.BATCHES.labels(status).set(by_status.get(status, 0))
+        ops.PARTS_SENDING.set(sending)
+
     return service_app(
         WIRING,
         settings,
         subscribe=subscribe,
         after_start=flush,
+        gauges=gauges,
+        prime=lambda running: {
+            "SMTP_FAILURES": [(k,) for k in ops.SMTP_FAILURE_KINDS],
+            "BATCHES_SENT": [(w.name,) for w in running.runtime.protocol.transfer.windows],
+            "DELIVERY_REFUSED": [(c.__name__,) for c in DeliveryRefusedError.__subclasses__()],
+        },
         timer=(deliver_due, settings.delivery_schedule_interval_s) if settings.delivery_schedule else None,
         description="Renders, signs, encrypts and sends cohort batches to allow-listed NHS mailboxes.",
     )

@@ -118,6 +118,13 @@ def build_app(settings: IngestSettings | None = None):
         settings,
         subscribe=subscribe,
         check=check,
+        prime=lambda running: {
+            "ROWS": [
+                (src, outcome)
+                for src in running.runtime.protocol.sources
+                for outcome in ("accepted", "rejected", "out_of_scope")
+            ]
+        },  # fmt: skip
         description="Validates and minimises LA extracts (files via the CLI, events via the inbound "
         "topic); publishes pupil events.",
     )

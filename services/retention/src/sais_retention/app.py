@@ -22,6 +22,7 @@ from sais_shared.topics import Topics
 
 from .adapters.repository import PgOutbox, PgUnitOfWork
 from .config import RetentionSettings
+from .domain.plan import RULE_INBOUND_STAGING, RULE_PARTY_LEFT, RULE_TRANSFER, RULE_UNDELIVERED
 from .service_layer.retention import RetentionService
 
 log = structlog.get_logger("sais.retention")
@@ -56,6 +57,8 @@ def bootstrap(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = Non
     timeout = timedelta(seconds=settings.retention_confirmation_timeout_s) if settings else timedelta(hours=1)
     return RetentionService(PgUnitOfWork(rt.pool), rt.protocol_ref, rt.clock, PgOutbox(rt.pool, *pubs), timeout)
 
+
+RULES = (RULE_TRANSFER, RULE_UNDELIVERED, RULE_PARTY_LEFT, RULE_INBOUND_STAGING)
 
 WIRING = Wiring("retention", (("retention", "sais_retention"),), declare, bootstrap)
 MIGRATIONS = WIRING.migrations
@@ -118,5 +121,6 @@ def build_app(settings: RetentionSettings | None = None):
         settings,
         subscribe=subscribe,
         timer=(run_due, settings.retention_interval_s),
+        prime=lambda running: {"DELETIONS": [(rule,) for rule in RULES]},
         description="Schedules and proves secure deletion; crypto-shreds Kafka copies.",
     )

@@ -128,6 +128,13 @@ class DeliveryStore:
     async def installation_id(self) -> UUID:
         return await self.pool.fetchval("SELECT installation_id FROM shared.installation")
 
+    async def batch_counts(self) -> tuple[dict[str, int], int]:
+        """Batches by status, and parts whose send was interrupted (status sending)."""
+        by_status = {r["status"]: r["n"] for r in await self.pool.fetch(
+            "SELECT status, count(*) n FROM delivery.batches GROUP BY status")}  # fmt: skip
+        sending = await self.pool.fetchval("SELECT count(*) FROM delivery.batch_parts WHERE status='sending'")
+        return by_status, sending
+
     async def school_register(self, dfes: set[str]) -> dict[str, tuple[str, str]]:
         rows = await self.pool.fetch("SELECT dfe, urn, status FROM shared.schools WHERE dfe = ANY($1)", list(dfes))
         return {r["dfe"]: (r["urn"], r["status"]) for r in rows}
