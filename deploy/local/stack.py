@@ -409,6 +409,35 @@ def kafka_client(env: dict[str, str], principal: str | None = None) -> dict:
     return kafka_admin_settings(env).kafka_login(principal)
 
 
+# --- Prometheus (promtool for the alert tests; the server for the monitoring test) ----------------
+
+
+def ensure_prometheus() -> None:
+    """Debian's prometheus package (promtool and the server binary), installed when missing. No
+    daemon is started by the install (policy-rc.d refuses it, no recommended exporters): the tests
+    start their own Prometheus on 127.0.0.1."""
+    if shutil.which("promtool") and shutil.which("prometheus"):
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("[stack] Prometheus is not installed: apt-get install --no-install-recommends prometheus")
+    say("installing Prometheus from Debian (apt-get)")
+    policy = Path("/usr/sbin/policy-rc.d")
+    made = not policy.exists()
+    if made:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    finally:
+        if made:
+            policy.unlink()
+
+
 # --- PostgreSQL --------------------------------------------------------------------------
 
 
@@ -623,6 +652,7 @@ def start(lay: Layout) -> None:
 
     lay.state.mkdir(parents=True, exist_ok=True)
     ensure_dev_pki(lay.pki)
+    ensure_prometheus()
     start_postgres(lay)
     start_kafka(lay)
     setup_kafka(lay.env())
