@@ -205,7 +205,7 @@ async def publish_many(
     if pending:
         await asyncio.gather(*pending)
     if n:
-        ops.RECORDS_PUBLISHED.labels(ops.service(), getattr(publisher, "name", "?")).inc(n)
+        ops.RECORDS_PUBLISHED.labels(ops.service(), getattr(publisher, "topic", None) or "?").inc(n)
     return n
 
 
