@@ -9,14 +9,16 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from sais_delivery.entrypoints.cli import app as delivery_app
 from sais_delivery.entrypoints.cli import breach_app
 from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
+from sais_shared import notices
 from sais_shared.devpki import ensure_dev_pki
 from sais_shared.logging import configure_logging
-from sais_shared.settings import CommonSettings
+from sais_shared.settings import SERVICES, CommonSettings
 
 from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app
@@ -41,10 +43,24 @@ app.command("status")(status)
 
 
 @app.callback()
-def main() -> None:
-    """Logs go to stderr as JSON (SAIS_LOG_FORMAT=console for humans); reports go to stdout."""
+def main(
+    log_format: str | None = typer.Option(
+        None,
+        "--log-format",
+        help="json or console: write the commands' log lines to stderr (default: none in a terminal, "
+        "else SAIS_LOG_FORMAT)",
+    ),
+) -> None:
+    """Reports and tables go to stdout (`--json` for machines); warnings a person must act on go to stderr
+    once, in plain words. Log lines are for services and scripts: in a terminal there are none unless
+    asked for with --log-format (or SAIS_LOG_FORMAT); elsewhere they go to stderr as JSON."""
     settings = CommonSettings()
-    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+    err = Console(stderr=True, soft_wrap=True)
+    notices.set_sink(lambda text: err.print(f"[yellow]warning:[/] {text}", markup=True, highlight=False))
+    if log_format is None and "SAIS_LOG_FORMAT" not in os.environ and sys.stderr.isatty():
+        configure_logging("CRITICAL", "console", stream=sys.stderr)  # a person at a terminal: sentences only
+        return
+    configure_logging(settings.log_level, log_format or settings.log_format, stream=sys.stderr)
 
 
 keys_app = typer.Typer(help="Key material.", no_args_is_help=True)
@@ -201,6 +217,43 @@ def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what w
         if settings.kafka_security_protocol != "PLAINTEXT"
         else f"{done['topics_created']} topic(s) created; the broker has no authentication (PLAINTEXT): no ACLs"
     )
+
+
+@kafka_app.command("lag")
+def kafka_lag(as_json: bool = typer.Option(False, "--json", help="print the lag as JSON")) -> None:
+    """Each service's consumer group: records between its committed offset and the log end, per topic
+    (what `sais_consumer_group_lag` exports; a stopped consumer's lag grows). Run as the administrator."""
+    import asyncio
+    import json
+
+    from rich.table import Table
+    from sais_shared.kafka_access import ACCESS
+    from sais_shared.lag import group_lag
+    from sais_shared.topics import Topics
+
+    settings = CommonSettings()
+    topics = Topics(settings.topic_prefix)
+
+    async def sample() -> list[dict]:
+        rows = []
+        for svc in SERVICES:
+            group = os.environ.get(f"SAIS_{svc.upper()}_GROUP_ID", f"{settings.topic_prefix}-{svc}")
+            reads = [getattr(topics, t) for t in ACCESS[svc].reads]
+            lag = await group_lag(settings.kafka_login(None), group, reads)
+            per_topic: dict[str, int] = {}
+            for (topic, _), n in lag.items():
+                per_topic[topic] = per_topic.get(topic, 0) + n
+            rows += [{"service": svc, "group": group, "topic": t, "lag": n} for t, n in sorted(per_topic.items())]
+        return rows
+
+    rows = asyncio.run(sample())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    t = Table("group", "topic", "records behind", title="Consumer lag (committed offsets)", title_justify="left")
+    for r in rows:
+        t.add_row(r["group"], r["topic"], str(r["lag"]))
+    Console().print(t)
 
 
 @kafka_app.command("acls")

@@ -42,11 +42,7 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(json.dumps(p.model_dump(mode="json") | {"review_overdue": overdue}, indent=2))
         return
-    if overdue:
-        err.print(
-            f"[bold red]WARNING: protocol v{p.version} was due for review on {p.review_date} (ISP §15). "
-            "Delivery needs an audited override until a reviewed version is loaded.[/]"
-        )
+    # past its review date: the runtime's notice has said so, once, on stderr
     out.print(f"[bold]{p.id}[/] v{p.version}, in force since {p.effective_from}, review by {p.review_date}")
     if p.review_date_basis:
         out.print(f"  review date: {p.review_date_basis}")

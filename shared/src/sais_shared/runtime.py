@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from . import ops
+from . import notices, ops
 from .clock import Clock
 from .crypto import KeyEncryptionKey
 from .db import check_migrated, create_pool
@@ -61,6 +61,12 @@ async def open_runtime(
             protocol=protocol.id,
             version=protocol.version,
             review_date=protocol.review_date.isoformat(),
+        )
+        notices.notify(
+            "protocol.review_overdue",
+            f"the Information Sharing Protocol in force ({protocol.id} v{protocol.version}) was due for review on "
+            f"{protocol.review_date:%d %B %Y} (ISP §15). Agree the review with the other parties, then load the "
+            "reviewed version with `sais protocol load FILE`; delivery refuses to send until then (unless given --override-review and a reason).",
         )
     ref = ProtocolRef(protocol, pool, settings.protocol_file, settings.protocol_refresh_s)
     return Runtime(settings, pool, KeyStore(pool, kek), ref, clock, Topics(settings.topic_prefix))

@@ -1,0 +1,46 @@
+"""Lag from committed offsets against the log end, on the real broker: what a group has not committed
+past, per partition; a stopped consumer's lag grows as records keep arriving."""
+
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sais_shared.lag import group_lag
+
+from tests.helpers import create_topic
+
+pytestmark = pytest.mark.integration
+
+
+async def produce(kafka: dict, topic: str, n: int, partition: int = 0) -> None:
+    p = AIOKafkaProducer(**kafka)
+    await p.start()
+    try:
+        for i in range(n):
+            await p.send_and_wait(topic, f"m{i}".encode(), partition=partition)
+    finally:
+        await p.stop()
+
+
+async def test_a_stopped_consumer_shows_growing_lag_per_partition(infra):
+    topic = await create_topic(infra.kafka, f"lag-{uuid.uuid4().hex[:10]}", partitions=2)
+    group = f"lag-{uuid.uuid4().hex[:10]}"
+    await produce(infra.kafka, topic, 10, partition=0)
+    await produce(infra.kafka, topic, 3, partition=1)
+
+    # the group reads four records of partition 0, commits, and stops
+    c = AIOKafkaConsumer(**infra.kafka, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest")
+    await c.start()
+    try:
+        tp0 = TopicPartition(topic, 0)
+        c.assign([tp0])
+        got = await c.getmany(tp0, timeout_ms=10_000, max_records=4)
+        assert len(got[tp0]) == 4
+        await c.commit({tp0: 4})
+    finally:
+        await c.stop()
+
+    assert await group_lag(infra.kafka, group, [topic]) == {(topic, 0): 6, (topic, 1): 3}  # never committed: from 0
+    await produce(infra.kafka, topic, 5, partition=0)  # records keep arriving; nobody consumes
+    assert await group_lag(infra.kafka, group, [topic]) == {(topic, 0): 11, (topic, 1): 3}
+    assert await group_lag(infra.kafka, f"never-{group}", [topic]) == {(topic, 0): 15, (topic, 1): 3}
