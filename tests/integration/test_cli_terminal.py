@@ -3,8 +3,8 @@ on (the protocol past its review date) is shown once, in plain words; `--json` s
 
 import json
 import os
-import re
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path

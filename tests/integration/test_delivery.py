@@ -213,12 +213,15 @@ async def test_smtp_outage_is_retried_then_delivered(july, infra, monkeypatch):
 
 
 def _cli(env, *args, crash=None):
+    """`sais delivery …` in its own process; with ``crash``, the process dies at that point of the send
+    (the test seam in tests/crash_cli.py)."""
     e = {**os.environ, **env, "SAIS_AS_OF": "2017-07-10"}
-    if crash:
-        e["SAIS_DELIVERY_CRASH_AT"] = crash
-    return subprocess.run(
-        [str(REPO / ".venv" / "bin" / "sais"), "delivery", *args], env=e, capture_output=True, text=True
+    argv = (
+        [str(REPO / ".venv" / "bin" / "python"), "-m", "tests.crash_cli", crash]
+        if crash
+        else [str(REPO / ".venv" / "bin" / "sais")]
     )
+    return subprocess.run([*argv, "delivery", *args], env=e, capture_output=True, text=True, cwd=REPO)
 
 
 async def test_crash_between_recording_and_sending_then_retry_sends_once(july, infra):

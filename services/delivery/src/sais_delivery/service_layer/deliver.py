@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,7 +225,7 @@ class DeliveryService(FollowsProtocol):
         await self._plan(
             batch_id, window, academic_year, win.sources, recipient, last["batch_id"] if last else None, actor
         )
-        _fault_point("after-prepare")
+        self.fault("after-prepare")
         return await self._send_parts(batch_id, actor)
 
     async def _replan_if_unsent(self, pending: Mapping[str, Any], actor: str) -> bool:
@@ -491,7 +490,7 @@ class DeliveryService(FollowsProtocol):
                 ops.SMTP_FAILURES.labels("refused").inc()
                 await self._back_to_prepared(batch_id, part_no, f"{type(exc).__name__}: {exc}")
                 raise
-            _fault_point("after-send")
+            self.fault("after-send")
             await self.store.part_sent(batch_id, part_no, self.clock.now(), reply)
             log.info(
                 "batch.part_sent",
@@ -609,11 +608,10 @@ class DeliveryService(FollowsProtocol):
     async def flush_outbox(self) -> int:
         return await self.store.flush_outbox(self.publisher)
 
-
-def _fault_point(name: str) -> None:
-    """Fault injection for crash tests: SAIS_DELIVERY_CRASH_AT=<name> kills the process here."""
-    if os.environ.get("SAIS_DELIVERY_CRASH_AT") == name:
-        os._exit(70)
+    def fault(self, point: str) -> None:
+        """A named point of the send (after-prepare, after-send) where a crash test injects a fault by
+        replacing this method (tests/crash_cli.py). Nothing in production reaches it: no setting or
+        variable turns it on."""
 
 
 __all__ = ["BatchResult", "DeliveryService"]
