@@ -154,6 +154,7 @@ def main() -> None:
         **os.environ,
         **stack.layout().env(),
         "SAIS_LOG_LEVEL": "WARNING",
+        "SAIS_ACTOR": "Benchmark Operator",
         "SAIS_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}",
     }
     db = f"bench_{uuid.uuid4().hex[:6]}"

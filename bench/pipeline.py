@@ -136,6 +136,7 @@ class Run:
             **self.lay.env(),
             "SAIS_TOPIC_PREFIX": f"bench-{tag}",
             "SAIS_LOG_LEVEL": "WARNING",
+            "SAIS_ACTOR": "Benchmark Operator",
             "SAIS_HTTP_PORT": "0",
             "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5",
             "SAIS_RETENTION_INTERVAL_S": "3600",

@@ -171,6 +171,7 @@ async def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
         "SAIS_TOPIC_PARTITIONS": "2",
         "SAIS_KEK_FILE": str(infra.pki / "kek.b64"),
         "SAIS_LOG_FORMAT": "json",
+        "SAIS_ACTOR": "Test Operator",
         "SAIS_DELIVERY_SMTP_PORT": str(infra.smtp_port),
         "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.1",
         "SAIS_RETENTION_INTERVAL_S": "3600",

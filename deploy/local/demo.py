@@ -58,6 +58,7 @@ class Demo:
             "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db),
             "SAIS_TOPIC_PREFIX": f"demo-{self.run_id}",
             "SAIS_LOG_FORMAT": "json",
+            "SAIS_ACTOR": "Demo Operator (make demo)",  # every command that changes something names its person
             "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5",
             "SAIS_RETENTION_INTERVAL_S": "2",
             "COLUMNS": "120",

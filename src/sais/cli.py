@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import base64
-import getpass
+import json
 import os
 import sys
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
+from rich.text import Text
 from sais_delivery.entrypoints.cli import app as delivery_app
 from sais_delivery.entrypoints.cli import breach_app
 from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
-from sais_shared import notices
+from sais_shared import notices, operator
 from sais_shared.devpki import ensure_dev_pki
 from sais_shared.logging import configure_logging
 from sais_shared.settings import SERVICES, CommonSettings
@@ -27,7 +29,9 @@ from .schools_cli import app as schools_app
 from .status_cli import status
 
 app = typer.Typer(
-    help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.", no_args_is_help=True
+    help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # failures are one line and an exit code (main, below)
 )
 app.add_typer(ingest_app, name="ingest")
 eligibility_app.command("quality")(quality_cmd)  # composed from eligibility's and ingest's own reads
@@ -43,17 +47,26 @@ app.command("status")(status)
 
 
 @app.callback()
-def main(
+def options(
     log_format: str | None = typer.Option(
         None,
         "--log-format",
         help="json or console: write the commands' log lines to stderr (default: none in a terminal, "
         "else SAIS_LOG_FORMAT)",
     ),
+    actor: str | None = typer.Option(
+        None,
+        "--actor",
+        envvar="SAIS_ACTOR",
+        metavar="NAME",
+        help="the person running the command, recorded in the audit trail (ISP §14.3); required by every "
+        "command that changes something",
+    ),
 ) -> None:
     """Reports and tables go to stdout (`--json` for machines); warnings a person must act on go to stderr
     once, in plain words. Log lines are for services and scripts: in a terminal there are none unless
     asked for with --log-format (or SAIS_LOG_FORMAT); elsewhere they go to stderr as JSON."""
+    operator.set_actor(actor)
     settings = CommonSettings()
     err = Console(stderr=True, soft_wrap=True)
     notices.set_sink(lambda text: err.print(f"[yellow]warning:[/] {text}", markup=True, highlight=False))
@@ -110,7 +123,7 @@ def rotate_kek(
     from sais_shared.keystore import audit, rewrap_all
     from sais_shared.settings import read_key_file
 
-    settings = CommonSettings()
+    actor, settings = operator.actor(), CommonSettings()
     if settings.index_key_file is None:
         typer.echo(
             "pin the blind-index key first: SAIS_INDEX_KEY_FILE (see `sais keys export-index-key`); "
@@ -128,7 +141,7 @@ def rotate_kek(
                 n = await rewrap_all(conn, old, new)
                 await audit(
                     conn,
-                    getpass.getuser(),
+                    actor,
                     "kek.rotated",
                     f"kek:{new_kek_id}",
                     {"from": settings.kek_id, "data_keys": n},
@@ -172,12 +185,12 @@ def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what wa
 
     from .dbadmin import migrate_all
 
-    settings = CommonSettings()
+    actor, settings = operator.actor(), CommonSettings()
 
     async def go() -> dict[str, list[str]]:
         conn = await asyncpg.connect(settings.database_url)
         try:
-            return await migrate_all(conn, settings.protocol_file, getpass.getuser(), settings.credentials_dir)
+            return await migrate_all(conn, settings.protocol_file, actor, settings.credentials_dir)
         finally:
             await conn.close()
 
@@ -317,5 +330,50 @@ def dev_pki(out: Path = typer.Argument(..., help="folder for the dev CA, certifi
     typer.echo(f"dev PKI in {pki.root}")
 
 
+_METAVARS = {"<str>": "TEXT", "<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<file>": "FILE",
+             "<directory>": "DIR", "<uuid>": "ID", "<UUID>": "ID"}  # fmt: skip
+
+
+def command() -> click.Command:
+    """The click command behind ``app``, with help that names what each option takes: a flag shows no
+    type, and an option left to its Python type shows a word (TEXT, N, FILE, ID) rather than ``<str>``."""
+
+    def plain(cmd: click.Command, ctx: click.Context) -> None:
+        helper = cmd.get_help_option(ctx)  # made once per command, then reused
+        for param in [*cmd.params, *([helper] if helper is not None else [])]:
+            if param.metavar is None:
+                if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                    param.metavar = ""
+                else:
+                    shown = param.display_type_rich(ctx) if hasattr(param, "display_type_rich") else None
+                    param.metavar = _METAVARS.get(shown or "", None)
+            if getattr(param, "param_type_name", "") == "argument":  # its name is its metavar: no type column
+                param.display_type_rich = lambda ctx: None
+        for sub in getattr(cmd, "commands", {}).values():
+            plain(sub, click.Context(sub, parent=ctx))
+
+    cmd = typer.main.get_command(app)
+    plain(cmd, click.Context(cmd))
+    return cmd
+
+
+def main() -> None:
+    """The console script. Every failure becomes one line on stderr (or, with --json, one JSON object on
+    stdout) and an exit code from ``sais_shared.exits``; SAIS_DEBUG=1 lets the traceback through."""
+    try:
+        command()(prog_name="sais")
+    except Exception as exc:
+        if os.environ.get("SAIS_DEBUG") == "1":
+            raise
+        from .failures import classify
+
+        code, line = classify(exc)
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"error": code.name.lower(), "exit_code": int(code), "message": line}))
+        else:
+            Console(stderr=True, soft_wrap=True).print(Text.assemble(("sais: ", "red"), line), highlight=False)
+        sys.exit(int(code))
+
+
 if __name__ == "__main__":
-    app()
+    main()

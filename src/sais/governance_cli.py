@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 from datetime import date
 from pathlib import Path
@@ -11,6 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared import operator
+from sais_shared.cli_options import parse_date
 from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
@@ -24,13 +25,14 @@ audit_app = typer.Typer(help="The audit trail: who did what, when (no personal d
 
 @sar_app.command("find")
 def sar_find(
-    forename: str = typer.Option(...),
-    surname: str = typer.Option(...),
-    date_of_birth: str = typer.Option(..., help="YYYY-MM-DD"),
+    forename: str = typer.Option(..., metavar="NAME", help="the child's forename"),
+    surname: str = typer.Option(..., metavar="NAME", help="the child's surname"),
+    date_of_birth: date = typer.Option(..., parser=parse_date, metavar="YYYY-MM-DD", help="the child's date of birth"),
     out: Path = typer.Option(..., help="write the export here (it holds personal data: protect it)"),
     as_json: bool = typer.Option(False, "--json", help="export as JSON instead of text"),
 ) -> None:
     """Find everything held about one child across all services and write a readable export."""
+    actor = operator.actor()  # the search itself is audited: who looked
 
     async def go():
         async with open_owners() as owners:
@@ -38,8 +40,8 @@ def sar_find(
                 owners,
                 forename=forename,
                 surname=surname,
-                date_of_birth=date.fromisoformat(date_of_birth),
-                actor=getpass.getuser(),
+                date_of_birth=date_of_birth,
+                actor=actor,
             )
 
     if out.exists() or out.is_symlink():  # refuse before searching: the search itself is audited
@@ -57,10 +59,12 @@ def sar_find(
 
 @audit_app.command("list")
 def audit_list(
-    action: str | None = typer.Option(None, help="e.g. batch.sent, data.deleted"),
-    since: str | None = typer.Option(None, help="YYYY-MM-DD"),
-    limit: int = typer.Option(100),
-    as_json: bool = typer.Option(False, "--json"),
+    action: str | None = typer.Option(None, metavar="ACTION", help="only this action, e.g. batch.sent, data.deleted"),
+    since: date | None = typer.Option(
+        None, parser=parse_date, metavar="YYYY-MM-DD", help="entries on or after this date"
+    ),
+    limit: int = typer.Option(100, metavar="N", min=1, help="at most this many entries"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Audit entries, newest first."""
 
@@ -74,7 +78,7 @@ def audit_list(
                     "WHERE ($1::text IS NULL OR action = $1) AND ($2::date IS NULL OR at >= $2) "
                     "ORDER BY id DESC LIMIT $3",
                     action,
-                    date.fromisoformat(since) if since else None,
+                    since,
                     limit,
                 )
             ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sais_eligibility.config import EligibilitySettings
+from sais_shared import operator
+from sais_shared.cli_options import parse_academic_year
 from sais_shared.protocol import ProtocolError, read_protocol_file
 from sais_shared.protocol_registry import history, load_version
 from sais_shared.runtime import open_runtime
@@ -27,7 +28,7 @@ async def _runtime():
 
 
 @app.command("show")
-def show(as_json: bool = typer.Option(False, "--json")) -> None:
+def show(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """The version in force: parties, sources, transfer rules, retention; warns past the review date."""
 
     async def go():
@@ -70,7 +71,9 @@ def check(
     path: Path | None = typer.Argument(
         None, exists=True, dir_okay=False, help="protocol file (default: the bundled one)"
     ),
-    academic_year: str | None = typer.Option(None, "--academic-year", metavar="YYYY/YY", help="one year only"),
+    academic_year: str | None = typer.Option(
+        None, "--academic-year", parser=parse_academic_year, metavar="YYYY/YY", help="one year only"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the gaps as JSON"),
 ) -> None:
     """Check a protocol file, and whether the data it requests cover each year's programme rules: every
@@ -130,12 +133,12 @@ def check(
 @app.command("load")
 def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Validate a protocol file and put it in force (audited)."""
-    text = read_protocol_file(path)
+    actor, text = operator.actor(), read_protocol_file(path)
 
     async def go():
         rt = await _runtime()
         try:
-            return await load_version(rt.pool, text, path.name, getpass.getuser())
+            return await load_version(rt.pool, text, path.name, actor)
         finally:
             await rt.close()
 
@@ -148,7 +151,7 @@ def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
 
 
 @app.command("history")
-def history_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+def history_cmd(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """Every version loaded into this installation, by whom and when."""
 
     async def go():

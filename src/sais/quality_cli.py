@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from sais_eligibility import queries as eligibility
 from sais_ingest import queries as ingest
+from sais_shared.cli_options import parse_academic_year
 from sais_shared.protocol_registry import in_force
 
 from .owners import open_owners
@@ -24,7 +25,7 @@ async def quality_view(academic_year: str) -> dict:
 
 
 def quality_cmd(
-    academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
+    academic_year: str = typer.Argument(..., parser=parse_academic_year, metavar="YYYY/YY", help="e.g. 2017/18"),
     as_json: bool = typer.Option(False, "--json", help="print the view as JSON"),
 ) -> None:
     """Cohort counts per programme × school × year group, and data-quality findings."""

@@ -5,13 +5,13 @@ it, as with protocol versions; eligibility and delivery read it."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared import operator
 from sais_shared.protocol_registry import in_force
 from sais_shared.runtime import open_runtime
 from sais_shared.schools import RegisterError, load_register
@@ -24,17 +24,18 @@ out, err = Console(), Console(stderr=True)
 @app.command("load")
 def load(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="GIAS establishment export (CSV)"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Replace the register with a GIAS export (audited). Download "establishment fields" as CSV from
     https://get-information-schools.service.gov.uk/Downloads; the whole country or your area."""
+    actor = operator.actor()
 
     async def go():
         rt = await open_runtime(CommonSettings())
         try:
             protocol = await in_force(rt.pool)
             async with rt.pool.acquire() as conn:
-                return await load_register(conn, path.read_bytes(), path.name, getpass.getuser(), protocol.la_codes,
+                return await load_register(conn, path.read_bytes(), path.name, actor, protocol.la_codes,
                                            protocol.version)  # fmt: skip
         finally:
             await rt.close()
@@ -56,7 +57,7 @@ def load(
 @app.command("show")
 def show(
     dfe: list[str] = typer.Argument(None, help="DfE numbers (9372001 or 937/2001); none: the whole register"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """What the register holds: URN, status, phase and the year groups taught, and the last load."""
 

@@ -62,7 +62,7 @@ async def gather() -> dict:
     return view
 
 
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """Protocol, sharing, extracts, cohorts, batches and deletions at a glance (exit 3: needs attention)."""
     view = asyncio.run(gather())
     if as_json:

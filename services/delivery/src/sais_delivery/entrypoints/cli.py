@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared import operator
+from sais_shared.cli_options import parse_academic_year, parse_when
 from sais_shared.errors import SaisError
 
 from ..app import delivery_session
@@ -56,13 +58,13 @@ def _run(coro_fn):
 @app.command("send")
 def send(
     window: str = typer.Option(..., help="delivery window from the protocol, e.g. july, december"),
-    academic_year: str = typer.Option(..., help="e.g. 2017/18"),
+    academic_year: str = typer.Option(..., parser=parse_academic_year, metavar="YYYY/YY", help="e.g. 2017/18"),
     recipient: str | None = typer.Option(None, help="override the protocol's recipient (must be allow-listed)"),
     override_review: str | None = typer.Option(None, help="reason to deliver past the protocol review date"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Deliver the window's current cohorts now (exactly once)."""
-    actor = getpass.getuser()
+    actor = operator.actor()
     res = _run(
         lambda svc: svc.deliver(
             window,
@@ -105,14 +107,16 @@ def send(
 @app.command("suspend")
 def suspend(reason: str = typer.Option(..., help="why sharing is suspended (ISP §16.4)")) -> None:
     """Suspend all sharing at once; every attempt to deliver is refused and audited."""
-    _run(lambda svc: svc.set_suspended(True, reason, getpass.getuser()))
+    actor = operator.actor()
+    _run(lambda svc: svc.set_suspended(True, reason, actor))
     Console().print("sharing SUSPENDED")
 
 
 @app.command("resume")
 def resume(reason: str = typer.Option(..., help="the decision to resume")) -> None:
     """Resume sharing after a suspension."""
-    _run(lambda svc: svc.set_suspended(False, reason, getpass.getuser()))
+    actor = operator.actor()
+    _run(lambda svc: svc.set_suspended(False, reason, actor))
     Console().print("sharing resumed")
 
 
@@ -123,12 +127,13 @@ def resolve(
     part: int | None = typer.Option(None, help="which part (needed only when several were interrupted)"),
 ) -> None:
     """Decide an interrupted send: mark it sent (publishes delivery-completed) or ready to send again."""
-    _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=getpass.getuser()))
+    actor = operator.actor()
+    _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=actor))
     Console().print(f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}")
 
 
 @app.command("status")
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """Sharing state and recent batches."""
 
     async def fetch(svc):
@@ -165,17 +170,19 @@ breach_app = typer.Typer(help="Security incidents (ISP §16): report, list, clos
 @breach_app.command("report")
 def breach_report(
     what: str = typer.Option(..., help="what happened, WITHOUT personal data"),
-    discovered_at: str = typer.Option(..., help="when it was discovered, ISO date-time"),
+    discovered_at: datetime = typer.Option(
+        ...,
+        parser=parse_when,
+        metavar="YYYY-MM-DDTHH:MM",
+        help="when it was discovered (Europe/London unless a zone is given)",
+    ),
     by: str = typer.Option(..., "--by", help="who discovered it"),
 ) -> None:
     """Record a breach, suspend sharing at once and notify both parties' points of contact."""
-    from datetime import UTC, datetime
-
     from ..service_layer.breach import report_breach
 
-    when = datetime.fromisoformat(discovered_at)
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by, actor=getpass.getuser()))
+    when, actor = discovered_at, operator.actor()
+    rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by, actor=actor))
     Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
     Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
     if rep.failed:
@@ -193,16 +200,16 @@ def breach_close(
     """Close a breach with its outcome; sharing resumes only with --resume."""
     from ..service_layer.breach import close_breach
 
+    actor = operator.actor()
+
     _run(
-        lambda svc: close_breach(
-            svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume, actor=getpass.getuser()
-        )
+        lambda svc: close_breach(svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume, actor=actor)
     )
     Console().print(f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}")
 
 
 @breach_app.command("list")
-def breach_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def breach_list(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """Open breaches and the hours left to decide on notifying the ICO."""
     from ..service_layer.breach import open_breaches
 
@@ -224,7 +231,7 @@ def check_mavis_cmd(
     register: Path | None = typer.Option(
         None, "--register", exists=True, dir_okay=False, help="a GIAS export: URNs must be schools in it"
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Check files against Mavis's cohort-import rules (headers, required fields, names, dates, gender,
     year group, postcode, URN, at most 20,000 rows) before importing them. Exit 1 if any would be refused.

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared.cli_options import parse_academic_year
 from sais_shared.db import create_pool
 
 from ..adapters.rules_files import load_all_rules
@@ -19,8 +20,10 @@ app = typer.Typer(help="Programme rules and cohorts.", no_args_is_help=True)
 
 @app.command("rules")
 def rules_cmd(
-    academic_year: str | None = typer.Option(None, help="e.g. 2017/18; all years when omitted"),
-    as_json: bool = typer.Option(False, "--json"),
+    academic_year: str | None = typer.Option(
+        None, parser=parse_academic_year, metavar="YYYY/YY", help="e.g. 2017/18; all years when omitted"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Print the programme rules in force."""
     rules = load_all_rules(EligibilitySettings().eligibility_rules_dir)
@@ -64,8 +67,8 @@ async def statistics_rows(dsn: str, academic_year: str):
 
 @app.command("statistics")
 def statistics_cmd(
-    academic_year: str = typer.Argument(..., help="e.g. 2017/18"),
-    threshold: int = typer.Option(5, min=2, help="counts below this are suppressed"),
+    academic_year: str = typer.Argument(..., parser=parse_academic_year, metavar="YYYY/YY", help="e.g. 2017/18"),
+    threshold: int = typer.Option(5, min=2, metavar="N", help="counts below this are suppressed"),
     out: Path | None = typer.Option(None, help="write the CSV here (stdout when omitted)"),
 ) -> None:
     """Anonymised counts per programme × school × year group × sex, small numbers suppressed (ISP §2.4)."""

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sais_shared import operator
+from sais_shared.cli_options import parse_date
 from sais_shared.events import SOURCES
 from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.protocol import ProtocolError
@@ -85,17 +87,14 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
 def ingest_file_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
     source: str = typer.Option(..., help=f"one of {', '.join(SOURCES)}"),
-    reference_date: str = typer.Option(..., help="census day or offer date, YYYY-MM-DD"),
+    reference_date: date = typer.Option(..., parser=parse_date, metavar="YYYY-MM-DD", help="census day or offer date"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     report: Path | None = typer.Option(None, help="also write the full report (JSON) here"),
 ) -> None:
     """Validate, minimise and publish one extract file."""
     if source not in SOURCES:
         raise typer.BadParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
-    try:
-        ref = date.fromisoformat(reference_date)
-    except ValueError:
-        raise typer.BadParameter("reference date must be YYYY-MM-DD") from None
+    ref, actor = reference_date, operator.actor()
 
     size = path.stat().st_size
     show_progress = console.is_terminal and size > 5 * 1024 * 1024
@@ -112,7 +111,11 @@ def ingest_file_cmd(
             ) as bar:
                 task = bar.add_task(f"ingesting {path.name}", total=None)
                 return await session.service.file(
-                    path, source=source, reference_date=ref, progress=lambda n: bar.update(task, completed=n)
+                    path,
+                    source=source,
+                    reference_date=ref,
+                    actor=actor,
+                    progress=lambda n: bar.update(task, completed=n),
                 )
 
     try:

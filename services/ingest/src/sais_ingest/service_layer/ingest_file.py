@@ -8,7 +8,6 @@ ingest resumed after a crash republishes the same events, which consumers discar
 
 from __future__ import annotations
 
-import getpass
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -161,7 +160,7 @@ class Ingest(FollowsProtocol):
     ) -> ExtractReport:
         """Validate, minimise and publish every row; the counts always add up."""
         protocol = self.protocol  # one version for the whole extract
-        actor = actor or getpass.getuser()
+        actor = actor or "ingest"  # a command names its person (sais --actor); the service acts as itself
         started = await self._begin(x, protocol, actor)
         if isinstance(started, ExtractReport):
             return started  # the same content again: nothing published

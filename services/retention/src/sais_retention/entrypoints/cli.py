@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 from datetime import date
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sais_shared import operator
 from sais_shared.bootstrap import session
+from sais_shared.cli_options import parse_date
 
 from ..app import WIRING
 from ..config import RetentionSettings
@@ -69,16 +70,20 @@ def _report(requests, certified: list[dict], as_json: bool) -> None:
 
 @app.command("run")
 def run(
-    now: str | None = typer.Option(None, help="run as if today were this date (YYYY-MM-DD)"),
-    wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificates"),
+    now: date | None = typer.Option(
+        None, parser=parse_date, metavar="YYYY-MM-DD", help="run as if today were this date"
+    ),
+    wait: float = typer.Option(
+        0, metavar="SECONDS", min=0, help="seconds to wait for the owners' confirmations and the certificates"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the requests as JSON"),
 ) -> None:
     """Run every deletion due on or before today (or --now): destroy the data keys at once, and ask the
     services that hold rows to delete them; the certificate follows their confirmations."""
-    today = date.fromisoformat(now) if now else None
+    today, actor = now, operator.actor()
 
     async def go(svc, pool):
-        requests = await svc.run_due(today, actor=getpass.getuser())
+        requests = await svc.run_due(today, actor=actor)
         return requests, await _await_certificates(pool, [r.request_id for r in requests], wait) if wait else []
 
     requests, certified = asyncio.run(_with_service(go))
@@ -128,7 +133,7 @@ def requests_cmd(as_json: bool = typer.Option(False, "--json", help="print as JS
 
 
 @app.command("schedule")
-def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
+def schedule(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """What is scheduled for deletion, and when."""
 
     async def fetch(svc, pool):
@@ -154,9 +159,12 @@ def schedule(as_json: bool = typer.Option(False, "--json")) -> None:
 def purge(
     party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),
     confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)"),
-    wait: float = typer.Option(0, help="seconds to wait for the owners' confirmations and the certificate"),
+    wait: float = typer.Option(
+        0, metavar="SECONDS", min=0, help="seconds to wait for the owners' confirmations and the certificate"
+    ),
 ) -> None:
     """Delete everything received from or destined for a party leaving the protocol (ISP §4.3, §11.3)."""
+    actor = operator.actor()
     if confirm is None:
         confirm = typer.prompt(f"This destroys ALL personal data held for '{party}'. Type the party id to confirm")
     if confirm != party:
@@ -164,7 +172,7 @@ def purge(
         raise typer.Exit(2)
 
     async def go(svc, pool):
-        req = await svc.purge(party, getpass.getuser())
+        req = await svc.purge(party, actor)
         return req, await _await_certificates(pool, [req.request_id], wait) if wait else []
 
     try:
@@ -177,7 +185,7 @@ def purge(
 
 
 @app.command("certificates")
-def certificates(as_json: bool = typer.Option(False, "--json")) -> None:
+def certificates(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
     """Deletion certificates: what was deleted, when, under which rule (no personal data)."""
 
     async def fetch(svc, pool):

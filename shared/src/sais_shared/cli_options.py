@@ -1,0 +1,50 @@
+"""Option values as the ``sais`` commands read them: one spelling each, checked when the command line is
+parsed (a bad value is exit 2 with a hint, before anything connects).
+
+- a date is ``YYYY-MM-DD`` (a refusal never echoes the value: it may be a date of birth);
+- a time is ISO 8601; one without a zone is Europe/London time (what an operator in England means);
+- an academic year is ``YYYY/YY`` of two consecutive years (``2017/18``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import typer
+
+LONDON = ZoneInfo("Europe/London")
+_YEAR = re.compile(r"(\d{4})/(\d{2})")
+
+
+def parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter("not a date: write YYYY-MM-DD, e.g. 2017-10-11") from None
+
+
+def parse_when(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            "not a date and time: write YYYY-MM-DDTHH:MM (Europe/London unless a zone is given), "
+            "e.g. 2017-10-11T09:30 or 2017-10-11T08:30+00:00"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=LONDON)
+
+
+def parse_academic_year(value: str) -> str:
+    m = _YEAR.fullmatch(value.strip())
+    if m and (int(m[1]) + 1) % 100 == int(m[2]):
+        return m.group(0)
+    hint = ""
+    loose = re.fullmatch(r"(\d{4})\s*[-–_ ]\s*(\d{2}|\d{4})", value.strip())
+    if loose:
+        hint = f" (did you mean {loose[1]}/{(int(loose[1]) + 1) % 100:02d}?)"
+    raise typer.BadParameter(f"{value!r} is not an academic year: write YYYY/YY, e.g. 2017/18{hint}")
+
+
+__all__ = ["LONDON", "parse_academic_year", "parse_date", "parse_when"]

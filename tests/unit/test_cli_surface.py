@@ -1,0 +1,208 @@
+"""The CLI as a person meets it: named actors, one line and a documented code for every failure, options
+that say what they take, one spelling of dates and academic years."""
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+import typer
+from aiokafka.errors import KafkaConnectionError
+from sais_delivery.domain.errors import NothingToDeliverError, SharingSuspendedError, UncertainDeliveryError
+from sais_shared import operator
+from sais_shared.cli_options import parse_academic_year, parse_date, parse_when
+from sais_shared.errors import MissingKeyEncryptionKeyError
+from sais_shared.exits import Exit
+from sais_shared.protocol import ProtocolError
+
+from sais.cli import command, main
+from sais.failures import classify
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _leaves(cmd, path=()):
+    subs = getattr(cmd, "commands", None)
+    if not subs:
+        yield path
+        return
+    for name, sub in subs.items():
+        yield from _leaves(sub, (*path, name))
+
+
+def _help(path) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        command().main([*path, "--help"], prog_name="sais", standalone_mode=False)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_every_option_names_what_it_takes(wide):
+    placeholders = re.compile(r"<(str|int|bool|float|path|file|directory|uuid|UUID|int range|float range|datetime)>")
+    found = {" ".join(p): placeholders.findall(_help(p)) for p in _leaves(command())}
+    assert len(found) > 30
+    assert {c: f for c, f in found.items() if f} == {}
+
+
+def test_every_json_flag_says_what_it_does(wide):
+    bare = []
+    for path in _leaves(command()):
+        for line in _help(path).splitlines():
+            if "--json" in line and len(line.split("--json", 1)[1].strip(" │")) < 10:
+                bare.append(" ".join(path))
+    assert bare == []
+
+
+def test_an_actor_is_required_and_checked(monkeypatch):
+    monkeypatch.delenv("SAIS_ACTOR", raising=False)
+    operator.set_actor(None)
+    with pytest.raises(operator.ActorRequiredError, match="--actor"):
+        operator.actor()
+    monkeypatch.setenv("SAIS_ACTOR", "  Jo Bloggs ")
+    assert operator.actor() == "Jo Bloggs"
+    operator.set_actor("Sam Patel (IG lead)")
+    assert operator.actor() == "Sam Patel (IG lead)"  # the command line wins over the environment
+    for bad in ("   ", "Jo\nBloggs", "x" * 201, "Jo\x1b[2JBloggs"):
+        with pytest.raises(operator.ActorInvalidError):
+            operator.set_actor(bad)
+    operator.set_actor(None)
+
+
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (operator.ActorRequiredError("who"), Exit.BAD_INPUT),
+        (ProtocolError("bad field"), Exit.REFUSED),
+        (SharingSuspendedError("suspended"), Exit.REFUSED),
+        (UncertainDeliveryError("maybe"), Exit.UNCERTAIN),
+        (NothingToDeliverError("none"), Exit.NOTHING),
+        (MissingKeyEncryptionKeyError("no KEK"), Exit.PERMANENT),
+        (asyncpg.InvalidPasswordError("password authentication failed"), Exit.PERMANENT),
+        (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)"), Exit.TRANSIENT),
+        (KafkaConnectionError("no broker"), Exit.TRANSIENT),
+        (asyncio.TimeoutError(), Exit.TRANSIENT),
+    ],
+)
+def test_each_failure_has_its_documented_code(exc, code):
+    got, line = classify(exc)
+    assert got == code
+    assert "\n" not in line and line
+
+
+def test_a_defect_shows_where_but_not_what():
+    try:
+        raise ValueError("Amelia Smith 2010-02-03")  # a message that could carry personal data
+    except ValueError as exc:
+        code, line = classify(exc)
+    assert code == Exit.INTERNAL
+    assert "ValueError" in line and "test_cli_surface.py" in line
+    assert "Amelia" not in line and "2010" not in line
+
+
+def test_academic_year_has_one_spelling():
+    assert parse_academic_year("2017/18") == "2017/18"
+    assert parse_academic_year("2099/00") == "2099/00"
+    for bad in ("2017-18", "2017/19", "17/18", "2017/2018", "2017"):
+        with pytest.raises(typer.BadParameter):
+            parse_academic_year(bad)
+    with pytest.raises(typer.BadParameter, match="did you mean 2017/18"):
+        parse_academic_year("2017-18")
+
+
+def test_dates_and_times_are_read_one_way():
+    assert parse_date("2017-10-11").isoformat() == "2017-10-11"
+    with pytest.raises(typer.BadParameter) as refused:
+        parse_date("11/10/2017")
+    assert "11/10" not in str(refused.value)  # never echoed: it could be a date of birth
+    with pytest.raises(typer.BadParameter):
+        parse_when("yesterday")
+    summer, winter = parse_when("2017-07-10T09:30"), parse_when("2017-12-04T09:30")
+    assert summer.utcoffset() == timedelta(hours=1) and winter.utcoffset() == timedelta(0)  # Europe/London
+    assert parse_when("2017-07-10T09:30+00:00").utcoffset() == timedelta(0)
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def sais(monkeypatch, capsys):
+    """``sais ARGS`` through its console-script entry point, in this process, with no SAIS_* setting but
+    the given ones and a database nobody listens on."""
+
+    def run(*args: str, **env: str) -> Ran:
+        with monkeypatch.context() as m:
+            for k in [k for k in os.environ if k.startswith("SAIS_")]:
+                m.delenv(k)
+            for k, v in {"SAIS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "COLUMNS": "200", **env}.items():
+                m.setenv(k, v)
+            m.chdir(REPO)
+            m.setattr(sys, "argv", ["sais", *args])
+            with pytest.raises(SystemExit) as ended:
+                main()
+        out = capsys.readouterr()
+        return Ran(ended.value.code or 0, out.out, out.err)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("delivery", "suspend", "--reason", "INC-1"),
+        ("delivery", "resume", "--reason", "INC-1 closed"),
+        ("delivery", "resolve", "00000000-0000-0000-0000-000000000001", "--sent"),
+        ("delivery", "send", "--window", "july", "--academic-year", "2017/18"),
+        ("retention", "run"),
+        ("retention", "purge", "--party", "cwpt", "--confirm", "cwpt"),
+        ("protocol", "load", "shared/src/sais_shared/protocols/warwickshire-cwpt-v0.3.yaml"),
+        ("schools", "load", "data/reference/gias-establishments-sample.csv"),
+        ("ingest", "file", "data/samples/may-census-2017.csv", "--source", "summer-census", "--reference-date",
+         "2017-05-18"),
+        ("db", "migrate"),
+        ("breach", "report", "--what", "laptop lost", "--discovered-at", "2017-07-10T09:00", "--by", "Jo"),
+    ],
+)  # fmt: skip
+def test_a_command_that_changes_something_names_its_person_before_it_connects(args, sais):
+    # nothing listens on port 1: had the command connected first, it would fail as "transient" (5)
+    done = sais(*args)
+    assert done.returncode == Exit.BAD_INPUT, done.stderr
+    assert "--actor" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_input_and_unreachable_servers_are_one_line_each(sais):
+    bad_date = sais("--actor", "Jo", "retention", "run", "--now", "11/10/2017")
+    assert bad_date.returncode == 2 and "YYYY-MM-DD" in bad_date.stderr and "Traceback" not in bad_date.stderr
+    bad_time = sais("--actor", "Jo", "breach", "report", "--what", "x", "--discovered-at", "yesterday", "--by", "J")
+    assert bad_time.returncode == 2 and "Traceback" not in bad_time.stderr
+    bad_year = sais("eligibility", "rules", "--academic-year", "2017-18")
+    assert bad_year.returncode == 2 and "2017/18" in bad_year.stderr
+    no_kek = sais("protocol", "show")
+    assert no_kek.returncode == Exit.PERMANENT, no_kek.stderr
+    assert "Traceback" not in no_kek.stderr and len(no_kek.stderr.strip().splitlines()) == 1
+    down = sais("protocol", "show", SAIS_KEK="A" * 43 + "=", SAIS_DEV_MODE="true")
+    assert down.returncode == Exit.TRANSIENT, down.stderr
+    assert "Traceback" not in down.stderr and len(down.stderr.strip().splitlines()) == 1
+
+
+def test_with_json_a_failure_is_json_too(sais):
+    done = sais("protocol", "show", "--json")
+    assert done.returncode == Exit.PERMANENT
+    answer = json.loads(done.stdout)
+    assert answer["exit_code"] == Exit.PERMANENT and answer["error"] == "permanent" and answer["message"]
