@@ -24,7 +24,7 @@ from sais_shared.errors import ConfigurationError, SaisError
 from sais_shared.exits import Exit
 from sais_shared.files import OutputFileError
 from sais_shared.operator import ActorInvalidError, ActorRequiredError
-from sais_shared.protocol import ProtocolError
+from sais_shared.protocol import ProtocolError, ProtocolRefusalError
 from sais_shared.schools import RegisterError
 
 # First match wins: the more specific classes come first.
@@ -33,7 +33,8 @@ _KNOWN: list[tuple[tuple[type[BaseException], ...], Exit, str]] = [
     ((ExtractFileError, RegisterError, OutputFileError), Exit.BAD_INPUT, "refused"),
     ((UncertainDeliveryError, MessageMayHaveBeenSentError), Exit.UNCERTAIN, "uncertain"),
     ((NothingToDeliverError,), Exit.NOTHING, "nothing to deliver"),
-    ((ProtocolError, DeliveryRefusedError), Exit.REFUSED, "refused"),
+    ((ProtocolRefusalError, DeliveryRefusedError), Exit.REFUSED, "refused by the protocol"),
+    ((ProtocolError,), Exit.BAD_INPUT, "protocol file refused"),
     ((DeliveryFailedError,), Exit.PERMANENT, "failed permanently"),
     ((ConfigurationError, RulesError), Exit.PERMANENT, "configuration"),
     (

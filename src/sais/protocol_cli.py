@@ -83,11 +83,7 @@ def check(
     from sais_eligibility.domain.coverage import coverage_gaps
     from sais_shared.protocol import bundled_protocol_path, load_protocol
 
-    try:
-        protocol = load_protocol(path or bundled_protocol_path())
-    except ProtocolError as exc:
-        err.print(f"[red]protocol refused:[/] {exc}")
-        raise typer.Exit(3) from None
+    protocol = load_protocol(path or bundled_protocol_path())  # an invalid file: exit 2, naming the field
     rules = load_all_rules(EligibilitySettings().eligibility_rules_dir)
     if academic_year is not None and academic_year not in rules:
         err.print(f"no programme rules for {academic_year!r}; there are rules for {', '.join(sorted(rules))}")

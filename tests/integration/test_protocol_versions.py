@@ -45,7 +45,7 @@ async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):
         "--reference-date",
         "2017-04-18",
     )
-    assert cli.returncode == 2 and "not covered" in cli.stderr
+    assert cli.returncode == 3 and "not covered" in cli.stderr  # refused by the protocol in force
 
     assert sais(settings_env, "protocol", "load", str(PROTOCOLS / "warwickshire-cwpt-v0.2.yaml")).returncode == 0
     rep = await ingest_reception()

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -14,14 +15,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 import typer
 from aiokafka.errors import KafkaConnectionError
 from sais_delivery.domain.errors import NothingToDeliverError, SharingSuspendedError, UncertainDeliveryError
-from sais_shared import operator
+from sais_shared import notices, operator
 from sais_shared.cli_options import parse_academic_year, parse_date, parse_when
 from sais_shared.errors import MissingKeyEncryptionKeyError
 from sais_shared.exits import Exit
-from sais_shared.protocol import ProtocolError
+from sais_shared.protocol import ProtocolError, ProtocolRefusalError
 
 from sais.cli import command, main
 from sais.failures import classify
@@ -85,7 +87,8 @@ def test_an_actor_is_required_and_checked(monkeypatch):
     "exc, code",
     [
         (operator.ActorRequiredError("who"), Exit.BAD_INPUT),
-        (ProtocolError("bad field"), Exit.REFUSED),
+        (ProtocolError("bad field"), Exit.BAD_INPUT),
+        (ProtocolRefusalError("source not covered"), Exit.REFUSED),
         (SharingSuspendedError("suspended"), Exit.REFUSED),
         (UncertainDeliveryError("maybe"), Exit.UNCERTAIN),
         (NothingToDeliverError("none"), Exit.NOTHING),
@@ -147,6 +150,8 @@ def sais(monkeypatch, capsys):
     the given ones and a database nobody listens on."""
 
     def run(*args: str, **env: str) -> Ran:
+        saved_structlog, root = structlog.get_config(), logging.getLogger()
+        saved_logging = (root.handlers[:], root.level)
         with monkeypatch.context() as m:
             for k in [k for k in os.environ if k.startswith("SAIS_")]:
                 m.delenv(k)
@@ -154,8 +159,14 @@ def sais(monkeypatch, capsys):
                 m.setenv(k, v)
             m.chdir(REPO)
             m.setattr(sys, "argv", ["sais", *args])
-            with pytest.raises(SystemExit) as ended:
-                main()
+            try:
+                with pytest.raises(SystemExit) as ended:
+                    main()
+            finally:  # the command configured logging onto this test's captured stderr: put it back
+                structlog.configure(**saved_structlog)
+                root.handlers[:], _ = saved_logging
+                root.setLevel(saved_logging[1])
+                notices.set_sink(None)
         out = capsys.readouterr()
         return Ran(ended.value.code or 0, out.out, out.err)
 

@@ -36,6 +36,10 @@ class ProtocolError(ConfigurationError):
     """The protocol file is missing or invalid; the message names the field."""
 
 
+class ProtocolRefusalError(ProtocolError):
+    """A valid protocol does not allow what was asked: a source, a window or a field it does not cover."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -144,7 +148,7 @@ class Transfer(_Strict):
         for w in self.windows:
             if w.name == name:
                 return w
-        raise ProtocolError(f"no delivery window {name!r}; the protocol has {[w.name for w in self.windows]}")
+        raise ProtocolRefusalError(f"no delivery window {name!r}; the protocol has {[w.name for w in self.windows]}")
 
 
 class Revision(_Strict):
@@ -197,7 +201,7 @@ class Protocol(_Strict):
         try:
             return self.sources[name]
         except KeyError:
-            raise ProtocolError(
+            raise ProtocolRefusalError(
                 f"source {name!r} is not covered by protocol {self.id} v{self.version}; "
                 f"it covers {sorted(self.sources)}"
             ) from None

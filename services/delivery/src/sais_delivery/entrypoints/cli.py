@@ -14,45 +14,25 @@ from rich.console import Console
 from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import parse_academic_year, parse_when
-from sais_shared.errors import SaisError
+from sais_shared.exits import Exit
 
 from ..app import delivery_session
 from ..config import DeliverySettings
-from ..domain.errors import (
-    DeliveryFailedError,
-    DeliveryRefusedError,
-    NothingToDeliverError,
-    UncertainDeliveryError,
-)
 
 app = typer.Typer(help="Deliver cohorts to the SAIS (S/MIME over SMTP+TLS).", no_args_is_help=True)
 err = Console(stderr=True)
 
-EXIT_REFUSED, EXIT_UNCERTAIN, EXIT_TRANSIENT, EXIT_NOTHING, EXIT_PERMANENT = 3, 4, 5, 6, 7
-
 
 def _run(coro_fn):
+    """Run ``coro_fn(service)`` in a delivery session. A failure reaches the ``sais`` handler, which prints
+    one line and exits with its documented code (3 refused, 4 uncertain, 5 transient, 6 nothing to
+    deliver, 7 permanent)."""
+
     async def go():
         async with delivery_session(DeliverySettings()) as svc:
             return await coro_fn(svc)
 
-    try:
-        return asyncio.run(go())
-    except UncertainDeliveryError as exc:
-        err.print(f"[yellow]uncertain:[/] {exc}")
-        raise typer.Exit(EXIT_UNCERTAIN) from None
-    except NothingToDeliverError as exc:
-        err.print(f"nothing to deliver: {exc}")
-        raise typer.Exit(EXIT_NOTHING) from None
-    except DeliveryRefusedError as exc:
-        err.print(f"[red]refused:[/] {exc}")
-        raise typer.Exit(EXIT_REFUSED) from None
-    except DeliveryFailedError as exc:  # a retry of the same message cannot succeed: not "transient"
-        err.print(f"[red]failed permanently:[/] {exc}")
-        raise typer.Exit(EXIT_PERMANENT) from None
-    except SaisError as exc:  # BreachError, SMTP failures, …
-        err.print(f"[red]failed:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(EXIT_TRANSIENT) from None
+    return asyncio.run(go())
 
 
 @app.command("send")
@@ -185,9 +165,12 @@ def breach_report(
     rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by, actor=actor))
     Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
     Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
-    if rep.failed:
-        err.print(f"[red]notice NOT delivered to {', '.join(rep.failed)}: contact them by other means")
-        raise typer.Exit(EXIT_TRANSIENT)
+    if rep.failed:  # recorded and suspended: running the command again would file the breach twice
+        err.print(
+            f"[red]notice NOT delivered to {', '.join(rep.failed)}:[/] contact them by other means. The breach "
+            f"is recorded as {rep.breach_id}: do not report it again."
+        )
+        raise typer.Exit(Exit.REFUSED)
 
 
 @breach_app.command("close")

@@ -15,8 +15,9 @@ from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import parse_date
 from sais_shared.events import SOURCES
+from sais_shared.exits import Exit
 from sais_shared.files import OutputFileError, write_private_file
-from sais_shared.protocol import ProtocolError
+from sais_shared.protocol import ProtocolRefusalError
 
 from ..app import ingest_session
 from ..domain.model import ExtractFileError
@@ -120,12 +121,13 @@ def ingest_file_cmd(
 
     try:
         rep = asyncio.run(run())
-    except (ExtractFileError, ProtocolError) as exc:
+    except (ExtractFileError, ProtocolRefusalError) as exc:  # 2: the file; 3: the protocol does not allow it
+        code = Exit.REFUSED if isinstance(exc, ProtocolRefusalError) else Exit.BAD_INPUT
         if as_json:  # a script parsing the output gets JSON for a refusal too
-            typer.echo(json.dumps({"refused": True, "reason": str(exc), "file": path.name}))
+            typer.echo(json.dumps({"refused": True, "reason": str(exc), "file": path.name, "exit_code": int(code)}))
         else:
             console.print(f"[red]extract refused:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(code) from None
     data = asdict(rep) | {"balanced": rep.balanced}
     if report:  # the full report includes the dip sample (personal data): a new, owner-only file
         try:

@@ -31,7 +31,7 @@ from sais_shared.events import (
 )
 from sais_shared.kafka import publish_many
 from sais_shared.ports import Clock
-from sais_shared.protocol import Protocol, ProtocolError
+from sais_shared.protocol import Protocol, ProtocolRefusalError
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
@@ -53,7 +53,7 @@ def check_fields_allowed(protocol: Protocol) -> None:
     """Refuse to run under a protocol version that does not allow a field ingest forwards."""
     extra = sorted(FORWARDED_FIELDS - {f.name for f in protocol.dataset})
     if extra:
-        raise ProtocolError(
+        raise ProtocolRefusalError(
             f"protocol {protocol.id} v{protocol.version} does not allow the field(s) {extra} that "
             "ingest forwards; nothing was read"
         )
