@@ -11,9 +11,13 @@ RUN uv sync --frozen --all-packages --no-dev --no-editable
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends openssl && rm -rf /var/lib/apt/lists/* \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin sais
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin sais \
+    && mkdir -p /pki /exports && chown 10001:10001 /pki /exports && chmod 700 /pki /exports
+# /pki and /exports belong to the service user: a fresh named volume mounted there takes the ownership of
+# the image's directory (Docker copies it on first mount), so pki-init and `sais … --out` can write.
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001
+WORKDIR /exports
 ENTRYPOINT ["python", "-m"]
 CMD ["sais_eligibility"]

@@ -37,3 +37,48 @@ def test_compose_rejects_a_broken_file(tmp_path):
     bad.write_text("services:\n  x:\n    image: 3\n    depends_on: [missing]\n")
     r = subprocess.run([str(compose_binary()), "-f", str(bad), "config", "-q"], capture_output=True, text=True)
     assert r.returncode != 0
+
+
+def _resolved() -> dict:
+    """The compose model as the engine would run it (anchors and merges resolved by the real binary)."""
+    r = subprocess.run(
+        [str(compose_binary()), "-f", str(REPO / "compose.yaml"), "--profile", "cli", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    import json
+
+    return json.loads(r.stdout)["services"]
+
+
+def test_kafka_keeps_its_log_in_the_volume_and_answers_the_host_on_a_published_address():
+    kafka = _resolved()["kafka"]
+    env = kafka["environment"]
+    mounted = {v["target"] for v in kafka["volumes"] if v.get("source") == "kafka-data"}
+    assert env["KAFKA_LOG_DIRS"] in mounted  # the image's default (/tmp/kraft-combined-logs) is not the volume
+    published = {(p["host_ip"], str(p["published"]), str(p["target"])) for p in kafka["ports"]}
+    advertised = dict(a.split("://") for a in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    listeners = dict(a.split("://") for a in env["KAFKA_LISTENERS"].split(","))
+    host_name = next(n for n, addr in advertised.items() if addr.startswith("127.0.0.1:"))
+    host_port = advertised[host_name].rsplit(":", 1)[1]
+    assert ("127.0.0.1", host_port, listeners[host_name].rsplit(":", 1)[1]) in published
+    assert advertised["PLAINTEXT"] == "kafka:9092"  # the containers' own address stays
+
+
+def test_every_service_has_a_readiness_healthcheck_and_a_writable_tmp():
+    s = _resolved()
+    for name in ("ingest", "eligibility", "delivery", "retention"):
+        check = " ".join(s[name]["healthcheck"]["test"])
+        assert "/readyz" in check and s[name]["environment"]["SAIS_HTTP_PORT"] in check
+        assert s[name]["read_only"] is True and "/tmp" in s[name]["tmpfs"]
+
+
+def test_the_cli_writes_reports_to_a_volume_its_user_owns():
+    cli = _resolved()["cli"]
+    targets = {v["target"]: v for v in cli["volumes"]}
+    assert "/exports" in targets and not targets["/exports"].get("read_only")
+    docker = (REPO / "Dockerfile").read_text()
+    # a fresh named volume takes the ownership of the image's directory: the image's user must own it
+    assert "chown 10001:10001 /pki /exports" in docker and "WORKDIR /exports" in docker
+    assert "SAIS_ACTOR" not in cli["environment"]  # the operator names themself on each run
