@@ -217,3 +217,16 @@ def test_with_json_a_failure_is_json_too(sais):
     assert done.returncode == Exit.PERMANENT
     answer = json.loads(done.stdout)
     assert answer["exit_code"] == Exit.PERMANENT and answer["error"] == "permanent" and answer["message"]
+
+
+def test_the_database_url_can_come_from_a_secret_file(tmp_path, monkeypatch):
+    from sais_shared.settings import CommonSettings
+
+    url = tmp_path / "database-url"
+    url.write_text("postgresql://admin:s3cret@db.example.invalid:5432/sais?sslmode=verify-full\n")
+    monkeypatch.setenv("SAIS_DATABASE_URL", "postgresql://ignored@127.0.0.1/x")
+    monkeypatch.setenv("SAIS_DATABASE_URL_FILE", str(url))
+    assert CommonSettings().database_url == "postgresql://admin:s3cret@db.example.invalid:5432/sais?sslmode=verify-full"
+    url.write_text("")
+    with pytest.raises(Exception, match="SAIS_DATABASE_URL_FILE"):
+        CommonSettings()

@@ -26,23 +26,27 @@ def render(path: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-@pytest.mark.parametrize("path", ["deploy/k8s/base", "deploy/k8s/overlays/example"])
-def test_manifests_render_and_match_the_kubernetes_schemas(path):
+@pytest.mark.parametrize(
+    "path, kinds",
+    [
+        ("deploy/k8s/base", {"Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "Job"}),
+        ("deploy/k8s/overlays/example", {"Deployment", "Job", "ServiceMonitor", "PrometheusRule"}),
+        ("deploy/k8s/kafka", {"KafkaTopic", "KafkaUser"}),
+    ],
+)
+def test_manifests_render_and_match_the_kubernetes_schemas(path, kinds):
     docs = render(path)
-    kinds = {d["kind"] for d in docs}
-    assert {
-        "Deployment",
-        "Service",
-        "PodDisruptionBudget",
-        "NetworkPolicy",
-        "ConfigMap",
-        "KafkaTopic",
-        "KafkaUser",
-    } <= kinds
+    assert kinds <= {d["kind"] for d in docs}
     for d in docs:
+        if d["kind"] in ("ServiceMonitor", "PrometheusRule"):  # Prometheus Operator CRDs: checked below
+            assert d["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
         if d["kind"] == "KafkaUser":  # Strimzi CRD: SCRAM login, simple authorisation, allow-only ACLs
             assert d["apiVersion"] == "kafka.strimzi.io/v1beta2"
-            assert d["spec"]["authentication"] == {"type": "scram-sha-512"}
+            auth = d["spec"]["authentication"]
+            assert auth["type"] == "scram-sha-512"
+            ref = auth["password"]["valueFrom"]["secretKeyRef"]  # a password the operator sets in both places
+            assert ref == {"name": f"{d['metadata']['name']}-password", "key": "password"}
             assert d["spec"]["authorization"]["type"] == "simple" and d["spec"]["authorization"]["acls"]
             assert all(a.get("type", "allow") == "allow" for a in d["spec"]["authorization"]["acls"])
             continue
@@ -94,3 +98,53 @@ def test_deployments_are_locked_down_with_probes_and_file_secrets():
         config["SAIS_KEK_FILE"].startswith("/secrets/")
         and config["SAIS_DELIVERY_SMTP_HOST"] == "smtp.la.example.invalid"
     )
+
+
+def test_strimzi_resources_go_where_the_operators_watch_and_the_application_does_not_carry_them():
+    kafka = render("deploy/k8s/kafka")
+    assert {d["metadata"]["namespace"] for d in kafka} == {"kafka"}  # the cluster's own namespace
+    cluster = {d["metadata"]["labels"]["strimzi.io/cluster"] for d in kafka}
+    app = render("deploy/k8s/overlays/example")
+    assert not [d for d in app if d["apiVersion"].startswith("kafka.strimzi.io/")]
+    config = next(d for d in app if d["kind"] == "ConfigMap")["data"]
+    bootstrap_host = config["SAIS_KAFKA_BOOTSTRAP"].split(":")[0]
+    assert bootstrap_host == f"{cluster.pop()}-kafka-bootstrap.kafka"  # Strimzi's service in that namespace
+    inbound = next(d for d in kafka if d["kind"] == "KafkaTopic" and d["spec"]["topicName"].endswith("inbound.v1"))
+    assert int(inbound["spec"]["config"]["retention.ms"]) == 7 * 24 * 3600 * 1000
+    assert all(d["spec"]["replicas"] >= 3 for d in kafka if d["kind"] == "KafkaTopic")
+
+
+def test_every_secret_a_pod_reads_is_in_its_own_namespace_and_database_urls_are_files():
+    app = render("deploy/k8s/overlays/example")
+    for d in app:
+        if d["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert "SAIS_DATABASE_URL" not in env and env["SAIS_DATABASE_URL_FILE"]["value"].startswith("/")
+        names = set()
+        for v in pod["volumes"]:
+            if "secret" in v:
+                names.add(v["secret"]["secretName"])
+            for src in v.get("projected", {}).get("sources", []):
+                names.add(src["secret"]["name"])
+        assert "sais-cluster-ca-cert" not in names  # Strimzi's, in the kafka namespace: a copy is used
+        if d["kind"] == "Deployment":
+            svc = d["metadata"]["name"].removeprefix("sais-")
+            creds = {n for n in names if n.endswith("-credentials")}
+            assert creds == {f"sais-{svc}-credentials"}  # its own passwords, nobody else's
+
+
+def test_alerts_are_the_same_rules_in_kubernetes_and_the_job_label_matches():
+    from sais.cli import RULE_OUT, RULE_SOURCE, prometheus_rule
+
+    assert (REPO / RULE_OUT).read_text() == prometheus_rule((REPO / RULE_SOURCE).read_text()), (
+        "run `sais docs prometheus-rule`"
+    )
+    monitor = next(d for d in render("deploy/k8s/overlays/example") if d["kind"] == "ServiceMonitor")
+    relabel = monitor["spec"]["endpoints"][0]["relabelings"]
+    assert {"action": "replace", "targetLabel": "job", "replacement": "sais"} in relabel
+    assert 'up{job="sais"}' in (REPO / RULE_SOURCE).read_text()
+    services = [d for d in render("deploy/k8s/overlays/example") if d["kind"] == "Service"]
+    assert all(monitor["spec"]["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items() for d in services)

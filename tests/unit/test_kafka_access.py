@@ -55,7 +55,7 @@ def test_bindings_allow_reads_writes_and_own_groups_only():
 
 def test_checked_in_strimzi_manifests_are_generated_from_the_table():
     topics, users = strimzi_manifests()
-    base = REPO / "deploy" / "k8s" / "base"
+    base = REPO / "deploy" / "k8s" / "kafka"
     assert (base / "topics.yaml").read_text() == topics, "run `sais kafka manifests`"
     assert (base / "kafka-users.yaml").read_text() == users, "run `sais kafka manifests`"
     docs = list(yaml.safe_load_all(users))

@@ -168,7 +168,14 @@ def strimzi_manifests(
             "kind": "KafkaUser",
             "metadata": {"name": kafka_user(name), "labels": labels},
             "spec": {
-                "authentication": {"type": "scram-sha-512"},
+                # the password comes from a secret the operator creates beside it (the same value goes in
+                # the service's own sais-<service>-credentials in the application's namespace)
+                "authentication": {
+                    "type": "scram-sha-512",
+                    "password": {
+                        "valueFrom": {"secretKeyRef": {"name": f"{kafka_user(name)}-password", "key": "password"}}
+                    },
+                },
                 "authorization": {"type": "simple", "acls": strimzi_acls(name, prefix)},
             },
         }

@@ -57,6 +57,11 @@ class CommonSettings(BaseSettings):
         "connects as its own role (sais_<service>) and only administrative commands (`sais db migrate`, "
         "`sais protocol load`, `sais audit`, KEK rotation) use the user named here",
     )
+    database_url_file: Path | None = Field(
+        None,
+        description="File holding SAIS_DATABASE_URL (for a URL that carries a password: the administrator's, "
+        "mounted from a secret); read at start, and wins over SAIS_DATABASE_URL",
+    )
     credentials_dir: Path | None = Field(
         None,
         description="Folder of per-service secrets: postgres-sais_<service> and kafka-sais-<service> hold "
@@ -142,6 +147,12 @@ class CommonSettings(BaseSettings):
 
     def index_key_bytes(self) -> bytes | None:
         return read_key_file(self.index_key_file, "SAIS_INDEX_KEY_FILE") if self.index_key_file else None
+
+    @model_validator(mode="after")
+    def _database_url_from_file(self) -> CommonSettings:
+        if self.database_url_file is not None:
+            self.database_url = read_secret(self.database_url_file, "SAIS_DATABASE_URL_FILE")
+        return self
 
     @model_validator(mode="after")
     def _development_only(self) -> CommonSettings:
