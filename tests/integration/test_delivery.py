@@ -242,13 +242,21 @@ async def test_crash_between_sending_and_marking_sent_never_sends_twice(july, in
     args = ("send", "--window", "july", "--academic-year", "2017/18")
     assert _cli(july, *args, crash="after-send").returncode == 70
     conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
-    b = await conn.fetchrow("SELECT batch_id, status, message_id FROM delivery.batches")
+    b = await conn.fetchrow("SELECT batch_id, status, message_id, recipient FROM delivery.batches")
     assert b["status"] == "sending" and len(messages_with(infra.maildir, b["message_id"])) == 1
     retry = _cli(july, *args)
     assert retry.returncode == 4 and "resolve" in retry.stderr  # uncertain: reported, not resent
     assert len(messages_with(infra.maildir, b["message_id"])) == 1
+    status = _cli(july, "status")
+    assert str(b["batch_id"]) in status.stdout and b["message_id"] in status.stdout  # whole ids, as the runbook needs
+    assert b["recipient"] in status.stdout and "interrupted" in status.stdout
+    attempted = await conn.fetchval("SELECT attempted_at FROM delivery.batch_parts WHERE batch_id=$1", b["batch_id"])
     assert _cli(july, "resolve", str(b["batch_id"]), "--sent").returncode == 0
-    assert await conn.fetchval("SELECT status FROM delivery.batches") == "sent"
+    row = await conn.fetchrow("SELECT status, sent_at FROM delivery.batches")
+    assert row["status"] == "sent" and row["sent_at"] == attempted  # transferred when it was sent, not when resolved
+    for decided in ("--sent", "--not-sent"):  # nothing left to resolve: refused, not reported as done
+        twice = _cli(july, "resolve", str(b["batch_id"]), decided)
+        assert twice.returncode == 3 and "no interrupted part" in twice.stderr, twice.stderr
     await conn.close()
     again = _cli(july, *args)
     assert again.returncode == 0 and len(messages_with(infra.maildir, b["message_id"])) == 1

@@ -11,10 +11,10 @@ from uuid import UUID, uuid4
 import pytest
 from sais_delivery.domain.errors import (
     NothingToDeliverError,
+    NothingToResolveError,
     RecipientNotAllowedError,
     SharingSuspendedError,
     StaleDataError,
-    UncertainDeliveryError,
 )
 from sais_delivery.service_layer.deliver import DeliveryService
 from sais_shared.protocol import load_protocol
@@ -144,7 +144,7 @@ async def test_the_same_content_already_sent_is_not_sent_again():
 
 async def test_resolving_a_batch_with_no_interrupted_part_is_refused():
     store = FakeStore(interrupted=[])
-    with pytest.raises(UncertainDeliveryError, match="no interrupted part"):
+    with pytest.raises(NothingToResolveError, match="no interrupted part"):
         await service(store).resolve(uuid4(), sent=True, actor="officer")
     assert store.audited == []
 

@@ -324,6 +324,21 @@ class DeliveryStore:
             batch_id,
         )
 
+    async def recent_batches(self, limit: int = 20) -> list[dict]:
+        """The newest batches, each with its parts (what `sais delivery status` shows an operator)."""
+        rows = await self.pool.fetch(
+            "SELECT b.batch_id, b.window_name, b.academic_year, b.status, b.recipient, b.message_id, b.attempts, "
+            "b.last_error, b.prepared_at, b.sent_at, b.delete_by, b.counts, coalesce(json_agg(json_build_object("
+            "'part', p.part_no, 'message_id', p.message_id, 'status', p.status, 'attempted_at', p.attempted_at, "
+            "'sent_at', p.sent_at, 'last_error', p.last_error) ORDER BY p.part_no) FILTER (WHERE p.part_no IS NOT "
+            "NULL), '[]') AS parts FROM (SELECT * FROM delivery.batches ORDER BY prepared_at DESC LIMIT $1) b "
+            "LEFT JOIN delivery.batch_parts p USING (batch_id) GROUP BY b.batch_id, b.window_name, b.academic_year, "
+            "b.status, b.recipient, b.message_id, b.attempts, b.last_error, b.prepared_at, b.sent_at, b.delete_by, "
+            "b.counts ORDER BY b.prepared_at DESC",
+            limit,
+        )
+        return [dict(r) | {"parts": json.loads(r["parts"]), "counts": json.loads(r["counts"])} for r in rows]
+
     async def interrupted_parts(self, batch_id: UUID) -> list[int]:
         rows = await self.pool.fetch(
             "SELECT part_no FROM delivery.batch_parts WHERE batch_id=$1 AND status='sending' ORDER BY part_no",

@@ -35,6 +35,10 @@ class UncertainDeliveryError(DeliveryRefusedError):
     """A send was interrupted after the message went to the server: an operator must resolve it."""
 
 
+class NothingToResolveError(DeliveryRefusedError):
+    """The batch has no part interrupted mid-send: never attempted, already settled, or unknown."""
+
+
 class NothingToDeliverError(DeliveryRefusedError):
     """No cohort records for this window and academic year."""
 

@@ -113,35 +113,42 @@ def resolve(
 
 
 @app.command("status")
-def status(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
-    """Sharing state and recent batches."""
+def status(
+    limit: int = typer.Option(20, min=1, metavar="N", help="how many of the newest batches"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
+) -> None:
+    """Sharing state and the newest batches: whole batch ids, recipient, and each part's Message-ID and state
+    (an interrupted part is the one to look for in the recipient's mailbox before `resolve`)."""
 
     async def fetch(svc):
         suspended, reason = await svc.is_suspended()
-        rows = await svc.store.pool.fetch(
-            "SELECT batch_id, window_name, academic_year, status, attempts, last_error, prepared_at, sent_at, "
-            "delete_by, counts FROM delivery.batches ORDER BY prepared_at DESC LIMIT 20"
-        )
-        return suspended, reason, [dict(r) for r in rows]
+        return suspended, reason, await svc.store.recent_batches(limit)
 
     suspended, reason, rows = _run(fetch)
     if as_json:
         typer.echo(json.dumps({"suspended": suspended, "reason": reason, "batches": rows}, default=str, indent=2))
         return
-    Console().print(f"sharing: {'SUSPENDED — ' + str(reason) if suspended else 'active'}")
-    t = Table("batch", "window", "year", "status", "attempts", "sent", "delete by", "last error")
+    out = Console(soft_wrap=True)
+    out.print(f"sharing: {'SUSPENDED — ' + str(reason) if suspended else 'active'}")
     for r in rows:
-        t.add_row(
-            str(r["batch_id"])[:8],
-            r["window_name"],
-            r["academic_year"],
-            r["status"],
-            str(r["attempts"]),
-            str(r["sent_at"] or ""),
-            str(r["delete_by"]),
-            r["last_error"] or "",
+        sent = f"sent {r['sent_at']:%Y-%m-%d %H:%M %Z}" if r["sent_at"] else f"{r['attempts']} attempt(s)"
+        out.print(
+            f"\n[bold]batch {r['batch_id']}[/] {r['window_name']} {r['academic_year']}: {r['status']}, {sent}, "
+            f"delete by {r['delete_by']}\n  to {r['recipient']}; "
+            + ", ".join(f"{k} {v}" for k, v in r["counts"].items())
         )
-    Console().print(t)
+        if r["last_error"]:
+            out.print(f"  last error: {r['last_error']}", markup=False)
+        for p in r["parts"]:  # one line each, never wrapped: the Message-ID is searched for as written
+            when = f"sent {p['sent_at']}" if p["sent_at"] else f"attempted {p['attempted_at'] or 'not yet'}"
+            flag = (
+                "  ← interrupted: check the mailbox, then `sais delivery resolve`" if p["status"] == "sending" else ""
+            )
+            out.print(
+                f"  part {p['part']}/{len(r['parts'])} {p['status']:9} {p['message_id']}  {when}{flag}",
+                markup=False,
+                highlight=False,
+            )
 
 
 breach_app = typer.Typer(help="Security incidents (ISP §16): report, list, close.", no_args_is_help=True)

@@ -45,6 +45,7 @@ from ..domain import mavis
 from ..domain.errors import (
     DeliveryRefusedError,
     NothingToDeliverError,
+    NothingToResolveError,
     PartTooLargeError,
     UncertainDeliveryError,
 )
@@ -593,10 +594,10 @@ class DeliveryService(FollowsProtocol):
         interrupted = await self.store.interrupted_parts(batch_id)
         if part is None and len(interrupted) == 1:
             part = interrupted[0]
-        if part is None or part not in interrupted:
-            raise UncertainDeliveryError(
-                f"batch {batch_id} has no interrupted part {part if part else ''} to resolve "
-                f"(interrupted: {interrupted or 'none'})"
+        if part is None or part not in interrupted:  # never attempted, already settled, or unknown
+            raise NothingToResolveError(
+                f"batch {batch_id} has no interrupted part{f' {part}' if part else ''} to resolve "
+                f"(interrupted: {', '.join(map(str, interrupted)) or 'none'}); nothing was changed"
             )
         await self.store.audit(actor, "batch.resolved", f"batch:{batch_id}", {"sent": sent, "part": part},
                                self.protocol.version)  # fmt: skip
