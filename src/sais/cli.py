@@ -22,6 +22,7 @@ from sais_shared.devpki import ensure_dev_pki
 from sais_shared.logging import configure_logging
 from sais_shared.settings import SERVICES, CommonSettings
 
+from .dead_letters_cli import app as dead_letters_app
 from .governance_cli import audit_app, sar_app
 from .protocol_cli import app as protocol_app
 from .quality_cli import quality_cmd
@@ -43,6 +44,7 @@ app.add_typer(schools_app, name="schools")
 app.add_typer(breach_app, name="breach")
 app.add_typer(sar_app, name="sar")
 app.add_typer(audit_app, name="audit")
+app.add_typer(dead_letters_app, name="dead-letters")
 app.command("status")(status)
 
 

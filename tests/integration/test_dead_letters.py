@@ -2,6 +2,8 @@
 the batch is processed."""
 
 import json
+import os
+import subprocess
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -96,3 +98,55 @@ async def test_an_integer_no_database_can_hold_is_refused_when_parsed():
         msg[field] = 2**40
         with pytest.raises(ValidationError):
             inbound_adapter.validate_python(msg)
+
+
+async def test_a_record_its_handler_keeps_failing_on_is_set_aside_after_bounded_retries(
+    settings_env, infra, monkeypatch
+):
+    from sais_eligibility.service_layer.handlers import EligibilityService
+    from sais_shared import kafka as kafka_module
+
+    from tests.helpers import REPO
+
+    topics, dsn, good = await _ingested_may_census(settings_env, infra)
+    doomed = json.loads(good[7].value)["event_id"]
+    attempts: list[int] = []
+    original = EligibilityService.handle_pupils
+
+    async def a_defect_met_by_one_record(self, events):
+        if any(str(e.event_id) == doomed for e in events):
+            attempts.append(len(events))
+            raise KeyError("a defect")  # parses, yet its handler fails every time: not the servers' fault
+        return await original(self, events)
+
+    monkeypatch.setattr(EligibilityService, "handle_pupils", a_defect_met_by_one_record)
+    monkeypatch.setattr(kafka_module, "TRANSIENT_RETRY_PAUSE_S", 0.05)
+    async with TestApp(build_app(EligibilitySettings())):
+        others = f"SELECT count(*) = {len(good) - 1} FROM eligibility.records"
+        await wait_until(lambda: fetchval(dsn, others), what="every other record")
+        dead = await wait_until(lambda: _dead_one(infra, topics), what="the failing record set aside")
+    assert attempts[: kafka_module.HANDLER_ATTEMPTS - 1] == [attempts[0]] * (kafka_module.HANDLER_ATTEMPTS - 1)
+    assert attempts[-1] == 1 and len(attempts) == kafka_module.HANDLER_ATTEMPTS + 1  # bounded, then alone
+    [letter] = dead
+    offset = next(r.offset for r in good if json.loads(r.value)["event_id"] == doomed)
+    assert (letter.original_topic, letter.offset) == (topics.pupil_recorded, offset)
+    assert "KeyError" in letter.reason and "5 times" in letter.reason
+
+    def sais(*args):
+        return subprocess.run(
+            [str(REPO / ".venv" / "bin" / "sais"), "dead-letters", *args],
+            env={**os.environ, **settings_env},
+            capture_output=True,
+            text=True,
+        )
+
+    listed = sais("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(d["original_topic"], d["offset"]) for d in json.loads(listed.stdout)] == [(topics.pupil_recorded, offset)]
+    shown = sais("show", str(letter.event_id))
+    assert shown.returncode == 0 and f"offset {offset}" in shown.stdout and "KeyError" in shown.stdout
+
+
+async def _dead_one(infra, topics):
+    recs = await read_topic(infra.kafka, topics.dead_letter)
+    return [DeadLetter.model_validate_json(r.value) for r in recs] if recs else None

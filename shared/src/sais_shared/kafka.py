@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
 from aiokafka.protocol.api import Request
 from faststream import AckPolicy
@@ -258,6 +258,7 @@ def batch_consumer(
 
     ``payload`` (a pydantic model or TypeAdapter) is what ``parse`` accepts: it documents the channel."""
     dlq = dead_letter_publisher(broker, dead_letter_topic)
+    failures: dict[tuple[str, int, int], int] = {}  # handler failures in a row, by the batch's first position
     SUBSCRIBER_PAYLOADS[title or f"{topic}:{group_id}"] = payload
     logger = log.bind(topic=topic, group_id=group_id)
 
@@ -307,12 +308,20 @@ def batch_consumer(
             # forever. Handle the records one at a time, so only the offending ones are dead-lettered.
             await _handle_one_by_one(parsed, handle, dlq, group_id)
         except Exception as exc:
-            ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
-            logger.warning(
-                "batch.retry", error=type(exc).__name__, records=len(records), pause_s=TRANSIENT_RETRY_PAUSE_S
-            )
-            await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
-            raise
+            position = min((r.topic, r.partition, r.offset) for r in records)
+            tries = failures[position] = failures.get(position, 0) + 1
+            if isinstance(exc, INFRASTRUCTURE_ERRORS) or tries < HANDLER_ATTEMPTS:
+                ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
+                logger.warning(
+                    "batch.retry", error=type(exc).__name__, records=len(records), attempt=tries,
+                    pause_s=TRANSIENT_RETRY_PAUSE_S,
+                )  # fmt: skip
+                await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+                raise
+            # The servers answer, yet the handler failed on this batch HANDLER_ATTEMPTS times: a record it
+            # cannot process (a defect met by this data). One at a time, so only that record is set aside.
+            await _handle_one_by_one(parsed, handle, dlq, group_id, also=Exception, attempts=tries)
+        failures.clear()
         logger.debug("batch.done", records=len(records), events=len(events))
 
     return consume
@@ -320,9 +329,32 @@ def batch_consumer(
 
 # Errors that retrying cannot cure: the data is wrong, not the infrastructure.
 PERMANENT_ERRORS = (asyncpg.DataError, InvalidMessageError, SealedValueError)
+# Errors of a server that is down, busy or in the way: retried for as long as it takes, never dead-lettered.
+INFRASTRUCTURE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.AdminShutdownError,
+    KafkaError,
+)
+# Any other failure of a handler is retried this many times in a row, then its records are handled one at
+# a time and the ones that still fail are dead-lettered (SaisDeadLetters alerts; the runbook says what next).
+HANDLER_ATTEMPTS = 5
 
 
-async def _handle_one_by_one(parsed: list[tuple[Any, Any]], handle: Callable, dlq: Any, group_id: str) -> None:
+async def _handle_one_by_one(
+    parsed: list[tuple[Any, Any]],
+    handle: Callable,
+    dlq: Any,
+    group_id: str,
+    also: type[BaseException] | tuple[type[BaseException], ...] = (),
+    attempts: int = 1,
+) -> None:
     for rec, event in parsed:
         try:
             await handle([event])
@@ -332,6 +364,12 @@ async def _handle_one_by_one(parsed: list[tuple[Any, Any]], handle: Callable, dl
                 group_id,
                 rec,
                 f"{type(exc).__name__}: refused as data ({getattr(exc, 'sqlstate', None) or 'invalid'})",
+            )
+        except INFRASTRUCTURE_ERRORS:
+            raise  # a server went away meanwhile: the batch is retried, and what was done stays done
+        except also as exc:
+            await _dead_letter(
+                dlq, group_id, rec, f"{type(exc).__name__}: its handler failed {attempts} times in a row (a defect?)"
             )
 
 
@@ -382,3 +420,37 @@ async def claim_new(conn: Any, table: str, event_ids: Iterable[Any]) -> set[Any]
         list(event_ids),
     )
     return {r["event_id"] for r in rows}
+
+
+async def read_dead_letters(settings: CommonSettings, timeout_s: float = 30.0) -> list[DeadLetter]:
+    """Every dead letter still on the topic, oldest first (as the Kafka administrator). Each names the
+    original message by topic, partition and offset, with the reason; none holds the message itself."""
+    from aiokafka import AIOKafkaConsumer
+
+    topic = Topics(settings.topic_prefix).dead_letter
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_login(None), enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        partitions = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        letters: list[DeadLetter] = []
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f} s")
+            for recs in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for r in recs:
+                    try:
+                        letters.append(DeadLetter.model_validate_json(r.value))
+                    except ValidationError:
+                        continue  # not ours: the topic is the product's, but say nothing about a stranger
+        return sorted(letters, key=lambda d: d.occurred_at)
+    finally:
+        await consumer.stop()
