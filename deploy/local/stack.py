@@ -83,6 +83,8 @@ class Layout:
         )
 
     def env(self) -> dict[str, str]:
+        from sais_shared.devpki import RECIPIENT_EMAIL, SENDER_EMAIL
+
         return {
             "SAIS_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.kafka_port}",
             "SAIS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
@@ -97,6 +99,8 @@ class Layout:
             "SAIS_DELIVERY_SENDER_CERT": str(self.pki / "sender.pem"),
             "SAIS_DELIVERY_SENDER_KEY": str(self.pki / "sender.key"),
             "SAIS_DELIVERY_RECIPIENT_CERT": str(self.pki / "recipient.pem"),
+            "SAIS_DELIVERY_SENDER_ADDRESS": SENDER_EMAIL,  # the example protocol names no recipient:
+            "SAIS_DELIVERY_RECIPIENT": RECIPIENT_EMAIL,  # the local stack's own mailbox stands in
             "SAIS_DELIVERY_RECIPIENT_CA_FILE": str(self.pki / "ca.pem"),
             "SAIS_INGEST_INBOUND_PRIVATE_KEY": str(self.pki / "inbound.key"),
             "SAIS_INGEST_PUBLISHERS_FILE": str(self.pki / "publishers.yaml"),

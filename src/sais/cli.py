@@ -201,8 +201,9 @@ app.add_typer(db_app, name="db")
 
 @db_app.command("migrate")
 def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what was applied as JSON")) -> None:
-    """Create or upgrade every schema, confine each service role to its own, and put a protocol in force
-    when none is. Run as the database administrator (SAIS_DATABASE_URL), once per release. With
+    """Create or upgrade every schema and confine each service role to its own. Run as the database
+    administrator (SAIS_DATABASE_URL), once per release. When no protocol is in force, puts SAIS_PROTOCOL_FILE
+    in force (in development, the bundled example); otherwise load one with `sais protocol load`. With
     SAIS_CREDENTIALS_DIR, the service roles get the passwords in its postgres-sais_<service> files."""
     import asyncio
     import json
@@ -213,17 +214,26 @@ def db_migrate(as_json: bool = typer.Option(False, "--json", help="print what wa
 
     actor, settings = operator.actor(), CommonSettings()
 
-    async def go() -> dict[str, list[str]]:
+    async def go() -> tuple[dict[str, list[str]], bool]:
         conn = await asyncpg.connect(settings.database_url)
         try:
-            return await migrate_all(conn, settings.protocol_file, actor, settings.credentials_dir)
+            return await migrate_all(
+                conn, settings.protocol_file, actor, settings.credentials_dir, example_protocol=settings.dev_mode
+            ), bool(await conn.fetchval("SELECT count(*) FROM shared.protocols"))
         finally:
             await conn.close()
 
-    applied = asyncio.run(go())
+    applied, in_force = asyncio.run(go())
     if as_json:
-        typer.echo(json.dumps(applied))
+        typer.echo(json.dumps(applied | {"protocol_in_force": in_force}))
         return
+    if not in_force:
+        notices.notify(
+            "protocol.none",
+            "no protocol is in force, and none is put in force by default outside development: load your "
+            "authority's with `sais protocol load FILE` (or set SAIS_PROTOCOL_FILE here); the services refuse "
+            "to start until then.",
+        )
     n = sum(map(len, applied.values()))
     typer.echo(
         f"{n} migration(s) applied" + "".join(f"\n  {s}: {', '.join(m)}" for s, m in applied.items() if m)

@@ -31,6 +31,7 @@ async def migrate_all(
     protocol_file: Path | None = None,
     actor: str = "install",
     credentials_dir: Path | None = None,
+    example_protocol: bool = True,
 ) -> dict[str, list[str]]:
     """Every schema migrated and granted; the migrations applied now, by schema. With a credentials
     folder, each service role whose password file (postgres-sais_<service>) is there may log in with it."""
@@ -39,7 +40,8 @@ async def migrate_all(
         await set_passwords(conn, credentials_dir)
     for schema, package, service in SERVICE_SCHEMAS:
         applied[schema] = await migrate(conn, schema, package, service_principal(service))
-    await ensure_in_force(conn, protocol_file, actor)
+    if protocol_file is not None or example_protocol:  # never the example by default outside development
+        await ensure_in_force(conn, protocol_file, actor)
     return applied
 
 

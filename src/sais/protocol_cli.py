@@ -50,7 +50,7 @@ def show(as_json: bool = typer.Option(False, "--json", help="print the result as
     out.print(f"originator: {p.originator_label}; marking: {p.protective_marking}")
     out.print(f"retention {p.retention_months} months (§11.1); staleness limit {p.staleness_months} months (§9.5)")
     out.print(
-        f"transfer: {p.transfer.method} to {', '.join(p.transfer.recipients)} "
+        f"transfer: {p.transfer.method} to {', '.join(p.transfer.recipients) or 'no recipient named (SAIS_DELIVERY_RECIPIENT)'} "
         f"(allowed domains {', '.join(p.transfer.allowed_recipient_domains)})"
     )
     if p.transfer.as_written:

@@ -82,3 +82,28 @@ async def test_review_overdue_warns_loudly(settings_env):
     assert r.returncode == 0 and len(said) == 1 and "due for review on 30 April 2018" in said[0]  # once, in words
     r = sais({**settings_env, "SAIS_AS_OF": "2017-07-01"}, "protocol", "show")
     assert r.returncode == 0 and not [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+
+
+async def test_outside_development_no_example_protocol_is_put_in_force_by_default(infra, env):
+    import uuid
+
+    db = f"noproto_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(infra.pg_admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    production = {**env, "SAIS_DATABASE_URL": infra.dsn(db), "SAIS_DEV_MODE": "false", "SAIS_KEK": ""}
+    migrated = sais(production, "db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "no protocol is in force" in migrated.stderr and "sais protocol load" in migrated.stderr
+    refused = sais(production, "audit", "verify")  # an administrative command still works …
+    assert refused.returncode == 0, refused.stderr
+    status = sais(production, "protocol", "show")  # … but nothing runs under a protocol no one chose
+    assert status.returncode == 7 and "no protocol is in force" in status.stderr, status.stderr
+    chosen = str(PROTOCOLS / "warwickshire-cwpt-v0.3.yaml")
+    again = sais({**production, "SAIS_PROTOCOL_FILE": chosen}, "db", "migrate", "--json")
+    assert again.returncode == 0 and '"protocol_in_force": true' in again.stdout, again.stderr
+    conn = await asyncpg.connect(infra.dsn(db))
+    try:
+        assert await conn.fetchval("SELECT version FROM shared.protocols") == "0.3"
+    finally:
+        await conn.close()

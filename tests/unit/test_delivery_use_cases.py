@@ -17,6 +17,7 @@ from sais_delivery.domain.errors import (
     StaleDataError,
 )
 from sais_delivery.service_layer.deliver import DeliveryService
+from sais_shared.errors import ConfigurationError
 from sais_shared.protocol import load_protocol
 
 pytestmark = pytest.mark.unit
@@ -98,7 +99,8 @@ def service(store: FakeStore) -> DeliveryService:
         raise AssertionError("no message may be built")
 
     return DeliveryService(store, object(), ProtocolInForce(load_protocol()), Clock(), NoMail(), no_smime,
-                           "insight@warwickshire.gov.uk", object())  # fmt: skip
+                           "sais-datashare@la.example.invalid", object(),
+                           default_recipient="sais-dev-recipient@nhs.net")  # fmt: skip
 
 
 async def deliver(svc, **kw):
@@ -146,6 +148,18 @@ async def test_resolving_a_batch_with_no_interrupted_part_is_refused():
     store = FakeStore(interrupted=[])
     with pytest.raises(NothingToResolveError, match="no interrupted part"):
         await service(store).resolve(uuid4(), sent=True, actor="officer")
+    assert store.audited == []
+
+
+async def test_with_no_recipient_named_anywhere_nothing_is_attempted():
+    store = FakeStore()
+    svc = service(store)
+    svc.default_recipient = None  # the shipped example protocol names none
+    with pytest.raises(ConfigurationError, match="SAIS_DELIVERY_RECIPIENT"):
+        await deliver(svc)
+    svc.default_recipient, svc.sender = "sais-dev-recipient@nhs.net", None
+    with pytest.raises(ConfigurationError, match="SAIS_DELIVERY_SENDER_ADDRESS"):
+        await deliver(svc)
     assert store.audited == []
 
 

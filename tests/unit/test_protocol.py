@@ -100,3 +100,14 @@ def test_the_review_date_is_the_earlier_of_the_two_the_isp_gives_and_says_so():
     p = load_protocol()
     assert p.review_date.isoformat() == "2018-04-30"
     assert "April 2018" in p.review_date_basis and "§15.1" in p.review_date_basis
+
+
+@pytest.mark.parametrize("version", ["0.1", "0.2", "0.3"])
+def test_the_shipped_examples_name_no_real_person_and_no_recipient(version):
+    path = bundled_protocol_path().with_name(f"warwickshire-cwpt-v{version}.yaml")
+    p = load_protocol(path)
+    contacts = [c for party in p.parties for c in party.contacts]
+    assert contacts and all(c.email.endswith(".example.invalid") for c in contacts)  # a notice goes nowhere real
+    assert p.transfer.recipients == [] and p.transfer.allowed_recipient_domains == ["nhs.net"]  # clause kept
+    text = path.read_text()
+    assert "warwickshire.gov.uk" not in text.replace("warwickshire.gscx.gov.uk", "")  # the ISP's own spelling stays

@@ -39,8 +39,9 @@ class DevPki:
     kafka_keystore = property(lambda self: self.root / "kafka-broker.pem")  # the broker's key and certificate
 
 
-SENDER_EMAIL = "insight@warwickshire.gov.uk"
-RECIPIENT_EMAIL = "ann.curzons@nhs.net"
+# Development mailboxes (the local SMTP server keeps what is sent to them): no real person's address.
+SENDER_EMAIL = "sais-datashare@la.example.invalid"
+RECIPIENT_EMAIL = "sais-dev-recipient@nhs.net"
 DEV_PUBLISHER = "dev-upstream"
 
 

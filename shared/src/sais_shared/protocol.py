@@ -110,7 +110,11 @@ class Transfer(_Strict):
     )
     method_reason: str | None = Field(None, description="Why the method used differs from the one written")
     allowed_recipient_domains: list[str] = Field(min_length=1)
-    recipients: list[str] = Field(min_length=1)
+    recipients: list[str] = Field(
+        default_factory=list,
+        description="The SAIS team's mailbox(es); delivery sends to the first unless SAIS_DELIVERY_RECIPIENT or "
+        "--recipient names another (always within allowed_recipient_domains)",
+    )
     windows: list[Window] = Field(min_length=1)
 
     @field_validator("method")

@@ -30,7 +30,9 @@ class DeliverySettings(CommonSettings):
         description="Largest message sent, on the wire after signing, encryption and encoding; a bigger batch "
         "goes as parts. The default leaves room under NHSmail's 35 MB",
     )
-    delivery_sender_address: str = "insight@warwickshire.gov.uk"
+    delivery_sender_address: str | None = Field(
+        None, description="The authority's mailbox the files come from (From:, and the sender certificate's)"
+    )
     delivery_sender_cert: Path | None = None
     delivery_sender_key: Path | None = None
     delivery_recipient_cert: Path | None = Field(
@@ -44,7 +46,11 @@ class DeliverySettings(CommonSettings):
         description="How the message key is encrypted to the recipient: PKCS#1 v1.5 (every S/MIME "
         "client) or RSAES-OAEP with SHA-256 (check the SAIS team's mail client first)",
     )
-    delivery_recipient: str | None = Field(None, description="Override the protocol's first recipient")
+    delivery_recipient: str | None = Field(
+        None,
+        description="The SAIS team's mailbox (within the protocol's allowed domains); the protocol's first "
+        "recipient when unset. The shipped example protocol names none",
+    )
     delivery_schedule: bool = Field(False, description="Deliver each window by itself during its month")
     delivery_schedule_interval_s: float = Field(3600.0, description="How often the window scheduler looks")
 

@@ -50,7 +50,7 @@ def send(
             window,
             academic_year,
             actor=actor,
-            recipient=recipient or DeliverySettings().delivery_recipient,
+            recipient=recipient,
             override_review=override_review,
         )
     )

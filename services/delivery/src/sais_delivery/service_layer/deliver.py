@@ -20,6 +20,7 @@ import structlog
 from dateutil.relativedelta import relativedelta
 from sais_shared import ops
 from sais_shared.crypto import Sealed
+from sais_shared.errors import ConfigurationError
 from sais_shared.events import (
     DeliveredFile,
     DeliveredPart,
@@ -146,6 +147,7 @@ class DeliveryService(FollowsProtocol):
     attempts: int = 4
     backoff_s: float = 2.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    default_recipient: str | None = None  # SAIS_DELIVERY_RECIPIENT: before the protocol's first recipient
 
     # --- guards ---------------------------------------------------------------------------
 
@@ -199,7 +201,15 @@ class DeliveryService(FollowsProtocol):
         override_review: str | None = None,
     ) -> BatchResult:
         win = self.protocol.transfer.window(window)
-        recipient = recipient or self.protocol.transfer.recipients[0]
+        recipient = recipient or self.default_recipient or next(iter(self.protocol.transfer.recipients), None)
+        if not self.sender:
+            raise ConfigurationError("no sender address: set SAIS_DELIVERY_SENDER_ADDRESS (the authority's mailbox)")
+        if recipient is None:
+            raise ConfigurationError(
+                f"no recipient: protocol {self.protocol.id} v{self.protocol.version} names none; set "
+                "SAIS_DELIVERY_RECIPIENT (or --recipient) to the SAIS team's mailbox, within "
+                f"{', '.join(self.protocol.transfer.allowed_recipient_domains)}"
+            )
         await self._check(window, recipient, actor, override_review)
         recipient = normalise_address(recipient)  # exactly what was checked goes to RCPT TO and To:
 
