@@ -309,7 +309,9 @@ def batch_consumer(
             await _handle_one_by_one(parsed, handle, dlq, group_id)
         except Exception as exc:
             position = min((r.topic, r.partition, r.offset) for r in records)
-            tries = failures[position] = failures.get(position, 0) + 1
+            tries = failures[position] = failures.pop(position, 0) + 1  # kept on success: a redelivered
+            while len(failures) > 1000:  # batch (a commit lost in a rebalance) goes straight to one at a time
+                del failures[next(iter(failures))]
             if isinstance(exc, INFRASTRUCTURE_ERRORS) or tries < HANDLER_ATTEMPTS:
                 ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
                 logger.warning(
@@ -321,7 +323,6 @@ def batch_consumer(
             # The servers answer, yet the handler failed on this batch HANDLER_ATTEMPTS times: a record it
             # cannot process (a defect met by this data). One at a time, so only that record is set aside.
             await _handle_one_by_one(parsed, handle, dlq, group_id, also=Exception, attempts=tries)
-        failures.clear()
         logger.debug("batch.done", records=len(records), events=len(events))
 
     return consume
@@ -451,6 +452,8 @@ async def read_dead_letters(settings: CommonSettings, timeout_s: float = 30.0) -
                         letters.append(DeadLetter.model_validate_json(r.value))
                     except ValidationError:
                         continue  # not ours: the topic is the product's, but say nothing about a stranger
-        return sorted(letters, key=lambda d: d.occurred_at)
+        # A batch redelivered after a lost commit sets the same message aside again, under the same id.
+        once = {d.event_id: d for d in reversed(letters)}
+        return sorted(once.values(), key=lambda d: d.occurred_at)
     finally:
         await consumer.stop()
