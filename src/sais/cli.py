@@ -112,6 +112,15 @@ def docs_asyncapi(check: bool = typer.Option(False, "--check", help="fail if the
         typer.echo(f"wrote {path}")
 
 
+@docs_app.command("settings")
+def docs_settings() -> None:
+    """Write docs/settings.md: every SAIS_* setting with its meaning and default, from the settings classes."""
+    from .settings_doc import DOC, render
+
+    DOC.write_text(render(), encoding="utf-8")
+    typer.echo(f"wrote {DOC}")
+
+
 RULE_SOURCE, RULE_OUT = Path("deploy/monitoring/alerts.yml"), Path("deploy/k8s/monitoring/prometheus-rule.yaml")
 
 

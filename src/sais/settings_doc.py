@@ -24,8 +24,6 @@ SERVICES = {
 EXTRA = [
     ("SAIS_ACTOR", "every command that changes something", "", "The person running a `sais` command, recorded in "
      "the audit trail (ISP §14.3); `--actor` wins. Required by every command that changes something"),
-    ("SAIS_LOG_FORMAT", "the CLI", "", "json or console: the CLI's log lines on stderr (none at a terminal unless "
-     "set); the services read `log_format` below"),
     ("SAIS_DEBUG", "the CLI", "", "1: a failing command shows its traceback instead of one line"),
     ("SAIS_<SERVICE>_GROUP_ID", "`sais kafka lag`", "`<prefix>-<service>`", "Each service's consumer group, as its "
      "own setting below"),

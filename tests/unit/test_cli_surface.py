@@ -230,3 +230,13 @@ def test_the_database_url_can_come_from_a_secret_file(tmp_path, monkeypatch):
     url.write_text("")
     with pytest.raises(Exception, match="SAIS_DATABASE_URL_FILE"):
         CommonSettings()
+
+
+def test_the_settings_table_is_generated_from_the_code_and_says_what_each_means():
+    from sais.settings_doc import DOC, render, rows
+
+    assert (REPO / DOC).read_text() == render(), "run `sais docs settings`"
+    table = rows()
+    assert len(table) > 40 and len({var for var, *_ in table}) == len(table)
+    assert [var for var, _, _, meaning in table if not meaning.strip()] == []
+    assert {"SAIS_DATABASE_URL_FILE", "SAIS_DELIVERY_RECIPIENT", "SAIS_ACTOR"} <= {var for var, *_ in table}

@@ -75,8 +75,12 @@ class CommonSettings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address of /healthz, /readyz, /metrics (0.0.0.0 in a pod)")
     http_port: int = Field(8080, description="Port of /healthz, /readyz, /metrics")
-    log_level: str = "INFO"
-    log_format: str = Field("json", description="json or console")
+    log_level: str = Field("INFO", description="Least level of the JSON log lines: DEBUG, INFO, WARNING, ERROR")
+    log_format: str = Field(
+        "json",
+        description="json or console. The services log to stdout; the CLI logs to stderr, and at a "
+        "terminal not at all unless this (or --log-format) is set",
+    )
     as_of: date | None = Field(
         None, description="Business date override (demo, tests; development mode only); wall clock when unset"
     )

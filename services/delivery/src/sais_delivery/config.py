@@ -14,16 +14,16 @@ class DeliverySettings(CommonSettings):
 
     http_port: int = 8083
 
-    delivery_group_id: str = "sais-delivery"
-    delivery_smtp_host: str = "127.0.0.1"
-    delivery_smtp_port: int = 587
+    delivery_group_id: str = Field("sais-delivery", description="Delivery's Kafka consumer group")
+    delivery_smtp_host: str = Field("127.0.0.1", description="The mail relay (STARTTLS required, TLS 1.2+)")
+    delivery_smtp_port: int = Field(587, description="The mail relay's submission port")
     delivery_smtp_ca_file: Path | None = Field(None, description="CA bundle that verifies the SMTP server")
-    delivery_smtp_username: str | None = None
-    delivery_smtp_password_file: Path | None = None
-    delivery_smtp_password: SecretStr | None = None
-    delivery_smtp_timeout_s: float = 30.0
+    delivery_smtp_username: str | None = Field(None, description="SMTP AUTH user, when the relay asks for one")
+    delivery_smtp_password_file: Path | None = Field(None, description="File holding the SMTP AUTH password")
+    delivery_smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password (development only)")
+    delivery_smtp_timeout_s: float = Field(30.0, description="Seconds before an SMTP connection or reply times out")
     delivery_smtp_attempts: int = Field(4, ge=1, description="Tries per send, with exponential backoff")
-    delivery_smtp_backoff_s: float = 2.0
+    delivery_smtp_backoff_s: float = Field(2.0, description="First pause between tries, doubled each time")
     delivery_max_message_bytes: int = Field(
         DEFAULT_MAX_MESSAGE_BYTES,
         ge=1_000_000,
@@ -33,8 +33,8 @@ class DeliverySettings(CommonSettings):
     delivery_sender_address: str | None = Field(
         None, description="The authority's mailbox the files come from (From:, and the sender certificate's)"
     )
-    delivery_sender_cert: Path | None = None
-    delivery_sender_key: Path | None = None
+    delivery_sender_cert: Path | None = Field(None, description="The authority's S/MIME signing certificate (PEM)")
+    delivery_sender_key: Path | None = Field(None, description="Its private key (PEM, mode 600)")
     delivery_recipient_cert: Path | None = Field(
         None, description="S/MIME certificate of the recipient, or a folder of <address>.pem, one per recipient"
     )

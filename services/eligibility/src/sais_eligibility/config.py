@@ -10,4 +10,4 @@ class EligibilitySettings(CommonSettings):
     http_port: int = 8082
 
     eligibility_rules_dir: Path | None = Field(None, description="Rules files; the bundled ones when unset")
-    eligibility_group_id: str = "sais-eligibility"
+    eligibility_group_id: str = Field("sais-eligibility", description="Eligibility's Kafka consumer group")

@@ -11,7 +11,7 @@ class IngestSettings(CommonSettings):
 
     http_port: int = 8081
 
-    ingest_group_id: str = "sais-ingest"
+    ingest_group_id: str = Field("sais-ingest", description="Ingest's Kafka consumer group (the inbound topic)")
     ingest_inbound_private_key: Path | None = Field(
         None, description="RSA private key (PEM) that opens extracts published on the inbound topic"
     )

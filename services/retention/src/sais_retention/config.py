@@ -6,7 +6,7 @@ from sais_shared.settings import CommonSettings
 
 class RetentionSettings(CommonSettings):
     http_port: int = 8084
-    retention_group_id: str = "sais-retention"
+    retention_group_id: str = Field("sais-retention", description="Retention's Kafka consumer group")
     retention_interval_s: float = Field(300.0, description="How often the scheduler looks for due deletions")
     retention_confirmation_timeout_s: float = Field(
         3600.0,
