@@ -19,6 +19,7 @@ from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
 from sais_shared import notices, operator
 from sais_shared.devpki import ensure_dev_pki
+from sais_shared.exits import Exit
 from sais_shared.logging import configure_logging
 from sais_shared.settings import SERVICES, CommonSettings
 
@@ -278,9 +279,21 @@ def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what w
 
 
 @kafka_app.command("lag")
-def kafka_lag(as_json: bool = typer.Option(False, "--json", help="print the lag as JSON")) -> None:
+def kafka_lag(
+    wait: float = typer.Option(
+        0,
+        "--wait",
+        metavar="SECONDS",
+        min=0,
+        help="wait until every group has caught up (lag 0), at most this long; exit 5 if one has not",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the lag as JSON"),
+) -> None:
     """Each service's consumer group: records between its committed offset and the log end, per topic
-    (what `sais_consumer_group_lag` exports; a stopped consumer's lag grows). Run as the administrator."""
+    (what `sais_consumer_group_lag` exports; a stopped consumer's lag grows). Run as the administrator.
+    With --wait, the groups are sampled in pipeline order (ingest, eligibility, delivery, retention) until
+    all are at 0: a consumer commits only after what it publishes is written, so the pipeline has then
+    settled (for example after `sais ingest file`, before `sais delivery send`)."""
     import asyncio
     import json
 
@@ -304,14 +317,27 @@ def kafka_lag(as_json: bool = typer.Option(False, "--json", help="print the lag 
             rows += [{"service": svc, "group": group, "topic": t, "lag": n} for t, n in sorted(per_topic.items())]
         return rows
 
-    rows = asyncio.run(sample())
+    async def settled() -> list[dict]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            rows = await sample()
+            if not any(r["lag"] for r in rows) or loop.time() >= deadline:
+                return rows
+            await asyncio.sleep(1.0)  # committed offsets are the broker's state: there is no event to wait on
+
+    rows = asyncio.run(settled() if wait else sample())
+    behind = sum(r["lag"] for r in rows)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return
-    t = Table("group", "topic", "records behind", title="Consumer lag (committed offsets)", title_justify="left")
-    for r in rows:
-        t.add_row(r["group"], r["topic"], str(r["lag"]))
-    Console().print(t)
+    else:
+        t = Table("group", "topic", "records behind", title="Consumer lag (committed offsets)", title_justify="left")
+        for r in rows:
+            t.add_row(r["group"], r["topic"], str(r["lag"]))
+        Console().print(t)
+    if wait and behind:
+        Console(stderr=True).print(f"[yellow]not caught up after {wait:.0f} s:[/] {behind} record(s) behind")
+        raise typer.Exit(int(Exit.TRANSIENT))
 
 
 @kafka_app.command("acls")

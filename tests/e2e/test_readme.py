@@ -1,0 +1,66 @@
+"""The README's "Operating it" block runs as written: every line but starting and stopping the local stack
+(the test session's stack is shared), against this test's own database, topics and ports."""
+
+import os
+import re
+import subprocess
+
+import asyncpg
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def operating_block() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Operating it") :]
+    block = re.search(r"```bash\n(make stack-up.*?)```", section, re.S)
+    assert block, "the README's Operating it section has no ```bash block starting with make stack-up"
+    return block.group(1).strip().splitlines()
+
+
+def as_test_script(lines: list[str], own: dict[str, str]) -> str:
+    """The block with the stack's start and stop left out and, right after the stack's environment is
+    taken, this test's database, topic prefix, consumer groups and kernel-chosen HTTP ports."""
+    out = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
+    for line in lines:
+        if line.startswith("make stack-up"):
+            continue
+        out.append(line.replace("; make stack-down", ""))
+        if line.startswith("eval "):
+            out += [f"export {k}='{v}'" for k, v in own.items()]
+    return "\n".join(out) + "\n"
+
+
+async def test_the_operating_block_runs_as_written(env):
+    lines = operating_block()
+    assert lines[-1].endswith("make stack-down") and any("-m sais_$s &" in x for x in lines)
+    mine = ("SAIS_DATABASE_URL", "SAIS_TOPIC_PREFIX", "SAIS_TOPIC_PARTITIONS")
+    own = {k: v for k, v in env.items() if k in mine or k.endswith("_GROUP_ID")} | {"SAIS_HTTP_PORT": "0"}
+    done = subprocess.run(
+        ["bash", "-c", as_test_script(lines, own)],
+        cwd=REPO,
+        # a fresh shell, as a person's: nothing of this session's SAIS_* but where the stack keeps its state
+        env={k: v for k, v in os.environ.items() if not k.startswith("SAIS_") or k == "SAIS_STATE_DIR"}
+        | {"COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # what the commands said (the services, started in the same shell, log JSON lines beside them)
+    said = " ".join(" ".join(x for x in done.stdout.splitlines() if not x.startswith("{")).split())
+    assert "rows in 52 = accepted 49 + rejected 2 + out of scope 1" in said, said[:4000]
+    assert re.search(r"batch [0-9a-f-]{36} → \S+@nhs\.net: sent", said), said[-3000:]
+    assert "sharing SUSPENDED" in said and "sharing resumed" in said
+    assert re.search(r"batch:[0-9a-f-]{36} \(isp-11\.1[^)]*\): \d+ data key\(s\) destroyed", said), said[-3000:]
+    assert "certificate " in said and "audit trail intact" in said
+    conn = await asyncpg.connect(env["SAIS_DATABASE_URL"])
+    try:
+        actors = {r["actor"] for r in await conn.fetch("SELECT DISTINCT actor FROM shared.audit_log")}
+        sent = await conn.fetchval("SELECT count(*) FROM delivery.batches WHERE status='sent'")
+    finally:
+        await conn.close()
+    assert "Jo Bloggs" in actors and sent == 1  # the person named in the block is the one on record
