@@ -357,3 +357,42 @@ async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is
         assert await conn.fetchval("SELECT count(*) FROM ingest.extracts") == 0
     finally:
         await conn.close()
+
+
+async def test_during_an_inbound_key_rotation_extracts_sealed_to_either_key_are_ingested(
+    settings_env, infra, tmp_path, monkeypatch
+):
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys = tmp_path / "inbound-keys"
+    keys.mkdir()
+    (keys / "inbound-1.key").write_bytes((infra.pki / "inbound.key").read_bytes())  # the key in use until now
+    (keys / "inbound-2.key").write_bytes(
+        new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    os.utime(keys / "inbound-1.key", (1, 1))  # older: the new key is tried first
+    monkeypatch.setenv("SAIS_INGEST_INBOUND_PRIVATE_KEY", str(keys))
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    old = writer(infra, "sims-old-key")
+    moved = InboundExtractWriter(
+        new.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        "inbound-2",
+        "sims-new-key",
+        "summer-census",
+        date(2017, 5, 18),
+        "SIMS (test)",
+        publisher=DEV_PUBLISHER,
+        signing_key_pem=(infra.pki / "publisher.key").read_bytes(),
+    )
+    rows = may_rows()
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, [old.started, *[old.record(r) for r in rows], old.completed()])
+        await publish(infra, topics.inbound, [moved.started, *[moved.record(r) for r in rows[:10]], moved.completed()])
+        a = await wait_until(lambda: _ingested(dsn, "sims-old-key"), what="the extract sealed to the old key")
+        b = await wait_until(lambda: _ingested(dsn, "sims-new-key"), what="the extract sealed to the new key")
+    assert a["accepted"] == 49 and b["rows_in"] == 10

@@ -13,7 +13,9 @@ class IngestSettings(CommonSettings):
 
     ingest_group_id: str = Field("sais-ingest", description="Ingest's Kafka consumer group (the inbound topic)")
     ingest_inbound_private_key: Path | None = Field(
-        None, description="RSA private key (PEM) that opens extracts published on the inbound topic"
+        None,
+        description="RSA private key (PEM) that opens extracts published on the inbound topic, or a folder of "
+        "them (*.pem, *.key): while publishers move to a new key, both open extracts",
     )
     ingest_publishers_file: Path | None = Field(
         None,

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 from cryptography.exceptions import InvalidTag
 from sais_shared import ops
+from sais_shared.errors import ConfigurationError
 from sais_shared.inbound import (
     InboundAuthenticationError,
     InboundExtractCompleted,
@@ -117,13 +118,15 @@ class InboundService(FollowsProtocol):
             self.publishers_registry.verify(started, m)
         except InboundAuthenticationError as exc:
             raise _Refused(f"refused: not authenticated: {exc}; nothing was ingested") from None
-        try:
-            return InboundExtractReader(self.private_key.read_bytes(), started)
-        except ValueError:
-            raise _Refused(
+        for pem in inbound_private_keys(self.private_key):  # during a rotation: the new key and the old one
+            try:
+                return InboundExtractReader(pem, started)
+            except ValueError:
+                continue
+        raise _Refused(
                 f"the extract key does not unwrap with inbound key "
                 f"{started.encryption.recipient_key_id!r}: sealed for another key?"
-            ) from None
+            )
 
     async def _scan(self, ref: str, reader: InboundExtractReader) -> tuple[list[str], str]:
         """Pass 1 (streamed): every record opens; the columns, and the content hash that recognises a re-send."""
@@ -179,3 +182,18 @@ class InboundService(FollowsProtocol):
             self.protocol.version,
         )
         log.warning("inbound.incomplete", extract_ref=ref, problem=problem)
+
+
+def inbound_private_keys(path: Path) -> list[bytes]:
+    """The inbound private key(s): one PEM file, or every *.pem / *.key in a folder (newest first, so the key
+    publishers move to is tried first). A folder with none is a configuration error, named."""
+    if not path.is_dir():
+        return [path.read_bytes()]
+    files = sorted(
+        (p for p in path.iterdir() if p.suffix in (".pem", ".key") and p.is_file()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    if not files:
+        raise ConfigurationError(f"no inbound private key (*.pem, *.key) in {path} (SAIS_INGEST_INBOUND_PRIVATE_KEY)")
+    return [p.read_bytes() for p in files]
