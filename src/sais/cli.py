@@ -147,17 +147,16 @@ def docs_prometheus_rule() -> None:
 
 
 @keys_app.command("rotate-kek")
-def rotate_kek(
-    new_kek_file: Path = typer.Option(..., exists=True, dir_okay=False, help="the new KEK (base64)"),
-    new_kek_id: str = typer.Option(..., help="an id for the new KEK, e.g. kek-2026-11"),
-) -> None:
-    """Re-wrap every live data key with a new KEK (one transaction), then switch SAIS_KEK_FILE and restart."""
+def rotate_kek(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
+    """Re-wrap every live data key that the KEK in force (SAIS_KEK_FILE, SAIS_KEK_ID) does not wrap yet, opening
+    each with the retired KEKs (SAIS_KEK_RETIRED_DIR). Run it once every service holds the new KEK in force and
+    the old one retired (a writer still on the old KEK keeps wrapping with it: run it again until `sais keys
+    status` shows only the new id), then remove the old KEK. Audited; as the database administrator."""
     import asyncio
+    import json
 
-    from sais_shared.crypto import KeyEncryptionKey
     from sais_shared.db import create_pool
-    from sais_shared.keystore import audit, rewrap_all
-    from sais_shared.settings import read_key_file
+    from sais_shared.keystore import audit, kek_usage, rewrap_all
 
     actor, settings = operator.actor(), CommonSettings()
     if settings.index_key_file is None:
@@ -167,30 +166,67 @@ def rotate_kek(
             err=True,
         )
         raise typer.Exit(2)
-    old = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
-    new = KeyEncryptionKey(read_key_file(new_kek_file, "--new-kek-file"), new_kek_id, settings.index_key_bytes())
+    ring = settings.key_ring()
 
-    async def go() -> int:
+    async def go() -> tuple[int, dict[str, int]]:
         pool = await create_pool(settings.database_url)
         try:
             async with pool.acquire() as conn, conn.transaction():
-                n = await rewrap_all(conn, old, new)
-                await audit(
-                    conn,
-                    actor,
-                    "kek.rotated",
-                    f"kek:{new_kek_id}",
-                    {"from": settings.kek_id, "data_keys": n},
-                )
-                return n
+                n = await rewrap_all(conn, ring)
+                usage = await kek_usage(conn)
+                await audit(conn, actor, "kek.rotated", f"kek:{ring.kek_id}", {"data_keys": n, "by_kek": usage})
+                return n, usage
         finally:
             await pool.close()
 
-    n = asyncio.run(go())
+    n, usage = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps({"kek_in_force": ring.kek_id, "rewrapped": n, "live_keys_by_kek": usage}))
+        return
+    others = {k: v for k, v in usage.items() if k != ring.kek_id}
     typer.echo(
-        f"{n} data key(s) re-wrapped with {new_kek_id}: now set SAIS_KEK_FILE={new_kek_file} "
-        f"SAIS_KEK_ID={new_kek_id} on every service and restart them"
+        f"{n} data key(s) re-wrapped with {ring.kek_id}; "
+        + (
+            f"still under {', '.join(f'{k} ({v})' for k, v in others.items())}: a writer still holds that KEK; "
+            "restart it with the new one in force and run this again"
+            if others
+            else "every live data key is under it: the retired KEK(s) can be removed and destroyed"
+        )
     )
+
+
+@keys_app.command("status")
+def keys_status(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
+    """The KEK in force, the retired ones this configuration holds, and the live data keys under each id.
+    Exit 3 when live keys are under a KEK this configuration does not hold (they would not open)."""
+    import asyncio
+    import json
+
+    from sais_shared.db import create_pool
+    from sais_shared.keystore import kek_usage
+
+    settings = CommonSettings()
+    ring = settings.key_ring()
+
+    async def go() -> dict[str, int]:
+        pool = await create_pool(settings.database_url)
+        try:
+            return await kek_usage(pool)
+        finally:
+            await pool.close()
+
+    usage = asyncio.run(go())
+    unheld = sorted(set(usage) - {ring.kek_id, *ring.retired_ids})
+    if as_json:
+        typer.echo(json.dumps({"kek_in_force": ring.kek_id, "retired": ring.retired_ids, "live_keys_by_kek": usage,
+                               "not_held": unheld}))  # fmt: skip
+    else:
+        typer.echo(f"KEK in force: {ring.kek_id}; retired, unwrap only: {', '.join(ring.retired_ids) or 'none'}")
+        for kek_id, n in usage.items():
+            held = "in force" if kek_id == ring.kek_id else "retired" if kek_id in ring.retired_ids else "NOT HELD"
+            typer.echo(f"  {kek_id}: {n} live data key(s) ({held})")
+    if unheld:
+        raise typer.Exit(int(Exit.REFUSED))
 
 
 @keys_app.command("export-index-key")

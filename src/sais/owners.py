@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-from sais_shared.crypto import KeyEncryptionKey
 from sais_shared.db import create_pool
 from sais_shared.keystore import KeyStore
 from sais_shared.protocol import Protocol
@@ -30,9 +29,7 @@ class Owners:
     def keys(self) -> KeyStore:
         """The key store as eligibility (the role that may open pupil records)."""
         s = self.settings
-        return KeyStore(
-            self.pools["eligibility"], KeyEncryptionKey(s.key_encryption_key_bytes(), s.kek_id, s.index_key_bytes())
-        )
+        return KeyStore(self.pools["eligibility"], s.key_ring())
 
 
 @asynccontextmanager

@@ -248,33 +248,62 @@ async def test_audit_trail_is_append_only(settings_env):
         await conn.close()
 
 
-async def test_kek_rotation_rewraps_data_keys_and_keeps_matching_stable(settings_env, tmp_path):
+async def test_kek_rotation_while_the_services_run_loses_no_key_and_keeps_matching_stable(
+    settings_env, tmp_path, monkeypatch
+):
     import base64
 
-    from sais_shared.crypto import DecryptionError, KeyEncryptionKey
-    from sais_shared.settings import read_key_file
+    from sais_shared.settings import CommonSettings
 
-    rep = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
-    env = dict(settings_env)
-    assert sais(env, "keys", "rotate-kek", "--new-kek-file", env["SAIS_KEK_FILE"], "--new-kek-id", "x").returncode == 2
-    assert sais(env, "keys", "export-index-key", str(tmp_path / "index.b64")).returncode == 0
-    env["SAIS_INDEX_KEY_FILE"] = str(tmp_path / "index.b64")
-    (tmp_path / "kek2.b64").write_text(base64.b64encode(os.urandom(32)).decode())
-    r = sais(env, "keys", "rotate-kek", "--new-kek-file", str(tmp_path / "kek2.b64"), "--new-kek-id", "kek-2")
-    assert r.returncode == 0 and "1 data key(s) re-wrapped" in r.stdout, r.stderr
+    old_env = dict(settings_env)
+    assert sais(old_env, "keys", "rotate-kek").returncode == 2  # the blind-index key must be pinned first
+    assert sais(old_env, "keys", "export-index-key", str(tmp_path / "index.b64")).returncode == 0
+    old_env["SAIS_INDEX_KEY_FILE"] = str(tmp_path / "index.b64")
+    retired = tmp_path / "retired"
+    retired.mkdir()
+    (retired / "kek-1.b64").write_text(Path(settings_env["SAIS_KEK_FILE"]).read_text())
+    (tmp_path / "kek-2.b64").write_text(base64.b64encode(os.urandom(32)).decode())
+    for key in (retired / "kek-1.b64", tmp_path / "kek-2.b64", tmp_path / "index.b64"):
+        key.chmod(0o600)
+    new_env = old_env | {
+        "SAIS_KEK_FILE": str(tmp_path / "kek-2.b64"),
+        "SAIS_KEK_ID": "kek-2",
+        "SAIS_KEK_RETIRED_DIR": str(retired),
+    }
+    dsn = settings_env["SAIS_DATABASE_URL"]
 
-    old = KeyEncryptionKey(read_key_file(Path(settings_env["SAIS_KEK_FILE"]), "x"))
-    new = KeyEncryptionKey(
-        read_key_file(tmp_path / "kek2.b64", "x"), "kek-2", read_key_file(tmp_path / "index.b64", "x")
-    )
-    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
-    key_id, wrapped, kek_id = await conn.fetchrow("SELECT key_id, wrapped, kek_id FROM shared.data_keys")
-    await conn.close()
-    assert kek_id == "kek-2" and new.unwrap(key_id, wrapped)
-    with pytest.raises(DecryptionError):
-        old.unwrap(key_id, wrapped)
-    assert new.blind_index("Zoë", "Smith", "2012-01-01") == old.blind_index("Zoë", "Smith", "2012-01-01")
-    assert rep.accepted == 49
+    def use(env):
+        for k in ("SAIS_KEK_ID", "SAIS_KEK_RETIRED_DIR"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+
+    use(old_env)
+    may = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")  # wrapped by kek-1
+    use(new_env)  # eligibility restarted with kek-2 in force and kek-1 retired
+    async with TestApp(build_eligibility(EligibilitySettings())):
+        await wait_until(lambda: fetchval(dsn, f"SELECT count(*) = {may.accepted} FROM eligibility.records"))
+        use(old_env)  # ingest not yet restarted: it still wraps with kek-1
+        october = await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")
+        use(new_env)
+        status = sais(new_env, "keys", "status", "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["live_keys_by_kek"] == {"kek-1": 2}
+        rotated = sais(new_env, "keys", "rotate-kek")
+        assert rotated.returncode == 0 and "2 data key(s) re-wrapped with kek-2" in rotated.stdout, rotated.stderr
+        total = may.accepted + october.accepted
+        await wait_until(lambda: fetchval(dsn, f"SELECT count(*) = {total} FROM eligibility.records"), timeout=60)
+    assert json.loads(sais(new_env, "keys", "status", "--json").stdout)["live_keys_by_kek"] == {"kek-2": 2}
+    no_retired = {k: v for k, v in new_env.items() if k != "SAIS_KEK_RETIRED_DIR"}
+    use(no_retired)
+    assert sais(no_retired, "keys", "status").returncode == 0  # the old KEK can go now
+    ring_new = CommonSettings().key_ring()
+    use(old_env)
+    unheld = sais(old_env, "keys", "status")  # a configuration still on kek-1 alone would open nothing
+    assert unheld.returncode == 3 and "NOT HELD" in unheld.stdout
+    ring_old = CommonSettings().key_ring()
+    assert ring_new.blind_index("Zoë", "Smith", "2012-01-01") == ring_old.blind_index("Zoë", "Smith", "2012-01-01")
+    audited = await fetchval(dsn, "SELECT count(*) FROM shared.audit_log WHERE action='kek.rotated'")
+    assert audited == 1
 
 
 async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_env, monkeypatch):

@@ -95,3 +95,22 @@ def test_a_kek_file_others_can_read_is_warned_about(tmp_path):
     with capture_logs() as logs:
         CommonSettings(kek_file=kek).key_encryption_key_bytes()
     assert logs == []
+
+
+def test_a_ring_wraps_with_the_kek_in_force_and_opens_with_a_retired_one():
+    import os
+    from uuid import uuid4
+
+    from sais_shared.crypto import DataKey, DecryptionError, KeyEncryptionKey
+
+    old_secret, new_secret = os.urandom(32), os.urandom(32)
+    old = KeyEncryptionKey(old_secret, "kek-1", b"i" * 32)
+    ring = KeyEncryptionKey(new_secret, "kek-2", b"i" * 32, retired={"kek-1": old_secret})
+    key = DataKey.generate(uuid4())
+    under_old = old.wrap(key)
+    assert ring.unwrap_with_id(key.key_id, under_old) == (key, "kek-1")
+    under_new = ring.wrap(key)
+    assert ring.unwrap_with_id(key.key_id, under_new)[1] == "kek-2"
+    with pytest.raises(DecryptionError, match="kek-1"):
+        old.unwrap(key.key_id, under_new)  # a writer on the old KEK alone cannot open the new wrapping
+    assert ring.retired_ids == ["kek-1"] and ring.blind_index("a", "b") == old.blind_index("a", "b")

@@ -14,6 +14,7 @@ import hmac
 import os
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID
@@ -88,13 +89,23 @@ class DataKey:
 
 
 class KeyEncryptionKey:
-    """Wraps and unwraps data keys; derives the blind-index key. Fails fast without its key."""
+    """Wraps and unwraps data keys; derives the blind-index key. Fails fast without its key.
 
-    def __init__(self, secret: bytes, kek_id: str = "kek-1", index_key: bytes | None = None) -> None:
-        if len(secret) != 32:
-            raise ConfigurationError("the key-encryption key must be 32 bytes")
+    ``retired`` KEKs (by id) unwrap only: during a rotation, data keys wrapped by the KEK before this one
+    (or by a writer not yet restarted) still open, while every new key is wrapped by this one."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        kek_id: str = "kek-1",
+        index_key: bytes | None = None,
+        retired: Mapping[str, bytes] | None = None,
+    ) -> None:
+        if len(secret) != 32 or any(len(s) != 32 for s in (retired or {}).values()):
+            raise ConfigurationError("a key-encryption key must be 32 bytes")
         self._aead = AESGCM(secret)
         self.kek_id = kek_id
+        self._retired = {i: AESGCM(s) for i, s in (retired or {}).items() if i != kek_id}
         # The blind-index key must outlive KEK rotations (match keys are stored): pin it with
         # SAIS_INDEX_KEY_FILE; without one it is derived from this KEK.
         self._index_key = index_key or derive_index_key(secret)
@@ -106,14 +117,25 @@ class KeyEncryptionKey:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, key.secret, b"sais-data-key:" + key.key_id.bytes)
 
+    @property
+    def retired_ids(self) -> list[str]:
+        return sorted(self._retired)
+
     def unwrap(self, key_id: UUID, wrapped: bytes) -> DataKey:
-        try:
-            secret = self._aead.decrypt(wrapped[:12], wrapped[12:], b"sais-data-key:" + key_id.bytes)
-        except InvalidTag:
-            raise DecryptionError(
-                f"data key {key_id} does not unwrap with {self.kek_id}: wrong key-encryption key?"
-            ) from None
-        return DataKey(key_id, secret)
+        """The data key, opened by the KEK in force or, failing that, by a retired one."""
+        return self.unwrap_with_id(key_id, wrapped)[0]
+
+    def unwrap_with_id(self, key_id: UUID, wrapped: bytes) -> tuple[DataKey, str]:
+        """The data key and the id of the KEK that opened it."""
+        for kek_id, aead in ((self.kek_id, self._aead), *self._retired.items()):
+            try:
+                return DataKey(
+                    key_id, aead.decrypt(wrapped[:12], wrapped[12:], b"sais-data-key:" + key_id.bytes)
+                ), kek_id
+            except InvalidTag:
+                continue
+        held = ", ".join([self.kek_id, *self._retired])
+        raise DecryptionError(f"data key {key_id} does not unwrap with {held}: wrong key-encryption key?")
 
     def blind_index(self, *parts: str) -> str:
         """A keyed hash of normalised identifying values: equal inputs, equal index; not reversible."""

@@ -82,14 +82,27 @@ class KeyStore:
         return {r["key_id"] for r in rows}
 
 
-async def rewrap_all(conn: asyncpg.Connection, old: KeyEncryptionKey, new: KeyEncryptionKey) -> int:
-    """KEK rotation: every live data key unwrapped with the old KEK and wrapped with the new, atomically."""
-    rows = await conn.fetch("SELECT key_id, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL FOR UPDATE")
+async def rewrap_all(conn: asyncpg.Connection, ring: KeyEncryptionKey) -> int:
+    """KEK rotation: every live data key not yet wrapped by the KEK in force is opened (by whichever KEK of
+    the ring wrapped it) and wrapped again by the one in force, in the caller's transaction. Keys a writer
+    creates meanwhile are wrapped by the KEK it holds: run it again until `kek_usage` shows no other id."""
+    rows = await conn.fetch(
+        "SELECT key_id, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL AND kek_id <> $1 FOR UPDATE",
+        ring.kek_id,
+    )
     await conn.executemany(
         "UPDATE shared.data_keys SET wrapped=$2, kek_id=$3 WHERE key_id=$1",
-        [(r["key_id"], new.wrap(old.unwrap(r["key_id"], r["wrapped"])), new.kek_id) for r in rows],
+        [(r["key_id"], ring.wrap(ring.unwrap(r["key_id"], r["wrapped"])), ring.kek_id) for r in rows],
     )
     return len(rows)
+
+
+async def kek_usage(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
+    """Live data keys by the id of the KEK that wraps them (administrator)."""
+    rows = await conn.fetch(
+        "SELECT kek_id, count(*) AS n FROM shared.data_keys WHERE wrapped IS NOT NULL GROUP BY kek_id ORDER BY kek_id"
+    )
+    return {r["kek_id"]: r["n"] for r in rows}
 
 
 async def destroy_keys(conn: asyncpg.Connection, key_ids: Iterable[UUID], by: str) -> list[UUID]:

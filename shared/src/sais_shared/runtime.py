@@ -10,7 +10,6 @@ import structlog
 
 from . import notices, ops
 from .clock import Clock
-from .crypto import KeyEncryptionKey
 from .db import check_migrated, create_pool
 from .keystore import KeyStore
 from .protocol import load_protocol
@@ -41,7 +40,7 @@ async def open_runtime(
     """Fail fast on a missing KEK or a bad protocol file, then connect (as ``service``'s own role, or
     with SAIS_DATABASE_URL's user for administrative commands), check that the schemas are migrated
     and read the protocol in force."""
-    kek = KeyEncryptionKey(settings.key_encryption_key_bytes(), settings.kek_id, settings.index_key_bytes())
+    kek = settings.key_ring()
     if settings.protocol_file is not None:
         load_protocol(settings.protocol_file)  # a bad file fails before anything connects
     pool = await create_pool(settings.database_login(service) if service else settings.database_url, max_size=pool_size)

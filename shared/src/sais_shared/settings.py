@@ -70,6 +70,11 @@ class CommonSettings(BaseSettings):
     kek_file: Path | None = Field(None, description="File holding the base64 key-encryption key")
     kek: SecretStr | None = Field(None, description="base64 key-encryption key (dev only)")
     kek_id: str = Field("kek-1", description="Identifier of the key-encryption key in force")
+    kek_retired_dir: Path | None = Field(
+        None,
+        description="Folder of retired key-encryption keys, one <kek-id>.b64 each: they open data keys wrapped "
+        "before a rotation, never wrap new ones (docs/runbook.md, Rotating the key-encryption key)",
+    )
     index_key_file: Path | None = Field(
         None, description="base64 blind-index key, pinned so that KEK rotation keeps match keys stable"
     )
@@ -185,6 +190,31 @@ class CommonSettings(BaseSettings):
                 "in base64 (`sais keys new-kek > kek.b64`)"
             )
         return decode_key(raw, "the key-encryption key")
+
+    def retired_keks(self) -> dict[str, bytes]:
+        """The retired KEKs by id (SAIS_KEK_RETIRED_DIR: <kek-id>.b64 each); none when unset."""
+        if self.kek_retired_dir is None:
+            return {}
+        if not self.kek_retired_dir.is_dir():
+            raise ConfigurationError(f"SAIS_KEK_RETIRED_DIR {self.kek_retired_dir} is not a folder")
+        found = {
+            p.name.removesuffix(".b64"): read_key_file(p, "SAIS_KEK_RETIRED_DIR")
+            for p in sorted(self.kek_retired_dir.glob("*.b64"))
+        }
+        if found and self.index_key_file is None:
+            raise ConfigurationError(
+                "retired KEKs without a pinned blind-index key: matching would change with the KEK; set "
+                "SAIS_INDEX_KEY_FILE (`sais keys export-index-key`, with the original KEK in force) first"
+            )
+        return found
+
+    def key_ring(self):
+        """The KEK in force with the retired ones: what every service wraps and unwraps data keys with."""
+        from .crypto import KeyEncryptionKey
+
+        return KeyEncryptionKey(
+            self.key_encryption_key_bytes(), self.kek_id, self.index_key_bytes(), self.retired_keks()
+        )
 
 
 SERVICES = ("ingest", "eligibility", "delivery", "retention")

@@ -124,9 +124,9 @@ class InboundService(FollowsProtocol):
             except ValueError:
                 continue
         raise _Refused(
-                f"the extract key does not unwrap with inbound key "
-                f"{started.encryption.recipient_key_id!r}: sealed for another key?"
-            )
+            f"the extract key does not unwrap with inbound key "
+            f"{started.encryption.recipient_key_id!r}: sealed for another key?"
+        )
 
     async def _scan(self, ref: str, reader: InboundExtractReader) -> tuple[list[str], str]:
         """Pass 1 (streamed): every record opens; the columns, and the content hash that recognises a re-send."""
