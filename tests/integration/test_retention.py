@@ -354,3 +354,52 @@ async def test_the_retention_service_runs_due_deletions_by_itself(settings_env, 
         )
         await certified(dsn, f"extract:{rep.extract_id}")
     assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "undelivered-extract-ingest-plus-retention"
+
+
+async def test_a_restored_backup_has_its_certified_deletions_applied_again(settings_env, monkeypatch, infra):
+    from sais_shared.events import DeletionRequested
+    from sais_shared.topics import Topics
+
+    from tests.helpers import read_topic
+
+    res = await _july_flow(settings_env, monkeypatch)
+    dsn, subject = settings_env["SAIS_DATABASE_URL"], f"batch:{res.batch_id}"
+    db = dsn.split("?")[0].rsplit("/", 1)[1]
+    backup = f"{db}_backup"
+    admin = await asyncpg.connect(infra.pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{db}"')  # the backup, taken before the deletion
+        async with owners_and_retention():
+            done = sais(settings_env, "retention", "run", "--now", "2017-10-11", "--wait", "60", "--json")
+            assert done.returncode == 0, done.stderr
+            await certified(dsn, subject)
+        restored = infra.dsn(backup)
+        live = "SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL"
+        assert await fetchval(restored, live) == 2  # restored as it was: the keys the certificate destroyed are back
+        # after the restore, before the services start (docs/runbook.md, Backups and deletion)
+        env = settings_env | {"SAIS_DATABASE_URL": restored}
+        again = sais(env, "retention", "reapply", "--json")
+        assert again.returncode == 0, again.stderr
+        [req] = json.loads(again.stdout)
+        assert req["subject"] == f"{subject}:reapplied:2017-07-10" and len(req["key_ids"]) == 2
+        assert await fetchval(restored, live) == 0  # crypto-shredded again, at once
+        requested = [
+            DeletionRequested.model_validate_json(r.value)
+            for r in await read_topic(infra.kafka, Topics(settings_env["SAIS_TOPIC_PREFIX"]).deletion_requested)
+        ]
+        [asked] = [r for r in requested if r.subject == req["subject"]]  # the owners are asked to delete the rows
+        assert asked.batch_ids == [res.batch_id] and len(asked.extract_ids) == 2 and asked.scope == "transfer"
+        assert set(asked.owners) == {"ingest", "eligibility", "delivery"}
+        audited = await fetchval(restored, "SELECT count(*) FROM shared.audit_log WHERE action='deletion.reapplied'")
+        assert audited == 1
+        twice = sais(env, "retention", "reapply")
+        assert twice.returncode == 0 and "none undone" in twice.stdout  # nothing left to undo
+        untouched = sais(settings_env, "retention", "reapply")  # the live database was never restored
+        assert untouched.returncode == 0 and "none undone" in untouched.stdout
+    finally:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname=$1 AND pid <> pg_backend_pid()",
+            backup,
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{backup}"')
+        await admin.close()

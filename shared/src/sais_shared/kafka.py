@@ -423,12 +423,13 @@ async def claim_new(conn: Any, table: str, event_ids: Iterable[Any]) -> set[Any]
     return {r["event_id"] for r in rows}
 
 
-async def read_dead_letters(settings: CommonSettings, timeout_s: float = 30.0) -> list[DeadLetter]:
-    """Every dead letter still on the topic, oldest first (as the Kafka administrator). Each names the
-    original message by topic, partition and offset, with the reason; none holds the message itself."""
+async def read_topic_events(
+    settings: CommonSettings, topic: str, parse: Callable[[bytes], E], timeout_s: float = 30.0
+) -> list[E]:
+    """Every event now on ``topic`` that ``parse`` accepts, in offset order per partition (as the Kafka
+    administrator: for operators' reports, never for a service's own processing)."""
     from aiokafka import AIOKafkaConsumer
 
-    topic = Topics(settings.topic_prefix).dead_letter
     consumer = AIOKafkaConsumer(
         **settings.kafka_login(None), enable_auto_commit=False, isolation_level="read_committed"
     )
@@ -441,7 +442,7 @@ async def read_dead_letters(settings: CommonSettings, timeout_s: float = 30.0) -
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        letters: list[DeadLetter] = []
+        found: list[E] = []
         deadline = asyncio.get_running_loop().time() + timeout_s
         while any([await consumer.position(tp) < end[tp] for tp in tps]):
             if asyncio.get_running_loop().time() > deadline:
@@ -449,11 +450,20 @@ async def read_dead_letters(settings: CommonSettings, timeout_s: float = 30.0) -
             for recs in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
                 for r in recs:
                     try:
-                        letters.append(DeadLetter.model_validate_json(r.value))
-                    except ValidationError:
-                        continue  # not ours: the topic is the product's, but say nothing about a stranger
-        # A batch redelivered after a lost commit sets the same message aside again, under the same id.
-        once = {d.event_id: d for d in reversed(letters)}
-        return sorted(once.values(), key=lambda d: d.occurred_at)
+                        found.append(parse(r.value))
+                    except (ValidationError, ValueError):
+                        continue  # not one of ours: say nothing about a stranger
+        return found
     finally:
         await consumer.stop()
+
+
+async def read_dead_letters(settings: CommonSettings, timeout_s: float = 30.0) -> list[DeadLetter]:
+    """Every dead letter still on the topic, oldest first (as the Kafka administrator). Each names the
+    original message by topic, partition and offset, with the reason; none holds the message itself."""
+    letters = await read_topic_events(
+        settings, Topics(settings.topic_prefix).dead_letter, DeadLetter.model_validate_json, timeout_s
+    )
+    # A batch redelivered after a lost commit sets the same message aside again, under the same id.
+    once = {d.event_id: d for d in reversed(letters)}
+    return sorted(once.values(), key=lambda d: d.occurred_at)

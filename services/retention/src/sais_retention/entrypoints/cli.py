@@ -155,6 +155,40 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="print the resul
     Console().print(t)
 
 
+@app.command("reapply")
+def reapply(
+    wait: float = typer.Option(
+        0, metavar="SECONDS", min=0, help="seconds to wait for the owners' confirmations and the certificates"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the requests as JSON"),
+) -> None:
+    """After restoring a database backup, before the services start: apply again every deletion certified
+    on the deletion-completed topic whose data keys the restore brought back (keys destroyed at once; rows
+    deleted by their owners, under a new request). Reads the topic as the Kafka administrator; keep its
+    retention longer than your oldest backup. Running it again does nothing."""
+    from sais_shared.events import DeletionCompleted
+    from sais_shared.kafka import read_topic_events
+    from sais_shared.topics import Topics
+
+    actor, settings = operator.actor(), RetentionSettings()
+
+    async def go(svc, pool):
+        topic = Topics(settings.topic_prefix).deletion_completed
+        certificates = await read_topic_events(settings, topic, DeletionCompleted.model_validate_json)
+        requests = await svc.reapply(certificates, actor)
+        done = await _await_certificates(pool, [r.request_id for r in requests], wait) if wait and requests else []
+        return len(certificates), requests, done
+
+    seen, requests, certified = asyncio.run(_with_service(go))
+    if not as_json:
+        Console().print(
+            f"{seen} deletion certificate(s) read; "
+            + (f"{len(requests)} deletion(s) the restore had undone applied again" if requests else "none undone")
+        )
+    if requests or as_json:
+        _report(requests, certified, as_json)
+
+
 @app.command("purge")
 def purge(
     party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),

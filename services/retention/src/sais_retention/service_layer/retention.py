@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from uuid import UUID
 
 import structlog
 from dateutil.relativedelta import relativedelta
@@ -151,6 +152,38 @@ class RetentionService(FollowsProtocol):
         log.warning("purge.requested", party=party, keys_destroyed=len(keys))
         await self.flush_outbox()
         return req
+
+    async def reapply(self, certificates: list[DeletionCompleted], actor: str) -> list[DeletionRequested]:
+        """After a database restore: every certified deletion whose data keys are live again (the backup
+        predates it) is applied again: those keys destroyed at once, and the owners asked to delete the
+        rows of their extracts (and batch) by a new request, ``<subject>:reapplied:<date>``, certified in
+        turn. A certificate whose keys are all destroyed is left alone: running this twice does nothing."""
+        async with self.uow() as repo:
+            live = dict(await repo.live_keys())  # data key → extract
+        requests: list[DeletionRequested] = []
+        for cert in certificates:
+            back = sorted(k for k in cert.key_ids_destroyed if k in live)
+            if not back:
+                continue
+            subject = f"{cert.subject}:reapplied:{self.clock.today().isoformat()}"
+            kind, _, ident = cert.subject.partition(":")
+            async with self.uow() as repo:
+                if await repo.request_exists(subject):
+                    continue
+                req = await self._request(
+                    repo, subject, cert.rule, self.clock.today(), "party-left" if kind == "party" else "transfer",
+                    actor, OWNERS, extract_ids=sorted({live[k] for k in back}), key_ids=back,
+                    batch_ids=[UUID(ident)] if kind == "batch" else [],
+                )  # fmt: skip
+                await repo.audit(
+                    actor, "deletion.reapplied", cert.subject,
+                    {"certificate_id": str(cert.certificate_id), "keys_destroyed_again": len(back),
+                     "request_id": str(req.request_id)}, self.protocol.version,
+                )  # fmt: skip
+            log.warning("deletion.reapplied", subject=cert.subject, keys=len(back))
+            requests.append(req)
+        await self.flush_outbox()
+        return requests
 
     async def _request(
         self, repo: Repository, subject: str, rule: str, due_on: date, scope: str, actor: str, owners, *,
