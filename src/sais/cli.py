@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -18,6 +19,7 @@ from sais_eligibility.entrypoints.cli import app as eligibility_app
 from sais_ingest.entrypoints.cli import app as ingest_app
 from sais_retention.entrypoints.cli import app as retention_app
 from sais_shared import notices, operator
+from sais_shared.cli_options import working
 from sais_shared.devpki import ensure_dev_pki
 from sais_shared.exits import Exit
 from sais_shared.logging import configure_logging
@@ -179,7 +181,8 @@ def rotate_kek(as_json: bool = typer.Option(False, "--json", help="print the res
         finally:
             await pool.close()
 
-    n, usage = asyncio.run(go())
+    with working(f"re-wrapping data keys with {ring.kek_id}"):
+        n, usage = asyncio.run(go())
     if as_json:
         typer.echo(json.dumps({"kek_in_force": ring.kek_id, "rewrapped": n, "live_keys_by_kek": usage}))
         return
@@ -362,7 +365,8 @@ def kafka_lag(
                 return rows
             await asyncio.sleep(1.0)  # committed offsets are the broker's state: there is no event to wait on
 
-    rows = asyncio.run(settled() if wait else sample())
+    with working(f"waiting up to {wait:.0f} s for every consumer group to catch up") if wait else nullcontext():
+        rows = asyncio.run(settled() if wait else sample())
     behind = sum(r["lag"] for r in rows)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

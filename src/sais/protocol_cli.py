@@ -127,7 +127,10 @@ def check(
 
 
 @app.command("load")
-def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+def load(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, metavar="FILE", help="protocol file (YAML)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
+) -> None:
     """Validate a protocol file and put it in force (audited)."""
     actor, text = operator.actor(), read_protocol_file(path)
 
@@ -143,6 +146,10 @@ def load(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     except ProtocolError as exc:
         err.print(f"[red]not loaded:[/] {exc}")
         raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({"protocol": p.id, "version": p.version, "in_force": True,
+                               "review_date": p.review_date.isoformat()}))  # fmt: skip
+        return
     out.print(f"protocol {p.id} v{p.version} is now in force (review by {p.review_date})")
 
 

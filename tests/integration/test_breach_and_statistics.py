@@ -1,6 +1,7 @@
 """Breach workflow through the real SMTP server; statistics export from a real cohort."""
 
 import csv
+import json
 import os
 import subprocess
 from datetime import UTC, datetime
@@ -20,6 +21,28 @@ def sais(env, *args):
     return subprocess.run(
         [str(REPO / ".venv" / "bin" / "sais"), *args], env={**os.environ, **env}, capture_output=True, text=True
     )
+
+
+async def test_a_breach_whose_notices_fail_is_recorded_once_and_says_not_to_report_it_again(settings_env):
+    env = {
+        **settings_env,
+        "SAIS_AS_OF": "2017-07-10",
+        "SAIS_DELIVERY_SMTP_PORT": "1",
+        "SAIS_DELIVERY_SMTP_ATTEMPTS": "1",
+    }
+    r = sais(env, "breach", "report", "--what", "export e-mailed to the wrong team", "--discovered-at",
+             "2017-07-10T09:30", "--by", "duty officer", "--json")  # fmt: skip
+    assert r.returncode == 3, r.stderr  # needs attention, not "transient": a retry would file it twice
+    answer = json.loads(r.stdout)
+    assert answer["sharing_suspended"] and answer["notified"] == [] and len(answer["not_notified"]) == 4
+    assert answer["ico_decision_due"].startswith("2017-07-13T09:30")  # 72 h from 09:30 Europe/London
+    assert "do not report it again" in r.stderr and answer["breach_id"] in r.stderr
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM delivery.breaches") == 1
+        assert await conn.fetchval("SELECT suspended FROM delivery.control")
+    finally:
+        await conn.close()
 
 
 async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decision(settings_env, infra, monkeypatch):
@@ -66,8 +89,13 @@ async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decisio
         "--keep-suspended",
     )
     assert r.returncode == 0 and await conn.fetchval("SELECT suspended FROM delivery.control")
-    r = sais(env, "delivery", "resume", "--reason", "post-incident review agreed")
-    assert r.returncode == 0 and not await conn.fetchval("SELECT suspended FROM delivery.control")
+    r = sais(env, "delivery", "resume", "--reason", "post-incident review agreed", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == {
+        "suspended": False,
+        "reason": "post-incident review agreed",
+        "actor": "Test Operator",
+    }
+    assert not await conn.fetchval("SELECT suspended FROM delivery.control")
     actions = [x["action"] for x in await conn.fetch("SELECT action FROM shared.audit_log ORDER BY id")]
     await conn.close()
     for a in (

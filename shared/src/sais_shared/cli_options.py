@@ -48,3 +48,16 @@ def parse_academic_year(value: str) -> str:
 
 
 __all__ = ["LONDON", "parse_academic_year", "parse_date", "parse_when"]
+
+
+def working(what: str):
+    """A spinner with ``what`` on stderr while a long command works, when a person is watching (stderr is a
+    terminal); nothing otherwise, so scripts and --json output stay clean."""
+    import contextlib
+    import sys
+
+    from rich.console import Console
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(what)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sais_shared import operator
-from sais_shared.cli_options import parse_academic_year, parse_when
+from sais_shared.cli_options import parse_academic_year, parse_when, working
 from sais_shared.exits import Exit
 
 from ..app import delivery_session
@@ -37,23 +37,26 @@ def _run(coro_fn):
 
 @app.command("send")
 def send(
-    window: str = typer.Option(..., help="delivery window from the protocol, e.g. july, december"),
+    window: str = typer.Option(
+        ..., metavar="WINDOW", help="a delivery window of the protocol in force, e.g. july (`sais protocol show`)"
+    ),
     academic_year: str = typer.Option(..., parser=parse_academic_year, metavar="YYYY/YY", help="e.g. 2017/18"),
-    recipient: str | None = typer.Option(None, help="override the protocol's recipient (must be allow-listed)"),
-    override_review: str | None = typer.Option(None, help="reason to deliver past the protocol review date"),
+    recipient: str | None = typer.Option(
+        None, metavar="ADDRESS", help="the SAIS mailbox, if not SAIS_DELIVERY_RECIPIENT (must be allow-listed)"
+    ),
+    override_review: str | None = typer.Option(
+        None, metavar="REASON", help="reason to deliver past the protocol review date (audited)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Deliver the window's current cohorts now (exactly once)."""
     actor = operator.actor()
-    res = _run(
-        lambda svc: svc.deliver(
-            window,
-            academic_year,
-            actor=actor,
-            recipient=recipient,
-            override_review=override_review,
+    with working(f"delivering the {window} window of {academic_year}: rendering, signing, encrypting, sending"):
+        res = _run(
+            lambda svc: svc.deliver(
+                window, academic_year, actor=actor, recipient=recipient, override_review=override_review
+            )
         )
-    )
     if as_json:
         typer.echo(json.dumps(asdict(res), default=str, indent=2))
         return
@@ -85,31 +88,44 @@ def send(
 
 
 @app.command("suspend")
-def suspend(reason: str = typer.Option(..., help="why sharing is suspended (ISP §16.4)")) -> None:
+def suspend(
+    reason: str = typer.Option(..., help="why sharing is suspended (ISP §16.4)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
+) -> None:
     """Suspend all sharing at once; every attempt to deliver is refused and audited."""
-    actor = operator.actor()
-    _run(lambda svc: svc.set_suspended(True, reason, actor))
-    Console().print("sharing SUSPENDED")
+    _set_sharing(True, reason, as_json)
 
 
 @app.command("resume")
-def resume(reason: str = typer.Option(..., help="the decision to resume")) -> None:
+def resume(
+    reason: str = typer.Option(..., help="the decision to resume"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
+) -> None:
     """Resume sharing after a suspension."""
+    _set_sharing(False, reason, as_json)
+
+
+def _set_sharing(suspended: bool, reason: str, as_json: bool) -> None:
     actor = operator.actor()
-    _run(lambda svc: svc.set_suspended(False, reason, actor))
-    Console().print("sharing resumed")
+    _run(lambda svc: svc.set_suspended(suspended, reason, actor))
+    _said(as_json, "sharing SUSPENDED" if suspended else "sharing resumed", suspended=suspended, reason=reason,
+          actor=actor)  # fmt: skip
 
 
 @app.command("resolve")
 def resolve(
     batch_id: UUID,
     sent: bool = typer.Option(..., "--sent/--not-sent", help="was the interrupted part received?"),
-    part: int | None = typer.Option(None, help="which part (needed only when several were interrupted)"),
+    part: int | None = typer.Option(None, metavar="N", help="which part (needed only when several were interrupted)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Decide an interrupted send: mark it sent (publishes delivery-completed) or ready to send again."""
     actor = operator.actor()
-    _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=actor))
-    Console().print(f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}")
+    done = _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=actor))
+    _said(as_json, f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}" + (
+        f"; every part is sent: delete by {done.delete_by}" if done else ""),
+        batch_id=str(batch_id), part=part, sent=sent, batch_sent=done is not None,
+        delete_by=str(done.delete_by) if done else None)  # fmt: skip
 
 
 @app.command("status")
@@ -151,6 +167,14 @@ def status(
             )
 
 
+def _said(as_json: bool, sentence: str, **facts) -> None:
+    """What a command did: a sentence for a person, or its facts as one JSON object for a script."""
+    if as_json:
+        typer.echo(json.dumps(facts, default=str))
+    else:
+        Console().print(sentence)
+
+
 breach_app = typer.Typer(help="Security incidents (ISP §16): report, list, close.", no_args_is_help=True)
 
 
@@ -163,15 +187,20 @@ def breach_report(
         metavar="YYYY-MM-DDTHH:MM",
         help="when it was discovered (Europe/London unless a zone is given)",
     ),
-    by: str = typer.Option(..., "--by", help="who discovered it"),
+    by: str = typer.Option(..., "--by", metavar="NAME", help="who discovered it"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Record a breach, suspend sharing at once and notify both parties' points of contact."""
     from ..service_layer.breach import report_breach
 
     when, actor = discovered_at, operator.actor()
     rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by, actor=actor))
-    Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
-    Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
+    if as_json:
+        typer.echo(json.dumps({"breach_id": str(rep.breach_id), "sharing_suspended": True, "notified": rep.notified,
+                               "not_notified": rep.failed, "ico_decision_due": rep.ico_decision_due.isoformat()}))  # fmt: skip
+    else:
+        Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
+        Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
     if rep.failed:  # recorded and suspended: running the command again would file the breach twice
         err.print(
             f"[red]notice NOT delivered to {', '.join(rep.failed)}:[/] contact them by other means. The breach "
@@ -186,6 +215,7 @@ def breach_close(
     outcome: str = typer.Option(..., help="what was found and done"),
     ico_notified: bool = typer.Option(..., "--ico-notified/--ico-not-notified"),
     resume: bool = typer.Option(..., "--resume/--keep-suspended", help="the explicit decision about sharing"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Close a breach with its outcome; sharing resumes only with --resume."""
     from ..service_layer.breach import close_breach
@@ -195,7 +225,8 @@ def breach_close(
     _run(
         lambda svc: close_breach(svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume, actor=actor)
     )
-    Console().print(f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}")
+    _said(as_json, f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}",
+          breach_id=str(breach_id), ico_notified=ico_notified, sharing_resumed=resume)  # fmt: skip
 
 
 @breach_app.command("list")

@@ -6,6 +6,7 @@ import asyncio
 import json
 from dataclasses import asdict
 from datetime import date
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -22,6 +23,8 @@ from sais_shared.protocol import ProtocolRefusalError
 from ..app import ingest_session
 from ..domain.model import ExtractFileError
 from ..service_layer.ingest_file import ExtractReport
+
+Source = Enum("Source", {s.replace("-", "_"): s for s in SOURCES}, type=str)  # the choices --help lists
 
 app = typer.Typer(help="Ingest LA extracts (census, admissions).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -87,14 +90,12 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
 @app.command("file")
 def ingest_file_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
-    source: str = typer.Option(..., help=f"one of {', '.join(SOURCES)}"),
+    source: Source = typer.Option(..., help="the extract's source (the protocol must request it)"),
     reference_date: date = typer.Option(..., parser=parse_date, metavar="YYYY-MM-DD", help="census day or offer date"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     report: Path | None = typer.Option(None, help="also write the full report (JSON) here"),
 ) -> None:
     """Validate, minimise and publish one extract file."""
-    if source not in SOURCES:
-        raise typer.BadParameter(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
     ref, actor = reference_date, operator.actor()
 
     size = path.stat().st_size
@@ -113,7 +114,7 @@ def ingest_file_cmd(
                 task = bar.add_task(f"ingesting {path.name}", total=None)
                 return await session.service.file(
                     path,
-                    source=source,
+                    source=source.value,
                     reference_date=ref,
                     actor=actor,
                     progress=lambda n: bar.update(task, completed=n),

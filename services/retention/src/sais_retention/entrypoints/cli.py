@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from sais_shared import operator
 from sais_shared.bootstrap import session
-from sais_shared.cli_options import parse_date
+from sais_shared.cli_options import parse_date, working
 
 from ..app import WIRING
 from ..config import RetentionSettings
@@ -86,7 +86,8 @@ def run(
         requests = await svc.run_due(today, actor=actor)
         return requests, await _await_certificates(pool, [r.request_id for r in requests], wait) if wait else []
 
-    requests, certified = asyncio.run(_with_service(go))
+    with working("running due deletions" + (" and waiting for the owners' confirmations" if wait else "")):
+        requests, certified = asyncio.run(_with_service(go))
     _report(requests, certified, as_json)
 
 
@@ -179,7 +180,8 @@ def reapply(
         done = await _await_certificates(pool, [r.request_id for r in requests], wait) if wait and requests else []
         return len(certificates), requests, done
 
-    seen, requests, certified = asyncio.run(_with_service(go))
+    with working("reading the deletion certificates and applying again what a restore undid"):
+        seen, requests, certified = asyncio.run(_with_service(go))
     if not as_json:
         Console().print(
             f"{seen} deletion certificate(s) read; "
@@ -191,11 +193,12 @@ def reapply(
 
 @app.command("purge")
 def purge(
-    party: str = typer.Option(..., help="protocol party id leaving (e.g. cwpt), or 'all'"),
-    confirm: str = typer.Option(None, help="type the party id again to confirm (asked when omitted)"),
+    party: str = typer.Option(..., metavar="PARTY", help="protocol party id leaving (e.g. cwpt), or 'all'"),
+    confirm: str = typer.Option(None, metavar="PARTY", help="type the party id again to confirm (asked when omitted)"),
     wait: float = typer.Option(
         0, metavar="SECONDS", min=0, help="seconds to wait for the owners' confirmations and the certificate"
     ),
+    as_json: bool = typer.Option(False, "--json", help="print the request as JSON"),
 ) -> None:
     """Delete everything received from or destined for a party leaving the protocol (ISP §4.3, §11.3)."""
     actor = operator.actor()
@@ -210,12 +213,14 @@ def purge(
         return req, await _await_certificates(pool, [req.request_id], wait) if wait else []
 
     try:
-        req, certified = asyncio.run(_with_service(go))
+        with working(f"purging everything held for {party}"):
+            req, certified = asyncio.run(_with_service(go))
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    Console().print(f"purge for {party}: {len(req.key_ids)} data key(s) destroyed")
-    _report([req], certified, False)
+    if not as_json:
+        Console().print(f"purge for {party}: {len(req.key_ids)} data key(s) destroyed")
+    _report([req], certified, as_json)
 
 
 @app.command("certificates")
