@@ -20,7 +20,7 @@ from ..app import delivery_session
 from ..config import DeliverySettings
 
 app = typer.Typer(help="Deliver cohorts to the SAIS (S/MIME over SMTP+TLS).", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the width
 
 
 def _run(coro_fn):
