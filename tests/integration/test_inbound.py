@@ -38,10 +38,11 @@ async def publish(infra, topic, messages):
         await p.stop()
 
 
-def writer(infra, ref):
+def writer(infra, ref, public_pem: bytes | None = None, key_id: str = "inbound-1"):
+    """An upstream system's writer for one extract, sealed to ingest's inbound key (the dev one by default)."""
     return InboundExtractWriter(
-        (infra.pki / "inbound.pub.pem").read_bytes(),
-        "inbound-1",
+        public_pem or (infra.pki / "inbound.pub.pem").read_bytes(),
+        key_id,
         ref,
         "summer-census",
         date(2017, 5, 18),
@@ -379,15 +380,11 @@ async def test_during_an_inbound_key_rotation_extracts_sealed_to_either_key_are_
     topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
     dsn = settings_env["SAIS_DATABASE_URL"]
     old = writer(infra, "sims-old-key")
-    moved = InboundExtractWriter(
+    moved = writer(
+        infra,
+        "sims-new-key",
         new.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         "inbound-2",
-        "sims-new-key",
-        "summer-census",
-        date(2017, 5, 18),
-        "SIMS (test)",
-        publisher=DEV_PUBLISHER,
-        signing_key_pem=(infra.pki / "publisher.key").read_bytes(),
     )
     rows = may_rows()
     async with TestApp(build_app(IngestSettings())):
