@@ -19,7 +19,9 @@ from sais_delivery.domain.errors import (
     UncertainDeliveryError,
 )
 from sais_eligibility.domain.rules import RulesError
+from sais_ingest.adapters.repository import ExtractBusyError
 from sais_ingest.domain.model import ExtractFileError
+from sais_ingest.service_layer.ingest_file import ExtractStateError
 from sais_shared.errors import ConfigurationError, SaisError
 from sais_shared.exits import Exit
 from sais_shared.files import OutputFileError
@@ -30,7 +32,10 @@ from sais_shared.schools import RegisterError
 # First match wins: the more specific classes come first.
 _KNOWN: list[tuple[tuple[type[BaseException], ...], Exit, str]] = [
     ((ActorRequiredError, ActorInvalidError), Exit.BAD_INPUT, "who is acting?"),
-    ((ExtractFileError, RegisterError, OutputFileError), Exit.BAD_INPUT, "refused"),
+    ((ExtractFileError,), Exit.BAD_INPUT, "extract refused"),
+    ((RegisterError, OutputFileError), Exit.BAD_INPUT, "refused"),
+    ((ExtractStateError,), Exit.REFUSED, "refused"),
+    ((ExtractBusyError,), Exit.TRANSIENT, "busy"),
     ((UncertainDeliveryError, MessageMayHaveBeenSentError), Exit.UNCERTAIN, "uncertain"),
     ((NothingToDeliverError,), Exit.NOTHING, "nothing to deliver"),
     ((ProtocolRefusalError, DeliveryRefusedError), Exit.REFUSED, "refused by the protocol"),

@@ -38,14 +38,14 @@ async def publish(infra, topic, messages):
         await p.stop()
 
 
-def writer(infra, ref, public_pem: bytes | None = None, key_id: str = "inbound-1"):
+def writer(infra, ref, public_pem: bytes | None = None, key_id: str = "inbound-1", on: date = date(2017, 5, 18)):
     """An upstream system's writer for one extract, sealed to ingest's inbound key (the dev one by default)."""
     return InboundExtractWriter(
         public_pem or (infra.pki / "inbound.pub.pem").read_bytes(),
         key_id,
         ref,
         "summer-census",
-        date(2017, 5, 18),
+        on,
         "SIMS (test)",
         publisher=DEV_PUBLISHER,
         signing_key_pem=(infra.pki / "publisher.key").read_bytes(),
@@ -385,6 +385,7 @@ async def test_during_an_inbound_key_rotation_extracts_sealed_to_either_key_are_
         "sims-new-key",
         new.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
         "inbound-2",
+        on=date(2017, 5, 17),  # another extract, not a replacement of the first (which would withdraw 39 of 49)
     )
     rows = may_rows()
     async with TestApp(build_app(IngestSettings())):

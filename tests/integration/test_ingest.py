@@ -4,6 +4,7 @@ import json
 import shutil
 from datetime import date
 
+import asyncpg
 import pytest
 from sais_ingest.app import ingest_session
 from sais_ingest.config import IngestSettings
@@ -107,15 +108,23 @@ def test_sample_files_are_committed():
         assert (REPO / "data" / "samples" / name).stat().st_size > 0
 
 
-async def test_the_same_child_twice_in_one_extract_is_reported(settings_env, tmp_path):
+async def test_the_same_child_twice_in_one_extract_is_one_child_and_a_near_repeat_is_reported(settings_env, tmp_path):
     lines = MAY.read_text(encoding="utf-8-sig").splitlines()
+    moved = lines[1].replace("CV34 4FL", "CV34 4FM")  # same name and date of birth, another postcode
     dup = tmp_path / "dup.csv"
-    dup.write_text("\n".join([lines[0], lines[1], lines[2], lines[1].replace("A937", "B937", 1)]) + "\n")
-    rep = await _ingest(dup)
-    assert rep.accepted == 3
-    assert [(w["row_number"], w["reason"]) for w in rep.warning_rows if w["field"] == "row"] == [
-        (4, "same child as row 2")
+    dup.write_text("\n".join([lines[0], lines[1], lines[2], lines[1].replace("A937", "B937", 1), moved]) + "\n")
+    rep = await _ingest(dup)  # row 4 differs from row 2 only in the UPN, which ISP §6.1 does not allow
+    assert (rep.rows_in, rep.accepted, rep.repeated) == (4, 3, 1) and rep.balanced
+    assert [(w["row_number"], w["code"]) for w in rep.warning_rows if w["field"] == "row"] == [
+        (4, "row.repeated"),
+        (5, "row.same-child"),
     ]
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    conn = await asyncpg.connect(dsn)
+    try:  # the repeat is not indexed (so not published); the near repeat is, for review
+        assert await conn.fetchval("SELECT count(*) FROM ingest.row_index") == 3
+    finally:
+        await conn.close()
 
 
 async def test_a_refused_extract_is_json_too_with_json(settings_env, tmp_path):
@@ -126,6 +135,7 @@ async def test_a_refused_extract_is_json_too_with_json(settings_env, tmp_path):
     r = sais(settings_env, "ingest", "file", str(bad), "--source", "summer-census", "--reference-date", "2017-05-18",
              "--json")  # fmt: skip
     assert r.returncode == 2
-    doc = json.loads(r.stdout)
-    assert doc["refused"] is True and "required column(s) missing" in doc["reason"] and doc["file"] == bad.name
+    doc = json.loads(r.stdout)  # the one documented shape of a failure
+    assert set(doc) == {"error", "exit_code", "message"} and doc["exit_code"] == 2
+    assert "required column(s) missing" in doc["message"]
     assert "Smith" not in r.stdout + r.stderr  # the refusal never echoes a child's details

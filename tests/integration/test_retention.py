@@ -319,6 +319,7 @@ async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_e
     await conn.close()
     monkeypatch.setenv("SAIS_ELIGIBILITY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-eligibility-replay")
     monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", settings_env["SAIS_TOPIC_PREFIX"] + "-delivery-replay")
+    monkeypatch.setenv("SAIS_AS_OF", "2017-10-12")  # the October census is ingested after its census day
     async with TestApp(build_eligibility(EligibilitySettings())), TestApp(build_delivery(DeliverySettings())):
         await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")  # new data, a live key
         await wait_until(

@@ -45,6 +45,7 @@ class FakeRepository:
     findings: dict[tuple, str] = field(default_factory=dict)
     schools: dict[str, SchoolSpan] = field(default_factory=dict)
     outbox: list[tuple[UUID, bytes, str]] = field(default_factory=list)
+    progress: dict[UUID, list[int]] = field(default_factory=dict)
 
     async def claim_new(self, event_ids):
         fresh = set(event_ids) - self.processed
@@ -89,9 +90,65 @@ class FakeRepository:
             "gender",
             "key_id",
             "personal",
+            "match_findings",
         )
         for row in rows:
             self.records.setdefault(row[0], {**dict(zip(cols, row, strict=True)), "active": True})
+
+    async def add_progress(self, rows):
+        for extract_id, n, digest in rows:
+            p = self.progress.setdefault(extract_id, [0, 0])
+            p[0], p[1] = p[0] + n, (p[1] + digest) % 2**64
+
+    async def ended_among(self, extract_ids):
+        return {x for x in extract_ids if self.extracts.get(x, {}).get("status") == "failed"}
+
+    async def fail_extract(self, e):
+        self.extracts[e.extract_id] = {"extract_id": e.extract_id, "academic_year": e.target_academic_year,
+                                       "status": "failed", "reconciled": False, "released": False}  # fmt: skip
+        gone = [k for k, r in self.records.items() if r["extract_id"] == e.extract_id]
+        for k in gone:
+            del self.records[k]
+        self.progress.pop(e.extract_id, None)
+        return {"eligibility.records": len(gone)}
+
+    async def withdraw_extract(self, extract_id, reason):
+        e = self.extracts.get(extract_id)
+        if not e or e["status"] != "completed":
+            return False
+        e.update(status="withdrawn", reconciled=False, released_through=None)
+        for r in self.records.values():
+            if r["extract_id"] == extract_id:
+                r["active"] = False
+        return True
+
+    async def start_release(self, extract_id):
+        e = self.extracts[extract_id]
+        if e["released"] or e["status"] != "completed":
+            return False
+        e["released"] = True
+        return True
+
+    async def release_cursor(self, extract_id):
+        e = self.extracts[extract_id]
+        return e["reconciled"], e.get("released_through")
+
+    async def children_of(self, extract_ids, after, limit):
+        ids = sorted({r["pupil_id"] for r in self.records.values() if r["extract_id"] in extract_ids})
+        return [p for p in ids if after is None or p > after][:limit]
+
+    async def released_findings(self, extract_id, pupil_ids):
+        import json
+
+        return [
+            (r["academic_year"], r["pupil_id"], code, detail, r["school_dfe"])
+            for r in self.records.values()
+            if r["extract_id"] == extract_id and r["pupil_id"] in pupil_ids
+            for code, detail in json.loads(r["match_findings"])
+        ]
+
+    async def set_released_through(self, extract_id, pupil_id):
+        self.extracts[extract_id]["released_through"] = pupil_id
 
     async def add_findings(self, findings):
         for year, pupil_id, code, detail, _school in findings:
@@ -106,8 +163,9 @@ class FakeRepository:
 
     async def cohort_state(self, year, pupil_ids):
         records: dict[UUID, list[dict]] = {}
+        released = {x for x, e in self.extracts.items() if e["status"] == "completed" and e["released"]}
         for r in self.records.values():
-            if r["pupil_id"] in pupil_ids and r["active"]:
+            if r["pupil_id"] in pupil_ids and r["active"] and r["extract_id"] in released:
                 records.setdefault(r["pupil_id"], []).append(r)
         held: dict[UUID, dict[str, Held]] = {}
         for (y, programme, pupil_id), m in self.cohort.items():
@@ -132,7 +190,7 @@ class FakeRepository:
         self.outbox += [e for e in outbox if e[0] not in known]
 
     async def add_extracts(self, rows):
-        for extract_id, source, ref, year, accepted, supersedes, key_id, completed in rows:
+        for extract_id, source, ref, year, accepted, supersedes, key_id, completed, digest in rows:
             self.extracts.setdefault(
                 extract_id,
                 {
@@ -141,16 +199,23 @@ class FakeRepository:
                     "accepted": accepted,
                     "supersedes": supersedes,
                     "reconciled": False,
+                    "released": False,
+                    "status": "completed",
+                    "digest": digest,
                 },
             )
 
     def _ready(self, year):
+        def complete(e):
+            n, d = self.progress.get(e["extract_id"], [0, 0])
+            return e["accepted"] == n and e["digest"] in (None, d)
+
         return [
             e
             for e in self.extracts.values()
             if e["academic_year"] == year
             and not e["reconciled"]
-            and e["accepted"] == sum(r["extract_id"] == e["extract_id"] for r in self.records.values())
+            and (e["status"] == "withdrawn" or (e["status"] == "completed" and complete(e)))
         ]
 
     async def any_ready(self, year):
@@ -285,6 +350,7 @@ def completed(
     source="summer-census",
     ref: date = MAY,
     year="2017/18",
+    digest: str | None = None,
 ) -> ExtractCompleted:
     return ExtractCompleted(
         event_id=stable_id("extract-completed", extract_id),
@@ -304,6 +370,7 @@ def completed(
         originator="LA",
         protocol_version="0.2",
         ingested_by="test",
+        records_digest=digest,
     )
 
 
@@ -528,3 +595,87 @@ async def test_coverage_is_checked_into_a_gauge_and_an_event_per_year_for_delive
     latest = [e for e in outbox.published if isinstance(e, CoverageChecked)][-len(svc.rules) :]
     assert all(e.protocol_version == "0.3" and e.gaps == [] for e in latest)
     assert all(value(y) == 0 for y in svc.rules)
+
+
+# --- all or nothing ------------------------------------------------------------------------------
+
+
+def failed(extract_id: UUID, key: DataKey, published: int):
+    from sais_shared.events import ExtractFailed
+
+    return ExtractFailed(
+        event_id=stable_id("extract-failed", extract_id),
+        occurred_at=datetime(2017, 6, 1, tzinfo=UTC),
+        extract_id=extract_id,
+        source="summer-census",
+        reference_date=MAY,
+        target_academic_year="2017/18",
+        key_id=key.key_id,
+        status="refused",
+        code="file.field-too-long",
+        reason="a field is too long",
+        published=published,
+    )
+
+
+async def test_an_extract_s_children_are_held_until_it_is_complete(world):
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 5)]
+    await svc.handle_pupils(events[:2])
+    assert outbox.published == [] and len(repo.records) == 2  # recorded and matched, in no cohort
+    await svc.handle_extracts([completed(ex, key, 3)])
+    assert outbox.published == []  # completed, but one of its three pupil events has not come yet
+    await svc.handle_pupils(events[2:])
+    assert len(outbox.published) == 3  # the last one came: all three released together
+
+
+async def test_a_checksum_that_does_not_match_holds_the_extract(world):
+    from sais_shared.events import records_digest
+
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 4)]
+    wrong = records_digest([events[0].record_id, stable_id("record", ex, 99)])  # right count, other records
+    await send(svc, events, completed(ex, key, 2, digest=wrong))
+    assert outbox.published == []
+    right = records_digest([e.record_id for e in events])
+    key2, ex2 = keys.new(), uuid4()
+    events2 = [pupil(keys, key2, ex2, n, forename=f"Child{n}") for n in range(2, 4)]
+    await send(svc, events2, completed(ex2, key2, 2, digest=records_digest([e.record_id for e in events2])))
+    assert right != wrong and len(outbox.published) == 2
+
+
+async def test_a_failed_extract_is_discarded_and_its_late_events_too(world):
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 6)]
+    await svc.handle_pupils(events[:2])
+    await svc.handle_extracts([failed(ex, key, published=4)])
+    assert repo.records == {}  # what it left is gone
+    await svc.handle_pupils(events[2:])  # the rest arrive after the failure
+    assert repo.records == {} and outbox.published == []
+
+
+async def test_a_withdrawn_extract_s_children_leave_the_cohort(world):
+    from sais_shared.events import ExtractWithdrawn
+
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    await send(svc, [pupil(keys, key, ex, 2)], completed(ex, key, 1))
+    [added] = outbox.published
+    await svc.handle_extracts(
+        [
+            ExtractWithdrawn(
+                event_id=stable_id("extract-withdrawn", ex),
+                occurred_at=datetime(2017, 6, 2, tzinfo=UTC),
+                extract_id=ex,
+                target_academic_year="2017/18",
+                reason="wrong reference date",
+                withdrawn_by="Jo",
+            )
+        ]
+    )
+    [_, gone] = outbox.published
+    assert isinstance(gone, CohortMemberWithdrawn) and gone.pupil_id == added.pupil_id
+    assert "withdrawn" in gone.reason and gone.revision == added.revision + 1

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from uuid import UUID
 
 import pytest
 from sais_ingest.adapters.repository import ExtractRow
+from sais_ingest.domain.model import ExtractFileError
 from sais_ingest.service_layer.ingest_file import Ingest, Publishers
 from sais_shared.crypto import DataKey, KeyEncryptionKey
 from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected
@@ -28,15 +30,115 @@ MAY = REPO / "data" / "samples" / "may-census-2017.csv"
 class FakeExtractStore:
     extracts: dict[UUID, ExtractRow] = field(default_factory=dict)
     problems_: list[tuple] = field(default_factory=list)
-    row_keys: list[tuple] = field(default_factory=list)
+    index: dict[UUID, dict[int, tuple[str, str]]] = field(default_factory=dict)  # extract → row → (child, content)
     dip: dict[UUID, list[dict]] = field(default_factory=dict)
     audited: list[tuple[str, str]] = field(default_factory=list)
+    held: set[UUID] = field(default_factory=set)
+    announced_: set[UUID] = field(default_factory=set)
 
     async def audit(self, actor, action, subject, details, protocol_version):
         self.audited.append((action, subject))
 
-    async def by_hash(self, sha256):
-        return next((e for e in self.extracts.values() if e.content_sha256 == sha256), None)
+    @asynccontextmanager
+    async def hold(self, extract_id):
+        self.held.add(extract_id)
+        try:
+            yield
+        finally:
+            self.held.discard(extract_id)
+
+    async def is_held(self, extract_id):
+        return extract_id in self.held
+
+    def _same(self, sha256, source, reference_date, target_year):
+        return [
+            e
+            for e in self.extracts.values()
+            if (e.content_sha256, e.source, e.reference_date, e.target_academic_year)
+            == (sha256, source, reference_date, target_year)
+        ]
+
+    async def identity(self, sha256, source, reference_date, target_year):
+        live = [
+            e for e in self._same(sha256, source, reference_date, target_year) if e.status in ("started", "completed")
+        ]
+        return live[-1] if live else None
+
+    async def attempts(self, sha256, source, reference_date, target_year):
+        return len(self._same(sha256, source, reference_date, target_year))
+
+    async def end(self, extract_id, status, code, reason, by, *, published):
+        e = self.extracts[extract_id]
+        if e.status != ("completed" if status == "withdrawn" else "started"):
+            return False
+        self.extracts[extract_id] = replace(
+            e, status=status, failure_code=code, failure=reason, ended_by=by,
+            published=e.published if status == "withdrawn" else published,
+        )  # fmt: skip
+        if status != "withdrawn":
+            self.index.pop(extract_id, None)
+        return True
+
+    async def abandoned(self):
+        out = []
+        for x, e in list(self.extracts.items()):
+            if e.status == "started" and x not in self.held:
+                await self.end(x, "failed", "abandoned", "abandoned", "ingest", published=0)
+                out.append(x)
+        return out
+
+    async def unannounced(self):
+        return [
+            e for x, e in self.extracts.items()
+            if e.status in ("refused", "failed", "withdrawn") and x not in self.announced_
+        ]  # fmt: skip
+
+    async def announced(self, extract_id):
+        self.announced_.add(extract_id)
+
+    async def index_rows(self, extract_id, rows):
+        idx = self.index.setdefault(extract_id, {})
+        first = {content: n for n, (_, content) in sorted(idx.items())}
+        repeats = {}
+        for n, child, content in sorted(rows):
+            if content in first and first[content] < n:
+                repeats[n] = first[content]
+            else:
+                first.setdefault(content, n)
+                idx[n] = (child, content)
+        return repeats
+
+    async def same_child_rows(self, extract_id):
+        first: dict[str, int] = {}
+        out = []
+        for n, (child, _) in sorted(self.index.get(extract_id, {}).items()):
+            if child in first:
+                out.append((n, first[child]))
+            else:
+                first[child] = n
+        return out
+
+    async def replacement_effect(self, extract_id, supersedes):
+        def children(x):
+            out: dict[str, set[str]] = {}
+            for child, content in self.index.get(x, {}).values():
+                out.setdefault(child, set()).add(content)
+            return out
+
+        new, old = children(extract_id), children(supersedes)
+        both = set(new) & set(old)
+        return {
+            "adds": len(set(new) - set(old)),
+            "updates": sum(new[c] != old[c] for c in both),
+            "unchanged": sum(new[c] == old[c] for c in both),
+            "withdrawals": len(set(old) - set(new)),
+            "before": len(old),
+        }
+
+    async def discard(self, extract_id):
+        self.index.pop(extract_id, None)
+        self.extracts.pop(extract_id, None)
+        self.problems_ = [p for p in self.problems_ if p[0] != extract_id]
 
     async def get(self, extract_id):
         return self.extracts.get(extract_id)
@@ -82,26 +184,12 @@ class FakeExtractStore:
             target_academic_year,
             [],
             protocol_version,
+            key_id=key_id,
         )
         self.problems_ = [p for p in self.problems_ if p[0] != extract_id]
 
     async def add_problems(self, extract_id, rows):
         self.problems_ += [(extract_id, *r) for r in rows]
-
-    async def add_row_keys(self, extract_id, rows):
-        self.row_keys += [(extract_id, *r) for r in rows]
-
-    async def duplicate_rows(self, extract_id):
-        first: dict[str, int] = {}
-        out = []
-        for ex, key, row in sorted(self.row_keys, key=lambda r: r[2]):
-            if ex == extract_id:
-                if key in first:
-                    out.append((row, first[key]))
-                else:
-                    first[key] = row
-        self.row_keys = [r for r in self.row_keys if r[0] != extract_id]
-        return out
 
     async def save_dip_sample(self, extract_id, rows):
         self.dip[extract_id] = [
@@ -118,10 +206,14 @@ class FakeExtractStore:
             if p[0] == extract_id and p[2] == kind
         ]
 
-    async def complete(self, extract_id, *, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns):
+    async def complete(
+        self, extract_id, *, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns, repeated=0
+    ):
         self.extracts[extract_id] = replace(
             self.extracts[extract_id],
             status="completed",
+            repeated=repeated,
+            published=accepted,
             rows_in=rows_in,
             accepted=accepted,
             rejected=rejected,
@@ -226,3 +318,148 @@ async def test_an_extract_with_a_title_row_is_ingested_and_reports_where_its_hea
     rep = await ingest.file(titled, source="summer-census", reference_date=date(2017, 5, 18), actor="test")
     assert rep.header_row == 2 and (rep.rows_in, rep.accepted, rep.rejected) == (52, 49, 2)
     assert {r["row_number"] for r in rep.rejections} == {53, 54}  # one lower, as Excel shows them
+
+
+# --- all or nothing, one child once, corrections -------------------------------------------------
+
+REF = date(2017, 5, 18)
+
+
+def _completed(ingest):
+    from sais_shared.events import extract_event_adapter
+
+    return [extract_event_adapter.validate_json(v) for _, v in ingest.publishers.extract_completed.sent]
+
+
+def _lines(path=MAY):
+    return path.read_text(encoding="utf-8-sig").splitlines()
+
+
+async def test_a_row_repeated_exactly_is_one_child_and_twins_stay_two(ingest, tmp_path):
+    lines = _lines()
+    header, first = lines[0], lines[1]
+    cols = header.split(",")
+    twin = first.split(",")
+    fore = next(i for i, c in enumerate(cols) if "forename" in c.lower())
+    twin[fore] = "Zebedee"  # same date of birth, address and school; another forename
+    f = tmp_path / "repeat.csv"
+    f.write_text("\n".join([header, first, *lines[2:], first, ",".join(twin)]) + "\n", encoding="utf-8")
+    rep = await ingest.file(f, source="summer-census", reference_date=REF, actor="test")
+    assert rep.balanced and rep.repeated == 1 and rep.accepted == 50  # 49 + the twin; the repeat once
+    pupils = [PupilRecorded.model_validate_json(v) for _, v in ingest.publishers.pupil_recorded.sent]
+    assert len(pupils) == 50 and len({p.record_id for p in pupils}) == 50
+    [done] = _completed(ingest)
+    assert (done.accepted, done.repeated) == (50, 1)
+    repeat_row = len(lines) + 1  # header is row 1: the copy of row 2 is the file's second-to-last row
+    assert any(w["code"] == "row.repeated" and w["row_number"] == repeat_row and "row 2" in w["reason"]
+               for w in rep.warning_rows)  # fmt: skip
+
+
+async def test_same_name_and_birth_date_with_other_details_is_reported_not_merged(ingest, tmp_path):
+    lines = _lines()
+    header, first = lines[0], lines[1]
+    cols = [c.lower() for c in header.split(",")]
+    moved = first.split(",")
+    pc = next(i for i, c in enumerate(cols) if "postcode" in c.replace(" ", ""))
+    moved[pc] = "CV1 1AA"
+    f = tmp_path / "moved.csv"
+    f.write_text("\n".join([header, first, *lines[2:], ",".join(moved)]) + "\n", encoding="utf-8")
+    rep = await ingest.file(f, source="summer-census", reference_date=REF, actor="test")
+    assert rep.repeated == 0 and rep.accepted == 50
+    assert any(w["code"] == "row.same-child" and "row 2" in w["reason"] for w in rep.warning_rows)
+
+
+async def test_a_file_refused_part_way_is_ended_refused_and_announced(ingest, tmp_path, monkeypatch):
+    from sais_ingest.service_layer import ingest_file
+
+    monkeypatch.setattr(ingest_file, "CHUNK_ROWS", 10)  # so rows are published before the bad one
+    lines = _lines()
+    f = tmp_path / "long.csv"
+    f.write_text("\n".join([*lines, lines[1].replace(",", ',"' + "x" * 200_000 + '",', 1)]) + "\n", encoding="utf-8")
+    with pytest.raises(ExtractFileError):
+        await ingest.file(f, source="summer-census", reference_date=REF, actor="Jo")
+    [row] = ingest.repo.extracts.values()
+    assert row.status == "refused" and row.failure
+    [ended] = _completed(ingest)
+    assert ended.type == "extract-failed" and ended.status == "refused" and ended.published >= 10
+    assert ended.published == len(ingest.publishers.pupil_recorded.sent)
+    assert ("extract.refused", f"extract:{row.extract_id}") in ingest.repo.audited
+    again = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="Jo")  # the fixed file
+    assert not again.duplicate and again.extract_id != row.extract_id
+
+
+async def test_an_abandoned_extract_is_ended_by_the_next_ingest(ingest):
+    ingest.repo.extracts[UUID(int=1)] = ExtractRow(
+        UUID(int=1), "ab" * 32, "summer-census", REF, "started", 0, 0, 0, 0, 0, None, "x.csv", "2017/18", [], "0.2",
+        key_id=UUID(int=2),
+    )  # fmt: skip
+    await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    assert ingest.repo.extracts[UUID(int=1)].status == "failed"
+    assert [e.type for e in _completed(ingest)] == ["extract-failed", "extract-completed"]
+
+
+async def test_a_header_only_replacement_is_refused_unless_confirmed(ingest, tmp_path):
+    first = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    empty = tmp_path / "empty.csv"
+    empty.write_text(_lines()[0] + "\n", encoding="utf-8")
+    dry = await ingest.file(empty, source="summer-census", reference_date=REF, actor="test", dry_run=True)
+    assert dry.dry_run and dry.status == "refused" and dry.effect["withdrawals"] == 49 and dry.effect["before"] == 49
+    assert len(_completed(ingest)) == 1  # a dry run publishes nothing
+    with pytest.raises(ExtractFileError, match="--replace"):
+        await ingest.file(empty, source="summer-census", reference_date=REF, actor="test")
+    assert _completed(ingest)[-1].type == "extract-failed"
+    done = await ingest.file(empty, source="summer-census", reference_date=REF, actor="test", replace=True)
+    assert done.supersedes == first.extract_id and done.rows_in == 0
+    assert ("extract.replacement_confirmed", f"extract:{done.extract_id}") in ingest.repo.audited
+
+
+async def test_a_small_correction_replaces_without_confirmation_and_dry_run_counts_it(ingest, tmp_path):
+    await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    lines = _lines()
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("\n".join([lines[0], *lines[2:]]) + "\n", encoding="utf-8")  # one child fewer (2 %)
+    dry = await ingest.file(fixed, source="summer-census", reference_date=REF, actor="test", dry_run=True)
+    assert dry.status == "dry-run" and (dry.effect["withdrawals"], dry.effect["adds"]) == (1, 0)
+    rep = await ingest.file(fixed, source="summer-census", reference_date=REF, actor="test")
+    assert rep.supersedes is not None and rep.status == "completed" and rep.accepted == 48
+
+
+@pytest.mark.parametrize(
+    ("source", "ref", "says"),
+    [
+        ("summer-census", date(1, 1, 1), "before"),
+        ("summer-census", date(9999, 12, 31), "future"),
+        ("summer-census", date(2099, 5, 18), "future"),
+        ("summer-census", date(2016, 12, 25), "in May"),
+        ("autumn-census", date(2017, 5, 18), "in October"),
+        ("admissions-reception", date(2016, 11, 1), "before the September"),
+    ],
+)
+async def test_a_reference_date_outside_its_source_s_window_is_refused(ingest, source, ref, says):
+    with pytest.raises(ExtractFileError, match=says) as err:
+        await ingest.file(MAY, source=source, reference_date=ref, actor="test")
+    assert "--force-date" in str(err.value) and ingest.repo.extracts == {}
+
+
+async def test_a_forced_reference_date_is_taken_and_audited(ingest):
+    rep = await ingest.file(MAY, source="summer-census", reference_date=date(2017, 6, 20), actor="t", force_date=True)
+    assert rep.accepted == 49
+    assert ("extract.reference_date_forced", f"extract:{rep.extract_id}") in ingest.repo.audited
+
+
+async def test_the_same_file_with_another_reference_date_is_a_new_extract(ingest):
+    a = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    b = await ingest.file(MAY, source="summer-census", reference_date=date(2017, 5, 19), actor="test")
+    assert not b.duplicate and b.extract_id != a.extract_id
+
+
+async def test_a_withdrawn_extract_is_announced_and_cannot_be_withdrawn_twice(ingest):
+    from sais_ingest.service_layer.ingest_file import ExtractStateError
+
+    rep = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    await ingest.withdraw(rep.extract_id, reason="wrong date", actor="Jo")
+    assert _completed(ingest)[-1].type == "extract-withdrawn"
+    with pytest.raises(ExtractStateError):
+        await ingest.withdraw(rep.extract_id, reason="again", actor="Jo")
+    again = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    assert not again.duplicate  # withdrawn: the same file may be ingested again

@@ -174,8 +174,22 @@ class PupilRecorded(Event):
         )
 
 
+def records_digest(record_ids) -> str:
+    """An order-free checksum of an extract's published pupil records (sum of each record id's first
+    8 sha256 bytes, mod 2^64, as 16 hex digits): ingest sends it with the counts, eligibility adds up
+    the same over what it recorded and releases the extract only when both agree."""
+    return f"{sum(record_digest_part(r) for r in record_ids) % 2**64:016x}"
+
+
+def record_digest_part(record_id: UUID) -> int:
+    return int.from_bytes(hashlib.sha256(record_id.bytes).digest()[:8], "big")
+
+
 class ExtractCompleted(Event):
-    """An extract was fully ingested; counts always add up: rows_in = accepted+rejected+out_of_scope."""
+    """An extract was fully ingested; counts always add up:
+    rows_in = accepted + repeated + rejected + out_of_scope. Until this event comes, and every one of
+    its ``accepted`` pupil events is recorded with the same digest, none of its children reaches a cohort.
+    """
 
     type: Literal["extract-completed"] = "extract-completed"
     extract_id: UUID
@@ -193,6 +207,40 @@ class ExtractCompleted(Event):
     originator: str
     protocol_version: str
     ingested_by: str
+    repeated: Count = Field(0, description="Rows that repeat an earlier row of the extract exactly: one child, once")
+    records_digest: str | None = Field(
+        None, pattern=r"^[0-9a-f]{16}$", description="records_digest() of the accepted pupil events' record ids"
+    )
+
+
+class ExtractFailed(Event):
+    """An extract that was refused or failed part-way: none of its children may reach a cohort. Its pupil
+    events already on the topic are discarded; retention destroys its data key at once."""
+
+    type: Literal["extract-failed"] = "extract-failed"
+    extract_id: UUID
+    source: Source
+    reference_date: date
+    target_academic_year: str
+    key_id: UUID
+    status: Literal["refused", "failed"]
+    code: str = Field(examples=["file.field-too-long", "abandoned", "replacement.withdraws-too-many"])
+    reason: str = Field(description="What went wrong, in words; never quotes a value")
+    published: Count = Field(description="Pupil events published before it stopped (all discarded)")
+
+
+class ExtractWithdrawn(Event):
+    """An operator took a completed extract back (``sais ingest withdraw``): its children leave the cohorts."""
+
+    type: Literal["extract-withdrawn"] = "extract-withdrawn"
+    extract_id: UUID
+    target_academic_year: str
+    reason: str
+    withdrawn_by: str
+
+
+ExtractEvent = Annotated[ExtractCompleted | ExtractFailed | ExtractWithdrawn, Field(discriminator="type")]
+extract_event_adapter: TypeAdapter[ExtractCompleted | ExtractFailed | ExtractWithdrawn] = TypeAdapter(ExtractEvent)
 
 
 class RowRejected(Event):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 from sais_shared.bootstrap import Current, Running, Wiring, service_app
 from sais_shared.deletion import register_deletion_consumer
-from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, ExtractCompleted, PupilRecorded
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, PupilRecorded, extract_event_adapter
 from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
 from sais_shared.topics import Topics
@@ -64,12 +64,14 @@ def build_app(settings: EligibilitySettings | None = None):
             broker,
             topic=topics.extract_completed,
             group_id=settings.eligibility_group_id,
-            parse=ExtractCompleted.model_validate_json,
-            payload=ExtractCompleted,
+            parse=extract_event_adapter.validate_json,
+            payload=extract_event_adapter,
             handle=lambda evs: current.service.handle_extracts(evs),
             dead_letter_topic=topics.dead_letter,
             title=f"{topics.extract_completed}:eligibility",
-            description="Marks an extract complete; a replacement dataset then withdraws children no longer present.",
+            description="How an extract ended: completed (its held records are released once all are recorded; a "
+            "replacement dataset then withdraws children no longer present), failed (its records are discarded) "
+            "or withdrawn (its children leave the cohorts).",
         )
         register_deletion_consumer(
             broker,

@@ -8,7 +8,7 @@ from faststream.kafka import KafkaBroker
 from sais_shared.bootstrap import Current, Running, Wiring, service_app, session
 from sais_shared.deletion import register_deletion_consumer
 from sais_shared.errors import ConfigurationError
-from sais_shared.events import ExtractCompleted, PupilRecorded, RowRejected
+from sais_shared.events import ExtractCompleted, ExtractFailed, ExtractWithdrawn, PupilRecorded, RowRejected
 from sais_shared.inbound import PublisherRegistry, inbound_adapter
 from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
@@ -18,7 +18,7 @@ from .adapters.deletion import delete_rows
 from .adapters.repository import ExtractRepository, InboundStaging
 from .config import IngestSettings
 from .service_layer.inbound import InboundService
-from .service_layer.ingest_file import Ingest, Publishers
+from .service_layer.ingest_file import Ingest, Limits, Publishers
 
 log = structlog.get_logger("sais.ingest")
 
@@ -33,9 +33,11 @@ def declare(broker: KafkaBroker, topics: Topics) -> Publishers:
         ),
         extract_completed=broker.publisher(
             topics.extract_completed,
-            schema=ExtractCompleted,
+            schema=ExtractCompleted | ExtractFailed | ExtractWithdrawn,
             title=f"{topics.extract_completed}:publish",
-            description="One event per extract, after all its pupil events. Key: extract id.",
+            description="How each extract ended: completed (after all its pupil events, with their count and "
+            "checksum), refused or failed part-way (its pupil events are to be discarded), or withdrawn by an "
+            "operator. Key: extract id.",
         ),
         row_rejected=broker.publisher(
             topics.row_rejected,
@@ -47,7 +49,12 @@ def declare(broker: KafkaBroker, topics: Topics) -> Publishers:
 
 
 def bootstrap(rt: Runtime, publishers: Publishers, settings: IngestSettings) -> Ingest:
-    return Ingest(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock)
+    limits = Limits(
+        settings.ingest_replacement_max_withdrawn,
+        settings.ingest_reference_date_tolerance_days,
+        settings.read_limits(),
+    )
+    return Ingest(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock, limits)
 
 
 WIRING = Wiring("ingest", (("ingest", "sais_ingest"),), declare, bootstrap)
@@ -113,11 +120,16 @@ def build_app(settings: IngestSettings | None = None):
         if settings.ingest_inbound_private_key is None:
             raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
 
+    async def sweep(running: Running[Publishers, Ingest]) -> None:
+        if announced := await running.service.sweep():
+            log.info("sweep.announced", endings=announced)
+
     return service_app(
         WIRING,
         settings,
         subscribe=subscribe,
         check=check,
+        timer=(sweep, settings.ingest_sweep_interval_s),
         prime=lambda running: {
             "ROWS": [
                 (src, outcome)

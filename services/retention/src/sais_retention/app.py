@@ -14,7 +14,7 @@ from sais_shared.events import (
     DeletionConfirmed,
     DeletionRequested,
     DeliveryCompleted,
-    ExtractCompleted,
+    extract_event_adapter,
 )
 from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
@@ -22,7 +22,7 @@ from sais_shared.topics import Topics
 
 from .adapters.repository import PgOutbox, PgUnitOfWork
 from .config import RetentionSettings
-from .domain.plan import RULE_INBOUND_STAGING, RULE_PARTY_LEFT, RULE_TRANSFER, RULE_UNDELIVERED
+from .domain.plan import RULE_EXTRACT_ENDED, RULE_INBOUND_STAGING, RULE_PARTY_LEFT, RULE_TRANSFER, RULE_UNDELIVERED
 from .service_layer.retention import RetentionService
 
 log = structlog.get_logger("sais.retention")
@@ -58,7 +58,7 @@ def bootstrap(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = Non
     return RetentionService(PgUnitOfWork(rt.pool), rt.protocol_ref, rt.clock, PgOutbox(rt.pool, *pubs), timeout)
 
 
-RULES = (RULE_TRANSFER, RULE_UNDELIVERED, RULE_PARTY_LEFT, RULE_INBOUND_STAGING)
+RULES = (RULE_TRANSFER, RULE_UNDELIVERED, RULE_PARTY_LEFT, RULE_INBOUND_STAGING, RULE_EXTRACT_ENDED)
 
 WIRING = Wiring("retention", (("retention", "sais_retention"),), declare, bootstrap)
 MIGRATIONS = WIRING.migrations
@@ -92,12 +92,13 @@ def build_app(settings: RetentionSettings | None = None):
             broker,
             topic=topics.extract_completed,
             group_id=settings.retention_group_id,
-            parse=ExtractCompleted.model_validate_json,
-            payload=ExtractCompleted,
+            parse=extract_event_adapter.validate_json,
+            payload=extract_event_adapter,
             handle=lambda evs: current.service.handle_extracts(evs),
             dead_letter_topic=topics.dead_letter,
             title=f"{topics.extract_completed}:retention",
-            description="Schedules deletion of an extract that is never delivered (ingest + retention period).",
+            description="Schedules deletion of an extract that is never delivered (ingest + retention period), and "
+            "deletes one that was refused or failed part-way at once (key destroyed, owners asked to delete).",
         )
         batch_consumer(
             broker,

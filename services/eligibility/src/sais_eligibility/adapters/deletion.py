@@ -25,6 +25,13 @@ async def delete_rows(conn: asyncpg.Connection, req: DeletionRequested) -> dict[
         "DELETE FROM eligibility.records WHERE extract_id = ANY($1)",
         req.extract_ids,
     )
+    await deleted(
+        conn,
+        counts,
+        "eligibility.extract_progress",
+        "DELETE FROM eligibility.extract_progress WHERE extract_id = ANY($1)",
+        req.extract_ids,
+    )
     orphans = (
         [
             r["p"]

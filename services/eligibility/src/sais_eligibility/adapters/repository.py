@@ -3,6 +3,7 @@ transaction: the SQL the use cases need, and nothing that decides."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -15,11 +16,14 @@ from sais_shared.outbox import flush_outbox
 from ..domain.cohort import Held
 from ..domain.model import SchoolSpan
 
-# Extracts of an academic year ($1) not yet reconciled whose accepted rows are all recorded.
+# Extracts of an academic year ($1) whose children are to be (re)computed: completed ones whose pupil
+# events are all recorded (count and checksum as extract-completed said), not yet released or part-way;
+# withdrawn ones whose children have not all left yet.
 READY = (
-    "SELECT e.extract_id, e.supersedes FROM eligibility.extracts e WHERE e.academic_year=$1 "
-    "AND e.reconciled_at IS NULL AND e.accepted = "
-    "(SELECT count(*) FROM eligibility.records r WHERE r.extract_id = e.extract_id)"
+    "SELECT e.extract_id, e.supersedes, e.status, e.released_at, e.released_through "
+    "FROM eligibility.extracts e LEFT JOIN eligibility.extract_progress p USING (extract_id) "
+    "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL AND (e.status = 'withdrawn' OR (e.status = 'completed' "
+    "AND e.accepted = coalesce(p.recorded, 0) AND (e.records_digest IS NULL OR e.records_digest = coalesce(p.digest, 0))))"
 )
 
 
@@ -77,12 +81,112 @@ class EligibilityRepository:
         )
 
     async def add_records(self, rows: list[tuple]) -> None:
+        """Held records (in no cohort until their extract is released); the last column: what matching found."""
         await self.conn.executemany(
             "INSERT INTO eligibility.records(record_id, extract_id, academic_year, pupil_id, match_key, postcode_key, "
             "content_key, source, reference_date, received_at, school_dfe, school_name, recorded_year_group, "
-            "year_group, dob_year_group, gender, key_id, personal) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,"
-            "$13,$14,$15,$16,$17,$18::jsonb) ON CONFLICT (record_id) DO NOTHING",
+            "year_group, dob_year_group, gender, key_id, personal, match_findings) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,"
+            "$9,$10,$11,$12,$13,$14,$15,$16,$17,$18::jsonb,$19::jsonb) ON CONFLICT (record_id) DO NOTHING",
             rows,
+        )
+
+    async def add_progress(self, rows: list[tuple[UUID, int, int]]) -> None:
+        """(extract, records recorded in this batch, the sum of their digests mod 2^64)."""
+        await self.conn.executemany(
+            "INSERT INTO eligibility.extract_progress AS p (extract_id, recorded, digest) VALUES ($1, $2, $3) "
+            "ON CONFLICT (extract_id) DO UPDATE SET recorded = p.recorded + EXCLUDED.recorded, "
+            "digest = mod(p.digest + EXCLUDED.digest, 18446744073709551616)",
+            rows,
+        )
+
+    async def ended_among(self, extract_ids: set[UUID]) -> set[UUID]:
+        """Those of these extracts that failed: their late pupil events are discarded, never recorded."""
+        rows = await self.conn.fetch(
+            "SELECT extract_id FROM eligibility.extracts WHERE extract_id = ANY($1) AND status = 'failed'",
+            list(extract_ids),
+        )
+        return {r["extract_id"] for r in rows}
+
+    async def fail_extract(self, e) -> dict[str, int]:
+        """An extract that failed: remember it, discard the records it left (never released)."""
+        await self.conn.execute(
+            "INSERT INTO eligibility.extracts(extract_id, source, reference_date, academic_year, key_id, status, "
+            "ended_reason) VALUES ($1,$2,$3,$4,$5,'failed',$6) ON CONFLICT (extract_id) DO UPDATE SET "
+            "status='failed', ended_reason=EXCLUDED.ended_reason WHERE eligibility.extracts.released_at IS NULL",
+            e.extract_id,
+            e.source,
+            e.reference_date,
+            e.target_academic_year,
+            e.key_id,
+            e.code,
+        )
+        records = await self.conn.fetchval(
+            "WITH d AS (DELETE FROM eligibility.records r WHERE r.extract_id=$1 AND NOT EXISTS (SELECT 1 FROM "
+            "eligibility.extracts e WHERE e.extract_id=$1 AND e.released_at IS NOT NULL) RETURNING 1) "
+            "SELECT count(*) FROM d",
+            e.extract_id,
+        )
+        await self.conn.execute("DELETE FROM eligibility.extract_progress WHERE extract_id=$1", e.extract_id)
+        return {"eligibility.records": records}
+
+    async def withdraw_extract(self, extract_id: UUID, reason: str) -> bool:
+        """A completed extract taken back: its records retired; its children to be walked again."""
+        done = await self.conn.fetchval(
+            "UPDATE eligibility.extracts SET status='withdrawn', ended_reason=$2, reconciled_at=NULL, "
+            "released_through=NULL WHERE extract_id=$1 AND status='completed' RETURNING true",
+            extract_id,
+            reason,
+        )
+        if done:
+            await self.conn.execute("UPDATE eligibility.records SET active=false WHERE extract_id=$1", extract_id)
+        return bool(done)
+
+    async def start_release(self, extract_id: UUID) -> bool:
+        """Mark a ready extract released (its records count in cohorts from now on); False if it already was."""
+        return bool(
+            await self.conn.fetchval(
+                "UPDATE eligibility.extracts SET released_at=now() WHERE extract_id=$1 AND released_at IS NULL "
+                "AND status='completed' RETURNING true",
+                extract_id,
+            )
+        )
+
+    async def release_cursor(self, extract_id: UUID) -> tuple[bool, UUID | None]:
+        """(already reconciled, the last pupil id done) of an extract being walked."""
+        r = await self.conn.fetchrow(
+            "SELECT reconciled_at IS NOT NULL done, released_through FROM eligibility.extracts WHERE extract_id=$1",
+            extract_id,
+        )
+        return (True, None) if r is None else (r["done"], r["released_through"])
+
+    async def children_of(self, extract_ids: list[UUID], after: UUID | None, limit: int) -> list[UUID]:
+        """The next ``limit`` children (pupil ids, in order, after ``after``) with a record in these extracts."""
+        rows = await self.conn.fetch(
+            "SELECT DISTINCT pupil_id FROM eligibility.records WHERE extract_id = ANY($1) "
+            "AND ($2::uuid IS NULL OR pupil_id > $2) ORDER BY pupil_id LIMIT $3",
+            extract_ids,
+            after,
+            limit,
+        )
+        return [r["pupil_id"] for r in rows]
+
+    async def released_findings(self, extract_id: UUID, pupil_ids: list[UUID]) -> list[tuple]:
+        """What matching found about these children's records of the extract, as findings rows."""
+        rows = await self.conn.fetch(
+            "SELECT academic_year, pupil_id, school_dfe, match_findings FROM eligibility.records "
+            "WHERE extract_id=$1 AND pupil_id = ANY($2) AND match_findings <> '[]'::jsonb",
+            extract_id,
+            pupil_ids,
+        )
+        return [
+            (r["academic_year"], r["pupil_id"], code, detail, r["school_dfe"])
+            for r in rows
+            for code, detail in json.loads(r["match_findings"])
+        ]
+
+    async def set_released_through(self, extract_id: UUID, pupil_id: UUID) -> None:
+        await self.conn.execute(
+            "UPDATE eligibility.extracts SET released_through=$2 WHERE extract_id=$1", extract_id, pupil_id
         )
 
     async def add_findings(self, findings: list[tuple]) -> None:
@@ -116,7 +220,9 @@ class EligibilityRepository:
         """Each child's active records, and its memberships as last published."""
         records: dict[UUID, list[asyncpg.Record]] = defaultdict(list)
         for r in await self.conn.fetch(
-            "SELECT * FROM eligibility.records WHERE pupil_id = ANY($1) AND active", list(pupil_ids)
+            "SELECT r.* FROM eligibility.records r JOIN eligibility.extracts e USING (extract_id) "
+            "WHERE r.pupil_id = ANY($1) AND r.active AND e.status = 'completed' AND e.released_at IS NOT NULL",
+            list(pupil_ids),
         ):
             records[r["pupil_id"]].append(r)
         held: dict[UUID, dict[str, Held]] = defaultdict(dict)
@@ -160,9 +266,12 @@ class EligibilityRepository:
             )
 
     async def add_extracts(self, rows: list[tuple]) -> None:
+        """Completed extracts (extract, source, reference date, year, accepted, supersedes, key, completed at,
+        records digest); one that already failed stays failed."""
         await self.conn.executemany(
             "INSERT INTO eligibility.extracts(extract_id, source, reference_date, academic_year, accepted, "
-            "supersedes, key_id, completed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (extract_id) DO NOTHING",
+            "supersedes, key_id, completed_at, records_digest) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
+            "ON CONFLICT (extract_id) DO NOTHING",
             rows,
         )
 

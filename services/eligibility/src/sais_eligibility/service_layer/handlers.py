@@ -9,6 +9,13 @@ deadlock), which keeps a partition handed over in a rebalance from being matched
 and a shared lock on its academic year. Reconciling a completed extract (a replacement dataset
 retiring the one it supersedes touches children on every partition) takes that year's lock
 exclusively, in its own short transaction, and only when an extract is found complete.
+
+All or nothing: a pupil event is recorded and matched as it comes, but its record is *held*: it is
+in no cohort until its extract is released, that is, once its extract-completed event has come and
+every one of its pupil events is recorded (the count and the order-free checksum ingest sent).
+Releasing walks the extract's children (and those of the extract it supersedes) in chunks, each its
+own transaction, resumable from the last child done. An extract that failed is discarded (its late
+events too); a withdrawn one has its records retired and its children walked again.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ from sais_shared.events import (
     CoverageChecked,
     CoverageGap,
     ExtractCompleted,
+    ExtractFailed,
+    ExtractWithdrawn,
     PupilPersonal,
     PupilRecorded,
     pupil_aad,
+    record_digest_part,
     stable_id,
 )
 from sais_shared.ports import Clock, Keys, Outbox
@@ -52,6 +62,8 @@ from .ports import Repository, Row, UnitOfWork
 log = structlog.get_logger("sais.eligibility")
 
 SCHOOL_NOT_KNOWN = "school-not-yet-known"  # finding: a child rolled forward past the school's last year
+RELEASE_CHUNK = 2000  # children recomputed per transaction when an extract is released or withdrawn
+WITHDRAWN_REASON = "its extract was withdrawn by the local authority"
 
 
 @dataclass
@@ -67,7 +79,7 @@ class EligibilityService(FollowsProtocol):
 
     async def handle_pupils(self, events: list[PupilRecorded]) -> None:
         shredded = await self.keys.destroyed_among({e.personal.key_id for e in events})
-        if shredded:  # replayed events of deleted data: nothing left to process
+        if shredded:  # replayed events of deleted (or failed) extracts: nothing left to process
             log.info("pupils.skipped_deleted", events=sum(e.personal.key_id in shredded for e in events))
             events = [e for e in events if e.personal.key_id not in shredded]
             if not events:
@@ -79,8 +91,9 @@ class EligibilityService(FollowsProtocol):
         keys = await self.keys.get_many({e.personal.key_id for e in events})
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in events])
+            failed = await repo.ended_among({e.extract_id for e in events})
             for year in sorted(by_year):
-                batch = [e for e in by_year[year] if e.event_id in fresh]
+                batch = [e for e in by_year[year] if e.event_id in fresh and e.extract_id not in failed]
                 if batch:
                     await repo.lock_year(year, exclusive=False)
                     await repo.lock_children(year, {e.match_key for e in batch})
@@ -90,14 +103,47 @@ class EligibilityService(FollowsProtocol):
         await self.flush_outbox()
 
     async def reconcile_if_ready(self, year: str) -> None:
-        """Reconcile the extracts of ``year`` whose rows are all recorded. The check runs without a
+        """Release (or walk again) the extracts of ``year`` that are ready. The check runs without a
         lock; the batch that commits an extract's last row always sees it complete."""
         async with self.uow() as repo:
             if not await repo.any_ready(year):
                 return
-        async with self.uow() as repo:
-            await repo.lock_year(year, exclusive=True)
-            await self._reconcile_ready(repo, year)
+            ready = await repo.ready_extracts(year)
+        for r in ready:
+            await self._walk(year, r)
+
+    async def _walk(self, year: str, r: Row) -> None:
+        """Recompute every child of a ready extract, a chunk per transaction: a completed one is released
+        (its records count from now on; the extract it supersedes is retired), a withdrawn one's children
+        leave. Resumable: the last child done is kept with each chunk."""
+        extract_id = r["extract_id"]
+        subjects = [extract_id]
+        why = WITHDRAWN_REASON if r["status"] == "withdrawn" else None
+        if r["status"] == "completed":
+            async with self.uow() as repo:
+                await repo.lock_year(year, exclusive=True)
+                if await repo.start_release(extract_id) and r["supersedes"] is not None:
+                    retired = await repo.retire_extract(r["supersedes"])
+                    log.info("extract.replaced", extract_id=str(extract_id), superseded=str(r["supersedes"]),
+                             records_retired=len(retired))  # fmt: skip
+            if r["supersedes"] is not None:
+                subjects.append(r["supersedes"])
+        while True:
+            async with self.uow() as repo:
+                await repo.lock_year(year, exclusive=True)
+                done, after = await repo.release_cursor(extract_id)
+                if done:
+                    return  # another instance finished it
+                pupils = await repo.children_of(subjects, after, RELEASE_CHUNK)
+                if not pupils:
+                    await repo.mark_reconciled(extract_id)
+                    log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r["status"])
+                    return
+                if why is None:
+                    await repo.add_findings(await repo.released_findings(extract_id, pupils))
+                await self._recompute(repo, year, set(pupils), why=why)
+                await repo.set_released_through(extract_id, pupils[-1])
+            await self.flush_outbox()
 
     async def _record(self, repo: Repository, year: str, events: list[PupilRecorded], keys) -> None:
         start = parse_academic_year(year)
@@ -106,11 +152,10 @@ class EligibilityService(FollowsProtocol):
             candidates[r["match_key"]].append(Candidate(r["pupil_id"], frozenset(r["pk"]), frozenset(r["ex"])))
 
         kek = self.keys.kek
-        inserts, findings, touched = [], [], set()
-        opened: dict[UUID, PupilPersonal] = {}  # record id → personal fields, so _recompute opens each once
+        inserts = []
+        progress: dict[UUID, list[int]] = defaultdict(lambda: [0, 0])  # extract → [recorded, digest]
         for e in events:
             personal = keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad())
-            opened[e.record_id] = personal
             postcode_key = kek.blind_index(personal.postcode)
             m = match(candidates[e.match_key], postcode_key, e.extract_id)
             pupil_id = m.pupil_id or stable_id("pupil", year, e.record_id)
@@ -137,25 +182,28 @@ class EligibilityService(FollowsProtocol):
                     e.gender,
                     e.personal.key_id,
                     e.personal.model_dump_json(),
+                    json.dumps(match_findings(m, target, dob_year)),  # findings once it is released
                 )
             )
-            findings += [
-                (year, pupil_id, code, detail, e.school_dfe) for code, detail in match_findings(m, target, dob_year)
-            ]
+            p = progress[e.extract_id]
+            p[0], p[1] = p[0] + 1, (p[1] + record_digest_part(e.record_id)) % 2**64
             remember(candidates[e.match_key], pupil_id, postcode_key, e.extract_id)  # for later rows of the batch
-            touched.add(pupil_id)
 
-        await repo.add_records(inserts)
-        await repo.add_findings(findings)
-        await self._recompute(repo, year, touched, opened)
+        await repo.add_records(inserts)  # held: in no cohort until the extract is released
+        await repo.add_progress([(x, n, d) for x, (n, d) in progress.items()])
 
     # --- cohort ---------------------------------------------------------------------------
 
     async def _recompute(
-        self, repo: Repository, year: str, pupil_ids: set[UUID], opened: dict[UUID, PupilPersonal] | None = None
+        self,
+        repo: Repository,
+        year: str,
+        pupil_ids: set[UUID],
+        opened: dict[UUID, PupilPersonal] | None = None,
+        why: str | None = None,
     ) -> None:
-        """Bring the cohort of these children in line with their active records; write the outbox.
-        ``opened``: personal fields already opened in this batch, by record id."""
+        """Bring the cohort of these children in line with their released, active records; write the
+        outbox. ``opened``: personal fields already opened, by record id; ``why``: a withdrawal's reason."""
         rules = self.rules.get(year)
         if not pupil_ids:
             return
@@ -177,6 +225,7 @@ class EligibilityService(FollowsProtocol):
                 keys,
                 opened or {},
                 spans,
+                why,
             )
         await repo.save_cohort(out.upserts, out.withdrawals, out.outbox)
         await repo.clear_findings(out.cleared)
@@ -195,6 +244,7 @@ class EligibilityService(FollowsProtocol):
         keys,
         opened: dict,
         spans: dict,
+        why: str | None = None,
     ) -> None:
         """One child: what the rules want from its records, diffed against what was published."""
         records = [_record(r) for r in raw]
@@ -241,9 +291,12 @@ class EligibilityService(FollowsProtocol):
                     dose=p.dose if p else None,
                     pupil_id=pupil_id,
                     revision=revision,
-                    reason="no longer in the cohort after a replacement dataset (ISP §9.6)"
-                    if not raw
-                    else "details changed: no longer eligible",
+                    reason=why
+                    or (
+                        "no longer in the cohort after a replacement dataset (ISP §9.6)"
+                        if not raw
+                        else "details changed: no longer eligible"
+                    ),
                 )
                 out.withdrawals.append((year, key, pupil_id, revision))
             else:
@@ -317,9 +370,13 @@ class EligibilityService(FollowsProtocol):
 
     # --- extracts and replacement datasets -------------------------------------------------
 
-    async def handle_extracts(self, events: list[ExtractCompleted]) -> None:
+    async def handle_extracts(self, events: list[ExtractCompleted | ExtractFailed | ExtractWithdrawn]) -> None:
+        """How extracts ended: a completed one is released once its pupil events are all recorded, a
+        failed one's held records are discarded, a withdrawn one's children leave the cohorts."""
+        years: set[str] = set()
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in events])
+            events = [e for e in events if e.event_id in fresh]
             await repo.add_extracts(
                 [
                     (
@@ -331,31 +388,23 @@ class EligibilityService(FollowsProtocol):
                         e.supersedes,
                         e.key_id,
                         e.occurred_at,
+                        int(e.records_digest, 16) if e.records_digest else None,
                     )
                     for e in events
-                    if e.event_id in fresh
+                    if isinstance(e, ExtractCompleted)
                 ]
             )
-            for year in sorted({e.target_academic_year for e in events}):
-                await repo.lock_year(year, exclusive=True)
-                await self._reconcile_ready(repo, year)
+            for e in events:
+                years.add(e.target_academic_year)
+                if isinstance(e, ExtractFailed):
+                    discarded = await repo.fail_extract(e)
+                    log.warning("extract.discarded", extract_id=str(e.extract_id), code=e.code, **{
+                        "records": discarded["eligibility.records"]})  # fmt: skip
+                elif isinstance(e, ExtractWithdrawn) and await repo.withdraw_extract(e.extract_id, e.reason):
+                    log.info("extract.withdrawn", extract_id=str(e.extract_id))
+        for year in sorted(years):
+            await self.reconcile_if_ready(year)
         await self.flush_outbox()
-
-    async def _reconcile_ready(self, repo: Repository, year: str) -> None:
-        """An extract is complete when all its accepted rows are recorded; then a replacement
-        dataset retires the extract it supersedes, withdrawing children no longer present."""
-        for r in await repo.ready_extracts(year):
-            if r["supersedes"] is not None:
-                retired = await repo.retire_extract(r["supersedes"])
-                await self._recompute(repo, year, retired)
-                log.info(
-                    "extract.replaced",
-                    extract_id=str(r["extract_id"]),
-                    superseded=str(r["supersedes"]),
-                    records_retired=len(retired),
-                )
-            await repo.mark_reconciled(r["extract_id"])
-            log.info("extract.reconciled", extract_id=str(r["extract_id"]), academic_year=year)
 
     # --- the rules against the protocol in force -----------------------------------------
 

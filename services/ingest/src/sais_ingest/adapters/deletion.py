@@ -24,7 +24,7 @@ async def delete_rows(conn: asyncpg.Connection, req: DeletionRequested) -> dict[
             req.staged_before,
         )
         return counts
-    for table in ("row_problems", "dip_samples", "row_keys"):
+    for table in ("row_problems", "dip_samples", "row_index"):
         await deleted(
             conn, counts, f"ingest.{table}", f"DELETE FROM ingest.{table} WHERE extract_id = ANY($1)", req.extract_ids
         )

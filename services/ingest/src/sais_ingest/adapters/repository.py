@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from uuid import UUID
 
 import asyncpg
@@ -27,6 +29,15 @@ class ExtractRow:
     target_academic_year: str
     dropped_columns: list[str]
     protocol_version: str
+    key_id: UUID | None = None
+    repeated: int = 0
+    published: int = 0
+    failure_code: str | None = None
+    failure: str | None = None
+    ingested_by: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    ended_by: str | None = None
 
     @classmethod
     def of(cls, r: asyncpg.Record) -> ExtractRow:
@@ -36,16 +47,194 @@ class ExtractRow:
 _COLS = ", ".join(ExtractRow.__dataclass_fields__)
 
 
+class ExtractBusyError(Exception):
+    """Another process is ingesting the same extract right now."""
+
+
+def _lock_key(extract_id: UUID) -> str:
+    return f"sais-ingest-extract:{extract_id}"
+
+
+# Held by the process ingesting an extract on its own connection for as long as it reads: a started
+# extract whose lock is free was abandoned (the process was killed or lost its connection).
+_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+
+
 class ExtractRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    @asynccontextmanager
+    async def hold(self, extract_id: UUID) -> AsyncIterator[None]:
+        """Hold the extract's ingest lock for the block (ExtractBusyError if another process has it)."""
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(_TRY_LOCK, _lock_key(extract_id)):
+                raise ExtractBusyError(f"extract {extract_id} is being ingested by another process right now")
+            try:
+                yield
+            finally:
+                await conn.execute(_UNLOCK, _lock_key(extract_id))
+
+    async def is_held(self, extract_id: UUID) -> bool:
+        async with self.pool.acquire() as conn:
+            if await conn.fetchval(_TRY_LOCK, _lock_key(extract_id)):
+                await conn.execute(_UNLOCK, _lock_key(extract_id))
+                return False
+            return True
+
+    async def identity(self, sha256: str, source: str, reference_date: date, target_year: str) -> ExtractRow | None:
+        """The live extract (started or completed) with this content, source, reference date and year."""
+        r = await self.pool.fetchrow(
+            f"SELECT {_COLS} FROM ingest.extracts WHERE content_sha256=$1 AND source=$2 AND reference_date=$3 "
+            "AND target_academic_year=$4 AND status IN ('started', 'completed')",
+            sha256,
+            source,
+            reference_date,
+            target_year,
+        )
+        return ExtractRow.of(r) if r else None
+
+    async def attempts(self, sha256: str, source: str, reference_date: date, target_year: str) -> int:
+        return await self.pool.fetchval(
+            "SELECT count(*) FROM ingest.extracts WHERE content_sha256=$1 AND source=$2 AND reference_date=$3 "
+            "AND target_academic_year=$4",
+            sha256,
+            source,
+            reference_date,
+            target_year,
+        )
+
+    async def end(self, extract_id: UUID, status: str, code: str, reason: str, by: str, *, published: int) -> bool:
+        """A started extract ends refused or failed, or a completed one is withdrawn; False if it was not
+        in the state that allows it (already ended). Its row index goes with it, except for a withdrawal."""
+        before = "completed" if status == "withdrawn" else "started"
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                "UPDATE ingest.extracts SET status=$2, failure_code=$3, failure=$4, ended_by=$5, ended_at=now(), "
+                "published=CASE WHEN $2 = 'withdrawn' THEN published ELSE $6 END "
+                "WHERE extract_id=$1 AND status=$7 RETURNING true",
+                extract_id,
+                status,
+                code,
+                reason,
+                by,
+                published,
+                before,
+            )
+            if done and status != "withdrawn":
+                await conn.execute("DELETE FROM ingest.row_index WHERE extract_id=$1", extract_id)
+        return bool(done)
+
+    async def abandoned(self) -> list[UUID]:
+        """Started extracts that no process holds any more: each ends failed ('abandoned')."""
+        out = []
+        async with self.pool.acquire() as conn:
+            for r in await conn.fetch("SELECT extract_id FROM ingest.extracts WHERE status='started'"):
+                key = _lock_key(r["extract_id"])
+                if not await conn.fetchval(_TRY_LOCK, key):
+                    continue  # still being read
+                try:
+                    if await self.end(
+                        r["extract_id"], "failed", "abandoned",
+                        "the ingest stopped before the end of the extract (the process was stopped or lost its "
+                        "connection); nothing of it is delivered: ingest the file again",
+                        "ingest", published=await self._published(conn, r["extract_id"]),
+                    ):  # fmt: skip
+                        out.append(r["extract_id"])
+                finally:
+                    await conn.execute(_UNLOCK, key)
+        return out
+
+    async def _published(self, conn: asyncpg.Connection, extract_id: UUID) -> int:
+        return await conn.fetchval("SELECT count(*) FROM ingest.row_index WHERE extract_id=$1", extract_id)
+
+    async def unannounced(self) -> list[ExtractRow]:
+        """Extracts that ended (refused, failed, withdrawn) whose event is not on Kafka yet."""
+        return [
+            ExtractRow.of(r)
+            for r in await self.pool.fetch(
+                f"SELECT {_COLS} FROM ingest.extracts WHERE announced_at IS NULL AND ended_at IS NOT NULL "
+                "ORDER BY ended_at"
+            )
+        ]
+
+    async def announced(self, extract_id: UUID) -> None:
+        await self.pool.execute("UPDATE ingest.extracts SET announced_at=now() WHERE extract_id=$1", extract_id)
+
+    async def index_rows(self, extract_id: UUID, rows: list[tuple[int, str, str]]) -> dict[int, int]:
+        """Index (row number, child key, content key) of accepted rows; returns {row: first row} for the rows
+        whose content repeats an earlier row of the extract (they are not indexed)."""
+        first: dict[str, int] = {}
+        repeats: dict[int, int] = {}
+        for n, _, content in sorted(rows):
+            if content in first:
+                repeats[n] = first[content]
+            else:
+                first[content] = n
+        fresh = [r for r in rows if r[0] not in repeats]
+        if not fresh:
+            return repeats
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO ingest.row_index(extract_id, row_number, child_key, content_key) "
+                "SELECT $1, n, c, k FROM unnest($2::int[], $3::text[], $4::text[]) u(n, c, k) "
+                "ON CONFLICT DO NOTHING",
+                extract_id,
+                *map(list, zip(*fresh, strict=True)),
+            )
+            for r in await conn.fetch(  # a content indexed under another row: a repeat of that row
+                "SELECT u.n, i.row_number FROM unnest($2::int[], $3::text[]) u(n, k) "
+                "JOIN ingest.row_index i ON i.extract_id=$1 AND i.content_key=u.k WHERE i.row_number < u.n",
+                extract_id,
+                [r[0] for r in fresh],
+                [r[2] for r in fresh],
+            ):
+                repeats[r[0]] = r[1]
+            if later := [n for n in repeats if n in {r[0] for r in fresh}]:
+                await conn.execute(
+                    "DELETE FROM ingest.row_index WHERE extract_id=$1 AND row_number = ANY($2)", extract_id, later
+                )
+        return repeats
+
+    async def same_child_rows(self, extract_id: UUID) -> list[tuple[int, int]]:
+        """(row, first row) for rows with the name and date of birth of an earlier row but other details."""
+        rows = await self.pool.fetch(  # only these come back: memory follows them, not the extract
+            "SELECT row_number, first FROM (SELECT row_number, first_value(row_number) OVER w AS first "
+            "FROM ingest.row_index WHERE extract_id=$1 WINDOW w AS (PARTITION BY child_key ORDER BY row_number)) k "
+            "WHERE row_number <> first ORDER BY row_number",
+            extract_id,
+        )
+        return [(r["row_number"], r["first"]) for r in rows]
+
+    async def replacement_effect(self, extract_id: UUID, supersedes: UUID) -> dict[str, int]:
+        """What a replacement would do to the children of the extract it supersedes, by name and date of
+        birth: added, updated (other details), unchanged and withdrawn; ``before``: its children."""
+        r = await self.pool.fetchrow(
+            "WITH n AS (SELECT child_key, array_agg(content_key) cs FROM ingest.row_index WHERE extract_id=$1 "
+            "GROUP BY child_key), o AS (SELECT child_key, array_agg(content_key) cs FROM ingest.row_index "
+            "WHERE extract_id=$2 GROUP BY child_key) SELECT "
+            "count(*) FILTER (WHERE o.child_key IS NULL) adds, "
+            "count(*) FILTER (WHERE n.child_key IS NOT NULL AND o.child_key IS NOT NULL AND NOT (n.cs @> o.cs "
+            "AND o.cs @> n.cs)) updates, "
+            "count(*) FILTER (WHERE n.child_key IS NOT NULL AND o.child_key IS NOT NULL AND n.cs @> o.cs "
+            "AND o.cs @> n.cs) unchanged, "
+            "count(*) FILTER (WHERE n.child_key IS NULL) withdrawals, "
+            "count(o.child_key) before FROM n FULL JOIN o USING (child_key)",
+            extract_id,
+            supersedes,
+        )
+        return dict(r)
+
+    async def discard(self, extract_id: UUID) -> None:
+        """A dry run's traces: its row index and problems, and the extract row itself."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM ingest.row_index WHERE extract_id=$1", extract_id)
+            await conn.execute("DELETE FROM ingest.row_problems WHERE extract_id=$1", extract_id)
+            await conn.execute("DELETE FROM ingest.extracts WHERE extract_id=$1", extract_id)
+
     async def audit(self, actor: str, action: str, subject: str, details: dict, protocol_version: str) -> None:
         await audit(self.pool, actor, action, subject, details, protocol_version)
-
-    async def by_hash(self, sha256: str) -> ExtractRow | None:
-        r = await self.pool.fetchrow(f"SELECT {_COLS} FROM ingest.extracts WHERE content_sha256=$1", sha256)
-        return ExtractRow.of(r) if r else None
 
     async def get(self, extract_id: UUID) -> ExtractRow | None:
         r = await self.pool.fetchrow(f"SELECT {_COLS} FROM ingest.extracts WHERE extract_id=$1", extract_id)
@@ -98,7 +287,7 @@ class ExtractRepository:
             )
             # A resumed extract starts its problem list again: nothing is counted twice.
             await conn.execute("DELETE FROM ingest.row_problems WHERE extract_id=$1", extract_id)
-            await conn.execute("DELETE FROM ingest.row_keys WHERE extract_id=$1", extract_id)
+            await conn.execute("DELETE FROM ingest.row_index WHERE extract_id=$1", extract_id)
 
     async def add_problems(self, extract_id: UUID, rows: list[tuple[int, str, str, str, str]]) -> None:
         if rows:
@@ -119,10 +308,12 @@ class ExtractRepository:
         out_of_scope: int,
         warnings: int,
         dropped_columns: list[str],
+        repeated: int = 0,
     ) -> None:
         await self.pool.execute(
             "UPDATE ingest.extracts SET status='completed', completed_at=now(), rows_in=$2, accepted=$3, "
-            "rejected=$4, out_of_scope=$5, warnings=$6, dropped_columns=$7 WHERE extract_id=$1",
+            "rejected=$4, out_of_scope=$5, warnings=$6, dropped_columns=$7, repeated=$8, published=$3 "
+            "WHERE extract_id=$1 AND status='started'",
             extract_id,
             rows_in,
             accepted,
@@ -130,28 +321,8 @@ class ExtractRepository:
             out_of_scope,
             warnings,
             dropped_columns,
+            repeated,
         )
-
-    async def add_row_keys(self, extract_id: UUID, rows: list[tuple[str, int]]) -> None:
-        if rows:
-            await self.pool.copy_records_to_table(
-                "row_keys",
-                schema_name="ingest",
-                records=[(extract_id, k, n) for k, n in rows],
-                columns=["extract_id", "dup_key", "row_number"],
-            )
-
-    async def duplicate_rows(self, extract_id: UUID) -> list[tuple[int, int]]:
-        """(row, first row with the same child) for every repeat; the keys are then discarded."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(  # only the repeats come back: memory follows them, not the extract
-                "SELECT row_number, first FROM (SELECT row_number, first_value(row_number) OVER w AS first "
-                "FROM ingest.row_keys WHERE extract_id=$1 WINDOW w AS (PARTITION BY dup_key ORDER BY row_number)) k "
-                "WHERE row_number <> first ORDER BY row_number",
-                extract_id,
-            )
-            await conn.execute("DELETE FROM ingest.row_keys WHERE extract_id=$1", extract_id)
-        return [(r["row_number"], r["first"]) for r in rows]
 
     async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -8,7 +8,7 @@ from datetime import date
 
 from sais_shared.protocol import Protocol, SourceRule
 
-from .headers import map_headers
+from .headers import map_headers, repeated_fields
 from .model import ExtractFileError, Outcome
 from .validation import validate_row
 
@@ -16,6 +16,14 @@ from .validation import validate_row
 def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
     """Column index → field and the dropped headers; a clear error when a required column is missing."""
     mapping, dropped, missing = map_headers(headers)
+    if twice := repeated_fields(headers):
+        field, cols = next(iter(twice.items()))
+        names = " and ".join(f"column {c} ({headers[c - 1].strip()!r})" for c in cols)
+        raise ExtractFileError(
+            f"the header names {field} more than once: {names}; which one holds it cannot be guessed, so "
+            "remove or rename all but one",
+            code="file.duplicate-column",
+        )
     if missing:
         # Never echo the cells: a file without a header row has a child's details in its first row.
         known = set(mapping) | {i for i, h in enumerate(headers) if h.strip() in dropped}

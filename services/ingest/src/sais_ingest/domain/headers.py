@@ -69,6 +69,23 @@ def canonical_header(raw: str) -> str:
     return " ".join(re.sub(r"[^0-9a-zA-Z]+", " ", s).lower().split())
 
 
+def field_of(header: str) -> str | None:
+    """The field a column header names, or None."""
+    key = canonical_header(header)
+    return (_LOOKUP.get(key) or _LOOKUP.get(key.replace(" ", ""))) if key else None
+
+
+def repeated_fields(headers: list[str]) -> dict[str, list[int]]:
+    """Fields whose column appears twice under the same header: field → the (1-based) columns. (Two
+    different headers for one field, such as Surname and Legal Surname, are not repeats: the first
+    recognised one is used, the other dropped.)"""
+    cols: dict[tuple[str, str], list[int]] = {}
+    for i, h in enumerate(headers):
+        if f := field_of(h):
+            cols.setdefault((f, canonical_header(h)), []).append(i + 1)
+    return {f: c for (f, _), c in cols.items() if len(c) > 1}
+
+
 def map_headers(headers: list[str]) -> tuple[dict[int, str], list[str], list[str]]:
     """Column index → field; the dropped (unrecognised) headers; the missing required fields."""
     mapping: dict[int, str] = {}

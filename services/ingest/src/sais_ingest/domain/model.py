@@ -49,4 +49,12 @@ Outcome = CleanRow | Rejected | OutOfScope
 
 
 class ExtractFileError(Exception):
-    """The file as a whole cannot be read (encoding, no header, a required column missing)."""
+    """The file as a whole cannot be read (encoding, no header, a required column missing), or an
+    extract is refused as a whole (a replacement that withdraws too much). ``code`` names the rule."""
+
+    code = "file.unreadable"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date
 
 from sais_shared.postcode import is_valid_postcode, normalise_postcode
@@ -30,6 +31,10 @@ GENDERS = {
     "": "U",
 }
 MAX_NAME = 100
+# Every field that leaves ingest has a maximum length, so no row can make a message the broker refuses:
+# a longer value is that row's rejection (the file's own cap on a cell is a refusal of the file).
+MAX_SCHOOL_NAME = 200
+MAX_ADDRESS_LINE = 200
 
 
 def parse_year_group(raw: str) -> str | None:
@@ -68,7 +73,9 @@ def parse_date(raw: str) -> tuple[date | None, str | None]:
 
 
 def _name(value: str, fld: str, problems: list[Problem]) -> str:
-    v = " ".join(value.split())
+    # NFC first: macOS and some exports write accents as a letter plus a combining mark (e + ́), which is
+    # the same name as the precomposed letter (é)
+    v = unicodedata.normalize("NFC", " ".join(value.split()))
     if not v:
         problems.append(Problem(fld, f"{fld}.missing", f"{fld} is missing"))
     elif len(v) > MAX_NAME:
@@ -121,8 +128,10 @@ def validate_row(
     school_name = " ".join(row.get("school_name", "").split())
     if not school_name:
         problems.append(Problem("school_name", "school_name.missing", "school name is missing"))
-    elif len(school_name) > 200:
-        problems.append(Problem("school_name", "school_name.too_long", "school name is longer than 200 characters"))
+    elif len(school_name) > MAX_SCHOOL_NAME:
+        problems.append(
+            Problem("school_name", "school_name.too_long", f"school name is longer than {MAX_SCHOOL_NAME} characters")
+        )
 
     year_group = parse_year_group(row.get("year_group", ""))
     if year_group is None:
@@ -163,6 +172,10 @@ def validate_row(
     lines = address_lines(row)
     if not lines:
         problems.append(Problem("address_1", "address.missing", "address line 1 is missing"))
+    elif any(len(line) > MAX_ADDRESS_LINE for line in lines):
+        problems.append(
+            Problem("address_1", "address.too_long", f"an address line is longer than {MAX_ADDRESS_LINE} characters")
+        )
 
     if problems:
         return Rejected(row_number, problems)

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import date
 from enum import Enum
 from pathlib import Path
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -16,12 +17,9 @@ from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import parse_date
 from sais_shared.events import SOURCES
-from sais_shared.exits import Exit
 from sais_shared.files import OutputFileError, write_private_file
-from sais_shared.protocol import ProtocolRefusalError
 
 from ..app import ingest_session
-from ..domain.model import ExtractFileError
 from ..service_layer.ingest_file import ExtractReport
 
 Source = Enum("Source", {s.replace("-", "_"): s for s in SOURCES}, type=str)  # the choices --help lists
@@ -31,7 +29,14 @@ console = Console(stderr=True)
 
 
 def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
-    status = "DUPLICATE (already ingested; nothing published)" if rep.duplicate else "ingested"
+    if rep.dry_run:
+        status = (
+            "DRY RUN: would be REFUSED (see the first warning); nothing was published or kept"
+            if rep.status == "refused"
+            else "DRY RUN: nothing was published or kept"
+        )
+    else:
+        status = "DUPLICATE (already ingested; nothing published)" if rep.duplicate else "ingested"
     out.print(f"[bold]{rep.file_name}[/] → {status}")
     out.print(
         f"  extract {rep.extract_id}  source {rep.source}  reference date {rep.reference_date}  "
@@ -39,10 +44,18 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
     )
     if rep.supersedes:
         out.print(f"  replacement dataset: supersedes extract {rep.supersedes} (ISP §9.6)")
+    if rep.effect:
+        e = rep.effect
+        out.print(
+            f"  as a replacement: adds {e['adds']}, updates {e['updates']}, leaves {e['unchanged']} unchanged and "
+            f"withdraws {e['withdrawals']} of the {e['before']} children of the extract it supersedes"
+        )
     out.print(
-        f"  rows in {rep.rows_in} = accepted {rep.accepted} + rejected {rep.rejected} + "
+        f"  rows in {rep.rows_in} = accepted {rep.accepted} + repeated {rep.repeated} + rejected {rep.rejected} + "
         f"out of scope {rep.out_of_scope}   warnings {rep.warnings}"
     )
+    if rep.sheet:
+        out.print(f"  read sheet {rep.sheet!r}: the sheet(s) before it have no header row")
     if rep.header_row and rep.header_row > 1:
         out.print(
             f"  header on row {rep.header_row}: the row(s) above it were skipped (a title or instructions); "
@@ -93,10 +106,21 @@ def ingest_file_cmd(
     source: Source = typer.Option(..., help="the extract's source (the protocol must request it)"),
     reference_date: date = typer.Option(..., parser=parse_date, metavar="YYYY-MM-DD", help="census day or offer date"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-    report: Path | None = typer.Option(None, help="also write the full report (JSON) here"),
+    report: Path | None = typer.Option(None, help="also write the full report (JSON) here: a new file"),
+    replace: bool = typer.Option(
+        False, "--replace", help="apply a replacement that withdraws many children, or a file with no rows (audited)"
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="read and check the file and show what it would do; publish and keep nothing"
+    ),
+    force_date: bool = typer.Option(
+        False, "--force-date", help="take a reference date outside its source's window (audited)"
+    ),
 ) -> None:
-    """Validate, minimise and publish one extract file."""
+    """Validate, minimise and publish one extract file: all of it, or none of it."""
     ref, actor = reference_date, operator.actor()
+    if report is not None and report.exists():  # before anything is done, not after
+        raise OutputFileError(f"{report} already exists: the report is written to a new file only")
 
     size = path.stat().st_size
     show_progress = console.is_terminal and size > 5 * 1024 * 1024
@@ -118,26 +142,40 @@ def ingest_file_cmd(
                     reference_date=ref,
                     actor=actor,
                     progress=lambda n: bar.update(task, completed=n),
+                    replace=replace,
+                    dry_run=dry_run,
+                    force_date=force_date,
                 )
 
-    try:
-        rep = asyncio.run(run())
-    except (ExtractFileError, ProtocolRefusalError) as exc:  # 2: the file; 3: the protocol does not allow it
-        code = Exit.REFUSED if isinstance(exc, ProtocolRefusalError) else Exit.BAD_INPUT
-        if as_json:  # a script parsing the output gets JSON for a refusal too
-            typer.echo(json.dumps({"refused": True, "reason": str(exc), "file": path.name, "exit_code": int(code)}))
-        else:
-            console.print(f"[red]extract refused:[/] {exc}")
-        raise typer.Exit(code) from None
+    rep = asyncio.run(run())  # a refusal or failure: one line and its exit code, from the CLI's one handler
     data = asdict(rep) | {"balanced": rep.balanced}
     if report:  # the full report includes the dip sample (personal data): a new, owner-only file
-        try:
-            write_private_file(report, json.dumps(data, default=str, indent=2))
-        except OutputFileError as exc:
-            console.print(f"[red]report not written:[/] {exc}")
-            raise typer.Exit(2) from None
+        write_private_file(report, json.dumps(data, default=str, indent=2))
     if as_json:  # for scripts: counts, rejections and warnings; the dip sample only by row number
         data["dip_sample"] = [r["row_number"] for r in rep.dip_sample]
         typer.echo(json.dumps(data, default=str, indent=2))
     else:
         print_report(rep, Console())
+
+
+@app.command("withdraw")
+def withdraw_cmd(
+    extract_id: UUID = typer.Argument(..., metavar="EXTRACT", help="the extract's id (sais status lists them)"),
+    reason: str = typer.Option(..., help="why it is taken back, in words (audited)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Take a completed extract back: its children leave the cohorts, and the next batch says so."""
+    actor = operator.actor()
+
+    async def run():
+        async with ingest_session() as session:
+            return await session.service.withdraw(extract_id, reason=reason, actor=actor)
+
+    row = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps({"extract_id": str(row.extract_id), "status": row.status, "reason": reason}))
+    else:
+        Console().print(
+            f"extract {row.extract_id} ({row.file_name}, {row.source} {row.reference_date}) withdrawn: its "
+            f"{row.accepted} children leave the cohorts; the next batch withdraws those already sent"
+        )

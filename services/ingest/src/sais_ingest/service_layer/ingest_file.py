@@ -1,14 +1,24 @@
 """Use case: ingest one extract (a file, or the rows of an inbound extract).
 
-The file is hashed first: the same content again publishes nothing. A file with the same
-source and reference date but other content is a replacement dataset (ISP §9.6) and says
-which extract it supersedes. Event ids are deterministic (extract id + row number), so an
-ingest resumed after a crash republishes the same events, which consumers discard as seen.
+An extract is all or nothing. Its pupil events are published as it is read, but eligibility holds
+them until the extract-completed event says how many there are (with a checksum) and they are all
+recorded; an extract that stops anywhere (a refused file, a server error, a killed process) ends
+``refused`` or ``failed`` with its reason, an extract-failed event tells eligibility to discard what
+it holds, and retention destroys its data key at once. A process holds the extract's lock while it
+reads, so one that was killed is seen as abandoned and ended by the next ingest or the service.
+
+The same content with the same source, reference date and target year again publishes nothing.
+Rows of one extract that agree on every ISP field are one child, published once. A file with the
+same source and reference date but other content is a replacement dataset (ISP §9.6); one that
+would withdraw more than a set share of the children of the extract it supersedes (or has no rows)
+is refused unless the operator says so (``--replace``), and ``--dry-run`` shows what it would do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,11 +31,14 @@ from sais_shared import ops
 from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import (
     ExtractCompleted,
+    ExtractFailed,
+    ExtractWithdrawn,
     PupilPersonal,
     PupilRecorded,
     RowRejected,
     dip_sample_aad,
     pupil_aad,
+    record_digest_part,
     record_id_for,
     stable_id,
 )
@@ -35,9 +48,11 @@ from sais_shared.protocol import Protocol, ProtocolRefusalError
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
-from ..adapters.readers import inspect_file, open_extract
+from ..adapters.readers import ReadLimits, inspect_file, open_extract
+from ..adapters.repository import ExtractRow
 from ..domain.extract import classify_row, header_mapping
 from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Rejected
+from ..domain.reference_dates import reference_date_problem
 from .ports import ExtractKeys, ExtractStore
 
 log = structlog.get_logger("sais.ingest")
@@ -68,6 +83,19 @@ class Publishers:
     row_rejected: Any
 
 
+class ExtractStateError(Exception):
+    """An extract is not in a state that allows what was asked (withdraw one that is not completed)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The operator's settings for what an extract may do without a confirmation."""
+
+    replacement_max_withdrawn: float = 0.10  # share of the superseded extract's children
+    reference_date_tolerance_days: int = 14
+    read: ReadLimits = field(default_factory=ReadLimits)  # what one file may make the readers do
+
+
 @dataclass
 class ExtractReport:
     extract_id: UUID
@@ -80,18 +108,23 @@ class ExtractReport:
     supersedes: UUID | None = None
     rows_in: int = 0
     accepted: int = 0
+    repeated: int = 0
     rejected: int = 0
     out_of_scope: int = 0
     warnings: int = 0
+    status: str = "completed"
+    dry_run: bool = False
+    effect: dict[str, int] | None = None  # a replacement's adds, updates, unchanged, withdrawals, before
     dropped_columns: list[str] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
     warning_rows: list[dict] = field(default_factory=list)
     dip_sample: list[dict] = field(default_factory=list)
     header_row: int | None = None  # the spreadsheet row the header was found on (None: not a sheet)
+    sheet: str | None = None  # the workbook's sheet that was read, when it is not the first
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in == self.accepted + self.rejected + self.out_of_scope
+        return self.rows_in == self.accepted + self.repeated + self.rejected + self.out_of_scope
 
 
 def _personal(row: CleanRow) -> PupilPersonal:
@@ -127,6 +160,7 @@ class Ingest(FollowsProtocol):
     protocol_ref: ProtocolRef
     publishers: Publishers
     clock: Clock
+    limits: Limits = field(default_factory=Limits)
 
     async def file(
         self,
@@ -136,9 +170,12 @@ class Ingest(FollowsProtocol):
         reference_date: date,
         actor: str | None = None,
         progress: Callable[[int], None] | None = None,
+        replace: bool = False,
+        dry_run: bool = False,
+        force_date: bool = False,
     ) -> ExtractReport:
-        facts = inspect_file(path)
-        reader = open_extract(path, facts)
+        facts = inspect_file(path, self.limits.read)
+        reader = open_extract(path, facts, self.limits.read)
         report = await self.extract(
             ExtractInput(
                 reader.rows(),
@@ -151,35 +188,82 @@ class Ingest(FollowsProtocol):
             ),
             actor=actor,
             progress=progress,
+            replace=replace,
+            dry_run=dry_run,
+            force_date=force_date,
         )
         report.header_row = None if report.duplicate else getattr(reader, "header_row", None)
+        report.sheet = None if report.duplicate else getattr(reader, "sheet", None)
         return report
 
     async def extract(
-        self, x: ExtractInput, *, actor: str | None = None, progress: Callable[[int], None] | None = None
+        self,
+        x: ExtractInput,
+        *,
+        actor: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        replace: bool = False,
+        dry_run: bool = False,
+        force_date: bool = False,
     ) -> ExtractReport:
-        """Validate, minimise and publish every row; the counts always add up."""
+        """Validate, minimise and publish every row; the counts always add up. All or nothing: an
+        extract that does not reach the end is ended refused or failed, and none of it is delivered."""
         protocol = self.protocol  # one version for the whole extract
         actor = actor or "ingest"  # a command names its person (sais --actor); the service acts as itself
-        started = await self._begin(x, protocol, actor)
-        if isinstance(started, ExtractReport):
-            return started  # the same content again: nothing published
-        run = started
-        async for row_number, cells in run.rows:
-            run.take(row_number, cells)
-            if run.pending >= CHUNK_ROWS:
+        if not dry_run:
+            await self.sweep()  # extracts a killed process left, and endings not yet announced
+        plan = await self._plan(x, protocol, actor, force_date=force_date, dry_run=dry_run)
+        if isinstance(plan, ExtractReport):
+            return plan  # the same extract again: nothing published
+        extract_id, supersedes, target_year = plan
+        async with self.repo.hold(extract_id):
+            try:
+                run = await self._begin(x, protocol, actor, extract_id, supersedes, target_year, dry_run=dry_run)
+            except ExtractFileError as exc:  # refused before a row was read: nothing was started
+                await self.repo.audit(
+                    actor, "extract.refused", f"file:{x.content_sha256}",
+                    {"file_name": x.file_name, "source": x.source, "code": exc.code, "reason": str(exc)},
+                    protocol.version,
+                )  # fmt: skip
+                raise
+            try:
+                async for row_number, cells in run.rows:
+                    run.take(row_number, cells)
+                    if run.pending >= CHUNK_ROWS:
+                        await self._flush(run)
+                        if progress:
+                            progress(run.report.rows_in)
                 await self._flush(run)
-                if progress:
-                    progress(run.report.rows_in)
-        await self._flush(run)
-        return await self._finish(run, x, protocol, actor)
+                return await self._finish(run, x, protocol, actor, replace=replace)
+            except BaseException as exc:
+                if dry_run:
+                    await asyncio.shield(self.repo.discard(extract_id))
+                else:
+                    await asyncio.shield(self._fail(run, exc, actor))
+                raise
 
-    async def _begin(self, x: ExtractInput, protocol: Protocol, actor: str) -> ExtractReport | _Run:
+    async def _plan(
+        self, x: ExtractInput, protocol: Protocol, actor: str, *, force_date: bool, dry_run: bool
+    ) -> ExtractReport | tuple[UUID, UUID | None, str]:
+        """Refuse what cannot be this source's extract; find a duplicate; pick the extract's id and
+        the extract it would supersede."""
         rule = protocol.source(x.source)  # refuses a source the protocol does not cover
         check_fields_allowed(protocol)
         target_year = academic_year_label(rule.target_academic_year(x.reference_date))
+        today = self.clock.today()
+        earliest = protocol.effective_from.replace(year=protocol.effective_from.year - 1)
+        problem = reference_date_problem(
+            x.source, x.reference_date, today=today, earliest=earliest,
+            tolerance_days=self.limits.reference_date_tolerance_days,
+        )  # fmt: skip
+        if problem and not force_date:
+            raise ExtractFileError(
+                f"{problem}: nothing was read. Check --reference-date and --source; if the date is right, "
+                "say so with --force-date (audited)",
+                code="reference-date.outside-window",
+            )
         repo = self.repo
-        existing = await repo.by_hash(x.content_sha256)
+        existing = await repo.identity(x.content_sha256, x.source, x.reference_date, target_year)
         if existing and existing.status == "completed":
             log.info("extract.duplicate", extract_id=str(existing.extract_id), sha256=x.content_sha256)
             await repo.audit(
@@ -190,19 +274,46 @@ class Ingest(FollowsProtocol):
                 protocol.version,
             )
             return await report_for(repo, existing.extract_id, duplicate=True, keys=self.keys)
-
-        extract_id = existing.extract_id if existing else stable_id("extract", x.content_sha256)
+        if existing and dry_run and await repo.is_held(existing.extract_id):
+            raise ExtractFileError(f"extract {existing.extract_id} is being ingested right now", code="busy")
+        attempt = await repo.attempts(x.content_sha256, x.source, x.reference_date, target_year)
+        extract_id = (
+            uuid.uuid4()  # a dry run leaves nothing behind, not even its id
+            if dry_run
+            else stable_id("extract", x.content_sha256, x.source, x.reference_date, target_year, attempt)
+        )
         supersedes = await repo.latest_completed(x.source, x.reference_date, extract_id)
-        key = await self.keys.key_for_extract(extract_id)
+        if problem:  # forced
+            await repo.audit(
+                actor, "extract.reference_date_forced", f"extract:{extract_id}",
+                {"reference_date": x.reference_date.isoformat(), "source": x.source, "problem": problem},
+                protocol.version,
+            )  # fmt: skip
+        return extract_id, supersedes, target_year
+
+    async def _begin(
+        self,
+        x: ExtractInput,
+        protocol: Protocol,
+        actor: str,
+        extract_id: UUID,
+        supersedes: UUID | None,
+        target_year: str,
+        *,
+        dry_run: bool,
+    ) -> _Run:
+        rule = protocol.source(x.source)
+        repo = self.repo
         rows = _aiter(x.rows)
         try:
             _, headers = await anext(rows)
         except StopAsyncIteration:
-            raise ExtractFileError("the file is empty: no header row") from None
-        mapping, dropped = header_mapping(headers)
+            raise ExtractFileError("the file is empty: no header row", code="file.empty") from None
+        mapping, dropped = header_mapping(headers)  # a file refused here leaves nothing: no row, no key
+        key = DataKey.generate(uuid.uuid4()) if dry_run else await self.keys.key_for_extract(extract_id)
         await repo.start(
             extract_id=extract_id,
-            sha256=x.content_sha256,
+            sha256=f"dry-run:{x.content_sha256}" if dry_run else x.content_sha256,
             source=x.source,
             reference_date=x.reference_date,
             target_academic_year=target_year,
@@ -220,6 +331,7 @@ class Ingest(FollowsProtocol):
             source=x.source,
             supersedes=str(supersedes) if supersedes else None,
             encoding=x.encoding,
+            dry_run=dry_run,
         )
         report = ExtractReport(
             extract_id,
@@ -230,28 +342,101 @@ class Ingest(FollowsProtocol):
             x.content_sha256,
             supersedes=supersedes,
             dropped_columns=dropped,
+            dry_run=dry_run,
         )
         return _Run(
-            report, rows, mapping, rule, protocol, key, self.keys.kek, self.clock.now(), random.Random(x.content_sha256)
-        )
+            report, rows, mapping, rule, protocol, key, self.keys.kek, self.clock.now(),
+            random.Random(x.content_sha256), dry_run=dry_run,
+        )  # fmt: skip
 
     async def _flush(self, run: _Run) -> None:
+        """Index the chunk's accepted rows (a row repeating an earlier one exactly is that child once),
+        then publish what is new, then store the problems."""
         extract_id = run.report.extract_id
-        await publish_many(self.publishers.pupil_recorded, run.pupils)
-        await publish_many(self.publishers.row_rejected, run.rejects)
+        repeats = await self.repo.index_rows(
+            extract_id, [(c.row.row_number, c.child_key, c.content_key) for c in run.candidates]
+        )
+        for c in run.candidates:
+            n = c.row.row_number
+            if n in repeats:
+                run.report.repeated += 1
+                run.report.warnings += 1
+                run.problems.append(
+                    (n, "warning", "row", "row.repeated", f"repeats row {repeats[n]} exactly: one child, sent once")
+                )
+                continue
+            run.accept(c)
+        run.candidates.clear()
+        if not run.dry_run:
+            await publish_many(self.publishers.pupil_recorded, run.pupils)
+            await publish_many(self.publishers.row_rejected, run.rejects)
+            run.published += len(run.pupils)
         await self.repo.add_problems(extract_id, run.problems)
-        await self.repo.add_row_keys(extract_id, run.row_keys)
-        run.pupils.clear(), run.rejects.clear(), run.problems.clear(), run.row_keys.clear()
+        run.pupils.clear(), run.rejects.clear(), run.problems.clear()
 
-    async def _finish(self, run: _Run, x: ExtractInput, protocol: Protocol, actor: str) -> ExtractReport:
-        """Duplicates within the file, the dip sample, the counts, then extract-completed and the audit."""
+    async def _finish(
+        self, run: _Run, x: ExtractInput, protocol: Protocol, actor: str, *, replace: bool
+    ) -> ExtractReport:
+        """Same-name rows to review, the replacement check, the dip sample, the counts, then
+        extract-completed and the audit."""
         report, repo, extract_id = run.report, self.repo, run.report.extract_id
-        duplicates = [
-            (row, "warning", "row", "row.duplicate", f"same child as row {first}")
-            for row, first in await repo.duplicate_rows(extract_id)
-        ]
-        await repo.add_problems(extract_id, duplicates)
-        report.warnings += len(duplicates)
+        review = [
+            (row, "warning", "row", "row.same-child",
+             f"same name and date of birth as row {first}, other details differ: not merged, check whether "
+             "it is one child")
+            for row, first in await repo.same_child_rows(extract_id)
+        ]  # fmt: skip
+        await repo.add_problems(extract_id, review)
+        report.warnings += len(review)
+        report.dropped_columns = report.dropped_columns + x.extra_dropped()  # e.g. CTF elements not forwarded
+        assert report.balanced, "rows in must equal accepted + repeated + rejected + out of scope"
+        refusal = None
+        if report.supersedes is not None:
+            report.effect = effect = await repo.replacement_effect(extract_id, report.supersedes)
+            share = effect["withdrawals"] / effect["before"] if effect["before"] else 0.0
+            if share > self.limits.replacement_max_withdrawn:
+                refusal = ExtractFileError(
+                    f"this file replaces extract {report.supersedes} (same source and reference date) and would "
+                    f"withdraw {effect['withdrawals']} of its {effect['before']} children ({share:.0%}, more than "
+                    f"the {self.limits.replacement_max_withdrawn:.0%} of SAIS_INGEST_REPLACEMENT_MAX_WITHDRAWN); "
+                    "nothing of it is delivered. If that is what you mean, ingest it again with --replace "
+                    "(--dry-run shows what it does)",
+                    code="replacement.withdraws-too-many",
+                )
+        if report.rows_in == 0 and refusal is None:
+            refusal = ExtractFileError(
+                "the file has a header but no rows" + (
+                    f": as a replacement of extract {report.supersedes} it would withdraw every child"
+                    if report.supersedes else ""
+                ) + "; nothing of it is delivered. If that is what you mean, ingest it again with --replace",
+                code="file.no-rows",
+            )  # fmt: skip
+        if run.dry_run:
+            out = await report_for(repo, extract_id)
+            out.dry_run, out.effect, out.status = (
+                True,
+                report.effect,
+                "refused" if refusal and not replace else "dry-run",
+            )
+            out.rows_in, out.accepted, out.repeated = report.rows_in, report.accepted, report.repeated
+            out.rejected, out.out_of_scope, out.warnings = report.rejected, report.out_of_scope, report.warnings
+            out.dropped_columns = report.dropped_columns
+            out.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
+            out.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
+            if refusal and not replace:
+                out.warning_rows.insert(0, {"row_number": 0, "field": "extract", "code": refusal.code,
+                                            "reason": str(refusal)})  # fmt: skip
+            await repo.discard(extract_id)
+            return out
+        if refusal is not None:
+            if not replace:
+                raise refusal
+            await repo.audit(
+                actor, "extract.replacement_confirmed", f"extract:{extract_id}",
+                {"supersedes": str(report.supersedes) if report.supersedes else None, "reason": refusal.code,
+                 **(report.effect or {})},
+                protocol.version,
+            )  # fmt: skip
         await repo.save_dip_sample(
             extract_id,
             [  # its own sealed copy, under the dip sample's context
@@ -265,9 +450,6 @@ class Ingest(FollowsProtocol):
                 for e, p in run.sample
             ],
         )
-        report.dropped_columns = report.dropped_columns + x.extra_dropped()  # e.g. CTF elements not forwarded
-
-        assert report.balanced, "rows in must equal accepted + rejected + out of scope"
         for outcome_name, n in (
             ("accepted", report.accepted),
             ("rejected", report.rejected),
@@ -282,6 +464,7 @@ class Ingest(FollowsProtocol):
             out_of_scope=report.out_of_scope,
             warnings=report.warnings,
             dropped_columns=report.dropped_columns,
+            repeated=report.repeated,
         )
         await self.publishers.extract_completed.publish(
             ExtractCompleted(
@@ -302,6 +485,8 @@ class Ingest(FollowsProtocol):
                 originator=protocol.originator_label,
                 protocol_version=protocol.version,
                 ingested_by=actor,
+                repeated=report.repeated,
+                records_digest=f"{run.digest:016x}",
             ),
             key=extract_id.bytes,
         )
@@ -314,6 +499,7 @@ class Ingest(FollowsProtocol):
                 "source": x.source,
                 "rows_in": report.rows_in,
                 "accepted": report.accepted,
+                "repeated": report.repeated,
                 "rejected": report.rejected,
                 "out_of_scope": report.out_of_scope,
                 "supersedes": str(report.supersedes) if report.supersedes else None,
@@ -326,11 +512,118 @@ class Ingest(FollowsProtocol):
             source=x.source,
             rows_in=report.rows_in,
             accepted=report.accepted,
+            repeated=report.repeated,
             rejected=report.rejected,
             out_of_scope=report.out_of_scope,
             warnings=report.warnings,
         )
         return await report_for(repo, extract_id, keys=self.keys)
+
+    # --- endings ----------------------------------------------------------------------------
+
+    async def _fail(self, run: _Run, exc: BaseException, actor: str) -> None:
+        """The extract stopped before its end: record why, audit it, tell the other services. Never
+        raises (the original error is what the caller sees); what cannot be done now, the sweep does."""
+        status, code, reason = failure_of(exc)
+        extract_id = run.report.extract_id
+        try:
+            if await self.repo.end(extract_id, status, code, reason, actor, published=run.published):
+                await self.repo.audit(
+                    actor, f"extract.{status}", f"extract:{extract_id}",
+                    {"code": code, "reason": reason, "published": run.published, "rows_read": run.report.rows_in},
+                    run.protocol.version,
+                )  # fmt: skip
+            log.warning(f"extract.{status}", extract_id=str(extract_id), code=code, published=run.published)
+            row = await self.repo.get(extract_id)
+            if row is not None:
+                await asyncio.wait_for(self._announce(row), timeout=15)
+        except BaseException as err:  # noqa: BLE001 - the sweep announces it; the caller sees the first error
+            log.warning("extract.end_not_announced", extract_id=str(extract_id), error=type(err).__name__)
+
+    async def _announce(self, row: ExtractRow) -> None:
+        """An ended extract's event on Kafka (deterministic id: a repeat is the same event)."""
+        now = self.clock.now()
+        if row.status == "withdrawn":
+            event: ExtractFailed | ExtractWithdrawn = ExtractWithdrawn(
+                event_id=stable_id("extract-withdrawn", row.extract_id),
+                occurred_at=now,
+                extract_id=row.extract_id,
+                target_academic_year=row.target_academic_year,
+                reason=row.failure or "",
+                withdrawn_by=row.ended_by or "",
+            )
+        else:
+            assert row.key_id is not None
+            event = ExtractFailed(
+                event_id=stable_id("extract-failed", row.extract_id),
+                occurred_at=now,
+                extract_id=row.extract_id,
+                source=row.source,
+                reference_date=row.reference_date,
+                target_academic_year=row.target_academic_year,
+                key_id=row.key_id,
+                status=row.status,
+                code=row.failure_code or "failed",
+                reason=row.failure or "",
+                published=row.published,
+            )
+        await self.publishers.extract_completed.publish(event, key=row.extract_id.bytes)
+        await self.repo.announced(row.extract_id)
+
+    async def sweep(self) -> int:
+        """End the extracts that no process is reading any more (abandoned), and announce every ending
+        not yet on Kafka. Run by each ingest and on the service's timer; returns the endings announced."""
+        for extract_id in await self.repo.abandoned():
+            log.warning("extract.failed", extract_id=str(extract_id), code="abandoned")
+            await self.repo.audit(
+                "ingest", "extract.failed", f"extract:{extract_id}", {"code": "abandoned"}, self.protocol.version
+            )
+        rows = await self.repo.unannounced()
+        for row in rows:
+            await self._announce(row)
+        return len(rows)
+
+    async def withdraw(self, extract_id: UUID, *, reason: str, actor: str) -> ExtractRow:
+        """Take a completed extract back: its children leave the cohorts (ISP §9.6's correction)."""
+        row = await self.repo.get(extract_id)
+        if row is None:
+            raise ExtractStateError(f"no extract {extract_id}")
+        if row.status != "completed":
+            raise ExtractStateError(f"extract {extract_id} is {row.status}, not completed: nothing to withdraw")
+        if not await self.repo.end(extract_id, "withdrawn", "withdrawn", reason, actor, published=row.published):
+            raise ExtractStateError(f"extract {extract_id} was ended by someone else just now")
+        await self.repo.audit(
+            actor, "extract.withdrawn", f"extract:{extract_id}",
+            {"reason": reason, "source": row.source, "accepted": row.accepted}, self.protocol.version,
+        )  # fmt: skip
+        ended = await self.repo.get(extract_id)
+        assert ended is not None
+        await self._announce(ended)
+        log.info("extract.withdrawn", extract_id=str(extract_id))
+        return ended
+
+
+_UNREACHABLE = ("KafkaError", "KafkaConnectionError", "PostgresConnectionError", "ConnectionError", "TimeoutError")
+
+
+def failure_of(exc: BaseException) -> tuple[str, str, str]:
+    """(status, code, reason) of an extract that stopped with ``exc``; the reason never quotes a value."""
+    if isinstance(exc, ExtractFileError):
+        return "refused", exc.code, str(exc)
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+        return (
+            "failed",
+            "interrupted",
+            "the ingest was interrupted before the end of the extract; nothing of it is delivered",
+        )
+    names = {c.__name__ for c in type(exc).__mro__}
+    what = type(exc).__name__
+    if names & set(_UNREACHABLE) or isinstance(exc, OSError):
+        return "failed", "unreachable", (
+            f"a server could not be reached or refused a write ({what}); nothing of it is delivered: ingest the "
+            "file again"
+        )  # fmt: skip
+    return "failed", "error", f"the ingest failed ({what}); nothing of it is delivered"
 
 
 @dataclass
@@ -346,15 +639,18 @@ class _Run:
     kek: Any
     now: Any
     sampler: random.Random  # reproducible reservoir sample of accepted rows (§9.3)
+    dry_run: bool = False
     sample: list[tuple[PupilRecorded, PupilPersonal]] = field(default_factory=list)
+    candidates: list[_Candidate] = field(default_factory=list)  # accepted rows not yet checked for repeats
     pupils: list[tuple[bytes, PupilRecorded]] = field(default_factory=list)
     rejects: list[tuple[bytes, RowRejected]] = field(default_factory=list)
     problems: list[tuple[int, str, str, str, str]] = field(default_factory=list)
-    row_keys: list[tuple[str, int]] = field(default_factory=list)
+    published: int = 0
+    digest: int = 0  # records_digest of the pupil events published, kept as it goes
 
     @property
     def pending(self) -> int:
-        return len(self.pupils) + len(self.rejects)
+        return len(self.candidates) + len(self.rejects)
 
     def take(self, row_number: int, cells: list[str]) -> None:
         """Classify one row and add what it gives to the chunk and the report."""
@@ -376,8 +672,7 @@ class _Run:
         elif isinstance(outcome, OutOfScope):
             report.out_of_scope += 1
         else:
-            report.accepted += 1
-            self._accept(outcome)
+            self._candidate(outcome)
 
     def _reject(self, row_number: int, outcome: Rejected) -> None:
         extract_id = self.report.extract_id
@@ -400,14 +695,14 @@ class _Run:
                 )
             )
 
-    def _accept(self, row: CleanRow) -> None:
+    def _candidate(self, row: CleanRow) -> None:
+        """An accepted row, its event built; published once the chunk is checked for repeats."""
         report = self.report
         match_key = self.kek.blind_index(row.forename, row.surname, row.date_of_birth.isoformat())
-        self.row_keys.append((self.kek.blind_index(match_key, row.postcode), row.row_number))
-        for w in row.warnings:
-            report.warnings += 1
-            self.problems.append((row.row_number, "warning", w.field, w.code, w.reason))
         personal = _personal(row)
+        content_key = self.kek.blind_index(
+            "row:v1", row.school_dfe, row.school_name, row.year_group, row.gender, personal.model_dump_json()
+        )
         event = _pupil_event(
             row,
             personal,
@@ -419,11 +714,29 @@ class _Run:
             match_key,
             self.now,
         )
-        self.pupils.append((match_key.encode(), event))
+        self.candidates.append(_Candidate(row, event, personal, match_key, content_key))
+
+    def accept(self, c: _Candidate) -> None:
+        report = self.report
+        report.accepted += 1
+        for w in c.row.warnings:
+            report.warnings += 1
+            self.problems.append((c.row.row_number, "warning", w.field, w.code, w.reason))
+        self.pupils.append((c.child_key.encode(), c.event))
+        self.digest = (self.digest + record_digest_part(c.event.record_id)) % 2**64
         if len(self.sample) < DIP_SAMPLE_SIZE:
-            self.sample.append((event, personal))
+            self.sample.append((c.event, c.personal))
         elif (j := self.sampler.randrange(report.accepted)) < DIP_SAMPLE_SIZE:
-            self.sample[j] = (event, personal)
+            self.sample[j] = (c.event, c.personal)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    row: CleanRow
+    event: PupilRecorded
+    personal: PupilPersonal
+    child_key: str  # the match key: keyed blind index of forename, surname, date of birth
+    content_key: str  # keyed blind index of every ISP field of the row
 
 
 async def _aiter(rows: Iterator | AsyncIterator) -> AsyncIterator[tuple[int, list[str]]]:
@@ -493,10 +806,12 @@ async def report_for(
         supersedes=row.supersedes,
         rows_in=row.rows_in,
         accepted=row.accepted,
+        repeated=row.repeated,
         rejected=row.rejected,
         out_of_scope=row.out_of_scope,
         warnings=row.warnings,
         dropped_columns=list(row.dropped_columns),
+        status=row.status,
     )
     rep.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
     rep.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
@@ -519,4 +834,13 @@ async def report_for(
     return rep
 
 
-__all__ = ["ExtractInput", "ExtractReport", "Ingest", "Publishers", "report_for"]
+__all__ = [
+    "ExtractInput",
+    "ExtractReport",
+    "ExtractStateError",
+    "Ingest",
+    "Limits",
+    "Publishers",
+    "failure_of",
+    "report_for",
+]

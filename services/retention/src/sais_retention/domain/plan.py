@@ -11,6 +11,7 @@ RULE_TRANSFER = "isp-11.1-transfer-plus-retention"
 RULE_UNDELIVERED = "undelivered-extract-ingest-plus-retention"
 RULE_PARTY_LEFT = "isp-11.3-party-left"
 RULE_INBOUND_STAGING = "inbound-staging-plus-retention"
+RULE_EXTRACT_ENDED = "extract-refused-or-failed-at-once"  # nothing of it may be delivered: deleted at once
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,15 @@ from sais_shared.events import (
     DeletionRequested,
     DeliveryCompleted,
     ExtractCompleted,
+    ExtractFailed,
+    ExtractWithdrawn,
     stable_id,
 )
 from sais_shared.ports import Clock, Outbox
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 
 from ..domain.plan import (
+    RULE_EXTRACT_ENDED,
     RULE_INBOUND_STAGING,
     RULE_PARTY_LEFT,
     RULE_TRANSFER,
@@ -46,7 +49,14 @@ from .ports import Repository, UnitOfWork
 
 log = structlog.get_logger("sais.retention")
 
-__all__ = ["RULE_INBOUND_STAGING", "RULE_PARTY_LEFT", "RULE_TRANSFER", "RULE_UNDELIVERED", "RetentionService"]
+__all__ = [
+    "RULE_EXTRACT_ENDED",
+    "RULE_INBOUND_STAGING",
+    "RULE_PARTY_LEFT",
+    "RULE_TRANSFER",
+    "RULE_UNDELIVERED",
+    "RetentionService",
+]
 
 
 @dataclass
@@ -63,12 +73,27 @@ class RetentionService(FollowsProtocol):
             events, lambda e: (f"batch:{e.batch_id}", RULE_TRANSFER, e.transferred_at.date(), e.extract_ids, e.key_ids)
         )
 
-    async def handle_extracts(self, events: list[ExtractCompleted]) -> None:
-        """An extract never delivered is deleted at its ingest date + the retention period."""
+    async def handle_extracts(self, events: list[ExtractCompleted | ExtractFailed | ExtractWithdrawn]) -> None:
+        """An extract never delivered is deleted at its ingest date + the retention period; one that was
+        refused or failed part-way is deleted at once: its key destroyed now, its owners asked to delete
+        what it left, with a certificate. (A withdrawn extract keeps the schedule it has.)"""
         await self._schedule(
-            events,
+            [e for e in events if isinstance(e, ExtractCompleted)],
             lambda e: (f"extract:{e.extract_id}", RULE_UNDELIVERED, e.occurred_at.date(), [e.extract_id], [e.key_id]),
         )
+        failed = [e for e in events if isinstance(e, ExtractFailed)]
+        if not failed:
+            return
+        async with self.uow() as repo:
+            fresh = await repo.claim_new([e.event_id for e in failed])
+            for e in failed:
+                if e.event_id in fresh:
+                    await repo.schedule(
+                        f"extract:{e.extract_id}", RULE_EXTRACT_ENDED, e.occurred_at.date(), [e.extract_id], [e.key_id]
+                    )
+        for e in failed:  # a request already made is not made again
+            await self._request_scheduled(f"extract:{e.extract_id}", "retention")
+        await self.flush_outbox()
 
     async def _schedule(self, events: list, entry) -> None:
         """One schedule row per subject, whatever the number of (re)deliveries of its event."""
