@@ -21,7 +21,13 @@ async def quality_view(academic_year: str) -> dict:
         protocol = await in_force(owners.eligibility)
         view = await eligibility.quality(owners.eligibility, academic_year, protocol.la_codes)
         outside_la = await ingest.rows_from_schools_outside_the_la(owners.ingest, academic_year)
-    return {"academic_year": academic_year, "rows_from_schools_outside_the_la": outside_la, **view}
+        ended = [e for e in await ingest.ended_extracts(owners.ingest)]
+    return {
+        "academic_year": academic_year,
+        "rows_from_schools_outside_the_la": outside_la,
+        **view,
+        "ended_extracts": ended,
+    }
 
 
 def quality_cmd(
@@ -51,4 +57,12 @@ def quality_cmd(
     if view["rows_from_schools_outside_the_la"]:
         c.print(f"rows rejected at ingest for a school outside the LA: {view['rows_from_schools_outside_the_la']}")
     for r in view["incomplete_extracts"]:
-        c.print(f"[yellow]extract {r['extract_id']} incomplete: {r['received']}/{r['accepted']} pupil events received")
+        c.print(
+            f"[yellow]extract {r['extract_id']} held: {r['received']}/{r['accepted']} pupil events received; "
+            "none of it is in a cohort until all are"
+        )
+    for r in view["ended_extracts"]:
+        c.print(
+            f"[yellow]extract {r['extract_id']} ({r['file_name']}, {r['source']} {r['reference_date']}) {r['status']}: "
+            f"{r['failure']}"
+        )

@@ -54,6 +54,11 @@ async def gather() -> dict:
     if view["deletions"]["overdue"]:
         attention.append(f"{view['deletions']['overdue']} deletion(s) overdue: `sais retention run`")
     attention += [
+        f"extract {e['file_name']} ({e['source']} {e['reference_date']}) {e['status']}: none of it is delivered"
+        for e in view["extracts"]
+        if e["status"] in ("refused", "failed", "abandoned") and not e["purged"]
+    ]
+    attention += [
         f"batch {b['batch_id']} interrupted while sending: `sais delivery resolve`"
         for b in view["batches"]
         if b["status"] == "sending"
@@ -90,10 +95,16 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the result 
             t.add_row(
                 e["source"],
                 str(e["reference_date"]),
-                "purged" if e["purged"] else e["status"],
+                e["status"] + (" (purged)" if e["purged"] else ""),
                 *(str(e[k]) for k in ("rows_in", "accepted", "rejected", "out_of_scope")),
             )
         c.print(t)
+        for e in view["extracts"]:
+            if e["status"] in ("refused", "failed", "abandoned", "withdrawn"):
+                c.print(
+                    f"  {e['status']}: {e['file_name']} ({e['source']} {e['reference_date']}), extract "
+                    f"{e['extract_id']}: {e['failure']}"
+                )
         t = Table("academic year", "programme", "children", title="Cohorts", title_justify="left")
         for r in view["cohorts"]:
             t.add_row(r["academic_year"], r["programme"], str(r["n"]))

@@ -37,10 +37,10 @@ async def quality(pool: asyncpg.Pool, academic_year: str, la_codes: list[str]) -
         "WHERE academic_year=$1 GROUP BY 1,2 ORDER BY 1,2",
         academic_year,
     )
-    incomplete = await pool.fetch(
-        "SELECT e.extract_id, e.accepted, (SELECT count(*) FROM eligibility.records r "
-        "WHERE r.extract_id=e.extract_id) received FROM eligibility.extracts e "
-        "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL",
+    incomplete = await pool.fetch(  # completed extracts whose pupil events have not all come: held
+        "SELECT e.extract_id, e.accepted, coalesce(p.recorded, 0) received FROM eligibility.extracts e "
+        "LEFT JOIN eligibility.extract_progress p USING (extract_id) "
+        "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL AND e.status = 'completed'",
         academic_year,
     )
     schools = await pool.fetch(

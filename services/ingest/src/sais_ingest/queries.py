@@ -13,11 +13,41 @@ import asyncpg
 
 
 async def recent_extracts(pool: asyncpg.Pool, limit: int = 10) -> list[dict[str, Any]]:
-    return [
+    """The latest extracts: how each ended (completed, refused, failed, withdrawn) and why. One still
+    ``started`` that no process holds any more was abandoned (the ingest service ends it on its next
+    sweep): it is shown as such, never as if it were in progress."""
+    rows = [
         dict(r)
         for r in await pool.fetch(
-            "SELECT source, reference_date, status, rows_in, accepted, rejected, out_of_scope, completed_at, "
-            "purged_at IS NOT NULL AS purged FROM ingest.extracts ORDER BY started_at DESC LIMIT $1",
+            "SELECT extract_id, file_name, source, reference_date, status, rows_in, accepted, repeated, rejected, "
+            "out_of_scope, published, failure_code, failure, ended_by, completed_at, ended_at, "
+            "purged_at IS NOT NULL AS purged FROM ingest.extracts WHERE content_sha256 NOT LIKE 'dry-run:%' "
+            "ORDER BY started_at DESC LIMIT $1",
+            limit,
+        )
+    ]
+    async with pool.acquire() as conn:
+        for r in rows:
+            if r["status"] == "started":
+                key = f"sais-ingest-extract:{r['extract_id']}"
+                if await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+                    r["status"], r["failure_code"] = "abandoned", "abandoned"
+                    r["failure"] = "the ingest stopped before the end of the extract; nothing of it is delivered"
+                else:
+                    r["status"] = "in progress"
+            r["extract_id"] = str(r["extract_id"])
+    return rows
+
+
+async def ended_extracts(pool: asyncpg.Pool, limit: int = 50) -> list[dict[str, Any]]:
+    """Extracts refused or failed part-way (none of their children is delivered), newest first."""
+    return [
+        {**dict(r), "extract_id": str(r["extract_id"])}
+        for r in await pool.fetch(
+            "SELECT extract_id, file_name, source, reference_date, status, failure_code, failure, published, "
+            "ended_by, ended_at FROM ingest.extracts WHERE status IN ('refused', 'failed') "
+            "ORDER BY ended_at DESC LIMIT $1",
             limit,
         )
     ]

@@ -197,8 +197,10 @@ def inspect_file(path: Path, limits: ReadLimits | None = None) -> FileFacts:
     utf8 = True
     size = 0
     head = b""
+    nul = False  # a NUL byte anywhere: binary, unless the text is UTF-16
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
+            nul = nul or b"\x00" in chunk
             if len(head) < 4096:
                 head += chunk[: 4096 - len(head)]
             size += len(chunk)
@@ -224,7 +226,7 @@ def inspect_file(path: Path, limits: ReadLimits | None = None) -> FileFacts:
         encoding, kind = "binary", "zip"
     elif head.startswith(b"\xd0\xcf\x11\xe0"):
         encoding, kind = "binary", "ole2"
-    elif b"\x00" in head:
+    elif nul:
         encoding, kind = "binary", "binary"
     elif utf8:
         encoding = "utf-8-sig"  # strips a BOM when there is one

@@ -217,16 +217,11 @@ class Ingest(FollowsProtocol):
             return plan  # the same extract again: nothing published
         extract_id, supersedes, target_year = plan
         async with self.repo.hold(extract_id):
+            run = await self._begin(x, protocol, actor, extract_id, supersedes, target_year, dry_run=dry_run)
+            log.info("extract.started", extract_id=str(extract_id), source=x.source, encoding=x.encoding,
+                     supersedes=str(supersedes) if supersedes else None, dry_run=dry_run)  # fmt: skip
             try:
-                run = await self._begin(x, protocol, actor, extract_id, supersedes, target_year, dry_run=dry_run)
-            except ExtractFileError as exc:  # refused before a row was read: nothing was started
-                await self.repo.audit(
-                    actor, "extract.refused", f"file:{x.content_sha256}",
-                    {"file_name": x.file_name, "source": x.source, "code": exc.code, "reason": str(exc)},
-                    protocol.version,
-                )  # fmt: skip
-                raise
-            try:
+                await self._header(run)
                 async for row_number, cells in run.rows:
                     run.take(row_number, cells)
                     if run.pending >= CHUNK_ROWS:
@@ -304,14 +299,8 @@ class Ingest(FollowsProtocol):
     ) -> _Run:
         rule = protocol.source(x.source)
         repo = self.repo
-        rows = _aiter(x.rows)
-        try:
-            _, headers = await anext(rows)
-        except StopAsyncIteration:
-            raise ExtractFileError("the file is empty: no header row", code="file.empty") from None
-        mapping, dropped = header_mapping(headers)  # a file refused here leaves nothing: no row, no key
         key = DataKey.generate(uuid.uuid4()) if dry_run else await self.keys.key_for_extract(extract_id)
-        await repo.start(
+        await repo.start(  # from here on the extract ends completed, refused or failed: never left started
             extract_id=extract_id,
             sha256=f"dry-run:{x.content_sha256}" if dry_run else x.content_sha256,
             source=x.source,
@@ -325,14 +314,6 @@ class Ingest(FollowsProtocol):
             protocol_version=protocol.version,
             ingested_by=actor,
         )
-        log.info(
-            "extract.started",
-            extract_id=str(extract_id),
-            source=x.source,
-            supersedes=str(supersedes) if supersedes else None,
-            encoding=x.encoding,
-            dry_run=dry_run,
-        )
         report = ExtractReport(
             extract_id,
             x.source,
@@ -341,13 +322,22 @@ class Ingest(FollowsProtocol):
             x.file_name,
             x.content_sha256,
             supersedes=supersedes,
-            dropped_columns=dropped,
             dry_run=dry_run,
         )
-        return _Run(
-            report, rows, mapping, rule, protocol, key, self.keys.kek, self.clock.now(),
+        run = _Run(
+            report, _aiter(x.rows), None, rule, protocol, key, self.keys.kek, self.clock.now(),
             random.Random(x.content_sha256), dry_run=dry_run,
         )  # fmt: skip
+        return run
+
+    async def _header(self, run: _Run) -> None:
+        """The header row: which column holds which field (a file refused here has published nothing)."""
+        try:
+            _, headers = await anext(run.rows)
+        except StopAsyncIteration:
+            raise ExtractFileError("the file is empty: no header row", code="file.empty") from None
+        run.mapping, dropped = header_mapping(headers)
+        run.report.dropped_columns = dropped
 
     async def _flush(self, run: _Run) -> None:
         """Index the chunk's accepted rows (a row repeating an earlier one exactly is that child once),
