@@ -15,7 +15,7 @@ import pytest
 from sais_shared.testing.synthetic import write_samples
 
 from tests.e2e.test_pipeline import SAIS, Pipeline, wait_sql
-from tests.helpers import openssl_open, oracle
+from tests.helpers import REPO, openssl_open, oracle
 
 pytestmark = pytest.mark.e2e
 REF = "2017-05-18"
@@ -173,10 +173,18 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
             assert ended[name.name]["status"] in ("refused", "failed") and ended[name.name]["failure"], ended
         assert "abandoned" in ended["killed.csv"]["failure_code"]
 
-        # a good extract after them goes through, and the message holds none of the bad files' children
-        r = sais(p.env, *ingest_args(may), "--json")
+        # a good extract after them goes through, and the message holds none of the bad files' children;
+        # its one row repeated exactly is one child, and twins (another forename) stay two
+        fore = header.index("Legal Forename")
+        twin = [*rows[1][:fore], "Zebedee", *rows[1][fore + 1 :]]
+        good_file = tmp_path / "may-good.csv"
+        write_csv(good_file, header, [*rows, rows[0], twin])
+        r = sais(p.env, *ingest_args(good_file), "--json")
         assert r.returncode == 0, r.stdout + r.stderr[-2000:]
-        good = json.loads(r.stdout)["extract_id"]
+        report = json.loads(r.stdout)
+        good = report["extract_id"]
+        assert report["repeated"] == 1 and report["accepted"] == report["rows_in"] - 1 - report["rejected"] - report[
+            "out_of_scope"]  # fmt: skip
         await wait_sql(dsn, f"SELECT reconciled_at IS NOT NULL FROM eligibility.extracts WHERE extract_id='{good}'")
         await wait_sql(
             dsn,
@@ -186,6 +194,23 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
         )
         assert await fetch(dsn, "fetchval", "SELECT count(*) FROM eligibility.records WHERE extract_id <> $1",
                            good) == 0  # fmt: skip
+        before = await fetch(dsn, "fetchval", "SELECT count(*) FROM delivery.members WHERE status='active'")
+
+        # an extract ingested by mistake is taken back: its children leave the cohort before the next batch
+        r = sais(p.env, "ingest", "file", str(samples["admissions-reception"]), "--source", "admissions-reception",
+                 "--reference-date", "2017-04-18", "--json")  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        wrong = json.loads(r.stdout)["extract_id"]
+        await wait_sql(dsn, f"SELECT reconciled_at IS NOT NULL FROM eligibility.extracts WHERE extract_id='{wrong}'")
+        await wait_sql(dsn, f"SELECT count(*) > {before} FROM delivery.members WHERE status='active'")
+        r = sais(p.env, "ingest", "withdraw", wrong, "--reason", "not ours to send: the wrong LA's file")
+        assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+        await wait_sql(dsn, f"SELECT count(*) = {before} FROM delivery.members WHERE status='active'")
+        audited = await fetch(dsn, "fetchval", "SELECT count(*) FROM shared.audit_log WHERE action='extract.withdrawn'")
+        assert audited == 1
+        p.cli(
+            "schools", "load", str(REPO / "data" / "reference" / "gias-establishments-sample.csv"), as_of="2017-07-10"
+        )
         sent = json.loads(p.cli("delivery", "send", "--window", "july", "--academic-year", "2017/18", "--json",
                                 as_of="2017-07-10"))  # fmt: skip
     finally:
@@ -193,14 +218,20 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
 
     delivered: dict[str, int] = {}
     names: list[str] = []
+    d, m, y = rows[0][header.index("DOB")].split("/")
+    repeated = (rows[0][header.index("Legal Forename")], rows[0][header.index("Legal Surname")])
+    born = {rows[0][header.index("DOB")], f"{y}-{m}-{d}"}  # as the source wrote it, or ISO
+    seen: dict[str, int] = {}  # file → rows of the child whose row was repeated
     [msg] = [m for m in infra.maildir.glob("*.eml") if sent["message_id"].encode() in m.read_bytes()]
     inner = email.message_from_bytes(openssl_open(msg, infra.pki))
     for part in inner.walk():
         name = part.get_filename()
         if name and name.endswith("-2017-18.csv"):
             got = list(csv.DictReader(part.get_payload(decode=True).decode("utf-8-sig").splitlines()))
+            seen[name] = sum(set(repeated) <= set(r.values()) and bool(born & set(r.values())) for r in got)
             if not name.startswith("mavis"):
                 delivered[name.removesuffix("-2017-18.csv")] = len(got)
             names += [v for r in got for v in r.values()]
-    assert delivered == oracle({"summer-census": may})  # exactly the good extract's children
+    assert delivered == oracle({"summer-census": good_file})  # exactly the good extract's children, once each
     assert not [v for v in names if v.startswith("Bad")]  # none of the failed files' children
+    assert seen and set(seen.values()) == {1}, seen  # the repeated row's child: once in every file
