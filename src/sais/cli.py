@@ -472,10 +472,15 @@ def main() -> None:
     """The console script. Every failure becomes one line on stderr (or, with --json, one JSON object on
     stdout) and an exit code from ``sais_shared.exits``; SAIS_DEBUG=1 lets the traceback through."""
     try:
-        command()(prog_name="sais")
+        # not standalone: an option error comes here too, to be one line (or JSON) like any other failure
+        rc = command().main(prog_name="sais", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C at a prompt
+        sys.exit(130)
     except Exception as exc:
         if os.environ.get("SAIS_DEBUG") == "1":
             raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `sais ingest` alone: its help was the answer
+            sys.exit(2)
         from .failures import classify
 
         code, line = classify(exc)
@@ -484,6 +489,7 @@ def main() -> None:
         else:
             Console(stderr=True, soft_wrap=True).print(Text.assemble(("sais: ", "red"), line), highlight=False)
         sys.exit(int(code))
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ import socket
 import traceback
 
 import asyncpg
+
+try:  # typer ships its own copy of click; its option errors are that copy's
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - a typer that uses click itself
+    from click.exceptions import ClickException, UsageError
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sais_delivery.adapters.mailer import MessageMayHaveBeenSentError, SmtpTransientError
 from sais_delivery.domain.errors import (
@@ -63,6 +68,11 @@ _KNOWN: list[tuple[tuple[type[BaseException], ...], Exit, str]] = [
 
 def classify(exc: BaseException) -> tuple[Exit, str]:
     """The exit code for ``exc`` and the one line to print."""
+    if isinstance(exc, UsageError):  # an option or argument the command cannot take
+        where = exc.ctx.command_path if exc.ctx else "sais"
+        return Exit.BAD_INPUT, f"{where}: {_message(exc.format_message())} (see '{where} --help')"
+    if isinstance(exc, ClickException):
+        return Exit(exc.exit_code) if exc.exit_code in set(Exit) else Exit.BAD_INPUT, _message(exc.format_message())
     for classes, code, label in _KNOWN:
         if isinstance(exc, classes):
             return code, f"{label}: {_message(exc)}"
@@ -75,7 +85,7 @@ def classify(exc: BaseException) -> tuple[Exit, str]:
     )
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())[:500] or type(exc).__name__
 
 

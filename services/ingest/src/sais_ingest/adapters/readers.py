@@ -352,9 +352,21 @@ def check_workbook(path: Path, limits: ReadLimits) -> list[str]:
         return sheets
 
 
-def unsaved_formula(path: Path, part: str, limits: ReadLimits) -> str | None:
-    """The first cell of a sheet part holding a formula with no saved value (a workbook written by a
-    program that does not calculate, or never saved in Excel), read streaming; None if there is none."""
+def _column(ref: str) -> int:
+    """``"XFD12"`` → 16384: the column number of a cell reference."""
+    n = 0
+    for ch in ref:
+        if not ch.isalpha():
+            break
+        n = n * 26 + (ord(ch.upper()) - 64)
+    return n
+
+
+def scan_sheet(path: Path, part: str, limits: ReadLimits) -> None:
+    """One streaming pass over a sheet part before it is opened: a cell beyond the column cap (the
+    reader would pad every row out to it), or a formula with no saved value (a workbook written by a
+    program that does not calculate, or never saved in Excel, holds no value to read), is refused by
+    the cell it is in."""
     with zipfile.ZipFile(path) as zf, zf.open(part) as f:
         depth = 0
         for event, el in DefusedET.iterparse(f, events=("start", "end"), forbid_dtd=True, forbid_entities=True,
@@ -367,12 +379,23 @@ def unsaved_formula(path: Path, part: str, limits: ReadLimits) -> str | None:
             depth -= 1
             tag = _local(el.tag)
             if tag == "c":
-                kids = {_local(k.tag) for k in el}
-                if "f" in kids and "v" not in kids:
-                    return el.get("r") or "?"
+                ref = el.get("r") or ""
+                if ref and _column(ref) > limits.max_columns:
+                    raise ExtractFileError(
+                        f"cell {ref} is in column {_column(ref):,}, beyond the {limits.max_columns} columns an extract "
+                        "may have (SAIS_INGEST_MAX_COLUMNS): delete what is there, or copy the data to a new sheet",
+                        code="file.too-many-columns",
+                    )
+                kids = {_local(k.tag): k for k in el}
+                v = kids.get("v")
+                if "f" in kids and (v is None or not (v.text or "").strip()):  # no <v>, or an empty one
+                    raise ExtractFileError(
+                        f"cell {ref or '?'} of the workbook holds a formula without a saved value (the file was not "
+                        "saved in Excel, so the value is not in it): open it in Excel and save it, then ingest it again",
+                        code="file.formula-without-value",
+                    )
             elif tag == "row":
                 el.clear()
-    return None
 
 
 class XlsxExtract:
@@ -388,14 +411,8 @@ class XlsxExtract:
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
         limits = self.limits
-        parts = check_workbook(self.path, limits)
-        for part in parts:
-            if cell := unsaved_formula(self.path, part, limits):
-                raise ExtractFileError(
-                    f"cell {cell} of the workbook holds a formula without a saved value (the file was not saved "
-                    "in Excel, so the value is not in it): open it in Excel and save it, then ingest it again",
-                    code="file.formula-without-value",
-                )
+        for part in check_workbook(self.path, limits):
+            scan_sheet(self.path, part, limits)
         try:
             wb = openpyxl.load_workbook(self.path, read_only=True, data_only=True)
         except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:

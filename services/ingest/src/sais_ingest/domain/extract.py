@@ -35,7 +35,8 @@ def header_mapping(headers: list[str]) -> tuple[dict[int, str], list[str]]:
         )
         raise ExtractFileError(
             f"required column(s) missing: {', '.join(missing)}; the header row has {len(headers)} column(s), "
-            f"{found}" + (f"; not recognised: column(s) {', '.join(unknown)}" if unknown else "")
+            f"{found}" + (f"; not recognised: column(s) {', '.join(unknown)}" if unknown else ""),
+            code="file.columns-missing",
         )
     return mapping, dropped
 
