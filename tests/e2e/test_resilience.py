@@ -45,7 +45,7 @@ def ingest(env, path, source):
             REFERENCE_DATES[source].isoformat(),
             "--json",
         ],
-        env={**os.environ, **env, "SAIS_AS_OF": "2017-06-01"},
+        env={**os.environ, **env, "SAIS_AS_OF": "2017-10-12" if source == "autumn-census" else "2017-06-01"},
         capture_output=True,
         text=True,
     )

@@ -50,8 +50,9 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
             f"  as a replacement: adds {e['adds']}, updates {e['updates']}, leaves {e['unchanged']} unchanged and "
             f"withdraws {e['withdrawals']} of the {e['before']} children of the extract it supersedes"
         )
+    repeated = f" + repeated {rep.repeated} (one child, sent once)" if rep.repeated else ""
     out.print(
-        f"  rows in {rep.rows_in} = accepted {rep.accepted} + repeated {rep.repeated} + rejected {rep.rejected} + "
+        f"  rows in {rep.rows_in} = accepted {rep.accepted}{repeated} + rejected {rep.rejected} + "
         f"out of scope {rep.out_of_scope}   warnings {rep.warnings}"
     )
     if rep.sheet:
