@@ -244,3 +244,31 @@ async def test_a_party_leaving_destroys_every_key_and_is_certified_from_the_conf
     assert [c.rule for c in certs] == [RULE_PARTY_LEFT] and "data.purged" in repo.audited
     with pytest.raises(ValueError, match="unknown party"):
         await svc.purge("nobody", "ig-lead")
+
+
+def ended(extract: UUID, key: UUID, on: datetime):
+    from sais_shared.events import ExtractFailed
+
+    return ExtractFailed(
+        event_id=uuid4(), occurred_at=on, extract_id=extract, source="summer-census", reference_date=date(2017, 5, 18),
+        target_academic_year="2017/18", key_id=key, status="refused", code="file.field-too-long",
+        reason="a cell is too long", published=2000,
+    )  # fmt: skip
+
+
+async def test_a_refused_extract_is_deleted_at_once_and_certified(world):
+    svc, repo, clock, extract, key = world
+    await svc.handle_extracts([ended(extract, key, datetime(2000, 1, 1, tzinfo=UTC))])
+    assert repo.live == {}  # its key destroyed at once
+    row = repo.schedule_[f"extract:{extract}"]
+    assert row.rule == "extract-refused-or-failed-at-once" and row.due_on == clock.today()  # not the event's date
+    [req] = [r for r in repo.requests.values()]
+    for service in req["owners"]:
+        certs = await svc.handle_confirmations([confirm(type("R", (), {"request_id": req["request_id"]}), service, 1)])
+    assert [c.rule for c in certs] == ["extract-refused-or-failed-at-once"]
+
+
+async def test_an_ending_that_names_another_extract_s_key_destroys_nothing(world):
+    svc, repo, clock, extract, key = world
+    await svc.handle_extracts([ended(uuid4(), key, datetime(2017, 7, 20, tzinfo=UTC))])  # key is `extract`'s
+    assert repo.live == {key: extract} and repo.schedule_ == {}

@@ -77,19 +77,30 @@ class RetentionService(FollowsProtocol):
         """An extract never delivered is deleted at its ingest date + the retention period; one that was
         refused or failed part-way is deleted at once: its key destroyed now, its owners asked to delete
         what it left, with a certificate. (A withdrawn extract keeps the schedule it has.)"""
+        events = [e for e in events if not isinstance(e, ExtractWithdrawn)]
+        if not events:
+            return
+        async with self.uow() as repo:  # a key is taken only for the extract the key store says it is for
+            owner = dict(await repo.live_keys())  # data key → its extract
+        named = [e for e in events if owner.get(e.key_id, e.extract_id) == e.extract_id]
+        for e in events:
+            if e not in named:
+                log.error("extract.key_not_its_own", extract_id=str(e.extract_id), key_id=str(e.key_id),
+                          effect="ignored: the key store says the key is another extract's")  # fmt: skip
         await self._schedule(
-            [e for e in events if isinstance(e, ExtractCompleted)],
+            [e for e in named if isinstance(e, ExtractCompleted)],
             lambda e: (f"extract:{e.extract_id}", RULE_UNDELIVERED, e.occurred_at.date(), [e.extract_id], [e.key_id]),
         )
-        failed = [e for e in events if isinstance(e, ExtractFailed)]
+        failed = [e for e in named if isinstance(e, ExtractFailed)]
         if not failed:
             return
+        today = self.clock.today()  # at once: by retention's own clock, never a date the event says
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in failed])
             for e in failed:
                 if e.event_id in fresh:
                     await repo.schedule(
-                        f"extract:{e.extract_id}", RULE_EXTRACT_ENDED, e.occurred_at.date(), [e.extract_id], [e.key_id]
+                        f"extract:{e.extract_id}", RULE_EXTRACT_ENDED, today, [e.extract_id], [e.key_id]
                     )
         for e in failed:  # a request already made is not made again
             await self._request_scheduled(f"extract:{e.extract_id}", "retention")
