@@ -1,7 +1,9 @@
 """Extracts published by upstream systems on the inbound topic, through real Kafka and PostgreSQL."""
 
 import csv
-from datetime import date
+import json
+from datetime import UTC, date, datetime
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -84,6 +86,46 @@ async def test_a_complete_inbound_extract_is_ingested_like_a_file(settings_env, 
     await conn.close()
 
 
+async def test_a_re_sent_extract_stages_nothing_and_keeps_no_key(settings_env, infra):
+    """A publisher re-sends an extract already ingested (or Kafka redelivers it): nothing is staged again,
+    and the wrapped extract key is not kept once the extract is ingested, so nothing of it can outlive the
+    extract's deletion; the transfer's deletion takes the inbound rows too."""
+    from sais_shared.lag import group_lag
+
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    w = writer(infra, "sims-resent-1")
+    msgs = [w.started, *[w.record(r) for r in may_rows()], w.completed()]
+    group = settings_env["SAIS_INGEST_GROUP_ID"]
+
+    async def settled():  # the ingest service has committed past every inbound message
+        return not any((await group_lag(infra.kafka, group, [topics.inbound])).values())
+
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, msgs)
+        row = await wait_until(lambda: _ingested(dsn, "sims-resent-1"), what="ingested")
+        await publish(infra, topics.inbound, msgs)  # the same extract again, every message
+        await wait_until(settled, timeout=60, what="the re-send consumed")
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
+        started = json.loads(await conn.fetchval("SELECT started FROM ingest.inbound_extracts"))
+        assert "encryption" not in started  # the wrapped extract key is gone once it is ingested
+        from sais_ingest.adapters.deletion import delete_rows
+        from sais_shared.events import DeletionRequested
+
+        async with conn.transaction():
+            counts = await delete_rows(conn, DeletionRequested(
+                event_id=uuid4(), occurred_at=datetime.now(UTC), request_id=uuid4(), subject="batch:x",
+                rule="isp-11.1-transfer-plus-retention", scope="transfer", extract_ids=[row["extract_id"]],
+                owners=["ingest"],
+            ))  # fmt: skip
+        assert counts["ingest.inbound_extracts"] == 1
+        assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_extracts") == 0
+    finally:
+        await conn.close()
+
+
 async def _ingested(dsn, ref):
     conn = await asyncpg.connect(dsn)
     try:
@@ -120,7 +162,7 @@ async def test_a_checksum_mismatch_is_refused(settings_env, infra):
     forged = w.completed().model_copy(update={"checksum": "0" * 64})
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, [w.started, *records, forged])
-        st = await wait_until(lambda: _status_is(dsn, "bad-sum-1", "incomplete"), what="refused")
+        st = await wait_until(lambda: _status_is(dsn, "bad-sum-1", "refused"), what="refused")
     assert "checksum" in st["problem"]
     assert await read_topic(infra.kafka, topics.pupil_recorded) == []
 
@@ -173,16 +215,16 @@ async def test_a_protocol_version_loaded_while_running_takes_effect_without_rest
     msgs = [w.started, *[w.record(r) for r in rows], w.completed()]
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, msgs)
-        st = await wait_until(lambda: _status_is(dsn, "adm-2017-reception", "incomplete"), what="refused under v0.1")
+        st = await wait_until(lambda: _status_is(dsn, "adm-2017-reception", "refused"), what="refused under v0.1")
         assert "not covered" in st["problem"] and "v0.1" in st["problem"]
         load("0.2")
 
         async def resent_until_ingested():
-            # The publisher re-sends extract-completed until the running service, which re-reads the
-            # protocol in force every 0.3 s, takes the extract: no guess at how long that takes.
+            # The publisher re-sends the extract (a refused one keeps nothing: it is sent again whole)
+            # until the running service, which re-reads the protocol in force every 0.3 s, takes it.
             if row := await _ingested(dsn, "adm-2017-reception"):
                 return row
-            await publish(infra, topics.inbound, [msgs[-1]])
+            await publish(infra, topics.inbound, msgs)
             return None
 
         row = await wait_until(resent_until_ingested, interval=0.5, what="ingested under v0.2")
@@ -196,7 +238,7 @@ async def test_inbound_rows_missing_a_required_column_are_reported_not_retried(s
     msgs = [w.started, w.record({"Surname": "Hall", "Forename": "Robin"}), w.completed()]
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, msgs)
-        st = await wait_until(lambda: _status_is(dsn, "no-postcode-1", "incomplete"), what="refused")
+        st = await wait_until(lambda: _status_is(dsn, "no-postcode-1", "refused"), what="refused")
     assert "required column(s) missing" in st["problem"]
 
 
@@ -222,7 +264,7 @@ async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, i
     )
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, [w.started, records[0], bad, records[2], done])
-        st = await wait_until(lambda: _status_is(dsn, "tampered-1", "incomplete"), what="refused")
+        st = await wait_until(lambda: _status_is(dsn, "tampered-1", "refused"), what="refused")
     assert "record 2 cannot be opened" in st["problem"]
     assert await read_topic(infra.kafka, topics.pupil_recorded) == []
 
@@ -343,14 +385,14 @@ async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is
         msgs[2] = msgs[2].model_copy(update={"signature": None})
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, msgs)
-        st = await wait_until(lambda: _status_is(dsn, ref, "incomplete"), what="refused")
+        st = await wait_until(lambda: _status_is(dsn, ref, "refused"), what="refused")
     assert "not authenticated" in st["problem"]
     assert await read_topic(infra.kafka, topics.pupil_recorded) == []
     conn = await asyncpg.connect(dsn)
     try:
         assert (
             await conn.fetchval(
-                "SELECT count(*) FROM shared.audit_log WHERE action='inbound.incomplete' AND subject=$1",
+                "SELECT count(*) FROM shared.audit_log WHERE action='inbound.refused' AND subject=$1",
                 f"inbound:{ref}",
             )
             == 1

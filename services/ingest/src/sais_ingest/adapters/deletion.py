@@ -24,6 +24,19 @@ async def delete_rows(conn: asyncpg.Connection, req: DeletionRequested) -> dict[
             req.staged_before,
         )
         return counts
+    # the inbound extracts these came from, with anything a re-send staged since
+    counts["ingest.inbound_records"] = await conn.fetchval(
+        "SELECT count(*) FROM ingest.inbound_records r JOIN ingest.inbound_extracts e USING (extract_ref) "
+        "WHERE e.extract_id = ANY($1)",
+        req.extract_ids,
+    )
+    await deleted(
+        conn,
+        counts,
+        "ingest.inbound_extracts",
+        "DELETE FROM ingest.inbound_extracts WHERE extract_id = ANY($1)",
+        req.extract_ids,
+    )
     for table in ("row_problems", "dip_samples", "row_index"):
         await deleted(
             conn, counts, f"ingest.{table}", f"DELETE FROM ingest.{table} WHERE extract_id = ANY($1)", req.extract_ids

@@ -356,23 +356,33 @@ class InboundStaging:
 
     async def started(
         self, extract_ref: str, source: str, reference_date: date, originator: str, started_json: str
-    ) -> None:
-        await self.pool.execute(
-            "INSERT INTO ingest.inbound_extracts(extract_ref, source, reference_date, originator_system, started, "
-            "status) VALUES ($1,$2,$3,$4,$5::jsonb,'receiving') ON CONFLICT (extract_ref) DO NOTHING",
+    ) -> str:
+        """A new extract starts receiving; one that was refused starts again when it is sent again whole;
+        one receiving, incomplete or ingested is left as it is. Returns which it was."""
+        row = await self.pool.fetchrow(
+            "INSERT INTO ingest.inbound_extracts AS x (extract_ref, source, reference_date, originator_system, "
+            "started, status) VALUES ($1,$2,$3,$4,$5::jsonb,'receiving') ON CONFLICT (extract_ref) DO UPDATE SET "
+            "source=EXCLUDED.source, reference_date=EXCLUDED.reference_date, "
+            "originator_system=EXCLUDED.originator_system, started=EXCLUDED.started, status='receiving', "
+            "problem=NULL, updated_at=now() WHERE x.status = 'refused' RETURNING (xmax = 0) AS new",
             extract_ref,
             source,
             reference_date,
             originator,
             started_json,
         )
+        if row is None:
+            return "ignored"  # receiving or incomplete already, or ingested: a re-send or a redelivery
+        return "new" if row["new"] else "restarted"
 
     async def stage(self, extract_ref: str, seq: int, nonce: str, ciphertext: str) -> bool:
-        """Stage a record; False when its extract was never started."""
+        """Stage a record of an extract still receiving (or incomplete: a record that was missing), never
+        of one ingested or refused (a re-sent record of those would outlive the extract's deletion); False
+        when its extract was never started."""
         status = await self.pool.fetchval(
             "INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext) "
-            "SELECT $1,$2,$3,$4 WHERE EXISTS (SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1) "
-            "ON CONFLICT DO NOTHING RETURNING 'staged'",
+            "SELECT $1,$2,$3,$4 WHERE EXISTS (SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1 "
+            "AND status IN ('receiving', 'incomplete')) ON CONFLICT DO NOTHING RETURNING 'staged'",
             extract_ref,
             seq,
             nonce,
@@ -416,18 +426,30 @@ class InboundStaging:
                 yield r
 
     async def incomplete(self, extract_ref: str, problem: str) -> None:
+        """Records are missing: it keeps what it has, for the publisher to send what was missing."""
         await self.pool.execute(
             "UPDATE ingest.inbound_extracts SET status='incomplete', problem=$2, updated_at=now() WHERE extract_ref=$1",
             extract_ref,
             problem,
         )
 
+    async def refused(self, extract_ref: str, problem: str) -> None:
+        """Refused: its staged records and its wrapped extract key go at once (it is sent again whole)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE ingest.inbound_extracts SET status='refused', problem=$2, started = started - 'encryption', "
+                "updated_at=now() WHERE extract_ref=$1",
+                extract_ref,
+                problem,
+            )
+            await conn.execute("DELETE FROM ingest.inbound_records WHERE extract_ref=$1", extract_ref)
+
     async def ingested(self, extract_ref: str, extract_id: UUID) -> None:
-        """Mark it ingested and drop its staged records, together."""
+        """Mark it ingested and drop its staged records and its wrapped extract key, together."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE ingest.inbound_extracts SET status='ingested', extract_id=$2, problem=NULL, "
-                "updated_at=now() WHERE extract_ref=$1",
+                "started = started - 'encryption', updated_at=now() WHERE extract_ref=$1",
                 extract_ref,
                 extract_id,
             )

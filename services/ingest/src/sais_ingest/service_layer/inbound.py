@@ -39,7 +39,12 @@ log = structlog.get_logger("sais.ingest.inbound")
 
 
 class _Refused(Exception):
-    """An inbound extract that cannot be ingested as it stands (the reason is reported and audited)."""
+    """An inbound extract that cannot be ingested as it stands (the reason is reported and audited); it
+    keeps nothing, and is sent again whole."""
+
+
+class _Incomplete(_Refused):
+    """Records are missing: it keeps what it has, and the publisher may send what was missing."""
 
 
 @dataclass
@@ -56,9 +61,11 @@ class InboundService(FollowsProtocol):
     async def handle(self, messages: list) -> None:
         for m in messages:  # in order: one extract's messages share a key, hence a partition
             if isinstance(m, InboundExtractStarted):
-                await self.staging.started(
+                how = await self.staging.started(
                     m.extract_ref, m.source, m.reference_date, m.originator_system, m.model_dump_json()
                 )
+                if how != "new":
+                    log.info("inbound.started_again", extract_ref=m.extract_ref, effect=how)
             elif isinstance(m, InboundRecord):
                 if not await self.staging.stage(m.extract_ref, m.seq, m.nonce, m.ciphertext):
                     log.warning("inbound.record_without_start", extract_ref=m.extract_ref, seq=m.seq)
@@ -72,16 +79,21 @@ class InboundService(FollowsProtocol):
         if head is None:
             await self._incomplete(m.extract_ref, "extract-completed without extract-started", create=False)
             return None
-        if head["status"] == "ingested":
-            return None  # a redelivered completion
+        if head["status"] in ("ingested", "refused"):
+            # ingested: a redelivered completion; refused: its records are gone (sent again whole, from
+            # extract-started, it starts again)
+            return None
         try:
             await self._check_staged(m)
             started = InboundExtractStarted.model_validate_json(head["started"])
             reader = self._open(started, m)
             headers, content_sha256 = await self._scan(m.extract_ref, reader)
             report = await self._ingest(m.extract_ref, started, reader, headers, content_sha256)
-        except _Refused as exc:
+        except _Incomplete as exc:
             await self._incomplete(m.extract_ref, str(exc))
+            return None
+        except _Refused as exc:
+            await self._incomplete(m.extract_ref, str(exc), refused=True)
             return None
         await self.staging.ingested(m.extract_ref, report.extract_id)
         log.info(
@@ -98,7 +110,7 @@ class InboundService(FollowsProtocol):
         n, lo, hi = await self.staging.count(m.extract_ref)
         if (n, lo or 1, hi or 0) != (m.record_count, 1, m.record_count):  # seq is unique: 1..n all there
             missing = await self.staging.missing(m.extract_ref, m.record_count)
-            raise _Refused(
+            raise _Incomplete(
                 f"received {n} of {m.record_count} records"
                 + (f"; missing seq {missing}" if missing else "; unexpected extra records")
             )
@@ -169,19 +181,19 @@ class InboundService(FollowsProtocol):
             # protocol or the extract is fixed) completes it. Retrying now would block the partition.
             raise _Refused(f"refused: {exc}") from None
 
-    async def _incomplete(self, ref: str, problem: str, create: bool = True) -> None:
+    async def _incomplete(self, ref: str, problem: str, create: bool = True, refused: bool = False) -> None:
         if create:
-            await self.staging.incomplete(ref, problem)
+            await (self.staging.refused if refused else self.staging.incomplete)(ref, problem)
         ops.INBOUND_INCOMPLETE.inc()
         await audit(
             self.staging.pool,
             "ingest",
-            "inbound.incomplete",
+            "inbound.refused" if refused else "inbound.incomplete",
             f"inbound:{ref}",
             {"problem": problem},
             self.protocol.version,
         )
-        log.warning("inbound.incomplete", extract_ref=ref, problem=problem)
+        log.warning("inbound.refused" if refused else "inbound.incomplete", extract_ref=ref, problem=problem)
 
 
 def inbound_private_keys(path: Path) -> list[bytes]:
