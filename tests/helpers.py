@@ -169,6 +169,18 @@ async def all_table_text(
         await conn.close()
 
 
+def mail_to(maildir: Path, address: str) -> list[Path]:
+    """The messages the test SMTP server took for ``address`` (its X-Local-Smtpd-Rcpt header)."""
+    out = []
+    for m in maildir.glob("*.eml"):
+        raw = m.read_bytes()
+        if b"X-Local-Smtpd-Rcpt: " in raw:
+            rcpts = raw.split(b"X-Local-Smtpd-Rcpt: ", 1)[1].split(b"\r\n", 1)[0].decode().split(",")
+            if address in rcpts:
+                out.append(m)
+    return out
+
+
 def openssl_open(message: Path, pki: Path) -> bytes:
     """Decrypt with the recipient key and verify the signature against the CA, with stock openssl."""
     dec = subprocess.run(

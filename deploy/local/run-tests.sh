@@ -12,10 +12,18 @@ if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
 fi
 cleanup() { [ "$started" = 1 ] && $PY deploy/local/stack.py stop; }
 trap cleanup EXIT
-SAIS_TEST_KEEP_STACK=1 .venv/bin/pytest -m "unit or integration or e2e" "$@"
+# Two workers (the suite mostly waits on servers; every test has its own database, topics and ports),
+# one file per worker at a time; then, alone, the tests that restart a server the others share.
+export SAIS_TEST_KEEP_STACK=1
+.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
-if [ "$rc" = 5 ]; then
-  echo "pytest collected no tests: treating as a failure" >&2
-  exit 1
-fi
-exit "$rc"
+.venv/bin/pytest -m "(unit or integration or e2e) and exclusive" "$@"
+rc2=$?
+for r in "$rc" "$rc2"; do
+  if [ "$r" = 5 ]; then
+    echo "pytest collected no tests: treating as a failure" >&2
+    exit 1
+  fi
+done
+if [ "$rc" != 0 ]; then exit "$rc"; fi
+exit "$rc2"

@@ -62,6 +62,7 @@ async def count(dsn, sql):
         await conn.close()
 
 
+@pytest.mark.exclusive  # it restarts the shared broker: runs alone, after the parallel run
 async def test_killed_service_and_restarted_broker_lose_and_duplicate_nothing(env, infra, tmp_path):
     env = {**env, "SAIS_HTTP_PORT": "0"}  # several services here: no fixed HTTP ports
     dsn = env["SAIS_DATABASE_URL"]

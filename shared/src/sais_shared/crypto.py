@@ -142,6 +142,11 @@ class KeyEncryptionKey:
         msg = "\x1f".join(normalise_for_matching(p) for p in parts).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
 
+    def exact_index(self, *parts: str) -> str:
+        """A keyed hash of values exactly as they are (no folding): equal only when every character is."""
+        msg = "\x1f".join(parts).encode()
+        return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
+
 
 def derive_index_key(kek_secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sais blind index v1").derive(kek_secret)

@@ -176,25 +176,25 @@ class ExtractRepository:
         if not fresh:
             return repeats
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO ingest.row_index(extract_id, row_number, child_key, content_key) "
-                "SELECT $1, n, c, k FROM unnest($2::int[], $3::text[], $4::text[]) u(n, c, k) "
-                "ON CONFLICT DO NOTHING",
-                extract_id,
-                *map(list, zip(*fresh, strict=True)),
-            )
-            for r in await conn.fetch(  # a content indexed under another row: a repeat of that row
-                "SELECT u.n, i.row_number FROM unnest($2::int[], $3::text[]) u(n, k) "
-                "JOIN ingest.row_index i ON i.extract_id=$1 AND i.content_key=u.k WHERE i.row_number < u.n",
-                extract_id,
-                [r[0] for r in fresh],
-                [r[2] for r in fresh],
-            ):
-                repeats[r[0]] = r[1]
-            if later := [n for n in repeats if n in {r[0] for r in fresh}]:
-                await conn.execute(
-                    "DELETE FROM ingest.row_index WHERE extract_id=$1 AND row_number = ANY($2)", extract_id, later
+            inserted = {
+                r[0]
+                for r in await conn.fetch(  # a content already indexed (an earlier chunk's row) is not inserted
+                    "INSERT INTO ingest.row_index(extract_id, row_number, child_key, content_key) "
+                    "SELECT $1, n, c, k FROM unnest($2::int[], $3::text[], $4::text[]) u(n, c, k) "
+                    "ON CONFLICT DO NOTHING RETURNING row_number",
+                    extract_id,
+                    *map(list, zip(*fresh, strict=True)),
                 )
+            }
+            if later := [r for r in fresh if r[0] not in inserted]:  # rare: repeats of an earlier chunk's row
+                for r in await conn.fetch(
+                    "SELECT u.n, i.row_number FROM unnest($2::int[], $3::text[]) u(n, k) "
+                    "JOIN ingest.row_index i ON i.extract_id=$1 AND i.content_key=u.k",
+                    extract_id,
+                    [r[0] for r in later],
+                    [r[2] for r in later],
+                ):
+                    repeats[r[0]] = r[1]
         return repeats
 
     async def same_child_rows(self, extract_id: UUID) -> list[tuple[int, int]]:

@@ -690,7 +690,7 @@ class _Run:
         report = self.report
         match_key = self.kek.blind_index(row.forename, row.surname, row.date_of_birth.isoformat())
         personal = _personal(row)
-        content_key = self.kek.blind_index(
+        content_key = self.kek.exact_index(  # every ISP field as it was read: a repeat is character for character
             "row:v1", row.school_dfe, row.school_name, row.year_group, row.gender, personal.model_dump_json()
         )
         event = _pupil_event(
