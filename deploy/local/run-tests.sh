@@ -13,9 +13,9 @@ fi
 cleanup() { [ "$started" = 1 ] && $PY deploy/local/stack.py stop; }
 trap cleanup EXIT
 # Two workers (the suite mostly waits on servers; every test has its own database, topics and ports),
-# one file per worker at a time; then, alone, the tests that restart a server the others share.
+# tests shared out one by one; then, alone, the tests that restart a server the others share.
 export SAIS_TEST_KEEP_STACK=1
-.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist loadfile "$@"
+.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist load "$@"
 rc=$?
 .venv/bin/pytest -m "(unit or integration or e2e) and exclusive" "$@"
 rc2=$?
