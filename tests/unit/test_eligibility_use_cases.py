@@ -122,6 +122,10 @@ class FakeRepository:
                 r["active"] = False
         return True
 
+    async def years_pending(self):
+        return sorted({e["academic_year"] for e in self.extracts.values()
+                       if not e["reconciled"] and e["status"] in ("completed", "withdrawn")})  # fmt: skip
+
     async def start_release(self, extract_id):
         e = self.extracts[extract_id]
         if e["released"] or e["status"] != "completed":
@@ -679,3 +683,30 @@ async def test_a_withdrawn_extract_s_children_leave_the_cohort(world):
     [_, gone] = outbox.published
     assert isinstance(gone, CohortMemberWithdrawn) and gone.pupil_id == added.pupil_id
     assert "withdrawn" in gone.reason and gone.revision == added.revision + 1
+
+
+async def test_a_release_cut_short_by_a_crash_is_finished_at_start(world, monkeypatch):
+    from sais_eligibility.service_layer import handlers
+
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 7)]
+    await svc.handle_pupils(events)
+    monkeypatch.setattr(handlers, "RELEASE_CHUNK", 2)
+    calls = 0
+    real = svc._recompute
+
+    async def crash_after_the_first_chunk(*a, **k):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("the database went away")
+        return await real(*a, **k)
+
+    svc._recompute = crash_after_the_first_chunk
+    with pytest.raises(ConnectionError):
+        await svc.handle_extracts([completed(ex, key, 5)])
+    assert len(outbox.published) == 2  # the first chunk's two children, then the crash
+    svc._recompute = real
+    await svc.reconcile_pending()  # what the service does at start
+    assert len(outbox.published) == 5 and len({e.pupil_id for e in outbox.published}) == 5

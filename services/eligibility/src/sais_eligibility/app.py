@@ -86,6 +86,7 @@ def build_app(settings: EligibilitySettings | None = None):
 
     async def flush_leftovers(running: Running[object, EligibilityService]) -> None:
         await running.service.flush_outbox()  # anything committed before a crash but not yet published
+        await running.service.reconcile_pending()  # a release a crash cut short
         await running.service.check_coverage()
 
     return service_app(

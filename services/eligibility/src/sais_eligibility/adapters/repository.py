@@ -141,6 +141,14 @@ class EligibilityRepository:
             await self.conn.execute("UPDATE eligibility.records SET active=false WHERE extract_id=$1", extract_id)
         return bool(done)
 
+    async def years_pending(self) -> list[str]:
+        """Academic years with an extract not yet reconciled (held, part-way released, or withdrawn)."""
+        rows = await self.conn.fetch(
+            "SELECT DISTINCT academic_year FROM eligibility.extracts WHERE reconciled_at IS NULL "
+            "AND status IN ('completed', 'withdrawn') ORDER BY 1"
+        )
+        return [r["academic_year"] for r in rows]
+
     async def start_release(self, extract_id: UUID) -> bool:
         """Mark a ready extract released (its records count in cohorts from now on); False if it already was."""
         return bool(

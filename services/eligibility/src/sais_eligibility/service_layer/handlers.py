@@ -112,6 +112,14 @@ class EligibilityService(FollowsProtocol):
         for r in ready:
             await self._walk(year, r)
 
+    async def reconcile_pending(self) -> None:
+        """At start: finish every release or withdrawal a stop cut short, whatever its year."""
+        async with self.uow() as repo:
+            years = await repo.years_pending()
+        for year in years:
+            await self.reconcile_if_ready(year)
+        await self.flush_outbox()
+
     async def _walk(self, year: str, r: Row) -> None:
         """Recompute every child of a ready extract, a chunk per transaction: a completed one is released
         (its records count from now on; the extract it supersedes is retired), a withdrawn one's children
@@ -373,7 +381,7 @@ class EligibilityService(FollowsProtocol):
     async def handle_extracts(self, events: list[ExtractCompleted | ExtractFailed | ExtractWithdrawn]) -> None:
         """How extracts ended: a completed one is released once its pupil events are all recorded, a
         failed one's held records are discarded, a withdrawn one's children leave the cohorts."""
-        years: set[str] = set()
+        years = {e.target_academic_year for e in events}  # a redelivery resumes a walk a crash cut short
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in events])
             events = [e for e in events if e.event_id in fresh]
@@ -395,7 +403,6 @@ class EligibilityService(FollowsProtocol):
                 ]
             )
             for e in events:
-                years.add(e.target_academic_year)
                 if isinstance(e, ExtractFailed):
                     discarded = await repo.fail_extract(e)
                     log.warning("extract.discarded", extract_id=str(e.extract_id), code=e.code, **{
