@@ -235,7 +235,7 @@ class ExtractWithdrawn(Event):
     type: Literal["extract-withdrawn"] = "extract-withdrawn"
     extract_id: UUID
     target_academic_year: str
-    reason: str
+    reason: str = Field(description="A fixed text: the operator's own reason is in the audit trail only")
     withdrawn_by: str
 
 

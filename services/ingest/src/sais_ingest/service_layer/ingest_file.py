@@ -539,7 +539,8 @@ class Ingest(FollowsProtocol):
                 occurred_at=now,
                 extract_id=row.extract_id,
                 target_academic_year=row.target_academic_year,
-                reason=row.failure or "",
+                # the operator's own words stay in the audit trail: free text never goes on Kafka
+                reason="withdrawn by the local authority (the reason is in the audit trail)",
                 withdrawn_by=row.ended_by or "",
             )
         else:
