@@ -463,3 +463,19 @@ async def test_a_withdrawn_extract_is_announced_and_cannot_be_withdrawn_twice(in
         await ingest.withdraw(rep.extract_id, reason="again", actor="Jo")
     again = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
     assert not again.duplicate  # withdrawn: the same file may be ingested again
+
+
+async def test_the_same_extract_being_ingested_by_another_process_is_refused_as_busy(ingest):
+    from sais_ingest.adapters.repository import ExtractBusyError
+    from sais_shared.events import stable_id
+
+    reading = stable_id("extract", "x", "summer-census", REF, "2017/18", 0)
+    facts = __import__("sais_ingest.adapters.readers", fromlist=["inspect_file"]).inspect_file(MAY)
+    ingest.repo.extracts[reading] = ExtractRow(
+        reading, facts.sha256, "summer-census", REF, "started", 0, 0, 0, 0, 0, None, "x.csv", "2017/18", [], "0.2",
+        key_id=UUID(int=2),
+    )  # fmt: skip
+    ingest.repo.held.add(reading)  # another process holds its lock
+    with pytest.raises(ExtractBusyError, match="another process"):
+        await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    assert ingest.repo.extracts[reading].status == "started"  # left to the process reading it

@@ -49,7 +49,7 @@ from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
 from ..adapters.readers import ReadLimits, inspect_file, open_extract
-from ..adapters.repository import ExtractRow
+from ..adapters.repository import ExtractBusyError, ExtractRow
 from ..domain.extract import classify_row, header_mapping
 from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Rejected
 from ..domain.reference_dates import reference_date_problem
@@ -269,8 +269,11 @@ class Ingest(FollowsProtocol):
                 protocol.version,
             )
             return await report_for(repo, existing.extract_id, duplicate=True, keys=self.keys)
-        if existing and dry_run and await repo.is_held(existing.extract_id):
-            raise ExtractFileError(f"extract {existing.extract_id} is being ingested right now", code="busy")
+        if existing and existing.status == "started" and await repo.is_held(existing.extract_id):
+            raise ExtractBusyError(
+                f"this extract (extract {existing.extract_id}) is being ingested by another process right now: "
+                "wait for it to end (`sais status`)"
+            )
         attempt = await repo.attempts(x.content_sha256, x.source, x.reference_date, target_year)
         extract_id = (
             uuid.uuid4()  # a dry run leaves nothing behind, not even its id
