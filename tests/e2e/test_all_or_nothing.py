@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 
-import asyncpg
 import pytest
 from sais_shared.testing.synthetic import write_samples
 
 from tests.e2e.test_pipeline import SAIS, Pipeline, wait_sql
 from tests.helpers import REPO, openssl_open, oracle
+from tests.integration.test_pipeline_services import fetchrow, fetchval
 
 pytestmark = pytest.mark.e2e
 REF = "2017-05-18"
@@ -65,14 +65,6 @@ def sais(env, *args, as_of="2017-06-01") -> subprocess.CompletedProcess:
 
 def ingest_args(path) -> list[str]:
     return ["ingest", "file", str(path), "--source", "summer-census", "--reference-date", REF]
-
-
-async def fetch(dsn, method, sql, *args):
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await getattr(conn, method)(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra, tmp_path):
@@ -127,8 +119,7 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
             doc = json.loads(r.stdout)  # the documented shape, naming the cause
             assert set(doc) == {"error", "exit_code", "message"} and doc["exit_code"] == 2, doc
             assert says in doc["message"] and ("workbook" in doc["message"] or "longer than" in doc["message"]), doc
-            row = await fetch(
-                dsn, "fetchrow", "SELECT status, failure_code, failure, published FROM ingest.extracts "
+            row = await fetchrow(dsn, "SELECT status, failure_code, failure, published FROM ingest.extracts "
                 "WHERE file_name=$1", files[name].name,
             )  # fmt: skip
             assert row["status"] == "refused" and (code is None or row["failure_code"] == code), (name, dict(row))
@@ -149,7 +140,7 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
         )
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
-        published = await fetch(dsn, "fetchval", "SELECT count(*) FROM ingest.row_index i JOIN ingest.extracts e "
+        published = await fetchval(dsn, "SELECT count(*) FROM ingest.row_index i JOIN ingest.extracts e "
                                 "USING (extract_id) WHERE e.file_name='killed.csv'")  # fmt: skip
         assert published < len(big_rows), "the kill must land mid-file for this test to mean anything"
         # the ingest service sees that no process holds it any more, and ends it
@@ -159,8 +150,7 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
         await wait_sql(
             dsn, "SELECT count(*) = 4 FROM retention.certificates WHERE rule='extract-refused-or-failed-at-once'", 120
         )
-        keys = await fetch(
-            dsn, "fetchval", "SELECT count(*) FROM shared.data_keys k JOIN ingest.extracts e USING (key_id) "
+        keys = await fetchval(dsn, "SELECT count(*) FROM shared.data_keys k JOIN ingest.extracts e USING (key_id) "
             "WHERE e.status IN ('refused', 'failed') AND k.wrapped IS NOT NULL",
         )  # fmt: skip
         assert keys == 0
@@ -192,9 +182,9 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
             "(SELECT count(*) FROM delivery.members WHERE status='active') AND "
             "(SELECT count(*) FROM eligibility.outbox) = 0",
         )
-        assert await fetch(dsn, "fetchval", "SELECT count(*) FROM eligibility.records WHERE extract_id <> $1",
+        assert await fetchval(dsn, "SELECT count(*) FROM eligibility.records WHERE extract_id <> $1",
                            good) == 0  # fmt: skip
-        before = await fetch(dsn, "fetchval", "SELECT count(*) FROM delivery.members WHERE status='active'")
+        before = await fetchval(dsn, "SELECT count(*) FROM delivery.members WHERE status='active'")
 
         # an extract ingested by mistake is taken back: its children leave the cohort before the next batch
         r = sais(p.env, "ingest", "file", str(samples["admissions-reception"]), "--source", "admissions-reception",
@@ -206,7 +196,7 @@ async def test_a_file_that_fails_anywhere_sends_none_of_its_children(env, infra,
         r = sais(p.env, "ingest", "withdraw", wrong, "--reason", "not ours to send: the wrong LA's file")
         assert r.returncode == 0, r.stdout + r.stderr[-2000:]
         await wait_sql(dsn, f"SELECT count(*) = {before} FROM delivery.members WHERE status='active'")
-        audited = await fetch(dsn, "fetchval", "SELECT count(*) FROM shared.audit_log WHERE action='extract.withdrawn'")
+        audited = await fetchval(dsn, "SELECT count(*) FROM shared.audit_log WHERE action='extract.withdrawn'")
         assert audited == 1
         p.cli(
             "schools", "load", str(REPO / "data" / "reference" / "gias-establishments-sample.csv"), as_of="2017-07-10"

@@ -62,3 +62,20 @@ def test_sealed_parts_are_skipped_but_not_their_neighbours():
 def test_a_scan_for_nothing_is_refused():
     with pytest.raises(ValueError):
         PersonalDataScan(set())
+
+
+def test_a_dead_letter_reason_never_quotes_the_value_it_refused():
+    """Pydantic's messages can quote the input ("Input tag '…' found"); the reason keeps field names and
+    error types only."""
+    import json as _json
+
+    from pydantic import ValidationError
+    from sais_shared.inbound import inbound_adapter
+    from sais_shared.kafka import describe_validation_error
+
+    secret = "Quentina Zyxwabc 03/02/2010 CV1 1AA"
+    for doc in ({"type": secret}, {"type": "record", "extract_ref": "x", "seq": secret, "nonce": "", "ciphertext": ""}):
+        with pytest.raises(ValidationError) as err:
+            inbound_adapter.validate_json(_json.dumps(doc))
+        reason = describe_validation_error(err.value)
+        assert reason and "Quentina" not in reason and "CV1" not in reason and "2010" not in reason, reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -210,12 +211,17 @@ async def publish_many(
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """Where and what, without the offending value (it may be personal data)."""
+    """Where and what kind of error, by schema field names and pydantic's error types only: never its
+    message, which can quote the offending value ("Input tag 'Ann Smith …' found"), nor a location
+    that is a value (a dict key or a union tag taken from the input)."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False, include_context=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        parts.append(f"{loc}: {err['msg']}")
+        loc = ".".join(str(p) for p in err["loc"] if isinstance(p, int) or _FIELD_NAME.fullmatch(str(p)))
+        parts.append(f"{loc or '<root>'}: {err['type']}")
     return "; ".join(parts)
+
+
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # what a schema field (or a tag of ours) looks like
 
 
 async def _no_decode(msg: Any) -> None:
