@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import parse_date
@@ -91,7 +92,9 @@ def audit_list(
         return
     t = Table("at", "actor", "action", "subject", "protocol", title="Audit trail", title_justify="left")
     for r in rows:
-        t.add_row(str(r["at"])[:19], r["actor"], r["action"], r["subject"], r["protocol_version"] or "")
+        # values from the database are text, never markup: a subject "[/]" is shown as it is
+        t.add_row(*(escape(v) for v in (str(r["at"])[:19], r["actor"], r["action"], r["subject"],
+                                        r["protocol_version"] or "")))  # fmt: skip
     Console().print(t)
 
 

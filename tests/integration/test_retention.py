@@ -404,3 +404,17 @@ async def test_a_restored_backup_has_its_certified_deletions_applied_again(setti
         )
         await admin.execute(f'DROP DATABASE IF EXISTS "{backup}"')
         await admin.close()
+
+
+async def test_audit_list_shows_values_as_text_never_as_markup(settings_env):
+    """A subject or actor that looks like rich markup ("[/]", "[bold]") is shown as it is (issue 26, 10)."""
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        await conn.execute(
+            "INSERT INTO shared.audit_log(actor, action, subject) VALUES ('[bold]Jo[/]', 'test.markup', '[/]')"
+        )
+    finally:
+        await conn.close()
+    r = sais(settings_env | {"COLUMNS": "200"}, "audit", "list", "--action", "test.markup")
+    assert r.returncode == 0, r.stderr
+    assert "[/]" in r.stdout and "[bold]Jo[/]" in r.stdout
