@@ -110,7 +110,7 @@ async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decisio
     assert (await deliver()).status == "sent"
 
 
-async def test_statistics_export_suppresses_small_numbers(settings_env, infra):
+async def test_statistics_export_suppresses_small_numbers(settings_env, infra, tmp_path):
     # Cohort rows as eligibility keeps them (no personal data in this table), written directly.
     from sais_shared.runtime import open_runtime
     from sais_shared.settings import CommonSettings
@@ -142,3 +142,11 @@ async def test_statistics_export_suppresses_small_numbers(settings_env, infra):
     assert first["M"] == "c"  # 3 boys: primary suppression
     assert sum(first[c] == "c" for c in ("F", "M", "U", "total")) >= 2  # secondary: the total cannot reveal it
     assert "3" not in [first[c] for c in ("F", "M", "U")]
+    # --out writes a new, owner-only file, and never follows a symbolic link (issue 26, finding 8)
+    out = tmp_path / "stats.csv"
+    assert sais(settings_env, "eligibility", "statistics", "2017/18", "--out", str(out)).returncode == 0
+    assert out.stat().st_mode & 0o777 == 0o600 and "NO personal data" in out.read_text()
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    refused = sais(settings_env, "eligibility", "statistics", "2017/18", "--out", str(link))
+    assert refused.returncode == 2 and not (tmp_path / "elsewhere.csv").exists()

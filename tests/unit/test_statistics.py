@@ -1,3 +1,5 @@
+import csv
+import io
 import itertools
 
 import pytest
@@ -68,3 +70,11 @@ def test_export_says_it_holds_no_personal_data_and_shows_c():
     text = render_csv({"flu": t}, academic_year="2017/18", threshold=5, school_names={"9372001": "Emscote"})
     assert "NO personal data" in text.splitlines()[1]
     assert ",c," in text and "Emscote" in text
+
+
+def test_a_school_name_that_could_start_a_formula_stays_text():
+    """A school name is data (from the census or the register): "=HYPERLINK(…)" must not become a formula."""
+    t = _table({("9372001", "3"): (12, 10, 0)})
+    text = render_csv({"flu": t}, academic_year="2017/18", threshold=5, school_names={"9372001": '=HYPERLINK("x")'})
+    row = next(r for r in csv.reader(io.StringIO(text)) if len(r) > 2 and r[1] == "9372001")
+    assert row[2] == "'" + '=HYPERLINK("x")'

@@ -27,3 +27,11 @@ def write_private_file(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         os.fchmod(f.fileno(), 0o600)  # whatever the umask
         f.write(text)
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
+
+
+def safe_cell(value: str) -> str:
+    """Spreadsheet formula injection (OWASP): a cell that could start a formula stays text."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value

@@ -10,17 +10,11 @@ import json
 from dataclasses import dataclass
 from datetime import date
 
+from sais_shared.files import safe_cell
 from sais_shared.protocol import Protocol
 from sais_shared.schoolyear import year_index
 
 SCHOOL_NOT_KNOWN = "School not yet known"
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
-
-
-def safe_cell(value: str) -> str:
-    """Spreadsheet formula injection (OWASP): a cell that could start a formula stays text."""
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import csv
 import io
 from dataclasses import dataclass, field
 
+from sais_shared.files import safe_cell
+
 SEXES = ("F", "M", "U")
 TOTAL = "total"
 
@@ -96,7 +98,7 @@ def render_csv(tables: dict[str, Table], *, academic_year: str, threshold: int, 
                 [
                     name,
                     school,
-                    school_names.get(school, "all schools" if not school else ""),
+                    safe_cell(school_names.get(school, "all schools" if not school else "")),
                     yg,
                     *("c" if (r, c) in t.hidden else str(t.cells[r][c]) for c in (*SEXES, TOTAL)),
                 ]

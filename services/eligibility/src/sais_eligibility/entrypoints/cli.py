@@ -72,13 +72,15 @@ def statistics_cmd(
     out: Path | None = typer.Option(None, help="write the CSV here (stdout when omitted)"),
 ) -> None:
     """Anonymised counts per programme × school × year group × sex, small numbers suppressed (ISP §2.4)."""
+    from sais_shared.files import write_private_file
+
     from ..domain.statistics import build_tables, render_csv, suppress
 
     counts, names = asyncio.run(statistics_rows(EligibilitySettings().database_login("eligibility"), academic_year))
     tables = {k: suppress(t, threshold) for k, t in build_tables(counts).items()}
     text = render_csv(tables, academic_year=academic_year, threshold=threshold, school_names=names)
-    if out:
-        out.write_text(text)
+    if out:  # a new, owner-only file, never through a symbolic link
+        write_private_file(out, text)
         typer.echo(f"wrote {out}", err=True)
     else:
         typer.echo(text, nl=False)
