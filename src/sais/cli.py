@@ -347,7 +347,7 @@ def kafka_lag(
     async def sample() -> list[dict]:
         rows = []
         for svc in SERVICES:
-            group = os.environ.get(f"SAIS_{svc.upper()}_GROUP_ID", f"{settings.topic_prefix}-{svc}")
+            group = service_group(svc)
             reads = [getattr(topics, t) for t in ACCESS[svc].reads]
             lag = await group_lag(settings.kafka_login(None), group, reads)
             per_topic: dict[str, int] = {}
@@ -439,6 +439,21 @@ def dev_pki(out: Path = typer.Argument(..., help="folder for the dev CA, certifi
     """Create a throwaway CA, SMTP server and S/MIME certificates and a KEK (demo, tests, compose)."""
     pki = ensure_dev_pki(out)
     typer.echo(f"dev PKI in {pki.root}")
+
+
+def service_group(svc: str) -> str:
+    """The consumer group a service uses: SAIS_<SERVICE>_GROUP_ID, or its own settings' default (the
+    same whatever the topic prefix), read from the service's settings class: one source of truth."""
+    if group := os.environ.get(f"SAIS_{svc.upper()}_GROUP_ID"):
+        return group
+    from importlib import import_module
+
+    config = import_module(f"sais_{svc}.config")
+    cls = next(
+        v for v in vars(config).values()
+        if isinstance(v, type) and issubclass(v, CommonSettings) and f"{svc}_group_id" in v.model_fields
+    )  # fmt: skip
+    return cls.model_fields[f"{svc}_group_id"].default
 
 
 _METAVARS = {"<str>": "TEXT", "<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<file>": "FILE",

@@ -240,3 +240,15 @@ def test_the_settings_table_is_generated_from_the_code_and_says_what_each_means(
     assert len(table) > 40 and len({var for var, *_ in table}) == len(table)
     assert [var for var, _, _, meaning in table if not meaning.strip()] == []
     assert {"SAIS_DATABASE_URL_FILE", "SAIS_DELIVERY_RECIPIENT", "SAIS_ACTOR"} <= {var for var, *_ in table}
+
+
+def test_kafka_lag_watches_the_groups_the_services_use_whatever_the_topic_prefix(monkeypatch):
+    """`sais kafka lag` once watched <prefix>-<service> while the services default to sais-<service>."""
+    from sais.cli import service_group
+
+    monkeypatch.setenv("SAIS_TOPIC_PREFIX", "county42")
+    for svc in ("ingest", "eligibility", "delivery", "retention"):
+        monkeypatch.delenv(f"SAIS_{svc.upper()}_GROUP_ID", raising=False)
+        assert service_group(svc) == f"sais-{svc}"
+    monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", "my-delivery")
+    assert service_group("delivery") == "my-delivery"

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from sais_shared.settings import CommonSettings
 
-from .adapters.readers import ReadLimits
+if TYPE_CHECKING:  # the readers (openpyxl, defusedxml) load only when an extract is read
+    from .adapters.readers import ReadLimits
 
 
 class IngestSettings(CommonSettings):
@@ -67,6 +69,8 @@ class IngestSettings(CommonSettings):
     )
 
     def read_limits(self) -> ReadLimits:
+        from .adapters.readers import ReadLimits
+
         return ReadLimits(
             max_file_bytes=self.ingest_max_file_bytes,
             max_rows=self.ingest_max_rows,
