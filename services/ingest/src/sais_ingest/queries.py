@@ -11,6 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
+from .adapters.repository import is_held
+
 
 async def recent_extracts(pool: asyncpg.Pool, limit: int = 10) -> list[dict[str, Any]]:
     """The latest extracts: how each ended (completed, refused, failed, withdrawn) and why. One still
@@ -26,17 +28,14 @@ async def recent_extracts(pool: asyncpg.Pool, limit: int = 10) -> list[dict[str,
             limit,
         )
     ]
-    async with pool.acquire() as conn:
-        for r in rows:
-            if r["status"] == "started":
-                key = f"sais-ingest-extract:{r['extract_id']}"
-                if await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key):
-                    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
-                    r["status"], r["failure_code"] = "abandoned", "abandoned"
-                    r["failure"] = "the ingest stopped before the end of the extract; nothing of it is delivered"
-                else:
-                    r["status"] = "in progress"
-            r["extract_id"] = str(r["extract_id"])
+    for r in rows:
+        if r["status"] == "started":
+            if await is_held(pool, r["extract_id"]):
+                r["status"] = "in progress"
+            else:
+                r["status"], r["failure_code"] = "abandoned", "abandoned"
+                r["failure"] = "the ingest stopped before the end of the extract; nothing of it is delivered"
+        r["extract_id"] = str(r["extract_id"])
     return rows
 
 

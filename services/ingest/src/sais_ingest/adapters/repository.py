@@ -61,6 +61,15 @@ _TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
 
 
+async def is_held(pool: asyncpg.Pool, extract_id: UUID) -> bool:
+    """Whether a process is reading this extract now (it holds the extract's lock)."""
+    async with pool.acquire() as conn:
+        if await conn.fetchval(_TRY_LOCK, _lock_key(extract_id)):
+            await conn.execute(_UNLOCK, _lock_key(extract_id))
+            return False
+        return True
+
+
 class ExtractRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -77,11 +86,7 @@ class ExtractRepository:
                 await conn.execute(_UNLOCK, _lock_key(extract_id))
 
     async def is_held(self, extract_id: UUID) -> bool:
-        async with self.pool.acquire() as conn:
-            if await conn.fetchval(_TRY_LOCK, _lock_key(extract_id)):
-                await conn.execute(_UNLOCK, _lock_key(extract_id))
-                return False
-            return True
+        return await is_held(self.pool, extract_id)
 
     async def identity(self, sha256: str, source: str, reference_date: date, target_year: str) -> ExtractRow | None:
         """The live extract (started or completed) with this content, source, reference date and year."""
