@@ -1,13 +1,22 @@
 # One image for the four services and the `sais` CLI. Multi-stage, slim, non-root, read-only-root friendly.
 FROM python:3.11-slim-bookworm AS build
-RUN pip install --no-cache-dir uv==0.13.9
+# Extra CA certificates (PEM) for a TLS-intercepting proxy between the build and PyPI, as on many
+# corporate networks: `make images` passes the ones the host trusts. Used in this stage only; the
+# image that runs is built from a clean base and never holds them.
+ARG EXTRA_CA_CERTS=""
 WORKDIR /app
 ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
 COPY pyproject.toml uv.lock ./
 COPY shared ./shared
 COPY services ./services
 COPY src ./src
-RUN uv sync --frozen --all-packages --no-dev --no-editable
+RUN set -e; bundle=/etc/ssl/certs/ca-certificates.crt; \
+    if [ -n "$EXTRA_CA_CERTS" ]; then bundle=/tmp/ca-bundle.pem; \
+      { cat /etc/ssl/certs/ca-certificates.crt; printf '%s\n' "$EXTRA_CA_CERTS"; } > "$bundle"; fi; \
+    export SSL_CERT_FILE="$bundle" PIP_CERT="$bundle"; \
+    pip install --no-cache-dir uv==0.13.9; \
+    uv sync --frozen --all-packages --no-dev --no-editable; \
+    rm -f /tmp/ca-bundle.pem
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends openssl && rm -rf /var/lib/apt/lists/* \

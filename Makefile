@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-unit stack-up stack-down stack-status samples tools
+.PHONY: install demo test test-unit test-compose images stack-up stack-down stack-status samples tools
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -17,6 +17,13 @@ test: install tools
 
 test-unit: install
 	@.venv/bin/pytest -m unit -q
+
+# The compose stack on a private Docker engine, with the stand-in images (deploy/images/README.md).
+images: install
+	@bash deploy/images/build.sh
+
+test-compose: images
+	@.venv/bin/pytest -m compose tests/deploy -q; rc=$$?; bash deploy/images/engine.sh stop; exit $$rc
 
 stack-up: install
 	@.venv/bin/python deploy/local/stack.py start

@@ -20,7 +20,8 @@ from .errors import ConfigurationError, MissingKeyEncryptionKeyError
 class CommonSettings(BaseSettings):
     """What every service needs: where Kafka and PostgreSQL are, and the key-encryption key."""
 
-    model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore")
+    # An empty SAIS_X is no setting at all (compose passes `${SAIS_X:-}` through as "").
+    model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore", env_ignore_empty=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
     kafka_security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = Field(
