@@ -72,6 +72,7 @@ cp -r "$HERE/kafka/." "$ctx"
 cp -r "$(cat "$ctx/.libs")" "$ctx/libs" && rm "$ctx/.libs"
 build "apache/kafka:$KAFKA_VERSION" "$ctx"
 rm -rf "$ctx"
+build confluentinc/cp-kafka:7.9.0 "$HERE/cp-kafka"  # for the testcontainers path (make test-containers)
 go_build github.com/axllent/mailpit "$MAILPIT_VERSION" . "$CACHE/bin/mailpit-$MAILPIT_VERSION" \
   "-X github.com/axllent/mailpit/config.Version=$MAILPIT_VERSION"
 ctx=$(mktemp -d)

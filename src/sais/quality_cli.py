@@ -66,3 +66,13 @@ def quality_cmd(
             f"[yellow]extract {r['extract_id']} ({r['file_name']}, {r['source']} {r['reference_date']}) {r['status']}: "
             f"{r['failure']}"
         )
+
+
+def eligibility_app() -> typer.Typer:
+    """Eligibility's own group with `quality` added: it is composed from eligibility's and ingest's reads,
+    so it lives here, above both services."""
+    from sais_eligibility.entrypoints.cli import app
+
+    if not any(c.name == "quality" for c in app.registered_commands):
+        app.command("quality")(quality_cmd)
+    return app

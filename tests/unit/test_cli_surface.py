@@ -54,14 +54,14 @@ def wide(monkeypatch):
 
 def test_every_option_names_what_it_takes(wide):
     placeholders = re.compile(r"<(str|int|bool|float|path|file|directory|uuid|UUID|int range|float range|datetime)>")
-    found = {" ".join(p): placeholders.findall(_help(p)) for p in _leaves(command())}
+    found = {" ".join(p): placeholders.findall(_help(p)) for p in _leaves(command(everything=True))}
     assert len(found) > 30
     assert {c: f for c, f in found.items() if f} == {}
 
 
 def test_every_json_flag_says_what_it_does(wide):
     bare = []
-    for path in _leaves(command()):
+    for path in _leaves(command(everything=True)):
         for line in _help(path).splitlines():
             if "--json" in line and len(line.split("--json", 1)[1].strip(" │")) < 10:
                 bare.append(" ".join(path))
@@ -244,7 +244,7 @@ def test_the_settings_table_is_generated_from_the_code_and_says_what_each_means(
 
 def test_kafka_lag_watches_the_groups_the_services_use_whatever_the_topic_prefix(monkeypatch):
     """`sais kafka lag` once watched <prefix>-<service> while the services default to sais-<service>."""
-    from sais.cli import service_group
+    from sais.admin_cli import service_group
 
     monkeypatch.setenv("SAIS_TOPIC_PREFIX", "county42")
     for svc in ("ingest", "eligibility", "delivery", "retention"):
@@ -252,3 +252,49 @@ def test_kafka_lag_watches_the_groups_the_services_use_whatever_the_topic_prefix
         assert service_group(svc) == f"sais-{svc}"
     monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", "my-delivery")
     assert service_group("delivery") == "my-delivery"
+
+
+HEAVY = ("faststream", "aiokafka", "asyncpg", "openpyxl", "pydantic", "cryptography", "sais_ingest", "sais_eligibility",
+         "sais_delivery", "sais_retention")  # fmt: skip
+
+
+def _imported_by(*argv: str) -> tuple[str, list[str]]:
+    """Run ``sais ARGV`` in a fresh interpreter: what it printed, and which heavy packages it imported."""
+    import subprocess
+
+    probe = (
+        "import sys\nfrom sais.cli import main\nsys.argv = ['sais', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    return done.stdout, eval(done.stderr.strip().splitlines()[-1])
+
+
+def test_help_and_a_simple_command_import_no_service_and_no_server_client():
+    """`sais --help` lists every group from one-liners; a command loads only what it needs. (The time this
+    saves is measured by bench/cli_startup.py, not here.)"""
+    from sais.cli import COMMANDS
+
+    out, heavy = _imported_by("--help")
+    assert heavy == [], heavy
+    assert all(name in out for name in COMMANDS)
+    out, heavy = _imported_by("keys", "new-kek")
+    assert len(base64_decoded := __import__("base64").b64decode(out.strip())) == 32 and base64_decoded
+    assert not set(heavy) & {"faststream", "aiokafka", "openpyxl", "sais_ingest", "sais_delivery"}, heavy
+
+
+def test_each_group_listed_without_loading_it_says_what_its_own_help_says():
+    from sais.cli import COMMANDS, load
+
+    for name, (_, line) in COMMANDS.items():
+        own = (load(name).help or "").strip().split("\n\n")[0].replace("\n", " ")
+        assert line == own, name
+
+
+def test_a_group_loaded_on_demand_runs_as_before(wide):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        command().main(["db", "--help"], prog_name="sais", standalone_mode=False)
+    assert "migrate" in buf.getvalue()  # a one-command group stays a group: `sais db migrate`

@@ -137,7 +137,7 @@ def test_every_secret_a_pod_reads_is_in_its_own_namespace_and_database_urls_are_
 
 
 def test_alerts_are_the_same_rules_in_kubernetes_and_the_job_label_matches():
-    from sais.cli import RULE_OUT, RULE_SOURCE, prometheus_rule
+    from sais.admin_cli import RULE_OUT, RULE_SOURCE, prometheus_rule
 
     assert (REPO / RULE_OUT).read_text() == prometheus_rule((REPO / RULE_SOURCE).read_text()), (
         "run `sais docs prometheus-rule`"

@@ -64,6 +64,108 @@ async def start(wiring: Wiring[P, S], settings: CommonSettings, broker: KafkaBro
         raise
 
 
+# Errors that mean a server is away (refused, reset, timed out, not yet accepting logins), not that
+# the service is misconfigured: a long-running service waits for its servers instead of exiting.
+def _server_away(exc: BaseException) -> bool:
+    import ssl
+
+    import asyncpg
+    from aiokafka import errors as kafka
+
+    if isinstance(exc, ssl.SSLError):  # a certificate refused: configuration, not a server away
+        return False
+    away = (OSError, asyncio.TimeoutError, kafka.KafkaConnectionError, kafka.KafkaTimeoutError,
+            kafka.NodeNotReadyError, kafka.RequestTimedOutError, asyncpg.CannotConnectNowError,
+            asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError)  # fmt: skip
+    return isinstance(exc, away)
+
+
+async def start_when_servers_answer(
+    wiring: Wiring[P, S], settings: CommonSettings, broker: KafkaBroker, publishers: P
+) -> Running[P, S]:
+    """:func:`start`, retried with backoff (0.5 s doubling to 15 s) while Kafka or PostgreSQL is away:
+    a service started before its servers, or restarted while one is down, comes up by itself once
+    they answer (SAIS_STARTUP_TIMEOUT_S bounds the wait; 0, the default, waits for as long as it takes)."""
+    loop = asyncio.get_running_loop()
+    limit = settings.startup_timeout_s
+    deadline = loop.time() + limit if limit > 0 else None
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        try:
+            return await start(wiring, settings, broker, publishers)
+        except Exception as exc:
+            if not _server_away(exc) or (deadline is not None and loop.time() + delay > deadline):
+                raise
+            log.warning("startup.waiting_for_servers", service=wiring.service, error=type(exc).__name__,
+                        attempt=attempt, retry_in_s=delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+class Liveness:
+    """What /healthz answers: alive while starting (up to SAIS_STARTUP_GRACE_S after the servers first
+    answered), then only while every consumer of the broker has its consume task running and every
+    timer of the service is still looping. A dead consumer or timer is a process to restart, which a
+    readiness probe alone never asks for."""
+
+    def __init__(self, broker: KafkaBroker, tasks: list[asyncio.Task], grace_s: float) -> None:
+        self.broker, self.tasks, self.grace_s = broker, tasks, grace_s
+        self.servers_answered_at: float | None = None
+        self.up = False
+
+    def problem(self) -> str | None:
+        import time
+
+        if not self.up:
+            since = self.servers_answered_at
+            if since is not None and time.monotonic() - since > self.grace_s:
+                return f"consumers not started {self.grace_s:.0f} s after the servers answered"
+            return None
+        for i, sub in enumerate(self.broker.subscribers):
+            if not getattr(sub, "calls", None):
+                continue
+            tasks = getattr(sub, "tasks", [])
+            if getattr(sub, "consumer", None) is None or not any(not t.done() for t in tasks):
+                return f"consumer {i} ({', '.join(getattr(sub, 'topics', ()) or ())}) is not running"
+        if any(t.done() for t in self.tasks):
+            return "a timer of the service has stopped"
+        return None
+
+
+def _stop_this_process(service: str, event: str, problem: str) -> None:
+    """SIGTERM to this service's own process (only when it runs under ``ops.serve``, never a test's
+    process): uvicorn shuts down as on any stop or, if that hangs on the client that died, the process
+    exits with 70 after 30 s; an orchestrator that restarts exited processes starts it again."""
+    import os
+    import signal
+    import threading
+
+    log.error(event, service=service, problem=problem)
+    if not ops.serving():
+        return
+    threading.Timer(30.0, os._exit, args=(70,)).start()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _exit_when_unhealthy(liveness: Liveness, service: str, after_s: float) -> None:
+    """Stop the process once /healthz has failed for ``after_s`` (SAIS_EXIT_WHEN_UNHEALTHY_S), for an
+    orchestrator that restarts what exits but not what is unhealthy (compose's ``restart:``)."""
+    import time
+
+    failing_since: float | None = None
+    while True:
+        await asyncio.sleep(min(5.0, max(after_s / 4, 0.2)))
+        problem = liveness.problem()
+        if problem is None:
+            failing_since = None
+            continue
+        failing_since = failing_since or time.monotonic()
+        if time.monotonic() - failing_since >= after_s:
+            _stop_this_process(service, "liveness.lost_stopping", problem)
+            return
+
+
 @asynccontextmanager
 async def session(
     wiring: Wiring[P, S], settings: CommonSettings, client_id: str | None = None
@@ -117,17 +219,32 @@ def service_app(
     current: Current[P, S] = Current()
     subscribe(broker, topics, settings, current)
     tasks: list[asyncio.Task] = []
+    liveness = Liveness(broker, tasks, settings.startup_grace_s)
 
     @asynccontextmanager
     async def lifespan():
+        import time
+
         if check is not None:
             check(settings)
-        current.running = await start(wiring, settings, broker, publishers)
+        current.running = await start_when_servers_answer(wiring, settings, broker, publishers)
+        liveness.servers_answered_at = time.monotonic()
         current.running.runtime.protocol_ref.start()
+        watchdog = None
+        if settings.exit_when_unhealthy_s > 0:
+            watchdog = asyncio.create_task(
+                _exit_when_unhealthy(liveness, wiring.service, settings.exit_when_unhealthy_s)
+            )
         try:
             yield
+        except BaseException as exc:
+            # FastStream's broker or a consumer failed after start-up: uvicorn would go on serving HTTP
+            # for an app that consumes nothing. Stop, so that the orchestrator starts it afresh (and
+            # start-up then waits for the servers).
+            _stop_this_process(wiring.service, "service.failed_stopping", type(exc).__name__)
+            raise
         finally:
-            for task in tasks:
+            for task in [*tasks, *([watchdog] if watchdog else [])]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -136,7 +253,8 @@ def service_app(
     async def ready() -> bool:  # PostgreSQL answers through the service's own pool
         return current.running is not None and await current.running.runtime.pool.fetchval("SELECT 1") == 1
 
-    app = make_app(broker, title=f"sais-{wiring.service}", description=description, lifespan=lifespan, ready=ready)
+    app = make_app(broker, title=f"sais-{wiring.service}", description=description, lifespan=lifespan, ready=ready,
+                   alive=liveness.problem)  # fmt: skip
 
     async def loop(tick: Callable[[Running[P, S]], Awaitable[Any]], every_s: float) -> None:
         while True:
@@ -179,5 +297,6 @@ def service_app(
         if timer is not None:
             tasks.append(asyncio.create_task(loop(*timer)))
         tasks.append(asyncio.create_task(sample_state(settings.metrics_interval_s)))
+        liveness.up = True
 
     return app

@@ -105,13 +105,18 @@ def make_app(
     description: str,
     lifespan: Any = None,
     ready: Callable[[], Awaitable[bool]] | None = None,
+    alive: Callable[[], str | None] | None = None,
 ) -> AsgiFastStream:
-    """A FastStream app with its AsyncAPI description and the HTTP endpoints operators and k8s use."""
+    """A FastStream app with its AsyncAPI description and the HTTP endpoints operators and k8s use:
+    /healthz (liveness: ``alive`` says what is wrong, or None), /readyz (its servers answer), /metrics."""
     set_service(title)
 
     @get(include_in_schema=False)
     async def healthz(scope: Any) -> AsgiResponse:
-        return AsgiResponse(b"ok", status_code=200)
+        problem = alive() if alive is not None else None
+        if problem is None:
+            return AsgiResponse(b"ok", status_code=200)
+        return AsgiResponse(f"not alive: {problem}".encode(), status_code=503)
 
     @get(include_in_schema=False)
     async def readyz(scope: Any) -> AsgiResponse:
@@ -136,8 +141,18 @@ def make_app(
     )
 
 
+_serving = {"on": False}
+
+
+def serving() -> bool:
+    """True in a service process run by :func:`serve` (which may stop itself), never in a test's."""
+    return _serving["on"]
+
+
 def serve(app: AsgiFastStream, port: int, host: str = "127.0.0.1") -> None:
     """Run a service: uvicorn handles SIGTERM/SIGINT and runs the app's lifespan (graceful shutdown)."""
     import uvicorn
+
+    _serving["on"] = True
 
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")

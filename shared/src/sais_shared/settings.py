@@ -81,6 +81,21 @@ class CommonSettings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address of /healthz, /readyz, /metrics (0.0.0.0 in a pod)")
     http_port: int = Field(8080, description="Port of /healthz, /readyz, /metrics")
+    startup_timeout_s: float = Field(
+        0.0,
+        description="A service started while Kafka or PostgreSQL is away retries, with backoff, for this long "
+        "before it gives up (exit 3); 0: for as long as it takes",
+    )
+    startup_grace_s: float = Field(
+        180.0,
+        description="/healthz fails when the service has not finished starting (consumers running) this long "
+        "after its servers answered, so that an orchestrator restarts it",
+    )
+    exit_when_unhealthy_s: float = Field(
+        0.0,
+        description="Stop the service (SIGTERM) once /healthz has failed this long, for orchestrators that "
+        "restart a process that exits but not one that is unhealthy (compose); 0: never",
+    )
     log_level: str = Field("INFO", description="Least level of the JSON log lines: DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field(
         "json",
