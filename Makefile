@@ -7,7 +7,10 @@ export UV_PYTHON_DOWNLOADS := never
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
-	@uv sync --frozen --all-packages --python python3.11 --quiet
+	@uv sync --frozen --all-packages --python python3.11 --quiet --compile-bytecode
+	@# Bytecode for the project's own packages too: where PYTHONDONTWRITEBYTECODE is set (as on these
+	@# machines) Python never caches it, and every CLI call and service start would compile from source.
+	@.venv/bin/python -m compileall -q -j 0 shared/src services src tests deploy bench >/dev/null
 
 demo: install
 	@.venv/bin/python deploy/local/demo.py

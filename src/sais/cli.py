@@ -103,8 +103,11 @@ def _listing(ctx: click.Context) -> bool:
     return bool(ctx.meta.get("sais.listing"))
 
 
+LOG_DEFAULTS = {"log_level": "INFO", "log_format": "json"}
+
 app = typer.Typer(
     cls=SaisGroup,
+    rich_markup_mode=None,  # the root's help in click's plain layout: drawn without loading rich (~0.2 s)
     help="LA → NHS SAIS pupil data share, enforcing the Information Sharing Protocol.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # failures are one line and an exit code (main, below)
@@ -131,19 +134,26 @@ def options(
     """Reports and tables go to stdout (`--json` for machines); warnings a person must act on go to stderr
     once, in plain words. Log lines are for services and scripts: in a terminal there are none unless
     asked for with --log-format (or SAIS_LOG_FORMAT); elsewhere they go to stderr as JSON."""
-    from rich.console import Console
     from sais_shared import notices, operator
     from sais_shared.logging import configure_logging
-    from sais_shared.settings import CommonSettings
 
     operator.set_actor(actor)
-    settings = CommonSettings()
-    err = Console(stderr=True, soft_wrap=True)
-    notices.set_sink(lambda text: err.print(f"[yellow]warning:[/] {text}", markup=True, highlight=False))
+
+    def warn(text: str) -> None:  # rich only when there is something to say
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {text}", markup=True, highlight=False)
+
+    notices.set_sink(warn)
     if log_format is None and "SAIS_LOG_FORMAT" not in os.environ and sys.stderr.isatty():
         configure_logging("CRITICAL", "console", stream=sys.stderr)  # a person at a terminal: sentences only
         return
-    configure_logging(settings.log_level, log_format or settings.log_format, stream=sys.stderr)
+    # SAIS_LOG_LEVEL and SAIS_LOG_FORMAT as CommonSettings reads them (a unit test keeps the defaults the
+    # same), without loading the settings classes for a command that needs none.
+    level = os.environ.get("SAIS_LOG_LEVEL") or LOG_DEFAULTS["log_level"]
+    configure_logging(
+        level, log_format or os.environ.get("SAIS_LOG_FORMAT") or LOG_DEFAULTS["log_format"], stream=sys.stderr
+    )
 
 
 _METAVARS = {"<str>": "TEXT", "<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<file>": "FILE",

@@ -298,3 +298,11 @@ def test_a_group_loaded_on_demand_runs_as_before(wide):
     with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
         command().main(["db", "--help"], prog_name="sais", standalone_mode=False)
     assert "migrate" in buf.getvalue()  # a one-command group stays a group: `sais db migrate`
+
+
+def test_the_root_reads_the_log_settings_with_the_settings_defaults():
+    from sais_shared.settings import CommonSettings
+
+    from sais.cli import LOG_DEFAULTS
+
+    assert LOG_DEFAULTS == {k: CommonSettings.model_fields[k].default for k in LOG_DEFAULTS}
