@@ -27,7 +27,7 @@ trap cleanup EXIT
 # Two workers (the suite mostly waits on servers; every test has its own database, topics and ports),
 # tests shared out one by one; then, alone, the tests that restart a server the others share.
 export SAIS_TEST_KEEP_STACK=1
-.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist load "$@"
+.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist load --durations=15 "$@"
 rc=$?
 # The compose test (its own engine, stack and ports) beside the exclusive tests, which restart the
 # local broker it does not use.
