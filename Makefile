@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-unit test-compose images stack-up stack-down stack-status samples tools
+.PHONY: install demo test test-unit test-compose test-containers images stack-up stack-down stack-status samples tools
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -25,6 +25,13 @@ test-unit: install
 images: install
 	@bash deploy/images/build.sh
 
+# The integration tests on the testcontainers path (Kafka and PostgreSQL in containers on the private
+# engine, instead of the local runner's processes), so that both paths stay true.
+test-containers: images
+	@eval "$$(bash deploy/images/engine.sh env)" && TESTCONTAINERS_RYUK_DISABLED=true \
+	  .venv/bin/pytest -m "integration and not exclusive" tests/integration -q; rc=$$?; \
+	  bash deploy/images/engine.sh stop; exit $$rc
+
 test-compose: images
 	@.venv/bin/pytest -m compose tests/deploy -q; rc=$$?; bash deploy/images/engine.sh stop; exit $$rc
 
@@ -42,8 +49,13 @@ samples: install
 
 # Tools the tests use that are not Python packages: kustomize (built from the Go module proxy, once).
 KUSTOMIZE_VERSION := v5.6.0
+# Built into ~/.cache/sais once per machine, linked into .tools/bin for this checkout.
+KUSTOMIZE_CACHE := $(HOME)/.cache/sais/bin/kustomize-$(KUSTOMIZE_VERSION)
 tools: .tools/bin/kustomize
-.tools/bin/kustomize:
+.tools/bin/kustomize: $(KUSTOMIZE_CACHE)
+	@mkdir -p .tools/bin && ln -sf $(KUSTOMIZE_CACHE) .tools/bin/kustomize
+$(KUSTOMIZE_CACHE):
 	@command -v go >/dev/null || { echo "Go is needed to build kustomize (apt-get install golang)"; exit 1; }
 	@echo "building kustomize $(KUSTOMIZE_VERSION) (once)"
-	@GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@mkdir -p $(dir $(KUSTOMIZE_CACHE)) && tmp=$$(mktemp -d) && GOBIN=$$tmp GOFLAGS=-mod=mod go install \
+	  sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) && mv $$tmp/kustomize $(KUSTOMIZE_CACHE) && rmdir $$tmp

@@ -72,30 +72,7 @@ def infra() -> Infra:
     """Real Kafka + PostgreSQL + SMTP for the whole session; a test fails if they are not really there."""
     lay = stack.layout()
     if _docker_available() and os.environ.get("SAIS_TEST_USE_LOCAL") != "1":
-        from testcontainers.community.kafka import KafkaContainer
-        from testcontainers.community.postgres import PostgresContainer
-
-        # testcontainers' KafkaContainer drives Confluent's images; cp-kafka 7.9 is Apache Kafka 3.9 (KRaft),
-        # the same broker version the local runner fetches from Maven Central.
-        kafka = KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft()
-        pg = PostgresContainer("postgres:15", driver=None)
-        kafka.start()
-        pg.start()
-        ensure_dev_pki(lay.pki)
-        stack.start_smtp(lay)
-        server_dsn = pg.get_connection_url().rsplit("/", 1)[0] + "/postgres"  # the server, not its test db
-        asyncio.run(_provision_roles(server_dsn, lay))
-        yield Infra(
-            kafka.get_bootstrap_server(),
-            {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
-            server_dsn,
-            lay.smtp_port,
-            lay.pki,
-            lay.maildir,
-            lay.state,
-        )
-        kafka.stop()
-        pg.stop()
+        yield from _containers(lay)
         return
     was_up = stack.status(lay) == 0
     stack.start(lay)
@@ -110,6 +87,60 @@ def infra() -> Infra:
     )
     if not was_up and os.environ.get("SAIS_TEST_KEEP_STACK") != "1":
         stack.stop(lay)
+
+
+def _containers(lay):
+    """The testcontainers path (`make test-containers`): Kafka and PostgreSQL in containers, started by
+    testcontainers on the engine DOCKER_HOST names; the SMTP server is the local one, stopped after."""
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.postgres import PostgresContainer
+
+    ensure_dev_pki(lay.pki)
+    # testcontainers' KafkaContainer drives Confluent's images; cp-kafka 7.9 is Apache Kafka 3.9 (KRaft),
+    # the same broker version the local runner fetches from Maven Central. One broker: the transaction
+    # log must fit on it, or a transactional producer waits for good.
+    kafka = (
+        KafkaContainer("confluentinc/cp-kafka:7.9.0")
+        .with_kraft()
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+    )
+    # PostgreSQL with TLS only, as everywhere else: the dev certificate, and a pg_hba that takes TCP
+    # only over TLS (the image's entrypoint runs as root: the key is copied where only postgres reads it).
+    tls = (
+        "install -d -o postgres -m 700 /var/lib/postgresql/tls"
+        " && install -o postgres -m 600 /pki/smtp-server.pem /var/lib/postgresql/tls/server.crt"
+        " && install -o postgres -m 600 /pki/smtp-server.key /var/lib/postgresql/tls/server.key"
+        " && printf 'local all all trust\\nhostssl all all all scram-sha-256\\nhost all all all reject\\n'"
+        " > /var/lib/postgresql/tls/pg_hba.conf && chown postgres /var/lib/postgresql/tls/pg_hba.conf"
+        " && exec docker-entrypoint.sh postgres -c ssl=on -c ssl_cert_file=/var/lib/postgresql/tls/server.crt"
+        " -c ssl_key_file=/var/lib/postgresql/tls/server.key -c hba_file=/var/lib/postgresql/tls/pg_hba.conf"
+    )
+    pg = (
+        PostgresContainer("postgres:15", driver=None)
+        .with_volume_mapping(str(lay.pki), "/pki", "ro")
+        .with_kwargs(entrypoint=["bash", "-c", tls])
+    )
+    kafka.start()
+    pg.start()
+    try:
+        stack.start_smtp(lay)
+        plain = pg.get_connection_url().rsplit("/", 1)[0] + "/postgres"  # the server, not its test db
+        server_dsn = f"{plain}?sslmode=verify-full&sslrootcert={lay.pki / 'ca.pem'}"
+        asyncio.run(_provision_roles(server_dsn, lay))
+        yield Infra(
+            kafka.get_bootstrap_server(),
+            {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+            server_dsn,
+            lay.smtp_port,
+            lay.pki,
+            lay.maildir,
+            lay.state,
+        )
+    finally:
+        stack.kill(lay, "smtpd")
+        kafka.stop()
+        pg.stop()
 
 
 async def _provision_roles(server_dsn: str, lay) -> None:
