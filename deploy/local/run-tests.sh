@@ -5,33 +5,34 @@ cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 .venv/bin/ruff check --quiet . || { echo "ruff: lint errors (see above)" >&2; exit 1; }
 .venv/bin/ruff format --check --quiet . || { echo "ruff: files not formatted: run `.venv/bin/ruff format .`" >&2; exit 1; }
-# The compose test runs beside everything else from the start: its own private engine, images (built
-# by its fixture; cached, seconds after the first time), compose project, networks and kernel-chosen
-# host ports, so it shares nothing with the other tests. The engine is stopped at the end if this run
-# started it.
 engine_was_up=0
 bash deploy/images/engine.sh status >/dev/null 2>&1 && engine_was_up=1
+compose_pid=""
 compose_log=$(mktemp)
-.venv/bin/pytest -m compose tests/deploy "$@" >"$compose_log" 2>&1 &
-compose_pid=$!
 started=0
 if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
   $PY deploy/local/stack.py start || exit 1
   started=1
 fi
 cleanup() {
-  kill "$compose_pid" 2>/dev/null
+  [ -n "$compose_pid" ] && kill "$compose_pid" 2>/dev/null
   [ "$started" = 1 ] && $PY deploy/local/stack.py stop
   [ "$engine_was_up" = 0 ] && bash deploy/images/engine.sh stop
   rm -f "$compose_log"
 }
 trap cleanup EXIT
-# Three workers on two cores (the suite mostly waits on servers; every test has its own database,
-# topics and ports), tests shared out one by one; then, alone, the tests that restart a server the
-# others share.
+# Two workers (the suite mostly waits on servers; every test has its own database, topics and ports),
+# tests shared out one by one (a third worker, or the compose test beside them, made the run slower:
+# the CPU-bound tests then take two to four times as long on two cores).
 export SAIS_TEST_KEEP_STACK=1
-.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-3}" --dist load --durations=15 "$@"
+.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist load --durations=15 "$@"
 rc=$?
+# Then, alone, the tests that restart a server the others share; beside them the compose test, which
+# shares nothing with them: its own private engine, images (built by its fixture; cached, seconds after
+# the first time), compose project, networks and kernel-chosen host ports. The engine is stopped at
+# the end if this run started it.
+.venv/bin/pytest -m compose tests/deploy "$@" >"$compose_log" 2>&1 &
+compose_pid=$!
 .venv/bin/pytest -m "(unit or integration or e2e) and exclusive" "$@"
 rc2=$?
 wait "$compose_pid"

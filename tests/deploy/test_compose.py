@@ -174,6 +174,7 @@ def mailpit(env: dict[str, str], path: str) -> bytes:
         return r.read()
 
 
+@pytest.mark.timeout(900)  # a whole stack, restarted: minutes, not the suite's 300 s per test
 def test_the_compose_walkthrough_runs_as_written_and_a_restart_of_every_container_loses_nothing(project, tmp_path):
     lines = walkthrough()
     assert lines[-1].startswith("docker compose down -v"), "the walkthrough ends by removing the stack"
