@@ -92,6 +92,10 @@ def infra() -> Infra:
 def _containers(lay):
     """The testcontainers path (`make test-containers`): Kafka and PostgreSQL in containers, started by
     testcontainers on the engine DOCKER_HOST names; the SMTP server is the local one, stopped after."""
+    # Published ports are reached on 127.0.0.1 only (inside a container, testcontainers would use the
+    # bridge's gateway address): set before testcontainers reads its configuration.
+    os.environ.setdefault("TC_HOST", "127.0.0.1")
+    os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
     from testcontainers.community.kafka import KafkaContainer
     from testcontainers.community.postgres import PostgresContainer
 
