@@ -17,6 +17,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 REPO = Path(__file__).resolve().parents[1]
 
 
+def readme_block(heading: str, first: str) -> list[str]:
+    """The lines of the first ```bash block under README heading ``heading`` that starts with ``first``."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
+    block = re.search(rf"```bash\n({re.escape(first)}.*?)```", section, re.S)
+    assert block, f"the README's {heading!r} section has no ```bash block starting with {first}"
+    return block.group(1).strip().splitlines()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing holds now, chosen by the kernel (never a fixed number)."""
     with socket.socket() as s:

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.helpers import REPO, free_port, openssl_open, read_topic
+from tests.helpers import REPO, free_port, openssl_open, read_topic, readme_block
 
 pytestmark = pytest.mark.compose
 
@@ -96,11 +96,7 @@ def wait_healthy(env: dict[str, str], timeout: float = 240) -> dict[str, str]:
 
 
 def walkthrough() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### With Docker Compose") :]
-    block = re.search(r"```bash\n(make images.*?)```", section, re.S)
-    assert block, "the README's compose section has no ```bash block starting with make images"
-    return block.group(1).strip().splitlines()
+    return readme_block("### With Docker Compose", "make images")
 
 
 def secrets(env: dict[str, str], folder: Path) -> Path:

@@ -8,17 +8,13 @@ import subprocess
 import asyncpg
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, readme_block
 
 pytestmark = pytest.mark.e2e
 
 
 def operating_block() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Operating it") :]
-    block = re.search(r"```bash\n(make stack-up.*?)```", section, re.S)
-    assert block, "the README's Operating it section has no ```bash block starting with make stack-up"
-    return block.group(1).strip().splitlines()
+    return readme_block("## Operating it", "make stack-up")
 
 
 def as_test_script(lines: list[str], own: dict[str, str]) -> str:
