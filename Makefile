@@ -28,9 +28,8 @@ images: install
 # The integration tests on the testcontainers path (Kafka and PostgreSQL in containers on the private
 # engine, instead of the local runner's processes), so that both paths stay true.
 test-containers: images
-	@# TC_HOST: reach the containers' published ports on 127.0.0.1 (inside a container, as these machines
-	@# are, testcontainers would otherwise use the bridge's gateway address).
-	@eval "$$(bash deploy/images/engine.sh env)" && TESTCONTAINERS_RYUK_DISABLED=true TC_HOST=127.0.0.1 TESTCONTAINERS_CONNECTION_MODE=docker_host \
+	@# (tests/conftest.py has testcontainers reach the published ports on 127.0.0.1.)
+	@eval "$$(bash deploy/images/engine.sh env)" && TESTCONTAINERS_RYUK_DISABLED=true \
 	  .venv/bin/pytest -m "integration and not exclusive" tests/integration -q; rc=$$?; \
 	  bash deploy/images/engine.sh stop; exit $$rc
 

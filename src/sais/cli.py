@@ -48,8 +48,6 @@ def load(name: str) -> click.Command:
     """The real click command of ``name`` (a Typer app or a command function)."""
     module, attr = COMMANDS[name][0].split(":")
     obj = getattr(import_module(module), attr)
-    if callable(obj) and not isinstance(obj, typer.Typer) and attr.endswith("_app"):
-        obj = obj()  # a function that composes the group
     if isinstance(obj, typer.Typer):  # as add_typer makes it (a one-command app stays a group)
         holder = typer.Typer()
         holder.add_typer(obj, name=name)

@@ -68,11 +68,13 @@ def quality_cmd(
         )
 
 
-def eligibility_app() -> typer.Typer:
+def _with_quality() -> typer.Typer:
     """Eligibility's own group with `quality` added: it is composed from eligibility's and ingest's reads,
     so it lives here, above both services."""
     from sais_eligibility.entrypoints.cli import app
 
-    if not any(c.name == "quality" for c in app.registered_commands):
-        app.command("quality")(quality_cmd)
+    app.command("quality")(quality_cmd)
     return app
+
+
+eligibility_app = _with_quality()  # what `sais eligibility` loads (sais.cli.COMMANDS)

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -115,8 +119,6 @@ class Liveness:
         self.up = False
 
     def problem(self) -> str | None:
-        import time
-
         if not self.up:
             since = self.servers_answered_at
             if since is not None and time.monotonic() - since > self.grace_s:
@@ -137,10 +139,6 @@ def _stop_this_process(service: str, event: str, problem: str) -> None:
     """SIGTERM to this service's own process (only when it runs under ``ops.serve``, never a test's
     process): uvicorn shuts down as on any stop or, if that hangs on the client that died, the process
     exits with 70 after 30 s; an orchestrator that restarts exited processes starts it again."""
-    import os
-    import signal
-    import threading
-
     log.error(event, service=service, problem=problem)
     if not ops.serving():
         return
@@ -151,8 +149,6 @@ def _stop_this_process(service: str, event: str, problem: str) -> None:
 async def _exit_when_unhealthy(liveness: Liveness, service: str, after_s: float) -> None:
     """Stop the process once /healthz has failed for ``after_s`` (SAIS_EXIT_WHEN_UNHEALTHY_S), for an
     orchestrator that restarts what exits but not what is unhealthy (compose's ``restart:``)."""
-    import time
-
     failing_since: float | None = None
     while True:
         await asyncio.sleep(min(5.0, max(after_s / 4, 0.2)))
@@ -223,8 +219,6 @@ def service_app(
 
     @asynccontextmanager
     async def lifespan():
-        import time
-
         if check is not None:
             check(settings)
         current.running = await start_when_servers_answer(wiring, settings, broker, publishers)
