@@ -46,6 +46,7 @@ class FakeRepository:
     schools: dict[str, SchoolSpan] = field(default_factory=dict)
     outbox: list[tuple[UUID, bytes, str]] = field(default_factory=list)
     progress: dict[UUID, list[int]] = field(default_factory=dict)
+    destroyed_keys: set[UUID] = field(default_factory=set)  # the keys' table, as the transaction reads it
 
     async def claim_new(self, event_ids):
         fresh = set(event_ids) - self.processed
@@ -99,6 +100,12 @@ class FakeRepository:
         for extract_id, n, digest in rows:
             p = self.progress.setdefault(extract_id, [0, 0])
             p[0], p[1] = p[0] + n, (p[1] + digest) % 2**64
+
+    async def lock_extracts(self, extract_ids, *, exclusive):
+        pass  # one event loop, one fake: nothing runs beside it
+
+    async def keys_destroyed_among(self, key_ids):
+        return set(key_ids) & self.destroyed_keys
 
     async def ended_among(self, extract_ids):
         return {x for x in extract_ids if self.extracts.get(x, {}).get("status") == "failed"}
@@ -293,6 +300,7 @@ class ProtocolInForce:
 @pytest.fixture
 def world():
     uow, keys = FakeUnitOfWork(), FakeKeys()
+    uow.repo.destroyed_keys = keys.destroyed  # one database: the keys' table as a transaction reads it
     outbox = FakeOutbox(uow.repo)
     svc = EligibilityService(uow, keys, ProtocolInForce(load_protocol()), load_all_rules(), outbox, FixedClock())
     return svc, uow.repo, keys, outbox

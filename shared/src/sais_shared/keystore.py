@@ -22,6 +22,15 @@ from .errors import KeyDestroyedError, UnknownKeyError
 from .events import stable_id
 
 
+async def destroyed_among(db, key_ids: Iterable[UUID]) -> set[UUID]:
+    """Which of these keys retention has destroyed, read on ``db`` (a pool, or a connection already in a
+    transaction, so a caller holding locks needs no second connection)."""
+    rows = await db.fetch(
+        "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", list(set(key_ids))
+    )
+    return {r["key_id"] for r in rows}
+
+
 class KeyStore:
     def __init__(self, pool: asyncpg.Pool, kek: KeyEncryptionKey) -> None:
         self._pool = pool
@@ -68,10 +77,7 @@ class KeyStore:
 
     async def destroyed_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
         """Which of these keys retention has destroyed (their data is gone for good)."""
-        rows = await self._pool.fetch(
-            "SELECT key_id FROM shared.wrapped_data_keys($1::uuid[]) WHERE wrapped IS NULL", list(set(key_ids))
-        )
-        return {r["key_id"] for r in rows}
+        return await destroyed_among(self._pool, key_ids)
 
     async def live_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
         async with self._pool.acquire() as conn:

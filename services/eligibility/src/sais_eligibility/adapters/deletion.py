@@ -6,12 +6,15 @@ import asyncpg
 from sais_shared.deletion import deleted
 from sais_shared.events import DeletionRequested
 
+from .repository import lock_extracts
+
 
 async def delete_rows(conn: asyncpg.Connection, req: DeletionRequested) -> dict[str, int]:
     """The records of these extracts; a child with no record left is gone from eligibility entirely."""
     counts: dict[str, int] = {}
     if req.scope == "inbound-staging":
         return counts
+    await lock_extracts(conn, set(req.extract_ids), exclusive=True)  # waits for a batch of theirs in flight
     pupils = [
         r["pupil_id"]
         for r in await conn.fetch(

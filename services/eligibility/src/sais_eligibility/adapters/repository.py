@@ -11,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 from sais_shared.kafka import claim_new
+from sais_shared.keystore import destroyed_among
 from sais_shared.outbox import flush_outbox
 
 from ..domain.cohort import Held
@@ -25,6 +26,15 @@ READY = (
     "WHERE e.academic_year=$1 AND e.reconciled_at IS NULL AND (e.status = 'withdrawn' OR (e.status = 'completed' "
     "AND e.accepted = coalesce(p.recorded, 0) AND (e.records_digest IS NULL OR e.records_digest = coalesce(p.digest, 0))))"
 )
+
+
+async def lock_extracts(conn: asyncpg.Connection, extract_ids: set[UUID], *, exclusive: bool) -> None:
+    """Transaction-level advisory locks, one per extract, taken in one sorted sweep (no deadlock)."""
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await conn.execute(
+        f"SELECT {fn}(3, h) FROM (SELECT DISTINCT hashtext(x::text) h FROM unnest($1::uuid[]) x ORDER BY h) s",
+        sorted(extract_ids),
+    )
 
 
 class PgUnitOfWork:
@@ -60,6 +70,14 @@ class EligibilityRepository:
     async def lock_year(self, year: str, *, exclusive: bool) -> None:
         fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
         await self.conn.execute(f"SELECT {fn}(hashtext($1))", f"eligibility:{year}")
+
+    async def keys_destroyed_among(self, key_ids: set[UUID]) -> set[UUID]:
+        return await destroyed_among(self.conn, key_ids)
+
+    async def lock_extracts(self, extract_ids: set[UUID], *, exclusive: bool) -> None:
+        """A lock per extract: shared while its pupil events are recorded, exclusive while it is discarded
+        or deleted, so a batch in flight is either seen by the deletion or sees the extract ended."""
+        await lock_extracts(self.conn, extract_ids, exclusive=exclusive)
 
     async def lock_children(self, year: str, match_keys: set[str]) -> None:
         """One exclusive lock per child (match key) of the batch, taken in one sorted sweep."""
@@ -109,6 +127,7 @@ class EligibilityRepository:
 
     async def fail_extract(self, e) -> dict[str, int]:
         """An extract that failed: remember it, discard the records it left (never released)."""
+        await lock_extracts(self.conn, {e.extract_id}, exclusive=True)
         await self.conn.execute(
             "INSERT INTO eligibility.extracts(extract_id, source, reference_date, academic_year, key_id, status, "
             "ended_reason) VALUES ($1,$2,$3,$4,$5,'failed',$6) ON CONFLICT (extract_id) DO UPDATE SET "

@@ -90,8 +90,12 @@ class EligibilityService(FollowsProtocol):
             by_year[academic_year_label(rule.target_academic_year(e.reference_date))].append(e)
         keys = await self.keys.get_many({e.personal.key_id for e in events})
         async with self.uow() as repo:
-            fresh = await repo.claim_new([e.event_id for e in events])
+            # an extract failed or deleted meanwhile: its lock orders this batch before or after that
+            await repo.lock_extracts({e.extract_id for e in events}, exclusive=False)
             failed = await repo.ended_among({e.extract_id for e in events})
+            if late := await repo.keys_destroyed_among({e.personal.key_id for e in events}):
+                failed |= {e.extract_id for e in events if e.personal.key_id in late}
+            fresh = await repo.claim_new([e.event_id for e in events])
             for year in sorted(by_year):
                 batch = [e for e in by_year[year] if e.event_id in fresh and e.extract_id not in failed]
                 if batch:
@@ -402,6 +406,7 @@ class EligibilityService(FollowsProtocol):
                     if isinstance(e, ExtractCompleted)
                 ]
             )
+            await repo.lock_extracts({e.extract_id for e in events if isinstance(e, ExtractFailed)}, exclusive=True)
             for e in events:
                 if isinstance(e, ExtractFailed):
                     discarded = await repo.fail_extract(e)
