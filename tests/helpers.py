@@ -218,21 +218,34 @@ def openssl_open(message: Path, pki: Path) -> bytes:
     return ver.stdout
 
 
-def check_mavis_files(mime: bytes) -> int:
-    """Every Mavis cohort-import file of a delivered message passes Mavis's import rules (so every test
-    that opens a message checks them); how many there were."""
+def check_mavis_files(mime: bytes, known_urns: set[str] | None = None) -> int:
+    """Every Mavis cohort-import file of a delivered message passes Mavis's import rules on the first
+    day the manifest says it may be uploaded, for the team it names (so every test that opens a message
+    checks them); how many there were."""
     import email
+    import json
+    from datetime import date
 
-    from sais_delivery.domain.mavis import check_mavis
+    from sais_delivery.domain import mavis_rules as rules
 
-    n = 0
-    for part in email.message_from_bytes(mime).walk():
-        name = part.get_filename() or ""
-        if name.startswith("mavis-"):
-            result = check_mavis(part.get_payload(decode=True))
-            assert result.ok, (name, result.problems)
-            n += 1
-    return n
+    parts = {p.get_filename(): p.get_payload(decode=True) for p in email.message_from_bytes(mime).walk()
+             if p.get_filename()}  # fmt: skip
+    names = [n for n in parts if n.startswith("mavis-")]
+    if not names:
+        return 0
+    meta = json.loads(parts["manifest.json"])["mavis_cohort_import"]
+    year = rules.import_academic_year(date.fromisoformat(meta["upload_from"]))
+    assert f"{year}/{(year + 1) % 100:02d}" == meta["academic_year"], meta  # read as the year it was written for
+    team = rules.Team(
+        schools=frozenset(meta["team"]["schools"]) if meta["team"]["schools"] is not None else None,
+        year_groups=frozenset(meta["team"]["year_groups"]),
+        known_urns=frozenset(known_urns) if known_urns is not None else None,
+    )
+    for name in names:
+        result = rules.check_file(parts[name], academic_year=year, team=team)
+        assert result.ok, (name, result.problems)
+        assert result.rows <= meta["max_rows_per_file"]
+    return len(names)
 
 
 def oracle(source_files: dict[str, Path]) -> dict[str, int]:

@@ -236,8 +236,15 @@ class Demo:
         folder.mkdir(exist_ok=True)
         for n in names:
             (folder / n).write_bytes(files[n])
-        p = self.sais("delivery", "check-mavis", *(str(folder / n) for n in names), "--register", str(REGISTER),
-                      "--json", as_of="2017-07-10", check=False)  # fmt: skip
+        (folder / "manifest.json").write_bytes(files["manifest.json"])
+        meta = manifest["mavis_cohort_import"]
+        print(
+            f"    Mavis files for {meta['academic_year']}: upload from {meta['upload_from']} (year groups are read "
+            "against the academic year of the upload day)"
+        )
+        p = self.sais("delivery", "check-mavis", *(str(folder / n) for n in names), "--manifest",
+                      str(folder / "manifest.json"), "--register", str(REGISTER), "--json", as_of="2017-07-10",
+                      check=False)  # fmt: skip
         checked = json.loads(p.stdout)
         for n in names:
             c = checked[str(folder / n)]

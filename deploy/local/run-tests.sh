@@ -9,18 +9,27 @@ engine_was_up=0
 bash deploy/images/engine.sh status >/dev/null 2>&1 && engine_was_up=1
 compose_pid=""
 compose_log=$(mktemp)
+images_log=$(mktemp)
+images_pid=""
 started=0
 if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
   $PY deploy/local/stack.py start || exit 1
   started=1
 fi
 cleanup() {
+  [ -n "$images_pid" ] && kill "$images_pid" 2>/dev/null && wait "$images_pid" 2>/dev/null
   [ -n "$compose_pid" ] && kill "$compose_pid" 2>/dev/null
   [ "$started" = 1 ] && $PY deploy/local/stack.py stop
   [ "$engine_was_up" = 0 ] && bash deploy/images/engine.sh stop
-  rm -f "$compose_log"
+  rm -f "$compose_log" "$images_log"
 }
 trap cleanup EXIT
+# The compose test's images, built beside the main suite: minutes on a machine that has none (a Debian
+# base, Kafka's jars, Mailpit from its Go module), seconds when they are cached. Started once the stack
+# is up (both may fetch Kafka's jars and use apt), niced so the tests' own servers come first; the
+# compose test waits for them.
+nice -n 10 bash deploy/images/build.sh >"$images_log" 2>&1 &
+images_pid=$!
 # Two workers (the suite mostly waits on servers; every test has its own database, topics and ports),
 # tests shared out one by one (a third worker, or the compose test beside them, made the run slower:
 # the CPU-bound tests then take two to four times as long on two cores).
@@ -31,6 +40,10 @@ rc=$?
 # shares nothing with them: its own private engine, images (built by its fixture; cached, seconds after
 # the first time), compose project, networks and kernel-chosen host ports. The engine is stopped at
 # the end if this run started it.
+if ! wait "$images_pid"; then  # the compose test builds them again and says why they fail (or skips)
+  echo "building the container images failed:" >&2
+  tail -20 "$images_log" >&2
+fi
 .venv/bin/pytest -m compose tests/deploy "$@" >"$compose_log" 2>&1 &
 compose_pid=$!
 .venv/bin/pytest -m "(unit or integration or e2e) and exclusive" "$@"

@@ -14,7 +14,7 @@ from rich.table import Table
 from sais_shared import operator
 from sais_shared.protocol_registry import in_force
 from sais_shared.runtime import open_runtime
-from sais_shared.schools import RegisterError, load_register
+from sais_shared.schools import RegisterError, dfe_number, load_register
 from sais_shared.settings import CommonSettings
 
 app = typer.Typer(help="The schools register (DfE number → URN, status, age range) from GIAS.", no_args_is_help=True)
@@ -23,7 +23,9 @@ out, err = Console(), Console(stderr=True)
 
 @app.command("load")
 def load(
-    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="GIAS establishment export (CSV)"),
+    path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="GIAS establishment export: the zip as downloaded, or its CSV"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """Replace the register with a GIAS export (audited). Download "establishment fields" as CSV from
@@ -50,13 +52,20 @@ def load(
         return
     out.print(
         f"schools register loaded: {report.schools} schools ({report.open} open, {report.closed} closed, "
-        f"{report.outside} outside the authority); sha256 {report.sha256[:12]}…"
+        f"{report.outside} outside the authority); sha256 {report.sha256[:12]}…",
+        markup=False,
     )
+    if report.unreadable_bytes:
+        err.print(f"{report.unreadable_bytes} byte(s) are not Windows-1252 characters: read as \ufffd", markup=False)
+    for s in report.skipped[:50]:
+        err.print(f"row {s['row']} skipped (not in the register): {s['reason']}", markup=False)
+    if len(report.skipped) > 50:
+        err.print(f"… and {len(report.skipped) - 50} more rows skipped (--json lists them all)", markup=False)
 
 
 @app.command("show")
 def show(
-    dfe: list[str] = typer.Argument(None, help="DfE numbers (9372001 or 937/2001); none: the whole register"),
+    dfe: list[str] = typer.Argument(None, help="DfE numbers (9372001, 937/2001 or 937-2001); none: the whole register"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
     """What the register holds: URN, status, phase and the year groups taught, and the last load."""
@@ -64,7 +73,7 @@ def show(
     async def go():
         rt = await open_runtime(CommonSettings())
         try:
-            wanted = [d.replace("/", "") for d in dfe or []]
+            wanted = [dfe_number(d) for d in dfe or []]
             rows = await rt.pool.fetch(
                 "SELECT dfe, urn, name, la_code, status, phase, first_year, last_year, close_date FROM shared.schools "
                 "WHERE cardinality($1::text[]) = 0 OR dfe = ANY($1) ORDER BY dfe",

@@ -12,7 +12,7 @@ import pytest
 from faststream import TestApp
 from sais_delivery.app import delivery_session
 from sais_delivery.config import DeliverySettings
-from sais_delivery.domain.mavis import check_mavis
+from sais_delivery.domain import mavis_rules as rules
 from sais_eligibility.app import build_app as build_eligibility
 from sais_eligibility.config import EligibilitySettings
 from sais_ingest.app import ingest_session
@@ -188,10 +188,13 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
         assert woodloes  # (every infant Year 2 of the sample has a Year 3 place: not_known is 0 here)
 
         # The Mavis file passes Mavis's rules, with the register's URNs; Woodloes is reported, not written.
-        check = check_mavis(
-            files["mavis-cohort-flu-2017-18.csv"], {s.urn for s in parse_register(register.read_bytes())}
-        )
+        # (check_mavis_files in openssl_open read it as Mavis would on the manifest's first upload day)
+        manifest = json.loads(files["manifest.json"])
+        year = rules.import_academic_year(date.fromisoformat(manifest["mavis_cohort_import"]["upload_from"]))
+        team = rules.Team(known_urns=frozenset(s.urn for s in parse_register(register.read_bytes())))
+        check = rules.check_file(files["mavis-cohort-flu-2017-18.csv"], academic_year=year, team=team)
         assert check.ok and check.rows == expected - woodloes, check.problems
+        assert manifest["mavis_cohort_import"]["upload_from"] == "2017-08-01"  # sent in July, for 2017/18
         mavis_rows = list(csv.DictReader(files["mavis-cohort-flu-2017-18.csv"].decode().splitlines()))
         assert sum(r["CHILD_SCHOOL_URN"] == "888888" for r in mavis_rows) == not_known
         manifest = json.loads(files["manifest.json"])
@@ -201,7 +204,8 @@ async def test_eligibility_delivery_retention_through_real_kafka_postgres_and_sm
             {"programme": "flu", "school_dfe": "9372006", "reason": "school not in the schools register (no URN)",
              "rows": woodloes}
         ]  # fmt: skip
-        [warning] = res.warnings
+        warning, upload = res.warnings
+        assert "the Mavis files are for 2017/18: upload them on or after 2017-08-01" in upload
         assert f"{woodloes} flu row(s) of school 9372006 left out of the Mavis file" in warning
 
         # Retention scheduled the transfer at transfer date + 3 months, once.

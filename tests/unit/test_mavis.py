@@ -1,40 +1,45 @@
-"""Mavis cohort-import files: the columns and values Mavis expects, its rules applied by the checker
-(on good files and hand-made bad ones), splitting at 20,000 rows by school, and the schools register."""
+"""Mavis cohort-import files as written: the columns and values Mavis expects, rows Mavis would refuse
+left out with a reason, the year groups for the day of upload, splitting at 10,000 rows by school, one
+child once per file, and the schools register as GIAS ships it."""
 
 import csv
 import io
+import json
 import subprocess
 import sys
+import zipfile
 from datetime import date
 from pathlib import Path
 
 import pytest
 from sais_delivery.domain import mavis
-from sais_delivery.domain.mavis import MAVIS_COLUMNS, check_mavis, files_from_lines, verdict
+from sais_delivery.domain import mavis_rules as rules
+from sais_delivery.domain.mavis import MAVIS_COLUMNS, Upload, files_from_lines, verdict
+from sais_delivery.domain.mavis_rules import Team, check_file
 from sais_delivery.domain.render import Row
-from sais_shared.schools import RegisterError, parse_register
+from sais_shared.schools import RegisterError, parse_register, read_register
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_REGISTER = REPO / "data" / "reference" / "gias-establishments-sample.csv"
-REGISTER = {"9372001": ("700002", "Open"), "9372099": ("700010", "Closed")}
+REGISTER = {"9372001": ("700002", "Open"), "9372099": ("700010", "Closed"), "9372003": ("700004", "Open")}
+UPLOAD = Upload(2017)  # the files of a 2017/18 batch
 
 
-def row(
-    surname="Jiménez", forename="Anne-Marie", school="9372001", yg="R", gender="F", lines=None, postcode="CV34 4RL"
-):
+def row(surname="Jiménez", forename="Anne-Marie", school="9372001", yg="R", gender="F", lines=None,
+        postcode="CV34 4RL", dob=date(2012, 9, 1)):  # fmt: skip
     lines = ["12 Mill Lane", "Emscote", "Warwick", "Warwickshire"] if lines is None else lines
-    return Row("flu", None, school, "Telford Infant School", yg, surname, forename, date(2012, 9, 1), gender, lines,
-               postcode)  # fmt: skip
+    return Row("flu", None, school, "Telford Infant School", yg, surname, forename, dob, gender, lines, postcode)
 
 
 def parsed(content: bytes) -> list[dict]:
     return list(csv.DictReader(io.StringIO(content.decode("utf-8"))))
 
 
-def one_file(rows) -> bytes:
-    lines = [v.line for v in (verdict(r, REGISTER) for r in rows) if v.line]
-    [(name, content, n)] = files_from_lines("mavis-cohort-flu-2017-18", lines)
+def one_file(rows, upload=UPLOAD) -> bytes:
+    lines = [v.line for v in (verdict(r, REGISTER, upload) for r in rows) if v.line]
+    [(name, content, n)], repeated = files_from_lines("mavis-cohort-flu-2017-18", lines)
+    assert not repeated
     return content
 
 
@@ -67,14 +72,55 @@ def test_a_child_whose_school_is_not_yet_known_has_mavis_s_unknown_school_urn():
     [
         ({"school": "9372050"}, "school not in the schools register"),
         ({"school": "9372099"}, "school closed in the schools register"),
-        ({"forename": "J0hn"}, "CHILD_FIRST_NAME must use letters"),
-        ({"surname": "Smith (twin)"}, "CHILD_LAST_NAME must use letters"),
-        ({"postcode": "CV99"}, "CHILD_POSTCODE should be a postcode"),
+        ({"forename": "Иван"}, "CHILD_FIRST_NAME includes invalid character(s)"),
+        ({"forename": "Nguyễn"}, "CHILD_FIRST_NAME includes invalid character(s)"),
+        ({"surname": "Smith (twin)"}, "CHILD_LAST_NAME includes invalid character(s)"),
+        ({"postcode": "CV34 4XC"}, "CHILD_POSTCODE should be a postcode"),
+        ({"postcode": "BFPO 123"}, "CHILD_POSTCODE should be a postcode"),
+        ({"yg": "12", "dob": date(2001, 1, 5)}, "CHILD_YEAR_GROUP is not part of this programme"),
     ],
 )
 def test_a_row_mavis_would_refuse_is_left_out_with_its_reason(kw, reason):
-    v = verdict(row(**kw), REGISTER)
+    v = verdict(row(**kw), REGISTER, UPLOAD)
     assert v.line is None and v.reason.startswith(reason)
+
+
+@pytest.mark.parametrize("kw", [{"forename": "J."}, {"surname": "St. John"}, {"surname": "'t Hooft"},
+                                {"forename": "Henry 8"}, {"postcode": "ZZ99 3VZ"}, {"postcode": "ZZ99 3CZ"}])  # fmt: skip
+def test_rows_mavis_accepts_are_written(kw):
+    assert verdict(row(**kw), REGISTER, UPLOAD).line is not None
+
+
+def test_the_team_s_schools_and_year_groups_decide_when_the_protocol_names_them():
+    team = Upload(2017, Team(schools=frozenset({"700002"}), year_groups=frozenset(range(0, 14))))
+    assert verdict(row(), REGISTER, team).line is not None
+    outside = verdict(row(school="9372003"), REGISTER, team)
+    assert outside.line is None and outside.reason.startswith("CHILD_SCHOOL_URN The school URN is not recognised")
+    assert verdict(row(yg="12", dob=date(2001, 1, 5)), REGISTER, team).line is not None  # a team with Years 12-13
+    split = Upload(2017, Team(schools=frozenset({"700002A", "700002B"})))
+    assert "split into sites" in verdict(row(), REGISTER, split).reason
+
+
+def test_the_same_child_twice_is_written_once_and_twins_twice():
+    """Two rows that trace to one child fail a whole Mavis import (patient_import.rb:79)."""
+    rows = [row(), row(school="9372003"), row(forename="Anne-Marie ".upper().strip()), row(forename="Rosa")]
+    lines = [verdict(r, REGISTER, UPLOAD).line for r in rows]
+    [(_, content, n)], repeated = files_from_lines("mavis-cohort-flu-2017-18", lines)
+    assert n == 2 and sorted(repeated) == ["9372001", "9372003"]
+    assert check_file(content, academic_year=2017, team=Team()).ok
+
+
+def test_a_july_reception_child_s_year_group_is_right_on_the_upload_day_the_manifest_gives():
+    """A Reception child for 2017/18, born in November 2012, in a file sent on 10 July 2017."""
+    child = row(yg="R", dob=date(2012, 11, 20))
+    [r] = parsed(one_file([child]))
+    assert r["CHILD_YEAR_GROUP"] == "0"
+    first, last = UPLOAD.upload_window(date(2017, 7, 10))
+    assert (first, last) == (date(2017, 8, 1), date(2018, 7, 31))
+    year = rules.import_academic_year(first)  # what Mavis reads the file against on that day
+    assert year - int(r["CHILD_YEAR_GROUP"]) - 5 == rules.academic_year_of(child.date_of_birth)  # stored as born
+    assert rules.import_academic_year(date(2017, 7, 10)) == 2016  # uploaded in July, Mavis would read 2016/17
+    assert UPLOAD.upload_window(date(2017, 12, 12))[0] == date(2017, 12, 12)  # December: at once
 
 
 def test_an_address_line_that_could_be_a_formula_stays_text():
@@ -82,72 +128,19 @@ def test_an_address_line_that_could_be_a_formula_stays_text():
     assert r["CHILD_ADDRESS_LINE_1"] == "'=HYPERLINK(1)"
 
 
-GOOD = ",".join(MAVIS_COLUMNS) + "\r\n"
-CELLS = {"CHILD_FIRST_NAME": "Ada", "CHILD_LAST_NAME": "O'Hare", "CHILD_DATE_OF_BIRTH": "04/03/2010",
-         "CHILD_POSTCODE": "CV34 4RL", "CHILD_SCHOOL_URN": "700002"}  # fmt: skip
-
-
-def line(**over) -> str:
-    values = {**CELLS, **over}
-    return ",".join(values.get(c, "") for c in MAVIS_COLUMNS) + "\r\n"
-
-
-def test_the_checker_passes_a_minimal_valid_file():
-    c = check_mavis((GOOD + line() + line(CHILD_FIRST_NAME="Chloë", CHILD_GENDER="Not specified")).encode())
-    assert c.ok and c.rows == 2
-
-
-@pytest.mark.parametrize(
-    ("over", "column", "reason"),
-    [
-        ({"CHILD_FIRST_NAME": ""}, "CHILD_FIRST_NAME", "is required but missing"),
-        ({"CHILD_LAST_NAME": "x" * 301}, "CHILD_LAST_NAME", "greater than 300"),
-        ({"CHILD_DATE_OF_BIRTH": "2010/03/04"}, "CHILD_DATE_OF_BIRTH", "YYYY-MM-DD or DD/MM/YYYY"),
-        ({"CHILD_GENDER": "Boy"}, "CHILD_GENDER", "must be one of"),
-        ({"CHILD_YEAR_GROUP": "R"}, "CHILD_YEAR_GROUP", "not a valid year group"),
-        ({"CHILD_POSTCODE": ""}, "CHILD_POSTCODE", "is required"),
-        ({"CHILD_POSTCODE": "CV34"}, "CHILD_POSTCODE", "should be a postcode"),
-        ({"CHILD_SCHOOL_URN": "70002"}, "CHILD_SCHOOL_URN", "must be 6 digits"),
-        ({"CHILD_NHS_NUMBER": "123"}, "CHILD_NHS_NUMBER", "10 characters"),
-        ({"PARENT_1_RELATIONSHIP": "Mum"}, "PARENT_1_RELATIONSHIP", "must be blank"),
-    ],
-)
-def test_the_checker_rejects_a_bad_row_naming_row_and_column(over, column, reason):
-    c = check_mavis((GOOD + line() + line(**over)).encode())
-    assert not c.ok
-    [(number, col, why)] = c.problems
-    assert (number, col) == (3, column) and reason in why  # the header is row 1
-
-
-def test_the_checker_rejects_headers_mavis_does_not_know_or_needs():
-    no_urn = ",".join(c for c in MAVIS_COLUMNS if c != "CHILD_SCHOOL_URN") + "\r\n"
-    assert check_mavis(no_urn.encode()).problems == [(1, "CHILD_SCHOOL_URN", "is missing from the header row")]
-    extra = GOOD.strip() + ",SCHOOL\r\n"
-    assert (1, "SCHOOL", "is not a column of Mavis's cohort import") in check_mavis(extra.encode()).problems
-
-
-def test_the_checker_knows_the_register_s_urns_when_given_them():
-    content = (GOOD + line() + line(CHILD_SCHOOL_URN="123456") + line(CHILD_SCHOOL_URN="888888")).encode()
-    assert check_mavis(content, {"700002"}).problems == [
-        (3, "CHILD_SCHOOL_URN", "is not a school URN Mavis recognises")
-    ]
-
-
-def test_the_checker_refuses_more_than_20000_rows():
-    c = check_mavis((GOOD + line() * 20_001).encode())
-    assert c.rows == 20_001 and c.problems == [(0, "", "20001 rows: Mavis takes at most 20000 in one file")]
-
-
-def test_more_than_20000_rows_are_split_by_school_and_every_file_passes():
+def test_more_than_10000_rows_are_split_by_school_and_every_file_passes():
     register = {f"93720{i:02d}": (f"7000{i:02d}", "Open") for i in range(10)}
     rows = [row(school=f"93720{i % 10:02d}", forename=f"Ann{chr(97 + n % 26)}{chr(97 + n // 26 % 26)}",
-                surname="Lee" + chr(97 + n // 676 % 26)) for n, i in enumerate(range(25_000))]  # fmt: skip
-    lines = [verdict(r, register).line for r in rows]
-    files = files_from_lines("mavis-cohort-flu-2017-18", lines)
-    assert [n for _, _, n in files] == [20_000, 5_000] and files[0][0] == "mavis-cohort-flu-2017-18-1of2.csv"
+                surname="Lee" + chr(97 + n // 676 % 26)) for n, i in enumerate(range(12_500))]  # fmt: skip
+    lines = [verdict(r, register, UPLOAD).line for r in rows]
+    files, repeated = files_from_lines("mavis-cohort-flu-2017-18", lines)
+    assert not repeated
+    assert [n for _, _, n in files] == [10_000, 2_500] and files[0][0] == "mavis-cohort-flu-2017-18-1of2.csv"
     urns = [{r["CHILD_SCHOOL_URN"] for r in parsed(content)} for _, content, _ in files]
     assert not urns[0] & urns[1]  # whole schools per file
-    assert all(check_mavis(content).ok for _, content, _ in files)
+    assert all(check_file(content, academic_year=2017, team=Team()).ok for _, content, _ in files)
+    lines = [verdict(r, register, UPLOAD).line for r in rows]
+    assert [n for _, _, n in files_from_lines("m", lines, max_rows=20_000)[0]] == [12_500]  # the setting
 
 
 def test_one_school_larger_than_the_cap_is_sliced_alone():
@@ -178,27 +171,92 @@ def test_the_register_keeps_the_open_school_of_a_reused_number_and_reads_windows
     assert (s.urn, s.name) == ("100002", "New School")
 
 
-def test_a_bad_register_names_the_row():
+def test_a_file_that_is_not_a_register_is_refused_and_a_bad_row_is_skipped_and_named():
     with pytest.raises(RegisterError, match="row 1: not a GIAS establishment export"):
         parse_register(b"a,b\r\n1,2\r\n")
     head = "URN,LA (code),EstablishmentNumber,EstablishmentName,EstablishmentStatus (name)\r\n"
-    with pytest.raises(RegisterError, match="row 3, URN: 6 digits"):
-        parse_register((head + "100001,937,2001,A,Open\r\n12,937,2002,B,Open\r\n").encode())
+    read = read_register((head + "100001,937,2001,A,Open\r\n12,937,2002,B,Open\r\n").encode())
+    assert [s.urn for s in read.schools] == ["100001"] and read.skipped == [(3, "URN: 6 digits expected")]
+
+
+def gias_zip(tmp_path: Path) -> Path:
+    """A GIAS download as DfE ships it: a zip holding edubasealldata<date>.csv, 139 quoted columns,
+    Windows-1252, dates DD-MM-YYYY; one row malformed (too few cells) and one with a byte Windows-1252
+    leaves undefined."""
+    names = ["URN", "LA (code)", "LA (name)", "EstablishmentNumber", "EstablishmentName",
+             "TypeOfEstablishment (name)", "EstablishmentStatus (name)", "OpenDate", "CloseDate",
+             "PhaseOfEducation (name)", "StatutoryLowAge", "StatutoryHighAge", "Postcode"]  # fmt: skip
+    columns = names + [f"Column{i}" for i in range(139 - len(names))]
+
+    def rec(*values: str) -> str:
+        cells = list(values) + [""] * (len(columns) - len(values))
+        return ",".join(f'"{c}"' for c in cells)
+
+    body = [
+        rec(*columns),
+        rec("700002", "937", "Warwickshire", "2001", "Telford Infant Sch\u00f6ol", "Community school", "Open",
+            "01-09-1990", "", "Primary", "4", "7", "CV32 7HP"),
+        '"700003","937","Warwickshire"',  # malformed: cut short
+        rec("700004", "937", "Warwickshire", "2003", "St Mary\u2019s", "Voluntary aided school", "Closed",
+            "01-09-1980", "31-08-2016", "Primary", "4", "11", "CV34 4RL"),
+    ]  # fmt: skip
+    content = ("\r\n".join(body) + "\r\n").encode("cp1252").replace(b"Mary", b"Ma\x81ry")
+    path = tmp_path / "edubase-download.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("edubasealldata20170710.csv", content)
+    return path
+
+
+def test_the_register_reads_gias_s_zip_with_a_bad_row_and_an_undefined_byte(tmp_path):
+    read = read_register(gias_zip(tmp_path).read_bytes())
+    assert [(s.dfe, s.urn, s.is_open) for s in read.schools] == [
+        ("9372001", "700002", True),
+        ("9372003", "700004", False),
+    ]
+    assert read.skipped == [(3, "3 cells; the header has 139")] and read.unreadable_bytes == 1
+    assert read.schools[0].name == "Telford Infant Schöol"
 
 
 def test_sais_delivery_check_mavis_reports_row_and_reason_and_exits_1(tmp_path):
+    header = ",".join(MAVIS_COLUMNS) + "\r\n"
+    cells = {"CHILD_FIRST_NAME": "Ada", "CHILD_LAST_NAME": "O'Hare", "CHILD_DATE_OF_BIRTH": "04/03/2010",
+             "CHILD_POSTCODE": "CV34 4RL", "CHILD_SCHOOL_URN": "700002"}  # fmt: skip
+
+    def line(**over) -> str:
+        return ",".join({**cells, **over}.get(c, "") for c in MAVIS_COLUMNS) + "\r\n"
+
     bad = tmp_path / "bad.csv"
-    bad.write_text(GOOD + line() + line(CHILD_POSTCODE="nope"))
+    bad.write_text(header + line() + line(CHILD_FIRST_NAME="Bo", CHILD_POSTCODE="nope"))
     good = tmp_path / "good.csv"
-    good.write_text(GOOD + line())
+    good.write_text(header + line())
     sais = str(Path(sys.executable).with_name("sais"))
-    r = subprocess.run([sais, "delivery", "check-mavis", str(good), str(bad)], capture_output=True, text=True)
+    run = [sais, "delivery", "check-mavis", "--upload-date", "2017-09-05"]
+    r = subprocess.run([*run, str(good), str(bad)], capture_output=True, text=True)
     assert r.returncode == 1
     assert "good.csv: 1 rows, passes" in r.stdout and "row 3: CHILD_POSTCODE should be a postcode" in r.stdout
     assert "nope" not in r.stdout  # never the value
-    r = subprocess.run([sais, "delivery", "check-mavis", str(good), "--register", str(SAMPLE_REGISTER)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run([*run, str(good), "--register", str(SAMPLE_REGISTER)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([*run, str(good), "--team-schools", "700003,700004"], capture_output=True, text=True)
+    assert r.returncode == 1 and "not one of the team's schools" in r.stdout
+
+
+def test_check_mavis_with_the_manifest_refuses_an_upload_before_the_files_year(tmp_path):
+    """The July files are for the coming year: uploaded in July, Mavis would read them as this year's."""
+    content = one_file([row(yg="R", dob=date(2012, 11, 20))])
+    f = tmp_path / "mavis-cohort-flu-2017-18.csv"
+    f.write_bytes(content)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"mavis_cohort_import": {
+        "academic_year": "2017/18", "upload_from": "2017-08-01",
+        "team": {"schools": None, "year_groups": list(range(12))}}}))  # fmt: skip
+    sais = str(Path(sys.executable).with_name("sais"))
+    ok = subprocess.run([sais, "delivery", "check-mavis", str(f), "--manifest", str(manifest)], capture_output=True,
+                        text=True)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout
+    early = subprocess.run([sais, "delivery", "check-mavis", str(f), "--manifest", str(manifest), "--upload-date",
+                            "2017-07-20"], capture_output=True, text=True)  # fmt: skip
+    assert early.returncode == 1 and "upload on or after 2017-08-01" in early.stdout
 
 
 def test_the_quality_view_flags_what_the_register_says_about_the_cohort_s_schools():

@@ -99,6 +99,43 @@ class Window(_Strict):
     )
 
 
+class MavisTeam(_Strict):
+    """The SAIS team as Mavis knows it: Mavis refuses a cohort-import file with a row for a school not
+    attached to the team, or a year group outside the team's programmes. An agreement with the team."""
+
+    schools: list[str] | None = Field(
+        None,
+        description="The team's schools in Mavis: URNs, or URN and site letter (123456B) for a school Mavis has "
+        "split into sites. Unset: URNs are checked against the schools register only (said in the manifest)",
+    )
+    year_groups: list[int] = Field(
+        default_factory=lambda: list(range(0, 12)),
+        description="The year groups of the team's programmes in Mavis (Reception is 0); Reception to Year 11 "
+        "unless the team has others",
+    )
+
+    @field_validator("schools")
+    @classmethod
+    def _urns(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for s in v:
+            s = str(s).strip().upper()
+            if not re.fullmatch(r"\d{6}[A-Z]?", s):
+                raise ValueError(f"{s!r} is not a URN (6 digits) or a URN and site letter (123456B)")
+            out.append(s)
+        return out
+
+    @field_validator("year_groups")
+    @classmethod
+    def _years(cls, v: list[int]) -> list[int]:
+        bad = [y for y in v if not -3 <= y <= 15]
+        if bad:
+            raise ValueError(f"year group(s) {bad} outside Mavis's range -3 to 15")
+        return sorted(set(v))
+
+
 # Transfer methods this software carries out. A protocol naming any other is refused when it loads.
 IMPLEMENTED_METHODS = ("smime-email",)
 
@@ -116,6 +153,10 @@ class Transfer(_Strict):
         "--recipient names another (always within allowed_recipient_domains)",
     )
     windows: list[Window] = Field(min_length=1)
+    mavis_team: MavisTeam = Field(
+        default_factory=MavisTeam,
+        description="The SAIS team's schools and year groups in Mavis, for windows with mavis_cohort_import",
+    )
 
     @field_validator("method")
     @classmethod

@@ -2,7 +2,9 @@
 read into one entry per DfE number (LA code + establishment number, the number the ISP's data
 carries), with the school's URN, status and age range as year groups.
 
-GIAS exports are CSV in Windows-1252 (the download page's "all establishment data" file); the
+GIAS exports are CSV in Windows-1252 (the download page's "all establishment data" file, inside a
+zip as downloaded; both are read). A row that cannot be read is skipped and reported, never the whole
+load; the five byte values Windows-1252 leaves undefined are read as U+FFFD and counted. The
 column names carry their coded form (``LA (code)``) or their named form (``EstablishmentStatus
 (name)``), and both spellings are accepted. A DfE number listed twice (a school that closed and
 reopened under the same number, as some academy conversions do) keeps the open establishment.
@@ -10,9 +12,11 @@ reopened under the same number, as some academy conversions do) keeps the open e
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from .errors import SaisError
@@ -68,23 +72,60 @@ def year_of_high_age(age: int) -> str:
     return year_from_index(max(age - 5, -2))
 
 
-def _decode(content: bytes) -> str:
+def _undefined_as_replacement(exc: UnicodeError) -> tuple[str, int]:
+    return "\ufffd", exc.end  # type: ignore[attr-defined]
+
+
+codecs.register_error("sais-replace", _undefined_as_replacement)
+
+
+def _decode(content: bytes) -> tuple[str, int]:
+    """The text, and how many bytes could not be read (GIAS writes Windows-1252, which leaves five byte
+    values undefined: each becomes U+FFFD, never an error)."""
     try:
-        return content.decode("utf-8-sig")
+        return content.decode("utf-8-sig"), 0
     except UnicodeDecodeError:
-        return content.decode("cp1252")  # GIAS's own encoding
+        text = content.decode("cp1252", errors="sais-replace")
+        return text, text.count("\ufffd")
 
 
-def _age(value: str, row: int, column: str) -> int | None:
+def _csv_of(content: bytes) -> bytes:
+    """The establishment CSV itself: GIAS's download is a zip (``edubasealldataYYYYMMDD.csv`` inside)."""
+    if not content.startswith(b"PK\x03\x04"):
+        return content
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as z:
+            names = [n for n in z.namelist() if n.lower().endswith(".csv")]
+            if not names:
+                raise RegisterError("the zip holds no CSV file")
+            preferred = [n for n in names if "edubase" in n.lower()] or names
+            name = max(preferred, key=lambda n: z.getinfo(n).file_size)
+            return z.read(name)
+    except zipfile.BadZipFile as exc:
+        raise RegisterError(f"not a readable zip: {exc}") from None
+
+
+def _dfe_part(value: str, digits: int) -> str:
+    v = value.strip()
+    return v if v.isdigit() and len(v) == digits else ""
+
+
+def dfe_number(raw: str) -> str:
+    """A DfE number as the census and people write it (9372001, 937/2001, 937-2001, 937 2001) as 7 digits;
+    what cannot be one is returned compact, for the caller's check to refuse."""
+    return "".join(raw.split()).replace("/", "").replace("-", "")
+
+
+def _age(value: str, column: str) -> int | None:
     value = value.strip()
     if not value:
         return None
     if not value.isdigit():
-        raise RegisterError(f"row {row}, {column}: an age in whole years is expected")
+        raise ValueError(f"{column}: an age in whole years is expected")
     return int(value)
 
 
-def _close_date(value: str, row: int) -> date | None:
+def _close_date(value: str) -> date | None:
     value = value.strip()
     if not value:
         return None
@@ -93,41 +134,75 @@ def _close_date(value: str, row: int) -> date | None:
             return datetime.strptime(value, fmt).date()
         except ValueError:
             continue
-    raise RegisterError(f"row {row}, CloseDate: a date like 31-08-2016 is expected")
+    raise ValueError("CloseDate: a date like 31-08-2016 is expected")
 
 
-def parse_register(content: bytes) -> list[School]:
-    """Every establishment of a GIAS export, one per DfE number. Raises RegisterError naming the row."""
-    reader = csv.reader(io.StringIO(_decode(content), newline=""))
-    header = next(reader, None) or []
+@dataclass(frozen=True)
+class RegisterRead:
+    schools: list[School]
+    skipped: list[tuple[int, str]]  # (row, why): rows that could not be read, left out of the register
+    unreadable_bytes: int  # bytes not defined in Windows-1252, read as U+FFFD
+
+
+def read_register(content: bytes) -> RegisterRead:
+    """Every establishment of a GIAS export (the zip as downloaded, or its CSV), one per DfE number. A row
+    that cannot be read is skipped and listed (row and reason, never values); RegisterError only when
+    the file is not a GIAS export at all or holds no school."""
+    text, unreadable = _decode(_csv_of(content))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader, None) or []]
+    except csv.Error as exc:
+        raise RegisterError(f"row 1: not a CSV file ({exc})") from None
     index: dict[str, int] = {}
     for name, spellings in COLUMNS.items():
-        for s in spellings:
-            if s in header:
-                index[name] = header.index(s)
+        for sp in spellings:
+            if sp in header:
+                index[name] = header.index(sp)
                 break
     missing = [COLUMNS[n][0] for n in REQUIRED if n not in index]
     if missing:
         raise RegisterError(f"row 1: not a GIAS establishment export: no column {', '.join(missing)}")
     by_dfe: dict[str, School] = {}
-    for number, values in enumerate(reader, start=2):
+    skipped: list[tuple[int, str]] = []
+    number = 1
+    while True:
+        number += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            skipped.append((number, f"not readable as CSV ({exc})"))
+            continue
         if not any(v.strip() for v in values):
+            continue
+        if len(values) < len(header):
+            skipped.append((number, f"{len(values)} cells; the header has {len(header)}"))
             continue
 
         def get(name: str) -> str:
             i = index.get(name)
             return values[i].strip() if i is not None and i < len(values) else ""
 
-        urn, la, est = get("urn"), get("la_code"), get("establishment")
+        urn, la, est = get("urn"), _dfe_part(get("la_code"), 3), get("establishment")
         if not (urn.isdigit() and len(urn) == 6):
-            raise RegisterError(f"row {number}, URN: 6 digits expected")
-        if not la.isdigit() or len(la) != 3:
-            raise RegisterError(f"row {number}, LA (code): 3 digits expected")
+            skipped.append((number, "URN: 6 digits expected"))
+            continue
+        if not la:
+            skipped.append((number, "LA (code): 3 digits expected"))
+            continue
         if not est:  # some establishment types (e.g. children's centres) have no DfE number
             continue
-        if not est.isdigit() or len(est) != 4:
-            raise RegisterError(f"row {number}, EstablishmentNumber: 4 digits expected")
-        low, high = _age(get("low_age"), number, "StatutoryLowAge"), _age(get("high_age"), number, "StatutoryHighAge")
+        if not _dfe_part(est, 4):
+            skipped.append((number, "EstablishmentNumber: 4 digits expected"))
+            continue
+        try:
+            low, high = _age(get("low_age"), "StatutoryLowAge"), _age(get("high_age"), "StatutoryHighAge")
+            closes = _close_date(get("close_date"))
+        except ValueError as exc:
+            skipped.append((number, str(exc)))
+            continue
         school = School(
             dfe=la + est,
             urn=urn,
@@ -137,14 +212,19 @@ def parse_register(content: bytes) -> list[School]:
             phase=get("phase"),
             first_year=year_of_low_age(low) if low is not None else None,
             last_year=year_of_high_age(high) if high is not None else None,
-            close_date=_close_date(get("close_date"), number),
+            close_date=closes,
         )
         held = by_dfe.get(school.dfe)
         if held is None or (school.is_open and not held.is_open):
             by_dfe[school.dfe] = school
     if not by_dfe:
         raise RegisterError("the file holds no establishment with a DfE number")
-    return sorted(by_dfe.values(), key=lambda s: s.dfe)
+    return RegisterRead(sorted(by_dfe.values(), key=lambda x: x.dfe), skipped, unreadable)
+
+
+def parse_register(content: bytes) -> list[School]:
+    """The schools of a GIAS export (``read_register`` without the report of skipped rows)."""
+    return read_register(content).schools
 
 
 # --- the register in the database (administrator's connection) -----------------------------------------
@@ -157,6 +237,8 @@ class LoadReport:
     closed: int
     outside: int  # schools of another local authority (kept: children cross borders)
     sha256: str
+    skipped: list[dict] = field(default_factory=list)  # rows left out: {"row": n, "reason": …}
+    unreadable_bytes: int = 0
 
 
 async def load_register(conn, content: bytes, origin: str, actor: str, la_codes: list[str],
@@ -166,7 +248,8 @@ async def load_register(conn, content: bytes, origin: str, actor: str, la_codes:
 
     from .keystore import audit
 
-    schools = parse_register(content)
+    read = read_register(content)
+    schools = read.schools
     digest = hashlib.sha256(content).hexdigest()
     async with conn.transaction():
         await conn.execute("DELETE FROM shared.schools")
@@ -189,8 +272,11 @@ async def load_register(conn, content: bytes, origin: str, actor: str, la_codes:
             closed=sum(not s.is_open for s in schools),
             outside=sum(s.la_code not in la_codes for s in schools),
             sha256=digest,
+            skipped=[{"row": r, "reason": why} for r, why in read.skipped],
+            unreadable_bytes=read.unreadable_bytes,
         )
         await audit(conn, actor, "schools.loaded", "schools-register",
                     {"origin": origin, "sha256": digest, "schools": report.schools, "closed": report.closed,
-                     "outside_the_la": report.outside}, protocol_version)  # fmt: skip
+                     "outside_the_la": report.outside, "rows_skipped": len(read.skipped),
+                     "unreadable_bytes": read.unreadable_bytes}, protocol_version)  # fmt: skip
     return report

@@ -80,6 +80,7 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
         settings.delivery_smtp_backoff_s,
         settings.delivery_max_message_bytes,
         settings.delivery_recipient,
+        settings.delivery_mavis_max_rows,
     )
 
 

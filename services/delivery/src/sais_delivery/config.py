@@ -30,6 +30,13 @@ class DeliverySettings(CommonSettings):
         description="Largest message sent, on the wire after signing, encryption and encoding; a bigger batch "
         "goes as parts. The default leaves room under NHSmail's 35 MB",
     )
+    delivery_mavis_max_rows: int = Field(
+        10_000,
+        ge=1,
+        le=20_000,
+        description="Most rows in one Mavis cohort-import file (Mavis refuses more than 20,000; its guide says "
+        "files over 10,000 can fail and should be split); a larger programme goes as files of whole schools",
+    )
     delivery_sender_address: str | None = Field(
         None, description="The authority's mailbox the files come from (From:, and the sender certificate's)"
     )

@@ -1,33 +1,24 @@
-"""Files for NHS England's "Manage vaccinations in schools" (Mavis): its cohort import, and a checker
-that applies that import's rules. Pure.
+"""Files for NHS England's "Manage vaccinations in schools" (Mavis): its cohort import. Pure.
 
-Mavis refuses a whole cohort-import file when one row is bad, so a row that Mavis would reject is
-never written: it is left out and reported (by school and reason, never by value). The columns and
-rules are Mavis's own (its import format page and ``CohortImportRow``/``PatientImportRow``), restated
-in docs/mavis.md:
+Mavis refuses a whole cohort-import file when one row is bad, so a row that Mavis would refuse is never
+written: it is left out and reported (by school and reason, never by value). The rules are Mavis's own,
+read from its source (``mavis_rules``); docs/mavis.md lists them beside what we write.
 
-- ``CHILD_FIRST_NAME``, ``CHILD_LAST_NAME``: required, at most 300 characters, letters (accents
-  allowed), hyphens, apostrophes and spaces only.
-- ``CHILD_DATE_OF_BIRTH``: required, ``DD/MM/YYYY`` or ``YYYY-MM-DD`` (we write the second).
-- ``CHILD_YEAR_GROUP``: optional, a number; Reception is 0.
-- ``CHILD_GENDER``: optional, one of ``Male``, ``Female``, ``Not known``, ``Not specified``.
-- ``CHILD_POSTCODE``: required, a valid postcode.
-- ``CHILD_SCHOOL_URN``: required, 6 digits; ``888888`` for school unknown, ``999999`` for
-  home-educated; otherwise a school Mavis knows (a URN from Get Information about Schools).
-- At most 20,000 rows in one file.
+The year group written is the one for the file's academic year, and Mavis reads it against the academic
+year of the day of upload: from 1 August, the coming year. So a file for 2017/18 is uploaded from
+1 August 2017 (the manifest says so); uploaded in July, every child would be stored a year older.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date
 
-from sais_shared.postcode import is_valid_postcode, normalise_postcode
-
+from . import mavis_rules as rules
+from .mavis_rules import MAX_ROWS, URN_UNKNOWN, Team
 from .render import safe_cell
 
 MAVIS_COLUMNS = [
@@ -47,16 +38,8 @@ MAVIS_COLUMNS = [
     "CHILD_SCHOOL_URN",
     *(f"PARENT_{i}_{f}" for i in (1, 2) for f in ("NAME", "RELATIONSHIP", "EMAIL", "PHONE")),
 ]
-REQUIRED = ("CHILD_FIRST_NAME", "CHILD_LAST_NAME", "CHILD_DATE_OF_BIRTH", "CHILD_POSTCODE", "CHILD_SCHOOL_URN")
-MAX_ROWS = 20_000
-MAX_FIELD_LENGTH = 300
-URN_UNKNOWN = "888888"
-URN_HOME_EDUCATED = "999999"
+DEFAULT_FILE_ROWS = 10_000  # Mavis's guide: files over 10,000 rows can fail; split them
 GENDERS = {"M": "Male", "F": "Female", "U": "Not known"}
-MAVIS_GENDERS = {"male", "female", "not known", "not specified"}
-_NAME = re.compile(r"[^\W\d_]+(?:[ '’-]+[^\W\d_]+)*['’]?", re.UNICODE)
-_URN = re.compile(r"\d{6}")
-_YEAR = re.compile(r"\d{1,2}")
 
 # Ceremonial counties of England: a trailing address line that is one of these is the county, which
 # Mavis has no column for (its columns are two address lines and a town).
@@ -90,8 +73,8 @@ class Child:
 
 
 def year_group_cell(year_group: str) -> str:
-    """Mavis's year group is a number: Reception is 0."""
-    return "0" if year_group == "R" else year_group
+    """Mavis's year group is a number: Reception is 0, the nursery years -1 (N2) and -2 (N1)."""
+    return {"R": "0", "N2": "-1", "N1": "-2"}.get(year_group, year_group)
 
 
 def address_cells(lines: list[str]) -> tuple[str, str, str]:
@@ -122,137 +105,20 @@ def cells(c: Child) -> list[str]:
     return [values.get(col, "") for col in MAVIS_COLUMNS]
 
 
-# --- Mavis's row rules ------------------------------------------------------------------------------
-
-
-def _name_problem(value: str) -> str | None:
-    if not value.strip():
-        return "is required but missing"
-    if len(value) > MAX_FIELD_LENGTH:
-        return f"is greater than {MAX_FIELD_LENGTH} characters long"
-    if not _NAME.fullmatch(value.strip()):
-        return "must use letters, hyphens, apostrophes and spaces only"
-    return None
-
-
-def _date_problem(value: str) -> str | None:
-    if not value.strip():
-        return "is required but missing"
-    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
-        try:
-            datetime.strptime(value.strip(), fmt)
-            return None
-        except ValueError:
-            continue
-    return "should be formatted as YYYY-MM-DD or DD/MM/YYYY"
-
-
-def _optional(check, value: str) -> str | None:
-    return None if not value.strip() else check(value)
-
-
-def row_problems(row: dict[str, str], known_urns: set[str] | None = None) -> list[tuple[str, str]]:
-    """(column, reason) for every rule of Mavis's cohort import that ``row`` breaks. ``known_urns``:
-    the URNs Mavis knows (from the schools register); None checks the URN's form only."""
-    out = []
-    for col in ("CHILD_FIRST_NAME", "CHILD_LAST_NAME"):
-        if why := _name_problem(row.get(col, "")):
-            out.append((col, why))
-    for col in ("CHILD_PREFERRED_FIRST_NAME", "CHILD_PREFERRED_LAST_NAME"):
-        if why := _optional(_name_problem, row.get(col, "")):
-            out.append((col, why))
-    if why := _date_problem(row.get("CHILD_DATE_OF_BIRTH", "")):
-        out.append(("CHILD_DATE_OF_BIRTH", why))
-    year = row.get("CHILD_YEAR_GROUP", "").strip()
-    if year and not (_YEAR.fullmatch(year) and 0 <= int(year) <= 13):
-        out.append(("CHILD_YEAR_GROUP", "is not a valid year group (a number, 0 for Reception)"))
-    gender = row.get("CHILD_GENDER", "").strip()
-    if gender and gender.casefold() not in MAVIS_GENDERS:
-        out.append(("CHILD_GENDER", "must be one of Male, Female, Not known, Not specified"))
-    nhs = "".join(row.get("CHILD_NHS_NUMBER", "").split())
-    if nhs and not (nhs.isdigit() and len(nhs) == 10):
-        out.append(("CHILD_NHS_NUMBER", "should be a valid NHS number with 10 characters"))
-    postcode = row.get("CHILD_POSTCODE", "")
-    if not postcode.strip():
-        out.append(("CHILD_POSTCODE", "is required but missing"))
-    elif not is_valid_postcode(normalise_postcode(postcode)):
-        out.append(("CHILD_POSTCODE", "should be a postcode, like SW1A 1AA"))
-    urn = row.get("CHILD_SCHOOL_URN", "").strip()
-    if not urn:
-        out.append(("CHILD_SCHOOL_URN", "is required but missing"))
-    elif not _URN.fullmatch(urn):
-        out.append(("CHILD_SCHOOL_URN", "must be 6 digits"))
-    elif known_urns is not None and urn not in (URN_UNKNOWN, URN_HOME_EDUCATED) and urn not in known_urns:
-        out.append(("CHILD_SCHOOL_URN", "is not a school URN Mavis recognises"))
-    for i in (1, 2):
-        parent = [row.get(f"PARENT_{i}_{f}", "").strip() for f in ("NAME", "EMAIL", "PHONE")]
-        if row.get(f"PARENT_{i}_RELATIONSHIP", "").strip() and not any(parent):
-            out.append((f"PARENT_{i}_RELATIONSHIP", "must be blank when there is no parent"))
-    return out
-
-
-# --- the checker --------------------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    rows: int = 0
-    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, column, reason)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def check_mavis(content: bytes, known_urns: set[str] | None = None) -> Check:
-    """Apply Mavis's cohort-import rules to a whole file. Row numbers are the spreadsheet's (the header
-    is row 1). A file Mavis would refuse has at least one problem; the values are never repeated."""
-    result = Check()
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        result.problems.append((0, "", f"is not UTF-8 (byte {exc.start})"))
-        return result
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        result.problems.append((1, "", "the file is empty: no header row"))
-        return result
-    header = [h.strip().upper() for h in header]
-    for col in REQUIRED:
-        if col not in header:
-            result.problems.append((1, col, "is missing from the header row"))
-    for col in header:
-        if col not in MAVIS_COLUMNS:
-            result.problems.append((1, col, "is not a column of Mavis's cohort import"))
-    if len(set(header)) != len(header):
-        result.problems.append((1, "", "a column appears twice in the header row"))
-    if result.problems:
-        return result
-    for number, values in enumerate(reader, start=2):
-        if not any(v.strip() for v in values):
-            continue
-        result.rows += 1
-        if len(values) != len(header):
-            result.problems.append((number, "", f"has {len(values)} cells; the header has {len(header)}"))
-            continue
-        row = dict(zip(header, values, strict=True))
-        result.problems += [(number, col, why) for col, why in row_problems(row, known_urns)]
-    if result.rows > MAX_ROWS:
-        result.problems.append((0, "", f"{result.rows} rows: Mavis takes at most {MAX_ROWS} in one file"))
-    return result
-
-
 # --- writing the files ---------------------------------------------------------------------------
+
+
+def _csv_line(values: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(values)
+    return buf.getvalue()
 
 
 def mavis_line(c: Child) -> str:
     """One row as CSV (minimal quoting, as Mavis's own templates are written), formula-safe: a cell
     that could start a spreadsheet formula (only an address line can: names and dates are checked)
     is kept text."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow([safe_cell(v) for v in cells(c)])
-    return buf.getvalue()
+    return _csv_line([safe_cell(v) for v in cells(c)])
 
 
 def header_line() -> str:
@@ -284,11 +150,34 @@ def split_by_school(counts: Iterable[tuple[str, int]], cap: int = MAX_ROWS) -> I
 
 
 @dataclass(frozen=True)
+class Upload:
+    """The Mavis import a file is written for: the academic year its year groups are for (2017 for
+    2017/18), the SAIS team's schools and year groups, and the most rows a file may hold."""
+
+    academic_year: int
+    team: Team = Team()
+    max_rows: int = DEFAULT_FILE_ROWS
+
+    @property
+    def label(self) -> str:
+        return f"{self.academic_year}/{(self.academic_year + 1) % 100:02d}"
+
+    def upload_window(self, sent: date) -> tuple[date, date]:
+        """(first, last) day an upload is read against this academic year: from its 1 August (or the day
+        the file was sent, if later) to the next 31 July."""
+        return max(rules.first_upload_day(self.academic_year), sent), rules.last_upload_day(self.academic_year)
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """A row's Mavis line (keyed by school, to sort and split on), or why it is left out."""
+    """A row's Mavis line (keyed by school and child, to sort, split and find the same child twice), or
+    why it is left out."""
 
     line: bytes | None
     reason: str | None = None
+
+
+SAME_CHILD = "the same child (names and date of birth) is already in the file: Mavis would fail the whole import"
 
 
 def child_of(row, urn: str) -> Child:
@@ -309,31 +198,54 @@ def school_urn(school_dfe: str, register: dict[str, tuple[str, str]]) -> tuple[s
     return urn, None
 
 
-def verdict(row, register: dict[str, tuple[str, str]]) -> Verdict:
-    """The Mavis line for a programme-file row, or the reason it cannot be one Mavis accepts."""
+def as_mavis_reads(values: list[str]) -> rules.Data:
+    """The row as Mavis holds it after reading our CSV: empty cells absent, white space normalised."""
+    return {
+        col.lower(): rules.normalise_whitespace(v) for col, v in zip(MAVIS_COLUMNS, values, strict=True) if v.strip()
+    }
+
+
+def verdict(row, register: dict[str, tuple[str, str]], upload: Upload) -> Verdict:
+    """The Mavis line for a programme-file row, or the first reason Mavis would refuse it."""
     urn, why = school_urn(row.school_dfe, register)
     if urn is None:
         return Verdict(None, why)
     c = child_of(row, urn)
-    problems = row_problems(dict(zip(MAVIS_COLUMNS, cells(c), strict=True)))
-    if problems:
-        column, reason = problems[0]
-        return Verdict(None, f"{column} {reason}")
+    values = [safe_cell(v) for v in cells(c)]
+    errors = rules.row_errors(as_mavis_reads(values), academic_year=upload.academic_year, team=upload.team)
+    if errors:
+        return Verdict(None, str(errors[0]))
     key = "\x00".join((row.school_dfe, row.surname.casefold(), row.forename.casefold(), row.date_of_birth.isoformat()))
-    return Verdict(key.replace("\x01", "").encode() + b"\x01" + mavis_line(c).encode())
+    return Verdict(key.replace("\x01", "").encode() + b"\x01" + _csv_line(values).encode())
 
 
 def line_bytes(row) -> int:
-    """Bytes a row takes in a Mavis file (planning a part's size; the URN is always 6 digits)."""
-    return len(mavis_line(child_of(row, URN_UNKNOWN)).encode())
+    """Bytes a row takes in a Mavis file (planning a part's size; a URN is 6 digits and at most a site letter)."""
+    return len(mavis_line(child_of(row, URN_UNKNOWN + "A")).encode())
 
 
-def files_from_lines(stem: str, lines: list[bytes]) -> list[tuple[str, bytes, int]]:
+def files_from_lines(
+    stem: str, lines: list[bytes], max_rows: int = DEFAULT_FILE_ROWS
+) -> tuple[list[tuple[str, bytes, int]], list[str]]:
     """(name, content, rows) of the Mavis files of ``lines`` (from ``verdict``, sorted here in place):
-    whole schools per file, at most MAX_ROWS rows each; ``stem``-1of2.csv when split."""
+    whole schools per file, at most ``max_rows`` rows each, ``stem``-1of2.csv when split; and the school
+    of each line left out because the same child is already in the programme's files (the first in
+    school order is kept)."""
     lines.sort()
-    counts: list[tuple[str, int]] = []
+    seen: set[bytes] = set()
+    kept: list[bytes] = []
+    repeated: list[str] = []
     for kl in lines:
+        prefix = kl.split(b"\x01", 1)[0]
+        school, child = prefix.split(b"\x00", 1)
+        if child in seen:
+            repeated.append(school.decode())
+            continue
+        seen.add(child)
+        kept.append(kl)
+    del seen
+    counts: list[tuple[str, int]] = []
+    for kl in kept:
         school = kl.split(b"\x00", 1)[0].decode()
         if counts and counts[-1][0] == school:
             counts[-1] = (school, counts[-1][1] + 1)
@@ -343,15 +255,16 @@ def files_from_lines(stem: str, lines: list[bytes]) -> list[tuple[str, bytes, in
     for school, n in counts:
         starts[school] = at
         at += n
-    chunks = list(split_by_school(counts))
+    chunks = list(split_by_school(counts, min(max_rows, MAX_ROWS)))  # none when no row passed: Mavis refuses
+    # a file of a header alone
     out = []
     for k, segments in enumerate(chunks, 1):
         body = [header_line().encode()]
         rows = 0
         for school, lo, hi in segments:
-            for kl in lines[starts[school] + lo : starts[school] + hi]:
+            for kl in kept[starts[school] + lo : starts[school] + hi]:
                 body.append(kl.split(b"\x01", 1)[1])
                 rows += 1
         name = f"{stem}.csv" if len(chunks) == 1 else f"{stem}-{k}of{len(chunks)}.csv"
         out.append((name, b"".join(body), rows))
-    return out
+    return out, repeated

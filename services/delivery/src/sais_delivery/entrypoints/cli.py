@@ -249,34 +249,108 @@ def breach_list(as_json: bool = typer.Option(False, "--json", help="print the re
 @app.command("check-mavis")
 def check_mavis_cmd(
     files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Mavis cohort-import CSV files"),
+    manifest: Path | None = typer.Option(
+        None,
+        "--manifest",
+        exists=True,
+        dir_okay=False,
+        help="the message's manifest.json: the academic year, first upload day and team the files were written for",
+    ),
+    academic_year: str | None = typer.Option(
+        None, "--academic-year", help="the year the files' year groups are for, e.g. 2017/18 (default: the manifest's)"
+    ),
+    upload_date: str | None = typer.Option(
+        None, "--upload-date", help="the day of upload, YYYY-MM-DD (default: the manifest's first upload day, or today)"
+    ),
+    team_schools: str | None = typer.Option(
+        None,
+        "--team-schools",
+        help="the team's schools in Mavis: URNs (or URN + site letter), comma-separated, or a file with one per line",
+    ),
+    year_groups: str | None = typer.Option(
+        None, "--year-groups", help="the team's year groups in Mavis, e.g. 0-11 or 0-13 (default 0-11: R to Year 11)"
+    ),
     register: Path | None = typer.Option(
-        None, "--register", exists=True, dir_okay=False, help="a GIAS export: URNs must be schools in it"
+        None,
+        "--register",
+        exists=True,
+        dir_okay=False,
+        help="a GIAS export (CSV or zip): without --team-schools, URNs must be schools in it",
     ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)"),
 ) -> None:
-    """Check files against Mavis's cohort-import rules (headers, required fields, names, dates, gender,
-    year group, postcode, URN, at most 20,000 rows) before importing them. Exit 1 if any would be refused.
-    Problems name the row and column, never the value."""
-    from sais_shared.schools import parse_register
+    """Read files as Mavis's cohort import ("Import records → Child records") does, on the day of upload:
+    the bytes and encoding, strict CSV, headers, the helper row, every row rule (names, dates, year
+    groups for the import's academic year and the team, postcodes, URNs, NHS numbers, parent details),
+    the same NHS number or child twice, and the row cap. Exit 1 if Mavis would refuse a file, or read
+    its year groups as another year's. Rows are numbered as Mavis numbers them; values are never shown."""
+    from datetime import date
 
-    from ..domain.mavis import check_mavis
+    from sais_shared.schools import RegisterError, parse_register
 
-    known = {s.urn for s in parse_register(register.read_bytes())} if register else None
-    results = {str(f): check_mavis(f.read_bytes(), known) for f in files}
+    from ..domain import mavis_rules as rules
+
+    meta = (json.loads(manifest.read_text()).get("mavis_cohort_import") or {}) if manifest else {}
+    meant = parse_academic_year(academic_year) if academic_year else meta.get("academic_year")
+    meant_year = int(meant[:4]) if meant else None
+    try:
+        day = date.fromisoformat(upload_date or meta.get("upload_from") or date.today().isoformat())
+    except ValueError:
+        raise typer.BadParameter("write the day of upload as YYYY-MM-DD", param_hint="--upload-date") from None
+    import_year = rules.import_academic_year(day)
+    team_meta = meta.get("team") or {}
+    schools = team_meta.get("schools")
+    if team_schools:
+        listed = Path(team_schools).read_text().split() if Path(team_schools).is_file() else team_schools.split(",")
+        schools = [x for x in listed if x.strip()]
+    try:
+        team = rules.Team(
+            schools=rules.team_schools(schools) if schools is not None else None,
+            year_groups=rules.parse_year_groups(year_groups) if year_groups
+            else frozenset(team_meta.get("year_groups", rules.DEFAULT_YEAR_GROUPS)),
+            known_urns=frozenset(s.urn for s in parse_register(register.read_bytes())) if register else None,
+        )  # fmt: skip
+    except (ValueError, RegisterError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    results = {str(f): rules.check_file(f.read_bytes(), academic_year=import_year, team=team) for f in files}
+    label = f"{import_year}/{(import_year + 1) % 100:02d}"
+    if meant_year is not None and meant_year != import_year:
+        first = rules.first_upload_day(meant_year)
+        why = (f"uploaded on {day.isoformat()}, Mavis reads the year groups as {label}'s, but these files are for "
+               f"{meant}: " + (f"upload on or after {first.isoformat()}" if meant_year > import_year
+                               else f"they were for a year that has ended (last upload day "
+                                    f"{rules.last_upload_day(meant_year).isoformat()})"))  # fmt: skip
+        for c in results.values():
+            c.problems.insert(0, (0, "", why))
     if as_json:
-        typer.echo(json.dumps({f: {"rows": c.rows, "ok": c.ok, "problems": [
+        typer.echo(json.dumps({f: {"rows": c.rows, "ok": c.ok, "import_academic_year": label, "problems": [
             {"row": r, "column": col, "reason": why} for r, col, why in c.problems]} for f, c in results.items()},
             indent=2))  # fmt: skip
     else:
-        out = Console(soft_wrap=True)  # a line per problem, however narrow the terminal
+        out = Console(soft_wrap=True, highlight=False)  # a line per problem, however narrow the terminal
+        out.print(f"as Mavis reads an upload on {day.isoformat()} (academic year {label}), for year groups "
+                  f"{_ranges(team.year_groups)} and " + ("the team's schools" if team.schools is not None else
+                  "the register's schools" if team.known_urns is not None else "any school URN"), markup=False)  # fmt: skip
         for f, c in results.items():
             if c.ok:
-                out.print(f"{f}: {c.rows} rows, passes Mavis's cohort-import rules")
+                out.print(f"{f}: {c.rows} rows, passes Mavis's cohort-import rules", markup=False)
                 continue
-            out.print(f"[red]{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file[/]")
+            out.print(f"{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file or misread it",
+                      style="red", markup=False)  # fmt: skip
             for r, col, why in c.problems[:50]:
-                out.print(f"  row {r}: {col + ' ' if col else ''}{why}")
+                out.print(f"  {'row ' + str(r) if r else 'file'}: {col + ' ' if col else ''}{why}", markup=False)
             if len(c.problems) > 50:
                 out.print(f"  … and {len(c.problems) - 50} more (--json lists them all)")
     if not all(c.ok for c in results.values()):
         raise typer.Exit(1)
+
+
+def _ranges(years) -> str:
+    """0-11, or 0-9, 11 (Reception is 0)."""
+    ys, out = sorted(years), []
+    for y in ys:
+        if out and out[-1][1] == y - 1:
+            out[-1][1] = y
+        else:
+            out.append([y, y])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in out)

@@ -51,6 +51,7 @@ from ..domain.errors import (
     UncertainDeliveryError,
 )
 from ..domain.guards import Sharing, Verdict, may_send, stale_before, stale_refusal
+from ..domain.mavis_rules import Team
 from ..domain.parts import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SchoolLoad,
@@ -114,6 +115,16 @@ def mavis_warnings(left_out: list[dict]) -> list[str]:
     ]
 
 
+def mavis_upload_note(academic_year: str, upload_from: str) -> str:
+    """For the sender to pass on: when the Mavis files may be uploaded (year groups are read against
+    the academic year of the day of upload)."""
+    return (
+        f"the Mavis files are for {academic_year}: upload them on or after {upload_from} (Mavis reads year groups "
+        f"against the academic year of the upload day; from 1 August that is the coming year; choose "
+        f"{academic_year} if Mavis asks)"
+    )
+
+
 def message_id_of(batch_id: UUID, part_no: int, part_count: int) -> str:
     """Deterministic, so a receiver (and an operator) can recognise a repeat of any part."""
     return f"<{batch_id}{part_suffix(part_no, part_count)}@sais-datashare.invalid>"
@@ -148,6 +159,7 @@ class DeliveryService(FollowsProtocol):
     backoff_s: float = 2.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     default_recipient: str | None = None  # SAIS_DELIVERY_RECIPIENT: before the protocol's first recipient
+    mavis_max_rows: int = mavis.DEFAULT_FILE_ROWS  # SAIS_DELIVERY_MAVIS_MAX_ROWS
 
     # --- guards ---------------------------------------------------------------------------
 
@@ -306,6 +318,15 @@ class DeliveryService(FollowsProtocol):
             log.warning("batch.coverage_gap", batch_id=str(batch_id), academic_year=academic_year,
                         protocol_version=self.protocol.version, gaps=gaps)  # fmt: skip
 
+    def mavis_upload(self, academic_year: str) -> mavis.Upload:
+        """The Mavis import this batch's files are for: the batch's academic year, the team the protocol
+        names, and the rows a file may hold."""
+        t = self.protocol.transfer.mavis_team
+        team = Team(
+            schools=frozenset(t.schools) if t.schools is not None else None, year_groups=frozenset(t.year_groups)
+        )
+        return mavis.Upload(int(academic_year[:4]), team, self.mavis_max_rows)
+
     def _row(self, m: Mapping[str, Any], keys: dict, academic_year: str) -> Row:
         sealed = Sealed.model_validate_json(m["personal"])
         p = keys[sealed.key_id].open_model(sealed, PupilPersonal, member_aad(m))
@@ -338,12 +359,13 @@ class DeliveryService(FollowsProtocol):
         )
         for_mavis: dict[str, list[bytes]] = {}
         left_out: dict[tuple[str, str, str], int] = {}
+        upload = self.mavis_upload(year)
         async for m in self.store.part_members(b["batch_id"], i, year):
             row = self._row(m, keys, year)
             by_programme.setdefault(m["programme_key"], []).append(keyed_line(row))
             sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
             if with_mavis:
-                v = mavis.verdict(row, register)
+                v = mavis.verdict(row, register, upload)
                 if v.line is not None:
                     for_mavis.setdefault(m["programme_key"], []).append(v.line)
                 else:
@@ -357,12 +379,27 @@ class DeliveryService(FollowsProtocol):
         mavis_report = None
         if with_mavis:
             for key, lines in sorted(for_mavis.items()):
-                files += [
-                    RenderedFile(name, content, rows)
-                    for name, content, rows in mavis.files_from_lines(f"mavis-cohort-{key}-{safe_year}{suffix}", lines)
-                ]
+                written, repeated = mavis.files_from_lines(f"mavis-cohort-{key}-{safe_year}{suffix}", lines,
+                                                           upload.max_rows)  # fmt: skip
+                files += [RenderedFile(name, content, rows) for name, content, rows in written]
+                for school in repeated:
+                    k = (key, school, mavis.SAME_CHILD)
+                    left_out[k] = left_out.get(k, 0) + 1
             del for_mavis
+            first, last = upload.upload_window(self.clock.now().date())
+            team = upload.team
             mavis_report = {
+                "academic_year": upload.label,
+                "upload_from": first.isoformat(),
+                "upload_until": last.isoformat(),
+                "team": {
+                    "schools": sorted(team.schools) if team.schools is not None else None,
+                    "schools_checked_against": "the SAIS team's schools (protocol)"
+                    if team.schools is not None
+                    else "the schools register (GIAS): the protocol names no team schools",
+                    "year_groups": sorted(team.year_groups),
+                },
+                "max_rows_per_file": upload.max_rows,
                 "rows": sum(f.rows for f in files if f.name.startswith("mavis-")),
                 "left_out": [
                     {"programme": k, "school_dfe": school, "reason": why, "rows": rows}
@@ -429,6 +466,7 @@ class DeliveryService(FollowsProtocol):
             "files": [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in files],
             "size_bytes": len(message),
             "mavis_left_out": mavis_report["left_out"] if mavis_report else [],
+            "mavis_upload": {k: mavis_report[k] for k in ("academic_year", "upload_from")} if mavis_report else None,
         }
         return message, meta
 
@@ -445,11 +483,13 @@ class DeliveryService(FollowsProtocol):
         smime: Smime = self.smime_factory(b["recipient"])
         memory.keep_large_buffers_mapped()
         left_out: list[dict] = []
+        upload_note: dict | None = None
         for p in parts:
             if p["status"] == "sent":
                 continue
             message, meta = await self._render_part(b, p, smime)
             left_out += meta["mavis_left_out"]
+            upload_note = meta["mavis_upload"] or upload_note
             memory.trim()  # what rendering used is handed back before the send makes its own copies
             if meta["size_bytes"] > self.max_message_bytes:
                 await self._fail(batch_id, p["part_no"], f"{meta['size_bytes']} bytes is over the maximum message size")
@@ -463,6 +503,8 @@ class DeliveryService(FollowsProtocol):
             memory.trim()  # the next part starts from what this one used, not more
         result = await self.mark_sent(batch_id, "all parts accepted", actor)
         result.warnings += mavis_warnings(left_out)
+        if upload_note:
+            result.warnings.append(mavis_upload_note(**upload_note))
         return result
 
     async def _send_part(self, b: Mapping[str, Any], p: Mapping[str, Any], message: bytes, meta: dict) -> None:

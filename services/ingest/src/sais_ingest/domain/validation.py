@@ -8,11 +8,20 @@ from datetime import date
 
 from sais_shared.postcode import is_valid_postcode, normalise_postcode
 from sais_shared.protocol import Protocol, SourceRule
+from sais_shared.schools import dfe_number
 from sais_shared.schoolyear import age_on, expected_year_group, roll_forward
 
 from .model import CleanRow, Outcome, OutOfScope, Problem, Rejected
 
-_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)
+# A name starts with a letter, or an apostrophe before one ('t Hooft, ’Abdullah).
+_NAME = re.compile(r"['’]?[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)
+_BFPO = re.compile(r"BFPO ?(\d{1,4})")
+# The NHS's pseudo-postcodes (NHS Data Dictionary, "Postcode of usual address"), which Mavis accepts
+PSEUDO_POSTCODES = {
+    "ZZ99 3VZ": "no fixed abode",
+    "ZZ99 3WZ": "address not known",
+    "ZZ99 3CZ": "address in England or the UK not otherwise specified",
+}
 _YEAR = re.compile(r"(?:y(?:ea)?r?\s*)?(\d{1,2})", re.IGNORECASE)
 _DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{1,4})")
 _YMD = re.compile(r"(\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ]00:00(?::00)?)?")
@@ -111,13 +120,13 @@ def validate_row(
     problems: list[Problem] = []
     warnings: list[Problem] = []
 
-    dfe = "".join(row.get("school_dfe", "").split()).replace("/", "")
+    dfe = dfe_number(row.get("school_dfe", ""))
     if not re.fullmatch(r"\d{7}", dfe):
         problems.append(
             Problem(
                 "school_dfe",
                 "school_dfe.format",
-                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001 or 937/2001",
+                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001, 937/2001 or 937-2001",
             )
         )
     elif dfe[:3] not in protocol.la_codes:
@@ -164,13 +173,23 @@ def validate_row(
         warnings.append(Problem("gender", "gender.unknown", "gender not known"))
 
     postcode = normalise_postcode(row.get("postcode", ""))
-    if not postcode:
+    pseudo = PSEUDO_POSTCODES.get(postcode)
+    bfpo = _BFPO.fullmatch(" ".join(row.get("postcode", "").split()).upper())
+    if bfpo:
+        postcode = f"BFPO {int(bfpo.group(1))}"
+        warnings.append(Problem("postcode", "postcode.bfpo", "a British Forces (BFPO) address: Mavis takes no BFPO "
+                                "number, so this child is listed for the SAIS team to add by hand"))  # fmt: skip
+    elif pseudo:
+        warnings.append(Problem("postcode", "postcode.pseudo", f"pseudo-postcode: {pseudo}"))
+    elif not postcode:
         problems.append(Problem("postcode", "postcode.missing", "postcode is missing"))
     elif not is_valid_postcode(postcode):
         problems.append(Problem("postcode", "postcode.format", "not a valid UK postcode format"))
 
     lines = address_lines(row)
-    if not lines:
+    if not lines and pseudo:
+        pass  # no fixed abode, or an address not known: the pseudo-postcode says so
+    elif not lines:
         problems.append(Problem("address_1", "address.missing", "address line 1 is missing"))
     elif any(len(line) > MAX_ADDRESS_LINE for line in lines):
         problems.append(
