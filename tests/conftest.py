@@ -210,6 +210,7 @@ async def env(infra: Infra, database: str, topic_prefix: str) -> dict[str, str]:
         "SAIS_DELIVERY_SMTP_PORT": str(infra.smtp_port),
         "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.1",
         "SAIS_RETENTION_INTERVAL_S": "3600",
+        "SAIS_KAFKA_HEARTBEAT_INTERVAL_MS": "300",  # rebalances in a few hundred ms, not seconds
         **{
             f"SAIS_{svc.upper()}_GROUP_ID": f"{topic_prefix}-{svc}"
             for svc in ("ingest", "eligibility", "delivery", "retention")

@@ -1,6 +1,7 @@
 """retention on the real database and broker: idempotent scheduling, undelivered extracts, party-leaves
 purge, subject access requests across extracts and batches, and the audit trail."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -32,9 +33,11 @@ pytestmark = pytest.mark.integration
 SAMPLES = REPO / "data" / "samples"
 
 
-def sais(env, *args, as_of=None):
+async def sais(env, *args, as_of=None):
+    """The CLI, in a thread: services running in-process on this event loop go on while it runs."""
     e = {**os.environ, **env, **({"SAIS_AS_OF": as_of} if as_of else {})}
-    return subprocess.run([str(REPO / ".venv" / "bin" / "sais"), *args], env=e, capture_output=True, text=True)
+    cmd = [str(REPO / ".venv" / "bin" / "sais"), *args]
+    return await asyncio.to_thread(subprocess.run, cmd, env=e, capture_output=True, text=True)
 
 
 @asynccontextmanager
@@ -170,7 +173,7 @@ async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_ba
     transfer = (SAMPLES / "admissions-year3-transfer-2017.csv").read_text().splitlines()[1].split(",")
     surname, forename, dob = transfer[0], transfer[1], transfer[2]
     out = tmp_path / "sar.json"
-    r = sais(
+    r = await sais(
         settings_env,
         "sar",
         "find",
@@ -194,7 +197,7 @@ async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_ba
     assert {"subject": f"batch:{res.batch_id}", "delete_on": "2017-10-10", "deleted_at": None} in answer["deletion"]
     text_out = tmp_path / "sar.txt"
     assert (
-        sais(
+        await sais(
             settings_env,
             "sar",
             "find",
@@ -206,12 +209,11 @@ async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_ba
             dob,
             "--out",
             str(text_out),
-        ).returncode
-        == 0
-    )
+        )
+    ).returncode == 0
     assert surname in text_out.read_text() and "to be deleted by 2017-10-10" in text_out.read_text()
 
-    audit = sais(settings_env, "audit", "list", "--action", "sar.answered", "--json")
+    audit = await sais(settings_env, "audit", "list", "--action", "sar.answered", "--json")
     entries = json.loads(audit.stdout)
     assert len(entries) == 2 and surname not in audit.stdout and forename not in audit.stdout
 
@@ -219,18 +221,20 @@ async def test_subject_access_request_finds_a_child_across_two_extracts_and_a_ba
 async def test_party_leaving_purges_everything_after_explicit_confirmation(settings_env, monkeypatch):
     await _july_flow(settings_env, monkeypatch)
     dsn = settings_env["SAIS_DATABASE_URL"]
-    refused = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "wcc")
+    refused = await sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "wcc")
     assert refused.returncode == 2 and await fetchval(dsn, "SELECT count(*) FROM eligibility.records") > 0
-    assert sais(settings_env, "retention", "purge", "--party", "nhs-other", "--confirm", "nhs-other").returncode == 2
+    assert (
+        await sais(settings_env, "retention", "purge", "--party", "nhs-other", "--confirm", "nhs-other")
+    ).returncode == 2
     async with owners_and_retention():
-        ok = sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "cwpt")
+        ok = await sais(settings_env, "retention", "purge", "--party", "cwpt", "--confirm", "cwpt")
         assert ok.returncode == 0, ok.stderr
         await certified(dsn, "party:cwpt:%")
     for table in ("eligibility.records", "eligibility.cohort", "delivery.members", "ingest.row_problems"):
         assert await fetchval(dsn, f"SELECT count(*) FROM {table}") == 0, table
     assert await fetchval(dsn, "SELECT count(*) FROM shared.data_keys WHERE wrapped IS NOT NULL") == 0
     assert await fetchval(dsn, "SELECT rule FROM retention.certificates") == "isp-11.3-party-left"
-    actions = json.loads(sais(settings_env, "audit", "list", "--json").stdout)
+    actions = json.loads((await sais(settings_env, "audit", "list", "--json")).stdout)
     assert {"data.purged", "batch.sent", "extract.ingested"} <= {a["action"] for a in actions}
 
 
@@ -256,8 +260,8 @@ async def test_kek_rotation_while_the_services_run_loses_no_key_and_keeps_matchi
     from sais_shared.settings import CommonSettings
 
     old_env = dict(settings_env)
-    assert sais(old_env, "keys", "rotate-kek").returncode == 2  # the blind-index key must be pinned first
-    assert sais(old_env, "keys", "export-index-key", str(tmp_path / "index.b64")).returncode == 0
+    assert (await sais(old_env, "keys", "rotate-kek")).returncode == 2  # the blind-index key must be pinned first
+    assert (await sais(old_env, "keys", "export-index-key", str(tmp_path / "index.b64"))).returncode == 0
     old_env["SAIS_INDEX_KEY_FILE"] = str(tmp_path / "index.b64")
     retired = tmp_path / "retired"
     retired.mkdir()
@@ -286,19 +290,19 @@ async def test_kek_rotation_while_the_services_run_loses_no_key_and_keeps_matchi
         use(old_env)  # ingest not yet restarted: it still wraps with kek-1
         october = await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")
         use(new_env)
-        status = sais(new_env, "keys", "status", "--json")
+        status = await sais(new_env, "keys", "status", "--json")
         assert status.returncode == 0 and json.loads(status.stdout)["live_keys_by_kek"] == {"kek-1": 2}
-        rotated = sais(new_env, "keys", "rotate-kek")
+        rotated = await sais(new_env, "keys", "rotate-kek")
         assert rotated.returncode == 0 and "2 data key(s) re-wrapped with kek-2" in rotated.stdout, rotated.stderr
         total = may.accepted + october.accepted
         await wait_until(lambda: fetchval(dsn, f"SELECT count(*) = {total} FROM eligibility.records"), timeout=60)
-    assert json.loads(sais(new_env, "keys", "status", "--json").stdout)["live_keys_by_kek"] == {"kek-2": 2}
+    assert json.loads((await sais(new_env, "keys", "status", "--json")).stdout)["live_keys_by_kek"] == {"kek-2": 2}
     no_retired = {k: v for k, v in new_env.items() if k != "SAIS_KEK_RETIRED_DIR"}
     use(no_retired)
-    assert sais(no_retired, "keys", "status").returncode == 0  # the old KEK can go now
+    assert (await sais(no_retired, "keys", "status")).returncode == 0  # the old KEK can go now
     ring_new = CommonSettings().key_ring()
     use(old_env)
-    unheld = sais(old_env, "keys", "status")  # a configuration still on kek-1 alone would open nothing
+    unheld = await sais(old_env, "keys", "status")  # a configuration still on kek-1 alone would open nothing
     assert unheld.returncode == 3 and "NOT HELD" in unheld.stdout
     ring_old = CommonSettings().key_ring()
     assert ring_new.blind_index("Zoë", "Smith", "2012-01-01") == ring_old.blind_index("Zoë", "Smith", "2012-01-01")
@@ -371,7 +375,7 @@ async def test_a_restored_backup_has_its_certified_deletions_applied_again(setti
     try:
         await admin.execute(f'CREATE DATABASE "{backup}" TEMPLATE "{db}"')  # the backup, taken before the deletion
         async with owners_and_retention():
-            done = sais(settings_env, "retention", "run", "--now", "2017-10-11", "--wait", "60", "--json")
+            done = await sais(settings_env, "retention", "run", "--now", "2017-10-11", "--wait", "60", "--json")
             assert done.returncode == 0, done.stderr
             await certified(dsn, subject)
         restored = infra.dsn(backup)
@@ -379,7 +383,7 @@ async def test_a_restored_backup_has_its_certified_deletions_applied_again(setti
         assert await fetchval(restored, live) == 2  # restored as it was: the keys the certificate destroyed are back
         # after the restore, before the services start (docs/runbook.md, Backups and deletion)
         env = settings_env | {"SAIS_DATABASE_URL": restored}
-        again = sais(env, "retention", "reapply", "--json")
+        again = await sais(env, "retention", "reapply", "--json")
         assert again.returncode == 0, again.stderr
         [req] = json.loads(again.stdout)
         assert req["subject"] == f"{subject}:reapplied:2017-07-10" and len(req["key_ids"]) == 2
@@ -393,9 +397,9 @@ async def test_a_restored_backup_has_its_certified_deletions_applied_again(setti
         assert set(asked.owners) == {"ingest", "eligibility", "delivery"}
         audited = await fetchval(restored, "SELECT count(*) FROM shared.audit_log WHERE action='deletion.reapplied'")
         assert audited == 1
-        twice = sais(env, "retention", "reapply")
+        twice = await sais(env, "retention", "reapply")
         assert twice.returncode == 0 and "none undone" in twice.stdout  # nothing left to undo
-        untouched = sais(settings_env, "retention", "reapply")  # the live database was never restored
+        untouched = await sais(settings_env, "retention", "reapply")  # the live database was never restored
         assert untouched.returncode == 0 and "none undone" in untouched.stdout
     finally:
         await admin.execute(
@@ -415,6 +419,6 @@ async def test_audit_list_shows_values_as_text_never_as_markup(settings_env):
         )
     finally:
         await conn.close()
-    r = sais(settings_env | {"COLUMNS": "200"}, "audit", "list", "--action", "test.markup")
+    r = await sais(settings_env | {"COLUMNS": "200"}, "audit", "list", "--action", "test.markup")
     assert r.returncode == 0, r.stderr
     assert "[/]" in r.stdout and "[bold]Jo[/]" in r.stdout

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from faststream.kafka import KafkaBroker
 
-from . import ops
+from . import kafka, ops
 from .kafka import check_topics, make_broker
 from .logging import configure_logging
 from .ops import TIMER_RUNS, make_app
@@ -213,6 +213,7 @@ def service_app(
     topics = Topics(settings.topic_prefix)
     publishers = wiring.declare(broker, topics)
     current: Current[P, S] = Current()
+    kafka.CONSUMER_TUNING.update(heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms)
     subscribe(broker, topics, settings, current)
     tasks: list[asyncio.Task] = []
     liveness = Liveness(broker, tasks, settings.startup_grace_s)

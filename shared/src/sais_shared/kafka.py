@@ -247,6 +247,11 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
     return cache[topic]
 
 
+# How every consumer of this process takes part in its group, set once from the settings when a service is
+# built (bootstrap.service_app): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS.
+CONSUMER_TUNING: dict[str, int] = {}
+
+
 def batch_consumer(
     broker: KafkaBroker,
     *,
@@ -278,6 +283,7 @@ def batch_consumer(
         ack_policy=AckPolicy.NACK_ON_ERROR,
         isolation_level="read_committed",
         decoder=_no_decode,
+        **CONSUMER_TUNING,
         title=title or f"{topic}:{group_id}",
         description=description,
     )

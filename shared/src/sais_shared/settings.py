@@ -34,6 +34,14 @@ class CommonSettings(BaseSettings):
         None,
         description="CA certificate(s) the Kafka broker's TLS certificate must chain to (the system's CAs when unset)",
     )
+    kafka_heartbeat_interval_ms: int = Field(
+        3000,
+        ge=100,
+        le=10_000,
+        description="How often each consumer tells its group it is alive (aiokafka's default 3000). A rebalance "
+        "reaches a member at its next heartbeat, so a service whose consumers share a group starts and rejoins "
+        "faster with a shorter one",
+    )
     kafka_admin_user: str = Field("admin", description="Kafka administrator (`sais kafka setup`, tools)")
     kafka_admin_password_file: Path | None = Field(
         None, description="File holding the Kafka administrator's password (administrative commands only)"
