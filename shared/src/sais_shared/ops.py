@@ -4,12 +4,13 @@ and the process entry point that serves a FastStream app with uvicorn and stops 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.specification import AsyncAPI
 from prometheus_client import Counter, Gauge, Histogram, make_asgi_app
+
+if TYPE_CHECKING:  # FastStream's HTTP side is imported by the services that serve it, not by every command
+    from faststream.asgi import AsgiFastStream
 
 log = structlog.get_logger("sais.ops")
 
@@ -109,6 +110,9 @@ def make_app(
 ) -> AsgiFastStream:
     """A FastStream app with its AsyncAPI description and the HTTP endpoints operators and k8s use:
     /healthz (liveness: ``alive`` says what is wrong, or None), /readyz (its servers answer), /metrics."""
+    from faststream.asgi import AsgiFastStream, AsgiResponse, get
+    from faststream.specification import AsyncAPI
+
     set_service(title)
 
     @get(include_in_schema=False)

@@ -16,7 +16,6 @@ from sais_shared import operator
 from sais_shared.cli_options import parse_academic_year, parse_when, working
 from sais_shared.exits import Exit
 
-from ..app import delivery_session
 from ..config import DeliverySettings
 
 app = typer.Typer(help="Deliver cohorts to the SAIS (S/MIME over SMTP+TLS).", no_args_is_help=True)
@@ -27,6 +26,8 @@ def _run(coro_fn):
     """Run ``coro_fn(service)`` in a delivery session. A failure reaches the ``sais`` handler, which prints
     one line and exits with its documented code (3 refused, 4 uncertain, 5 transient, 6 nothing to
     deliver, 7 permanent)."""
+
+    from ..app import delivery_session  # Kafka and the service: only for the commands that need them
 
     async def go():
         async with delivery_session(DeliverySettings()) as svc:

@@ -10,10 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sais_shared import operator
-from sais_shared.bootstrap import session
 from sais_shared.cli_options import parse_date, working
 
-from ..app import WIRING
 from ..config import RetentionSettings
 
 app = typer.Typer(help="Retention schedule and secure deletion (ISP §11).", no_args_is_help=True)
@@ -21,6 +19,10 @@ app = typer.Typer(help="Retention schedule and secure deletion (ISP §11).", no_
 
 async def _with_service(fn):
     """Run ``fn(service, pool)``: retention's use cases, and its own pool for the command's reports."""
+    from sais_shared.bootstrap import session  # Kafka and the service: only for the commands that need them
+
+    from ..app import WIRING
+
     async with session(WIRING, RetentionSettings()) as running:
         return await fn(running.service, running.runtime.pool)
 
