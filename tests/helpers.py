@@ -227,6 +227,7 @@ def check_mavis_files(mime: bytes, known_urns: set[str] | None = None) -> int:
     from datetime import date
 
     from sais_delivery.domain import mavis_rules as rules
+    from sais_shared.schoolyear import academic_year_label
 
     parts = {p.get_filename(): p.get_payload(decode=True) for p in email.message_from_bytes(mime).walk()
              if p.get_filename()}  # fmt: skip
@@ -235,7 +236,7 @@ def check_mavis_files(mime: bytes, known_urns: set[str] | None = None) -> int:
         return 0
     meta = json.loads(parts["manifest.json"])["mavis_cohort_import"]
     year = rules.import_academic_year(date.fromisoformat(meta["upload_from"]))
-    assert f"{year}/{(year + 1) % 100:02d}" == meta["academic_year"], meta  # read as the year it was written for
+    assert academic_year_label(year) == meta["academic_year"], meta  # read as the year it was written for
     team = rules.Team(
         schools=frozenset(meta["team"]["schools"]) if meta["team"]["schools"] is not None else None,
         year_groups=frozenset(meta["team"]["year_groups"]),

@@ -198,3 +198,15 @@ def test_a_file_without_a_header_row_is_refused_without_echoing_the_childs_detai
     message = str(exc.value)
     assert "12 column(s)" in message and "header row" in message
     assert not any(v in message for v in ("Harry", "Súilleabháin", "15/01/2012", "Station", "CV34", "A937"))
+
+
+def test_ingest_keeps_the_children_mavis_accepts():
+    """Pseudo-postcodes (with no address), forces addresses, a leading apostrophe, 937-2001 (issue 25)."""
+    nfa = _validate(_row(postcode="zz99 3vz", address_1="", address_2=""))
+    assert isinstance(nfa, CleanRow) and nfa.postcode == "ZZ99 3VZ" and nfa.address_lines == []
+    assert "postcode.pseudo" in [w.code for w in nfa.warnings]
+    forces = _validate(_row(postcode="BFPO 123"))
+    assert isinstance(forces, CleanRow) and forces.postcode == "BFPO 123"
+    assert "postcode.bfpo" in [w.code for w in forces.warnings]
+    assert isinstance(_validate(_row(surname="'t Hooft", school_dfe="937-2001")), CleanRow)
+    assert not isinstance(_validate(_row(postcode="QQ99 9QQ", address_1="", address_2="")), CleanRow)

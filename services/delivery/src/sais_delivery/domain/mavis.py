@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from sais_shared.schoolyear import academic_year_label
+
 from . import mavis_rules as rules
 from .mavis_rules import MAX_ROWS, URN_UNKNOWN, Team
 from .render import safe_cell
@@ -160,7 +162,7 @@ class Upload:
 
     @property
     def label(self) -> str:
-        return f"{self.academic_year}/{(self.academic_year + 1) % 100:02d}"
+        return academic_year_label(self.academic_year)
 
     def upload_window(self, sent: date) -> tuple[date, date]:
         """(first, last) day an upload is read against this academic year: from its 1 August (or the day

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from sais_shared.schoolyear import academic_year_start
+
 MAX_ROWS = 20_000  # app/models/concerns/csv_importable.rb MAX_CSV_ROWS
 MAX_FIELD_LENGTH = 300  # app/models/patient_import_row.rb
 URN_UNKNOWN = "888888"  # app/models/location.rb; every team has these generic schools
@@ -27,17 +29,12 @@ GENDER_CODES = ("not_known", "male", "female", "not_specified")  # app/models/pa
 # --- the import's academic year (app/lib/academic_year.rb, lib/core_ext/date/academic_year.rb) ----------
 
 
-def academic_year_of(day: date) -> int:
-    """Mavis's ``Date#academic_year``: September starts the year."""
-    return day.year if day.month >= 9 else day.year - 1
-
-
 def import_academic_year(upload: date) -> int:
     """The academic year a cohort import made on ``upload`` is read against: ``AcademicYear.pending``,
     the coming year from 31 days before 1 September (settings.yml academic_year_number_of_preparation_days),
     that is from 1 August; before that the current year. (With the ``import_choose_academic_year``
     feature on, Mavis asks in August, offering both years: draft_import.rb.)"""
-    current = academic_year_of(upload)
+    current = academic_year_start(upload)  # Mavis's Date#academic_year: September starts the year
     return current + 1 if upload >= date(current + 1, 8, 1) else current
 
 
@@ -308,7 +305,7 @@ def row_errors(data: Data, *, academic_year: int, team: Team) -> list[RowError]:
         if n is None:
             out.append(RowError("child_year_group", "is not a valid year group"))
     else:
-        year_group = academic_year - academic_year_of(dob) - 5 if dob is not None else None
+        year_group = academic_year - academic_year_start(dob) - 5 if dob is not None else None
     if year_group is not None and year_group not in team.year_groups:
         out.append(RowError("child_year_group" if explicit is not None else "child_date_of_birth",
                             "is not part of this programme"))  # fmt: skip

@@ -288,12 +288,14 @@ def check_mavis_cmd(
     from datetime import date
 
     from sais_shared.schools import RegisterError, parse_register
+    from sais_shared.schoolyear import academic_year_label
+    from sais_shared.schoolyear import parse_academic_year as academic_year_start_of
 
     from ..domain import mavis_rules as rules
 
     meta = (json.loads(manifest.read_text()).get("mavis_cohort_import") or {}) if manifest else {}
     meant = parse_academic_year(academic_year) if academic_year else meta.get("academic_year")
-    meant_year = int(meant[:4]) if meant else None
+    meant_year = academic_year_start_of(meant) if meant else None
     try:
         day = date.fromisoformat(upload_date or meta.get("upload_from") or date.today().isoformat())
     except ValueError:
@@ -314,7 +316,7 @@ def check_mavis_cmd(
     except (ValueError, RegisterError) as exc:
         raise typer.BadParameter(str(exc)) from None
     results = {str(f): rules.check_file(f.read_bytes(), academic_year=import_year, team=team) for f in files}
-    label = f"{import_year}/{(import_year + 1) % 100:02d}"
+    label = academic_year_label(import_year)
     if meant_year is not None and meant_year != import_year:
         first = rules.first_upload_day(meant_year)
         why = (f"uploaded on {day.isoformat()}, Mavis reads the year groups as {label}'s, but these files are for "

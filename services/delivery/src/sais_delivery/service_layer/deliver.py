@@ -32,7 +32,7 @@ from sais_shared.events import (
 from sais_shared.ports import Clock, Keys
 from sais_shared.protocol import normalise_address
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
-from sais_shared.schoolyear import academic_year_label
+from sais_shared.schoolyear import academic_year_label, parse_academic_year
 
 from ..adapters import memory
 from ..adapters.mailer import (
@@ -325,7 +325,7 @@ class DeliveryService(FollowsProtocol):
         team = Team(
             schools=frozenset(t.schools) if t.schools is not None else None, year_groups=frozenset(t.year_groups)
         )
-        return mavis.Upload(int(academic_year[:4]), team, self.mavis_max_rows)
+        return mavis.Upload(parse_academic_year(academic_year), team, self.mavis_max_rows)
 
     def _row(self, m: Mapping[str, Any], keys: dict, academic_year: str) -> Row:
         sealed = Sealed.model_validate_json(m["personal"])

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import date
 
-from sais_shared.postcode import is_valid_postcode, normalise_postcode
+from sais_shared.postcode import PSEUDO_POSTCODES, is_valid_postcode, normalise_postcode
 from sais_shared.protocol import Protocol, SourceRule
 from sais_shared.schools import dfe_number
 from sais_shared.schoolyear import age_on, expected_year_group, roll_forward
@@ -16,12 +16,6 @@ from .model import CleanRow, Outcome, OutOfScope, Problem, Rejected
 # A name starts with a letter, or an apostrophe before one ('t Hooft, ’Abdullah).
 _NAME = re.compile(r"['’]?[^\W\d_](?:[^\W\d_]|[ '’\-.])*", re.UNICODE)
 _BFPO = re.compile(r"BFPO ?(\d{1,4})")
-# The NHS's pseudo-postcodes (NHS Data Dictionary, "Postcode of usual address"), which Mavis accepts
-PSEUDO_POSTCODES = {
-    "ZZ99 3VZ": "no fixed abode",
-    "ZZ99 3WZ": "address not known",
-    "ZZ99 3CZ": "address in England or the UK not otherwise specified",
-}
 _YEAR = re.compile(r"(?:y(?:ea)?r?\s*)?(\d{1,2})", re.IGNORECASE)
 _DMY = re.compile(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{1,4})")
 _YMD = re.compile(r"(\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ]00:00(?::00)?)?")
