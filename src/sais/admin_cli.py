@@ -226,8 +226,10 @@ kafka_app = typer.Typer(help="Kafka topics and access rights (administrator).", 
 
 @kafka_app.command("setup")
 def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what was done as JSON")) -> None:
-    """Create the product's topics and, on a broker with authentication, each service's ACLs (only the
-    topics it reads or writes, only its own consumer groups). Run as the Kafka administrator
+    """Create the product's topics (and set back a retention someone changed) and, on a broker with
+    authentication, make the ACLs exactly each service's (only the topics it reads or writes, only its
+    own consumer groups): extra ACLs on the product's topics and groups are removed, broader ones that
+    reach them are listed and refused (exit 3). Run as the Kafka administrator
     (SAIS_KAFKA_ADMIN_PASSWORD_FILE), once per release and topic prefix; idempotent."""
     import asyncio
 
@@ -238,10 +240,13 @@ def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what w
     if as_json:
         typer.echo(json.dumps(done))
         return
+    topics = f"{done['topics_created']} topic(s) created under {settings.topic_prefix!r}"
+    if done["topics_altered"]:
+        topics += f", {done['topics_altered']} set back to the product's retention"
     typer.echo(
-        f"{done['topics_created']} topic(s) created under {settings.topic_prefix!r}; {done['acls']} ACL(s) in place"
+        f"{topics}; {done['acls']} ACL(s) in place, {done['acls_removed']} not in the table removed"
         if settings.kafka_security_protocol != "PLAINTEXT"
-        else f"{done['topics_created']} topic(s) created; the broker has no authentication (PLAINTEXT): no ACLs"
+        else f"{topics}; the broker has no authentication (PLAINTEXT): no ACLs"
     )
 
 

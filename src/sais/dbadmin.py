@@ -8,7 +8,12 @@ service role to its own schema, and puts a protocol in force when none is.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import secrets
+import stringprep
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,16 +51,82 @@ async def migrate_all(
 
 
 async def set_passwords(conn: asyncpg.Connection, credentials_dir: Path) -> list[str]:
-    """LOGIN PASSWORD for every service role that has a password file; the roles set."""
+    """LOGIN PASSWORD for every service role that has a password file; the roles whose password changed.
+    The server is sent a SCRAM-SHA-256 verifier computed here, never the password (an ``ALTER ROLE …
+    PASSWORD 'text'`` reaches the server's log and pg_stat_statements), and only when the role's stored
+    verifier does not already match (read where the administrator may read pg_authid)."""
     done = []
     for _, _, service in SERVICE_SCHEMAS:
         role = service_principal(service)
         path = credentials_dir / f"postgres-{role}"
-        if path.exists():
-            password = read_secret(path, "SAIS_CREDENTIALS_DIR")
-            await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD {_literal(password)}")
+        if path.exists() and await set_password(conn, role, read_secret(path, "SAIS_CREDENTIALS_DIR")):
             done.append(role)
     return done
+
+
+async def set_password(conn: asyncpg.Connection, role: str, password: str) -> bool:
+    """LOGIN with this password, sent as a verifier; False when the role already had it."""
+    try:
+        stored = await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname=$1 AND rolcanlogin", role)
+    except asyncpg.InsufficientPrivilegeError:  # not a superuser (a managed server): set it every time
+        stored = None
+    if stored is not None and scram_matches(stored, password):
+        return False
+    await conn.execute(f'ALTER ROLE "{role}" LOGIN PASSWORD {_literal(scram_verifier(password))}')
+    return True
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier (RFC 5802, RFC 7677) for a password, as ``CREATE ROLE …
+    PASSWORD`` stores it: the server never sees the password itself. 4096 iterations, as the server's."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    stored_key, server_key = _scram_keys(password, salt, iterations)
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether a stored SCRAM-SHA-256 verifier is for this password (False for anything else: md5, none)."""
+    try:
+        method, rest = verifier.split("$", 1)
+        params, keys = rest.split("$", 1)
+        iterations, salt = params.split(":", 1)
+        stored_key, server_key = keys.split(":", 1)
+        if method != "SCRAM-SHA-256":
+            return False
+        ours = _scram_keys(password, base64.b64decode(salt), int(iterations))
+    except ValueError:
+        return False
+    theirs = (base64.b64decode(stored_key), base64.b64decode(server_key))
+    return all(hmac.compare_digest(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def _scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    salted = hashlib.pbkdf2_hmac("sha256", _saslprep(password).encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return hashlib.sha256(client_key).digest(), hmac.digest(salted, b"Server Key", "sha256")
+
+
+def _saslprep(password: str) -> str:
+    """SASLprep (RFC 4013) as PostgreSQL applies it to a password (src/common/saslprep.c): ASCII as it
+    is; otherwise mapped and NFKC-normalised, and the original when the result is not a valid string."""
+    if password.isascii():
+        return password
+    mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c))
+    text = unicodedata.normalize("NFKC", mapped)
+    prohibited = (
+        stringprep.in_table_a1, stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3,
+        stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7,
+        stringprep.in_table_c8, stringprep.in_table_c9,
+    )  # fmt: skip
+    if not text or any(check(c) for c in text for check in prohibited):
+        return password
+    if any(stringprep.in_table_d1(c) for c in text):  # right-to-left: the whole string, no left-to-right
+        if not (stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1])):
+            return password
+        if any(stringprep.in_table_d2(c) for c in text):
+            return password
+    return text
 
 
 def _literal(text: str) -> str:

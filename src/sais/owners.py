@@ -39,7 +39,7 @@ async def open_owners(settings: CommonSettings | None = None):
     try:
         for service in SERVICES:
             pools[service] = await create_pool(settings.database_login(service), max_size=2)
-        protocol = await in_force(pools["delivery"], settings.protocol_file)
+        protocol = await in_force(pools["delivery"])
         yield Owners(pools, protocol, settings)
     finally:
         for pool in pools.values():

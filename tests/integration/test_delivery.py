@@ -2,6 +2,7 @@
 
 import csv
 import email
+import json
 import os
 import subprocess
 import uuid
@@ -361,6 +362,37 @@ async def test_an_address_trick_from_the_command_line_or_environment_is_refused(
     assert r.returncode == 3 and "allow-listed" in r.stderr
     assert not mail_to(infra.maildir, "evil@evil.com") and not mail_to(infra.maildir, "x.nhs.net")
     assert "delivery.refused" in await audit_actions(july["SAIS_DATABASE_URL"])
+
+
+async def test_a_protocol_file_in_the_environment_is_not_the_protocol_in_force(july, infra, tmp_path):
+    """Finding 3: a copy of v0.2 that allows example.org, named in SAIS_PROTOCOL_FILE, changes nothing: the
+    services and commands enforce the registry's version, and each batch's audit names its exact text."""
+    from sais_shared.protocol import bundled_protocol_path
+
+    await seed_cohort(1)
+    text = bundled_protocol_path().read_text()
+    assert "allowed_recipient_domains: [nhs.net]" in text
+    looser = tmp_path / "looser.yaml"
+    looser.write_text(
+        text.replace("allowed_recipient_domains: [nhs.net]", "allowed_recipient_domains: [nhs.net, example.org]")
+    )
+    env = {**july, "SAIS_PROTOCOL_FILE": str(looser)}
+    args = ["send", "--window", "july", "--academic-year", "2017/18"]
+    refused = _cli(env, *args, "--recipient", "outsider@example.org")
+    assert refused.returncode == 3 and "allow-listed" in refused.stderr, refused.stderr
+    assert not mail_to(infra.maildir, "outsider@example.org")
+    sent = _cli(env, *args)
+    assert sent.returncode == 0, sent.stderr
+    conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
+    try:
+        in_force = await conn.fetchval("SELECT sha256 FROM shared.protocols ORDER BY seq DESC LIMIT 1")
+        entries = await conn.fetch(
+            "SELECT action, details FROM shared.audit_log WHERE action IN ('batch.prepared', 'batch.sent') ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [e["action"] for e in entries] == ["batch.prepared", "batch.sent"]
+    assert {json.loads(e["details"])["protocol_sha256"] for e in entries} == {in_force}
 
 
 async def test_a_recipient_certificate_is_looked_up_only_inside_its_folder(july, infra, tmp_path, monkeypatch):

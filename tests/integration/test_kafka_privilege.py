@@ -106,3 +106,50 @@ async def test_no_password_or_a_wrong_one_is_refused(infra, secured):
     plain = {"bootstrap_servers": kafka["bootstrap_servers"]}  # no TLS, no login
     with pytest.raises(KafkaConnectionError):
         await asyncio.wait_for(produce(plain, Topics(secured["SAIS_TOPIC_PREFIX"]).pupil_recorded), 30)
+
+
+async def test_setup_keeps_the_acls_and_the_retention_exactly_the_products(infra, secured):
+    """Finding 13 and 14: an ACL beyond the table on the prefix's own topics is removed (it survived
+    before), a retention someone shortened is set back (the deletion certificates are kept for good),
+    and a broader ACL that reaches the product's topics is refused and named, never removed."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from sais_shared.errors import ConfigurationError
+    from sais_shared.kafka import _create_acls, _delete_acls, setup_kafka
+    from sais_shared.kafka_access import Binding, Grant, Operation, Pattern, Resource
+
+    from deploy.local import stack
+
+    prefix = secured["SAIS_TOPIC_PREFIX"]
+    topics = Topics(prefix)
+    admin_settings = stack.kafka_admin_settings(secured)
+    admin = AIOKafkaAdminClient(**admin_settings.kafka_login(None))
+    await admin.start()
+    broad = Grant("User:mallory", "*", int(Resource.TOPIC), prefix, int(Pattern.PREFIXED), int(Operation.READ), 3)
+    try:
+        extra = Binding("User:sais-publisher", Resource.TOPIC, topics.inbound, Pattern.LITERAL, Operation.READ)
+        await _create_acls(admin, [extra])
+        one_day = ConfigResource(
+            ConfigResourceType.TOPIC,
+            topics.deletion_completed,
+            {"retention.ms": "86400000", "cleanup.policy": "delete"},
+        )
+        await admin.alter_configs([one_day])
+        done = await setup_kafka(admin_settings, prefix)
+        assert done["acls_removed"] == 1 and done["topics_altered"] == 1
+        with pytest.raises(TopicAuthorizationFailedError):
+            await read(login(infra, secured, "publisher"), topics.inbound, None)
+        [described] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topics.deletion_completed)]
+        )
+        config = {e[0]: e[1] for _, _, _, _, entries in described.resources for e in entries}
+        assert config["retention.ms"] == "-1" and config["cleanup.policy"] == "delete"
+        again = await setup_kafka(admin_settings, prefix)  # idempotent
+        assert again["acls_removed"] == 0 and again["topics_altered"] == 0
+        await _create_acls(
+            admin, [Binding(broad.principal, Resource.TOPIC, broad.name, Pattern.PREFIXED, Operation.READ)]
+        )
+        with pytest.raises(ConfigurationError, match=f"User:mallory READ on topic '{prefix}' \\(prefixed\\)"):
+            await setup_kafka(admin_settings, prefix)
+    finally:
+        await _delete_acls(admin, [broad])
+        await admin.close()

@@ -124,3 +124,34 @@ async def test_a_service_starts_only_on_a_migrated_database(settings_env, infra)
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_a_role_password_reaches_the_server_only_as_a_scram_verifier(settings_env):
+    """Finding 12: `sais db migrate` sent `ALTER ROLE … PASSWORD 'cleartext'` on every run (into the
+    server's log). Now a verifier computed here, only when it changes; the role logs in with the password
+    (a non-ASCII one too: SASLprep as the server and the client apply it)."""
+    import uuid
+
+    from sais.dbadmin import set_password
+
+    role, password = f"t_{uuid.uuid4().hex[:12]}", "pässwörd-ﬁ-" + uuid.uuid4().hex
+    admin = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    sent: list[str] = []
+    admin.add_query_logger(lambda record: sent.append(record.query + repr(record.args)))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}"')
+        assert await set_password(admin, role, password) is True
+        assert await set_password(admin, role, password) is False  # unchanged: not sent again
+        assert sent and not [q for q in sent if password in q or "pässwörd" in q]
+        assert (await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname=$1", role)).startswith(
+            "SCRAM-SHA-256$4096:"
+        )
+        conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"], user=role, password=password)
+        assert await conn.fetchval("SELECT current_user") == role
+        await conn.close()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(settings_env["SAIS_DATABASE_URL"], user=role, password=password + "x")
+        assert await set_password(admin, role, password + "x") is True  # a new password is sent
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()

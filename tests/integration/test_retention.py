@@ -344,15 +344,17 @@ async def test_the_retention_service_runs_due_deletions_by_itself(settings_env, 
     rep = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
     dsn = settings_env["SAIS_DATABASE_URL"]
     key_id = await fetchval(dsn, "SELECT key_id FROM ingest.extracts")
-    monkeypatch.setenv("SAIS_AS_OF", "2017-09-02")  # the extract's 3 months are up
-    monkeypatch.setenv("SAIS_RETENTION_INTERVAL_S", "0.5")
-    async with owners_and_retention():
-        await wait_until(
+    async with owners_and_retention():  # retention learns of the ingest that day (its own clock)
+        due = await wait_until(
             lambda: fetchval(
-                dsn, "SELECT count(*) FROM retention.schedule WHERE subject=$1", f"extract:{rep.extract_id}"
+                dsn, "SELECT due_on FROM retention.schedule WHERE subject=$1", f"extract:{rep.extract_id}"
             ),
             what="scheduled from extract-completed",
         )
+    assert due == date(2017, 9, 1)
+    monkeypatch.setenv("SAIS_AS_OF", "2017-09-02")  # the extract's 3 months are up
+    monkeypatch.setenv("SAIS_RETENTION_INTERVAL_S", "0.5")
+    async with owners_and_retention():
         await wait_until(
             lambda: fetchval(dsn, "SELECT wrapped IS NULL FROM shared.data_keys WHERE key_id=$1", key_id),
             what="the timer deleted it",

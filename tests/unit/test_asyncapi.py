@@ -31,7 +31,7 @@ def test_every_topic_and_the_inbound_framing_are_documented(generated):
         for ch in yaml.safe_load(text)["channels"].values():
             channels[ch["address"]] = ch
     assert set(channels) == set(Topics().all())
-    assert {"sais.retention.deletion-requested.v1", "sais.deletion-confirmed.v1"} <= set(channels)
+    assert {"sais.retention.deletion-requested.v1", "sais.ingest.deletion-confirmed.v1"} <= set(channels)
     ingest = yaml.safe_load(generated["ingest"][0])
     inbound = next(m for k, m in ingest["components"]["messages"].items() if k.startswith("sais.ingest.inbound"))
     schemas = ingest["components"]["schemas"]

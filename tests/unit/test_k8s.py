@@ -52,7 +52,8 @@ def test_manifests_render_and_match_the_kubernetes_schemas(path, kinds):
             continue
         if d["kind"] == "KafkaTopic":  # Strimzi CRD: not in the core schemas, checked by hand
             assert d["apiVersion"] == "kafka.strimzi.io/v1beta2" and d["spec"]["partitions"] >= 3
-            assert int(d["spec"]["config"]["retention.ms"]) > 0
+            kept = int(d["spec"]["config"]["retention.ms"])
+            assert kept > 0 or (kept == -1 and d["spec"]["topicName"].endswith("deletion-completed.v1"))
             continue
         kubernetes_validate.validate(d, K8S_VERSION, strict=True)
 
@@ -111,6 +112,10 @@ def test_strimzi_resources_go_where_the_operators_watch_and_the_application_does
     assert bootstrap_host == f"{cluster.pop()}-kafka-bootstrap.kafka"  # Strimzi's service in that namespace
     inbound = next(d for d in kafka if d["kind"] == "KafkaTopic" and d["spec"]["topicName"].endswith("inbound.v1"))
     assert int(inbound["spec"]["config"]["retention.ms"]) == 7 * 24 * 3600 * 1000
+    certificates = next(
+        d for d in kafka if d["kind"] == "KafkaTopic" and d["spec"]["topicName"].endswith("deletion-completed.v1")
+    )
+    assert int(certificates["spec"]["config"]["retention.ms"]) == -1  # as long as a backup may be restored
     assert all(d["spec"]["replicas"] >= 3 for d in kafka if d["kind"] == "KafkaTopic")
 
 

@@ -62,3 +62,55 @@ def test_checked_in_strimzi_manifests_are_generated_from_the_table():
     assert {d["metadata"]["name"] for d in docs} == {f"sais-{s}" for s in (*SERVICES, "publisher")}
     inbound = next(d for d in yaml.safe_load_all(topics) if d["spec"]["topicName"] == "sais.ingest.inbound.v1")
     assert inbound["spec"]["config"]["retention.ms"] == 7 * 24 * 3600 * 1000
+
+
+def _grant(
+    principal="User:sais-publisher", resource=2, name="t1.ingest.inbound.v1", pattern=3, op=3, allow=3, host="*"
+):
+    from sais_shared.kafka_access import Grant
+
+    return Grant(principal, host, resource, name, pattern, op, allow)
+
+
+def test_acls_beyond_the_table_are_found_and_only_the_prefixs_own_are_removed():
+    from sais_shared.kafka_access import Grant, review_acls
+
+    table = [
+        Grant(b.principal, "*", int(b.resource), b.name, int(b.pattern), int(b.operation), 3) for b in bindings("t1")
+    ]
+    extra_read = _grant()  # the publisher reading the inbound topic (finding 13)
+    on_a_group = _grant("User:mallory", 3, "t1-ingest", pattern=4, op=3)
+    all_under_prefix = _grant("User:mallory", 2, "t1.", pattern=4, op=2)
+    other_host = _grant("User:sais-ingest", 2, Topics("t1").inbound, op=3, host="10.0.0.9")
+    wildcard = _grant("User:mallory", 2, "*", op=3)
+    shorter_prefix = _grant("User:mallory", 2, "t", pattern=4, op=4)
+    deny = _grant("User:sais-ingest", 2, Topics("t1").cohort, op=3, allow=2)
+    other_app = _grant("User:other", 2, "t2.ingest.inbound.v1", op=3)
+    other_group = _grant("User:other", 3, "t1x-ingest", pattern=4, op=3)  # not this prefix's
+    ours, broader = review_acls(
+        [
+            *table,
+            extra_read,
+            on_a_group,
+            all_under_prefix,
+            other_host,
+            wildcard,
+            shorter_prefix,
+            deny,
+            other_app,
+            other_group,
+        ],
+        "t1",
+    )
+    assert set(ours) == {extra_read, on_a_group, all_under_prefix, other_host}
+    assert set(broader) == {wildcard, shorter_prefix}
+    assert review_acls(table, "t1") == ([], [])
+    assert "User:mallory ALL on topic 't1.' (prefixed) from host *" in {str(g) for g in ours}
+
+
+def test_the_deletion_certificates_are_kept_for_good_and_the_inbound_topic_a_week():
+    from sais_shared.kafka_access import topic_config
+
+    assert topic_config("deletion_completed", 120) == {"retention.ms": "-1", "cleanup.policy": "delete"}
+    assert topic_config("inbound", 120)["retention.ms"] == str(7 * 24 * 3600 * 1000)
+    assert topic_config("cohort", 120)["retention.ms"] == str(120 * 24 * 3600 * 1000)

@@ -63,7 +63,12 @@ async def test_a_new_protocol_version_in_force_is_handed_to_its_listeners(tmp_pa
     async def listener(p):
         seen.append(p.version)
 
-    ref = ProtocolRef(V02, pool=None, override=bundled_protocol_path().with_name("warwickshire-cwpt-v0.3.yaml"))
+    class Registry:  # shared.protocols with v0.3 loaded last
+        async def fetchrow(self, query):
+            text = bundled_protocol_path().with_name("warwickshire-cwpt-v0.3.yaml").read_text()
+            return {"content": text, "protocol_id": "x", "version": "0.3"}
+
+    ref = ProtocolRef(V02, pool=Registry())
     ref.on_change(listener)
     await ref.refresh()
     await ref.refresh()  # unchanged: no second call

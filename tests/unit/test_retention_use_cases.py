@@ -209,13 +209,15 @@ async def test_the_certificate_waits_for_every_owner_and_adds_up_their_counts(wo
     [req] = [r for r in await svc.run_due(date(2017, 10, 20)) if r.subject.startswith("batch:")]
     owners = list(req.owners)
     for service in owners[:-1]:
-        assert await svc.handle_confirmations([confirm(req, service, 5)]) == []
+        assert await svc.handle_confirmations([confirm(req, service, 5)], service) == []
     clock.today_ = date(2017, 10, 21)  # a day later, the last owner has not confirmed: overdue
     assert (await svc.overdue_confirmations())[owners[-1]] == 1
-    [cert] = await svc.handle_confirmations([confirm(req, owners[-1], 7)])
+    [cert] = await svc.handle_confirmations([confirm(req, owners[-1], 7)], owners[-1])
     assert cert.key_ids_destroyed == [key] and sum(cert.rows_deleted.values()) == 5 * (len(owners) - 1) + 7
     assert all(r.executed for r in repo.schedule_.values() if r.subject == req.subject)
-    assert await svc.handle_confirmations([confirm(req, owners[-1], 7)]) == []  # a redelivery: no second one
+    assert (
+        await svc.handle_confirmations([confirm(req, owners[-1], 7)], owners[-1]) == []
+    )  # a redelivery: no second one
 
 
 async def test_an_extract_delivered_later_is_left_to_its_transfer(world):
@@ -226,7 +228,9 @@ async def test_an_extract_delivered_later_is_left_to_its_transfer(world):
         accepted=1, rejected=0, out_of_scope=0, warnings=0, supersedes=None, key_id=key, originator="LA",
         protocol_version="0.2", ingested_by="test",
     )  # fmt: skip
+    clock.today_ = date(2017, 6, 1)  # retention learns of the ingest that day
     await svc.handle_extracts([done])
+    clock.today_ = date(2017, 7, 20)
     await svc.handle_deliveries([delivered(extract, key, datetime(2017, 7, 20, 10, tzinfo=UTC))])
     requests = await svc.run_due(date(2017, 9, 1))  # the undelivered-extract rule is due, the transfer not yet
     assert not [r for r in requests if r.subject.startswith("extract:")]
@@ -240,7 +244,7 @@ async def test_a_party_leaving_destroys_every_key_and_is_certified_from_the_conf
     req = await svc.purge("all", "ig-lead")
     assert repo.live == {} and "data.purge_requested" in repo.audited
     for service in req.owners:
-        certs = await svc.handle_confirmations([confirm(req, service, 1)])
+        certs = await svc.handle_confirmations([confirm(req, service, 1)], service)
     assert [c.rule for c in certs] == [RULE_PARTY_LEFT] and "data.purged" in repo.audited
     with pytest.raises(ValueError, match="unknown party"):
         await svc.purge("nobody", "ig-lead")
@@ -264,7 +268,9 @@ async def test_a_refused_extract_is_deleted_at_once_and_certified(world):
     assert row.rule == "extract-refused-or-failed-at-once" and row.due_on == clock.today()  # not the event's date
     [req] = [r for r in repo.requests.values()]
     for service in req["owners"]:
-        certs = await svc.handle_confirmations([confirm(type("R", (), {"request_id": req["request_id"]}), service, 1)])
+        certs = await svc.handle_confirmations(
+            [confirm(type("R", (), {"request_id": req["request_id"]}), service, 1)], service
+        )
     assert [c.rule for c in certs] == ["extract-refused-or-failed-at-once"]
 
 
@@ -272,3 +278,31 @@ async def test_an_ending_that_names_another_extract_s_key_destroys_nothing(world
     svc, repo, clock, extract, key = world
     await svc.handle_extracts([ended(uuid4(), key, datetime(2017, 7, 20, tzinfo=UTC))])  # key is `extract`'s
     assert repo.live == {key: extract} and repo.schedule_ == {}
+
+
+async def test_a_confirmation_is_only_its_owners_word(world):
+    """Finding 2: a confirmation for eligibility and delivery written on ingest's topic certifies nothing."""
+    svc, repo, clock, extract, key = world
+    await svc.handle_deliveries([delivered(extract, key, datetime(2017, 7, 20, 10, tzinfo=UTC))])
+    [req] = [r for r in await svc.run_due(date(2017, 10, 20)) if r.subject.startswith("batch:")]
+    forged = [confirm(req, "eligibility", 0), confirm(req, "delivery", 0)]
+    assert await svc.handle_confirmations([confirm(req, "ingest", 3), *forged], "ingest") == []
+    assert set(repo.confirmed[req.request_id]) == {"ingest"}
+    assert await svc.handle_confirmations([confirm(req, "eligibility", 4)], "eligibility") == []
+    [cert] = await svc.handle_confirmations([confirm(req, "delivery", 5)], "delivery")
+    assert cert.rows_deleted == {"ingest.rows": 3, "eligibility.rows": 4, "delivery.rows": 5}
+
+
+async def test_a_backdated_extract_is_scheduled_from_the_day_retention_learns_of_it(world):
+    """Finding 2: an extract-completed dated 2000-01-01 does not get its key destroyed at once."""
+    svc, repo, clock, extract, key = world
+    backdated = ExtractCompleted(
+        event_id=uuid4(), occurred_at=datetime(2000, 1, 1, tzinfo=UTC), extract_id=extract, source="summer-census",
+        reference_date=date(2017, 5, 18), target_academic_year="2017/18", content_sha256="0" * 64, rows_in=1,
+        accepted=1, rejected=0, out_of_scope=0, warnings=0, supersedes=None, key_id=key, originator="LA",
+        protocol_version="0.2", ingested_by="test",
+    )  # fmt: skip
+    await svc.handle_extracts([backdated])
+    assert repo.schedule_[f"extract:{extract}"].due_on == date(2017, 10, 20)  # 2017-07-20 + 3 months
+    await svc.run_due(clock.today())
+    assert repo.live == {key: extract}

@@ -87,10 +87,11 @@ def register_deletion_consumer(
     from .kafka import batch_consumer
 
     publisher = broker.publisher(
-        topics.deletion_confirmed,
+        topics.deletion_confirmed_by(service),
         schema=DeletionConfirmed,
-        title=f"{topics.deletion_confirmed}:publish:{service}",
-        description="An owner's confirmation of a deletion request: rows deleted per table. Key: request id.",
+        title=f"{topics.deletion_confirmed_by(service)}:publish",
+        description=f"{service}'s confirmation of a deletion request: rows deleted per table of its own schema. "
+        f"Only {service} may write this topic. Key: request id.",
     )
 
     async def handle(requests: list[DeletionRequested]) -> None:

@@ -21,8 +21,9 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from aiokafka.protocol.admin import CreateAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest, DescribeAclsRequest
 from aiokafka.protocol.api import Request
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -60,37 +61,89 @@ def make_broker(settings: CommonSettings, client_id: str, service: str) -> Kafka
 
 
 async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> dict[str, int]:
-    """As Kafka's administrator: create the product's topics (idempotent, with the backstop retention)
-    and, on a broker with authentication, the ACLs of every service (see :mod:`kafka_access`)."""
+    """As Kafka's administrator: create the product's topics (idempotent) and keep each one's
+    configuration (retention) as the product sets it, and, on a broker with authentication, make the
+    ACLs exactly the table of :mod:`kafka_access`: the missing ones are created, extra allow-ACLs on the
+    prefix's own topics and groups are removed, and broader ones that reach them (a wildcard, a shorter
+    prefix) are refused and listed, because removing them could take rights from other applications."""
     topics = Topics(prefix or settings.topic_prefix)
     admin = AIOKafkaAdminClient(**settings.kafka_login(None))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        wanted = {
+            getattr(topics, attr): kafka_access.topic_config(attr, settings.topic_retention_days)
+            for attr in topics.names()
+        }
         new = [
             NewTopic(
-                name=getattr(topics, attr),
+                name=name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"retention.ms": str(days * 24 * 3600 * 1000)},
+                topic_configs=config,
             )
-            for attr in topics.names()
-            if getattr(topics, attr) not in existing
-            for days in [kafka_access.retention_days(attr, settings.topic_retention_days)]
+            for name, config in wanted.items()
+            if name not in existing
         ]
         if new:
             try:
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
-        acls = []
+        altered = await _keep_topic_configs(admin, {n: c for n, c in wanted.items() if n in existing})
+        acls: list[kafka_access.Binding] = []
+        removed: list[kafka_access.Grant] = []
         if settings.kafka_security_protocol != "PLAINTEXT":
+            ours, broader = kafka_access.review_acls(await _grants(admin), topics.prefix)
+            if broader:
+                raise ConfigurationError(
+                    f"Kafka has {len(broader)} ACL(s) that are not the product's and reach its topics or consumer "
+                    f"groups under {topics.prefix!r} as well as other names: "
+                    + "; ".join(map(str, broader))
+                    + ". Remove them (kafka-acls.sh --remove), or narrow them to the other names, then run again"
+                )
             acls = kafka_access.bindings(topics.prefix)
             await _create_acls(admin, acls)
-        await _until_visible(admin, set(topics.all()), set(acls))
-        return {"topics_created": len(new), "acls": len(acls)}
+            removed = ours
+            await _delete_acls(admin, removed)
+        await _until_visible(admin, set(topics.all()), set(acls), set(removed))
+        for g in removed:
+            log.warning("kafka.acl_removed", acl=str(g))
+        return {
+            "topics_created": len(new),
+            "topics_altered": altered,
+            "acls": len(acls),
+            "acls_removed": len(removed),
+        }
     finally:
         await admin.close()
+
+
+async def _keep_topic_configs(admin: AIOKafkaAdminClient, wanted: dict[str, dict[str, str]]) -> int:
+    """Alter the existing topics whose retention (or clean-up policy) is not the product's; keeps the
+    other settings an administrator gave them (AlterConfigs replaces a topic's whole dynamic set)."""
+    if not wanted:
+        return 0
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted])
+    changes = []
+    for response in described:
+        for code, message, _type, name, entries in response.resources:
+            if code:
+                raise ConfigurationError(f"Kafka refused to describe topic {name}: {message} (error {code})")
+            current = {e[0]: e[1] for e in entries}
+            if all(current.get(k) == v for k, v in wanted[name].items()):
+                continue
+            # v0 marks defaults; v1+ names the source (1: set on this topic)
+            dynamic = {e[0]: e[1] for e in entries if (not e[3] if response.API_VERSION == 0 else e[3] == 1)}
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, {**dynamic, **wanted[name]}))
+    if changes:
+        for response in await admin.alter_configs(changes):
+            failed = [(name, message) for code, message, _type, name in response.resources if code]
+            if failed:
+                raise ConfigurationError(f"Kafka refused to alter topic {failed[0][0]}: {failed[0][1]}")
+        for c in changes:
+            log.warning("kafka.topic_config_restored", topic=c.name, config=c.configs)
+    return len(changes)
 
 
 class _CreateAcls(Request[CreateAclsRequest_v1]):
@@ -120,35 +173,66 @@ async def _create_acls(admin: AIOKafkaAdminClient, bindings: Sequence[kafka_acce
     return len(bindings)
 
 
-async def _acls_in_force(admin: AIOKafkaAdminClient) -> set[kafka_access.Binding]:
+async def _grants(admin: AIOKafkaAdminClient) -> set[kafka_access.Grant]:
+    """Every ACL the broker holds."""
     any_, match = 1, 2
     response = await admin._send_request(DescribeAclsRequest(any_, None, match, None, None, any_, any_))
+    if response.error_code:
+        raise ConfigurationError(f"Kafka refused to list its ACLs: {response.error_message}")
     return {
-        kafka_access.Binding(
-            acl[0], kafka_access.Resource(rtype), name, kafka_access.Pattern(pattern), kafka_access.Operation(acl[2])
-        )
+        kafka_access.Grant(principal, host, rtype, name, pattern, operation, permission)
         for rtype, name, pattern, acls in response.resources
-        for acl in acls
-        if rtype in (2, 3) and pattern in (3, 4) and acl[2] in (3, 4, 8)
+        for principal, host, operation, permission in acls
     }
 
 
+async def _delete_acls(admin: AIOKafkaAdminClient, grants: Sequence[kafka_access.Grant]) -> None:
+    for g in grants:  # one exact filter each: nothing but that ACL matches it
+        response = await admin._send_request(
+            DeleteAclsRequest(g.resource, g.name, g.pattern, g.principal, g.host, g.operation, g.permission)
+        )
+        failed = [(code, message) for code, message, _matches in response.filter_responses if code]
+        if failed:
+            raise ConfigurationError(f"Kafka refused to remove the ACL {g}: {failed[0][1]}")
+
+
 async def _until_visible(
-    admin: AIOKafkaAdminClient, topics: set[str], acls: set[kafka_access.Binding], timeout_s: float = 30.0
+    admin: AIOKafkaAdminClient,
+    topics: set[str],
+    acls: set[kafka_access.Binding],
+    removed: set[kafka_access.Grant] = frozenset(),
+    timeout_s: float = 30.0,
 ) -> None:
     """The controller has accepted the topics and ACLs; wait until the broker serves them (metadata
-    propagates asynchronously), so that a service started next finds them."""
+    propagates asynchronously), so that a service started next finds them, and no longer serves the
+    ACLs removed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         missing_topics = topics - set(await admin.list_topics())
-        missing_acls = acls - await _acls_in_force(admin) if acls else set()
-        if not missing_topics and not missing_acls:
+        missing_acls: set = set()
+        left: set = set()
+        if acls or removed:
+            grants = await _grants(admin)
+            held = {
+                kafka_access.Binding(
+                    g.principal,
+                    kafka_access.Resource(g.resource),
+                    g.name,
+                    kafka_access.Pattern(g.pattern),
+                    kafka_access.Operation(g.operation),
+                )
+                for g in grants
+                if g.permission == 3 and g.host == "*" and g.resource in (2, 3) and g.pattern in (3, 4)
+                and g.operation in (3, 4, 8)
+            }  # fmt: skip
+            missing_acls, left = acls - held, removed & grants
+        if not missing_topics and not missing_acls and not left:
             return
         if loop.time() > deadline:
             raise ConfigurationError(
-                f"Kafka has not applied {len(missing_topics)} topic(s) and "
-                f"{len(missing_acls)} ACL(s) after {timeout_s:.0f} s"
+                f"Kafka has not applied {len(missing_topics)} topic(s), {len(missing_acls)} ACL(s) and "
+                f"{len(left)} ACL removal(s) after {timeout_s:.0f} s"
             )
         await asyncio.sleep(0.1)  # polling the broker's own view: there is no event to wait on
 

@@ -9,6 +9,7 @@ with ``allow.everyone.if.no.acl.found=false``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -27,18 +28,24 @@ class Access:
 ACCESS: dict[str, Access] = {
     "ingest": Access(
         reads=("inbound", "deletion_requested"),
-        writes=("pupil_recorded", "extract_completed", "row_rejected", "dead_letter", "deletion_confirmed"),
+        writes=("pupil_recorded", "extract_completed", "row_rejected", "dead_letter", "ingest_deletion_confirmed"),
     ),
     "eligibility": Access(
         reads=("pupil_recorded", "extract_completed", "deletion_requested"),
-        writes=("cohort", "dead_letter", "deletion_confirmed"),
+        writes=("cohort", "dead_letter", "eligibility_deletion_confirmed"),
     ),
     "delivery": Access(
         reads=("cohort", "deletion_requested"),
-        writes=("delivery_completed", "dead_letter", "deletion_confirmed"),
+        writes=("delivery_completed", "dead_letter", "delivery_deletion_confirmed"),
     ),
     "retention": Access(
-        reads=("delivery_completed", "extract_completed", "deletion_confirmed"),
+        reads=(
+            "delivery_completed",
+            "extract_completed",
+            "ingest_deletion_confirmed",
+            "eligibility_deletion_confirmed",
+            "delivery_deletion_confirmed",
+        ),
         writes=("deletion_requested", "deletion_completed", "dead_letter"),
     ),
     # An upstream system (MIS, admissions) that publishes encrypted, signed extracts: nothing else.
@@ -46,13 +53,18 @@ ACCESS: dict[str, Access] = {
 }
 assert set(SERVICES) <= set(ACCESS)
 
-# Retention of a topic (days) where it differs from SAIS_TOPIC_RETENTION_DAYS: the inbound topic holds
-# whole extracts only until ingest has read them. Crypto-shredding is what deletes readable data.
-RETENTION_DAYS = {"inbound": 7}
+# Retention of a topic (days) where it differs from SAIS_TOPIC_RETENTION_DAYS; None keeps it for good.
+# The inbound topic holds whole extracts only until ingest has read them (crypto-shredding is what
+# deletes readable data). The deletion certificates are kept for as long as the installation:
+# `sais retention reapply` needs every one of them whenever a backup is restored, however old the
+# backup (they hold ids, dates and counts, never personal data).
+RETENTION_DAYS: dict[str, int | None] = {"inbound": 7, "deletion_completed": None}
 
 
-def retention_days(topic_attr: str, default: int) -> int:
-    return RETENTION_DAYS.get(topic_attr, default)
+def topic_config(topic_attr: str, default_days: int) -> dict[str, str]:
+    """The configuration `sais kafka setup` gives a topic (and keeps it at: a changed one is altered)."""
+    days = RETENTION_DAYS.get(topic_attr, default_days)
+    return {"retention.ms": "-1" if days is None else str(days * 24 * 3600 * 1000), "cleanup.policy": "delete"}
 
 
 class Resource(IntEnum):  # Kafka's AclResourceType
@@ -78,6 +90,48 @@ class Binding:
     name: str
     pattern: Pattern
     operation: Operation
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """An ACL as the broker holds it (DescribeAcls): any principal, host, resource and permission."""
+
+    principal: str
+    host: str
+    resource: int  # AclResourceType
+    name: str
+    pattern: int  # PatternType
+    operation: int  # AclOperation (2 is ALL)
+    permission: int  # 2 DENY, 3 ALLOW
+
+    def __str__(self) -> str:
+        kind = {2: "topic", 3: "group"}.get(self.resource, f"resource type {self.resource}")
+        how = {3: "", 4: " (prefixed)"}.get(self.pattern, f" (pattern {self.pattern})")
+        op = {2: "ALL"}.get(self.operation) or Operation(self.operation).name
+        return f"{self.principal} {op} on {kind} {self.name!r}{how} from host {self.host}"
+
+
+def review_acls(grants: Iterable[Grant], prefix: str) -> tuple[list[Grant], list[Grant]]:
+    """The allow-ACLs on the broker that the table has not, and that reach this prefix's topics or
+    consumer groups: (confined to the prefix's own names, so `sais kafka setup` removes them;
+    broader, a wildcard or a shorter prefix that also reaches other applications' names, so setup
+    refuses and lists them for the Kafka administrator). Deny ACLs only take rights away: kept."""
+    table = {(b.principal, "*", int(b.resource), b.name, int(b.pattern), int(b.operation)) for b in bindings(prefix)}
+    topics = Topics(prefix).all()
+    groups = [group_prefix(name, prefix) for name, access in ACCESS.items() if access.consumes]
+    ours: list[Grant] = []
+    broader: list[Grant] = []
+    for g in sorted(set(grants)):
+        if g.permission != 3 or g.resource not in (Resource.TOPIC, Resource.GROUP):
+            continue
+        if (g.principal, g.host, g.resource, g.name, g.pattern, g.operation) in table:
+            continue
+        names, namespace = (topics, (f"{prefix}.",)) if g.resource == Resource.TOPIC else (groups, tuple(groups))
+        if g.name.startswith(namespace):
+            ours.append(g)
+        elif g.name == "*" or (g.pattern == Pattern.PREFIXED and any(n.startswith(g.name) for n in names)):
+            broader.append(g)
+    return ours, broader
 
 
 def topics_of(principal: str, prefix: str) -> tuple[list[str], list[str]]:
@@ -144,7 +198,7 @@ def strimzi_manifests(
     topic_docs = []
     for attr in Topics.names():
         name = getattr(topics, attr)
-        days = retention_days(attr, default_retention_days)
+        config = topic_config(attr, default_retention_days)
         topic_docs.append(
             {
                 "apiVersion": "kafka.strimzi.io/v1beta2",
@@ -155,9 +209,9 @@ def strimzi_manifests(
                     "partitions": partitions,
                     "replicas": replicas,
                     "config": {
-                        "retention.ms": days * 24 * 3600 * 1000,
+                        "retention.ms": int(config["retention.ms"]),
                         "min.insync.replicas": min(2, replicas),
-                        "cleanup.policy": "delete",
+                        "cleanup.policy": config["cleanup.policy"],
                     },
                 },
             }

@@ -55,6 +55,10 @@ TIMER_RUNS = Counter(
     "sais_timer_runs_total", "Completed runs of a service's own timer (delivery windows, retention)", ["service"]
 )
 DELETIONS = Counter("sais_retention_deletions_total", "Deletions certified (every owner confirmed)", ["rule"])
+FORGED_CONFIRMATIONS = Counter(
+    "sais_retention_confirmations_ignored_total",
+    "Deletion confirmations ignored because they name an owner other than the one whose topic carried them",
+)
 CONFIRMATIONS_OVERDUE = Gauge(
     "sais_retention_confirmations_overdue",
     "Deletion requests an owning service has not confirmed within the timeout",

@@ -7,6 +7,7 @@ period. A bad file fails on load with the field named.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import date
 from email.errors import HeaderParseError, MessageDefect
@@ -20,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -223,6 +225,7 @@ class Protocol(_Strict):
     retention_months: int = Field(ge=1, le=120)
     staleness_months: int = Field(ge=1, le=120)
     revisions: list[Revision] = Field(min_length=1)
+    _sha256: str = PrivateAttr("")  # of the text it was read from (parse_protocol)
 
     @field_validator("sources")
     @classmethod
@@ -250,6 +253,12 @@ class Protocol(_Strict):
                 f"source {name!r} is not covered by protocol {self.id} v{self.version}; "
                 f"it covers {sorted(self.sources)}"
             ) from None
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the exact text this version was read from: what the registry stores and what
+        the audit trail names, so a batch can be traced to the very file it was sent under."""
+        return self._sha256
 
     def review_overdue(self, today: date) -> bool:
         return today > self.review_date
@@ -312,12 +321,18 @@ def parse_protocol(text: str, origin: str = "<protocol>") -> Protocol:
     if not isinstance(data, dict):
         raise ProtocolError(f"{origin}: expected a mapping at the top level")
     try:
-        return Protocol.model_validate(data)
+        protocol = Protocol.model_validate(data)
     except ValidationError as exc:
         lines = [
             f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in exc.errors(include_url=False)
         ]
         raise ProtocolError(f"{origin}: invalid protocol file\n" + "\n".join(lines)) from None
+    protocol._sha256 = protocol_sha256(text)
+    return protocol
+
+
+def protocol_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def bundled_protocol_path() -> Path:

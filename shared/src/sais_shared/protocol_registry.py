@@ -2,14 +2,15 @@
 
 Loading a version validates it first, stores its text and hash, and is audited. The version in
 force is the last one loaded; ``sais db migrate`` puts one in force when none is (SAIS_PROTOCOL_FILE,
-else the bundled example).
+else the bundled example). Services and commands read the version in force from the registry only: a
+file named in their environment is never what they enforce (so no one can swap the protocol by setting
+a variable, unaudited).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from .protocol import (
     Protocol,
     bundled_protocol_path,
     parse_protocol,
+    protocol_sha256,
     read_protocol_file,
 )
 
@@ -42,7 +44,7 @@ class LoadedVersion:
 async def load_version(conn: asyncpg.Connection | asyncpg.Pool, text: str, origin: str, actor: str) -> Protocol:
     """Validate and put a protocol version in force (audited). Raises ProtocolError naming the field."""
     protocol = parse_protocol(text, origin)
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    digest = protocol_sha256(text)
     await conn.execute(
         "INSERT INTO shared.protocols(protocol_id, version, sha256, content, loaded_by) VALUES ($1,$2,$3,$4,$5)",
         protocol.id,
@@ -67,10 +69,8 @@ async def load_version(conn: asyncpg.Connection | asyncpg.Pool, text: str, origi
     return protocol
 
 
-async def in_force(pool: asyncpg.Pool, override: Path | None = None) -> Protocol:
-    """The protocol every service enforces: an explicit file (SAIS_PROTOCOL_FILE), else the last loaded."""
-    if override is not None:
-        return parse_protocol(read_protocol_file(override), str(override))
+async def in_force(pool: asyncpg.Pool) -> Protocol:
+    """The protocol every service and command enforces: the last version loaded into the registry."""
     row = await pool.fetchrow("SELECT content, protocol_id, version FROM shared.protocols ORDER BY seq DESC LIMIT 1")
     if row is None:
         raise ConfigurationError("no protocol is in force: `sais db migrate` (or `sais protocol load FILE`) first")
@@ -81,10 +81,9 @@ class ProtocolRef:
     """The protocol in force for a long-running service: re-read from the registry every ``interval``
     seconds, so a version loaded with ``sais protocol load`` takes effect without a restart."""
 
-    def __init__(self, protocol: Protocol, pool: asyncpg.Pool, override: Path | None, interval: float = 30.0) -> None:
+    def __init__(self, protocol: Protocol, pool: asyncpg.Pool, interval: float = 30.0) -> None:
         self._protocol = protocol
         self._pool = pool
-        self._override = override
         self._interval = interval
         self._task: asyncio.Task | None = None
         self._listeners: list[Callable[[Protocol], Awaitable[object]]] = []
@@ -98,7 +97,7 @@ class ProtocolRef:
         return self._protocol
 
     async def refresh(self) -> Protocol:
-        latest = await in_force(self._pool, self._override)
+        latest = await in_force(self._pool)
         if (latest.id, latest.version) != (self._protocol.id, self._protocol.version) or latest != self._protocol:
             log.info("protocol.changed", protocol=latest.id, old=self._protocol.version, new=latest.version)
             self._protocol = latest

@@ -12,7 +12,6 @@ from . import notices, ops
 from .clock import Clock
 from .db import check_migrated, create_pool
 from .keystore import KeyStore
-from .protocol import load_protocol
 from .protocol_registry import FollowsProtocol, ProtocolRef, in_force
 from .settings import CommonSettings
 from .topics import Topics
@@ -41,14 +40,12 @@ async def open_runtime(
     with SAIS_DATABASE_URL's user for administrative commands), check that the schemas are migrated
     and read the protocol in force."""
     kek = settings.key_ring()
-    if settings.protocol_file is not None:
-        load_protocol(settings.protocol_file)  # a bad file fails before anything connects
     pool = await create_pool(settings.database_login(service) if service else settings.database_url, max_size=pool_size)
     try:
         async with pool.acquire() as conn:
             for schema, package in (("shared", "sais_shared"), *migrations):
                 await check_migrated(conn, schema, package)
-        protocol = await in_force(pool, settings.protocol_file)
+        protocol = await in_force(pool)
     except BaseException:
         await pool.close()
         raise
@@ -67,5 +64,5 @@ async def open_runtime(
             f"{protocol.review_date:%d %B %Y} (ISP §15). Agree the review with the other parties, then load the "
             "reviewed version with `sais protocol load FILE`; delivery refuses to send until then (unless given --override-review and a reason).",
         )
-    ref = ProtocolRef(protocol, pool, settings.protocol_file, settings.protocol_refresh_s)
+    ref = ProtocolRef(protocol, pool, settings.protocol_refresh_s)
     return Runtime(settings, pool, KeyStore(pool, kek), ref, clock, Topics(settings.topic_prefix))

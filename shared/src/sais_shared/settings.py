@@ -120,7 +120,10 @@ class CommonSettings(BaseSettings):
     )
     protocol_refresh_s: float = Field(30.0, description="How often services re-read the protocol in force")
     protocol_file: Path | None = Field(
-        None, description="Information Sharing Protocol file; the bundled example when unset"
+        None,
+        description="Information Sharing Protocol file that `sais db migrate` puts in force when no version "
+        "is (the bundled example in development mode). Never read by the services or other commands: they "
+        "enforce the version in the registry (`sais protocol load FILE` to change it)",
     )
 
     def database_login(self, service: str) -> dict[str, str]:

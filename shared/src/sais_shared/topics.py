@@ -41,9 +41,23 @@ class Topics:
     def deletion_requested(self) -> str:
         return f"{self.prefix}.retention.deletion-requested.v1"
 
+    # Each owner confirms its deletions on its own topic, which only it may write (ACL): a confirmation
+    # is the owner's word, never another service's.
     @property
-    def deletion_confirmed(self) -> str:
-        return f"{self.prefix}.deletion-confirmed.v1"
+    def ingest_deletion_confirmed(self) -> str:
+        return f"{self.prefix}.ingest.deletion-confirmed.v1"
+
+    @property
+    def eligibility_deletion_confirmed(self) -> str:
+        return f"{self.prefix}.eligibility.deletion-confirmed.v1"
+
+    @property
+    def delivery_deletion_confirmed(self) -> str:
+        return f"{self.prefix}.delivery.deletion-confirmed.v1"
+
+    def deletion_confirmed_by(self, owner: str) -> str:
+        """The topic an owner (ingest, eligibility, delivery) confirms its deletions on."""
+        return getattr(self, f"{owner}_deletion_confirmed")
 
     @property
     def dead_letter(self) -> str:

@@ -10,6 +10,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 from sais_shared.bootstrap import Current, Running, Wiring, service_app, session
 from sais_shared.events import (
+    OWNERS,
     DeletionCompleted,
     DeletionConfirmed,
     DeletionRequested,
@@ -100,17 +101,18 @@ def build_app(settings: RetentionSettings | None = None):
             description="Schedules deletion of an extract that is never delivered (ingest + retention period), and "
             "deletes one that was refused or failed part-way at once (key destroyed, owners asked to delete).",
         )
-        batch_consumer(
-            broker,
-            topic=topics.deletion_confirmed,
-            group_id=settings.retention_group_id,
-            parse=DeletionConfirmed.model_validate_json,
-            payload=DeletionConfirmed,
-            handle=lambda evs: current.service.handle_confirmations(evs),
-            dead_letter_topic=topics.dead_letter,
-            title=f"{topics.deletion_confirmed}:retention",
-            description="Owners' confirmations; the certificate is written when every owner has confirmed.",
-        )
+        for owner in OWNERS:  # one topic per owner, written by it alone: a confirmation is its own word
+            batch_consumer(
+                broker,
+                topic=topics.deletion_confirmed_by(owner),
+                group_id=settings.retention_group_id,
+                parse=DeletionConfirmed.model_validate_json,
+                payload=DeletionConfirmed,
+                handle=lambda evs, owner=owner: current.service.handle_confirmations(evs, owner),
+                dead_letter_topic=topics.dead_letter,
+                title=f"{topics.deletion_confirmed_by(owner)}:retention",
+                description=f"{owner}'s confirmations; the certificate is written when every owner has confirmed.",
+            )
 
     async def run_due(running: Running[tuple, RetentionService]) -> None:
         requests = await running.service.run_due()

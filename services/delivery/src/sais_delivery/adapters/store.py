@@ -26,7 +26,7 @@ CONTENT_SHA256 = (
 # A batch's columns, less pupil_ids: a county's batch lists a million ids, which delivery never needs.
 BATCH = (
     "batch_id, window_name, academic_year, recipient, message_id, status, content_sha256, counts, files, "
-    "extract_ids, key_ids, replaces_batch, protocol_version, delete_by, attempts, last_error, prepared_at, "
+    "extract_ids, key_ids, replaces_batch, protocol_version, protocol_sha256, delete_by, attempts, last_error, prepared_at, "
     "sent_at, smtp_reply, purged_at, part_count"
 )
 
@@ -81,13 +81,14 @@ class WindowSnapshot:
         inserted = await self.conn.fetchval(
             "INSERT INTO delivery.batches(batch_id, window_name, academic_year, recipient, message_id, status, "
             "content_sha256, counts, files, extract_ids, key_ids, pupil_ids, replaces_batch, protocol_version, "
-            "delete_by, prepared_at, part_count) SELECT $1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,'[]'::jsonb,$8,"
-            "$9, (SELECT coalesce(array_agg(DISTINCT pupil_id), '{}') FROM delivery.members "  # server-side
-            "WHERE academic_year=$3 AND status='active' AND window_source = ANY($15)), $10,$11,$12,$13,$14 "
+            "protocol_sha256, delete_by, prepared_at, part_count) SELECT $1,$2,$3,$4,$5,'prepared',$6,$7::jsonb,"
+            "'[]'::jsonb,$8,$9, (SELECT coalesce(array_agg(DISTINCT pupil_id), '{}') FROM delivery.members "
+            "WHERE academic_year=$3 AND status='active' AND window_source = ANY($15)), $10,$11,$16,$12,$13,$14 "
             "ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
             batch["batch_id"], batch["window"], academic_year, batch["recipient"], batch["message_id"],
             batch["content"], json.dumps(batch["counts"]), batch["extract_ids"], batch["key_ids"], batch["replaces"],
             batch["protocol_version"], batch["delete_by"], batch["prepared_at"], len(parts), sources,
+            batch["protocol_sha256"],
         )  # fmt: skip
         if not inserted:
             return False
@@ -312,7 +313,7 @@ class DeliveryStore:
             await audit(
                 conn, actor, "batch.sent", f"batch:{batch_id}",
                 {"recipient": b["recipient"], "message_ids": [p["message_id"] for p in parts],
-                 "counts": json.loads(b["counts"])},
+                 "counts": json.loads(b["counts"]), "protocol_sha256": b["protocol_sha256"]},
                 b["protocol_version"],
             )  # fmt: skip
         return b, parts

@@ -300,7 +300,8 @@ class DeliveryService(FollowsProtocol):
                 "batch_id": batch_id, "window": window, "recipient": recipient,
                 "message_id": message_id_of(batch_id, 1, n), "content": content, "counts": counts,
                 "extract_ids": extract_ids, "key_ids": key_ids, "replaces": replaces,
-                "protocol_version": self.protocol.version, "prepared_at": now,
+                "protocol_version": self.protocol.version, "protocol_sha256": self.protocol.sha256,
+                "prepared_at": now,
                 "delete_by": (now + relativedelta(months=self.protocol.retention_months)).date(),
             }  # fmt: skip
             parts = [(i, message_id_of(batch_id, i, n), [g.as_json() for g in segs]) for i, segs in enumerate(plan, 1)]
@@ -310,7 +311,8 @@ class DeliveryService(FollowsProtocol):
             await snap.audit(
                 actor, "batch.prepared", f"batch:{batch_id}",
                 {"window": window, "academic_year": academic_year, "recipient": recipient, "counts": counts,
-                 "parts": n, "max_message_bytes": self.max_message_bytes, "coverage_gaps": gaps},
+                 "parts": n, "max_message_bytes": self.max_message_bytes, "coverage_gaps": gaps,
+                 "protocol_sha256": self.protocol.sha256},
                 self.protocol.version,
             )  # fmt: skip
         log.info("batch.prepared", batch_id=str(batch_id), counts=counts, parts=n)

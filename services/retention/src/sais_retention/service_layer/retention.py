@@ -87,14 +87,17 @@ class RetentionService(FollowsProtocol):
             if e not in named:
                 log.error("extract.key_not_its_own", extract_id=str(e.extract_id), key_id=str(e.key_id),
                           effect="ignored: the key store says the key is another extract's")  # fmt: skip
+        # The ingest date is the day retention learns of it, by its own clock, never a date the event says
+        # (a backdated event would have the key destroyed at once): at most a few seconds after ingest,
+        # later only by the time retention was down, so never before the protocol allows.
+        today = self.clock.today()
         await self._schedule(
             [e for e in named if isinstance(e, ExtractCompleted)],
-            lambda e: (f"extract:{e.extract_id}", RULE_UNDELIVERED, e.occurred_at.date(), [e.extract_id], [e.key_id]),
+            lambda e: (f"extract:{e.extract_id}", RULE_UNDELIVERED, today, [e.extract_id], [e.key_id]),
         )
         failed = [e for e in named if isinstance(e, ExtractFailed)]
         if not failed:
             return
-        today = self.clock.today()  # at once: by retention's own clock, never a date the event says
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in failed])
             for e in failed:
@@ -243,10 +246,17 @@ class RetentionService(FollowsProtocol):
 
     # --- certifying ------------------------------------------------------------------------
 
-    async def handle_confirmations(self, events: list[DeletionConfirmed]) -> list[DeletionCompleted]:
-        """Record each owner's confirmation; certify a request once every owner has confirmed."""
+    async def handle_confirmations(self, events: list[DeletionConfirmed], owner: str) -> list[DeletionCompleted]:
+        """Record each owner's confirmation, read from ``owner``'s own topic (only it may write there);
+        certify a request once every owner has confirmed. A confirmation that names another owner is
+        not that owner's word: ignored, and logged as an error."""
         certs: list[DeletionCompleted] = []
         for e in events:
+            if e.service != owner:
+                log.error("deletion.confirmation_not_its_own", request_id=str(e.request_id), topic_owner=owner,
+                          names=e.service, effect="ignored: only the owner confirms its deletions")  # fmt: skip
+                ops.FORGED_CONFIRMATIONS.inc()
+                continue
             async with self.uow() as repo:
                 req = await repo.claim_request(e.request_id)
                 if req is None:
