@@ -15,8 +15,8 @@ install:
 demo: install
 	@.venv/bin/python deploy/local/demo.py
 
-test: install tools
-	@bash deploy/local/run-tests.sh
+test: install
+	@bash deploy/local/run-tests.sh  # builds the tools (make tools) while the stack starts
 
 test-unit: install
 	@.venv/bin/pytest -m unit -q

@@ -12,18 +12,39 @@ compose_log=$(mktemp)
 images_log=$(mktemp)
 images_pid=""
 started=0
-if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
-  $PY deploy/local/stack.py start || exit 1
-  started=1
-fi
+tools_pid=""
+npm_pid=""
+prep_log=$(mktemp)
 cleanup() {
+  for pid in $tools_pid $npm_pid; do kill "$pid" 2>/dev/null; done
   [ -n "$images_pid" ] && kill "$images_pid" 2>/dev/null && wait "$images_pid" 2>/dev/null
   [ -n "$compose_pid" ] && kill "$compose_pid" 2>/dev/null
   [ "$started" = 1 ] && $PY deploy/local/stack.py stop
   [ "$engine_was_up" = 0 ] && bash deploy/images/engine.sh stop
-  rm -f "$compose_log" "$images_log"
+  rm -f "$compose_log" "$images_log" "$prep_log"
 }
 trap cleanup EXIT
+# What the tests need besides the servers, fetched and built while the stack starts (each is a minute
+# of network and compiling on a new machine, seconds after): kustomize (`make tools`, for the manifest
+# tests) and the official AsyncAPI parser's node_modules (for the contract test).
+make -s tools >"$prep_log" 2>&1 &
+tools_pid=$!
+if command -v npm >/dev/null 2>&1 && [ ! -d docs/asyncapi/validate/node_modules/@asyncapi/parser ]; then
+  (cd docs/asyncapi/validate && npm ci --no-audit --no-fund --silent) >>"$prep_log" 2>&1 &
+  npm_pid=$!
+fi
+if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
+  started=1  # stopped at the end, also when it fails half-way
+  $PY deploy/local/stack.py start || exit 1
+fi
+if ! wait "$tools_pid"; then
+  echo "make tools failed:" >&2; tail -20 "$prep_log" >&2; exit 1
+fi
+tools_pid=""
+if [ -n "$npm_pid" ] && ! wait "$npm_pid"; then  # the contract test tries again and says why
+  echo "npm ci for the AsyncAPI parser failed:" >&2; tail -20 "$prep_log" >&2
+fi
+npm_pid=""
 # The compose test's images, built beside the main suite: minutes on a machine that has none (a Debian
 # base, Kafka's jars, Mailpit from its Go module), seconds when they are cached. Started once the stack
 # is up (both may fetch Kafka's jars and use apt), niced so the tests' own servers come first; the
