@@ -220,14 +220,18 @@ async def test_the_certificate_waits_for_every_owner_and_adds_up_their_counts(wo
     )  # a redelivery: no second one
 
 
-async def test_an_extract_delivered_later_is_left_to_its_transfer(world):
-    svc, repo, clock, extract, key = world
-    done = ExtractCompleted(
-        event_id=uuid4(), occurred_at=datetime(2017, 6, 1, tzinfo=UTC), extract_id=extract, source="summer-census",
+def completed(extract: UUID, key: UUID, on: datetime) -> ExtractCompleted:
+    return ExtractCompleted(
+        event_id=uuid4(), occurred_at=on, extract_id=extract, source="summer-census",
         reference_date=date(2017, 5, 18), target_academic_year="2017/18", content_sha256="0" * 64, rows_in=1,
         accepted=1, rejected=0, out_of_scope=0, warnings=0, supersedes=None, key_id=key, originator="LA",
         protocol_version="0.2", ingested_by="test",
     )  # fmt: skip
+
+
+async def test_an_extract_delivered_later_is_left_to_its_transfer(world):
+    svc, repo, clock, extract, key = world
+    done = completed(extract, key, datetime(2017, 6, 1, tzinfo=UTC))
     clock.today_ = date(2017, 6, 1)  # retention learns of the ingest that day
     await svc.handle_extracts([done])
     clock.today_ = date(2017, 7, 20)
@@ -296,12 +300,7 @@ async def test_a_confirmation_is_only_its_owners_word(world):
 async def test_a_backdated_extract_is_scheduled_from_the_day_retention_learns_of_it(world):
     """Finding 2: an extract-completed dated 2000-01-01 does not get its key destroyed at once."""
     svc, repo, clock, extract, key = world
-    backdated = ExtractCompleted(
-        event_id=uuid4(), occurred_at=datetime(2000, 1, 1, tzinfo=UTC), extract_id=extract, source="summer-census",
-        reference_date=date(2017, 5, 18), target_academic_year="2017/18", content_sha256="0" * 64, rows_in=1,
-        accepted=1, rejected=0, out_of_scope=0, warnings=0, supersedes=None, key_id=key, originator="LA",
-        protocol_version="0.2", ingested_by="test",
-    )  # fmt: skip
+    backdated = completed(extract, key, datetime(2000, 1, 1, tzinfo=UTC))
     await svc.handle_extracts([backdated])
     assert repo.schedule_[f"extract:{extract}"].due_on == date(2017, 10, 20)  # 2017-07-20 + 3 months
     await svc.run_due(clock.today())
