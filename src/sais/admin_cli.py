@@ -91,7 +91,7 @@ def rotate_kek(as_json: bool = typer.Option(False, "--json", help="print the res
     import asyncio
 
     from sais_shared.db import create_pool
-    from sais_shared.keystore import audit, kek_usage, rewrap_all
+    from sais_shared.keystore import audit, rewrap_all
 
     actor, settings = operator.actor(), CommonSettings()
     if settings.index_key_file is None:
@@ -103,64 +103,109 @@ def rotate_kek(as_json: bool = typer.Option(False, "--json", help="print the res
         raise typer.Exit(2)
     ring = settings.key_ring()
 
-    async def go() -> tuple[int, dict[str, int]]:
+    async def go():
         pool = await create_pool(settings.database_url)
         try:
             async with pool.acquire() as conn, conn.transaction():
-                n = await rewrap_all(conn, ring)
-                usage = await kek_usage(conn)
-                await audit(conn, actor, "kek.rotated", f"kek:{ring.kek_id}", {"data_keys": n, "by_kek": usage})
-                return n, usage
+                n, census = await rewrap_all(conn, ring)
+                details = {"data_keys": n, "by_kek": census.opened_by, "unopenable": len(census.unopenable)}
+                await audit(conn, actor, "kek.rotated", f"kek:{ring.kek_id}", details)
+                return n, census
         finally:
             await pool.close()
 
     with working(f"re-wrapping data keys with {ring.kek_id}"):
-        n, usage = asyncio.run(go())
+        n, census = asyncio.run(go())
+    others = {k: v for k, v in census.opened_by.items() if k not in (ring.kek_id, None)}
     if as_json:
-        typer.echo(json.dumps({"kek_in_force": ring.kek_id, "rewrapped": n, "live_keys_by_kek": usage}))
-        return
-    others = {k: v for k, v in usage.items() if k != ring.kek_id}
-    typer.echo(
-        f"{n} data key(s) re-wrapped with {ring.kek_id}; "
-        + (
-            f"still under {', '.join(f'{k} ({v})' for k, v in others.items())}: a writer still holds that KEK; "
-            "restart it with the new one in force and run this again"
-            if others
-            else "every live data key is under it: the retired KEK(s) can be removed and destroyed"
+        typer.echo(
+            json.dumps(
+                {
+                    "kek_in_force": ring.kek_id,
+                    "rewrapped": n,
+                    "live_keys_by_kek": _by_opener(census),
+                    "unopenable": [str(k) for k in census.unopenable],
+                    "retired_can_be_removed": census.only_under(ring.kek_id),
+                }
+            )
         )
+    elif census.unopenable:
+        typer.echo(f"{n} data key(s) re-wrapped with {ring.kek_id}")
+    else:
+        typer.echo(
+            f"{n} data key(s) re-wrapped with {ring.kek_id}; "
+            + (
+                f"still under {', '.join(f'{k} ({v})' for k, v in others.items())}: a writer still holds that "
+                "KEK; restart it with the new one in force and run this again"
+                if others
+                else "every live data key opens with it (each one tried): the retired KEK(s) can be removed and "
+                "destroyed"
+            )
+        )
+    if census.unopenable:
+        _unopenable(census, ring)
+        raise typer.Exit(int(Exit.REFUSED))
+
+
+def _by_opener(census) -> dict[str, int]:
+    """Live data keys by the KEK that opens them; "NOT HELD" for those none of the ring opens."""
+    return {k if k is not None else "NOT HELD": v for k, v in sorted(census.opened_by.items(), key=lambda i: str(i[0]))}
+
+
+def _unopenable(census, ring) -> None:
+    ids = ", ".join(str(k) for k in census.unopenable[:10]) + (" …" if len(census.unopenable) > 10 else "")
+    typer.echo(
+        f"refused: {len(census.unopenable)} live data key(s) open with none of the KEKs held "
+        f"({', '.join([ring.kek_id, *ring.retired_ids])}): {ids}. Do not remove any KEK: find the one that "
+        "wrapped them (put it in SAIS_KEK_RETIRED_DIR under its own id) or, for keys no KEK of this "
+        "installation made, have retention destroy them",
+        err=True,
     )
 
 
 @keys_app.command("status")
 def keys_status(as_json: bool = typer.Option(False, "--json", help="print the result as JSON (for scripts)")) -> None:
-    """The KEK in force, the retired ones this configuration holds, and the live data keys under each id.
-    Exit 3 when live keys are under a KEK this configuration does not hold (they would not open)."""
+    """The KEK in force, the retired ones this configuration holds, and the live data keys each one opens
+    (every key is tried, whatever its label says). Exit 3 when live keys open with none of them."""
     import asyncio
 
     from sais_shared.db import create_pool
-    from sais_shared.keystore import kek_usage
+    from sais_shared.keystore import kek_census
 
     settings = CommonSettings()
     ring = settings.key_ring()
 
-    async def go() -> dict[str, int]:
+    async def go():
         pool = await create_pool(settings.database_url)
         try:
-            return await kek_usage(pool)
+            return await kek_census(pool, ring)
         finally:
             await pool.close()
 
-    usage = asyncio.run(go())
-    unheld = sorted(set(usage) - {ring.kek_id, *ring.retired_ids})
+    census = asyncio.run(go())
+    by_kek = _by_opener(census)
     if as_json:
-        typer.echo(json.dumps({"kek_in_force": ring.kek_id, "retired": ring.retired_ids, "live_keys_by_kek": usage,
-                               "not_held": unheld}))  # fmt: skip
+        typer.echo(json.dumps({"kek_in_force": ring.kek_id, "kek_fingerprint": ring.fingerprint,
+                               "retired": ring.retired_ids, "live_keys_by_kek": by_kek,
+                               "live_keys_by_label": census.by_label,
+                               "not_held": [str(k) for k in census.unopenable],
+                               "mislabelled": [str(k) for k in census.mislabelled]}))  # fmt: skip
     else:
-        typer.echo(f"KEK in force: {ring.kek_id}; retired, unwrap only: {', '.join(ring.retired_ids) or 'none'}")
-        for kek_id, n in usage.items():
+        typer.echo(
+            f"KEK in force: {ring.kek_id} (fingerprint {ring.fingerprint}); "
+            f"retired, unwrap only: {', '.join(ring.retired_ids) or 'none'}"
+        )
+        for kek_id, n in by_kek.items():
             held = "in force" if kek_id == ring.kek_id else "retired" if kek_id in ring.retired_ids else "NOT HELD"
             typer.echo(f"  {kek_id}: {n} live data key(s) ({held})")
-    if unheld:
+        if census.mislabelled:
+            typer.echo(
+                f"  {len(census.mislabelled)} live data key(s) carry another KEK's id or fingerprint than the "
+                "one that opens them: `sais keys rotate-kek` labels them again"
+            )
+    if census.unopenable:
+        if not as_json:
+            _unopenable(census, ring)
         raise typer.Exit(int(Exit.REFUSED))
 
 

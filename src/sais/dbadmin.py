@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import stringprep
 import unicodedata
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -144,16 +146,81 @@ class ChainReport:
         return not self.problems
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+AUDIT_TRIGGERS = ("audit_log_append_only", "audit_log_chain", "audit_log_no_truncate")
+AUDIT_FUNCTIONS = ("audit", "audit_log_append_only", "audit_log_chain")
+
+
+def audit_row_text(r) -> str:
+    """What a row's hash covers, built here from its raw columns (as the chain trigger builds it), so that
+    a function redefined in the database cannot change what is checked. The login role is part of it for
+    rows written since the server has set it (before that it is NULL, which concat_ws leaves out)."""
+    micros = (r["at"] - _EPOCH) // timedelta(microseconds=1)
+    parts = [str(r["chain_seq"]), str(micros), r["actor"], r["action"], r["subject"], r["details"]]
+    parts.append(r["protocol_version"] or "")
+    if r["db_role"] is not None:
+        parts.append(r["db_role"])
+    return "\x1f".join(parts)
+
+
+def _shipped_function_bodies() -> dict[str, str]:
+    """The body of each audit function as the shared migrations last define it."""
+    from importlib import resources
+
+    bodies: dict[str, str] = {}
+    folder = resources.files("sais_shared") / "migrations"
+    pattern = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION shared\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
+    for f in sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name):
+        for name, body in pattern.findall(f.read_text(encoding="utf-8")):
+            bodies[name] = body
+    return {n: bodies[n] for n in AUDIT_FUNCTIONS}
+
+
+async def _audit_machinery_problems(conn: asyncpg.Connection) -> list[str]:
+    """The triggers that make the log append-only and chained, each enabled, and the functions behind
+    them exactly as the migrations installed them."""
+    problems = []
+    triggers = {
+        r["tgname"]: r["tgenabled"]
+        for r in await conn.fetch(
+            "SELECT tgname, tgenabled::text AS tgenabled FROM pg_trigger WHERE tgrelid = 'shared.audit_log'::regclass AND NOT tgisinternal"
+        )
+    }
+    for name in AUDIT_TRIGGERS:
+        if name not in triggers:
+            problems.append(f"the trigger {name} on shared.audit_log is missing")
+        elif triggers[name] != "O":
+            problems.append(f"the trigger {name} on shared.audit_log is not enabled")
+    problems += [
+        f"shared.audit_log has a trigger the migrations did not make: {n}"
+        for n in sorted(set(triggers) - set(AUDIT_TRIGGERS))
+    ]
+    installed = {
+        r["proname"]: r["prosrc"]
+        for r in await conn.fetch(
+            "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'shared' AND p.proname = ANY($1::text[])",
+            list(AUDIT_FUNCTIONS),
+        )
+    }
+    for name, body in _shipped_function_bodies().items():
+        if installed.get(name) != body:
+            problems.append(f"the function shared.{name} is not the one the migrations installed (redefined?)")
+    return problems
+
+
 async def verify_audit_chain(conn: asyncpg.Connection) -> ChainReport:
-    """Recompute the audit log's hash chain in Python: a removed, altered or inserted row breaks it."""
+    """Recompute the audit log's hash chain in Python from the raw columns: a removed, altered or inserted
+    row breaks it; a disabled trigger or a redefined audit function is named too."""
     problems: list[str] = []
     prev = b""
     expected_seq = 1
     n = 0
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        problems += await _audit_machinery_problems(conn)
         async for r in conn.cursor(
-            "SELECT id, chain_seq, prev_hash, row_hash, shared.audit_row_text(chain_seq, at, actor, action, "
-            "subject, details, protocol_version) AS text FROM shared.audit_log ORDER BY chain_seq NULLS FIRST"
+            "SELECT id, chain_seq, prev_hash, row_hash, at, actor, action, subject, details::text AS details, "
+            "protocol_version, db_role FROM shared.audit_log ORDER BY chain_seq NULLS FIRST"
         ):
             n += 1
             if r["chain_seq"] is None:
@@ -163,7 +230,7 @@ async def verify_audit_chain(conn: asyncpg.Connection) -> ChainReport:
                 problems.append(f"rows {expected_seq}–{r['chain_seq'] - 1} of the chain are missing")
             if bytes(r["prev_hash"]) != prev:
                 problems.append(f"row {r['chain_seq']} does not follow the row before it")
-            digest = hashlib.sha256(bytes(r["prev_hash"]) + r["text"].encode()).digest()
+            digest = hashlib.sha256(bytes(r["prev_hash"]) + audit_row_text(r).encode()).digest()
             if digest != bytes(r["row_hash"]):
                 problems.append(f"row {r['chain_seq']} was altered after it was written")
             prev = bytes(r["row_hash"])

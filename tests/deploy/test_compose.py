@@ -95,6 +95,14 @@ def wait_healthy(env: dict[str, str], timeout: float = 240) -> dict[str, str]:
         time.sleep(2)
 
 
+SECRET_FILES = {  # besides the CA and its own passwords (security review, finding 4)
+    "ingest": {"kek.b64", "inbound.key"},
+    "eligibility": {"kek.b64"},
+    "delivery": {"kek.b64", "sender.pem", "sender.key", "recipient.pem"},
+    "retention": set(),  # it destroys data keys and never opens one
+}
+
+
 def walkthrough() -> list[str]:
     return readme_block("### With Docker Compose", "make images")
 
@@ -192,6 +200,11 @@ def test_the_compose_walkthrough_runs_as_written_and_a_restart_of_every_containe
 
     # Every service is healthy: its /readyz reached Kafka (TLS + its own SCRAM login) and PostgreSQL.
     assert wait_healthy(project, timeout=60)
+    # … holding only the secret files it reads: the CA, its own two passwords, and its own keys.
+    for service, own in SECRET_FILES.items():
+        found = set(compose(project, "exec", "-T", service, "find", "/pki", "-type", "f").split())
+        mine = {"/pki/ca.pem", f"/pki/credentials/postgres-sais_{service}", f"/pki/credentials/kafka-sais-{service}"}
+        assert found == mine | {f"/pki/{f}" for f in own}, (service, found)
 
     # The CLI's report is in the exports volume, and it is the ingest's.
     report = json.loads(cli(project, "/exports/may.json", entrypoint="cat"))

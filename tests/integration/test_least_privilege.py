@@ -21,7 +21,10 @@ SCHEMA_TABLE = {
     "retention": "retention.schedule",
 }
 KEY_FUNCTIONS = {  # which key-store function each role may call
-    "create": ("SELECT shared.create_data_key(gen_random_uuid(), gen_random_uuid(), 'k', '\\x00')", {"ingest"}),
+    "create": (
+        "SELECT shared.create_data_key(gen_random_uuid(), gen_random_uuid(), 'k', md5(random()::text), '\\x00')",
+        {"ingest"},
+    ),
     "read": ("SELECT * FROM shared.wrapped_data_keys(ARRAY[gen_random_uuid()])", {"ingest", "eligibility", "delivery"}),
     "list": ("SELECT * FROM shared.live_data_keys()", {"retention"}),
     "destroy": ("SELECT shared.destroy_data_keys(ARRAY[gen_random_uuid()], 't')", {"retention"}),
@@ -89,6 +92,61 @@ async def test_the_audit_chain_shows_a_row_an_administrator_removed(settings_env
         await admin.close()
 
 
+async def test_the_audit_trail_takes_its_id_time_and_writer_from_the_server_and_cannot_be_stalled(settings_env):
+    """Finding 5: a service could insert a backdated entry under any name and id, take the ids others were
+    about to use, or hold the chain's advisory lock and stall every audited change; and `audit verify`
+    hashed text that a redefinable database function built. Now the server sets id, time and login role,
+    the chain is serialised on a head row only the owner can lock, and verify builds the text itself."""
+    from datetime import UTC, datetime, timedelta
+
+    delivery = await connect_as("delivery")
+    ingest = await connect_as("ingest")
+    admin = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        for sql in (
+            "INSERT INTO shared.audit_log(id, at, actor, action, subject) "
+            "VALUES (1000000, '2017-01-01', 'Jo Bloggs', 'batch.sent', 'backdated')",
+            "SELECT nextval('shared.audit_log_id_seq')",
+            "SELECT * FROM shared.audit_head FOR UPDATE",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await delivery.execute(sql)
+        await audit(delivery, "Jo Bloggs", "chain.server_facts", "x")
+        row = await admin.fetchrow("SELECT id, at, db_role FROM shared.audit_log WHERE action='chain.server_facts'")
+        assert row["db_role"] == "sais_delivery"  # the login, whatever name the writer gave
+        assert abs(row["at"] - datetime.now(UTC)) < timedelta(minutes=5)
+        # Even the owner's own INSERT gets the server's id and time, not the ones it names.
+        await admin.execute(
+            "INSERT INTO shared.audit_log(id, at, actor, action, subject) "
+            "VALUES (1000000, '2017-01-01', 'Jo Bloggs', 'chain.owner_insert', 'backdated')"
+        )
+        owner_row = await admin.fetchrow("SELECT id, at FROM shared.audit_log WHERE action='chain.owner_insert'")
+        assert owner_row["id"] == row["id"] + 1 and owner_row["at"].year >= 2026
+        # The advisory lock the chain used to take: held by a service, it no longer stalls anyone.
+        await delivery.execute("SELECT pg_advisory_lock(hashtext('shared.audit_log chain'))")
+        await ingest.execute("SET lock_timeout = '3s'")
+        await audit(ingest, "t", "chain.not_stalled", "y")
+        await delivery.execute("SELECT pg_advisory_unlock_all()")
+        assert (await verify_audit_chain(admin)).intact
+        # An administrator who alters a row and then redefines the chain function is caught twice.
+        await admin.execute("ALTER TABLE shared.audit_log DISABLE TRIGGER audit_log_append_only")
+        await admin.execute("UPDATE shared.audit_log SET actor = 'someone else' WHERE action='chain.server_facts'")
+        await admin.execute("ALTER TABLE shared.audit_log ENABLE TRIGGER audit_log_append_only")
+        await admin.execute(
+            "CREATE OR REPLACE FUNCTION shared.audit_log_chain() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN NEW; END $$"
+        )
+        report = await verify_audit_chain(admin)
+        assert any("was altered" in p for p in report.problems), report.problems
+        assert any("shared.audit_log_chain is not the one the migrations installed" in p for p in report.problems)
+        await admin.execute("ALTER TABLE shared.audit_log DISABLE TRIGGER audit_log_no_truncate")
+        assert any("audit_log_no_truncate on shared.audit_log is not enabled" in p
+                   for p in (await verify_audit_chain(admin)).problems)  # fmt: skip
+    finally:
+        for c in (delivery, ingest, admin):
+            await c.close()
+
+
 async def test_the_cli_reports_the_chain(settings_env):
     import os
     import subprocess
@@ -124,6 +182,33 @@ async def test_a_service_starts_only_on_a_migrated_database(settings_env, infra)
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_a_service_refuses_to_run_as_another_services_role_or_as_a_superuser(settings_env, infra):
+    """Finding 11: a service connected as whatever SAIS_DATABASE_URL named ran with that role's rights. Now
+    another service's role is refused always, and a superuser (or any role not its own) outside development
+    mode, before anything is read."""
+    from sais_shared.errors import ConfigurationError
+    from sais_shared.runtime import check_role, open_runtime
+
+    ingest = CommonSettings().database_login("ingest")
+    base, _, query = ingest["dsn"].partition("://")[2].partition("@")[2].partition("?")
+    as_ingest = f"postgresql://{ingest['user']}:{ingest['password']}@{base}?{query}"
+    settings = CommonSettings(database_url=as_ingest, credentials_dir=None, dev_mode=True)
+    with pytest.raises(ConfigurationError, match="connected to PostgreSQL as the role sais_ingest; it must run as"):
+        await open_runtime(settings, ("eligibility", "sais_eligibility"), service="eligibility")
+    admin = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        with pytest.raises(ConfigurationError, match="as a superuser; it must run as its own role sais_retention"):
+            await check_role(admin, "retention", dev_mode=False)
+        await check_role(admin, "retention", dev_mode=True)  # the development fallback to the administrator
+    finally:
+        await admin.close()
+    own = await asyncpg.connect(**CommonSettings().database_login("retention"))
+    try:
+        await check_role(own, "retention", dev_mode=False)
+    finally:
+        await own.close()
 
 
 async def test_a_role_password_reaches_the_server_only_as_a_scram_verifier(settings_env):

@@ -23,7 +23,9 @@ from sais_ingest.config import IngestSettings
 from sais_retention.app import build_app as build_retention
 from sais_retention.app import retention_session
 from sais_retention.config import RetentionSettings
+from sais_shared.errors import ConfigurationError
 from sais_shared.events import DeliveryCompleted, ExtractCompleted, stable_id
+from sais_shared.settings import CommonSettings
 
 from tests.conftest import wait_until
 from tests.helpers import REPO
@@ -257,8 +259,6 @@ async def test_kek_rotation_while_the_services_run_loses_no_key_and_keeps_matchi
 ):
     import base64
 
-    from sais_shared.settings import CommonSettings
-
     old_env = dict(settings_env)
     assert (await sais(old_env, "keys", "rotate-kek")).returncode == 2  # the blind-index key must be pinned first
     assert (await sais(old_env, "keys", "export-index-key", str(tmp_path / "index.b64"))).returncode == 0
@@ -308,6 +308,83 @@ async def test_kek_rotation_while_the_services_run_loses_no_key_and_keeps_matchi
     assert ring_new.blind_index("Zoë", "Smith", "2012-01-01") == ring_old.blind_index("Zoë", "Smith", "2012-01-01")
     audited = await fetchval(dsn, "SELECT count(*) FROM shared.audit_log WHERE action='kek.rotated'")
     assert audited == 1
+
+
+async def test_a_kek_rotation_goes_by_the_keys_themselves_not_by_their_labels(settings_env, tmp_path, monkeypatch):
+    """A new KEK left under the old id, a retired copy under the id in force, and a key row planted under
+    a foreign label: each is refused with what to do, instead of "0 re-wrapped, the old KEK can be removed"
+    (after which no data key would open) or an internal error."""
+    import base64
+
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    may = await ingest("may-census-2017.csv", "summer-census", "2017-05-18")  # a data key under kek-1
+    old_kek = Path(settings_env["SAIS_KEK_FILE"])
+    index = tmp_path / "index.b64"
+    assert (await sais(settings_env, "keys", "export-index-key", str(index))).returncode == 0
+    new_kek = tmp_path / "new.b64"
+    new_kek.write_text(base64.b64encode(os.urandom(32)).decode())
+    retired = tmp_path / "retired"
+    retired.mkdir()
+    (retired / "kek-1.b64").write_text(old_kek.read_text())
+    for key in (new_kek, retired / "kek-1.b64"):
+        key.chmod(0o600)
+    pinned = settings_env | {"SAIS_INDEX_KEY_FILE": str(index)}
+
+    # The new KEK in force under the old id, the old one retired under that same id: refused at once.
+    same_id = pinned | {"SAIS_KEK_FILE": str(new_kek), "SAIS_KEK_RETIRED_DIR": str(retired)}
+    for command in (("keys", "status"), ("keys", "rotate-kek")):
+        refused = await sais(same_id, *command)
+        assert refused.returncode == 7 and "has the id of the KEK in force (kek-1)" in refused.stderr, refused
+    # The old KEK retired under a new id while it is also the one in force: refused too.
+    (retired / "kek-1.b64").rename(retired / "kek-0.b64")
+    twin = pinned | {"SAIS_KEK_RETIRED_DIR": str(retired)}
+    refused = await sais(twin, "keys", "status")
+    assert refused.returncode == 7 and "is the KEK in force (kek-1) under another id" in refused.stderr, refused
+
+    # The new KEK swapped in under the old id with nothing retired: the label still says kek-1, but no
+    # live key opens; rotation refuses and names the key, and the status exits 3.
+    swapped = pinned | {"SAIS_KEK_FILE": str(new_kek)}
+    key_id = await fetchval(dsn, "SELECT key_id FROM shared.data_keys")
+    rotated = await sais(swapped, "keys", "rotate-kek", "--json")
+    assert rotated.returncode == 3, rotated
+    assert json.loads(rotated.stdout)["unopenable"] == [str(key_id)]
+    assert json.loads(rotated.stdout)["retired_can_be_removed"] is False
+    assert "Do not remove any KEK" in rotated.stderr
+    status = await sais(swapped, "keys", "status", "--json")
+    assert status.returncode == 3 and json.loads(status.stdout)["live_keys_by_kek"] == {"NOT HELD": 1}
+    # ... and a writer holding it cannot wrap new keys under a label the store knows as another key.
+    monkeypatch.setenv("SAIS_KEK_FILE", str(new_kek))
+    with pytest.raises(ConfigurationError, match="contradicts the key store"):
+        await ingest("october-census-2017.csv", "autumn-census", "2017-10-05")
+    monkeypatch.setenv("SAIS_KEK_FILE", str(old_kek))
+
+    # A key row planted by ingest's role under a foreign label: the genuine key is re-wrapped, the planted
+    # one is named, and the exit is 3, not an internal error.
+    conn = await asyncpg.connect(**CommonSettings().database_login("ingest"))
+    try:
+        planted = await conn.fetchval(
+            "SELECT k FROM gen_random_uuid() k, shared.create_data_key(k, gen_random_uuid(), 'kek-9', $1, $2)",
+            "0" * 32,
+            os.urandom(60),
+        )
+    finally:
+        await conn.close()
+    (retired / "kek-0.b64").rename(retired / "kek-1.b64")
+    (tmp_path / "kek-2.b64").write_text(new_kek.read_text())
+    (tmp_path / "kek-2.b64").chmod(0o600)
+    rotating = pinned | {"SAIS_KEK_FILE": str(tmp_path / "kek-2.b64"), "SAIS_KEK_ID": "kek-2",
+                         "SAIS_KEK_RETIRED_DIR": str(retired)}  # fmt: skip
+    rotated = await sais(rotating, "keys", "rotate-kek", "--json")
+    assert rotated.returncode == 3, rotated
+    out = json.loads(rotated.stdout)
+    assert out["rewrapped"] == 1 and out["unopenable"] == [str(planted)]
+    assert out["live_keys_by_kek"] == {"NOT HELD": 1, "kek-2": 1}
+    assert await fetchval(dsn, "SELECT kek_id FROM shared.data_keys WHERE key_id=$1", key_id) == "kek-2"
+    monkeypatch.setenv("SAIS_KEK_FILE", str(tmp_path / "kek-2.b64"))
+    monkeypatch.setenv("SAIS_KEK_ID", "kek-2")
+    monkeypatch.setenv("SAIS_INDEX_KEY_FILE", str(index))
+    async with TestApp(build_eligibility(EligibilitySettings())):  # the re-wrapped key opens with kek-2
+        await wait_until(lambda: fetchval(dsn, f"SELECT count(*) = {may.accepted} FROM eligibility.records"))
 
 
 async def test_events_replayed_after_deletion_are_skipped_not_retried(settings_env, monkeypatch):

@@ -9,6 +9,8 @@ from sais_shared.crypto import (
     DataKey,
     DecryptionError,
     KeyEncryptionKey,
+    derive_index_key,
+    kek_fingerprint,
     normalise_for_matching,
 )
 from sais_shared.errors import ConfigurationError, MissingKeyEncryptionKeyError
@@ -82,6 +84,43 @@ def test_development_settings_are_refused_outside_development_mode(monkeypatch):
     assert len(dev.key_encryption_key_bytes()) == 32
 
 
+@pytest.mark.parametrize(
+    ("setting", "refused"),
+    [
+        ({"kafka_security_protocol": "PLAINTEXT"}, "PLAINTEXT sends pupils' events unencrypted"),
+        ({"database_url": "postgresql://db.example/sais"}, "sslmode=unset"),
+        ({"database_url": "postgresql://db.example/sais?sslmode=require"}, "sslmode=require"),
+        ({"database_url": "postgresql://db.example/sais?sslmode=verify-ca"}, "sslmode=verify-ca"),
+    ],
+)
+def test_a_development_switch_is_refused_outside_development_mode(monkeypatch, setting, refused):
+    monkeypatch.delenv("SAIS_DEV_MODE", raising=False)
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    with pytest.raises(ConfigurationError, match=refused):
+        CommonSettings(**setting)
+    CommonSettings(**setting, dev_mode=True)  # accepted on a development machine
+
+
+def test_outside_development_a_service_logs_in_as_its_own_role_and_mail_passwords_come_from_files(
+    monkeypatch, tmp_path
+):
+    from sais_delivery.config import DeliverySettings
+
+    monkeypatch.delenv("SAIS_DEV_MODE", raising=False)
+    verified = "postgresql://db.example/sais?sslmode=verify-full&sslrootcert=/ca.pem"
+    with pytest.raises(ConfigurationError, match="connects as its own role sais_eligibility"):
+        CommonSettings(database_url=verified).database_login("eligibility")  # not the administrator's DSN
+    (tmp_path / "postgres-sais_eligibility").write_text("pw\n")
+    login = CommonSettings(database_url=verified, credentials_dir=tmp_path).database_login("eligibility")
+    assert login["user"] == "sais_eligibility" and login["password"] == "pw"
+    assert CommonSettings(dev_mode=True).database_login("eligibility") == {"dsn": CommonSettings().database_url}
+    with pytest.raises(ConfigurationError, match="SAIS_DELIVERY_SMTP_PASSWORD_FILE"):
+        DeliverySettings(delivery_smtp_password="relay-secret").smtp_password()
+    (tmp_path / "smtp").write_text("relay-secret\n")
+    assert DeliverySettings(delivery_smtp_password_file=tmp_path / "smtp").smtp_password() == "relay-secret"
+    assert DeliverySettings(delivery_smtp_password="relay-secret", dev_mode=True).smtp_password() == "relay-secret"
+
+
 def test_a_kek_file_others_can_read_is_warned_about(tmp_path):
     from structlog.testing import capture_logs
 
@@ -114,3 +153,20 @@ def test_a_ring_wraps_with_the_kek_in_force_and_opens_with_a_retired_one():
     with pytest.raises(DecryptionError, match="kek-1"):
         old.unwrap(key.key_id, under_new)  # a writer on the old KEK alone cannot open the new wrapping
     assert ring.retired_ids == ["kek-1"] and ring.blind_index("a", "b") == old.blind_index("a", "b")
+
+
+def test_a_ring_refuses_a_retired_kek_under_the_id_in_force_or_the_kek_in_force_under_another_id():
+    old, new = os.urandom(32), os.urandom(32)
+    with pytest.raises(ConfigurationError, match="has the id of the KEK in force"):
+        KeyEncryptionKey(new, "kek-1", b"i" * 32, retired={"kek-1": old})  # a new KEK left under the old id
+    with pytest.raises(ConfigurationError, match=r"retired KEK kek-0 is the KEK in force \(kek-1\)"):
+        KeyEncryptionKey(old, "kek-1", b"i" * 32, retired={"kek-0": old})
+
+
+def test_a_kek_fingerprint_names_the_key_and_reveals_neither_it_nor_the_index_key():
+    secret = os.urandom(32)
+    ring = KeyEncryptionKey(secret, "kek-2", retired={"kek-1": os.urandom(32)})
+    assert ring.fingerprint == kek_fingerprint(secret) == KeyEncryptionKey(secret, "other-id").fingerprint
+    assert len(ring.fingerprint) == 32 and int(ring.fingerprint, 16) >= 0
+    assert ring.fingerprint_of("kek-1") not in (None, ring.fingerprint) and ring.fingerprint_of("kek-9") is None
+    assert bytes.fromhex(ring.fingerprint) not in (secret[:16], derive_index_key(secret)[:16])

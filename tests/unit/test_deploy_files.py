@@ -84,3 +84,15 @@ def test_the_cli_writes_reports_to_a_volume_its_user_owns():
     # a fresh named volume takes the ownership of the image's directory: the image's user must own it
     assert "chown 10001:10001 /pki /exports" in docker and "WORKDIR /exports" in docker
     assert "SAIS_ACTOR" not in cli["environment"]  # the operator names themself on each run
+
+
+def test_each_service_mounts_only_its_own_secrets_volume_read_only():
+    """Security review, finding 4: every service mounted the whole pki volume (every key and password).
+    tests/deploy/test_compose.py lists what each container really holds."""
+    s = _resolved()
+    for name in ("ingest", "eligibility", "delivery", "retention"):
+        assert [(v["source"], v["target"], v.get("read_only")) for v in s[name]["volumes"]] == [
+            (f"pki-{name}", "/pki", True)
+        ], name
+    filled = {v["source"] for v in s["pki-init"]["volumes"]}
+    assert {f"pki-{n}" for n in ("ingest", "eligibility", "delivery", "retention")} <= filled

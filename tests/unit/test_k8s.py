@@ -153,3 +153,57 @@ def test_alerts_are_the_same_rules_in_kubernetes_and_the_job_label_matches():
     assert 'up{job="sais"}' in (REPO / RULE_SOURCE).read_text()
     services = [d for d in render("deploy/k8s/overlays/example") if d["kind"] == "Service"]
     assert all(monitor["spec"]["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items() for d in services)
+
+
+SECRET_FILES = {  # the files of sais-secrets each service reads, and nothing more (security review, finding 4)
+    "ingest": {"database-url", "kek.b64", "inbound.key"},
+    "eligibility": {"database-url", "kek.b64"},
+    "delivery": {
+        "database-url",
+        "kek.b64",
+        "sender.pem",
+        "sender.key",
+        "recipient.pem",
+        "recipient-ca.pem",
+        "smtp-ca.pem",
+    },  # fmt: skip
+    "retention": {"database-url"},  # it destroys data keys and never opens one: no KEK
+}
+
+
+def test_each_pod_mounts_only_the_secret_files_its_service_reads():
+    from sais_delivery.app import WIRING as DELIVERY
+    from sais_delivery.config import DeliverySettings
+    from sais_eligibility.app import WIRING as ELIGIBILITY
+    from sais_eligibility.config import EligibilitySettings
+    from sais_ingest.app import WIRING as INGEST
+    from sais_ingest.config import IngestSettings
+    from sais_retention.app import WIRING as RETENTION
+    from sais_retention.config import RetentionSettings
+
+    services = {
+        "ingest": (INGEST, IngestSettings),
+        "eligibility": (ELIGIBILITY, EligibilitySettings),
+        "delivery": (DELIVERY, DeliverySettings),
+        "retention": (RETENTION, RetentionSettings),
+    }
+    docs = render("deploy/k8s/overlays/example")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    for d in (d for d in docs if d["kind"] == "Deployment"):
+        svc = d["metadata"]["name"].removeprefix("sais-")
+        wiring, settings = services[svc]
+        pod = d["spec"]["template"]["spec"]
+        [source] = [v["secret"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "sais-secrets"]
+        assert "items" in source, f"{svc} mounts the whole of sais-secrets"
+        mounted = {i["path"] for i in source["items"]}
+        assert mounted == {i["key"] for i in source["items"]} == SECRET_FILES[svc], svc
+        # Every file under /secrets that the service's own settings name is mounted (it would not start
+        # otherwise); the KEK only where the service opens data keys.
+        env = config | {e["name"]: e["value"] for e in pod["containers"][0].get("env", []) if "value" in e}
+        named = {
+            value.removeprefix("/secrets/")
+            for name, value in env.items()
+            if value.startswith("/secrets/") and name.removeprefix("SAIS_").lower() in settings.model_fields
+            and (wiring.holds_kek or name != "SAIS_KEK_FILE")
+        }  # fmt: skip
+        assert named == mounted, svc

@@ -46,6 +46,7 @@ class Wiring(Generic[P, S]):
     migrations: tuple[tuple[str, str], ...]  # (schema, package) it needs migrated
     declare: Callable[[KafkaBroker, Topics], P]  # its publishers, declared on a broker before it starts
     bootstrap: Callable[[Runtime, P, Any], S]  # its use-case object from runtime, publishers, settings
+    holds_kek: bool = True  # whether it opens data keys (retention only destroys them: it never holds the KEK)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Running(Generic[P, S]):
 
 async def start(wiring: Wiring[P, S], settings: CommonSettings, broker: KafkaBroker, publishers: P) -> Running[P, S]:
     """Open the runtime as the service's own role, check its topics, build the service."""
-    rt = await open_runtime(settings, *wiring.migrations, service=wiring.service)
+    rt = await open_runtime(settings, *wiring.migrations, service=wiring.service, holds_kek=wiring.holds_kek)
     try:
         await check_topics(settings, wiring.service)
         return Running(settings, broker, publishers, rt, wiring.bootstrap(rt, publishers, settings))

@@ -92,7 +92,9 @@ class KeyEncryptionKey:
     """Wraps and unwraps data keys; derives the blind-index key. Fails fast without its key.
 
     ``retired`` KEKs (by id) unwrap only: during a rotation, data keys wrapped by the KEK before this one
-    (or by a writer not yet restarted) still open, while every new key is wrapped by this one."""
+    (or by a writer not yet restarted) still open, while every new key is wrapped by this one. Ids are
+    labels an operator chooses; the :attr:`fingerprint` names the key itself, so a new KEK left under an
+    old id, or a retired copy of the one in force, is refused here instead of stranding every data key."""
 
     def __init__(
         self,
@@ -103,9 +105,23 @@ class KeyEncryptionKey:
     ) -> None:
         if len(secret) != 32 or any(len(s) != 32 for s in (retired or {}).values()):
             raise ConfigurationError("a key-encryption key must be 32 bytes")
+        retired = dict(retired or {})
+        if kek_id in retired:
+            raise ConfigurationError(
+                f"a retired KEK has the id of the KEK in force ({kek_id}): a new KEK needs a new SAIS_KEK_ID, "
+                "and the old one keeps its id in SAIS_KEK_RETIRED_DIR"
+            )
         self._aead = AESGCM(secret)
         self.kek_id = kek_id
-        self._retired = {i: AESGCM(s) for i, s in (retired or {}).items() if i != kek_id}
+        self.fingerprint = kek_fingerprint(secret)
+        self._retired = {i: AESGCM(s) for i, s in retired.items()}
+        self._fingerprints = {i: kek_fingerprint(s) for i, s in retired.items()} | {kek_id: self.fingerprint}
+        twins = sorted(i for i, f in self._fingerprints.items() if i != kek_id and f == self.fingerprint)
+        if twins:
+            raise ConfigurationError(
+                f"the retired KEK {twins[0]} is the KEK in force ({kek_id}) under another id: "
+                "rotating needs a new key (`sais keys new-kek`)"
+            )
         # The blind-index key must outlive KEK rotations (match keys are stored): pin it with
         # SAIS_INDEX_KEY_FILE; without one it is derived from this KEK.
         self._index_key = index_key or derive_index_key(secret)
@@ -120,6 +136,10 @@ class KeyEncryptionKey:
     @property
     def retired_ids(self) -> list[str]:
         return sorted(self._retired)
+
+    def fingerprint_of(self, kek_id: str) -> str | None:
+        """The fingerprint of a KEK this ring holds (in force or retired), by id."""
+        return self._fingerprints.get(kek_id)
 
     def unwrap(self, key_id: UUID, wrapped: bytes) -> DataKey:
         """The data key, opened by the KEK in force or, failing that, by a retired one."""
@@ -146,6 +166,13 @@ class KeyEncryptionKey:
         """A keyed hash of values exactly as they are (no folding): equal only when every character is."""
         msg = "\x1f".join(parts).encode()
         return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def kek_fingerprint(kek_secret: bytes) -> str:
+    """A KEK's public name (32 hex digits): derived one way, so it tells two keys apart and reveals neither."""
+    return (
+        HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=b"sais kek fingerprint v1").derive(kek_secret).hex()
+    )
 
 
 def derive_index_key(kek_secret: bytes) -> bytes:

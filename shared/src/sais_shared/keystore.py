@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import asyncpg
 
-from .crypto import DataKey, KeyEncryptionKey
-from .errors import KeyDestroyedError, UnknownKeyError
+from .crypto import DataKey, DecryptionError, KeyEncryptionKey
+from .errors import ConfigurationError, KeyDestroyedError, UnknownKeyError
 from .events import stable_id
+
+KEK_CONTRADICTS_STORE = "SAK01"  # shared.create_data_key: this KEK's id and fingerprint disagree with the store
 
 
 async def destroyed_among(db, key_ids: Iterable[UUID]) -> set[UUID]:
@@ -45,13 +48,19 @@ class KeyStore:
         key_id = stable_id("data-key", extract_id)
         candidate = DataKey.generate(key_id)
         async with self._pool.acquire() as conn:
-            created = await conn.fetchval(
-                "SELECT shared.create_data_key($1, $2, $3, $4)",
-                key_id,
-                extract_id,
-                self._kek.kek_id,
-                self._kek.wrap(candidate),
-            )
+            try:
+                created = await conn.fetchval(
+                    "SELECT shared.create_data_key($1, $2, $3, $4, $5)",
+                    key_id,
+                    extract_id,
+                    self._kek.kek_id,
+                    self._kek.fingerprint,
+                    self._kek.wrap(candidate),
+                )
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) == KEK_CONTRADICTS_STORE:
+                    raise ConfigurationError(f"{exc}: check SAIS_KEK_FILE and SAIS_KEK_ID") from None
+                raise
         if created:
             return candidate
         return (await self.get_many([key_id]))[key_id]
@@ -88,27 +97,71 @@ class KeyStore:
         return {r["key_id"] for r in rows}
 
 
-async def rewrap_all(conn: asyncpg.Connection, ring: KeyEncryptionKey) -> int:
-    """KEK rotation: every live data key not yet wrapped by the KEK in force is opened (by whichever KEK of
-    the ring wrapped it) and wrapped again by the one in force, in the caller's transaction. Keys a writer
-    creates meanwhile are wrapped by the KEK it holds: run it again until `kek_usage` shows no other id."""
+@dataclass
+class KekCensus:
+    """Every live data key, tried against the ring: by the id it is labelled with, and by the KEK that
+    really opens it (None: no KEK held opens it)."""
+
+    by_label: dict[str, int] = field(default_factory=dict)
+    opened_by: dict[str | None, int] = field(default_factory=dict)
+    unopenable: list[UUID] = field(default_factory=list)
+    mislabelled: list[UUID] = field(default_factory=list)
+
+    def add(self, key_id: UUID, label: str, opener: str | None, fingerprint_ok: bool) -> None:
+        self.by_label[label] = self.by_label.get(label, 0) + 1
+        self.opened_by[opener] = self.opened_by.get(opener, 0) + 1
+        if opener is None:
+            self.unopenable.append(key_id)
+        elif opener != label or not fingerprint_ok:
+            self.mislabelled.append(key_id)
+
+    def only_under(self, kek_id: str) -> bool:
+        """Every live key opens with this KEK and says so: the others can be removed."""
+        return not self.unopenable and not self.mislabelled and set(self.opened_by) <= {kek_id}
+
+
+def _opener(ring: KeyEncryptionKey, key_id: UUID, wrapped: bytes) -> tuple[DataKey | None, str | None]:
+    try:
+        return ring.unwrap_with_id(key_id, wrapped)
+    except DecryptionError:
+        return None, None
+
+
+async def kek_census(conn: asyncpg.Connection | asyncpg.Pool, ring: KeyEncryptionKey) -> KekCensus:
+    """Each live data key unwrapped by trial (administrator): what opens it, not what its label says."""
+    census = KekCensus()
     rows = await conn.fetch(
-        "SELECT key_id, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL AND kek_id <> $1 FOR UPDATE",
-        ring.kek_id,
+        "SELECT key_id, kek_id, kek_fingerprint, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL ORDER BY key_id"
     )
+    for r in rows:
+        _, opener = _opener(ring, r["key_id"], r["wrapped"])
+        fp_ok = opener is not None and r["kek_fingerprint"] == ring.fingerprint_of(opener)
+        census.add(r["key_id"], r["kek_id"], opener, fp_ok)
+    return census
+
+
+async def rewrap_all(conn: asyncpg.Connection, ring: KeyEncryptionKey) -> tuple[int, KekCensus]:
+    """KEK rotation: every live data key is opened by trial with the ring; each one not yet wrapped by the
+    KEK in force, or labelled otherwise, is wrapped again by it (id and fingerprint set), in the caller's
+    transaction. Keys no KEK held opens are left as they are and listed. Returns the number re-wrapped and
+    the census taken after it. Keys a writer creates meanwhile are wrapped by the KEK it holds: run it
+    again until the census shows only the KEK in force."""
+    rows = await conn.fetch(
+        "SELECT key_id, kek_id, kek_fingerprint, wrapped FROM shared.data_keys WHERE wrapped IS NOT NULL FOR UPDATE"
+    )
+    changes = []
+    for r in rows:
+        key, opener = _opener(ring, r["key_id"], r["wrapped"])
+        if key is None:
+            continue
+        if opener != ring.kek_id:
+            changes.append((r["key_id"], ring.wrap(key), ring.kek_id, ring.fingerprint))
+        elif r["kek_id"] != ring.kek_id or r["kek_fingerprint"] != ring.fingerprint:
+            changes.append((r["key_id"], r["wrapped"], ring.kek_id, ring.fingerprint))
     await conn.executemany(
-        "UPDATE shared.data_keys SET wrapped=$2, kek_id=$3 WHERE key_id=$1",
-        [(r["key_id"], ring.wrap(ring.unwrap(r["key_id"], r["wrapped"])), ring.kek_id) for r in rows],
+        "UPDATE shared.data_keys SET wrapped=$2, kek_id=$3, kek_fingerprint=$4 WHERE key_id=$1", changes
     )
-    return len(rows)
-
-
-async def kek_usage(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, int]:
-    """Live data keys by the id of the KEK that wraps them (administrator)."""
-    rows = await conn.fetch(
-        "SELECT kek_id, count(*) AS n FROM shared.data_keys WHERE wrapped IS NOT NULL GROUP BY kek_id ORDER BY kek_id"
-    )
-    return {r["kek_id"]: r["n"] for r in rows}
+    return len(changes), await kek_census(conn, ring)
 
 
 async def destroy_keys(conn: asyncpg.Connection, key_ids: Iterable[UUID], by: str) -> list[UUID]:
@@ -130,10 +183,10 @@ async def audit(
     details: dict | None = None,
     protocol_version: str | None = None,
 ) -> None:
-    """Append to the audit trail. ``details`` must hold ids and counts only."""
+    """Append to the audit trail. ``details`` must hold ids and counts only. The server sets the entry's id,
+    time and login role (``shared.audit``: no role may insert into the table itself)."""
     await conn.execute(
-        "INSERT INTO shared.audit_log(actor, action, subject, details, protocol_version) "
-        "VALUES ($1, $2, $3, $4::jsonb, $5)",
+        "SELECT shared.audit($1, $2, $3, $4::jsonb, $5)",
         actor,
         action,
         subject,

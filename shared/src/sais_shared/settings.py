@@ -6,6 +6,7 @@ Secrets come from files (``SAIS_KEK_FILE``) or, for development, an environment 
 from __future__ import annotations
 
 import base64
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +62,7 @@ class CommonSettings(BaseSettings):
         "(7 days); crypto-shredding is what deletes readable data",
     )
     database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:15432/sais",
+        "postgresql://postgres@127.0.0.1:15432/sais?sslmode=verify-full",
         description="Where PostgreSQL is (host, port, database, TLS). With SAIS_CREDENTIALS_DIR set, each service "
         "connects as its own role (sais_<service>) and only administrative commands (`sais db migrate`, "
         "`sais protocol load`, `sais audit`, KEK rotation) use the user named here",
@@ -127,8 +128,15 @@ class CommonSettings(BaseSettings):
     )
 
     def database_login(self, service: str) -> dict[str, str]:
-        """asyncpg connection arguments for one service: its own role when SAIS_CREDENTIALS_DIR is set."""
+        """asyncpg connection arguments for one service: its own role (SAIS_CREDENTIALS_DIR). Only in
+        development mode may a service fall back to SAIS_DATABASE_URL's user."""
         if self.credentials_dir is None:
+            if not self.dev_mode:
+                raise ConfigurationError(
+                    f"the {service} service connects as its own role {service_principal(service)}: set "
+                    "SAIS_CREDENTIALS_DIR to the folder holding its password file (SAIS_DATABASE_URL's user is the "
+                    "administrator's, for `sais db migrate` and other administrative commands only)"
+                )
             return {"dsn": self.database_url}
         role = service_principal(service)
         return {
@@ -192,10 +200,24 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _development_only(self) -> CommonSettings:
-        if self.as_of is not None and not self.dev_mode:
+        if self.dev_mode:
+            return self
+        if self.as_of is not None:
             raise ConfigurationError(
                 "SAIS_AS_OF moves the business date and is for development and tests only; "
                 "unset it, or set SAIS_DEV_MODE=true on a development machine"
+            )
+        if self.kafka_security_protocol == "PLAINTEXT":
+            raise ConfigurationError(
+                "SAIS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT sends pupils' events unencrypted to a broker that asks no "
+                "one's name: it is for a development broker only (SAIS_DEV_MODE=true); use SASL_SSL"
+            )
+        sslmode = _dsn_parameter(self.database_url, "sslmode") or os.environ.get("PGSSLMODE")
+        if sslmode != "verify-full":
+            raise ConfigurationError(
+                f"SAIS_DATABASE_URL has sslmode={sslmode or 'unset'}: outside development mode the database's "
+                "certificate and name must be checked (add sslmode=verify-full, and sslrootcert=<CA file> "
+                "unless the system's CAs sign it)"
             )
         return self
 
@@ -242,6 +264,14 @@ class CommonSettings(BaseSettings):
         return KeyEncryptionKey(
             self.key_encryption_key_bytes(), self.kek_id, self.index_key_bytes(), self.retired_keks()
         )
+
+
+def _dsn_parameter(dsn: str, name: str) -> str | None:
+    """A query parameter of a PostgreSQL URL (the last one given wins, as libpq reads them)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(dsn).query).get(name)
+    return values[-1] if values else None
 
 
 SERVICES = ("ingest", "eligibility", "delivery", "retention")

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
+from sais_shared.errors import ConfigurationError
 from sais_shared.settings import CommonSettings
 
 from .domain.parts import DEFAULT_MAX_MESSAGE_BYTES
@@ -64,4 +65,12 @@ class DeliverySettings(CommonSettings):
     def smtp_password(self) -> str | None:
         if self.delivery_smtp_password_file:
             return self.delivery_smtp_password_file.read_text().strip()
-        return self.delivery_smtp_password.get_secret_value() if self.delivery_smtp_password else None
+        if self.delivery_smtp_password is None:
+            return None
+        if not self.dev_mode:
+            raise ConfigurationError(
+                "SAIS_DELIVERY_SMTP_PASSWORD puts the mail relay's password in the environment, which other "
+                "processes and crash dumps can read: use SAIS_DELIVERY_SMTP_PASSWORD_FILE (the variable is "
+                "accepted only with SAIS_DEV_MODE=true)"
+            )
+        return self.delivery_smtp_password.get_secret_value()

@@ -61,7 +61,7 @@ def bootstrap(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = Non
 
 RULES = (RULE_TRANSFER, RULE_UNDELIVERED, RULE_PARTY_LEFT, RULE_INBOUND_STAGING, RULE_EXTRACT_ENDED)
 
-WIRING = Wiring("retention", (("retention", "sais_retention"),), declare, bootstrap)
+WIRING = Wiring("retention", (("retention", "sais_retention"),), declare, bootstrap, holds_kek=False)
 MIGRATIONS = WIRING.migrations
 
 
