@@ -51,11 +51,13 @@ npm_pid=""
 # compose test waits for them.
 nice -n 10 bash deploy/images/build.sh >"$images_log" 2>&1 &
 images_pid=$!
-# Two workers (the suite mostly waits on servers; every test has its own database, topics and ports),
-# tests shared out one by one (a third worker, or the compose test beside them, made the run slower:
-# the CPU-bound tests then take two to four times as long on two cores).
+# Two workers (every test has its own database, topics and ports; a third worker, or the compose test
+# beside them, made the run slower: the CPU-bound tests then take two to four times as long on two
+# cores). Work stealing, not `--dist load`: load hands each worker a quarter of the suite up front, in
+# file order, so one worker ran the e2e and heavy integration tests for 6 minutes while the other had
+# finished the rest in 2.5 and waited; a worker that runs dry now takes tests from the other's queue.
 export SAIS_TEST_KEEP_STACK=1
-.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist load --durations=15 "$@"
+.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist worksteal --durations=15 "$@"
 rc=$?
 # Then, alone, the tests that restart a server the others share; beside them the compose test, which
 # shares nothing with them: its own private engine, images (built by its fixture; cached, seconds after
