@@ -269,14 +269,12 @@ async def test_a_tampered_record_is_reported_not_retried_forever(settings_env, i
     assert await read_topic(infra.kafka, topics.pupil_recorded) == []
 
 
-async def test_an_extract_that_never_completes_is_deleted_a_retention_period_later(settings_env, infra):
+async def test_an_extract_that_never_completes_is_deleted_days_later(settings_env, infra):
     import json as _json
     import os
     import subprocess
     import uuid
     from datetime import timedelta
-
-    from dateutil.relativedelta import relativedelta
 
     topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
     dsn = settings_env["SAIS_DATABASE_URL"]
@@ -326,14 +324,14 @@ async def test_an_extract_that_never_completes_is_deleted_a_retention_period_lat
     today = date.today()
     # ingest deletes on retention's request; retention certifies once ingest has confirmed.
     async with TestApp(build_app(IngestSettings())), TestApp(build_retention(RetentionSettings())):
-        [early] = retention_run(today + relativedelta(months=3) - timedelta(days=1))
+        [early] = retention_run(today + timedelta(days=7))  # 7 days (SAIS_RETENTION_UNFINISHED_INBOUND_DAYS)
         await wait_until(lambda: completed(early), what="ingest answered the early request")
         assert await certificates() == []  # not yet: nothing was deleted, no certificate
-        [req] = retention_run(today + relativedelta(months=3, days=1))
-        assert req["rule"] == "inbound-staging-plus-retention"
+        [req] = retention_run(today + timedelta(days=8))
+        assert req["rule"] == "unfinished-inbound-after-days"
         await wait_until(lambda: completed(req), what="ingest deleted and confirmed")
     assert await certificates() == [
-        ("inbound-staging-plus-retention", {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3})
+        ("unfinished-inbound-after-days", {"ingest.inbound_extracts": 1, "ingest.inbound_records": 3})
     ]
     conn = await asyncpg.connect(dsn)
     try:
@@ -385,21 +383,82 @@ async def test_an_extract_not_signed_by_a_registered_publisher_for_its_source_is
         msgs[2] = msgs[2].model_copy(update={"signature": None})
     async with TestApp(build_app(IngestSettings())):
         await publish(infra, topics.inbound, msgs)
-        st = await wait_until(lambda: _status_is(dsn, ref, "refused"), what="refused")
-    assert "not authenticated" in st["problem"]
+        # Refused on arrival (its start), audited once; the completion then finds no extract to complete.
+        problem = await wait_until(lambda: _audited(dsn, "inbound.refused", ref), what="refused")
+        await wait_until(lambda: _audited(dsn, "inbound.incomplete", ref), what="its completion handled")
+    assert "extract-started not authenticated" in problem and "nothing was staged" in problem
     assert await read_topic(infra.kafka, topics.pupil_recorded) == []
     conn = await asyncpg.connect(dsn)
     try:
-        assert (
-            await conn.fetchval(
-                "SELECT count(*) FROM shared.audit_log WHERE action='inbound.refused' AND subject=$1",
-                f"inbound:{ref}",
-            )
-            == 1
-        )
+        assert await conn.fetchval(
+            "SELECT count(*) FROM shared.audit_log WHERE action='inbound.refused' AND subject=$1", f"inbound:{ref}"
+        ) == 1  # fmt: skip
+        assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_extracts") == 0  # nothing kept of it
+        assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
         assert await conn.fetchval("SELECT count(*) FROM ingest.extracts") == 0
     finally:
         await conn.close()
+
+
+async def _audited(dsn, action, ref):
+    """The problem of the audit entry for this inbound extract and action, once there is one."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(
+            "SELECT details->>'problem' FROM shared.audit_log WHERE action=$1 AND subject=$2", action, f"inbound:{ref}"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_an_unsigned_start_can_neither_squat_a_reference_nor_stage_a_flood(settings_env, infra, monkeypatch):
+    """Finding 6: an unsigned extract-started for a reference was stored first and blocked the genuine signed
+    extract, and 2,000 unsigned records under it staged 51 MB. Now a start must be signed by a registered
+    publisher to be kept, records are staged only under a kept start, and each extract has a size limit."""
+    from sais_shared.lag import group_lag
+
+    topics = Topics(settings_env["SAIS_TOPIC_PREFIX"])
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    genuine = writer(infra, "sims-squatted-1")
+    squatter = genuine.started.model_copy(update={"publisher": None, "signature": None, "originator_system": "X"})
+    junk = [genuine.record({"Surname": f"Junk{i}", "Forename": "Flood"}) for i in range(2000)]
+    group = settings_env["SAIS_INGEST_GROUP_ID"]
+
+    async def settled():
+        return not any((await group_lag(infra.kafka, group, [topics.inbound])).values())
+
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, [squatter, *junk])
+        await wait_until(settled, timeout=60, what="the flood consumed")
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_extracts") == 0
+            assert await conn.fetchval("SELECT count(*) FROM ingest.inbound_records") == 0
+        finally:
+            await conn.close()
+        # The genuine extract, signed, under the same reference: ingested.
+        real = writer(infra, "sims-squatted-1")
+        await publish(infra, topics.inbound, [real.started, *[real.record(r) for r in may_rows()], real.completed()])
+        row = await wait_until(lambda: _ingested(dsn, "sims-squatted-1"), what="the genuine extract ingested")
+    assert row["accepted"] == 49
+
+    # A signed extract larger than the limit: records beyond it are not staged, and it completes as incomplete.
+    monkeypatch.setenv("SAIS_INGEST_INBOUND_MAX_EXTRACT_BYTES", "2000")
+    big = writer(infra, "sims-too-big-1")
+    records = [big.record(r) for r in may_rows()]
+    async with TestApp(build_app(IngestSettings())):
+        await publish(infra, topics.inbound, [big.started, *records, big.completed()])
+        st = await wait_until(lambda: _status_is(dsn, "sims-too-big-1", "incomplete"), what="incomplete")
+    conn = await asyncpg.connect(dsn)
+    try:
+        staged, size = await conn.fetchrow(
+            "SELECT count(*), coalesce(sum(length(nonce) + length(ciphertext)), 0) FROM ingest.inbound_records "
+            "WHERE extract_ref='sims-too-big-1'"
+        )
+    finally:
+        await conn.close()
+    assert 0 < staged < len(records) and size <= 2000
+    assert f"received {staged} of {len(records)} records" in st["problem"]
 
 
 async def test_during_an_inbound_key_rotation_extracts_sealed_to_either_key_are_ingested(

@@ -9,13 +9,15 @@ Personal data never travels in clear text: each record's fields are sealed with 
 under a key the publisher makes for that extract, and that key travels in ``extract-started``
 wrapped with RSA-OAEP-SHA256 to ingest's inbound public key (``recipient_key_id`` names which).
 
-Extracts are authenticated: the publisher signs (Ed25519) the framed extract — reference,
-source, reference date, originator, publisher id, the wrapped key, the record count and the
-checksum of every record's ciphertext — and puts the signature in ``extract-completed``. Ingest
-holds a registry of publishers (id → public key → the sources it may send) and refuses, reports
-and audits an extract that is unsigned, wrongly signed, or from a publisher not allowed its source.
-Anyone who can write to the topic can seal data to ingest's public key; only a registered
-publisher can sign.
+Extracts are authenticated: the publisher signs (Ed25519) ``extract-started`` itself (reference,
+source, reference date, originator, publisher id, the wrapped key), and the framed extract — the
+same, the record count and the checksum of every record's ciphertext — in ``extract-completed``.
+Ingest holds a registry of publishers (id → public key → the sources it may send). A start that
+is unsigned, wrongly signed, or from a publisher not allowed its source is refused on arrival,
+audited and never stored, so nothing is staged under it and it cannot hold a reference against
+the genuine extract; a completion that does not verify is refused, reported and audited. Anyone
+who can write to the topic can seal data to ingest's public key; only a registered publisher can
+sign.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ ExtractRef = Annotated[
     ),
 ]
 MAX_RECORDS = 10_000_000  # England has about 9 million pupils: no extract is larger
+MAX_RECORD_CIPHERTEXT = 65_536  # base64 characters: a row of a few dozen columns is well under 4 KiB
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
@@ -76,6 +79,12 @@ class InboundExtractStarted(_Strict):
         description="Publisher id in ingest's registry; its key signs the extract",
     )
     encryption: InboundEncryption
+    signature: str | None = Field(
+        None,
+        max_length=200,
+        description="base64 Ed25519 signature of this start (see started_content); ingest stages records only "
+        "under a start a registered publisher signed",
+    )
 
 
 class InboundRecord(_Strict):
@@ -84,8 +93,8 @@ class InboundRecord(_Strict):
     type: Literal["record"] = "record"
     extract_ref: ExtractRef
     seq: int = Field(ge=1, le=MAX_RECORDS, description="1, 2, … n in publishing order")
-    nonce: str
-    ciphertext: str
+    nonce: str = Field(max_length=24, description="base64 96-bit AES-GCM nonce")
+    ciphertext: str = Field(max_length=MAX_RECORD_CIPHERTEXT, description="base64 AES-256-GCM ciphertext with tag")
 
 
 class InboundExtractCompleted(_Strict):
@@ -108,22 +117,26 @@ def checksum(ciphertexts: list[str]) -> str:
     return hashlib.sha256("\n".join(ciphertexts).encode()).hexdigest()
 
 
+def _frame(started: InboundExtractStarted) -> list[str]:
+    return [
+        started.extract_ref,
+        started.source,
+        started.reference_date.isoformat(),
+        started.originator_system,
+        started.publisher or "",
+        started.encryption.recipient_key_id,
+        started.encryption.wrapped_key,
+    ]
+
+
+def started_content(started: InboundExtractStarted) -> bytes:
+    """What the publisher signs in ``extract-started``: the start itself, each part on its own line."""
+    return "\n".join(["sais-inbound-start-v1", *_frame(started)]).encode()
+
+
 def signed_content(started: InboundExtractStarted, record_count: int, checksum_hex: str) -> bytes:
-    """What the publisher signs: the whole frame of the extract, each part on its own line."""
-    return "\n".join(
-        [
-            "sais-inbound-extract-v1",
-            started.extract_ref,
-            started.source,
-            started.reference_date.isoformat(),
-            started.originator_system,
-            started.publisher or "",
-            started.encryption.recipient_key_id,
-            started.encryption.wrapped_key,
-            str(record_count),
-            checksum_hex,
-        ]
-    ).encode()
+    """What the publisher signs in ``extract-completed``: the whole frame of the extract, each part on its own line."""
+    return "\n".join(["sais-inbound-extract-v1", *_frame(started), str(record_count), checksum_hex]).encode()
 
 
 class InboundAuthenticationError(ValueError):
@@ -159,17 +172,24 @@ class PublisherRegistry:
             raise ConfigurationError(f"publisher registry {path}: {type(exc).__name__}: {exc}") from None
         return cls(publishers)
 
+    def verify_start(self, started: InboundExtractStarted) -> Publisher:
+        """A start signed by a registered publisher allowed its source; raises otherwise."""
+        return self._verified(started, started.signature, started_content(started))
+
     def verify(self, started: InboundExtractStarted, completed: InboundExtractCompleted) -> Publisher:
-        if not started.publisher or not completed.signature:
+        """The whole extract signed by a registered publisher allowed its source; raises otherwise."""
+        return self._verified(
+            started, completed.signature, signed_content(started, completed.record_count, completed.checksum)
+        )
+
+    def _verified(self, started: InboundExtractStarted, signature: str | None, content: bytes) -> Publisher:
+        if not started.publisher or not signature:
             raise InboundAuthenticationError("unsigned: the extract names no publisher or carries no signature")
         publisher = self._by_id.get(started.publisher)
         if publisher is None:
             raise InboundAuthenticationError(f"publisher {started.publisher!r} is not in the registry")
         try:
-            publisher.public_key.verify(
-                base64.b64decode(completed.signature, validate=True),
-                signed_content(started, completed.record_count, completed.checksum),
-            )
+            publisher.public_key.verify(base64.b64decode(signature, validate=True), content)
         except (InvalidSignature, ValueError):
             raise InboundAuthenticationError(
                 f"the signature does not verify with publisher {publisher.id!r}'s key"
@@ -206,7 +226,7 @@ class InboundExtractWriter:
         self._key = AESGCM.generate_key(bit_length=256)
         self.extract_ref = extract_ref
         self._ciphertexts: list[str] = []
-        self.started = InboundExtractStarted(
+        unsigned = InboundExtractStarted(
             extract_ref=extract_ref,
             source=source,
             reference_date=reference_date,
@@ -216,6 +236,8 @@ class InboundExtractWriter:
                 recipient_key_id=recipient_key_id, wrapped_key=base64.b64encode(pub.encrypt(self._key, _OAEP)).decode()
             ),
         )
+        signature = base64.b64encode(signing_key.sign(started_content(unsigned))).decode()
+        self.started = unsigned.model_copy(update={"signature": signature})
 
     def record(self, row: dict[str, str]) -> InboundRecord:
         seq = len(self._ciphertexts) + 1

@@ -33,6 +33,14 @@ CONSUMER_LAG = Gauge("sais_consumer_lag", "Records behind the end of the partiti
 ROWS = Counter("sais_ingest_rows_total", "Extract rows by outcome", ["source", "outcome"])
 REJECTIONS = Counter("sais_ingest_rejections_total", "Failed checks of rejected rows", ["field", "code"])
 INBOUND_INCOMPLETE = Counter("sais_ingest_inbound_incomplete_total", "Inbound extracts found incomplete")
+INBOUND_STARTS_REFUSED = Counter(
+    "sais_ingest_inbound_starts_refused_total", "Inbound extract-started messages no registered publisher signed"
+)
+INBOUND_RECORDS_NOT_STAGED = Counter(
+    "sais_ingest_inbound_records_not_staged_total",
+    "Inbound records not staged: no verified extract-started, or over the extract's size limit",
+    ["reason"],
+)
 COHORT_EVENTS = Counter("sais_cohort_events_total", "Cohort events emitted", ["programme", "change"])
 BATCHES_SENT = Counter("sais_delivery_batches_sent_total", "Batches accepted by the mail server", ["window"])
 SMTP_FAILURES = Counter("sais_delivery_smtp_failures_total", "SMTP send failures", ["kind"])

@@ -67,7 +67,11 @@ def inbound_service(running: Running[Publishers, Ingest]) -> InboundService:
     if registry is None:
         log.warning("inbound.no_publisher_registry", effect="every inbound extract is refused")
     return InboundService(
-        running.service, InboundStaging(running.runtime.pool), settings.ingest_inbound_private_key, registry
+        running.service,
+        InboundStaging(running.runtime.pool),
+        settings.ingest_inbound_private_key,
+        registry,
+        settings.ingest_inbound_max_extract_bytes,
     )
 
 

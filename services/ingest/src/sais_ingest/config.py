@@ -21,6 +21,12 @@ class IngestSettings(CommonSettings):
         description="RSA private key (PEM) that opens extracts published on the inbound topic, or a folder of "
         "them (*.pem, *.key): while publishers move to a new key, both open extracts",
     )
+    ingest_inbound_max_extract_bytes: int = Field(
+        4 << 30,
+        gt=0,
+        description="Most bytes of sealed records staged for one inbound extract (4 GiB: England's 9 million pupils "
+        "fit); a record beyond it is not staged, and the extract completes as incomplete",
+    )
     ingest_replacement_max_withdrawn: float = Field(
         0.10,
         ge=0,

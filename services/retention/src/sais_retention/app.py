@@ -55,8 +55,15 @@ def declare(broker: KafkaBroker, topics: Topics) -> tuple:
 
 def bootstrap(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = None) -> RetentionService:
     """The one way retention is assembled (app, CLI, tests): runtime + the two publishers."""
-    timeout = timedelta(seconds=settings.retention_confirmation_timeout_s) if settings else timedelta(hours=1)
-    return RetentionService(PgUnitOfWork(rt.pool), rt.protocol_ref, rt.clock, PgOutbox(rt.pool, *pubs), timeout)
+    settings = settings or RetentionSettings()
+    return RetentionService(
+        PgUnitOfWork(rt.pool),
+        rt.protocol_ref,
+        rt.clock,
+        PgOutbox(rt.pool, *pubs),
+        timedelta(seconds=settings.retention_confirmation_timeout_s),
+        timedelta(days=settings.retention_unfinished_inbound_days),
+    )
 
 
 RULES = (RULE_TRANSFER, RULE_UNDELIVERED, RULE_PARTY_LEFT, RULE_INBOUND_STAGING, RULE_EXTRACT_ENDED)

@@ -369,7 +369,7 @@ class InboundStaging:
             "started, status) VALUES ($1,$2,$3,$4,$5::jsonb,'receiving') ON CONFLICT (extract_ref) DO UPDATE SET "
             "source=EXCLUDED.source, reference_date=EXCLUDED.reference_date, "
             "originator_system=EXCLUDED.originator_system, started=EXCLUDED.started, status='receiving', "
-            "problem=NULL, updated_at=now() WHERE x.status = 'refused' RETURNING (xmax = 0) AS new",
+            "problem=NULL, staged_bytes=0, updated_at=now() WHERE x.status = 'refused' RETURNING (xmax = 0) AS new",
             extract_ref,
             source,
             reference_date,
@@ -380,22 +380,37 @@ class InboundStaging:
             return "ignored"  # receiving or incomplete already, or ingested: a re-send or a redelivery
         return "new" if row["new"] else "restarted"
 
-    async def stage(self, extract_ref: str, seq: int, nonce: str, ciphertext: str) -> bool:
+    async def stage(self, extract_ref: str, seq: int, nonce: str, ciphertext: str, max_bytes: int) -> str:
         """Stage a record of an extract still receiving (or incomplete: a record that was missing), never
-        of one ingested or refused (a re-sent record of those would outlive the extract's deletion); False
-        when its extract was never started."""
-        status = await self.pool.fetchval(
-            "INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext) "
-            "SELECT $1,$2,$3,$4 WHERE EXISTS (SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1 "
-            "AND status IN ('receiving', 'incomplete')) ON CONFLICT DO NOTHING RETURNING 'staged'",
-            extract_ref,
-            seq,
-            nonce,
-            ciphertext,
-        )
-        return status is not None or bool(
-            await self.pool.fetchval("SELECT 1 FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref)
-        )
+        of one ingested or refused (a re-sent record of those would outlive the extract's deletion), and
+        only while the extract's staged records stay within ``max_bytes``. Returns "staged", "no-start"
+        (its extract was never started, or its start was refused), "over-limit", or "ignored" (already
+        staged, or its extract is finished)."""
+        size = len(nonce) + len(ciphertext)  # ASCII (base64): characters are bytes
+        async with self.pool.acquire() as conn:
+            staged = await conn.fetchval(
+                "WITH x AS (UPDATE ingest.inbound_extracts SET staged_bytes = staged_bytes + $5 "
+                "WHERE extract_ref=$1 AND status IN ('receiving', 'incomplete') AND staged_bytes + $5 <= $6 "
+                "AND NOT EXISTS (SELECT 1 FROM ingest.inbound_records WHERE extract_ref=$1 AND seq=$2) RETURNING 1) "
+                "INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext) SELECT $1,$2,$3,$4 FROM x "
+                "ON CONFLICT DO NOTHING RETURNING 'staged'",
+                extract_ref,
+                seq,
+                nonce,
+                ciphertext,
+                size,
+                max_bytes,
+            )
+            if staged:
+                return staged
+            head = await conn.fetchrow(
+                "SELECT status, staged_bytes FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref
+            )
+        if head is None:
+            return "no-start"
+        if head["status"] in ("receiving", "incomplete") and head["staged_bytes"] + size > max_bytes:
+            return "over-limit"
+        return "ignored"
 
     async def head(self, extract_ref: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref)

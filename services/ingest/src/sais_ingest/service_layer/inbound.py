@@ -1,6 +1,8 @@
 """Use case: extracts published by upstream systems on the inbound topic.
 
-Records are staged as they arrive (still sealed); ``extract-completed`` is checked against them
+A start is checked on arrival: one a registered publisher did not sign for its source is refused and
+audited, and never stored, so nothing is staged under it. Records are staged as they arrive (still
+sealed), up to a size limit per extract; ``extract-completed`` is checked against them
 — every sequence number 1..n present, the count and the checksum equal — and only then is the
 extract opened and ingested exactly like a file (same validation, minimisation, events, report).
 A partial extract is marked incomplete, reported and audited, and nothing of it is published; a
@@ -53,24 +55,56 @@ class InboundService(FollowsProtocol):
     staging: InboundStaging
     private_key: Path
     publishers_registry: PublisherRegistry | None = None
+    max_extract_bytes: int = 4 << 30
 
     @property
     def protocol_ref(self):  # the protocol in force is the ingest use case's
         return self.ingest.protocol_ref
 
     async def handle(self, messages: list) -> None:
+        said: set[tuple[str, str]] = set()  # (extract, what): one warning per extract and batch, not per record
         for m in messages:  # in order: one extract's messages share a key, hence a partition
             if isinstance(m, InboundExtractStarted):
+                try:
+                    self._authenticate_start(m)
+                except InboundAuthenticationError as exc:
+                    await self._start_refused(m, exc)
+                    continue
                 how = await self.staging.started(
                     m.extract_ref, m.source, m.reference_date, m.originator_system, m.model_dump_json()
                 )
                 if how != "new":
                     log.info("inbound.started_again", extract_ref=m.extract_ref, effect=how)
             elif isinstance(m, InboundRecord):
-                if not await self.staging.stage(m.extract_ref, m.seq, m.nonce, m.ciphertext):
-                    log.warning("inbound.record_without_start", extract_ref=m.extract_ref, seq=m.seq)
+                how = await self.staging.stage(m.extract_ref, m.seq, m.nonce, m.ciphertext, self.max_extract_bytes)
+                if how in ("no-start", "over-limit"):
+                    ops.INBOUND_RECORDS_NOT_STAGED.labels(how).inc()
+                    if (m.extract_ref, how) not in said:
+                        said.add((m.extract_ref, how))
+                        log.warning(
+                            "inbound.record_not_staged",
+                            extract_ref=m.extract_ref,
+                            seq=m.seq,
+                            reason="no verified extract-started" if how == "no-start" else "over the extract's limit",
+                            limit_bytes=self.max_extract_bytes,
+                        )
             elif isinstance(m, InboundExtractCompleted):
                 await self.complete(m)
+
+    def _authenticate_start(self, m: InboundExtractStarted) -> None:
+        if self.publishers_registry is None:
+            raise InboundAuthenticationError("no publisher registry is configured (SAIS_INGEST_PUBLISHERS_FILE)")
+        self.publishers_registry.verify_start(m)
+
+    async def _start_refused(self, m: InboundExtractStarted, exc: InboundAuthenticationError) -> None:
+        """Not stored at all: it holds no reference against the genuine extract, and nothing is staged under it."""
+        problem = f"refused: extract-started not authenticated: {exc}; nothing was staged"
+        ops.INBOUND_STARTS_REFUSED.inc()
+        await audit(
+            self.staging.pool, "ingest", "inbound.refused", f"inbound:{m.extract_ref}", {"problem": problem},
+            self.protocol.version,
+        )  # fmt: skip
+        log.warning("inbound.start_refused", extract_ref=m.extract_ref, problem=problem)
 
     async def complete(self, m: InboundExtractCompleted) -> ExtractReport | None:
         """Check what was staged against the completion, authenticate and open it, then ingest it

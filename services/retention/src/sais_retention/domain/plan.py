@@ -10,7 +10,7 @@ from uuid import UUID
 RULE_TRANSFER = "isp-11.1-transfer-plus-retention"
 RULE_UNDELIVERED = "undelivered-extract-ingest-plus-retention"
 RULE_PARTY_LEFT = "isp-11.3-party-left"
-RULE_INBOUND_STAGING = "inbound-staging-plus-retention"
+RULE_INBOUND_STAGING = "unfinished-inbound-after-days"  # SAIS_RETENTION_UNFINISHED_INBOUND_DAYS
 RULE_EXTRACT_ENDED = "extract-refused-or-failed-at-once"  # nothing of it may be delivered: deleted at once
 
 

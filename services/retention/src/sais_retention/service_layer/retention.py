@@ -18,7 +18,6 @@ from datetime import date, timedelta
 from uuid import UUID
 
 import structlog
-from dateutil.relativedelta import relativedelta
 from sais_shared import ops
 from sais_shared.events import (
     OWNERS,
@@ -66,6 +65,7 @@ class RetentionService(FollowsProtocol):
     clock: Clock
     outbox: Outbox  # deletion certificates and deletion requests
     confirmation_timeout: timedelta = timedelta(hours=1)
+    unfinished_inbound: timedelta = timedelta(days=7)  # an inbound extract that never completed, after it last changed
 
     async def handle_deliveries(self, events: list[DeliveryCompleted]) -> None:
         """A transfer is deleted at its transfer date + the retention period (ISP §11.1)."""
@@ -157,15 +157,15 @@ class RetentionService(FollowsProtocol):
 
     async def _request_inbound_staging(self, today: date, actor: str) -> DeletionRequested | None:
         """Inbound extracts that never completed (or were refused) are still sealed to ingest's
-        long-lived inbound key: ingest deletes them, with their staged records, a retention period
-        after they last changed (a complete extract's records go as soon as it is ingested)."""
+        long-lived inbound key: ingest deletes them, with their staged records, days after they last
+        changed (``unfinished_inbound``; a complete extract's records go as soon as it is ingested)."""
         subject = f"inbound-staging:{today.isoformat()}"
         async with self.uow() as repo:
             if await repo.request_exists(subject):
                 return None
             return await self._request(
                 repo, subject, RULE_INBOUND_STAGING, today, "inbound-staging", actor, ("ingest",),
-                staged_before=today - relativedelta(months=self.protocol.retention_months),
+                staged_before=today - self.unfinished_inbound,
             )  # fmt: skip
 
     async def purge(self, party: str, actor: str) -> DeletionRequested:
