@@ -353,6 +353,17 @@ class ExtractRepository:
         )
 
 
+@dataclass(frozen=True)
+class Staged:
+    """What one run of inbound records did: how many were staged, and the extracts that had records left out
+    because they were never started (or their start was refused) or were over their size limit."""
+
+    staged: int
+    no_start: list[str]
+    over_limit: list[str]
+    over_limit_records: int = 0
+
+
 class InboundStaging:
     """Inbound extracts staged as they arrive, still sealed (ingest.inbound_extracts, inbound_records)."""
 
@@ -380,37 +391,51 @@ class InboundStaging:
             return "ignored"  # receiving or incomplete already, or ingested: a re-send or a redelivery
         return "new" if row["new"] else "restarted"
 
-    async def stage(self, extract_ref: str, seq: int, nonce: str, ciphertext: str, max_bytes: int) -> str:
-        """Stage a record of an extract still receiving (or incomplete: a record that was missing), never
-        of one ingested or refused (a re-sent record of those would outlive the extract's deletion), and
-        only while the extract's staged records stay within ``max_bytes``. Returns "staged", "no-start"
-        (its extract was never started, or its start was refused), "over-limit", or "ignored" (already
-        staged, or its extract is finished)."""
-        size = len(nonce) + len(ciphertext)  # ASCII (base64): characters are bytes
-        async with self.pool.acquire() as conn:
-            staged = await conn.fetchval(
-                "WITH x AS (UPDATE ingest.inbound_extracts SET staged_bytes = staged_bytes + $5 "
-                "WHERE extract_ref=$1 AND status IN ('receiving', 'incomplete') AND staged_bytes + $5 <= $6 "
-                "AND NOT EXISTS (SELECT 1 FROM ingest.inbound_records WHERE extract_ref=$1 AND seq=$2) RETURNING 1) "
-                "INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext) SELECT $1,$2,$3,$4 FROM x "
-                "ON CONFLICT DO NOTHING RETURNING 'staged'",
-                extract_ref,
-                seq,
-                nonce,
-                ciphertext,
-                size,
-                max_bytes,
+    async def stage(self, records: list[tuple[str, int, str, str]], max_bytes: int) -> Staged:
+        """Stage a run of records, (extract, seq, nonce, ciphertext) each, in one statement: those of an
+        extract still receiving (or incomplete: a record that was missing), never of one ingested or refused
+        (a re-sent record of those would outlive the extract's deletion), and only while the extract's
+        staged records stay within ``max_bytes``; a record already staged is left as it is. Returns what
+        was staged and which extracts had records left out, and why."""
+        if not records:
+            return Staged(0, [], [])
+        refs, seqs, nonces, ciphertexts = map(list, zip(*records, strict=True))
+        row = await self.pool.fetchrow(
+            """
+            WITH incoming AS (
+                SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[]) AS t(extract_ref, seq, nonce, ciphertext)
+            ), fresh AS (
+                SELECT DISTINCT ON (i.extract_ref, i.seq) i.*, x.staged_bytes
+                FROM incoming i JOIN ingest.inbound_extracts x USING (extract_ref)
+                WHERE x.status IN ('receiving', 'incomplete') AND NOT EXISTS (
+                    SELECT 1 FROM ingest.inbound_records r WHERE r.extract_ref = i.extract_ref AND r.seq = i.seq)
+                ORDER BY i.extract_ref, i.seq
+            ), ranked AS (
+                SELECT f.*, f.staged_bytes + sum(length(f.nonce) + length(f.ciphertext))
+                    OVER (PARTITION BY f.extract_ref ORDER BY f.seq) AS running
+                FROM fresh f
+            ), ins AS (
+                INSERT INTO ingest.inbound_records(extract_ref, seq, nonce, ciphertext)
+                SELECT extract_ref, seq, nonce, ciphertext FROM ranked WHERE running <= $5
+                ON CONFLICT DO NOTHING RETURNING extract_ref, length(nonce) + length(ciphertext) AS size
+            ), grown AS (
+                UPDATE ingest.inbound_extracts x SET staged_bytes = x.staged_bytes + s.total
+                FROM (SELECT extract_ref, sum(size) AS total FROM ins GROUP BY extract_ref) s
+                WHERE x.extract_ref = s.extract_ref RETURNING 1
             )
-            if staged:
-                return staged
-            head = await conn.fetchrow(
-                "SELECT status, staged_bytes FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref
-            )
-        if head is None:
-            return "no-start"
-        if head["status"] in ("receiving", "incomplete") and head["staged_bytes"] + size > max_bytes:
-            return "over-limit"
-        return "ignored"
+            SELECT (SELECT count(*) FROM ins) AS staged,
+                   (SELECT count(*) FROM ranked WHERE running > $5) AS over_limit_records,
+                   ARRAY(SELECT DISTINCT i.extract_ref FROM incoming i WHERE NOT EXISTS (
+                       SELECT 1 FROM ingest.inbound_extracts x WHERE x.extract_ref = i.extract_ref)) AS no_start,
+                   ARRAY(SELECT DISTINCT extract_ref FROM ranked WHERE running > $5) AS over_limit
+            """,
+            refs,
+            seqs,
+            nonces,
+            ciphertexts,
+            max_bytes,
+        )
+        return Staged(row["staged"], sorted(row["no_start"]), sorted(row["over_limit"]), row["over_limit_records"])
 
     async def head(self, extract_ref: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref)

@@ -62,8 +62,15 @@ class InboundService(FollowsProtocol):
         return self.ingest.protocol_ref
 
     async def handle(self, messages: list) -> None:
-        said: set[tuple[str, str]] = set()  # (extract, what): one warning per extract and batch, not per record
-        for m in messages:  # in order: one extract's messages share a key, hence a partition
+        """In order (one extract's messages share a key, hence a partition): each run of records between a
+        start and a completion is staged in one statement."""
+        run: list[InboundRecord] = []
+        for m in messages:
+            if isinstance(m, InboundRecord):
+                run.append(m)
+                continue
+            await self._stage(run)
+            run = []
             if isinstance(m, InboundExtractStarted):
                 try:
                     self._authenticate_start(m)
@@ -75,21 +82,27 @@ class InboundService(FollowsProtocol):
                 )
                 if how != "new":
                     log.info("inbound.started_again", extract_ref=m.extract_ref, effect=how)
-            elif isinstance(m, InboundRecord):
-                how = await self.staging.stage(m.extract_ref, m.seq, m.nonce, m.ciphertext, self.max_extract_bytes)
-                if how in ("no-start", "over-limit"):
-                    ops.INBOUND_RECORDS_NOT_STAGED.labels(how).inc()
-                    if (m.extract_ref, how) not in said:
-                        said.add((m.extract_ref, how))
-                        log.warning(
-                            "inbound.record_not_staged",
-                            extract_ref=m.extract_ref,
-                            seq=m.seq,
-                            reason="no verified extract-started" if how == "no-start" else "over the extract's limit",
-                            limit_bytes=self.max_extract_bytes,
-                        )
             elif isinstance(m, InboundExtractCompleted):
                 await self.complete(m)
+        await self._stage(run)
+
+    async def _stage(self, run: list[InboundRecord]) -> None:
+        if not run:
+            return
+        done = await self.staging.stage(
+            [(r.extract_ref, r.seq, r.nonce, r.ciphertext) for r in run], self.max_extract_bytes
+        )
+        no_start = sum(1 for r in run if r.extract_ref in set(done.no_start))
+        ops.INBOUND_RECORDS_NOT_STAGED.labels("no-start").inc(no_start)
+        ops.INBOUND_RECORDS_NOT_STAGED.labels("over-limit").inc(done.over_limit_records)
+        for reason, refs in (("no-start", done.no_start), ("over-limit", done.over_limit)):
+            for ref in refs:
+                log.warning(
+                    "inbound.records_not_staged",
+                    extract_ref=ref,
+                    reason="no verified extract-started" if reason == "no-start" else "over the extract's size limit",
+                    limit_bytes=self.max_extract_bytes,
+                )
 
     def _authenticate_start(self, m: InboundExtractStarted) -> None:
         if self.publishers_registry is None:

@@ -1,0 +1,57 @@
+"""The cohort read behind every eligibility batch goes by index and stays flat as the table grows (issue 28:
+it was a parallel sequential scan, 276 ms a batch at county size, growing with the square of the extract)."""
+
+import json
+import uuid
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+COHORT_READ = "SELECT * FROM eligibility.cohort WHERE academic_year=$1 AND pupil_id = ANY($2)"  # adapters/repository.py
+
+
+async def _grow(conn: asyncpg.Connection, upto: int) -> None:
+    await conn.execute(
+        "INSERT INTO eligibility.cohort (academic_year, programme, pupil_id, dose, status, fingerprint, revision, "
+        "record_id, school_dfe, year_group, gender) "
+        "SELECT y, p, (lpad(to_hex(i), 32, '0'))::uuid, NULL, 'active', 'f', 1, gen_random_uuid(), '9372000', "
+        "'Y8', 'F' FROM generate_series((SELECT count(*) FROM eligibility.cohort) / 6 + 1, $1) i, "
+        "unnest(ARRAY['2017/18', '2018/19']) y, unnest(ARRAY['flu', 'hpv', 'td-ipv']) p",
+        upto,
+    )
+    await conn.execute("ANALYZE eligibility.cohort")
+
+
+async def _plan(conn: asyncpg.Connection) -> dict:
+    ids = [uuid.UUID(f"{i:032x}") for i in range(1, 2001, 20)]  # a batch's 100 children
+    [row] = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {COHORT_READ}", "2017/18", ids)
+    return json.loads(row[0])[0]["Plan"]
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _buffers(plan: dict) -> int:
+    return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+
+
+async def test_the_cohort_read_uses_its_index_and_reads_as_much_at_ten_times_the_size(settings_env):
+    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        await _grow(conn, 10_000)
+        small = await _plan(conn)
+        await _grow(conn, 100_000)  # a county: 600,000 cohort rows
+        large = await _plan(conn)
+    finally:
+        await conn.close()
+    for plan in (small, large):
+        kinds = {(n["Node Type"], n.get("Relation Name")) for n in _nodes(plan)}
+        assert ("Seq Scan", "cohort") not in kinds, kinds
+        assert any(n.get("Index Name") == "cohort_pupil" for n in _nodes(plan)), kinds
+        assert plan["Actual Rows"] == 300  # 100 children × 3 programmes in 2017/18
+    assert _buffers(large) < 2 * _buffers(small), (_buffers(small), _buffers(large))
