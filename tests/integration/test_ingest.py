@@ -139,3 +139,45 @@ async def test_a_refused_extract_is_json_too_with_json(settings_env, tmp_path):
     assert set(doc) == {"error", "exit_code", "message"} and doc["exit_code"] == 2
     assert "required column(s) missing" in doc["message"]
     assert "Smith" not in r.stdout + r.stderr  # the refusal never echoes a child's details
+
+
+async def test_an_extract_completes_only_together_with_its_audit_entry(settings_env):
+    """Finding 5: an extract completed and then its audit entry failed (the id it wanted was taken), leaving
+    a completion nobody audited. Now both are one transaction: if the entry cannot be written, the extract
+    has not completed either; the same for an ending."""
+    import uuid
+
+    from sais_ingest.adapters.repository import ExtractRepository
+    from sais_shared.db import create_pool
+    from sais_shared.keystore import AuditEntry
+    from sais_shared.settings import CommonSettings
+
+    pool = await create_pool(CommonSettings().database_login("ingest"))
+    try:
+        repo = ExtractRepository(pool)
+        extract_id = uuid.uuid4()
+        await repo.start(
+            extract_id=extract_id, sha256="0" * 64, source="summer-census", reference_date=date(2017, 5, 18),
+            target_academic_year="2017/18", file_name="may.csv", encoding="utf-8", supersedes=None,
+            key_id=uuid.uuid4(), originator="LA", protocol_version="0.2", ingested_by="t",
+        )  # fmt: skip
+        counts = dict(rows_in=1, accepted=1, rejected=0, out_of_scope=0, warnings=0, dropped_columns=[])
+        unwritable = AuditEntry(None, "extract.ingested", f"extract:{extract_id}", {})  # actor is NOT NULL
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await repo.complete(extract_id, **counts, audit_entry=unwritable)
+        assert (await repo.get(extract_id)).status == "started"  # rolled back with its entry
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await repo.end(extract_id, "failed", "x", "y", "t", published=0, audit_entry=unwritable)
+        assert (await repo.get(extract_id)).status == "started"
+        ingested = AuditEntry("t", "extract.ingested", f"extract:{extract_id}", {"accepted": 1}, "0.2")
+        await repo.complete(extract_id, **counts, audit_entry=ingested)
+        assert (await repo.get(extract_id)).status == "completed"
+    finally:
+        await pool.close()
+    admin = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
+    try:
+        assert await admin.fetchval(
+            "SELECT count(*) FROM shared.audit_log WHERE action='extract.ingested' AND subject=$1", f"extract:{extract_id}"
+        ) == 1  # fmt: skip
+    finally:
+        await admin.close()

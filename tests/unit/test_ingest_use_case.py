@@ -67,10 +67,12 @@ class FakeExtractStore:
     async def attempts(self, sha256, source, reference_date, target_year):
         return len(self._same(sha256, source, reference_date, target_year))
 
-    async def end(self, extract_id, status, code, reason, by, *, published):
+    async def end(self, extract_id, status, code, reason, by, *, published, audit_entry=None):
         e = self.extracts[extract_id]
         if e.status != ("completed" if status == "withdrawn" else "started"):
             return False
+        if audit_entry is not None:  # in the same transaction as the change, as the adapter writes it
+            self.audited.append((audit_entry.action, audit_entry.subject))
         self.extracts[extract_id] = replace(
             e, status=status, failure_code=code, failure=reason, ended_by=by,
             published=e.published if status == "withdrawn" else published,
@@ -207,8 +209,11 @@ class FakeExtractStore:
         ]
 
     async def complete(
-        self, extract_id, *, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns, repeated=0
-    ):
+        self, extract_id, *, rows_in, accepted, rejected, out_of_scope, warnings, dropped_columns, repeated=0,
+        audit_entry=None,
+    ):  # fmt: skip
+        if audit_entry is not None and self.extracts[extract_id].status == "started":
+            self.audited.append((audit_entry.action, audit_entry.subject))
         self.extracts[extract_id] = replace(
             self.extracts[extract_id],
             status="completed",

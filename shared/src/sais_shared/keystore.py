@@ -175,6 +175,22 @@ async def live_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[tuple[UUID,
     return [(r["key_id"], r["extract_id"]) for r in await conn.fetch("SELECT * FROM shared.live_data_keys()")]
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """An audit entry to write in the same transaction as the change it records."""
+
+    actor: str
+    action: str
+    subject: str
+    details: dict
+    protocol_version: str | None = None
+
+
+async def write_audit(conn: asyncpg.Connection, entry: AuditEntry | None) -> None:
+    if entry is not None:
+        await audit(conn, entry.actor, entry.action, entry.subject, entry.details, entry.protocol_version)
+
+
 async def audit(
     conn: asyncpg.Connection | asyncpg.Pool,
     actor: str,

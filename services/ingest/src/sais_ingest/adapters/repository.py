@@ -9,7 +9,7 @@ from datetime import date, datetime
 from uuid import UUID
 
 import asyncpg
-from sais_shared.keystore import audit
+from sais_shared.keystore import AuditEntry, audit, write_audit
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,20 @@ class ExtractRepository:
             target_year,
         )
 
-    async def end(self, extract_id: UUID, status: str, code: str, reason: str, by: str, *, published: int) -> bool:
+    async def end(
+        self,
+        extract_id: UUID,
+        status: str,
+        code: str,
+        reason: str,
+        by: str,
+        *,
+        published: int,
+        audit_entry: AuditEntry | None = None,
+    ) -> bool:
         """A started extract ends refused or failed, or a completed one is withdrawn; False if it was not
-        in the state that allows it (already ended). Its row index goes with it, except for a withdrawal."""
+        in the state that allows it (already ended). Its row index goes with it, except for a withdrawal;
+        ``audit_entry`` is written with the change, in its transaction, when there was one."""
         before = "completed" if status == "withdrawn" else "started"
         async with self.pool.acquire() as conn, conn.transaction():
             done = await conn.fetchval(
@@ -129,6 +140,8 @@ class ExtractRepository:
             )
             if done and status != "withdrawn":
                 await conn.execute("DELETE FROM ingest.row_index WHERE extract_id=$1", extract_id)
+            if done:
+                await write_audit(conn, audit_entry)
         return bool(done)
 
     async def abandoned(self) -> list[UUID]:
@@ -314,20 +327,25 @@ class ExtractRepository:
         warnings: int,
         dropped_columns: list[str],
         repeated: int = 0,
+        audit_entry: AuditEntry | None = None,
     ) -> None:
-        await self.pool.execute(
-            "UPDATE ingest.extracts SET status='completed', completed_at=now(), rows_in=$2, accepted=$3, "
-            "rejected=$4, out_of_scope=$5, warnings=$6, dropped_columns=$7, repeated=$8, published=$3 "
-            "WHERE extract_id=$1 AND status='started'",
-            extract_id,
-            rows_in,
-            accepted,
-            rejected,
-            out_of_scope,
-            warnings,
-            dropped_columns,
-            repeated,
-        )
+        """The extract completed, and ``audit_entry`` written in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                "UPDATE ingest.extracts SET status='completed', completed_at=now(), rows_in=$2, accepted=$3, "
+                "rejected=$4, out_of_scope=$5, warnings=$6, dropped_columns=$7, repeated=$8, published=$3 "
+                "WHERE extract_id=$1 AND status='started' RETURNING true",
+                extract_id,
+                rows_in,
+                accepted,
+                rejected,
+                out_of_scope,
+                warnings,
+                dropped_columns,
+                repeated,
+            )
+            if done:
+                await write_audit(conn, audit_entry)
 
     async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

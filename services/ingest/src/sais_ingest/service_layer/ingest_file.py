@@ -43,6 +43,7 @@ from sais_shared.events import (
     stable_id,
 )
 from sais_shared.kafka import publish_many
+from sais_shared.keystore import AuditEntry
 from sais_shared.ports import Clock
 from sais_shared.protocol import Protocol, ProtocolRefusalError
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
@@ -449,6 +450,22 @@ class Ingest(FollowsProtocol):
             ("out_of_scope", report.out_of_scope),
         ):
             ops.ROWS.labels(x.source, outcome_name).inc(n)
+        ingested = AuditEntry(
+            actor,
+            "extract.ingested",
+            f"extract:{extract_id}",
+            {
+                "sha256": x.content_sha256,
+                "source": x.source,
+                "rows_in": report.rows_in,
+                "accepted": report.accepted,
+                "repeated": report.repeated,
+                "rejected": report.rejected,
+                "out_of_scope": report.out_of_scope,
+                "supersedes": str(report.supersedes) if report.supersedes else None,
+            },
+            protocol.version,
+        )
         await repo.complete(
             extract_id,
             rows_in=report.rows_in,
@@ -458,6 +475,7 @@ class Ingest(FollowsProtocol):
             warnings=report.warnings,
             dropped_columns=report.dropped_columns,
             repeated=report.repeated,
+            audit_entry=ingested,
         )
         await self.publishers.extract_completed.publish(
             ExtractCompleted(
@@ -483,22 +501,6 @@ class Ingest(FollowsProtocol):
             ),
             key=extract_id.bytes,
         )
-        await repo.audit(
-            actor,
-            "extract.ingested",
-            f"extract:{extract_id}",
-            {
-                "sha256": x.content_sha256,
-                "source": x.source,
-                "rows_in": report.rows_in,
-                "accepted": report.accepted,
-                "repeated": report.repeated,
-                "rejected": report.rejected,
-                "out_of_scope": report.out_of_scope,
-                "supersedes": str(report.supersedes) if report.supersedes else None,
-            },
-            protocol.version,
-        )
         log.info(
             "extract.completed",
             extract_id=str(extract_id),
@@ -520,12 +522,14 @@ class Ingest(FollowsProtocol):
         status, code, reason = failure_of(exc)
         extract_id = run.report.extract_id
         try:
-            if await self.repo.end(extract_id, status, code, reason, actor, published=run.published):
-                await self.repo.audit(
+            await self.repo.end(
+                extract_id, status, code, reason, actor, published=run.published,
+                audit_entry=AuditEntry(
                     actor, f"extract.{status}", f"extract:{extract_id}",
                     {"code": code, "reason": reason, "published": run.published, "rows_read": run.report.rows_in},
                     run.protocol.version,
-                )  # fmt: skip
+                ),
+            )  # fmt: skip
             log.warning(f"extract.{status}", extract_id=str(extract_id), code=code, published=run.published)
             row = await self.repo.get(extract_id)
             if row is not None:
@@ -584,12 +588,14 @@ class Ingest(FollowsProtocol):
             raise ExtractStateError(f"no extract {extract_id}")
         if row.status != "completed":
             raise ExtractStateError(f"extract {extract_id} is {row.status}, not completed: nothing to withdraw")
-        if not await self.repo.end(extract_id, "withdrawn", "withdrawn", reason, actor, published=row.published):
-            raise ExtractStateError(f"extract {extract_id} was ended by someone else just now")
-        await self.repo.audit(
+        withdrawn = AuditEntry(
             actor, "extract.withdrawn", f"extract:{extract_id}",
             {"reason": reason, "source": row.source, "accepted": row.accepted}, self.protocol.version,
         )  # fmt: skip
+        if not await self.repo.end(
+            extract_id, "withdrawn", "withdrawn", reason, actor, published=row.published, audit_entry=withdrawn
+        ):
+            raise ExtractStateError(f"extract {extract_id} was ended by someone else just now")
         ended = await self.repo.get(extract_id)
         assert ended is not None
         await self._announce(ended)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from sais_shared.crypto import DataKey, KeyEncryptionKey
+from sais_shared.keystore import AuditEntry
 
 from ..adapters.repository import ExtractRow
 
@@ -25,7 +26,17 @@ class ExtractStore(Protocol):
 
     async def attempts(self, sha256: str, source: str, reference_date: date, target_year: str) -> int: ...
 
-    async def end(self, extract_id: UUID, status: str, code: str, reason: str, by: str, *, published: int) -> bool: ...
+    async def end(
+        self,
+        extract_id: UUID,
+        status: str,
+        code: str,
+        reason: str,
+        by: str,
+        *,
+        published: int,
+        audit_entry: AuditEntry | None = None,
+    ) -> bool: ...
 
     async def abandoned(self) -> list[UUID]: ...
 
@@ -81,6 +92,7 @@ class ExtractStore(Protocol):
         warnings: int,
         dropped_columns: list[str],
         repeated: int = 0,
+        audit_entry: AuditEntry | None = None,
     ) -> None: ...
 
 
