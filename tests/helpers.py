@@ -298,3 +298,16 @@ def oracle(source_files: dict[str, Path]) -> dict[str, int]:
         return (f, s, d)
 
     return {k: len({norm(w) for w in v}) for k, v in children.items() if v}
+
+
+def after_background_build(tool: str) -> None:
+    """`make test` builds kustomize and fetches the AsyncAPI parser in the background while the tests start
+    (deploy/local/run-tests.sh): each job holds a lock on its file until it has finished; taking that lock
+    here waits for it (at once when the job is done, or when the tests run without make test)."""
+    import fcntl
+    import os
+
+    lock = os.environ.get(f"SAIS_TEST_{tool.upper()}_LOCK")
+    if lock and Path(lock).exists():
+        with open(lock) as f:
+            fcntl.flock(f, fcntl.LOCK_SH)

@@ -21,30 +21,33 @@ cleanup() {
   [ -n "$compose_pid" ] && kill "$compose_pid" 2>/dev/null
   [ "$started" = 1 ] && $PY deploy/local/stack.py stop
   [ "$engine_was_up" = 0 ] && bash deploy/images/engine.sh stop
-  rm -f "$compose_log" "$images_log" "$prep_log"
+  rm -f "$compose_log" "$images_log" "$prep_log" "${kustomize_lock:-}" "${npm_lock:-}"
 }
 trap cleanup EXIT
-# What the tests need besides the servers, fetched and built while the stack starts (each is a minute
+# What the tests need besides the servers, fetched and built in the background (each is up to a minute
 # of network and compiling on a new machine, seconds after): kustomize (`make tools`, for the manifest
-# tests) and the official AsyncAPI parser's node_modules (for the contract test).
-make -s tools >"$prep_log" 2>&1 &
+# tests) and the official AsyncAPI parser's node_modules (for the contract test). The tests start as soon
+# as the stack is up: each job holds a lock (flock) on its file until it has finished, and the tests
+# that need one take that lock first (tests/helpers.py, after_background_build), so nobody polls.
+kustomize_lock=$(mktemp)
+npm_lock=$(mktemp)
+export SAIS_TEST_KUSTOMIZE_LOCK=$kustomize_lock SAIS_TEST_NPM_LOCK=$npm_lock
+exec {lock_fd}>"$kustomize_lock"
+flock -x "$lock_fd"
+make -s tools >"$prep_log" 2>&1 &  # inherits the locked file: the lock goes when the job ends
 tools_pid=$!
+exec {lock_fd}>&-
 if command -v npm >/dev/null 2>&1 && [ ! -d docs/asyncapi/validate/node_modules/@asyncapi/parser ]; then
+  exec {lock_fd}>"$npm_lock"
+  flock -x "$lock_fd"
   (cd docs/asyncapi/validate && npm ci --no-audit --no-fund --silent) >>"$prep_log" 2>&1 &
   npm_pid=$!
+  exec {lock_fd}>&-
 fi
 if ! $PY deploy/local/stack.py status >/dev/null 2>&1; then
   started=1  # stopped at the end, also when it fails half-way
   $PY deploy/local/stack.py start || exit 1
 fi
-if ! wait "$tools_pid"; then
-  echo "make tools failed:" >&2; tail -20 "$prep_log" >&2; exit 1
-fi
-tools_pid=""
-if [ -n "$npm_pid" ] && ! wait "$npm_pid"; then  # the contract test tries again and says why
-  echo "npm ci for the AsyncAPI parser failed:" >&2; tail -20 "$prep_log" >&2
-fi
-npm_pid=""
 # The compose test's images, built beside the main suite: minutes on a machine that has none (a Debian
 # base, Kafka's jars, Mailpit from its Go module), seconds when they are cached. Started once the stack
 # is up (both may fetch Kafka's jars and use apt), niced so the tests' own servers come first; the
@@ -59,6 +62,15 @@ images_pid=$!
 export SAIS_TEST_KEEP_STACK=1
 .venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist worksteal --durations=15 "$@"
 rc=$?
+tools_rc=0
+if ! wait "$tools_pid"; then
+  echo "make tools failed:" >&2; tail -20 "$prep_log" >&2; tools_rc=1
+fi
+tools_pid=""
+if [ -n "$npm_pid" ] && ! wait "$npm_pid"; then  # the contract test said why it could not run
+  echo "npm ci for the AsyncAPI parser failed:" >&2; tail -20 "$prep_log" >&2
+fi
+npm_pid=""
 # Then, alone, the tests that restart a server the others share; beside them the compose test, which
 # shares nothing with them: its own private engine, images (built by its fixture; cached, seconds after
 # the first time), compose project, networks and kernel-chosen host ports. The engine is stopped at
@@ -81,5 +93,6 @@ for r in "$rc" "$rc2" "$rc3"; do
   fi
 done
 if [ "$rc" != 0 ]; then exit "$rc"; fi
+if [ "$tools_rc" != 0 ]; then exit "$tools_rc"; fi
 if [ "$rc2" != 0 ]; then exit "$rc2"; fi
 exit "$rc3"

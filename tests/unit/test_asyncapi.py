@@ -8,6 +8,7 @@ import yaml
 from sais_shared.topics import Topics
 
 from sais.asyncapi import DOCS, generate
+from tests.helpers import after_background_build
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +45,7 @@ def test_every_topic_and_the_inbound_framing_are_documented(generated):
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="needs Node.js")
 def test_the_official_asyncapi_parser_accepts_the_documents():
     folder = DOCS / "validate"
+    after_background_build("npm")
     if not (folder / "node_modules" / "@asyncapi" / "parser").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=folder, check=True, timeout=300)
     r = subprocess.run(["node", "validate.mjs"], cwd=folder, capture_output=True, text=True, timeout=120)

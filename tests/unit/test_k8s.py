@@ -9,12 +9,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.helpers import after_background_build
+
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30.0"
 
 
 def kustomize() -> str:
+    after_background_build("kustomize")
     found = os.environ.get("KUSTOMIZE") or shutil.which("kustomize") or str(REPO / ".tools" / "bin" / "kustomize")
     if not Path(found).exists():
         pytest.fail("kustomize is not installed: run `make tools` (make test does it)")
