@@ -417,15 +417,8 @@ def dev_pki(out: Path = typer.Argument(..., help="folder for the dev CA, certifi
 
 
 def service_group(svc: str) -> str:
-    """The consumer group a service uses: SAIS_<SERVICE>_GROUP_ID, or its own settings' default (the
-    same whatever the topic prefix), read from the service's settings class: one source of truth."""
-    if group := os.environ.get(f"SAIS_{svc.upper()}_GROUP_ID"):
-        return group
-    from importlib import import_module
+    """The consumer group a service uses: SAIS_<SERVICE>_GROUP_ID, or <SAIS_TOPIC_PREFIX>-<service>, as
+    its settings default it (sais_shared.settings.consumer_group: one source of truth)."""
+    from sais_shared.settings import consumer_group
 
-    config = import_module(f"sais_{svc}.config")
-    cls = next(
-        v for v in vars(config).values()
-        if isinstance(v, type) and issubclass(v, CommonSettings) and f"{svc}_group_id" in v.model_fields
-    )  # fmt: skip
-    return cls.model_fields[f"{svc}_group_id"].default
+    return os.environ.get(f"SAIS_{svc.upper()}_GROUP_ID") or consumer_group(svc, CommonSettings().topic_prefix)

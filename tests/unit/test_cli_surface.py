@@ -242,16 +242,33 @@ def test_the_settings_table_is_generated_from_the_code_and_says_what_each_means(
     assert {"SAIS_DATABASE_URL_FILE", "SAIS_DELIVERY_RECIPIENT", "SAIS_ACTOR"} <= {var for var, *_ in table}
 
 
-def test_kafka_lag_watches_the_groups_the_services_use_whatever_the_topic_prefix(monkeypatch):
-    """`sais kafka lag` once watched <prefix>-<service> while the services default to sais-<service>."""
+def test_every_service_joins_the_group_its_acls_allow_and_kafka_lag_watches_whatever_the_topic_prefix(monkeypatch):
+    """The services defaulted to sais-<service> while their ACLs allow only <prefix>-<service>…: with another
+    prefix a service could not join its group. Now one rule names the group, for the settings, the ACLs and
+    `sais kafka lag`."""
+    from sais_delivery.config import DeliverySettings
+    from sais_eligibility.config import EligibilitySettings
+    from sais_ingest.config import IngestSettings
+    from sais_retention.config import RetentionSettings
+    from sais_shared.kafka_access import Operation, Resource, bindings
+
     from sais.admin_cli import service_group
 
     monkeypatch.setenv("SAIS_TOPIC_PREFIX", "county42")
-    for svc in ("ingest", "eligibility", "delivery", "retention"):
+    settings = {"ingest": IngestSettings, "eligibility": EligibilitySettings, "delivery": DeliverySettings,
+                "retention": RetentionSettings}  # fmt: skip
+    acls = bindings("county42")
+    for svc, cls in settings.items():
         monkeypatch.delenv(f"SAIS_{svc.upper()}_GROUP_ID", raising=False)
-        assert service_group(svc) == f"sais-{svc}"
+        group = getattr(cls(), f"{svc}_group_id")
+        assert group == service_group(svc) == f"county42-{svc}"
+        assert any(
+            b.resource == Resource.GROUP and b.operation == Operation.READ and b.principal == f"User:sais-{svc}"
+            and group.startswith(b.name)
+            for b in acls
+        ), svc  # fmt: skip
     monkeypatch.setenv("SAIS_DELIVERY_GROUP_ID", "my-delivery")
-    assert service_group("delivery") == "my-delivery"
+    assert service_group("delivery") == "my-delivery" == DeliverySettings().delivery_group_id
 
 
 HEAVY = ("faststream", "aiokafka", "asyncpg", "openpyxl", "pydantic", "cryptography", "sais_ingest", "sais_eligibility",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from .errors import ConfigurationError
-from .settings import SERVICES, kafka_user
+from .settings import SERVICES, consumer_group, kafka_user
 from .topics import Topics
 
 
@@ -144,8 +144,7 @@ def topics_of(principal: str, prefix: str) -> tuple[list[str], list[str]]:
     return [getattr(topics, t) for t in access.reads], [getattr(topics, t) for t in access.writes]
 
 
-def group_prefix(service: str, prefix: str) -> str:
-    return f"{prefix}-{service}"
+group_prefix = consumer_group  # a service's groups: <prefix>-<service>, and names that start with it
 
 
 def bindings(prefix: str) -> list[Binding]:

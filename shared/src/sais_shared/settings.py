@@ -199,6 +199,15 @@ class CommonSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _consumer_groups(self) -> CommonSettings:
+        """A service's consumer group defaults to <prefix>-<service>: the name its Kafka ACLs allow and
+        `sais kafka lag` watches, whatever the prefix."""
+        for name in type(self).model_fields:
+            if name.endswith("_group_id") and getattr(self, name) is None:
+                setattr(self, name, consumer_group(name.removesuffix("_group_id"), self.topic_prefix))
+        return self
+
+    @model_validator(mode="after")
     def _development_only(self) -> CommonSettings:
         if self.dev_mode:
             return self
@@ -275,6 +284,13 @@ def _dsn_parameter(dsn: str, name: str) -> str | None:
 
 
 SERVICES = ("ingest", "eligibility", "delivery", "retention")
+
+
+def consumer_group(service: str, prefix: str) -> str:
+    """A service's consumer group by default, and the prefix of every group its Kafka ACLs allow."""
+    return f"{prefix}-{service}"
+
+
 KAFKA_ADMIN = "admin"  # the Kafka administrator's user name in the development PKI
 
 

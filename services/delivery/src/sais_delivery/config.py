@@ -15,7 +15,10 @@ class DeliverySettings(CommonSettings):
 
     http_port: int = 8083
 
-    delivery_group_id: str = Field("sais-delivery", description="Delivery's Kafka consumer group")
+    delivery_group_id: str | None = Field(
+        None,
+        description="Delivery's Kafka consumer group; <SAIS_TOPIC_PREFIX>-delivery when unset (what its ACLs and `sais kafka lag` expect)",
+    )
     delivery_smtp_host: str = Field("127.0.0.1", description="The mail relay (STARTTLS required, TLS 1.2+)")
     delivery_smtp_port: int = Field(587, description="The mail relay's submission port")
     delivery_smtp_ca_file: Path | None = Field(None, description="CA bundle that verifies the SMTP server")

@@ -10,4 +10,7 @@ class EligibilitySettings(CommonSettings):
     http_port: int = 8082
 
     eligibility_rules_dir: Path | None = Field(None, description="Rules files; the bundled ones when unset")
-    eligibility_group_id: str = Field("sais-eligibility", description="Eligibility's Kafka consumer group")
+    eligibility_group_id: str | None = Field(
+        None,
+        description="Eligibility's Kafka consumer group; <SAIS_TOPIC_PREFIX>-eligibility when unset (what its ACLs and `sais kafka lag` expect)",
+    )

@@ -15,7 +15,10 @@ class IngestSettings(CommonSettings):
 
     http_port: int = 8081
 
-    ingest_group_id: str = Field("sais-ingest", description="Ingest's Kafka consumer group (the inbound topic)")
+    ingest_group_id: str | None = Field(
+        None,
+        description="Ingest's Kafka consumer group (the inbound topic); <SAIS_TOPIC_PREFIX>-ingest when unset (what its ACLs and `sais kafka lag` expect)",
+    )
     ingest_inbound_private_key: Path | None = Field(
         None,
         description="RSA private key (PEM) that opens extracts published on the inbound topic, or a folder of "

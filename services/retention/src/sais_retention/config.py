@@ -6,7 +6,10 @@ from sais_shared.settings import CommonSettings
 
 class RetentionSettings(CommonSettings):
     http_port: int = 8084
-    retention_group_id: str = Field("sais-retention", description="Retention's Kafka consumer group")
+    retention_group_id: str | None = Field(
+        None,
+        description="Retention's Kafka consumer group; <SAIS_TOPIC_PREFIX>-retention when unset (what its ACLs and `sais kafka lag` expect)",
+    )
     retention_interval_s: float = Field(300.0, description="How often the scheduler looks for due deletions")
     retention_unfinished_inbound_days: int = Field(
         7,
