@@ -289,7 +289,8 @@ def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what w
     if done["topics_altered"]:
         topics += f", {done['topics_altered']} set back to the product's retention"
     typer.echo(
-        f"{topics}; {done['acls']} ACL(s) in place, {done['acls_removed']} not in the table removed"
+        f"{topics}; {done['acls']} ACL(s) in place, {done['acls_removed']} not in the table removed; the "
+        f"publishers may produce {settings.kafka_publisher_byte_rate / (1 << 20):g} MiB/s (a broker quota)"
         if settings.kafka_security_protocol != "PLAINTEXT"
         else f"{topics}; the broker has no authentication (PLAINTEXT): no ACLs"
     )

@@ -108,6 +108,33 @@ async def test_no_password_or_a_wrong_one_is_refused(infra, secured):
         await asyncio.wait_for(produce(plain, Topics(secured["SAIS_TOPIC_PREFIX"]).pupil_recorded), 30)
 
 
+async def test_setup_gives_the_publishers_login_a_produce_quota_and_sets_it_back(infra, secured):
+    """Finding 6: whoever holds the publishers' Kafka login could push anything onto the inbound topic as
+    fast as the broker takes it. `sais kafka setup` now sets a produce quota on that user, and sets it back
+    when someone changed it (a higher rate here, so that no other test is throttled meanwhile)."""
+    from sais_shared.kafka import setup_kafka
+    from sais_shared.kafka_quotas import quotas_of, set_quotas
+    from sais_shared.settings import kafka_user
+
+    from deploy.local import stack
+
+    admin_settings = stack.kafka_admin_settings(secured)
+    publisher = kafka_user("publisher")
+    admin = AIOKafkaAdminClient(**admin_settings.kafka_login(None))
+    await admin.start()
+    try:
+        done = await setup_kafka(admin_settings, secured["SAIS_TOPIC_PREFIX"])
+        rate = float(admin_settings.kafka_publisher_byte_rate)
+        assert done["quotas"] == 1 and await quotas_of(admin, publisher) == {"producer_byte_rate": rate}
+        assert await quotas_of(admin, kafka_user("ingest")) == {}  # the services are never throttled
+        await set_quotas(admin, {publisher: {"producer_byte_rate": 1e12}})
+        assert await quotas_of(admin, publisher) == {"producer_byte_rate": 1e12}
+        await setup_kafka(admin_settings, secured["SAIS_TOPIC_PREFIX"])
+        assert await quotas_of(admin, publisher) == {"producer_byte_rate": rate}
+    finally:
+        await admin.close()
+
+
 async def test_setup_keeps_the_acls_and_the_retention_exactly_the_products(infra, secured):
     """Finding 13 and 14: an ACL beyond the table on the prefix's own topics is removed (it survived
     before), a retention someone shortened is set back (the deletion certificates are kept for good),

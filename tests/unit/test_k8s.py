@@ -52,6 +52,9 @@ def test_manifests_render_and_match_the_kubernetes_schemas(path, kinds):
             assert ref == {"name": f"{d['metadata']['name']}-password", "key": "password"}
             assert d["spec"]["authorization"]["type"] == "simple" and d["spec"]["authorization"]["acls"]
             assert all(a.get("type", "allow") == "allow" for a in d["spec"]["authorization"]["acls"])
+            # the publishers' login is rate-limited (`sais kafka setup` sets the same quota); services never are
+            quota = d["spec"].get("quotas")
+            assert quota == ({"producerByteRate": 10 << 20} if d["metadata"]["name"] == "sais-publisher" else None)
             continue
         if d["kind"] == "KafkaTopic":  # Strimzi CRD: not in the core schemas, checked by hand
             assert d["apiVersion"] == "kafka.strimzi.io/v1beta2" and d["spec"]["partitions"] >= 3

@@ -34,6 +34,7 @@ from . import kafka_access, ops
 from .crypto import SealedValueError
 from .errors import ConfigurationError, InvalidMessageError
 from .events import DeadLetter, Event, stable_id
+from .kafka_quotas import set_quotas
 from .settings import CommonSettings
 from .topics import Topics
 
@@ -93,6 +94,7 @@ async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> di
         altered = await _keep_topic_configs(admin, {n: c for n, c in wanted.items() if n in existing})
         acls: list[kafka_access.Binding] = []
         removed: list[kafka_access.Grant] = []
+        quotas = 0
         if settings.kafka_security_protocol != "PLAINTEXT":
             ours, broader = kafka_access.review_acls(await _grants(admin), topics.prefix)
             if broader:
@@ -106,6 +108,7 @@ async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> di
             await _create_acls(admin, acls)
             removed = ours
             await _delete_acls(admin, removed)
+            quotas = await set_quotas(admin, kafka_access.quotas(settings.kafka_publisher_byte_rate))
         await _until_visible(admin, set(topics.all()), set(acls), set(removed))
         for g in removed:
             log.warning("kafka.acl_removed", acl=str(g))
@@ -114,6 +117,7 @@ async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> di
             "topics_altered": altered,
             "acls": len(acls),
             "acls_removed": len(removed),
+            "quotas": quotas,
         }
     finally:
         await admin.close()

@@ -144,6 +144,12 @@ def topics_of(principal: str, prefix: str) -> tuple[list[str], list[str]]:
     return [getattr(topics, t) for t in access.reads], [getattr(topics, t) for t in access.writes]
 
 
+def quotas(publisher_byte_rate: int) -> dict[str, dict[str, float]]:
+    """Broker quotas by Kafka user: the upstream publishers' produce rate (the services have none: they
+    must never be throttled mid-transaction)."""
+    return {kafka_user("publisher"): {"producer_byte_rate": float(publisher_byte_rate)}}
+
+
 group_prefix = consumer_group  # a service's groups: <prefix>-<service>, and names that start with it
 
 
@@ -181,12 +187,20 @@ def strimzi_acls(principal: str, prefix: str) -> list[dict]:
     ]
 
 
+def _strimzi_quotas(values: dict[str, float] | None) -> dict:
+    if not values:
+        return {}
+    names = {"producer_byte_rate": "producerByteRate", "consumer_byte_rate": "consumerByteRate"}
+    return {"quotas": {names[k]: int(v) for k, v in values.items()}}
+
+
 def strimzi_manifests(
     prefix: str = "sais",
     cluster: str = "sais",
     partitions: int = 6,
     replicas: int = 3,
     default_retention_days: int = 120,
+    publisher_byte_rate: int = 10 << 20,
 ) -> tuple[str, str]:
     """(KafkaTopics, KafkaUsers) as YAML for Strimzi: the same topics, retention and ACLs as
     ``sais kafka setup`` applies to a broker without an operator."""
@@ -230,6 +244,7 @@ def strimzi_manifests(
                     },
                 },
                 "authorization": {"type": "simple", "acls": strimzi_acls(name, prefix)},
+                **_strimzi_quotas(quotas(publisher_byte_rate).get(kafka_user(name))),
             },
         }
         for name in ACCESS

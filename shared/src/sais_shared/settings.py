@@ -47,6 +47,13 @@ class CommonSettings(BaseSettings):
     kafka_admin_password_file: Path | None = Field(
         None, description="File holding the Kafka administrator's password (administrative commands only)"
     )
+    kafka_publisher_byte_rate: int = Field(
+        10 << 20,
+        ge=1024,
+        description="Bytes per second the upstream publishers' Kafka user may produce (a broker quota, set by "
+        "`sais kafka setup` and in its Strimzi KafkaUser): 10 MiB/s sends a county's extract in seconds and "
+        "England's in minutes, and bounds what anyone holding that login can push onto the inbound topic",
+    )
     topic_prefix: str = Field("sais", description="Prefix of every topic name")
     topic_partitions: int = Field(3, ge=1, description="Partitions of each topic `sais kafka setup` creates")
     topic_replication_factor: int = Field(1, ge=1, description="Replicas of each topic `sais kafka setup` creates")
