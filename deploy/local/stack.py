@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,6 +303,31 @@ def kafka_users(lay: Layout) -> list[str]:
     for user in users:
         out += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={lay.secret(f'kafka-{user}')}]"]
     return out
+
+
+def add_kafka_user(lay: Layout, user: str, password: str) -> None:
+    """A SCRAM-SHA-512 login on the running broker, made by Kafka's own tool (kafka-configs) as the
+    administrator: what a Kafka administrator does for a new upstream publisher."""
+    from sais_shared.settings import KAFKA_ADMIN
+
+    fd, name = tempfile.mkstemp(dir=lay.state / "kafka", suffix=".properties")  # mode 0600: it holds a password
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{KAFKA_ADMIN}" password="{lay.secret(f"kafka-{KAFKA_ADMIN}")}";\n'
+            f"ssl.truststore.type=PEM\nssl.truststore.location={lay.pki / 'ca.pem'}\n"
+        )
+    try:
+        subprocess.run(
+            ["java", "-cp", f"{lay.kafka_libs}/*", "kafka.admin.ConfigCommand",
+             "--bootstrap-server", f"127.0.0.1:{lay.kafka_port}", "--command-config", name, "--alter",
+             "--add-config", f"SCRAM-SHA-512=[iterations=4096,password={password}]",
+             "--entity-type", "users", "--entity-name", user],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        os.unlink(name)
 
 
 def start_kafka(lay: Layout) -> None:

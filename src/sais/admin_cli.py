@@ -274,14 +274,17 @@ def kafka_setup(as_json: bool = typer.Option(False, "--json", help="print what w
     """Create the product's topics (and set back a retention someone changed) and, on a broker with
     authentication, make the ACLs exactly each service's (only the topics it reads or writes, only its
     own consumer groups): extra ACLs on the product's topics and groups are removed, broader ones that
-    reach them are listed and refused (exit 3). Run as the Kafka administrator
-    (SAIS_KAFKA_ADMIN_PASSWORD_FILE), once per release and topic prefix; idempotent."""
+    reach them are listed and refused (exit 3). Each publisher's Kafka user in the registry
+    (SAIS_INGEST_PUBLISHERS_FILE, kafka_user) may write the inbound topic under a produce quota, and one no
+    longer in it loses that right. Run as the Kafka administrator (SAIS_KAFKA_ADMIN_PASSWORD_FILE), once per
+    release, topic prefix and change of the registry; idempotent."""
     import asyncio
 
     from sais_shared.kafka import setup_kafka
 
     settings = CommonSettings()
-    done = asyncio.run(setup_kafka(settings))
+    publishers = _publisher_users()
+    done = asyncio.run(setup_kafka(settings, publishers=publishers))
     if as_json:
         typer.echo(json.dumps(done))
         return
@@ -397,11 +400,14 @@ def kafka_manifests(
     out: Path = typer.Option(
         Path("deploy/k8s/kafka"), "--out", metavar="DIR", help="folder to write topics.yaml and kafka-users.yaml to"
     ),
+    publishers: Path | None = typer.Option(
+        None, "--publishers", metavar="FILE", help="publisher registry: a KafkaUser for each kafka_user it names"
+    ),
 ) -> None:
-    """Write Strimzi KafkaTopics and KafkaUsers (SCRAM-SHA-512, the same ACLs as `sais kafka setup`)."""
-    from sais_shared.kafka_access import strimzi_manifests
+    """Write Strimzi KafkaTopics and KafkaUsers (SCRAM-SHA-512, the same ACLs and quotas as `sais kafka setup`)."""
+    from sais_shared.kafka_access import PUBLISHERS, strimzi_manifests
 
-    topics, users = strimzi_manifests()
+    topics, users = strimzi_manifests(publishers=_publisher_users(publishers) if publishers else PUBLISHERS)
     (out / "topics.yaml").write_text(topics)
     (out / "kafka-users.yaml").write_text(users)
     typer.echo(f"wrote {out / 'topics.yaml'} and {out / 'kafka-users.yaml'}")
@@ -415,6 +421,17 @@ def dev_pki(out: Path = typer.Argument(..., help="folder for the dev CA, certifi
     """Create a throwaway CA, SMTP server and S/MIME certificates and a KEK (demo, tests, compose)."""
     pki = ensure_dev_pki(out)
     typer.echo(f"dev PKI in {pki.root}")
+
+
+def _publisher_users(registry: Path | None = None) -> list[str]:
+    """The publishers' Kafka users, from the registry ingest reads (SAIS_INGEST_PUBLISHERS_FILE), or the one
+    shared default when there is none."""
+    from sais_ingest.config import IngestSettings
+    from sais_shared.inbound import PublisherRegistry
+    from sais_shared.kafka_access import PUBLISHERS
+
+    path = registry or IngestSettings().ingest_publishers_file
+    return PublisherRegistry.load(path).kafka_users if path else list(PUBLISHERS)
 
 
 def service_group(svc: str) -> str:

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
@@ -34,8 +35,8 @@ def login(infra, env, principal: str) -> dict:
 
 async def produce(kafka: dict, topic: str) -> None:
     p = AIOKafkaProducer(**kafka, enable_idempotence=True, request_timeout_ms=10000)
-    await p.start()
     try:
+        await p.start()
         await p.send_and_wait(topic, b"{}")
     finally:
         await p.stop()
@@ -133,6 +134,67 @@ async def test_setup_gives_the_publishers_login_a_produce_quota_and_sets_it_back
         assert await quotas_of(admin, publisher) == {"producer_byte_rate": rate}
     finally:
         await admin.close()
+
+
+async def test_each_publisher_has_a_kafka_login_of_its_own_and_one_taken_out_of_the_registry_loses_it(infra, secured):
+    """Finding 6: every upstream system shared one Kafka login, so none could be shut out alone. Now each
+    publisher in the registry may have its own (kafka_user); `sais kafka setup` lets exactly those write the
+    inbound topic, each under the produce quota, and takes the right from one no longer listed."""
+    import secrets
+
+    from sais_shared.kafka import setup_kafka
+    from sais_shared.kafka_quotas import quotas_of
+    from sais_shared.settings import kafka_user
+
+    from deploy.local import stack
+    from tests.conftest import wait_until
+
+    prefix = secured["SAIS_TOPIC_PREFIX"]
+    inbound = Topics(prefix).inbound
+    admin_settings = stack.kafka_admin_settings(secured)
+    base = login(infra, secured, "publisher")
+    users = {f"{prefix}-sims": secrets.token_hex(16), f"{prefix}-admissions": secrets.token_hex(16)}
+    for user, password in users.items():
+        await asyncio.to_thread(stack.add_kafka_user, stack.layout(), user, password)
+    as_user = {u: {**base, "sasl_plain_username": u, "sasl_plain_password": p} for u, p in users.items()}
+
+    async def logs_in(kafka) -> bool:  # a new login reaches the broker with the controller's metadata
+        admin = AIOKafkaAdminClient(**kafka)
+        try:
+            await admin.start()
+            return True
+        except KafkaError:
+            return False
+        finally:
+            await admin.close()
+
+    for kafka in as_user.values():
+        await wait_until(lambda kafka=kafka: logs_in(kafka), what="the new login known to the broker")
+    sims, admissions = sorted(users, reverse=True)
+    done = await setup_kafka(admin_settings, prefix, publishers=[sims, admissions])
+    assert done["quotas"] == 2
+    for user in (sims, admissions):
+        await produce(as_user[user], inbound)
+        with pytest.raises(TopicAuthorizationFailedError):
+            await produce(as_user[user], Topics(prefix).pupil_recorded)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(base, inbound)  # the shared login is not in this registry: it lost the topic
+    admin = AIOKafkaAdminClient(**admin_settings.kafka_login(None))
+    await admin.start()
+    try:
+        assert await quotas_of(admin, admissions) == {
+            "producer_byte_rate": float(admin_settings.kafka_publisher_byte_rate)
+        }
+    finally:
+        await admin.close()
+    # The admissions system leaves the registry: its login can no longer write; the other still can.
+    done = await setup_kafka(admin_settings, prefix, publishers=[sims])
+    assert done["acls_removed"] == 2  # its WRITE and DESCRIBE on the inbound topic
+    with pytest.raises((TopicAuthorizationFailedError, ClusterAuthorizationFailedError)):
+        await produce(as_user[admissions], inbound)  # with no topic left to write, not even a producer id
+    await produce(as_user[sims], inbound)
+    await setup_kafka(admin_settings, prefix)  # the shared default again, as the other tests expect
+    assert kafka_user("publisher") == base["sasl_plain_username"]
 
 
 async def test_setup_keeps_the_acls_and_the_retention_exactly_the_products(infra, secured):

@@ -68,3 +68,28 @@ def test_neither_signature_stands_in_for_the_other():
     with pytest.raises(InboundAuthenticationError):
         REGISTRY.verify(w.started, done.model_copy(update={"signature": w.started.signature}))
     assert base64.b64decode(w.started.signature) != base64.b64decode(done.signature)
+
+
+def test_the_registry_names_each_publishers_kafka_login_and_kafka_setup_and_the_manifests_use_them(tmp_path):
+    import yaml
+    from sais_shared.errors import ConfigurationError
+    from sais_shared.kafka_access import strimzi_manifests
+
+    from sais.admin_cli import _publisher_users
+
+    pem = SIGNER.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    entries = [
+        {"id": "sims", "public_key": pem.decode(), "sources": ["summer-census"], "kafka_user": "la-sims"},
+        {"id": "admissions", "public_key": pem.decode(), "sources": ["admissions-reception"]},  # the shared login
+    ]
+    path = tmp_path / "publishers.yaml"
+    path.write_text(yaml.safe_dump({"publishers": entries}))
+    assert PublisherRegistry.load(path).kafka_users == ["la-sims", "sais-publisher"] == _publisher_users(path)
+    users = list(yaml.safe_load_all(strimzi_manifests(publishers=_publisher_users(path))[1]))
+    mine = next(u for u in users if u["metadata"]["name"] == "la-sims")
+    assert mine["spec"]["quotas"] == {"producerByteRate": 10 << 20}
+    assert [a["resource"]["name"] for a in mine["spec"]["authorization"]["acls"]] == ["sais.ingest.inbound.v1"]
+    entries[0]["kafka_user"] = "User:la sims"
+    path.write_text(yaml.safe_dump({"publishers": entries}))
+    with pytest.raises(ConfigurationError, match="is not a Kafka user name"):
+        PublisherRegistry.load(path)

@@ -26,6 +26,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -51,6 +52,7 @@ ExtractRef = Annotated[
     ),
 ]
 MAX_RECORDS = 10_000_000  # England has about 9 million pupils: no extract is larger
+_KAFKA_USER = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")  # also a Kubernetes name (Strimzi's KafkaUser)
 MAX_RECORD_CIPHERTEXT = 65_536  # base64 characters: a row of a few dozen columns is well under 4 KiB
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
@@ -148,12 +150,14 @@ class Publisher:
     id: str
     public_key: Ed25519PublicKey
     sources: frozenset[str]
+    kafka_user: str = "sais-publisher"  # its own Kafka login (`sais kafka setup` grants it the inbound topic)
 
 
 class PublisherRegistry:
     """Which upstream systems may publish which sources, and the key each signs with.
 
-    A YAML file: ``publishers: [{id, public_key (PEM, Ed25519), sources: [...]}]``."""
+    A YAML file: ``publishers: [{id, public_key (PEM, Ed25519), sources: [...], kafka_user}]``; a publisher
+    without ``kafka_user`` shares the default ``sais-publisher`` login."""
 
     def __init__(self, publishers: list[Publisher]) -> None:
         self._by_id = {p.id: p for p in publishers}
@@ -167,10 +171,18 @@ class PublisherRegistry:
                 key = serialization.load_pem_public_key(entry["public_key"].encode())
                 if not isinstance(key, Ed25519PublicKey):
                     raise ValueError(f"publisher {entry['id']}: the key must be Ed25519")
-                publishers.append(Publisher(str(entry["id"]), key, frozenset(entry["sources"])))
+                user = str(entry.get("kafka_user") or "sais-publisher")
+                if not _KAFKA_USER.fullmatch(user):
+                    raise ValueError(f"publisher {entry['id']}: kafka_user {user!r} is not a Kafka user name")
+                publishers.append(Publisher(str(entry["id"]), key, frozenset(entry["sources"]), user))
         except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
             raise ConfigurationError(f"publisher registry {path}: {type(exc).__name__}: {exc}") from None
         return cls(publishers)
+
+    @property
+    def kafka_users(self) -> list[str]:
+        """The Kafka users the publishers log in as (each may write the inbound topic, under a quota)."""
+        return sorted({p.kafka_user for p in self._by_id.values()})
 
     def verify_start(self, started: InboundExtractStarted) -> Publisher:
         """A start signed by a registered publisher allowed its source; raises otherwise."""

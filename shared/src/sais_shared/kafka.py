@@ -61,12 +61,16 @@ def make_broker(settings: CommonSettings, client_id: str, service: str) -> Kafka
     )
 
 
-async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> dict[str, int]:
+async def setup_kafka(
+    settings: CommonSettings, prefix: str | None = None, publishers: Iterable[str] = kafka_access.PUBLISHERS
+) -> dict[str, int]:
     """As Kafka's administrator: create the product's topics (idempotent) and keep each one's
     configuration (retention) as the product sets it, and, on a broker with authentication, make the
     ACLs exactly the table of :mod:`kafka_access`: the missing ones are created, extra allow-ACLs on the
     prefix's own topics and groups are removed, and broader ones that reach them (a wildcard, a shorter
-    prefix) are refused and listed, because removing them could take rights from other applications."""
+    prefix) are refused and listed, because removing them could take rights from other applications.
+    ``publishers``: the Kafka users of the upstream publishers (the registry's), each allowed to write the
+    inbound topic under a produce quota; one that is no longer among them loses that right."""
     topics = Topics(prefix or settings.topic_prefix)
     admin = AIOKafkaAdminClient(**settings.kafka_login(None))
     await admin.start()
@@ -96,7 +100,7 @@ async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> di
         removed: list[kafka_access.Grant] = []
         quotas = 0
         if settings.kafka_security_protocol != "PLAINTEXT":
-            ours, broader = kafka_access.review_acls(await _grants(admin), topics.prefix)
+            ours, broader = kafka_access.review_acls(await _grants(admin), topics.prefix, publishers)
             if broader:
                 raise ConfigurationError(
                     f"Kafka has {len(broader)} ACL(s) that are not the product's and reach its topics or consumer "
@@ -104,11 +108,11 @@ async def setup_kafka(settings: CommonSettings, prefix: str | None = None) -> di
                     + "; ".join(map(str, broader))
                     + ". Remove them (kafka-acls.sh --remove), or narrow them to the other names, then run again"
                 )
-            acls = kafka_access.bindings(topics.prefix)
+            acls = kafka_access.bindings(topics.prefix, publishers)
             await _create_acls(admin, acls)
             removed = ours
             await _delete_acls(admin, removed)
-            quotas = await set_quotas(admin, kafka_access.quotas(settings.kafka_publisher_byte_rate))
+            quotas = await set_quotas(admin, kafka_access.quotas(settings.kafka_publisher_byte_rate, publishers))
         await _until_visible(admin, set(topics.all()), set(acls), set(removed))
         for g in removed:
             log.warning("kafka.acl_removed", acl=str(g))

@@ -48,9 +48,18 @@ ACCESS: dict[str, Access] = {
         ),
         writes=("deletion_requested", "deletion_completed", "dead_letter"),
     ),
-    # An upstream system (MIS, admissions) that publishes encrypted, signed extracts: nothing else.
+    # An upstream system (MIS, admissions) that publishes encrypted, signed extracts: nothing else. Each
+    # publisher may have a Kafka user of its own (the registry's kafka_user); by default all share one.
     "publisher": Access(reads=(), writes=("inbound",), consumes=False),
 }
+PUBLISHERS: tuple[str, ...] = (kafka_user("publisher"),)  # the publishers' Kafka users when no registry names any
+
+
+def users_of(principal: str, publishers: Iterable[str] = PUBLISHERS) -> list[str]:
+    """The Kafka users that hold a principal's rights: a service's own, or each publisher's."""
+    return sorted(set(publishers)) if principal == "publisher" else [kafka_user(principal)]
+
+
 assert set(SERVICES) <= set(ACCESS)
 
 # Retention of a topic (days) where it differs from SAIS_TOPIC_RETENTION_DAYS; None keeps it for good.
@@ -111,12 +120,17 @@ class Grant:
         return f"{self.principal} {op} on {kind} {self.name!r}{how} from host {self.host}"
 
 
-def review_acls(grants: Iterable[Grant], prefix: str) -> tuple[list[Grant], list[Grant]]:
+def review_acls(
+    grants: Iterable[Grant], prefix: str, publishers: Iterable[str] = PUBLISHERS
+) -> tuple[list[Grant], list[Grant]]:
     """The allow-ACLs on the broker that the table has not, and that reach this prefix's topics or
     consumer groups: (confined to the prefix's own names, so `sais kafka setup` removes them;
     broader, a wildcard or a shorter prefix that also reaches other applications' names, so setup
     refuses and lists them for the Kafka administrator). Deny ACLs only take rights away: kept."""
-    table = {(b.principal, "*", int(b.resource), b.name, int(b.pattern), int(b.operation)) for b in bindings(prefix)}
+    table = {
+        (b.principal, "*", int(b.resource), b.name, int(b.pattern), int(b.operation))
+        for b in bindings(prefix, publishers)
+    }
     topics = Topics(prefix).all()
     groups = [group_prefix(name, prefix) for name, access in ACCESS.items() if access.consumes]
     ours: list[Grant] = []
@@ -144,40 +158,47 @@ def topics_of(principal: str, prefix: str) -> tuple[list[str], list[str]]:
     return [getattr(topics, t) for t in access.reads], [getattr(topics, t) for t in access.writes]
 
 
-def quotas(publisher_byte_rate: int) -> dict[str, dict[str, float]]:
-    """Broker quotas by Kafka user: the upstream publishers' produce rate (the services have none: they
-    must never be throttled mid-transaction)."""
-    return {kafka_user("publisher"): {"producer_byte_rate": float(publisher_byte_rate)}}
+def quotas(publisher_byte_rate: int, publishers: Iterable[str] = PUBLISHERS) -> dict[str, dict[str, float]]:
+    """Broker quotas by Kafka user: each publisher's produce rate (the services have none: they must
+    never be throttled mid-transaction)."""
+    return {u: {"producer_byte_rate": float(publisher_byte_rate)} for u in users_of("publisher", publishers)}
 
 
 group_prefix = consumer_group  # a service's groups: <prefix>-<service>, and names that start with it
 
 
-def bindings(prefix: str) -> list[Binding]:
-    """Every ACL the product needs under a topic prefix (allow only; nothing is allowed otherwise)."""
+def bindings(prefix: str, publishers: Iterable[str] = PUBLISHERS) -> list[Binding]:
+    """Every ACL the product needs under a topic prefix (allow only; nothing is allowed otherwise), with
+    the publishers' rights for each of their Kafka users."""
     out: set[Binding] = set()
     for name, access in ACCESS.items():
-        user = f"User:{kafka_user(name)}"
-        reads, writes = topics_of(name, prefix)
-        for topic in reads:
-            out |= {
-                Binding(user, Resource.TOPIC, topic, Pattern.LITERAL, op) for op in (Operation.READ, Operation.DESCRIBE)
-            }
-        for topic in writes:
-            out |= {
-                Binding(user, Resource.TOPIC, topic, Pattern.LITERAL, op)
-                for op in (Operation.WRITE, Operation.DESCRIBE)
-            }
-        if access.consumes:
-            out.add(Binding(user, Resource.GROUP, group_prefix(name, prefix), Pattern.PREFIXED, Operation.READ))
+        for u in users_of(name, publishers):
+            out |= _bindings_of(name, access, f"User:{u}", prefix)
     return sorted(out)
 
 
-def strimzi_acls(principal: str, prefix: str) -> list[dict]:
-    """The same rights as a Strimzi ``KafkaUser``'s ``spec.authorization.acls``."""
-    user = f"User:{kafka_user(principal)}"
+def _bindings_of(name: str, access: Access, user: str, prefix: str) -> set[Binding]:
+    reads, writes = topics_of(name, prefix)
+    out = {
+        Binding(user, Resource.TOPIC, t, Pattern.LITERAL, op)
+        for t in reads
+        for op in (Operation.READ, Operation.DESCRIBE)
+    }
+    out |= {
+        Binding(user, Resource.TOPIC, t, Pattern.LITERAL, op)
+        for t in writes
+        for op in (Operation.WRITE, Operation.DESCRIBE)
+    }
+    if access.consumes:
+        out.add(Binding(user, Resource.GROUP, group_prefix(name, prefix), Pattern.PREFIXED, Operation.READ))
+    return out
+
+
+def strimzi_acls(principal: str, prefix: str, user: str | None = None) -> list[dict]:
+    """The same rights as a Strimzi ``KafkaUser``'s ``spec.authorization.acls`` (``user``: a publisher's own)."""
+    user = f"User:{user or kafka_user(principal)}"
     merged: dict[tuple[str, str, str], list[str]] = {}
-    for b in bindings(prefix):
+    for b in sorted(_bindings_of(principal, ACCESS[principal], user, prefix)):
         if b.principal == user:
             kind = "topic" if b.resource is Resource.TOPIC else "group"
             merged.setdefault((kind, b.name, b.pattern.name.lower()), []).append(b.operation.name.capitalize())
@@ -201,6 +222,7 @@ def strimzi_manifests(
     replicas: int = 3,
     default_retention_days: int = 120,
     publisher_byte_rate: int = 10 << 20,
+    publishers: Iterable[str] = PUBLISHERS,
 ) -> tuple[str, str]:
     """(KafkaTopics, KafkaUsers) as YAML for Strimzi: the same topics, retention and ACLs as
     ``sais kafka setup`` applies to a broker without an operator."""
@@ -233,21 +255,20 @@ def strimzi_manifests(
         {
             "apiVersion": "kafka.strimzi.io/v1beta2",
             "kind": "KafkaUser",
-            "metadata": {"name": kafka_user(name), "labels": labels},
+            "metadata": {"name": user, "labels": labels},
             "spec": {
                 # the password comes from a secret the operator creates beside it (the same value goes in
                 # the service's own sais-<service>-credentials in the application's namespace)
                 "authentication": {
                     "type": "scram-sha-512",
-                    "password": {
-                        "valueFrom": {"secretKeyRef": {"name": f"{kafka_user(name)}-password", "key": "password"}}
-                    },
+                    "password": {"valueFrom": {"secretKeyRef": {"name": f"{user}-password", "key": "password"}}},
                 },
-                "authorization": {"type": "simple", "acls": strimzi_acls(name, prefix)},
-                **_strimzi_quotas(quotas(publisher_byte_rate).get(kafka_user(name))),
+                "authorization": {"type": "simple", "acls": strimzi_acls(name, prefix, user)},
+                **_strimzi_quotas(quotas(publisher_byte_rate, publishers).get(user)),
             },
         }
         for name in ACCESS
+        for user in users_of(name, publishers)
     ]
     head = "# Generated by `sais kafka manifests` from sais_shared.kafka_access: edit that, not this file.\n"
     dump = lambda docs: head + yaml.safe_dump_all(docs, sort_keys=False)  # noqa: E731
