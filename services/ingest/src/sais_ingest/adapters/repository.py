@@ -488,17 +488,23 @@ class InboundStaging:
             ):
                 yield r
 
-    async def incomplete(self, extract_ref: str, problem: str) -> None:
-        """Records are missing: it keeps what it has, for the publisher to send what was missing."""
-        await self.pool.execute(
-            "UPDATE ingest.inbound_extracts SET status='incomplete', problem=$2, updated_at=now() WHERE extract_ref=$1",
-            extract_ref,
-            problem,
-        )
-
-    async def refused(self, extract_ref: str, problem: str) -> None:
-        """Refused: its staged records and its wrapped extract key go at once (it is sent again whole)."""
+    async def incomplete(self, extract_ref: str, problem: str, audit_entry: AuditEntry | None = None) -> None:
+        """Records are missing: it keeps what it has, for the publisher to send what was missing (and
+        ``audit_entry`` is written in the same transaction)."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE ingest.inbound_extracts SET status='incomplete', problem=$2, updated_at=now() "
+                "WHERE extract_ref=$1",
+                extract_ref,
+                problem,
+            )
+            await write_audit(conn, audit_entry)
+
+    async def refused(self, extract_ref: str, problem: str, audit_entry: AuditEntry | None = None) -> None:
+        """Refused: its staged records and its wrapped extract key go at once (it is sent again whole), in
+        the transaction that writes ``audit_entry``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await write_audit(conn, audit_entry)
             await conn.execute(
                 "UPDATE ingest.inbound_extracts SET status='refused', problem=$2, started = started - 'encryption', "
                 "updated_at=now() WHERE extract_ref=$1",

@@ -29,7 +29,7 @@ from sais_shared.inbound import (
     InboundRecord,
     PublisherRegistry,
 )
-from sais_shared.keystore import audit
+from sais_shared.keystore import AuditEntry, audit
 from sais_shared.protocol import ProtocolError
 from sais_shared.protocol_registry import FollowsProtocol
 
@@ -229,17 +229,17 @@ class InboundService(FollowsProtocol):
             raise _Refused(f"refused: {exc}") from None
 
     async def _incomplete(self, ref: str, problem: str, create: bool = True, refused: bool = False) -> None:
-        if create:
-            await (self.staging.refused if refused else self.staging.incomplete)(ref, problem)
-        ops.INBOUND_INCOMPLETE.inc()
-        await audit(
-            self.staging.pool,
-            "ingest",
-            "inbound.refused" if refused else "inbound.incomplete",
-            f"inbound:{ref}",
-            {"problem": problem},
+        entry = AuditEntry(
+            "ingest", "inbound.refused" if refused else "inbound.incomplete", f"inbound:{ref}", {"problem": problem},
             self.protocol.version,
-        )
+        )  # fmt: skip
+        if create:  # the status and its audit entry in one transaction
+            await (self.staging.refused if refused else self.staging.incomplete)(ref, problem, entry)
+        else:
+            await audit(
+                self.staging.pool, entry.actor, entry.action, entry.subject, entry.details, entry.protocol_version
+            )
+        ops.INBOUND_INCOMPLETE.inc()
         log.warning("inbound.refused" if refused else "inbound.incomplete", extract_ref=ref, problem=problem)
 
 
