@@ -134,7 +134,9 @@ def _containers(lay):
         asyncio.run(_provision_roles(server_dsn, lay))
         yield Infra(
             kafka.get_bootstrap_server(),
-            {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+            # a container broker without authentication: a development broker, which only development
+            # mode accepts (outside it PLAINTEXT is refused)
+            {"SAIS_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "SAIS_DEV_MODE": "true"},
             server_dsn,
             lay.smtp_port,
             lay.pki,

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
-from sais_shared.cli_options import parse_date
+from sais_shared.cli_options import local_time, parse_date
 from sais_shared.kafka import read_dead_letters
 from sais_shared.settings import CommonSettings
 
@@ -39,7 +39,7 @@ def list_cmd(
         out.print("no dead letters")
     for d in letters:
         out.print(
-            f"{d.event_id}  {d.occurred_at:%Y-%m-%d %H:%M}  {d.consumer_group}  "
+            f"{d.event_id}  {local_time(d.occurred_at)}  {d.consumer_group}  "
             f"{d.original_topic}[{d.partition}]@{d.offset}  {d.reason}",
             markup=False,
         )
@@ -59,7 +59,7 @@ def show(
         typer.echo(json.dumps(d.model_dump(mode="json"), indent=2))
         return
     Console(soft_wrap=True, highlight=False).print(
-        f"dead letter {d.event_id}, set aside {d.occurred_at:%Y-%m-%d %H:%M:%S %Z}\n"
+        f"dead letter {d.event_id}, set aside {local_time(d.occurred_at)}\n"
         f"  consumer group   {d.consumer_group}\n"
         f"  original message {d.original_topic}, partition {d.partition}, offset {d.offset}\n"
         f"  sha256 of value  {d.value_sha256}\n"

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sais_shared import operator
-from sais_shared.cli_options import parse_date
+from sais_shared.cli_options import local_time, parse_date
 from sais_shared.files import OutputFileError, write_private_file
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
@@ -75,7 +75,7 @@ def audit_list(
             return [
                 dict(r)
                 for r in await rt.pool.fetch(
-                    "SELECT at, actor, action, subject, details, protocol_version FROM shared.audit_log "
+                    "SELECT at, actor, db_role, action, subject, details, protocol_version FROM shared.audit_log "
                     "WHERE ($1::text IS NULL OR action = $1) AND ($2::date IS NULL OR at >= $2) "
                     "ORDER BY id DESC LIMIT $3",
                     action,
@@ -90,11 +90,16 @@ def audit_list(
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table("at", "actor", "action", "subject", "protocol", title="Audit trail", title_justify="left")
+    if not rows:
+        typer.echo("no audit entries" + (f" for {action}" if action else "") + (f" since {since}" if since else ""))
+        return
+    t = Table("at (Europe/London)", "actor", "login", "action", "subject", "protocol", title="Audit trail",
+              title_justify="left")  # fmt: skip
     for r in rows:
-        # values from the database are text, never markup: a subject "[/]" is shown as it is
-        t.add_row(*(escape(v) for v in (str(r["at"])[:19], r["actor"], r["action"], r["subject"],
-                                        r["protocol_version"] or "")))  # fmt: skip
+        # values from the database are text, never markup: a subject "[/]" is shown as it is. The login is
+        # the database role that wrote the entry (set by the server; empty for entries older than that).
+        t.add_row(*(escape(v) for v in (local_time(r["at"]), r["actor"], r["db_role"] or "", r["action"],
+                                        r["subject"], r["protocol_version"] or "")))  # fmt: skip
     Console().print(t)
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sais_shared import operator
+from sais_shared.cli_options import local_time
 from sais_shared.protocol_registry import in_force
 from sais_shared.runtime import open_runtime
 from sais_shared.schools import RegisterError, dfe_number, load_register
@@ -93,7 +94,7 @@ def show(
     if last is None:
         out.print("no schools register loaded: `sais schools load FILE` (a GIAS establishment export)")
         raise typer.Exit(1)
-    out.print(f"loaded {last['loaded_at']:%Y-%m-%d %H:%M} by {last['loaded_by']} from {last['origin']}: "
+    out.print(f"loaded {local_time(last['loaded_at'])} by {last['loaded_by']} from {last['origin']}: "
               f"{last['schools']} schools")  # fmt: skip
     t = Table("DfE", "URN", "school", "status", "years", title="Schools", title_justify="left")
     for r in rows:

@@ -91,7 +91,13 @@ async def test_outside_development_no_example_protocol_is_put_in_force_by_defaul
     admin = await asyncpg.connect(infra.pg_admin_dsn)
     await admin.execute(f'CREATE DATABASE "{db}"')
     await admin.close()
-    production = {**env, "SAIS_DATABASE_URL": infra.dsn(db), "SAIS_DEV_MODE": "false", "SAIS_KEK": ""}
+    production = {
+        **env,
+        "SAIS_DATABASE_URL": infra.dsn(db),
+        "SAIS_DEV_MODE": "false",
+        "SAIS_KEK": "",
+        "SAIS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    }  # fmt: skip  (these commands do not use Kafka)
     migrated = sais(production, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr
     assert "no protocol is in force" in migrated.stderr and "sais protocol load" in migrated.stderr

@@ -323,3 +323,16 @@ def test_the_root_reads_the_log_settings_with_the_settings_defaults():
     from sais.cli import LOG_DEFAULTS
 
     assert LOG_DEFAULTS == {k: CommonSettings.model_fields[k].default for k in LOG_DEFAULTS}
+
+
+def test_a_time_is_shown_in_europe_london_to_the_minute_with_its_zone():
+    """Issue 30: times were microsecond UTC next to "sent … UTC" in the same block, though the README says
+    Europe/London."""
+    from datetime import UTC, datetime
+
+    from sais_shared.cli_options import local_time
+
+    assert local_time(datetime(2017, 7, 10, 19, 34, 55, 933419, tzinfo=UTC)) == "2017-07-10 20:34 BST"
+    assert local_time(datetime(2017, 12, 4, 9, 5, tzinfo=UTC)) == "2017-12-04 09:05 GMT"
+    assert local_time(datetime(2017, 12, 4, 9, 5)) == "2017-12-04 09:05 GMT"  # naive: UTC, as stored
+    assert local_time(None) == "—" and local_time(None, "not yet") == "not yet"

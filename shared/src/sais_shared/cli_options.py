@@ -4,6 +4,9 @@ parsed (a bad value is exit 2 with a hint, before anything connects).
 - a date is ``YYYY-MM-DD`` (a refusal never echoes the value: it may be a date of birth);
 - a time is ISO 8601; one without a zone is Europe/London time (what an operator in England means);
 - an academic year is ``YYYY/YY`` of two consecutive years (``2017/18``).
+
+And times as a person reads them: Europe/London, to the minute, with the zone (:func:`local_time`);
+``--json`` keeps ISO 8601 with its offset.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ def parse_when(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=LONDON)
 
 
+def local_time(when: datetime | None, missing: str = "—") -> str:
+    """``2017-07-10 20:34 BST``: a moment as an operator in England reads it (GMT or BST as the day was)."""
+    if when is None:
+        return missing
+    if when.tzinfo is None:  # a naive time from a database or a test is UTC
+        when = when.replace(tzinfo=ZoneInfo("UTC"))
+    return when.astimezone(LONDON).strftime("%Y-%m-%d %H:%M %Z")
+
+
 def parse_academic_year(value: str) -> str:
     m = _YEAR.fullmatch(value.strip())
     if m and (int(m[1]) + 1) % 100 == int(m[2]):
@@ -47,7 +59,7 @@ def parse_academic_year(value: str) -> str:
     raise typer.BadParameter(f"{value!r} is not an academic year: write YYYY/YY, e.g. 2017/18{hint}")
 
 
-__all__ = ["LONDON", "parse_academic_year", "parse_date", "parse_when"]
+__all__ = ["LONDON", "local_time", "parse_academic_year", "parse_date", "parse_when"]
 
 
 def working(what: str):

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sais_shared import operator
-from sais_shared.cli_options import parse_academic_year, parse_when, working
+from sais_shared.cli_options import local_time, parse_academic_year, parse_when, working
 from sais_shared.exits import Exit
 
 from ..config import DeliverySettings
@@ -148,7 +148,7 @@ def status(
     out = Console(soft_wrap=True)
     out.print(f"sharing: {'SUSPENDED — ' + str(reason) if suspended else 'active'}")
     for r in rows:
-        sent = f"sent {r['sent_at']:%Y-%m-%d %H:%M %Z}" if r["sent_at"] else f"{r['attempts']} attempt(s)"
+        sent = f"sent {local_time(r['sent_at'])}" if r["sent_at"] else f"{r['attempts']} attempt(s)"
         out.print(
             f"\n[bold]batch {r['batch_id']}[/] {r['window_name']} {r['academic_year']}: {r['status']}, {sent}, "
             f"delete by {r['delete_by']}\n  to {r['recipient']}; "
@@ -157,7 +157,11 @@ def status(
         if r["last_error"]:
             out.print(f"  last error: {r['last_error']}", markup=False)
         for p in r["parts"]:  # one line each, never wrapped: the Message-ID is searched for as written
-            when = f"sent {p['sent_at']}" if p["sent_at"] else f"attempted {p['attempted_at'] or 'not yet'}"
+            when = (
+                f"sent {local_time(p['sent_at'])}"
+                if p["sent_at"]
+                else f"attempted {local_time(p['attempted_at'], 'not yet')}"
+            )
             flag = (
                 "  ← interrupted: check the mailbox, then `sais delivery resolve`" if p["status"] == "sending" else ""
             )
