@@ -120,6 +120,58 @@ async def test_delivered_message_decrypts_verifies_and_keeps_formulas_as_text(ju
     assert done.batch_id == res.batch_id and done.programmes == {"flu": 3} and str(done.delete_by) == "2017-10-10"
 
 
+async def test_a_child_that_changes_between_planning_and_sending_goes_as_it_is_now_and_its_key_with_the_batch(
+    july, infra, monkeypatch
+):
+    """A batch is planned, the send fails (SMTP away), and meanwhile a newer revision of a child arrives,
+    sealed under another extract's key. The retried send rendered it with the batch's keys only and failed
+    with a KeyError for good (seen on the testcontainers path, where the cohort was still settling). Now the
+    child goes as it is now, and the batch records that key and extract, so the transfer's deletion covers it."""
+    first = await seed_cohort(1)
+    monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(free_port()))  # nothing listens there
+    monkeypatch.setenv("SAIS_DELIVERY_SMTP_ATTEMPTS", "1")
+    from sais_delivery.adapters.mailer import SmtpTransientError
+
+    with pytest.raises(SmtpTransientError):
+        await deliver()  # planned and prepared, not sent
+    conn = await asyncpg.connect(july["SAIS_DATABASE_URL"])
+    try:
+        pid, old_key = await conn.fetchrow("SELECT pupil_id, key_id FROM delivery.members")
+        planned = await conn.fetchval("SELECT key_ids FROM delivery.batches")
+    finally:
+        await conn.close()
+    assert planned == [old_key]
+    rt = await open_runtime(CommonSettings(), *MIGRATIONS)
+    try:
+        second = uuid.uuid4()
+        key = await rt.keys.key_for_extract(second)
+        at = datetime(2017, 6, 20, 9, tzinfo=UTC)
+        event = CohortMemberAdded(
+            event_id=uuid.uuid4(), occurred_at=at, academic_year="2017/18", programme="flu", pupil_id=pid,
+            school_dfe="9372001", school_name="Emscote Infant School", year_group="R", gender="F",
+            source="summer-census", reference_date=at.date(), received_at=at, extract_ids=[first, second],
+            revision=2, personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""),
+        )  # fmt: skip
+        personal = PupilPersonal(surname="Renamed", forename="Zoë", date_of_birth=datetime(2012, 1, 1).date(),
+                                 address_lines=["2 High St", "Warwick"], postcode="CV34 4RL")  # fmt: skip
+        await apply_cohort_events(
+            rt.pool, [event.model_copy(update={"personal": key.seal_model(personal, event.aad())})]
+        )
+    finally:
+        await rt.close()
+    monkeypatch.setenv("SAIS_DELIVERY_SMTP_PORT", str(infra.smtp_port))
+    res = await deliver()
+    assert res.status == "sent"
+    [msg] = messages_with(infra.maildir, res.message_id)
+    inner = email.message_from_bytes(openssl_open(msg, infra.pki))
+    files = {p.get_filename(): p.get_payload(decode=True) for p in inner.walk() if p.get_filename()}
+    [row] = list(csv.DictReader(files["flu-2017-18.csv"].decode("utf-8-sig").splitlines()))
+    assert row["Surname"] == "Renamed"
+    events = await read_topic(infra.kafka, Topics(july["SAIS_TOPIC_PREFIX"]).delivery_completed)
+    [done] = [DeliveryCompleted.model_validate_json(e.value) for e in events]
+    assert set(done.key_ids) == {old_key, key.key_id} and set(done.extract_ids) >= {first, second}
+
+
 async def test_recipient_outside_the_allow_list_is_refused_and_audited(july, infra):
     await seed_cohort(1)
     with pytest.raises(RecipientNotAllowedError, match="allow-listed"):

@@ -336,3 +336,4 @@ def test_a_time_is_shown_in_europe_london_to_the_minute_with_its_zone():
     assert local_time(datetime(2017, 12, 4, 9, 5, tzinfo=UTC)) == "2017-12-04 09:05 GMT"
     assert local_time(datetime(2017, 12, 4, 9, 5)) == "2017-12-04 09:05 GMT"  # naive: UTC, as stored
     assert local_time(None) == "—" and local_time(None, "not yet") == "not yet"
+    assert local_time("2017-07-10T19:34:55.933419+00:00") == "2017-07-10 20:34 BST"  # as a JSON column gives it

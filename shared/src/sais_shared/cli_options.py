@@ -39,10 +39,13 @@ def parse_when(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=LONDON)
 
 
-def local_time(when: datetime | None, missing: str = "—") -> str:
-    """``2017-07-10 20:34 BST``: a moment as an operator in England reads it (GMT or BST as the day was)."""
+def local_time(when: datetime | str | None, missing: str = "—") -> str:
+    """``2017-07-10 20:34 BST``: a moment as an operator in England reads it (GMT or BST as the day was).
+    Takes a datetime or its ISO 8601 text (as a JSON column gives it)."""
     if when is None:
         return missing
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
     if when.tzinfo is None:  # a naive time from a database or a test is UTC
         when = when.replace(tzinfo=ZoneInfo("UTC"))
     return when.astimezone(LONDON).strftime("%Y-%m-%d %H:%M %Z")

@@ -237,6 +237,16 @@ class DeliveryStore:
             ):  # fmt: skip
                 yield m
 
+    async def widen_batch(self, batch_id: UUID, key_ids: list[UUID], extract_ids: list[UUID]) -> None:
+        await self.pool.execute(
+            "UPDATE delivery.batches SET key_ids = ARRAY(SELECT DISTINCT k FROM unnest(key_ids || $2::uuid[]) k ORDER BY k), "
+            "extract_ids = ARRAY(SELECT DISTINCT x FROM unnest(extract_ids || $3::uuid[]) x ORDER BY x) "
+            "WHERE batch_id=$1",
+            batch_id,
+            key_ids,
+            extract_ids,
+        )
+
     async def claim_part(self, batch_id: UUID, part_no: int, at: datetime, meta: dict) -> bool:
         """Mark a prepared part as being sent (and its batch); False when it is no longer prepared."""
         async with self.pool.acquire() as conn, conn.transaction():

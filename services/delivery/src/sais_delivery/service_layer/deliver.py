@@ -363,6 +363,12 @@ class DeliveryService(FollowsProtocol):
         left_out: dict[tuple[str, str, str], int] = {}
         upload = self.mavis_upload(year)
         async for m in self.store.part_members(b["batch_id"], i, year):
+            if m["key_id"] not in keys:
+                # The child changed after the batch was planned: a newer revision, sealed under another
+                # extract's key, is what goes. The batch records that key and extract, for its deletion.
+                keys |= await self.keys.get_many([m["key_id"]])
+                await self.store.widen_batch(b["batch_id"], [m["key_id"]], list(m["extract_ids"]))
+                log.info("batch.widened", batch_id=str(b["batch_id"]), key_id=str(m["key_id"]))
             row = self._row(m, keys, year)
             by_programme.setdefault(m["programme_key"], []).append(keyed_line(row))
             sources.setdefault((m["source"], m["reference_date"]), set()).update(str(x) for x in m["extract_ids"])
