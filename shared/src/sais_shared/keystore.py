@@ -186,7 +186,7 @@ class AuditEntry:
     protocol_version: str | None = None
 
 
-async def write_audit(conn: asyncpg.Connection, entry: AuditEntry | None) -> None:
+async def write_audit(conn: asyncpg.Connection | asyncpg.Pool, entry: AuditEntry | None) -> None:
     if entry is not None:
         await audit(conn, entry.actor, entry.action, entry.subject, entry.details, entry.protocol_version)
 

@@ -29,7 +29,7 @@ from sais_shared.inbound import (
     InboundRecord,
     PublisherRegistry,
 )
-from sais_shared.keystore import AuditEntry, audit
+from sais_shared.keystore import AuditEntry, write_audit
 from sais_shared.protocol import ProtocolError
 from sais_shared.protocol_registry import FollowsProtocol
 
@@ -92,7 +92,8 @@ class InboundService(FollowsProtocol):
         done = await self.staging.stage(
             [(r.extract_ref, r.seq, r.nonce, r.ciphertext) for r in run], self.max_extract_bytes
         )
-        no_start = sum(1 for r in run if r.extract_ref in set(done.no_start))
+        unstarted = set(done.no_start)
+        no_start = sum(1 for r in run if r.extract_ref in unstarted)
         ops.INBOUND_RECORDS_NOT_STAGED.labels("no-start").inc(no_start)
         ops.INBOUND_RECORDS_NOT_STAGED.labels("over-limit").inc(done.over_limit_records)
         for reason, refs in (("no-start", done.no_start), ("over-limit", done.over_limit)):
@@ -113,10 +114,12 @@ class InboundService(FollowsProtocol):
         """Not stored at all: it holds no reference against the genuine extract, and nothing is staged under it."""
         problem = f"refused: extract-started not authenticated: {exc}; nothing was staged"
         ops.INBOUND_STARTS_REFUSED.inc()
-        await audit(
-            self.staging.pool, "ingest", "inbound.refused", f"inbound:{m.extract_ref}", {"problem": problem},
-            self.protocol.version,
-        )  # fmt: skip
+        await write_audit(
+            self.staging.pool,
+            AuditEntry(
+                "ingest", "inbound.refused", f"inbound:{m.extract_ref}", {"problem": problem}, self.protocol.version
+            ),
+        )
         log.warning("inbound.start_refused", extract_ref=m.extract_ref, problem=problem)
 
     async def complete(self, m: InboundExtractCompleted) -> ExtractReport | None:
@@ -236,9 +239,7 @@ class InboundService(FollowsProtocol):
         if create:  # the status and its audit entry in one transaction
             await (self.staging.refused if refused else self.staging.incomplete)(ref, problem, entry)
         else:
-            await audit(
-                self.staging.pool, entry.actor, entry.action, entry.subject, entry.details, entry.protocol_version
-            )
+            await write_audit(self.staging.pool, entry)
         ops.INBOUND_INCOMPLETE.inc()
         log.warning("inbound.refused" if refused else "inbound.incomplete", extract_ref=ref, problem=problem)
 
