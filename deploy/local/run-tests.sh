@@ -4,7 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=.venv/bin/python
 .venv/bin/ruff check --quiet . || { echo "ruff: lint errors (see above)" >&2; exit 1; }
-.venv/bin/ruff format --check --quiet . || { echo "ruff: files not formatted: run `.venv/bin/ruff format .`" >&2; exit 1; }
+.venv/bin/ruff format --check --quiet . || { echo 'ruff: files not formatted: run .venv/bin/ruff format .' >&2; exit 1; }
 engine_was_up=0
 bash deploy/images/engine.sh status >/dev/null 2>&1 && engine_was_up=1
 compose_pid=""

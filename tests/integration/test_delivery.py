@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from sais_delivery.adapters.members import apply_cohort_events
+from sais_delivery.adapters.store import PgDeliveryUnitOfWork
 from sais_delivery.app import MIGRATIONS, delivery_session
 from sais_delivery.config import DeliverySettings
 from sais_delivery.domain.errors import (
@@ -21,6 +21,7 @@ from sais_delivery.domain.errors import (
     StaleDataError,
     TransferMethodNotAllowedError,
 )
+from sais_delivery.service_layer.members import apply_cohort_events
 from sais_shared.crypto import Sealed
 from sais_shared.devpki import RECIPIENT_EMAIL, issue_email_cert
 from sais_shared.events import CohortMemberAdded, DeliveryCompleted, PupilPersonal
@@ -69,7 +70,7 @@ async def seed_cohort(n=5, received_at=datetime(2017, 6, 1, 9, tzinfo=UTC), surn
                 personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""),
             )
             events.append(event.model_copy(update={"personal": key.seal_model(p, event.aad())}))
-        await apply_cohort_events(rt.pool, events)
+        await apply_cohort_events(PgDeliveryUnitOfWork(rt.pool), rt.keys, events)
         return extract_id
     finally:
         await rt.close()
@@ -155,7 +156,9 @@ async def test_a_child_that_changes_between_planning_and_sending_goes_as_it_is_n
         personal = PupilPersonal(surname="Renamed", forename="Zoë", date_of_birth=datetime(2012, 1, 1).date(),
                                  address_lines=["2 High St", "Warwick"], postcode="CV34 4RL")  # fmt: skip
         await apply_cohort_events(
-            rt.pool, [event.model_copy(update={"personal": key.seal_model(personal, event.aad())})]
+            PgDeliveryUnitOfWork(rt.pool),
+            rt.keys,
+            [event.model_copy(update={"personal": key.seal_model(personal, event.aad())})],
         )
     finally:
         await rt.close()
@@ -475,8 +478,6 @@ async def test_rsa_oaep_key_transport_when_asked_and_stock_openssl_opens_it(july
 async def test_a_later_source_updates_a_child_in_its_window_and_never_moves_it(settings_env):
     """A flu child first known from the May census stays in the July window when the October census
     becomes its best record: July is re-sent as an update; December never carries it."""
-    from sais_delivery.adapters.store import DeliveryStore
-
     rt = await open_runtime(CommonSettings(), *MIGRATIONS)
     try:
         extract_id, pupil = uuid.uuid4(), uuid.uuid4()
@@ -494,14 +495,21 @@ async def test_a_later_source_updates_a_child_in_its_window_and_never_moves_it(s
             )  # fmt: skip
             return e.model_copy(update={"personal": key.seal_model(personal, e.aad())})
 
-        store = DeliveryStore(rt.pool)
+        uow = PgDeliveryUnitOfWork(rt.pool)
+
+        async def window_content(year: str, sources: list[str]) -> tuple[int, str]:
+            async with uow() as tx:
+                return await tx.members.window_content(year, sources)
+
         july, december = rt.protocol.transfer.window("july").sources, rt.protocol.transfer.window("december").sources
-        await apply_cohort_events(rt.pool, [revision(1, "summer-census", "7")])
-        n_july, first = await store.window_content("2020/21", july)
-        assert (n_july, (await store.window_content("2020/21", december))[0]) == (1, 0)
-        await apply_cohort_events(rt.pool, [revision(2, "autumn-census", "7")])  # October census wins the match
-        n_july, updated = await store.window_content("2020/21", july)
-        assert (n_july, (await store.window_content("2020/21", december))[0]) == (1, 0)
+        await apply_cohort_events(PgDeliveryUnitOfWork(rt.pool), rt.keys, [revision(1, "summer-census", "7")])
+        n_july, first = await window_content("2020/21", july)
+        assert (n_july, (await window_content("2020/21", december))[0]) == (1, 0)
+        await apply_cohort_events(
+            PgDeliveryUnitOfWork(rt.pool), rt.keys, [revision(2, "autumn-census", "7")]
+        )  # October census wins the match
+        n_july, updated = await window_content("2020/21", july)
+        assert (n_july, (await window_content("2020/21", december))[0]) == (1, 0)
         assert updated != first  # so the July window is sent again, as an update batch
     finally:
         await rt.close()

@@ -1,7 +1,7 @@
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
-from sais_retention.domain.schedule import due_date
+from sais_shared.protocol import load_protocol, months_after
 
 pytestmark = pytest.mark.unit
 
@@ -17,4 +17,8 @@ pytestmark = pytest.mark.unit
     ],
 )
 def test_due_is_transfer_plus_three_calendar_months(transfer, due):
-    assert due_date(transfer, 3) == due
+    assert months_after(transfer, 3) == due
+    protocol = load_protocol()  # the one rule retention schedules by and delivery writes into every file
+    assert protocol.retention_months == 3
+    assert protocol.delete_by(transfer) == due
+    assert protocol.delete_by(datetime.combine(transfer, datetime.min.time(), UTC).replace(hour=9)) == due

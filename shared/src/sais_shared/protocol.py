@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import date
+from datetime import date, datetime
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import Address
 from importlib import resources
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from dateutil.relativedelta import relativedelta
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -260,6 +261,11 @@ class Protocol(_Strict):
         the audit trail names, so a batch can be traced to the very file it was sent under."""
         return self._sha256
 
+    def delete_by(self, transferred: date | datetime) -> date:
+        """When data transferred then must be gone (ISP §11.1): the retention period later, in calendar
+        months (31 May + 3 months = 31 August; a day the target month lacks becomes its last day)."""
+        return months_after(transferred, self.retention_months)
+
     def review_overdue(self, today: date) -> bool:
         return today > self.review_date
 
@@ -270,6 +276,12 @@ class Protocol(_Strict):
     @property
     def recipient(self) -> Party:
         return next(p for p in self.parties if p.role == "recipient")
+
+
+def months_after(start: date | datetime, months: int) -> date:
+    """The date ``months`` calendar months after ``start`` (of its date, for a time)."""
+    day = start.date() if isinstance(start, datetime) else start
+    return day + relativedelta(months=months)
 
 
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")

@@ -17,9 +17,8 @@ from sais_shared.topics import Topics
 
 from .adapters.deletion import delete_rows
 from .adapters.mailer import Mailer, SmtpConfig
-from .adapters.members import apply_cohort_events
 from .adapters.smime import Smime
-from .adapters.store import DeliveryStore
+from .adapters.store import PgDeliveryUnitOfWork
 from .config import DeliverySettings
 from .domain.errors import CertificateError, DeliveryRefusedError
 from .service_layer.deliver import DeliveryService
@@ -68,7 +67,7 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
         )
 
     return DeliveryService(
-        DeliveryStore(rt.pool),
+        PgDeliveryUnitOfWork(rt.pool),
         rt.keys,
         rt.protocol_ref,
         rt.clock,
@@ -103,7 +102,7 @@ def build_app(settings: DeliverySettings | None = None):
         broker: KafkaBroker, topics: Topics, settings: DeliverySettings, current: Current[object, DeliveryService]
     ) -> None:
         async def handle(events):
-            await apply_cohort_events(current().runtime.pool, events)
+            await current().service.apply_cohort_events(events)
 
         batch_consumer(
             broker,
@@ -138,7 +137,7 @@ def build_app(settings: DeliverySettings | None = None):
             log.warning("scheduler.window_refused", reason=type(exc).__name__)
 
     async def gauges(running: Running[object, DeliveryService]) -> None:
-        by_status, sending = await running.service.store.batch_counts()
+        by_status, sending = await running.service.batch_counts()
         for status in BATCH_STATUSES:
             ops.BATCHES.labels(status).set(by_status.get(status, 0))
         ops.PARTS_SENDING.set(sending)

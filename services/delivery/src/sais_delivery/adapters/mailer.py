@@ -10,21 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
-from sais_shared.errors import SaisError
 
-from ..domain.errors import DeliveryFailedError, TransferMethodNotAllowedError
+from ..domain.errors import (
+    MessageMayHaveBeenSentError,
+    SmtpRejectedError,
+    SmtpTransientError,
+    TransferMethodNotAllowedError,
+)
 
-
-class SmtpTransientError(SaisError):
-    """The SMTP server could not be reached or deferred the message; retry later."""
-
-
-class SmtpRejectedError(DeliveryFailedError):
-    """The SMTP server refused the message or the login permanently (5xx): retrying cannot help."""
-
-
-class MessageMayHaveBeenSentError(SaisError):
-    """The connection failed after the message data was sent: acceptance is unknown."""
+__all__ = ["Mailer", "MessageMayHaveBeenSentError", "SmtpConfig", "SmtpRejectedError", "SmtpTransientError"]
 
 
 @dataclass(frozen=True)

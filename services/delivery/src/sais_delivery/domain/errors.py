@@ -49,3 +49,15 @@ class DeliveryFailedError(SaisError):
 
 class PartTooLargeError(DeliveryFailedError):
     """A rendered part is over the maximum message size; nothing was sent."""
+
+
+class SmtpTransientError(SaisError):
+    """The SMTP server could not be reached or deferred the message; retry later."""
+
+
+class SmtpRejectedError(DeliveryFailedError):
+    """The SMTP server refused the message or the login permanently (5xx): retrying cannot help."""
+
+
+class MessageMayHaveBeenSentError(SaisError):
+    """The connection failed after the message data was sent: acceptance is unknown."""

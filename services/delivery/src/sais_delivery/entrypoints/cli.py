@@ -139,7 +139,7 @@ def status(
 
     async def fetch(svc):
         suspended, reason = await svc.is_suspended()
-        return suspended, reason, await svc.store.recent_batches(limit)
+        return suspended, reason, await svc.recent_batches(limit)
 
     suspended, reason, rows = _run(fetch)
     if as_json:

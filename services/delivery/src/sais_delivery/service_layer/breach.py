@@ -11,7 +11,7 @@ submission as deliveries; they carry no personal data, so the recipient allow-li
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -19,7 +19,7 @@ from email.utils import format_datetime, make_msgid
 import structlog
 from sais_shared.errors import SaisError
 
-from ..adapters.mailer import SmtpRejectedError, SmtpTransientError
+from ..domain.errors import SmtpRejectedError, SmtpTransientError
 from .deliver import DeliveryService
 
 log = structlog.get_logger("sais.breach")
@@ -81,11 +81,23 @@ async def report_breach(
     breach_id = uuid.uuid4()
     now = svc.clock.now()
     due = discovered_at + ICO_DECISION_WINDOW
-    await svc.store.add_breach(
-        {"breach_id": breach_id, "what": what, "discovered_at": discovered_at, "discovered_by": discovered_by,
-         "reported_at": now, "ico_decision_due": due},
-        actor, svc.protocol.version,
-    )  # fmt: skip
+    breach = {
+        "breach_id": breach_id,
+        "what": what,
+        "discovered_at": discovered_at,
+        "discovered_by": discovered_by,
+        "reported_at": now,
+        "ico_decision_due": due,
+    }
+    async with svc.uow() as tx:
+        await tx.breaches.add(breach, actor)
+        await tx.audit(
+            actor,
+            "breach.reported",
+            f"breach:{breach_id}",
+            {"discovered_at": discovered_at.isoformat(), "ico_decision_due": due.isoformat()},
+            svc.protocol.version,
+        )
     await svc.set_suspended(True, f"breach {breach_id}", actor)  # at once, before any notice is attempted
     notified, failed = [], []
     for party in svc.protocol.parties:
@@ -100,19 +112,34 @@ async def report_breach(
             except (SmtpTransientError, SmtpRejectedError) as exc:
                 failed.append(contact.email)
                 log.warning("breach.notice_failed", breach_id=str(breach_id), error=type(exc).__name__)
-    await svc.store.breach_notified(breach_id, notified)
-    await svc.store.audit(actor, "breach.parties_notified", f"breach:{breach_id}",
-                          {"notified": notified, "failed": failed}, svc.protocol.version)  # fmt: skip
+    async with svc.uow() as tx:
+        await tx.breaches.notified(breach_id, notified)
+        await tx.audit(
+            actor,
+            "breach.parties_notified",
+            f"breach:{breach_id}",
+            {"notified": notified, "failed": failed},
+            svc.protocol.version,
+        )
     return BreachReport(breach_id, due, notified, failed)
 
 
 async def close_breach(
     svc: DeliveryService, breach_id: uuid.UUID, *, outcome: str, ico_notified: bool, resume: bool, actor: str
 ) -> None:
-    still_open = await svc.store.close_breach(breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume,
-                                              actor=actor, protocol_version=svc.protocol.version)  # fmt: skip
-    if still_open is None:
-        raise BreachError(f"no open breach {breach_id}")
+    async with svc.uow() as tx:
+        still_open = await tx.breaches.close(
+            breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume, actor=actor
+        )
+        if still_open is None:
+            raise BreachError(f"no open breach {breach_id}")
+        await tx.audit(
+            actor,
+            "breach.closed",
+            f"breach:{breach_id}",
+            {"ico_notified": ico_notified, "resume": resume},
+            svc.protocol.version,
+        )
     if resume:
         if still_open:
             raise BreachError(f"{still_open} other breach(es) still open: sharing stays suspended")
@@ -121,8 +148,9 @@ async def close_breach(
 
 async def open_breaches(svc: DeliveryService) -> list[dict]:
     now = svc.clock.now()
-    rows = await svc.store.open_breaches()
+    async with svc.uow() as tx:
+        rows = await tx.breaches.open()
     return [
-        {**dict(r), "hours_to_ico_decision": round((r["ico_decision_due"] - now).total_seconds() / 3600, 1)}
+        {**asdict(r), "hours_to_ico_decision": round((r.ico_decision_due - now).total_seconds() / 3600, 1)}
         for r in rows
     ]

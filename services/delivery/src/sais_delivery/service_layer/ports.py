@@ -1,100 +1,182 @@
-"""What delivery's use cases need from storage (PostgreSQL adapter: ``adapters.store.DeliveryStore``;
-in-memory fakes in the unit tests). Each method is one step in its own transaction; planning a batch
-happens inside one consistent snapshot of the window's members."""
+"""Everything delivery's use cases reach outside themselves, as ``typing.Protocol``s.
+
+- Storage is one unit of work: ``async with uow() as tx`` gives the batches, members, sharing switch,
+  breaches and outbox over one transaction, committed together when the block ends or not at all
+  (PostgreSQL: ``adapters.store.PgDeliveryUnitOfWork``; in memory: ``tests/fakes.py``).
+- The mail server (``Mailer``), the S/MIME signer and encrypter (``MessageBuilder``) and the event
+  publisher (``Publisher``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-Row = Mapping[str, Any]
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
+
+from ..domain.batch import Batch
+from ..domain.member import Member
+from ..domain.render import RenderedFile
 
 
-class Snapshot(Protocol):
-    async def key_ids(self) -> list[UUID]: ...
+@dataclass(frozen=True)
+class WindowSummary:
+    """What a batch records of the members it was planned from."""
 
-    def members_by_school(self) -> AsyncIterator[Row]: ...
-
-    async def summary(self) -> tuple[str, list[UUID], list[UUID], dict[str, int]]: ...
-
-    async def record_batch(self, batch: dict[str, Any], parts: list[tuple[int, str, list[dict]]]) -> bool: ...
-
-    async def audit(self, actor: str, action: str, subject: str, details: dict, protocol_version: str) -> None: ...
+    content_sha256: str
+    key_ids: list[UUID]
+    extract_ids: list[UUID]
+    counts: dict[str, int]
 
 
-class Store(Protocol):
-    async def audit(self, actor: str, action: str, subject: str, details: dict, protocol_version: str) -> None: ...
+@dataclass(frozen=True)
+class OpenBreach:
+    breach_id: UUID
+    discovered_at: datetime
+    ico_decision_due: datetime
+    notified: list[str]
 
-    async def installation_id(self) -> UUID: ...
+
+class Batches(Protocol):
+    async def get(self, batch_id: UUID) -> Batch | None:
+        """The batch and its parts."""
+        ...
+
+    async def hold(self, batch_id: UUID) -> Batch | None:
+        """The batch and its parts, held against other senders until the unit of work ends."""
+        ...
+
+    async def pending(self, window: str, academic_year: str) -> Batch | None:
+        """The window's newest batch still prepared, sending or failed."""
+        ...
+
+    async def last_sent(self, window: str, academic_year: str, recipient: str) -> Batch | None: ...
+
+    async def add(self, batch: Batch, sources: Sequence[str]) -> bool:
+        """The batch, its parts and which child goes in which part (from the members now, in this unit of
+        work's snapshot); False when it was already recorded."""
+        ...
+
+    async def save(self, before: Batch, after: Batch) -> None:
+        """What a transition changed; a part that moved meanwhile (another sender) refuses the save."""
+        ...
+
+    async def drop(self, batch_id: UUID) -> None: ...
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]: ...
+
+    async def counts(self) -> tuple[dict[str, int], int]:
+        """Batches by status, and parts whose send was interrupted."""
+        ...
+
+
+class Members(Protocol):
+    async def window_content(self, academic_year: str, sources: Sequence[str]) -> tuple[int, str]:
+        """(members, content fingerprint) of a window now: a batch is the same batch exactly when this is."""
+        ...
+
+    async def extracts_received_before(
+        self, academic_year: str, sources: Sequence[str], before: datetime
+    ) -> list[str]: ...
+
+    async def key_ids(self, academic_year: str, sources: Sequence[str]) -> list[UUID]: ...
+
+    def by_school(self, academic_year: str, sources: Sequence[str]) -> AsyncIterator[Member]:
+        """Every member of the window, school by school, streamed."""
+        ...
+
+    async def summary(self, academic_year: str, sources: Sequence[str]) -> WindowSummary: ...
+
+    def of_part(self, batch_id: UUID, part_no: int, academic_year: str) -> AsyncIterator[Member]:
+        """The members one part was planned with, as they are now, streamed."""
+        ...
+
+    async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
+        """The events not applied before (each is applied once)."""
+        ...
+
+    async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
+        """In revision order; an older revision never overwrites a newer one."""
+        ...
+
+    async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None: ...
+
+    async def coverage_gaps(self, academic_year: str, protocol_id: str, protocol_version: str) -> list[str] | None:
+        """Eligibility's last coverage check of the year under that version: each gap described (None: not
+        checked yet)."""
+        ...
 
     async def school_register(self, dfes: set[str]) -> dict[str, tuple[str, str]]:
         """DfE number → (URN, status) for the schools the register knows."""
         ...
 
-    async def coverage_gaps(self, academic_year: str, protocol_id: str, protocol_version: str) -> list[str] | None:
-        """Eligibility's last coverage check of the year under that version: each gap described (None:
-        not checked yet)."""
+
+class SharingSwitch(Protocol):
+    async def get(self) -> tuple[bool, str | None]: ...
+
+    async def set(self, suspended: bool, reason: str, actor: str) -> None: ...
+
+
+class Breaches(Protocol):
+    async def add(self, breach: dict[str, Any], actor: str) -> None: ...
+
+    async def notified(self, breach_id: UUID, notified: Iterable[str]) -> None: ...
+
+    async def close(self, breach_id: UUID, *, outcome: str, ico_notified: bool, resume: bool, actor: str) -> int | None:
+        """The breaches still open, or None when this one was not open."""
         ...
 
-    async def sharing(self) -> tuple[bool, str | None]: ...
+    async def open(self) -> list[OpenBreach]: ...
 
-    async def set_sharing(self, suspended: bool, reason: str, actor: str, protocol_version: str) -> None: ...
 
-    async def pending_batch(self, window: str, academic_year: str) -> Row | None: ...
+class Tx(Protocol):
+    batches: Batches
+    members: Members
+    sharing: SharingSwitch
+    breaches: Breaches
 
-    async def window_content(self, academic_year: str, sources: list[str]) -> tuple[int, str]: ...
+    async def installation_id(self) -> UUID: ...
 
-    async def extracts_received_before(self, academic_year: str, sources: list[str], before: datetime) -> list[str]: ...
-
-    async def last_sent(self, window: str, academic_year: str, recipient: str) -> Row | None: ...
-
-    def snapshot(self, academic_year: str, sources: list[str]) -> AbstractAsyncContextManager[Snapshot]: ...
-
-    async def batch(self, batch_id: UUID) -> Row | None: ...
-
-    async def parts(self, batch_id: UUID) -> list[Row]: ...
-
-    async def count_parts(self, batch_id: UUID, *, status: str, negate: bool = False) -> int: ...
-
-    async def reopen_failed_parts(self, batch_id: UUID) -> None: ...
-
-    async def drop_batch(self, batch_id: UUID, actor: str, reason: str, protocol_version: str) -> None: ...
-
-    def part_members(self, batch_id: UUID, part_no: int, academic_year: str) -> AsyncIterator[Row]: ...
-
-    async def widen_batch(self, batch_id: UUID, key_ids: list[UUID], extract_ids: list[UUID]) -> None:
-        """A child's newer revision (another extract's data key) goes in the batch: the batch records that
-        key and those extracts too, so that the transfer's deletion covers them."""
+    async def audit(
+        self, actor: str, action: str, subject: str, details: dict[str, Any], protocol_version: str
+    ) -> None:
+        """An audit entry, committed with the rest or not at all."""
         ...
 
-    async def claim_part(self, batch_id: UUID, part_no: int, at: datetime, meta: dict) -> bool: ...
+    async def queue(self, event: Any, key: bytes) -> None:
+        """An event to publish once this unit of work has committed (the outbox)."""
+        ...
 
-    async def part_error(self, batch_id: UUID, part_no: int, error: str) -> None: ...
 
-    async def part_sent(self, batch_id: UUID, part_no: int, at: datetime, reply: str) -> None: ...
+class DeliveryUnitOfWork(Protocol):
+    def __call__(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[Tx]:
+        """One transaction; ``snapshot``: one consistent view of the members throughout (a batch is
+        planned and recorded in one)."""
+        ...
 
-    async def set_part(self, batch_id: UUID, part_no: int, status: str, error: str) -> None: ...
+    async def flush_outbox(self, publisher: Publisher) -> int:
+        """Publish what committed units of work queued; the number published."""
+        ...
 
-    async def finish_batch(self, batch_id: UUID, *, reply: str, delete_by_of: Callable[[datetime], date],
-                           event_of: Callable[..., Any], actor: str) -> tuple[Row, list[Row]] | None: ...  # fmt: skip
 
-    async def part_summaries(self, batch_id: UUID) -> list[Row]: ...
+class Mailer(Protocol):
+    async def send(self, message: bytes, *, sender: str, recipient: str) -> str:
+        """The server's reply once it accepted the message. Raises ``SmtpTransientError`` (nothing was
+        accepted: try again), ``SmtpRejectedError`` (refused for good) or ``MessageMayHaveBeenSentError``."""
+        ...
 
-    async def recent_batches(self, limit: int = 20) -> list[dict]: ...
-    async def interrupted_parts(self, batch_id: UUID) -> list[int]: ...
 
-    async def resolve_part(self, batch_id: UUID, part_no: int, sent: bool) -> None: ...
+class MessageBuilder(Protocol):
+    def build(self, *, subject: str, message_id: str, body: str, files: list[RenderedFile], date: datetime) -> bytes:
+        """The whole message, signed and encrypted for its one recipient."""
+        ...
 
-    async def flush_outbox(self, publisher: Any) -> int: ...
 
-    async def add_breach(self, breach: dict, actor: str, protocol_version: str) -> None: ...
-
-    async def breach_notified(self, breach_id: UUID, notified: Iterable[str]) -> None: ...
-
-    async def close_breach(self, breach_id: UUID, *, outcome: str, ico_notified: bool, resume: bool, actor: str,
-                           protocol_version: str) -> int | None: ...  # fmt: skip
-
-    async def open_breaches(self) -> list[Row]: ...
+class Publisher(Protocol):
+    async def publish(
+        self, message: Any, *, key: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any: ...

@@ -43,7 +43,6 @@ from ..domain.plan import (
     merge_counts,
     plan_deletion,
 )
-from ..domain.schedule import due_date
 from .ports import Repository, UnitOfWork
 
 log = structlog.get_logger("sais.retention")
@@ -116,9 +115,7 @@ class RetentionService(FollowsProtocol):
             for e in events:
                 if e.event_id in fresh:
                     subject, rule, start, extract_ids, key_ids = entry(e)
-                    await repo.schedule(
-                        subject, rule, due_date(start, self.protocol.retention_months), extract_ids, key_ids
-                    )
+                    await repo.schedule(subject, rule, self.protocol.delete_by(start), extract_ids, key_ids)
                     log.info("deletion.scheduled", subject=subject, rule=rule)
 
     # --- requesting -----------------------------------------------------------------------

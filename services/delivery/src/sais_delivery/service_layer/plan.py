@@ -1,0 +1,102 @@
+"""Use case: plan a batch. From one snapshot of the window's members, measure each school's rows as they
+will be rendered, split the schools into parts under the maximum message size, and record the batch,
+its parts and which child goes in which part, with its audit entry, before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import structlog
+from sais_shared.crypto import DataKey
+
+from ..domain import mavis
+from ..domain.batch import planned
+from ..domain.member import Member
+from ..domain.parts import SchoolLoad, csv_budget, plan_parts
+from ..domain.render import row_bytes
+from .steps import open_row
+
+if TYPE_CHECKING:
+    from .deliver import DeliveryService
+
+log = structlog.get_logger("sais.delivery")
+
+
+async def school_loads(
+    members: AsyncIterator[Member], keys: Mapping[UUID, DataKey], *, with_mavis: bool
+) -> list[SchoolLoad]:
+    """Each school's rows and bytes as rendered (members come school by school; memory holds one sum)."""
+    loads: list[SchoolLoad] = []
+    school: str | None = None
+    rows = total = biggest = 0
+    async for m in members:
+        row = open_row(m, keys)
+        size = row_bytes(row) + (mavis.line_bytes(row) if with_mavis else 0)
+        if m.school_dfe != school:
+            if school is not None:
+                loads.append(SchoolLoad(school, rows, total, biggest))
+            school, rows, total, biggest = m.school_dfe, 0, 0, 0
+        rows, total, biggest = rows + 1, total + size, max(biggest, size)
+    if school is not None:
+        loads.append(SchoolLoad(school, rows, total, biggest))
+    return loads
+
+
+async def plan_batch(
+    svc: DeliveryService,
+    batch_id: UUID,
+    window: str,
+    academic_year: str,
+    recipient: str,
+    replaces: UUID | None,
+    actor: str,
+) -> None:
+    win, protocol = svc.protocol.transfer.window(window), svc.protocol
+    async with svc.uow(snapshot=True) as tx:
+        keys = await svc.keys.get_many(await tx.members.key_ids(academic_year, win.sources))
+        members = tx.members.by_school(academic_year, win.sources)
+        loads = await school_loads(members, keys, with_mavis=win.mavis_cohort_import)
+        segments = [[g.as_json() for g in part] for part in plan_parts(loads, csv_budget(svc.max_message_bytes))]
+        s = await tx.members.summary(academic_year, win.sources)
+        now = svc.clock.now()
+        batch = planned(
+            batch_id=batch_id,
+            window=window,
+            academic_year=academic_year,
+            recipient=recipient,
+            content_sha256=s.content_sha256,
+            counts=s.counts,
+            extract_ids=s.extract_ids,
+            key_ids=s.key_ids,
+            protocol_version=protocol.version,
+            protocol_sha256=protocol.sha256,
+            prepared_at=now,
+            delete_by=protocol.delete_by(now),
+            replaces_batch=replaces,
+            segments=segments,
+        )
+        if not await tx.batches.add(batch, win.sources):
+            return
+        gaps = await tx.members.coverage_gaps(academic_year, protocol.id, protocol.version)
+        details = {
+            "window": window,
+            "academic_year": academic_year,
+            "recipient": recipient,
+            "counts": s.counts,
+            "parts": batch.part_count,
+            "max_message_bytes": svc.max_message_bytes,
+            "coverage_gaps": gaps,
+            "protocol_sha256": protocol.sha256,
+        }
+        await tx.audit(actor, "batch.prepared", f"batch:{batch_id}", details, protocol.version)
+    log.info("batch.prepared", batch_id=str(batch_id), counts=s.counts, parts=batch.part_count)
+    if gaps:  # the cohort is incomplete: the protocol does not request every child the rules need
+        log.warning(
+            "batch.coverage_gap",
+            batch_id=str(batch_id),
+            academic_year=academic_year,
+            protocol_version=protocol.version,
+            gaps=gaps,
+        )

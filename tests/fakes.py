@@ -1,0 +1,377 @@
+"""In-memory stand-ins for the ports the service layers depend on, for the use-case unit tests. Each
+keeps the behaviour its PostgreSQL adapter promises (``tests/integration/test_delivery_contract.py``
+runs the same checks against both), and no more."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sais_delivery.domain.batch import Batch, PartStatus
+from sais_delivery.domain.member import Member
+from sais_delivery.domain.render import RenderedFile
+from sais_delivery.service_layer.ports import OpenBreach, WindowSummary
+from sais_shared.crypto import DataKey, KeyEncryptionKey
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
+
+
+class FixedClock:
+    def __init__(self, at: datetime = datetime(2017, 6, 1, 9, tzinfo=UTC)) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    def today(self) -> date:
+        return self.at.date()
+
+
+@dataclass
+class ProtocolInForce:
+    current: object
+
+
+class FakeKeys:
+    def __init__(self) -> None:
+        self.kek = KeyEncryptionKey(os.urandom(32))
+        self.keys: dict[UUID, DataKey] = {}
+        self.destroyed: set[UUID] = set()
+
+    def new(self) -> DataKey:
+        key = DataKey.generate(uuid4())
+        self.keys[key.key_id] = key
+        return key
+
+    async def get_many(self, key_ids: Iterable[UUID]) -> dict[UUID, DataKey]:
+        return {k: self.keys[k] for k in key_ids}
+
+    async def destroyed_among(self, key_ids: Iterable[UUID]) -> set[UUID]:
+        return set(key_ids) & self.destroyed
+
+
+# --- delivery ----------------------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryState:
+    """What delivery's tables hold."""
+
+    members: dict[tuple[str, str, UUID], dict[str, Any]] = field(default_factory=dict)  # (year, programme, pupil)
+    processed: set[UUID] = field(default_factory=set)
+    coverage: dict[tuple[str, str, str], tuple[list[str], datetime]] = field(default_factory=dict)
+    batches: dict[UUID, Batch] = field(default_factory=dict)
+    batch_sources: dict[UUID, list[str]] = field(default_factory=dict)
+    assigned: dict[UUID, dict[tuple[str, UUID], int]] = field(default_factory=dict)  # batch → member → part
+    suspended: tuple[bool, str | None] = (False, None)
+    breaches: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    audited: list[tuple[str, str, dict]] = field(default_factory=list)  # (action, subject, details)
+    outbox: list[tuple[bytes, Any]] = field(default_factory=list)
+    schools: dict[str, tuple[str, str]] = field(default_factory=dict)  # the register: DfE → (URN, status)
+    installation: UUID = field(default_factory=uuid4)
+
+
+def _key(programme: str, dose: int | None) -> str:
+    return programme + (f"-dose-{dose}" if dose else "")
+
+
+class _Members:
+    def __init__(self, s: DeliveryState) -> None:
+        self.s = s
+
+    def _window(self, academic_year: str, sources: Sequence[str]) -> list[dict[str, Any]]:
+        rows = [m for m in self.s.members.values() if m["academic_year"] == academic_year]
+        return [m for m in rows if m["status"] == "active" and m["window_source"] in sources]
+
+    async def window_content(self, academic_year: str, sources: Sequence[str]) -> tuple[int, str]:
+        rows = sorted(self._window(academic_year, sources), key=lambda m: (m["programme_key"], str(m["pupil_id"])))
+        text = "\n".join(f"{m['programme_key']}|{m['pupil_id']}|{m['revision']}" for m in rows)
+        return len(rows), hashlib.sha256(text.encode()).hexdigest()
+
+    async def extracts_received_before(self, academic_year: str, sources: Sequence[str], before: datetime) -> list[str]:
+        rows = self._window(academic_year, sources)
+        return sorted({str(x) for m in rows if m["received_at"] < before for x in m["extract_ids"]})
+
+    async def key_ids(self, academic_year: str, sources: Sequence[str]) -> list[UUID]:
+        return sorted({m["key_id"] for m in self._window(academic_year, sources)}, key=str)
+
+    async def by_school(self, academic_year: str, sources: Sequence[str]) -> AsyncIterator[Member]:
+        rows = self._window(academic_year, sources)
+        for m in sorted(rows, key=lambda m: (m["school_dfe"], m["programme_key"], str(m["pupil_id"]))):
+            yield _member(m)
+
+    async def summary(self, academic_year: str, sources: Sequence[str]) -> WindowSummary:
+        rows = self._window(academic_year, sources)
+        _, content = await self.window_content(academic_year, sources)
+        counts: dict[str, int] = {}
+        for m in rows:
+            counts[m["programme_key"]] = counts.get(m["programme_key"], 0) + 1
+        return WindowSummary(
+            content,
+            sorted({m["key_id"] for m in rows}, key=str),
+            sorted({x for m in rows for x in m["extract_ids"]}, key=str),
+            dict(sorted(counts.items())),
+        )
+
+    async def of_part(self, batch_id: UUID, part_no: int, academic_year: str) -> AsyncIterator[Member]:
+        chosen = [k for k, n in self.s.assigned[batch_id].items() if n == part_no]
+        for programme_key, pupil_id in sorted(chosen, key=lambda k: (k[0], str(k[1]))):
+            for m in self.s.members.values():
+                if (m["academic_year"], m["programme_key"], m["pupil_id"]) == (academic_year, programme_key, pupil_id):
+                    if m["status"] == "active":
+                        yield _member(m)
+
+    async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
+        fresh = set(event_ids) - self.s.processed
+        self.s.processed |= fresh
+        return fresh
+
+    async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
+        for e in sorted(events, key=lambda e: e.revision):
+            k = (e.academic_year, _key(e.programme, e.dose), e.pupil_id)
+            old = self.s.members.get(k)
+            if old is not None and old["revision"] >= e.revision:
+                continue
+            row = {
+                "academic_year": e.academic_year,
+                "programme": e.programme,
+                "programme_key": k[1],
+                "dose": e.dose,
+                "pupil_id": e.pupil_id,
+                "revision": e.revision,
+            }
+            if isinstance(e, CohortMemberAdded):
+                row |= {
+                    "status": "active",
+                    "school_dfe": e.school_dfe,
+                    "school_name": e.school_name,
+                    "year_group": e.year_group,
+                    "gender": e.gender,
+                    "source": e.source,
+                    "reference_date": e.reference_date,
+                    "received_at": e.received_at,
+                    "extract_ids": list(e.extract_ids),
+                    "key_id": e.personal.key_id,
+                    "personal": e.personal.model_dump_json(),
+                }
+            else:
+                row |= {
+                    "status": "withdrawn",
+                    "school_dfe": "",
+                    "school_name": "",
+                    "year_group": "",
+                    "gender": "",
+                    "source": "",
+                    "reference_date": None,
+                    "received_at": None,
+                    "extract_ids": [],
+                    "key_id": None,
+                    "personal": None,
+                }
+            row["window_source"] = old["window_source"] if old and old["window_source"] else row["source"]
+            self.s.members[k] = row
+
+    async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None:
+        for e in sorted(checks, key=lambda e: e.occurred_at):
+            k = (e.academic_year, e.protocol_id, e.protocol_version)
+            if k not in self.s.coverage or self.s.coverage[k][1] <= e.occurred_at:
+                self.s.coverage[k] = ([g.description for g in e.gaps], e.occurred_at)
+
+    async def coverage_gaps(self, academic_year: str, protocol_id: str, protocol_version: str) -> list[str] | None:
+        found = self.s.coverage.get((academic_year, protocol_id, protocol_version))
+        return None if found is None else list(found[0])
+
+    async def school_register(self, dfes: set[str]) -> dict[str, tuple[str, str]]:
+        return {d: self.s.schools[d] for d in dfes if d in self.s.schools}
+
+
+def _member(m: dict[str, Any]) -> Member:
+    return Member(*(m[f] for f in Member.__dataclass_fields__))
+
+
+class _Batches:
+    def __init__(self, s: DeliveryState, members: _Members) -> None:
+        self.s, self.members = s, members
+
+    async def get(self, batch_id: UUID) -> Batch | None:
+        return self.s.batches.get(batch_id)
+
+    async def hold(self, batch_id: UUID) -> Batch | None:
+        return self.s.batches.get(batch_id)
+
+    def _newest(self, where) -> Batch | None:
+        found = [b for b in self.s.batches.values() if where(b)]
+        return max(found, key=lambda b: b.sent_at or b.prepared_at, default=None)
+
+    async def pending(self, window: str, academic_year: str) -> Batch | None:
+        waiting = {PartStatus.PREPARED, PartStatus.SENDING, PartStatus.FAILED}
+        return self._newest(lambda b: (b.window, b.academic_year) == (window, academic_year) and b.status in waiting)
+
+    async def last_sent(self, window: str, academic_year: str, recipient: str) -> Batch | None:
+        return self._newest(
+            lambda b: (
+                (b.window, b.academic_year, b.recipient, b.status)
+                == (window, academic_year, recipient, PartStatus.SENT)
+            )
+        )
+
+    async def add(self, batch: Batch, sources: Sequence[str]) -> bool:
+        if batch.batch_id in self.s.batches:
+            return False
+        self.s.batches[batch.batch_id] = batch
+        assigned: dict[tuple[str, UUID], int] = {}
+        by_school: dict[str, list[Member]] = {}
+        async for m in self.members.by_school(batch.academic_year, sources):
+            by_school.setdefault(m.school_dfe, []).append(m)
+        for p in batch.parts:
+            for g in p.segments:
+                rows = by_school.get(g["school_dfe"], [])
+                end = g["offset"] + g["limit"] if g["limit"] else len(rows)
+                for m in rows[g["offset"] : end]:
+                    assigned[(m.programme_key, m.pupil_id)] = p.part_no
+        self.s.assigned[batch.batch_id] = assigned
+        return True
+
+    async def save(self, before: Batch, after: Batch) -> None:
+        stored = self.s.batches[after.batch_id]
+        for p in after.parts:
+            if p != before.part(p.part_no) and stored.part(p.part_no).status is not before.part(p.part_no).status:
+                raise RuntimeError(f"batch {after.batch_id} part {p.part_no} changed meanwhile: nothing was saved")
+        self.s.batches[after.batch_id] = after
+
+    async def drop(self, batch_id: UUID) -> None:
+        self.s.batches.pop(batch_id, None)
+        self.s.assigned.pop(batch_id, None)
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        return [
+            {"batch_id": b.batch_id, "status": b.status.value, "parts": [p.status.value for p in b.parts]}
+            for b in sorted(self.s.batches.values(), key=lambda b: b.prepared_at, reverse=True)[:limit]
+        ]
+
+    async def counts(self) -> tuple[dict[str, int], int]:
+        by: dict[str, int] = {}
+        for b in self.s.batches.values():
+            by[b.status.value] = by.get(b.status.value, 0) + 1
+        return by, sum(len(b.interrupted()) for b in self.s.batches.values())
+
+
+class _Sharing:
+    def __init__(self, s: DeliveryState) -> None:
+        self.s = s
+
+    async def get(self) -> tuple[bool, str | None]:
+        return self.s.suspended
+
+    async def set(self, suspended: bool, reason: str, actor: str) -> None:
+        self.s.suspended = (suspended, reason)
+
+
+class _Breaches:
+    def __init__(self, s: DeliveryState) -> None:
+        self.s = s
+
+    async def add(self, breach: dict[str, Any], actor: str) -> None:
+        self.s.breaches[breach["breach_id"]] = breach | {"notified": [], "closed": False}
+
+    async def notified(self, breach_id: UUID, notified: Iterable[str]) -> None:
+        self.s.breaches[breach_id]["notified"] = list(notified)
+
+    async def close(self, breach_id: UUID, *, outcome: str, ico_notified: bool, resume: bool, actor: str) -> int | None:
+        b = self.s.breaches.get(breach_id)
+        if b is None or b["closed"]:
+            return None
+        b["closed"] = True
+        return sum(not x["closed"] for x in self.s.breaches.values())
+
+    async def open(self) -> list[OpenBreach]:
+        return [
+            OpenBreach(b["breach_id"], b["discovered_at"], b["ico_decision_due"], b["notified"])
+            for b in sorted(self.s.breaches.values(), key=lambda b: b["discovered_at"])
+            if not b["closed"]
+        ]
+
+
+class _Tx:
+    def __init__(self, s: DeliveryState) -> None:
+        self.s = s
+        self.members = _Members(s)
+        self.batches = _Batches(s, self.members)
+        self.sharing = _Sharing(s)
+        self.breaches = _Breaches(s)
+
+    async def installation_id(self) -> UUID:
+        return self.s.installation
+
+    async def audit(
+        self, actor: str, action: str, subject: str, details: dict[str, Any], protocol_version: str
+    ) -> None:
+        self.s.audited.append((action, subject, details))
+
+    async def queue(self, event: Any, key: bytes) -> None:
+        self.s.outbox.append((key, event))
+
+
+class InMemoryDelivery:
+    """Delivery's unit of work over ``state``: what a block did is undone when it raises."""
+
+    def __init__(self, state: DeliveryState | None = None) -> None:
+        self.state = state or DeliveryState()
+        self.published: list[Any] = []
+
+    @asynccontextmanager
+    async def __call__(self, *, snapshot: bool = False) -> AsyncIterator[_Tx]:
+        saved = copy.deepcopy(self.state)
+        try:
+            yield _Tx(self.state)
+        except BaseException:
+            self.state.__dict__.update(saved.__dict__)
+            raise
+
+    async def flush_outbox(self, publisher: Any) -> int:
+        n = len(self.state.outbox)
+        self.published += [event for _, event in self.state.outbox]
+        self.state.outbox.clear()
+        return n
+
+
+class FakeMailer:
+    """Accepts every message, or raises what ``answers`` says for the next sends (an exception each)."""
+
+    def __init__(self, *answers: BaseException) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[bytes, str]] = []
+
+    async def send(self, message: bytes, *, sender: str, recipient: str) -> str:
+        if self.answers:
+            raise self.answers.pop(0)
+        self.sent.append((message, recipient))
+        return f"250 2.0.0 queued as {len(self.sent)}"
+
+
+@dataclass
+class BuiltMessage:
+    subject: str
+    message_id: str
+    files: list[RenderedFile]
+
+
+class FakeSmime:
+    """Builds a message as its files, unsigned and unencrypted: the content, not the cryptography, is what the
+    use-case tests look at (``built`` keeps each)."""
+
+    def __init__(self) -> None:
+        self.built: list[BuiltMessage] = []
+
+    def __call__(self, recipient: str) -> FakeSmime:
+        return self
+
+    def build(self, *, subject: str, message_id: str, body: str, files: list[RenderedFile], date: datetime) -> bytes:
+        self.built.append(BuiltMessage(subject, message_id, list(files)))
+        return b"".join(f.content for f in files)
