@@ -51,3 +51,36 @@ def test_the_official_asyncapi_parser_accepts_the_documents():
     r = subprocess.run(["node", "validate.mjs"], cwd=folder, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("valid AsyncAPI 3.0.0") == 4
+
+
+def _kinds(doc: dict, message: dict) -> set[str]:
+    """The event types (their ``type`` constant) a message's payload may be."""
+    schemas = doc["components"]["schemas"]
+
+    def resolve(s: dict) -> dict:
+        return schemas[s["$ref"].rsplit("/", 1)[1]] if "$ref" in s else s
+
+    payload = resolve(message["payload"])
+    variants = [resolve(v) for v in payload.get("oneOf", payload.get("anyOf", [payload]))]
+    return {v["properties"]["type"]["const"] for v in variants}
+
+
+def test_what_each_topic_carries_is_declared_by_its_publisher(generated):
+    """Every payload a consumer accepts on a topic is in what the topic's publisher declares (the cohort topic
+    carries eligibility's coverage checks too, which delivery reads)."""
+    published: dict[str, set[str]] = {}
+    consumed: dict[str, set[str]] = {}
+    for _, (text, _) in generated.items():
+        doc = yaml.safe_load(text)
+        for name, message in doc["components"]["messages"].items():
+            topic, role = name.split(":")[0], name.split(":")[1]
+            kinds = _kinds(doc, message)
+            (published if role == "publish" else consumed).setdefault(topic, set()).update(kinds)
+    assert published["sais.eligibility.cohort.v1"] == {
+        "cohort-member-added",
+        "cohort-member-withdrawn",
+        "coverage-checked",
+    }
+    for topic, kinds in consumed.items():
+        if topic in published:  # the inbound topic's publishers are upstream systems
+            assert kinds <= published[topic], f"{topic}: consumed {kinds - published[topic]} that no one declares"

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from uuid import UUID
 
 import pytest
+from sais_ingest.adapters.readers import FileReaders
 from sais_ingest.adapters.repository import ExtractRow
 from sais_ingest.domain.model import ExtractFileError
 from sais_ingest.service_layer.ingest_file import Ingest, Publishers
@@ -273,7 +274,7 @@ class ProtocolInForce:
 @pytest.fixture
 def ingest():
     pubs = Publishers(FakePublisher("pupils"), FakePublisher("completed"), FakePublisher("rejected"))
-    return Ingest(FakeExtractStore(), FakeKeys(), ProtocolInForce(load_protocol()), pubs, FixedClock())
+    return Ingest(FakeExtractStore(), FakeKeys(), ProtocolInForce(load_protocol()), pubs, FixedClock(), FileReaders())
 
 
 async def test_every_row_is_counted_published_minimised_and_sealed(ingest):

@@ -20,12 +20,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import structlog
 from faststream.kafka import KafkaBroker
+from pydantic import TypeAdapter
 
 from . import kafka, ops
+from .deletion import DeleteRows, register_deletion_consumer
 from .kafka import check_topics, make_broker
 from .logging import configure_logging
 from .ops import TIMER_RUNS, make_app
@@ -41,12 +44,72 @@ log = structlog.get_logger("sais.bootstrap")
 
 
 @dataclass(frozen=True)
+class Consume(Generic[S]):
+    """One consumer of a service, as data: the topic it reads (an attribute of :class:`Topics`, or a function
+    of them), the payload it accepts (a pydantic model, or a TypeAdapter of a union: what the AsyncAPI document
+    shows), and the use case that takes each batch (``handle(service, events)``, usually an unbound method of
+    the service). :func:`service_app` registers it, in the service's own consumer group."""
+
+    topic: str | Callable[[Topics], str]
+    payload: Any
+    handle: Callable[[S, list[Any]], Awaitable[Any]]
+    description: str
+    max_records: int = 1000
+
+    def topic_of(self, topics: Topics) -> str:
+        return getattr(topics, self.topic) if isinstance(self.topic, str) else self.topic(topics)
+
+    def parse(self, data: bytes) -> Any:
+        if isinstance(self.payload, TypeAdapter):
+            return self.payload.validate_json(data)
+        return self.payload.model_validate_json(data)
+
+
+@dataclass(frozen=True)
 class Wiring(Generic[P, S]):
     service: str  # ingest | eligibility | delivery | retention: its role, Kafka user, topics
     migrations: tuple[tuple[str, str], ...]  # (schema, package) it needs migrated
     declare: Callable[[KafkaBroker, Topics], P]  # its publishers, declared on a broker before it starts
     bootstrap: Callable[[Runtime, P, Any], S]  # its use-case object from runtime, publishers, settings
     holds_kek: bool = True  # whether it opens data keys (retention only destroys them: it never holds the KEK)
+    consumers: tuple[Consume[S], ...] = ()  # what the long-running service consumes
+    deletes: DeleteRows | None = None  # an owner of personal data: how it deletes a transfer's rows on request
+
+
+def register_consumers(
+    wiring: Wiring[P, S], broker: KafkaBroker, topics: Topics, settings: CommonSettings, current: Current[P, S]
+) -> None:
+    """Every consumer of the wiring, and (for an owner of personal data) retention's deletion requests."""
+    group = settings.group_id_of(wiring.service)
+    for c in wiring.consumers:
+        topic = c.topic_of(topics)
+        kafka.batch_consumer(
+            broker,
+            topic=topic,
+            group_id=group,
+            parse=c.parse,
+            payload=c.payload,
+            handle=partial(_handle, current, c.handle),
+            dead_letter_topic=topics.dead_letter,
+            max_records=c.max_records,
+            title=f"{topic}:{wiring.service}",
+            description=c.description,
+        )
+    if wiring.deletes is not None:
+        register_deletion_consumer(
+            broker,
+            topics=topics,
+            group_id=group,
+            service=wiring.service,
+            schema=wiring.service,
+            delete=wiring.deletes,
+            pool=lambda: current().runtime.pool,
+            now=lambda: current().runtime.clock.now(),
+        )
+
+
+async def _handle(current: Current[P, S], handle: Callable[[S, list[Any]], Awaitable[Any]], events: list[Any]) -> None:
+    await handle(current.service, events)
 
 
 @dataclass
@@ -198,7 +261,6 @@ def service_app(
     wiring: Wiring[P, S],
     settings: Settings,
     *,
-    subscribe: Callable[[KafkaBroker, Topics, Settings, Current[P, S]], None],
     description: str,
     after_start: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
     timer: tuple[Callable[[Running[P, S]], Awaitable[Any]], float] | None = None,
@@ -206,8 +268,8 @@ def service_app(
     gauges: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
     prime: Callable[[Running[P, S]], dict[str, list[tuple[str, ...]]]] | None = None,
 ):
-    """The long-running service: ``subscribe`` registers its consumers (they reach the service through
-    ``current``); ``after_start`` runs once it is up (outbox flush); ``timer`` is (tick, seconds), a
+    """The long-running service: the wiring's consumers are registered (they reach the service once it has
+    started); ``after_start`` runs once it is up (outbox flush); ``timer`` is (tick, seconds), a
     loop that survives a failing tick; ``check`` refuses a bad configuration before anything connects."""
     configure_logging(settings.log_level, settings.log_format)
     broker = make_broker(settings, f"sais-{wiring.service}", wiring.service)
@@ -215,7 +277,7 @@ def service_app(
     publishers = wiring.declare(broker, topics)
     current: Current[P, S] = Current()
     kafka.CONSUMER_TUNING.update(heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms)
-    subscribe(broker, topics, settings, current)
+    register_consumers(wiring, broker, topics, settings, current)
     tasks: list[asyncio.Task] = []
     liveness = Liveness(broker, tasks, settings.startup_grace_s)
 
@@ -267,7 +329,7 @@ def service_app(
         from .kafka_access import ACCESS
         from .lag import LagSampler
 
-        group = getattr(settings, f"{wiring.service}_group_id", None)
+        group = settings.group_id_of(wiring.service)
         reads = [getattr(topics, t) for t in ACCESS[wiring.service].reads] if wiring.service in ACCESS else []
         sampler = LagSampler(settings.kafka_login(wiring.service), group, reads, every_s) if group and reads else None
         while True:

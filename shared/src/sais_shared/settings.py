@@ -214,6 +214,10 @@ class CommonSettings(BaseSettings):
                 setattr(self, name, consumer_group(name.removesuffix("_group_id"), self.topic_prefix))
         return self
 
+    def group_id_of(self, service: str) -> str:
+        """The consumer group ``service`` runs in (SAIS_<SERVICE>_GROUP_ID, by default <prefix>-<service>)."""
+        return getattr(self, f"{service}_group_id", None) or consumer_group(service, self.topic_prefix)
+
     @model_validator(mode="after")
     def _development_only(self) -> CommonSettings:
         if self.dev_mode:

@@ -8,10 +8,8 @@ from contextlib import asynccontextmanager
 import structlog
 from faststream.kafka import KafkaBroker
 from sais_shared import ops
-from sais_shared.bootstrap import Current, Running, Wiring, service_app, session
-from sais_shared.deletion import register_deletion_consumer
+from sais_shared.bootstrap import Consume, Running, Wiring, service_app, session
 from sais_shared.events import DeliveryCompleted, cohort_event_adapter
-from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
 from sais_shared.topics import Topics
 
@@ -83,7 +81,17 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
     )
 
 
-WIRING = Wiring("delivery", (("delivery", "sais_delivery"),), declare, bootstrap)
+CONSUMERS = (
+    Consume(
+        "cohort",
+        cohort_event_adapter,
+        DeliveryService.apply_cohort_events,
+        "Keeps the current cohort to deliver (latest revision wins), and eligibility's coverage checks.",
+    ),
+)
+WIRING = Wiring(
+    "delivery", (("delivery", "sais_delivery"),), declare, bootstrap, consumers=CONSUMERS, deletes=delete_rows
+)
 MIGRATIONS = WIRING.migrations
 
 
@@ -97,34 +105,6 @@ async def delivery_session(settings: DeliverySettings | None = None) -> AsyncIte
 
 def build_app(settings: DeliverySettings | None = None):
     settings = settings or DeliverySettings()
-
-    def subscribe(
-        broker: KafkaBroker, topics: Topics, settings: DeliverySettings, current: Current[object, DeliveryService]
-    ) -> None:
-        async def handle(events):
-            await current().service.apply_cohort_events(events)
-
-        batch_consumer(
-            broker,
-            topic=topics.cohort,
-            group_id=settings.delivery_group_id,
-            parse=cohort_event_adapter.validate_json,
-            payload=cohort_event_adapter,
-            handle=handle,
-            dead_letter_topic=topics.dead_letter,
-            title=f"{topics.cohort}:delivery",
-            description="Keeps the current cohort to deliver (latest revision wins).",
-        )
-        register_deletion_consumer(
-            broker,
-            topics=topics,
-            group_id=settings.delivery_group_id,
-            service="delivery",
-            schema="delivery",
-            delete=delete_rows,
-            pool=lambda: current().runtime.pool,
-            now=lambda: current().runtime.clock.now(),
-        )
 
     async def flush(running: Running[object, DeliveryService]) -> None:
         await running.service.flush_outbox()
@@ -145,7 +125,6 @@ def build_app(settings: DeliverySettings | None = None):
     return service_app(
         WIRING,
         settings,
-        subscribe=subscribe,
         after_start=flush,
         gauges=gauges,
         prime=lambda running: {

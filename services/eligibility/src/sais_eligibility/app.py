@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
-from sais_shared.bootstrap import Current, Running, Wiring, service_app
-from sais_shared.deletion import register_deletion_consumer
-from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, PupilRecorded, extract_event_adapter
-from sais_shared.kafka import batch_consumer
+from sais_shared.bootstrap import Consume, Running, Wiring, service_app
+from sais_shared.events import (
+    CohortMemberAdded,
+    CohortMemberWithdrawn,
+    CoverageChecked,
+    PupilRecorded,
+    extract_event_adapter,
+)
 from sais_shared.runtime import Runtime
 from sais_shared.topics import Topics
 
@@ -20,9 +24,10 @@ from .service_layer.handlers import EligibilityService
 def declare(broker: KafkaBroker, topics: Topics):
     return broker.publisher(
         topics.cohort,
-        schema=CohortMemberAdded | CohortMemberWithdrawn,
+        schema=CohortMemberAdded | CohortMemberWithdrawn | CoverageChecked,
         title=f"{topics.cohort}:publish",
-        description="Cohort adds, updates and withdrawals per (programme, pupil). Key: pupil id (ordered per child).",
+        description="Cohort adds, updates and withdrawals per (programme, pupil), key: pupil id (ordered per "
+        "child); and each coverage check of a year's rules against the protocol in force, key: academic year.",
     )
 
 
@@ -39,50 +44,35 @@ def bootstrap(rt: Runtime, cohort_publisher, settings: EligibilitySettings) -> E
     return service
 
 
-WIRING = Wiring("eligibility", (("eligibility", "sais_eligibility"),), declare, bootstrap)
+CONSUMERS = (
+    Consume(
+        "pupil_recorded",
+        PupilRecorded,
+        EligibilityService.handle_pupils,
+        "Records each pupil for its target academic year and matches it to known children.",
+    ),
+    Consume(
+        "extract_completed",
+        extract_event_adapter,
+        EligibilityService.handle_extracts,
+        "How an extract ended: completed (its held records are released once all are recorded; a replacement "
+        "dataset then withdraws children no longer present), failed (its records are discarded) or withdrawn (its "
+        "children leave the cohorts).",
+    ),
+)
+WIRING = Wiring(
+    "eligibility",
+    (("eligibility", "sais_eligibility"),),
+    declare,
+    bootstrap,
+    consumers=CONSUMERS,
+    deletes=delete_rows,
+)
 MIGRATIONS = WIRING.migrations
 
 
 def build_app(settings: EligibilitySettings | None = None):
     settings = settings or EligibilitySettings()
-
-    def subscribe(
-        broker: KafkaBroker, topics: Topics, settings: EligibilitySettings, current: Current[object, EligibilityService]
-    ) -> None:
-        batch_consumer(
-            broker,
-            topic=topics.pupil_recorded,
-            group_id=settings.eligibility_group_id,
-            parse=PupilRecorded.model_validate_json,
-            payload=PupilRecorded,
-            handle=lambda evs: current.service.handle_pupils(evs),
-            dead_letter_topic=topics.dead_letter,
-            title=f"{topics.pupil_recorded}:eligibility",
-            description="Records each pupil for its target academic year and matches it to known children.",
-        )
-        batch_consumer(
-            broker,
-            topic=topics.extract_completed,
-            group_id=settings.eligibility_group_id,
-            parse=extract_event_adapter.validate_json,
-            payload=extract_event_adapter,
-            handle=lambda evs: current.service.handle_extracts(evs),
-            dead_letter_topic=topics.dead_letter,
-            title=f"{topics.extract_completed}:eligibility",
-            description="How an extract ended: completed (its held records are released once all are recorded; a "
-            "replacement dataset then withdraws children no longer present), failed (its records are discarded) "
-            "or withdrawn (its children leave the cohorts).",
-        )
-        register_deletion_consumer(
-            broker,
-            topics=topics,
-            group_id=settings.eligibility_group_id,
-            service="eligibility",
-            schema="eligibility",
-            delete=delete_rows,
-            pool=lambda: current().runtime.pool,
-            now=lambda: current().runtime.clock.now(),
-        )
 
     async def flush_leftovers(running: Running[object, EligibilityService]) -> None:
         await running.service.flush_outbox()  # anything committed before a crash but not yet published
@@ -92,7 +82,6 @@ def build_app(settings: EligibilitySettings | None = None):
     return service_app(
         WIRING,
         settings,
-        subscribe=subscribe,
         after_start=flush_leftovers,
         description="Rolls year groups forward, matches children, applies programme rules.",
     )

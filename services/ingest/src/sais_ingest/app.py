@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import structlog
 from faststream.kafka import KafkaBroker
-from sais_shared.bootstrap import Current, Running, Wiring, service_app, session
-from sais_shared.deletion import register_deletion_consumer
+from sais_shared.bootstrap import Consume, Running, Wiring, service_app, session
 from sais_shared.errors import ConfigurationError
 from sais_shared.events import ExtractCompleted, ExtractFailed, ExtractWithdrawn, PupilRecorded, RowRejected
 from sais_shared.inbound import PublisherRegistry, inbound_adapter
-from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
 from sais_shared.topics import Topics
 
 from .adapters.deletion import delete_rows
+from .adapters.readers import FileReaders
 from .adapters.repository import ExtractRepository, InboundStaging
 from .config import IngestSettings
 from .service_layer.inbound import InboundService
@@ -54,25 +53,35 @@ def bootstrap(rt: Runtime, publishers: Publishers, settings: IngestSettings) -> 
         settings.ingest_reference_date_tolerance_days,
         settings.read_limits(),
     )
-    return Ingest(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock, limits)
+    files = FileReaders(limits.read)
+    ingest = Ingest(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock, files, limits)
+    if settings.ingest_inbound_private_key is not None:
+        ingest.inbound = InboundService(
+            ingest,
+            InboundStaging(rt.pool),
+            settings.ingest_inbound_private_key,
+            PublisherRegistry.load(settings.ingest_publishers_file) if settings.ingest_publishers_file else None,
+            settings.ingest_inbound_max_extract_bytes,
+        )
+    return ingest
 
 
-WIRING = Wiring("ingest", (("ingest", "sais_ingest"),), declare, bootstrap)
+CONSUMERS = (
+    Consume(
+        "inbound",
+        inbound_adapter,
+        Ingest.handle_inbound,
+        "Upstream extracts as events: extract-started → record × n → extract-completed, keyed by extract_ref; "
+        "records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound key); extract-started and "
+        "extract-completed carry the publisher's Ed25519 signatures (sais_shared.inbound.started_content, "
+        "signed_content), checked against ingest's registry of publishers and the sources each may send.",
+        max_records=2000,
+    ),
+)
+
+
+WIRING = Wiring("ingest", (("ingest", "sais_ingest"),), declare, bootstrap, consumers=CONSUMERS, deletes=delete_rows)
 MIGRATIONS = WIRING.migrations
-
-
-def inbound_service(running: Running[Publishers, Ingest]) -> InboundService:
-    settings: IngestSettings = running.settings
-    registry = PublisherRegistry.load(settings.ingest_publishers_file) if settings.ingest_publishers_file else None
-    if registry is None:
-        log.warning("inbound.no_publisher_registry", effect="every inbound extract is refused")
-    return InboundService(
-        running.service,
-        InboundStaging(running.runtime.pool),
-        settings.ingest_inbound_private_key,
-        registry,
-        settings.ingest_inbound_max_extract_bytes,
-    )
 
 
 def ingest_session(settings: IngestSettings | None = None):
@@ -83,46 +92,12 @@ def ingest_session(settings: IngestSettings | None = None):
 def build_app(settings: IngestSettings | None = None):
     """The ingest service: consumes extracts that upstream systems publish on the inbound topic."""
     settings = settings or IngestSettings()
-    inbound: dict[str, InboundService] = {}
-
-    def inbound_for(current: Current[Publishers, Ingest]) -> InboundService:
-        if "svc" not in inbound:  # built once the runtime is open (before the broker starts consuming)
-            inbound["svc"] = inbound_service(current())
-        return inbound["svc"]
-
-    def subscribe(
-        broker: KafkaBroker, topics: Topics, settings: IngestSettings, current: Current[Publishers, Ingest]
-    ) -> None:
-        batch_consumer(
-            broker,
-            topic=topics.inbound,
-            group_id=settings.ingest_group_id,
-            parse=inbound_adapter.validate_json,
-            payload=inbound_adapter,
-            handle=lambda msgs: inbound_for(current).handle(msgs),
-            dead_letter_topic=topics.dead_letter,
-            max_records=2000,
-            title=f"{topics.inbound}:ingest",
-            description="Upstream extracts as events: extract-started → record × n → extract-completed, keyed by "
-            "extract_ref; records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound "
-            "key); extract-completed carries the publisher's Ed25519 signature of the framed extract "
-            "(sais_shared.inbound.signed_content), checked against ingest's registry of publishers and "
-            "the sources each may send.",
-        )
-        register_deletion_consumer(
-            broker,
-            topics=topics,
-            group_id=settings.ingest_group_id,
-            service="ingest",
-            schema="ingest",
-            delete=delete_rows,
-            pool=lambda: current().runtime.pool,
-            now=lambda: current().runtime.clock.now(),
-        )
 
     def check(settings: IngestSettings) -> None:
         if settings.ingest_inbound_private_key is None:
             raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
+        if settings.ingest_publishers_file is None:
+            log.warning("inbound.no_publisher_registry", effect="every inbound extract is refused")
 
     async def sweep(running: Running[Publishers, Ingest]) -> None:
         if announced := await running.service.sweep():
@@ -131,7 +106,6 @@ def build_app(settings: IngestSettings | None = None):
     return service_app(
         WIRING,
         settings,
-        subscribe=subscribe,
         check=check,
         timer=(sweep, settings.ingest_sweep_interval_s),
         prime=lambda running: {

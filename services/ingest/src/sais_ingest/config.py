@@ -7,7 +7,7 @@ from pydantic import Field
 from sais_shared.settings import CommonSettings
 
 if TYPE_CHECKING:  # the readers (openpyxl, defusedxml) load only when an extract is read
-    from .adapters.readers import ReadLimits
+    from .domain.files import ReadLimits
 
 
 class IngestSettings(CommonSettings):
@@ -78,7 +78,7 @@ class IngestSettings(CommonSettings):
     )
 
     def read_limits(self) -> ReadLimits:
-        from .adapters.readers import ReadLimits
+        from .domain.files import ReadLimits
 
         return ReadLimits(
             max_file_bytes=self.ingest_max_file_bytes,

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import structlog
 from faststream.kafka import KafkaBroker
-from sais_shared.bootstrap import Current, Running, Wiring, service_app, session
+from sais_shared.bootstrap import Consume, Running, Wiring, service_app, session
 from sais_shared.events import (
     OWNERS,
     DeletionCompleted,
@@ -17,7 +17,6 @@ from sais_shared.events import (
     DeliveryCompleted,
     extract_event_adapter,
 )
-from sais_shared.kafka import batch_consumer
 from sais_shared.runtime import Runtime
 from sais_shared.topics import Topics
 
@@ -68,7 +67,40 @@ def bootstrap(rt: Runtime, pubs: tuple, settings: RetentionSettings | None = Non
 
 RULES = (RULE_TRANSFER, RULE_UNDELIVERED, RULE_PARTY_LEFT, RULE_INBOUND_STAGING, RULE_EXTRACT_ENDED)
 
-WIRING = Wiring("retention", (("retention", "sais_retention"),), declare, bootstrap, holds_kek=False)
+
+def confirmations_of(owner: str) -> Consume[RetentionService]:
+    """One topic per owner, written by it alone: a confirmation is its own word."""
+
+    async def handle(service: RetentionService, events: list[DeletionConfirmed]) -> None:
+        await service.handle_confirmations(events, owner)
+
+    return Consume(
+        lambda topics: topics.deletion_confirmed_by(owner),
+        DeletionConfirmed,
+        handle,
+        f"{owner}'s confirmations; the certificate is written when every owner has confirmed.",
+    )
+
+
+CONSUMERS = (
+    Consume(
+        "delivery_completed",
+        DeliveryCompleted,
+        RetentionService.handle_deliveries,
+        "Schedules deletion at transfer date + retention period (ISP §11.1).",
+    ),
+    Consume(
+        "extract_completed",
+        extract_event_adapter,
+        RetentionService.handle_extracts,
+        "Schedules deletion of an extract that is never delivered (ingest + retention period), and deletes one "
+        "that was refused or failed part-way at once (key destroyed, owners asked to delete).",
+    ),
+    *(confirmations_of(owner) for owner in OWNERS),
+)
+WIRING = Wiring(
+    "retention", (("retention", "sais_retention"),), declare, bootstrap, holds_kek=False, consumers=CONSUMERS
+)
 MIGRATIONS = WIRING.migrations
 
 
@@ -82,45 +114,6 @@ async def retention_session(settings: RetentionSettings | None = None) -> AsyncI
 def build_app(settings: RetentionSettings | None = None):
     settings = settings or RetentionSettings()
 
-    def subscribe(
-        broker: KafkaBroker, topics: Topics, settings: RetentionSettings, current: Current[tuple, RetentionService]
-    ) -> None:
-        batch_consumer(
-            broker,
-            topic=topics.delivery_completed,
-            group_id=settings.retention_group_id,
-            parse=DeliveryCompleted.model_validate_json,
-            payload=DeliveryCompleted,
-            handle=lambda evs: current.service.handle_deliveries(evs),
-            dead_letter_topic=topics.dead_letter,
-            title=f"{topics.delivery_completed}:retention",
-            description="Schedules deletion at transfer date + retention period (ISP §11.1).",
-        )
-        batch_consumer(
-            broker,
-            topic=topics.extract_completed,
-            group_id=settings.retention_group_id,
-            parse=extract_event_adapter.validate_json,
-            payload=extract_event_adapter,
-            handle=lambda evs: current.service.handle_extracts(evs),
-            dead_letter_topic=topics.dead_letter,
-            title=f"{topics.extract_completed}:retention",
-            description="Schedules deletion of an extract that is never delivered (ingest + retention period), and "
-            "deletes one that was refused or failed part-way at once (key destroyed, owners asked to delete).",
-        )
-        for owner in OWNERS:  # one topic per owner, written by it alone: a confirmation is its own word
-            batch_consumer(
-                broker,
-                topic=topics.deletion_confirmed_by(owner),
-                group_id=settings.retention_group_id,
-                parse=DeletionConfirmed.model_validate_json,
-                payload=DeletionConfirmed,
-                handle=lambda evs, owner=owner: current.service.handle_confirmations(evs, owner),
-                dead_letter_topic=topics.dead_letter,
-                title=f"{topics.deletion_confirmed_by(owner)}:retention",
-                description=f"{owner}'s confirmations; the certificate is written when every owner has confirmed.",
-            )
-
     async def run_due(running: Running[tuple, RetentionService]) -> None:
         requests = await running.service.run_due()
         if requests:
@@ -129,7 +122,6 @@ def build_app(settings: RetentionSettings | None = None):
     return service_app(
         WIRING,
         settings,
-        subscribe=subscribe,
         timer=(run_due, settings.retention_interval_s),
         prime=lambda running: {"DELETIONS": [(rule,) for rule in RULES]},
         description="Schedules and proves secure deletion; crypto-shreds Kafka copies.",

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from dateutil.relativedelta import relativedelta
+from sais_shared.errors import ConfigurationError
 from sais_shared.protocol import Protocol, recipient_allowed
+from sais_shared.schoolyear import academic_year_label
 
 from .errors import (
     DeliveryRefusedError,
@@ -82,3 +84,27 @@ def stale_refusal(stale_extracts: list[str], staleness_months: int) -> Verdict:
         ),
         {"extracts": stale_extracts},
     )
+
+
+def recipient_for(protocol: Protocol, sender: str | None, recipient: str | None) -> str:
+    """Who a batch goes to: the one named (``--recipient``, then SAIS_DELIVERY_RECIPIENT), else the
+    protocol's first recipient; with a sender to send as."""
+    recipient = recipient or next(iter(protocol.transfer.recipients), None)
+    if not sender:
+        raise ConfigurationError("no sender address: set SAIS_DELIVERY_SENDER_ADDRESS (the authority's mailbox)")
+    if recipient is None:
+        raise ConfigurationError(
+            f"no recipient: protocol {protocol.id} v{protocol.version} names none; set SAIS_DELIVERY_RECIPIENT (or "
+            f"--recipient) to the SAIS team's mailbox, within {', '.join(protocol.transfer.allowed_recipient_domains)}"
+        )
+    return recipient
+
+
+def due_windows(protocol: Protocol, today: date) -> list[tuple[str, str]]:
+    """(window, academic year) of every window whose month it is: July sends the coming year, December the
+    current one."""
+    return [
+        (w.name, academic_year_label(today.year if w.month >= 7 else today.year - 1))
+        for w in protocol.transfer.windows
+        if w.month == today.month
+    ]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from sais_shared.protocol import Protocol
 from sais_shared.schoolyear import academic_year_label
 
 from . import mavis_rules as rules
@@ -168,6 +169,14 @@ class Upload:
         """(first, last) day an upload is read against this academic year: from its 1 August (or the day
         the file was sent, if later) to the next 31 July."""
         return max(rules.first_upload_day(self.academic_year), sent), rules.last_upload_day(self.academic_year)
+
+
+def upload_for(protocol: Protocol, academic_year: int, max_rows: int = DEFAULT_FILE_ROWS) -> Upload:
+    """The Mavis import a batch's files are for: its academic year, the team the protocol names, and the rows a
+    file may hold."""
+    t = protocol.transfer.mavis_team
+    schools = frozenset(t.schools) if t.schools is not None else None
+    return Upload(academic_year, Team(schools, frozenset(t.year_groups)), max_rows)
 
 
 @dataclass(frozen=True)

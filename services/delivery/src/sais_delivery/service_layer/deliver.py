@@ -10,48 +10,31 @@ Message-ID is derived from the batch id, so a receiver can also recognise a repe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import structlog
 from sais_shared import ops
-from sais_shared.errors import ConfigurationError
 from sais_shared.events import stable_id
 from sais_shared.ports import Clock, Keys
 from sais_shared.protocol import normalise_address
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
-from sais_shared.schoolyear import academic_year_label, parse_academic_year
+from sais_shared.schoolyear import parse_academic_year
 
 from ..domain import mavis
 from ..domain.batch import Batch
 from ..domain.errors import NothingToDeliverError
-from ..domain.guards import Sharing, Verdict, may_send, stale_before, stale_refusal
-from ..domain.mavis_rules import Team
+from ..domain.guards import Sharing, Verdict, due_windows, may_send, recipient_for, stale_before, stale_refusal
 from ..domain.parts import DEFAULT_MAX_MESSAGE_BYTES
-from ..domain.sender_notes import coverage_warnings, mavis_notes
 from . import members, resolve
 from .plan import plan_batch
 from .ports import DeliveryUnitOfWork, Mailer, MessageBuilder, Publisher
 from .send import send_parts
 from .steps import move
+from .views import BatchResult, batch_result
 
 log = structlog.get_logger("sais.delivery")
-
-
-@dataclass
-class BatchResult:
-    batch_id: UUID
-    status: str
-    recipient: str
-    counts: dict[str, int]
-    message_id: str
-    already_sent: bool = False
-    replaces_batch: UUID | None = None
-    files: list[dict] = field(default_factory=list)
-    delete_by: str = ""
-    parts: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # for the person sending: the batch went, but…
 
 
 @dataclass
@@ -110,18 +93,6 @@ class DeliveryService(FollowsProtocol):
         if verdict.review_overridden:
             await self.audit(actor, "protocol.review_overridden", f"window:{window}", {"reason": override_review})
 
-    def _recipient(self, recipient: str | None) -> str:
-        recipient = recipient or self.default_recipient or next(iter(self.protocol.transfer.recipients), None)
-        if not self.sender:
-            raise ConfigurationError("no sender address: set SAIS_DELIVERY_SENDER_ADDRESS (the authority's mailbox)")
-        if recipient is None:
-            p = self.protocol
-            raise ConfigurationError(
-                f"no recipient: protocol {p.id} v{p.version} names none; set SAIS_DELIVERY_RECIPIENT (or "
-                f"--recipient) to the SAIS team's mailbox, within {', '.join(p.transfer.allowed_recipient_domains)}"
-            )
-        return recipient
-
     # --- deliver --------------------------------------------------------------------------
 
     async def deliver(
@@ -134,7 +105,7 @@ class DeliveryService(FollowsProtocol):
         override_review: str | None = None,
     ) -> BatchResult:
         sources = self.protocol.transfer.window(window).sources
-        recipient = self._recipient(recipient)
+        recipient = recipient_for(self.protocol, self.sender, recipient or self.default_recipient)
         await self._check(window, recipient, actor, override_review)
         recipient = normalise_address(recipient)  # exactly what was checked goes to RCPT TO and To:
         async with self.uow() as tx:
@@ -182,14 +153,10 @@ class DeliveryService(FollowsProtocol):
     async def deliver_due_windows(self, actor: str = "delivery-scheduler") -> list[BatchResult]:
         """Deliver every window whose month it is (July: the coming year; December: the current one).
         A window already delivered with unchanged content sends nothing; refusals are audited by deliver()."""
-        today = self.clock.today()
         results = []
-        for win in self.protocol.transfer.windows:
-            if win.month != today.month:
-                continue
-            year = academic_year_label(today.year if win.month >= 7 else today.year - 1)
+        for window, year in due_windows(self.protocol, self.clock.today()):
             try:
-                results.append(await self.deliver(win.name, year, actor=actor))
+                results.append(await self.deliver(window, year, actor=actor))
             except NothingToDeliverError:
                 continue
         return results
@@ -200,45 +167,10 @@ class DeliveryService(FollowsProtocol):
     # --- what it tells -----------------------------------------------------------------------
 
     async def result(self, batch_id: UUID, *, already_sent: bool = False) -> BatchResult:
-        async with self.uow() as tx:
-            b = await tx.batches.get(batch_id)
-            assert b is not None, f"batch {batch_id} was recorded"
-            gaps = await tx.members.coverage_gaps(b.academic_year, self.protocol.id, b.protocol_version)
-        parts = [
-            {
-                "part": p.part_no,
-                "message_id": p.message_id,
-                "status": p.status.value,
-                "size_bytes": p.size_bytes,
-                "counts": p.counts or {},
-            }
-            for p in b.parts
-        ]
-        return BatchResult(
-            b.batch_id,
-            b.status.value,
-            b.recipient,
-            b.counts,
-            b.message_id,
-            already_sent=already_sent,
-            replaces_batch=b.replaces_batch,
-            files=b.files,
-            delete_by=str(b.delete_by),
-            parts=parts,
-            warnings=coverage_warnings(b.academic_year, b.protocol_version, gaps),
-        )
+        return await batch_result(self.uow, self.protocol, batch_id, already_sent=already_sent)
 
     def mavis_upload(self, academic_year: str) -> mavis.Upload:
-        """The Mavis import a batch's files are for: its academic year, the team the protocol names, and the
-        rows a file may hold."""
-        t = self.protocol.transfer.mavis_team
-        schools = frozenset(t.schools) if t.schools is not None else None
-        return mavis.Upload(
-            parse_academic_year(academic_year), Team(schools, frozenset(t.year_groups)), self.mavis_max_rows
-        )
-
-    def mavis_notes(self, reports: Sequence[dict | None]) -> list[str]:
-        return mavis_notes(reports)
+        return mavis.upload_for(self.protocol, parse_academic_year(academic_year), self.mavis_max_rows)
 
     async def recent_batches(self, limit: int = 20) -> list[dict]:
         async with self.uow() as tx:

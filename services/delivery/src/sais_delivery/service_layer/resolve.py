@@ -10,7 +10,8 @@ from ..domain.errors import NothingToResolveError
 from .send import mark_sent
 
 if TYPE_CHECKING:
-    from .deliver import BatchResult, DeliveryService
+    from .deliver import DeliveryService
+    from .views import BatchResult
 
 
 async def resolve(

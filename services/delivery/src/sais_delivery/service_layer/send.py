@@ -20,11 +20,13 @@ from ..domain.errors import (
     UncertainDeliveryError,
 )
 from ..domain.part_content import PartContent, PartMessage, compose
+from ..domain.sender_notes import mavis_notes
 from .ports import MessageBuilder
 from .steps import move, open_row
 
 if TYPE_CHECKING:
-    from .deliver import BatchResult, DeliveryService
+    from .deliver import DeliveryService
+    from .views import BatchResult
 
 log = structlog.get_logger("sais.delivery")
 
@@ -56,7 +58,7 @@ async def send_parts(svc: DeliveryService, batch_id: UUID, actor: str) -> BatchR
         del message
         memory.trim()  # the next part starts from what this one used, not more
     result = await mark_sent(svc, batch_id, "all parts accepted", actor)
-    result.warnings += svc.mavis_notes(reports)
+    result.warnings += mavis_notes(reports)
     return result
 
 

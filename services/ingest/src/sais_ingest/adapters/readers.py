@@ -21,28 +21,12 @@ import openpyxl
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml import ElementTree as DefusedET
 
+from ..domain.files import FileFacts, ReadLimits
 from ..domain.headers import map_headers
 from ..domain.model import ExtractFileError
 
 CHUNK = 1 << 20
 HEADER_LOOKAHEAD = 10  # non-blank rows searched for the header row (title and instruction rows above it)
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    """Caps on what one file can make ingest do; each is a setting (SAIS_INGEST_MAX_*)."""
-
-    max_file_bytes: int = 1 << 30  # 1 GiB
-    max_rows: int = 2_000_000
-    max_columns: int = 200
-    max_field_chars: int = 32_767  # Excel's own limit on a cell
-    max_line_chars: int = 1_000_000
-    header_lookahead_rows: int = 100  # rows read (blank ones too) looking for the header row
-    max_blank_run: int = 100_000
-    max_xlsx_member_bytes: int = 512 << 20  # one part of a workbook, unpacked
-    max_xlsx_ratio: int = 100  # unpacked ÷ packed, for parts over 1 MiB
-    max_shared_strings_bytes: int = 24 << 20  # Excel's table of strings, held in memory while reading
-    max_xml_depth: int = 64
 
 
 # A skipped row above the header "looks like a child" when it has several cells and a date of birth.
@@ -150,14 +134,6 @@ def with_header_row(
     yield 0, search.headers
     yield from search.rest
     yield from raw
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    sha256: str
-    size: int
-    encoding: str
-    kind: str = "text"  # text, zip (an .xlsx), ole2 (an old .xls), binary
 
 
 def _utf16_without_bom(head: bytes) -> str | None:
@@ -630,3 +606,19 @@ def open_extract(
         f"unsupported file type {suffix!r}: ingest reads .csv (or tab-separated .txt), .xlsx and CTF .xml",
         code="file.type",
     )
+
+
+class FileReaders:
+    """The extract readers behind the service layer's ``ExtractFiles`` port, under one set of limits."""
+
+    def __init__(self, limits: ReadLimits | None = None) -> None:
+        self.limits = limits or ReadLimits()
+
+    def inspect(self, path: Path) -> FileFacts:
+        return inspect_file(path, self.limits)
+
+    def open(self, path: Path, facts: FileFacts) -> CsvExtract | XlsxExtract | CtfExtract:
+        return open_extract(path, facts, self.limits)
+
+
+__all__ = ["FileFacts", "FileReaders", "ReadLimits", "inspect_file", "open_extract"]

@@ -4,51 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from uuid import UUID
 
 import asyncpg
 from sais_shared.keystore import AuditEntry, audit, write_audit
 
-
-@dataclass(frozen=True)
-class ExtractRow:
-    extract_id: UUID
-    content_sha256: str
-    source: str
-    reference_date: date
-    status: str
-    rows_in: int
-    accepted: int
-    rejected: int
-    out_of_scope: int
-    warnings: int
-    supersedes: UUID | None
-    file_name: str
-    target_academic_year: str
-    dropped_columns: list[str]
-    protocol_version: str
-    key_id: UUID | None = None
-    repeated: int = 0
-    published: int = 0
-    failure_code: str | None = None
-    failure: str | None = None
-    ingested_by: str = ""
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    ended_by: str | None = None
-
-    @classmethod
-    def of(cls, r: asyncpg.Record) -> ExtractRow:
-        return cls(**{k: r[k] for k in cls.__dataclass_fields__})
-
+from ..domain.extracts import ExtractBusyError, ExtractRow, Staged
 
 _COLS = ", ".join(ExtractRow.__dataclass_fields__)
-
-
-class ExtractBusyError(Exception):
-    """Another process is ingesting the same extract right now."""
 
 
 def _lock_key(extract_id: UUID) -> str:
@@ -371,17 +335,6 @@ class ExtractRepository:
         )
 
 
-@dataclass(frozen=True)
-class Staged:
-    """What one run of inbound records did: how many were staged, and the extracts that had records left out
-    because they were never started (or their start was refused) or were over their size limit."""
-
-    staged: int
-    no_start: list[str]
-    over_limit: list[str]
-    over_limit_records: int = 0
-
-
 class InboundStaging:
     """Inbound extracts staged as they arrive, still sealed (ingest.inbound_extracts, inbound_records)."""
 
@@ -454,6 +407,9 @@ class InboundStaging:
             max_bytes,
         )
         return Staged(row["staged"], sorted(row["no_start"]), sorted(row["over_limit"]), row["over_limit_records"])
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await write_audit(self.pool, entry)
 
     async def head(self, extract_ref: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref)

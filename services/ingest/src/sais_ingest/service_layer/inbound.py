@@ -29,13 +29,13 @@ from sais_shared.inbound import (
     InboundRecord,
     PublisherRegistry,
 )
-from sais_shared.keystore import AuditEntry, write_audit
+from sais_shared.keystore import AuditEntry
 from sais_shared.protocol import ProtocolError
 from sais_shared.protocol_registry import FollowsProtocol
 
-from ..adapters.repository import InboundStaging
 from ..domain.model import ExtractFileError
 from .ingest_file import ExtractInput, ExtractReport, Ingest
+from .ports import InboundStore
 
 log = structlog.get_logger("sais.ingest.inbound")
 
@@ -52,7 +52,7 @@ class _Incomplete(_Refused):
 @dataclass
 class InboundService(FollowsProtocol):
     ingest: Ingest
-    staging: InboundStaging
+    staging: InboundStore
     private_key: Path
     publishers_registry: PublisherRegistry | None = None
     max_extract_bytes: int = 4 << 30
@@ -114,8 +114,7 @@ class InboundService(FollowsProtocol):
         """Not stored at all: it holds no reference against the genuine extract, and nothing is staged under it."""
         problem = f"refused: extract-started not authenticated: {exc}; nothing was staged"
         ops.INBOUND_STARTS_REFUSED.inc()
-        await write_audit(
-            self.staging.pool,
+        await self.staging.audit(
             AuditEntry(
                 "ingest", "inbound.refused", f"inbound:{m.extract_ref}", {"problem": problem}, self.protocol.version
             ),
@@ -239,7 +238,7 @@ class InboundService(FollowsProtocol):
         if create:  # the status and its audit entry in one transaction
             await (self.staging.refused if refused else self.staging.incomplete)(ref, problem, entry)
         else:
-            await write_audit(self.staging.pool, entry)
+            await self.staging.audit(entry)
         ops.INBOUND_INCOMPLETE.inc()
         log.warning("inbound.refused" if refused else "inbound.incomplete", extract_ref=ref, problem=problem)
 

@@ -29,6 +29,7 @@ from uuid import UUID
 import structlog
 from sais_shared import ops
 from sais_shared.crypto import DataKey, Sealed
+from sais_shared.errors import ConfigurationError
 from sais_shared.events import (
     ExtractCompleted,
     ExtractFailed,
@@ -49,12 +50,12 @@ from sais_shared.protocol import Protocol, ProtocolRefusalError
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
-from ..adapters.readers import ReadLimits, inspect_file, open_extract
-from ..adapters.repository import ExtractBusyError, ExtractRow
 from ..domain.extract import classify_row, header_mapping
+from ..domain.extracts import ExtractBusyError, ExtractRow
+from ..domain.files import ReadLimits
 from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Rejected
 from ..domain.reference_dates import reference_date_problem
-from .ports import ExtractKeys, ExtractStore
+from .ports import ExtractFiles, ExtractKeys, ExtractStore, InboundHandler
 
 log = structlog.get_logger("sais.ingest")
 CHUNK_ROWS = 2000
@@ -161,7 +162,15 @@ class Ingest(FollowsProtocol):
     protocol_ref: ProtocolRef
     publishers: Publishers
     clock: Clock
+    files: ExtractFiles
     limits: Limits = field(default_factory=Limits)
+    inbound: InboundHandler | None = None  # the inbound topic's use case (where an inbound key is configured)
+
+    async def handle_inbound(self, messages: list[Any]) -> None:
+        """A batch of the inbound topic: extracts that upstream systems publish as events."""
+        if self.inbound is None:
+            raise ConfigurationError("SAIS_INGEST_INBOUND_PRIVATE_KEY is not set: ingest cannot open inbound extracts")
+        await self.inbound.handle(messages)
 
     async def file(
         self,
@@ -175,8 +184,8 @@ class Ingest(FollowsProtocol):
         dry_run: bool = False,
         force_date: bool = False,
     ) -> ExtractReport:
-        facts = inspect_file(path, self.limits.read)
-        reader = open_extract(path, facts, self.limits.read)
+        facts = self.files.inspect(path)
+        reader = self.files.open(path, facts)
         report = await self.extract(
             ExtractInput(
                 reader.rows(),

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import date
+from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
 from sais_shared.crypto import DataKey, KeyEncryptionKey
 from sais_shared.keystore import AuditEntry
 
-from ..adapters.repository import ExtractRow
+from ..domain.extracts import ExtractRow, Staged
+from ..domain.files import FileFacts
 
 
 class ExtractStore(Protocol):
@@ -103,3 +105,52 @@ class ExtractKeys(Protocol):
     async def key_for_extract(self, extract_id: UUID) -> DataKey: ...
 
     async def get_many(self, key_ids: Iterable[UUID]) -> dict[UUID, DataKey]: ...
+
+
+class InboundHandler(Protocol):
+    async def handle(self, messages: list[Any]) -> None:
+        """A batch of the inbound topic, in order."""
+        ...
+
+
+class ExtractReader(Protocol):
+    """One file's rows, as its reader finds them (the header row first)."""
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]: ...
+
+
+class ExtractFiles(Protocol):
+    """The file readers (CSV, workbooks, the DfE's Common Transfer File), under the operator's limits."""
+
+    def inspect(self, path: Path) -> FileFacts: ...
+
+    def open(self, path: Path, facts: FileFacts) -> ExtractReader: ...
+
+
+Row = Mapping[str, Any]  # a stored row, by column name
+
+
+class InboundStore(Protocol):
+    """Inbound extracts staged as they arrive, still sealed, until they are complete."""
+
+    async def started(
+        self, extract_ref: str, source: str, reference_date: date, originator: str, started_json: str
+    ) -> str: ...
+
+    async def stage(self, records: list[tuple[str, int, str, str]], max_bytes: int) -> Staged: ...
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def head(self, extract_ref: str) -> Row | None: ...
+
+    async def count(self, extract_ref: str) -> tuple[int, int | None, int | None]: ...
+
+    async def missing(self, extract_ref: str, expected: int, limit: int = 10) -> list[int]: ...
+
+    def records(self, extract_ref: str) -> AsyncIterator[Row]: ...
+
+    async def incomplete(self, extract_ref: str, problem: str, audit_entry: AuditEntry | None = None) -> None: ...
+
+    async def refused(self, extract_ref: str, problem: str, audit_entry: AuditEntry | None = None) -> None: ...
+
+    async def ingested(self, extract_ref: str, extract_id: UUID) -> None: ...

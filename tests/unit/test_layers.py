@@ -1,0 +1,73 @@
+"""The layers of every service, read from the source: the domain does no I/O and knows nothing above it;
+the service layer reaches storage, servers and files only through its ports (``service_layer/ports.py``),
+never an adapter; nothing below the composition root imports it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("ingest", "eligibility", "delivery", "retention")
+# What a domain module may not import: the drivers and servers the adapters wrap.
+IO = ("asyncpg", "aiokafka", "faststream", "aiosmtplib", "openpyxl", "httpx", "socket", "subprocess", "ctypes")
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in a module, relative ones resolved against its package."""
+    package = ".".join(path.relative_to(path.parents[2]).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            found += (
+                [(node.lineno, module)] if node.module else [(node.lineno, f"{module}.{a.name}") for a in node.names]
+            )
+    return found
+
+
+def modules(service: str, layer: str) -> list[Path]:
+    return sorted((REPO / "services" / service / "src" / f"sais_{service}" / layer).glob("*.py"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_service_layer_reaches_outside_only_through_its_ports(service):
+    crossing = [
+        f"{p.relative_to(REPO)}:{line} imports {m}"
+        for p in modules(service, "service_layer")
+        for line, m in imports(p)
+        if m.startswith((f"sais_{service}.adapters", f"sais_{service}.app", f"sais_{service}.entrypoints"))
+    ]
+    assert modules(service, "service_layer") and crossing == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_domain_does_no_io_and_knows_nothing_above_it(service):
+    above = (
+        f"sais_{service}.service_layer",
+        f"sais_{service}.adapters",
+        f"sais_{service}.app",
+        f"sais_{service}.entrypoints",
+    )
+    crossing = [
+        f"{p.relative_to(REPO)}:{line} imports {m}"
+        for p in modules(service, "domain")
+        for line, m in imports(p)
+        if m.startswith(above) or m.split(".")[0] in IO
+    ]
+    assert modules(service, "domain") and crossing == []
+
+
+def test_the_check_sees_a_crossing(tmp_path):
+    """The import reader resolves relative imports, so the checks above cannot pass by not seeing one."""
+    module = tmp_path / "sais_x" / "service_layer" / "use_case.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("from ..adapters.store import Store\nfrom . import ports\nimport asyncpg\n")
+    assert [m for _, m in imports(module)] == ["sais_x.adapters.store", "sais_x.service_layer.ports", "asyncpg"]
