@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install demo test test-unit test-compose test-containers images stack-up stack-down stack-status samples tools
+.PHONY: install demo lint test test-unit test-compose test-containers images stack-up stack-down stack-status samples tools
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -14,6 +14,10 @@ install:
 
 demo: install
 	@.venv/bin/python deploy/local/demo.py
+
+# ruff (lint and format) and mypy (types, with the pydantic plugin); make test runs the same first.
+lint: install
+	@.venv/bin/ruff check --quiet . && .venv/bin/ruff format --check --quiet . && .venv/bin/mypy
 
 test: install
 	@bash deploy/local/run-tests.sh  # builds the tools (make tools) while the stack starts

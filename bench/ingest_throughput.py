@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "local"))
-import stack  # noqa: E402
+import stack
 
 
 def letters(i: int) -> str:

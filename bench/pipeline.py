@@ -38,7 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "local")]
-import stack  # noqa: E402
+import stack
 
 PY = str(REPO / ".venv" / "bin" / "python")
 SAIS = str(REPO / ".venv" / "bin" / "sais")
@@ -125,6 +125,12 @@ def _vm_hwm_mb() -> float:
 # --- the pipeline ---------------------------------------------------------------------------------
 
 
+def data_rows(path: Path, encoding: str) -> int:
+    """Rows of a CSV file, less its header."""
+    with open(path, encoding=encoding) as f:
+        return sum(1 for _ in f) - 1
+
+
 class Run:
     def __init__(self, n: int, faults: bool, eligibility_instances: int = 1) -> None:
         self.n, self.faults, self.instances = n, faults, eligibility_instances
@@ -150,7 +156,7 @@ class Run:
 
     # processes
     def start(self, name: str) -> None:
-        out = open(self.logs / f"{name}.log", "a")
+        out = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - a child process's log, open as long as it runs
         self.procs[name] = subprocess.Popen(
             [PY, "-m", f"sais_{name.split('#')[0]}"],
             env={**self.env, "SAIS_AS_OF": "2017-07-10"},
@@ -267,10 +273,7 @@ class Run:
         from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 
         files = write_samples(self.logs / "data", seed=2017, per_year=max(1, self.n // 4))
-        rows = {
-            s: sum(1 for _ in open(p, encoding="cp1252" if s == "admissions-reception" else "utf-8-sig")) - 1
-            for s, p in files.items()
-        }
+        rows = {s: data_rows(p, "cp1252" if s == "admissions-reception" else "utf-8-sig") for s, p in files.items()}
         ref = {s: d.isoformat() for s, d in REFERENCE_DATES.items()}
         stack.fresh_database(self.lay, self.db)
         stack.setup_kafka(self.env)

@@ -26,8 +26,8 @@ hypothesis_settings.load_profile("repeatable")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "local"))
-import stack  # noqa: E402
-from sais_shared.devpki import ensure_dev_pki  # noqa: E402
+import stack
+from sais_shared.devpki import ensure_dev_pki
 
 
 @dataclass(frozen=True)

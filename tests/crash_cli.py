@@ -18,6 +18,6 @@ def crash(self, point: str) -> None:
 
 DeliveryService.fault = crash
 
-from sais.cli import main  # noqa: E402  (after the seam is in place)
+from sais.cli import main
 
 main()

@@ -122,10 +122,9 @@ class _Members:
     async def of_part(self, batch_id: UUID, part_no: int, academic_year: str) -> AsyncIterator[Member]:
         chosen = [k for k, n in self.s.assigned[batch_id].items() if n == part_no]
         for programme_key, pupil_id in sorted(chosen, key=lambda k: (k[0], str(k[1]))):
-            for m in self.s.members.values():
-                if (m["academic_year"], m["programme_key"], m["pupil_id"]) == (academic_year, programme_key, pupil_id):
-                    if m["status"] == "active":
-                        yield _member(m)
+            m = self.s.members.get((academic_year, programme_key, pupil_id))
+            if m is not None and m["status"] == "active":
+                yield _member(m)
 
     async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
         fresh = set(event_ids) - self.s.processed

@@ -276,9 +276,9 @@ def oracle(source_files: dict[str, Path]) -> dict[str, int]:
             yg = (r.get("ncyearactual") or r.get("year group") or r.get("nc year")).lower()
             yg = yg.replace("year", "").replace("y", "").strip()
             sex = (r.get("gender") or r.get("sex"))[0].upper()
-            if source == "summer-census" and yg in {"r", "reception", "1", "2", "3"}:
-                children["flu"].add(who)
-            elif source.startswith("admissions"):
+            if (source == "summer-census" and yg in {"r", "reception", "1", "2", "3"}) or source.startswith(
+                "admissions"
+            ):
                 children["flu"].add(who)
             elif source == "autumn-census":
                 if yg == "8" and sex == "F":

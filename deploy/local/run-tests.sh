@@ -14,14 +14,16 @@ images_pid=""
 started=0
 tools_pid=""
 npm_pid=""
+mypy_pid=""
+mypy_log=$(mktemp)
 prep_log=$(mktemp)
 cleanup() {
-  for pid in $tools_pid $npm_pid; do kill "$pid" 2>/dev/null; done
+  for pid in $tools_pid $npm_pid $mypy_pid; do kill "$pid" 2>/dev/null; done
   [ -n "$images_pid" ] && kill "$images_pid" 2>/dev/null && wait "$images_pid" 2>/dev/null
   [ -n "$compose_pid" ] && kill "$compose_pid" 2>/dev/null
   [ "$started" = 1 ] && $PY deploy/local/stack.py stop
   [ "$engine_was_up" = 0 ] && bash deploy/images/engine.sh stop
-  rm -f "$compose_log" "$images_log" "$prep_log" "${kustomize_lock:-}" "${npm_lock:-}"
+  rm -f "$compose_log" "$images_log" "$prep_log" "$mypy_log" "${kustomize_lock:-}" "${npm_lock:-}"
 }
 trap cleanup EXIT
 # What the tests need besides the servers, fetched and built in the background (each is up to a minute
@@ -29,6 +31,10 @@ trap cleanup EXIT
 # tests) and the official AsyncAPI parser's node_modules (for the contract test). The tests start as soon
 # as the stack is up: each job holds a lock (flock) on its file until it has finished, and the tests
 # that need one take that lock first (tests/helpers.py, after_background_build), so nobody polls.
+# The type check (mypy, about 20 s on a new clone) runs beside the stack's start and the tests; its
+# verdict counts like theirs.
+nice -n 5 .venv/bin/mypy >"$mypy_log" 2>&1 &
+mypy_pid=$!
 kustomize_lock=$(mktemp)
 npm_lock=$(mktemp)
 export SAIS_TEST_KUSTOMIZE_LOCK=$kustomize_lock SAIS_TEST_NPM_LOCK=$npm_lock
@@ -62,6 +68,11 @@ images_pid=$!
 export SAIS_TEST_KEEP_STACK=1
 .venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist worksteal --durations=15 "$@"
 rc=$?
+mypy_rc=0
+if ! wait "$mypy_pid"; then
+  echo "mypy: type errors:" >&2; cat "$mypy_log" >&2; mypy_rc=1
+fi
+mypy_pid=""
 tools_rc=0
 if ! wait "$tools_pid"; then
   echo "make tools failed:" >&2; tail -20 "$prep_log" >&2; tools_rc=1
@@ -94,5 +105,6 @@ for r in "$rc" "$rc2" "$rc3"; do
 done
 if [ "$rc" != 0 ]; then exit "$rc"; fi
 if [ "$tools_rc" != 0 ]; then exit "$tools_rc"; fi
+if [ "$mypy_rc" != 0 ]; then exit "$mypy_rc"; fi
 if [ "$rc2" != 0 ]; then exit "$rc2"; fi
 exit "$rc3"

@@ -23,7 +23,7 @@ class Store:
         self.maildir.mkdir(parents=True, exist_ok=True)
         self.count = 0
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+    async def handle_DATA(self, server, session, envelope):
         self.count += 1
         tls = session.ssl.get("cipher", ("none", "none"))[1] if session.ssl else "none"
         name = f"{time.time_ns()}-{self.count}.eml"

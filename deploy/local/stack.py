@@ -11,6 +11,7 @@ the dev PKI and received mail. Kafka's jars are fetched once with Maven into
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -184,10 +185,8 @@ def kill(lay: Layout, name: str, timeout: float = 20) -> None:
     if pid is None:
         lay.pidfile(name).unlink(missing_ok=True)
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid_alive(lay.pidfile(name)):
         time.sleep(0.2)
@@ -357,19 +356,19 @@ def start_kafka(lay: Layout) -> None:
     if not (data / "meta.properties").exists():
         cluster = (
             subprocess.run(
-                java + ["kafka.tools.StorageTool", "random-uuid"], check=True, capture_output=True, text=True
+                [*java, "kafka.tools.StorageTool", "random-uuid"], check=True, capture_output=True, text=True
             )
             .stdout.strip()
             .splitlines()[-1]
         )
         subprocess.run(
-            java + ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), *kafka_users(lay)],
+            [*java, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), *kafka_users(lay)],
             check=True,
             capture_output=True,
         )
     ensure_port_free(lay.kafka_port, "Kafka")
     say(f"starting Apache Kafka {KAFKA_VERSION} (KRaft; TLS, SCRAM, ACLs) on 127.0.0.1:{lay.kafka_port}")
-    spawn(lay, "kafka", java + ["kafka.Kafka", str(props)])
+    spawn(lay, "kafka", [*java, "kafka.Kafka", str(props)])
     wait_port(lay.kafka_port, "Kafka", 90, lay.log("kafka"), lay.pidfile("kafka"))
 
 
@@ -489,7 +488,7 @@ def pg_bin() -> Path:
 
 def as_pg_user(argv: list[str]) -> list[str]:
     # initdb and postgres refuse to run as root: run them as the postgres system user.
-    return ["runuser", "-u", "postgres", "--"] + argv if os.geteuid() == 0 else argv
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
 def start_postgres(lay: Layout) -> None:
@@ -589,10 +588,10 @@ def provision_roles(lay: Layout, sock: Path) -> None:
     )
     subprocess.run(psql, input=";\n".join(statements) + ";\n", text=True, check=True, capture_output=True)
     exists = subprocess.run(
-        psql + ["-tAc", "SELECT 1 FROM pg_database WHERE datname='sais'"], capture_output=True, text=True, check=True
+        [*psql, "-tAc", "SELECT 1 FROM pg_database WHERE datname='sais'"], capture_output=True, text=True, check=True
     ).stdout.strip()
     if not exists:
-        subprocess.run(psql + ["-c", "CREATE DATABASE sais"], check=True, capture_output=True)
+        subprocess.run([*psql, "-c", "CREATE DATABASE sais"], check=True, capture_output=True)
     migrate_database(lay.admin_dsn("sais"))
 
 

@@ -63,6 +63,12 @@ class _Doc:
     def to_json(self) -> str:
         return json.dumps(self.data)
 
+    def to_jsonable(self) -> Any:
+        return self.data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False, allow_unicode=True, width=120)
+
 
 def _asyncapi_schema(node: Any) -> Any:
     """AsyncAPI's Schema Object wants ``discriminator`` as the property name; pydantic writes OpenAPI's object."""

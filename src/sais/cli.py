@@ -7,9 +7,9 @@ import os
 import sys
 from importlib import import_module
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer import _click as click  # typer ships its own copy of click: its commands are that copy's
+from typer.core import TyperCommand, TyperGroup
 
 # Every group and command but the root's options is loaded only when it runs: `sais --help` and a
 # simple command import typer and what that command needs, never FastStream, openpyxl or a service
@@ -51,7 +51,9 @@ def load(name: str) -> click.Command:
     if isinstance(obj, typer.Typer):  # as add_typer makes it (a one-command app stays a group)
         holder = typer.Typer()
         holder.add_typer(obj, name=name)
-        cmd = typer.main.get_command(holder).commands[name]
+        group = typer.main.get_command(holder)
+        assert isinstance(group, TyperGroup)
+        cmd = group.commands[name]
     else:
         holder = typer.Typer()
         holder.command(name)(obj)
@@ -72,12 +74,12 @@ class SaisGroup(TyperGroup):
         if name in self.commands or name not in COMMANDS:
             return super().get_command(ctx, name)
         if getattr(ctx, "resilient_parsing", False) or _listing(ctx):
-            return click.Command(name, help=COMMANDS[name][1], short_help=COMMANDS[name][1])
+            return TyperCommand(name, help=COMMANDS[name][1], short_help=COMMANDS[name][1])
         self.commands[name] = load(name)
         return self.commands[name]
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
-        name = click.utils.make_str(args[0]) if args else None
+        name = str(args[0]) if args else None
         if name in COMMANDS and name not in self.commands:
             self.commands[name] = load(name)
         return super().resolve_command(ctx, args)
@@ -167,10 +169,11 @@ def _plain(cmd: click.Command, ctx: click.Context) -> None:
             if getattr(param, "is_flag", False) or getattr(param, "count", False):
                 param.metavar = ""
             else:
-                shown = param.display_type_rich(ctx) if hasattr(param, "display_type_rich") else None
-                param.metavar = _METAVARS.get(shown or "", None)
+                rich_type = getattr(param, "display_type_rich", None)
+                shown = rich_type(ctx) if rich_type is not None else None
+                param.metavar = _METAVARS.get(shown or "")
         if getattr(param, "param_type_name", "") == "argument":  # its name is its metavar: no type column
-            param.display_type_rich = lambda ctx: None
+            param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
     for sub in getattr(cmd, "commands", {}).values():
         _plain(sub, click.Context(sub, parent=ctx))
 
@@ -179,7 +182,7 @@ def command(*, everything: bool = False) -> click.Command:
     """The click command behind ``app``; ``everything`` loads every group now (tests walk the tree)."""
     cmd = typer.main.get_command(app)
     _plain(cmd, click.Context(cmd))
-    return cmd.load_all() if everything else cmd
+    return cmd.load_all() if everything and isinstance(cmd, SaisGroup) else cmd
 
 
 def main() -> None:

@@ -10,11 +10,6 @@ import socket
 import traceback
 
 import asyncpg
-
-try:  # typer ships its own copy of click; its option errors are that copy's
-    from typer._click.exceptions import ClickException, UsageError
-except ImportError:  # pragma: no cover - a typer that uses click itself
-    from click.exceptions import ClickException, UsageError
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sais_delivery.adapters.mailer import MessageMayHaveBeenSentError, SmtpTransientError
 from sais_delivery.domain.errors import (
@@ -33,6 +28,7 @@ from sais_shared.files import OutputFileError
 from sais_shared.operator import ActorInvalidError, ActorRequiredError
 from sais_shared.protocol import ProtocolError, ProtocolRefusalError
 from sais_shared.schools import RegisterError
+from typer._click.exceptions import ClickException, UsageError  # typer's own copy of click: its option errors
 
 # First match wins: the more specific classes come first.
 _KNOWN: list[tuple[tuple[type[BaseException], ...], Exit, str]] = [
@@ -78,8 +74,8 @@ def classify(exc: BaseException) -> tuple[Exit, str]:
             return code, f"{label}: {_message(exc)}"
     if isinstance(exc, OSError) and exc.errno is not None:  # a file or socket the OS refused
         return Exit.TRANSIENT, f"{type(exc).__name__}: {exc.strerror or exc}"
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
     return Exit.INTERNAL, (
         f"internal error: {type(exc).__name__}{at} (a defect: please report it; SAIS_DEBUG=1 shows the traceback)"
     )

@@ -30,12 +30,12 @@ HOME = ["12 Mill Lane", "Warwick", "Warwickshire"]
 
 def may(upn, surname, forename, dob, year, dfe="9372001", school="Telford Infant School", postcode="CV34 4RL",
         address=HOME):  # fmt: skip
-    return [upn, surname, forename, dob, "F", year, dfe, school, *(address + ["", "", ""])[:3], postcode]
+    return [upn, surname, forename, dob, "F", year, dfe, school, *([*address, "", "", ""])[:3], postcode]
 
 
 def october(upn, surname, forename, dob, year, gender="F", postcode="CV21 3DG", address=HOME):
     return ["9374007", "Aylesford School & Sixth Form College", year, surname, forename, dob, gender,
-            *(address + ["", "", ""])[:3], postcode, upn]  # fmt: skip
+            *([*address, "", "", ""])[:3], postcode, upn]  # fmt: skip
 
 
 MAY_ROWS = [

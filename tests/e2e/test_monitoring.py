@@ -73,10 +73,10 @@ async def test_prometheus_scrapes_the_services_alerts_fire_and_every_panel_has_d
     prom = subprocess.Popen(
         [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115 - a child process's log, open as long as it runs
     )  # fmt: skip
     topics = Topics(env["SAIS_TOPIC_PREFIX"])
-    q = lambda expr: prometheus_query(prom_port, expr)  # noqa: E731
+    q = lambda expr: prometheus_query(prom_port, expr)
 
     async def value(expr: str) -> float | None:
         try:
@@ -153,7 +153,7 @@ async def test_prometheus_scrapes_the_services_alerts_fire_and_every_panel_has_d
         await wait_until(lambda: seen("pending"), timeout=30, interval=0.2, what="service-down alert pending")
         await wait_until(lambda: seen("firing"), timeout=30, what="service-down alert firing")
         assert states == ["pending", "firing"]
-        assert not q('ALERTS{alertname="SaisServiceDown", alertstate="firing", instance!="%s"}' % instance)
+        assert not q(f'ALERTS{{alertname="SaisServiceDown", alertstate="firing", instance!="{instance}"}}')
     finally:
         for p in [*procs.values(), prom]:
             if p.poll() is None:

@@ -44,7 +44,7 @@ class Pipeline:
 
     def start(self) -> None:
         for name in ("ingest", "eligibility", "delivery", "retention"):
-            out = open(self.logdir / f"{name}.log", "w")
+            out = open(self.logdir / f"{name}.log", "w")  # noqa: SIM115 - a child process's log, open as long as it runs
             self.ports[name] = free_port()  # never a fixed port: another run may hold 8081–8084
             self.procs.append(
                 subprocess.Popen(

@@ -22,7 +22,7 @@ PY = str(REPO / ".venv" / "bin" / "python")
 
 
 def start(name, env, logdir):
-    out = open(logdir / f"{name}.log", "a")
+    out = open(logdir / f"{name}.log", "a")  # noqa: SIM115 - a child process's log, open as long as it runs
     return subprocess.Popen(
         [PY, "-m", f"sais_{name}"],
         env={**os.environ, **env, "SAIS_AS_OF": "2017-07-10"},

@@ -235,7 +235,7 @@ async def test_expired_or_wrong_recipient_certificate_is_refused(july, infra, tm
         tmp_path / "other.key",
     )
     monkeypatch.setenv("SAIS_DELIVERY_RECIPIENT_CERT", str(tmp_path / "other.pem"))
-    with pytest.raises(CertificateError, match="someone.else@nhs.net"):
+    with pytest.raises(CertificateError, match=r"someone\.else@nhs\.net"):
         await deliver()
 
 

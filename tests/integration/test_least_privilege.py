@@ -49,7 +49,7 @@ async def test_a_service_role_reaches_its_own_schema_and_nothing_else(settings_e
             await conn.fetch("SELECT * FROM shared.data_keys")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(f"CREATE TABLE {service}.intruder (x int)")  # no DDL, even in its own schema
-        for name, (sql, allowed) in KEY_FUNCTIONS.items():
+        for _name, (sql, allowed) in KEY_FUNCTIONS.items():
             if service in allowed:
                 await conn.fetch(sql)
             else:
@@ -164,7 +164,7 @@ async def test_the_cli_reports_the_chain(settings_env):
 async def test_postgresql_refuses_a_connection_without_tls(settings_env):
     login = CommonSettings().database_login("ingest")
     plain = login["dsn"].split("?", 1)[0] + "?sslmode=disable"
-    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption|reject"):
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match=r"no encryption|reject"):
         await asyncpg.connect(plain, user=login["user"], password=login["password"])
 
 

@@ -62,7 +62,7 @@ async def certified(dsn, subject_like: str) -> asyncpg.Record:
     )
 
 
-def Retention():  # noqa: N802 - reads as the service it opens
+def Retention():
     return retention_session(RetentionSettings())
 
 

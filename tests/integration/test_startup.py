@@ -84,7 +84,7 @@ def start_service(env: dict[str, str], relay: Relay, log_path, **extra: str) -> 
         [PY, "-m", "sais_retention"],
         env={**os.environ, **env, "SAIS_KAFKA_BOOTSTRAP": f"127.0.0.1:{relay.port}", "SAIS_HTTP_PORT": str(port),
              "SAIS_LOG_FORMAT": "json", **extra},
-        stdout=open(log_path, "w"),
+        stdout=open(log_path, "w"),  # noqa: SIM115 - a child process's log, open as long as it runs
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
@@ -135,7 +135,7 @@ async def test_a_service_whose_kafka_client_cannot_start_stops_itself_instead_of
     relay = Relay(infra.kafka_bootstrap)
     await relay.open(admit=1)
     log = tmp_path / "retention.log"
-    proc, port = start_service(env, relay, log)
+    proc, _port = start_service(env, relay, log)
     try:
 
         async def exited():

@@ -1,7 +1,6 @@
 """The CLI as a person meets it: named actors, one line and a documented code for every failure, options
 that say what they take, one spelling of dates and academic years."""
 
-import asyncio
 import contextlib
 import io
 import json
@@ -96,7 +95,7 @@ def test_an_actor_is_required_and_checked(monkeypatch):
         (asyncpg.InvalidPasswordError("password authentication failed"), Exit.PERMANENT),
         (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)"), Exit.TRANSIENT),
         (KafkaConnectionError("no broker"), Exit.TRANSIENT),
-        (asyncio.TimeoutError(), Exit.TRANSIENT),
+        (TimeoutError(), Exit.TRANSIENT),
     ],
 )
 def test_each_failure_has_its_documented_code(exc, code):
@@ -322,7 +321,7 @@ def test_the_root_reads_the_log_settings_with_the_settings_defaults():
 
     from sais.cli import LOG_DEFAULTS
 
-    assert LOG_DEFAULTS == {k: CommonSettings.model_fields[k].default for k in LOG_DEFAULTS}
+    assert {k: CommonSettings.model_fields[k].default for k in LOG_DEFAULTS} == LOG_DEFAULTS
 
 
 def test_a_time_is_shown_in_europe_london_to_the_minute_with_its_zone():

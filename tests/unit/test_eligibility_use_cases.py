@@ -185,7 +185,7 @@ class FakeRepository:
         return records, held
 
     async def save_cohort(self, upserts, withdrawals, outbox):
-        for year, programme, pupil_id, dose, status, fingerprint, revision, record_id, *_ in upserts:
+        for year, programme, pupil_id, _dose, status, fingerprint, revision, record_id, *_ in upserts:
             self.cohort[(year, programme, pupil_id)] = {
                 "status": status,
                 "fingerprint": fingerprint,
@@ -201,7 +201,7 @@ class FakeRepository:
         self.outbox += [e for e in outbox if e[0] not in known]
 
     async def add_extracts(self, rows):
-        for extract_id, source, ref, year, accepted, supersedes, key_id, completed, digest in rows:
+        for extract_id, _source, _ref, year, accepted, supersedes, _key_id, _completed, digest in rows:
             self.extracts.setdefault(
                 extract_id,
                 {
@@ -395,7 +395,7 @@ async def send(svc, pupils, done):
 
 
 async def test_a_may_census_child_is_rolled_forward_into_the_flu_cohort_once(world):
-    svc, repo, keys, outbox = world
+    svc, _repo, keys, outbox = world
     key, ex = keys.new(), uuid4()
     await send(svc, [pupil(keys, key, ex, 2)], completed(ex, key, 1))
     [added] = outbox.published
@@ -406,7 +406,7 @@ async def test_a_may_census_child_is_rolled_forward_into_the_flu_cohort_once(wor
 
 
 async def test_redelivered_events_publish_nothing_more(world):
-    svc, repo, keys, outbox = world
+    svc, _repo, keys, outbox = world
     key, ex = keys.new(), uuid4()
     events = [pupil(keys, key, ex, 2), pupil(keys, key, ex, 3, forename="Alan", surname="Turing")]
     await send(svc, events, completed(ex, key, 2))
@@ -415,7 +415,7 @@ async def test_redelivered_events_publish_nothing_more(world):
 
 
 async def test_the_same_child_in_a_second_extract_is_one_member_updated(world):
-    svc, repo, keys, outbox = world
+    svc, _repo, keys, outbox = world
     key1, ex1, key2, ex2 = keys.new(), uuid4(), keys.new(), uuid4()
     await send(svc, [pupil(keys, key1, ex1, 2)], completed(ex1, key1, 1))
     later = datetime(2017, 6, 20, tzinfo=UTC)  # the newer record wins (ties broken by record id: not here)
@@ -588,9 +588,9 @@ async def test_coverage_is_checked_into_a_gauge_and_an_event_per_year_for_delive
     from sais_shared.events import CoverageChecked
     from sais_shared.protocol import bundled_protocol_path
 
-    svc, repo, keys, outbox = world
+    svc, _repo, _keys, outbox = world
     gaps = await svc.check_coverage()  # the bundled v0.2 (the 2017 ISP)
-    value = lambda y: REGISTRY.get_sample_value("sais_protocol_coverage_gaps", {"academic_year": y})  # noqa: E731
+    value = lambda y: REGISTRY.get_sample_value("sais_protocol_coverage_gaps", {"academic_year": y})
     assert gaps["2017/18"] == [] and value("2017/18") == 0 and value("2018/19") == 3  # flu Year 5, three sexes
     checked = {e.academic_year: e for e in outbox.published if isinstance(e, CoverageChecked)}
     assert set(checked) == set(svc.rules) and checked["2017/18"].gaps == []
@@ -645,7 +645,7 @@ async def test_an_extract_s_children_are_held_until_it_is_complete(world):
 async def test_a_checksum_that_does_not_match_holds_the_extract(world):
     from sais_shared.events import records_digest
 
-    svc, repo, keys, outbox = world
+    svc, _repo, keys, outbox = world
     key, ex = keys.new(), uuid4()
     events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 4)]
     wrong = records_digest([events[0].record_id, stable_id("record", ex, 99)])  # right count, other records
@@ -672,7 +672,7 @@ async def test_a_failed_extract_is_discarded_and_its_late_events_too(world):
 async def test_a_withdrawn_extract_s_children_leave_the_cohort(world):
     from sais_shared.events import ExtractWithdrawn
 
-    svc, repo, keys, outbox = world
+    svc, _repo, keys, outbox = world
     key, ex = keys.new(), uuid4()
     await send(svc, [pupil(keys, key, ex, 2)], completed(ex, key, 1))
     [added] = outbox.published
@@ -696,7 +696,7 @@ async def test_a_withdrawn_extract_s_children_leave_the_cohort(world):
 async def test_a_release_cut_short_by_a_crash_is_finished_at_start(world, monkeypatch):
     from sais_eligibility.service_layer import handlers
 
-    svc, repo, keys, outbox = world
+    svc, _repo, keys, outbox = world
     key, ex = keys.new(), uuid4()
     events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 7)]
     await svc.handle_pupils(events)

@@ -172,7 +172,7 @@ SECRET_FILES = {  # the files of sais-secrets each service reads, and nothing mo
         "recipient.pem",
         "recipient-ca.pem",
         "smtp-ca.pem",
-    },  # fmt: skip
+    },
     "retention": {"database-url"},  # it destroys data keys and never opens one: no KEK
 }
 

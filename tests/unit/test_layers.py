@@ -71,3 +71,25 @@ def test_the_check_sees_a_crossing(tmp_path):
     module.parent.mkdir(parents=True)
     module.write_text("from ..adapters.store import Store\nfrom . import ports\nimport asyncpg\n")
     assert [m for _, m in imports(module)] == ["sais_x.adapters.store", "sais_x.service_layer.ports", "asyncpg"]
+
+
+def test_every_consumer_names_a_use_case_of_its_service():
+    from sais_delivery.app import WIRING as delivery
+    from sais_delivery.service_layer.deliver import DeliveryService
+    from sais_eligibility.app import WIRING as eligibility
+    from sais_eligibility.service_layer.handlers import EligibilityService
+    from sais_ingest.app import WIRING as ingest
+    from sais_ingest.service_layer.ingest_file import Ingest
+    from sais_retention.app import WIRING as retention
+    from sais_retention.service_layer.retention import RetentionService
+
+    for wiring, service in (
+        (ingest, Ingest),
+        (eligibility, EligibilityService),
+        (delivery, DeliveryService),
+        (retention, RetentionService),
+    ):
+        assert wiring.consumers, wiring.service
+        for c in wiring.consumers:
+            assert callable(c.handle) or callable(getattr(service, c.handle, None)), (wiring.service, c.handle)
+    assert [w.deletes is not None for w in (ingest, eligibility, delivery, retention)] == [True, True, True, False]

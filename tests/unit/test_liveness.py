@@ -10,7 +10,7 @@ pytestmark = pytest.mark.unit
 
 
 class Sub:  # the parts of a FastStream subscriber that liveness reads
-    def __init__(self, tasks, consumer=object(), topics=("t.v1",)):
+    def __init__(self, tasks, consumer: object = True, topics=("t.v1",)):
         self.calls, self.tasks, self.consumer, self.topics = [object()], tasks, consumer, topics
 
 
@@ -29,7 +29,7 @@ async def test_alive_only_while_every_consumer_and_timer_runs():
     live.up = True
     assert live.problem() is None
     live.broker.subscribers.append(Sub([ended], topics=("sais.cohort.v1",)))
-    assert "consumer 1 (sais.cohort.v1) is not running" == live.problem()
+    assert live.problem() == "consumer 1 (sais.cohort.v1) is not running"
     live.broker.subscribers[1] = Sub([running], consumer=None)
     assert "is not running" in live.problem()
     live.broker.subscribers.pop()

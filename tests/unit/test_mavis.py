@@ -39,7 +39,7 @@ def parsed(content: bytes) -> list[dict]:
 
 def one_file(rows, upload=UPLOAD) -> bytes:
     lines = [v.line for v in (verdict(r, REGISTER, upload) for r in rows) if v.line]
-    [(name, content, n)], repeated = files_from_lines("mavis-cohort-flu-2017-18", lines)
+    [(_name, content, _n)], repeated = files_from_lines("mavis-cohort-flu-2017-18", lines)
     assert not repeated
     return content
 

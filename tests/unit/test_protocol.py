@@ -68,7 +68,7 @@ def test_ingest_refuses_a_protocol_that_does_not_allow_a_forwarded_field():
 
     p = load_protocol()
     check_fields_allowed(p)
-    assert FORWARDED_FIELDS == {f.name for f in p.dataset}
+    assert {f.name for f in p.dataset} == FORWARDED_FIELDS
     d = _doc()
     d["dataset"] = [f for f in d["dataset"] if f["name"] != "gender"]
     with pytest.raises(ProtocolError, match="gender"):
@@ -90,7 +90,7 @@ def test_a_method_the_software_does_not_implement_is_refused_by_name():
         parse_protocol(yaml.safe_dump(doc), "test")
     doc["transfer"]["method"] = "smime-email"
     doc["transfer"]["method_reason"] = None
-    with pytest.raises(ProtocolError, match="say why in transfer.method_reason"):
+    with pytest.raises(ProtocolError, match=r"say why in transfer\.method_reason"):
         parse_protocol(yaml.safe_dump(doc), "test")
 
 

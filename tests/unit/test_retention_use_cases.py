@@ -70,7 +70,7 @@ class FakeRepository:
 
     async def mark_requested(self, subject):
         for r in self.schedule_.values():
-            if subject is None and not r.executed or r.subject == subject:
+            if (subject is None and not r.executed) or r.subject == subject:
                 r.requested = True
 
     async def live_keys(self):
@@ -115,7 +115,7 @@ class FakeRepository:
 
     async def certify_scheduled(self, certificate_id, *, subject=None, requested_by=None):
         for r in self.schedule_.values():
-            if r.subject == subject or subject is None and r.requested and not r.executed:
+            if r.subject == subject or (subject is None and r.requested and not r.executed):
                 r.executed, r.certificate_id = True, certificate_id
 
     async def pending_counts(self, today):
@@ -191,7 +191,7 @@ def confirm(req, service: str, rows: int) -> DeletionConfirmed:
 
 
 async def test_a_transfer_is_due_three_months_on_and_its_keys_go_at_once(world):
-    svc, repo, clock, extract, key = world
+    svc, repo, _clock, extract, key = world
     ev = delivered(extract, key, datetime(2017, 7, 20, 10, tzinfo=UTC))
     await svc.handle_deliveries([ev, ev])  # redelivered: one schedule row
     [row] = repo.schedule_.values()
@@ -244,7 +244,7 @@ async def test_an_extract_delivered_later_is_left_to_its_transfer(world):
 
 
 async def test_a_party_leaving_destroys_every_key_and_is_certified_from_the_confirmations(world):
-    svc, repo, clock, extract, key = world
+    svc, repo, _clock, _extract, _key = world
     req = await svc.purge("all", "ig-lead")
     assert repo.live == {} and "data.purge_requested" in repo.audited
     for service in req.owners:
@@ -279,14 +279,14 @@ async def test_a_refused_extract_is_deleted_at_once_and_certified(world):
 
 
 async def test_an_ending_that_names_another_extract_s_key_destroys_nothing(world):
-    svc, repo, clock, extract, key = world
+    svc, repo, _clock, extract, key = world
     await svc.handle_extracts([ended(uuid4(), key, datetime(2017, 7, 20, tzinfo=UTC))])  # key is `extract`'s
     assert repo.live == {key: extract} and repo.schedule_ == {}
 
 
 async def test_a_confirmation_is_only_its_owners_word(world):
     """Finding 2: a confirmation for eligibility and delivery written on ingest's topic certifies nothing."""
-    svc, repo, clock, extract, key = world
+    svc, repo, _clock, extract, key = world
     await svc.handle_deliveries([delivered(extract, key, datetime(2017, 7, 20, 10, tzinfo=UTC))])
     [req] = [r for r in await svc.run_due(date(2017, 10, 20)) if r.subject.startswith("batch:")]
     forged = [confirm(req, "eligibility", 0), confirm(req, "delivery", 0)]

@@ -36,16 +36,16 @@ def test_later_years_follow_the_facts():
 
 
 PRIMARY = ["R", "1", "2", "3", "4", "5", "6"]
-TO_Y11 = PRIMARY + ["7", "8", "9", "10", "11"]
+TO_Y11 = [*PRIMARY, "7", "8", "9", "10", "11"]
 ALL, GIRLS = ["M", "F", "U"], ["F"]
 # Each year as docs/domain.md §4 states it, from the public sources: programme → (year groups, sexes).
 EXPECTED = {
     "2017/18": {"flu": (PRIMARY[:5], ALL), "hpv-dose-1": (["8"], GIRLS), "hpv-dose-2": (["9"], GIRLS)},
     "2018/19": {"flu": (PRIMARY[:6], ALL), "hpv-dose-1": (["8"], GIRLS), "hpv-dose-2": (["9"], GIRLS)},
     "2019/20": {"flu": (PRIMARY, ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], GIRLS)},
-    "2020/21": {"flu": (PRIMARY + ["7"], ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
+    "2020/21": {"flu": ([*PRIMARY, "7"], ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
     "2021/22": {"flu": (TO_Y11, ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
-    "2022/23": {"flu": (PRIMARY + ["7", "8", "9"], ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
+    "2022/23": {"flu": ([*PRIMARY, "7", "8", "9"], ALL), "hpv-dose-1": (["8"], ALL), "hpv-dose-2": (["9"], ALL)},
     **{y: {"flu": (TO_Y11, ALL), "hpv-dose-1": (["8"], ALL)} for y in ("2023/24", "2024/25", "2025/26", "2026/27")},
 }
 

@@ -47,12 +47,13 @@ log = structlog.get_logger("sais.bootstrap")
 class Consume(Generic[S]):
     """One consumer of a service, as data: the topic it reads (an attribute of :class:`Topics`, or a function
     of them), the payload it accepts (a pydantic model, or a TypeAdapter of a union: what the AsyncAPI document
-    shows), and the use case that takes each batch (``handle(service, events)``, usually an unbound method of
-    the service). :func:`service_app` registers it, in the service's own consumer group."""
+    shows), and the use case that takes each batch: the name of the service's method, looked up on each batch
+    (so a test may replace it), or ``handle(service, events)``. :func:`service_app` registers it, in the
+    service's own consumer group."""
 
     topic: str | Callable[[Topics], str]
     payload: Any
-    handle: Callable[[S, list[Any]], Awaitable[Any]]
+    handle: str | Callable[[S, list[Any]], Awaitable[Any]]
     description: str
     max_records: int = 1000
 
@@ -108,8 +109,13 @@ def register_consumers(
         )
 
 
-async def _handle(current: Current[P, S], handle: Callable[[S, list[Any]], Awaitable[Any]], events: list[Any]) -> None:
-    await handle(current.service, events)
+async def _handle(
+    current: Current[P, S], handle: str | Callable[[S, list[Any]], Awaitable[Any]], events: list[Any]
+) -> None:
+    if isinstance(handle, str):
+        await getattr(current.service, handle)(events)
+    else:
+        await handle(current.service, events)
 
 
 @dataclass
@@ -276,7 +282,7 @@ def service_app(
     topics = Topics(settings.topic_prefix)
     publishers = wiring.declare(broker, topics)
     current: Current[P, S] = Current()
-    kafka.CONSUMER_TUNING.update(heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms)
+    kafka.CONSUMER_TUNING["heartbeat_interval_ms"] = settings.kafka_heartbeat_interval_ms
     register_consumers(wiring, broker, topics, settings, current)
     tasks: list[asyncio.Task] = []
     liveness = Liveness(broker, tasks, settings.startup_grace_s)
@@ -286,6 +292,9 @@ def service_app(
         if check is not None:
             check(settings)
         current.running = await start_when_servers_answer(wiring, settings, broker, publishers)
+        for c in wiring.consumers:  # a consumer names a use case the service has, or nothing starts
+            if isinstance(c.handle, str) and not callable(getattr(current.running.service, c.handle, None)):
+                raise TypeError(f"{wiring.service} has no use case {c.handle!r} to consume {c.topic_of(topics)}")
         liveness.servers_answered_at = time.monotonic()
         current.running.runtime.protocol_ref.start()
         watchdog = None

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -160,11 +161,12 @@ def ensure_dev_pki(root: Path) -> DevPki:
     ca = _cert(DEV_CA_NAME, ca_key, None, None, ca=True, days=3650)
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_key(root / "ca.key", ca_key)
-    for cert_path, key_path, kwargs in (
+    leaves: tuple[tuple[Path, Path, dict[str, Any]], ...] = (
         (pki.smtp_cert, pki.smtp_key, {"dns": ["localhost", "smtp", "mailpit", "postgres"]}),
         (pki.sender_cert, pki.sender_key, {"email": SENDER_EMAIL}),
         (pki.recipient_cert, pki.recipient_key, {"email": RECIPIENT_EMAIL}),
-    ):
+    )
+    for cert_path, key_path, kwargs in leaves:
         key = _key()
         cn = kwargs.get("email") or "localhost"
         cert = _cert(cn, key, ca, ca_key, **kwargs)

@@ -280,6 +280,8 @@ class InboundExtractReader:
 
     def __init__(self, private_key_pem: bytes, started: InboundExtractStarted) -> None:
         priv = serialization.load_pem_private_key(private_key_pem, None)
+        if not isinstance(priv, rsa.RSAPrivateKey):
+            raise ConfigurationError("the inbound private key is not an RSA key: extracts are wrapped with RSA-OAEP")
         self._key = priv.decrypt(base64.b64decode(started.encryption.wrapped_key), _OAEP)
         self.extract_ref = started.extract_ref
 

@@ -11,11 +11,12 @@ published and the batch goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import asyncpg
 import structlog
@@ -91,10 +92,8 @@ async def setup_kafka(
             if name not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
         altered = await _keep_topic_configs(admin, {n: c for n, c in wanted.items() if n in existing})
         acls: list[kafka_access.Binding] = []
         removed: list[kafka_access.Grant] = []
@@ -208,7 +207,7 @@ async def _until_visible(
     admin: AIOKafkaAdminClient,
     topics: set[str],
     acls: set[kafka_access.Binding],
-    removed: set[kafka_access.Grant] = frozenset(),
+    removed: frozenset[kafka_access.Grant] | set[kafka_access.Grant] = frozenset(),
     timeout_s: float = 30.0,
 ) -> None:
     """The controller has accepted the topics and ACLs; wait until the broker serves them (metadata
@@ -234,7 +233,7 @@ async def _until_visible(
                 if g.permission == 3 and g.host == "*" and g.resource in (2, 3) and g.pattern in (3, 4)
                 and g.operation in (3, 4, 8)
             }  # fmt: skip
-            missing_acls, left = acls - held, removed & grants
+            missing_acls, left = acls - held, set(removed) & grants
         if not missing_topics and not missing_acls and not left:
             return
         if loop.time() > deadline:
@@ -341,7 +340,11 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
 
 # How every consumer of this process takes part in its group, set once from the settings when a service is
 # built (bootstrap.service_app): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS.
-CONSUMER_TUNING: dict[str, int] = {}
+class ConsumerTuning(TypedDict, total=False):
+    heartbeat_interval_ms: int
+
+
+CONSUMER_TUNING: ConsumerTuning = {}
 
 
 def batch_consumer(

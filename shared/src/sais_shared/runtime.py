@@ -29,6 +29,13 @@ class Runtime(FollowsProtocol):
     clock: Clock
     topics: Topics
 
+    @property
+    def key_store(self) -> KeyStore:
+        """The data keys, for a service that holds the KEK (Wiring.holds_kek)."""
+        if self.keys is None:
+            raise ConfigurationError("this service holds no key-encryption key: it never opens data keys")
+        return self.keys
+
     async def close(self) -> None:
         await self.protocol_ref.stop()
         await self.pool.close()

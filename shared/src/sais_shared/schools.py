@@ -181,7 +181,7 @@ def read_register(content: bytes) -> RegisterRead:
             skipped.append((number, f"{len(values)} cells; the header has {len(header)}"))
             continue
 
-        def get(name: str) -> str:
+        def get(name: str, values: list[str] = values) -> str:
             i = index.get(name)
             return values[i].strip() if i is not None and i < len(values) else ""
 

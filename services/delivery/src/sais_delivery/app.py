@@ -57,7 +57,7 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
             settings.delivery_sender_cert,
             settings.delivery_sender_key,
             cert,
-            sender=settings.delivery_sender_address,
+            sender=settings.delivery_sender_address or "",
             recipient=recipient,
             recipient_ca=settings.delivery_recipient_ca_file,
             dev_mode=settings.dev_mode,
@@ -66,12 +66,12 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
 
     return DeliveryService(
         PgDeliveryUnitOfWork(rt.pool),
-        rt.keys,
+        rt.key_store,
         rt.protocol_ref,
         rt.clock,
         mailer,
         smime_for,
-        settings.delivery_sender_address,
+        settings.delivery_sender_address or "",  # none: deliver() says what to set
         publisher,
         settings.delivery_smtp_attempts,
         settings.delivery_smtp_backoff_s,
@@ -81,11 +81,11 @@ def bootstrap(rt: Runtime, publisher, settings: DeliverySettings) -> DeliverySer
     )
 
 
-CONSUMERS = (
+CONSUMERS: tuple[Consume[DeliveryService], ...] = (
     Consume(
         "cohort",
         cohort_event_adapter,
-        DeliveryService.apply_cohort_events,
+        "apply_cohort_events",
         "Keeps the current cohort to deliver (latest revision wins), and eligibility's coverage checks.",
     ),
 )

@@ -34,7 +34,7 @@ def declare(broker: KafkaBroker, topics: Topics):
 def bootstrap(rt: Runtime, cohort_publisher, settings: EligibilitySettings) -> EligibilityService:
     service = EligibilityService(
         PgUnitOfWork(rt.pool),
-        rt.keys,
+        rt.key_store,
         rt.protocol_ref,
         load_all_rules(settings.eligibility_rules_dir),
         PgOutbox(rt.pool, cohort_publisher),
@@ -44,17 +44,17 @@ def bootstrap(rt: Runtime, cohort_publisher, settings: EligibilitySettings) -> E
     return service
 
 
-CONSUMERS = (
+CONSUMERS: tuple[Consume[EligibilityService], ...] = (
     Consume(
         "pupil_recorded",
         PupilRecorded,
-        EligibilityService.handle_pupils,
+        "handle_pupils",
         "Records each pupil for its target academic year and matches it to known children.",
     ),
     Consume(
         "extract_completed",
         extract_event_adapter,
-        EligibilityService.handle_extracts,
+        "handle_extracts",
         "How an extract ended: completed (its held records are released once all are recorded; a replacement "
         "dataset then withdraws children no longer present), failed (its records are discarded) or withdrawn (its "
         "children leave the cohorts).",

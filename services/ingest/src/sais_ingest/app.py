@@ -54,7 +54,7 @@ def bootstrap(rt: Runtime, publishers: Publishers, settings: IngestSettings) -> 
         settings.read_limits(),
     )
     files = FileReaders(limits.read)
-    ingest = Ingest(ExtractRepository(rt.pool), rt.keys, rt.protocol_ref, publishers, rt.clock, files, limits)
+    ingest = Ingest(ExtractRepository(rt.pool), rt.key_store, rt.protocol_ref, publishers, rt.clock, files, limits)
     if settings.ingest_inbound_private_key is not None:
         ingest.inbound = InboundService(
             ingest,
@@ -66,11 +66,11 @@ def bootstrap(rt: Runtime, publishers: Publishers, settings: IngestSettings) -> 
     return ingest
 
 
-CONSUMERS = (
+CONSUMERS: tuple[Consume[Ingest], ...] = (
     Consume(
         "inbound",
         inbound_adapter,
-        Ingest.handle_inbound,
+        "handle_inbound",
         "Upstream extracts as events: extract-started → record × n → extract-completed, keyed by extract_ref; "
         "records sealed (AES-256-GCM, key wrapped RSA-OAEP-256 to ingest's inbound key); extract-started and "
         "extract-completed carry the publisher's Ed25519 signatures (sais_shared.inbound.started_content, "
@@ -114,7 +114,7 @@ def build_app(settings: IngestSettings | None = None):
                 for src in running.runtime.protocol.sources
                 for outcome in ("accepted", "rejected", "out_of_scope")
             ]
-        },  # fmt: skip
+        },
         description="Validates and minimises LA extracts (files via the CLI, events via the inbound "
         "topic); publishes pupil events.",
     )

@@ -82,17 +82,17 @@ def confirmations_of(owner: str) -> Consume[RetentionService]:
     )
 
 
-CONSUMERS = (
+CONSUMERS: tuple[Consume[RetentionService], ...] = (
     Consume(
         "delivery_completed",
         DeliveryCompleted,
-        RetentionService.handle_deliveries,
+        "handle_deliveries",
         "Schedules deletion at transfer date + retention period (ISP §11.1).",
     ),
     Consume(
         "extract_completed",
         extract_event_adapter,
-        RetentionService.handle_extracts,
+        "handle_extracts",
         "Schedules deletion of an extract that is never delivered (ingest + retention period), and deletes one "
         "that was refused or failed part-way at once (key destroyed, owners asked to delete).",
     ),

@@ -84,7 +84,7 @@ class Mailer:
                     f"the message is {len(message)} bytes, over the server's limit of {limit} bytes (SIZE); "
                     "lower SAIS_DELIVERY_MAX_MESSAGE_BYTES below it"
                 )
-            errors, reply = await client.sendmail(sender, [recipient], message)
+            _errors, reply = await client.sendmail(sender, [recipient], message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise SmtpRejectedError(f"recipient refused: {exc.recipients[0].code}") from None
         except aiosmtplib.SMTPResponseException as exc:

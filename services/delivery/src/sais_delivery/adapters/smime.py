@@ -125,10 +125,11 @@ class Smime:
         if key_transport not in KEY_TRANSPORTS:
             raise CertificateError(f"key transport {key_transport!r} is not one of {KEY_TRANSPORTS}")
         self.key_transport = key_transport
-        self.recipient_cert_path = recipient_cert
         now = datetime.now(UTC)
         self.sender_cert = _load_cert(sender_cert, "sender")
         self.recipient_cert = _load_cert(recipient_cert, "recipient")
+        assert recipient_cert is not None  # _load_cert refused a missing one
+        self.recipient_cert_path: Path = recipient_cert
         _check_valid(self.sender_cert, "sender", now)
         _check_valid(self.recipient_cert, "recipient", now)
         check_recipient_certificate(self.recipient_cert, _load_anchors(recipient_ca), now, dev_mode=dev_mode)
@@ -139,10 +140,14 @@ class Smime:
         if sender_key is None:
             raise CertificateError("no sender private key configured")
         try:
-            self.sender_key = serialization.load_pem_private_key(sender_key.read_bytes(), None)
+            key = serialization.load_pem_private_key(sender_key.read_bytes(), None)
         except (OSError, ValueError, TypeError) as exc:
             raise CertificateError(f"cannot load the sender key {sender_key}: {exc}") from None
-        if self.sender_key.public_key().public_numbers() != self.sender_cert.public_key().public_numbers():
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise CertificateError(f"the sender key {sender_key} is neither RSA nor EC: S/MIME cannot sign with it")
+        self.sender_key = key
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*spki) != self.sender_cert.public_key().public_bytes(*spki):
             raise CertificateError("the sender key does not belong to the sender certificate")
         self.sender, self.recipient = sender, recipient
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from sais_shared.protocol import Protocol
@@ -158,7 +158,7 @@ class Upload:
     2017/18), the SAIS team's schools and year groups, and the most rows a file may hold."""
 
     academic_year: int
-    team: Team = Team()
+    team: Team = field(default_factory=Team)
     max_rows: int = DEFAULT_FILE_ROWS
 
     @property
@@ -248,9 +248,9 @@ def files_from_lines(
     repeated: list[str] = []
     for kl in lines:
         prefix = kl.split(b"\x01", 1)[0]
-        school, child = prefix.split(b"\x00", 1)
+        school_of, child = prefix.split(b"\x00", 1)
         if child in seen:
-            repeated.append(school.decode())
+            repeated.append(school_of.decode())
             continue
         seen.add(child)
         kept.append(kl)
@@ -262,7 +262,8 @@ def files_from_lines(
             counts[-1] = (school, counts[-1][1] + 1)
         else:
             counts.append((school, 1))
-    starts, at = {}, 0
+    starts: dict[str, int] = {}
+    at = 0
     for school, n in counts:
         starts[school] = at
         at += n

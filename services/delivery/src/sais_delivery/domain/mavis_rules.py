@@ -502,8 +502,8 @@ def check_file(content: bytes, *, academic_year: int, team: Team) -> FileCheck:
         result.rows += 1
         for e in row_errors(data, academic_year=academic_year, team=team):
             result.problems.append((number, shown.get(e.column, e.column.upper()), e.message))
-        if data.get("child_nhs_number"):
-            seen_nhs.setdefault(re.sub(r"\s", "", data["child_nhs_number"]), []).append(number)
+        if nhs_number := data.get("child_nhs_number"):
+            seen_nhs.setdefault(re.sub(r"\s", "", nhs_number), []).append(number)
         if (key := same_child_key(data)) is not None:
             seen_child.setdefault(key, []).append(number)
     for numbers in seen_nhs.values():  # patient_import.rb check_rows_are_unique

@@ -354,7 +354,7 @@ def check_mavis_cmd(
 
 def _ranges(years) -> str:
     """0-11, or 0-9, 11 (Reception is 0)."""
-    ys, out = sorted(years), []
+    ys, out = sorted(years), list[list[int]]()
     for y in ys:
         if out and out[-1][1] == y - 1:
             out[-1][1] = y

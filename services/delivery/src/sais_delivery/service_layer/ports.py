@@ -134,10 +134,17 @@ class Breaches(Protocol):
 
 
 class Tx(Protocol):
-    batches: Batches
-    members: Members
-    sharing: SharingSwitch
-    breaches: Breaches
+    @property
+    def batches(self) -> Batches: ...
+
+    @property
+    def members(self) -> Members: ...
+
+    @property
+    def sharing(self) -> SharingSwitch: ...
+
+    @property
+    def breaches(self) -> Breaches: ...
 
     async def installation_id(self) -> UUID: ...
 

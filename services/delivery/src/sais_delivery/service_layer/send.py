@@ -5,6 +5,7 @@ every part is. A part is ``sending`` only while the SMTP transaction may accept 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -79,6 +80,7 @@ async def render_part(
             content.add(m, open_row(m, keys))
         if newer:  # the batch records that key and extract, so that its transfer's deletion covers them
             held = await tx.batches.hold(b.batch_id)
+            assert held is not None, f"batch {b.batch_id} was recorded"
             await tx.batches.save(
                 held, held.widen({m.key_id for m in newer}, {x for m in newer for x in m.extract_ids})
             )
@@ -128,7 +130,8 @@ async def send_part(svc: DeliveryService, b: Batch, p: Part, message: bytes, met
         except Exception as exc:
             raise await settle_failure(svc, b, p, meta, exc) from None
         svc.fault("after-send")
-        await move(svc.uow, b.batch_id, lambda batch: batch.accepted(p.part_no, svc.clock.now(), reply))
+        accepted = partial(Batch.accepted, part_no=p.part_no, at=svc.clock.now(), reply=reply)
+        await move(svc.uow, b.batch_id, accepted)
         log.info(
             "batch.part_sent", batch_id=str(b.batch_id), part=p.part_no, of=b.part_count, size_bytes=meta.size_bytes
         )

@@ -32,7 +32,7 @@ def diff_cohort(wanted: dict[str, str], held: dict[str, Held]) -> list[Change]:
     for key, fingerprint in sorted(wanted.items()):
         prev = held.get(key)
         active = prev is not None and prev.status == "active"
-        if active and prev.fingerprint == fingerprint:
+        if prev is not None and active and prev.fingerprint == fingerprint:
             continue
         changes.append(Change(key, "updated" if active else "added", (prev.revision if prev else 0) + 1))
     for key, prev in sorted(held.items()):

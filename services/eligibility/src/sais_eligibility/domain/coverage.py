@@ -51,6 +51,6 @@ def coverage_gaps(rules: YearRules, protocol: Protocol) -> list[Gap]:
         by_sexes: dict[tuple[str, ...], list[str]] = {}
         for year, sexes in years.items():
             by_sexes.setdefault(tuple(sexes), []).append(year)
-        for sexes, year_groups in by_sexes.items():
-            gaps.append(Gap(key, tuple(sorted(year_groups, key=year_index)), sexes, sources))
+        for sexes_of, year_groups in by_sexes.items():
+            gaps.append(Gap(key, tuple(sorted(year_groups, key=year_index)), sexes_of, sources))
     return sorted(gaps, key=lambda g: (g.programme, year_index(g.year_groups[0]), g.sexes))

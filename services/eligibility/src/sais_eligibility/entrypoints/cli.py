@@ -44,7 +44,7 @@ def rules_cmd(
         Console().print(t)
 
 
-async def statistics_rows(dsn: str, academic_year: str):
+async def statistics_rows(dsn: str | dict[str, str], academic_year: str):
     pool = await create_pool(dsn)
     try:
         counts = await pool.fetch(

@@ -293,6 +293,7 @@ class EligibilityService(FollowsProtocol):
         now = self.clock.now()
         for change in diff_cohort(fingerprints, held):
             key, revision = change.programme, change.revision
+            ev: CohortMemberAdded | CohortMemberWithdrawn
             if change.kind == "withdrawn":
                 p = programmes.get(key)
                 ev = CohortMemberWithdrawn(

@@ -22,7 +22,7 @@ from sais_shared.files import OutputFileError, write_private_file
 from ..app import ingest_session
 from ..service_layer.ingest_file import ExtractReport
 
-Source = Enum("Source", {s.replace("-", "_"): s for s in SOURCES}, type=str)  # the choices --help lists
+Source = Enum("Source", {s.replace("-", "_"): s for s in SOURCES}, type=str)  # type: ignore[misc]  # the choices --help lists (from SOURCES, so they never drift)
 
 app = typer.Typer(help="Ingest LA extracts (census, admissions).", no_args_is_help=True)
 console = Console(stderr=True)

@@ -375,7 +375,9 @@ class Ingest(FollowsProtocol):
             await publish_many(self.publishers.row_rejected, run.rejects)
             run.published += len(run.pupils)
         await self.repo.add_problems(extract_id, run.problems)
-        run.pupils.clear(), run.rejects.clear(), run.problems.clear()
+        run.pupils.clear()
+        run.rejects.clear()
+        run.problems.clear()
 
     async def _finish(
         self, run: _Run, x: ExtractInput, protocol: Protocol, actor: str, *, replace: bool
@@ -543,7 +545,7 @@ class Ingest(FollowsProtocol):
             row = await self.repo.get(extract_id)
             if row is not None:
                 await asyncio.wait_for(self._announce(row), timeout=15)
-        except BaseException as err:  # noqa: BLE001 - the sweep announces it; the caller sees the first error
+        except BaseException as err:
             log.warning("extract.end_not_announced", extract_id=str(extract_id), error=type(err).__name__)
 
     async def _announce(self, row: ExtractRow) -> None:
@@ -749,7 +751,7 @@ class _Candidate:
 
 
 async def _aiter(rows: Iterator | AsyncIterator) -> AsyncIterator[tuple[int, list[str]]]:
-    if hasattr(rows, "__anext__"):
+    if isinstance(rows, AsyncIterator):
         async for row in rows:
             yield row
     else:

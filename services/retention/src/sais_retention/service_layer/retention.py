@@ -76,13 +76,13 @@ class RetentionService(FollowsProtocol):
         """An extract never delivered is deleted at its ingest date + the retention period; one that was
         refused or failed part-way is deleted at once: its key destroyed now, its owners asked to delete
         what it left, with a certificate. (A withdrawn extract keeps the schedule it has.)"""
-        events = [e for e in events if not isinstance(e, ExtractWithdrawn)]
-        if not events:
+        ended = [e for e in events if not isinstance(e, ExtractWithdrawn)]
+        if not ended:
             return
         async with self.uow() as repo:  # a key is taken only for the extract the key store says it is for
             owner = dict(await repo.live_keys())  # data key → its extract
-        named = [e for e in events if owner.get(e.key_id, e.extract_id) == e.extract_id]
-        for e in events:
+        named = [e for e in ended if owner.get(e.key_id, e.extract_id) == e.extract_id]
+        for e in ended:
             if e not in named:
                 log.error("extract.key_not_its_own", extract_id=str(e.extract_id), key_id=str(e.key_id),
                           effect="ignored: the key store says the key is another extract's")  # fmt: skip
