@@ -264,9 +264,11 @@ async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, wh
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Every test carries the marker of its folder (unit, integration, e2e), so that `make test`'s
+    """Every test carries the marker of its folder (unit, integration, e2e, deploy), so that `make test`'s
     marker selection can never skip a test that forgot to declare it."""
     for item in items:
         kind = Path(str(item.fspath)).parent.name
-        if kind in ("unit", "integration", "e2e") and not item.get_closest_marker(kind):
+        if kind == "deploy" and item.get_closest_marker("compose"):
+            continue
+        if kind in ("unit", "integration", "e2e", "deploy") and not item.get_closest_marker(kind):
             item.add_marker(getattr(pytest.mark, kind))

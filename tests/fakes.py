@@ -42,7 +42,14 @@ class FakeKeys:
     def __init__(self) -> None:
         self.kek = KeyEncryptionKey(os.urandom(32))
         self.keys: dict[UUID, DataKey] = {}
+        self.by_extract: dict[UUID, DataKey] = {}
         self.destroyed: set[UUID] = set()
+
+    async def key_for_extract(self, extract_id: UUID) -> DataKey:
+        if extract_id not in self.by_extract:
+            key = DataKey.generate(extract_id)
+            self.by_extract[extract_id] = self.keys[key.key_id] = key
+        return self.by_extract[extract_id]
 
     def new(self) -> DataKey:
         key = DataKey.generate(uuid4())

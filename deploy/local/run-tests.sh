@@ -66,7 +66,7 @@ images_pid=$!
 # file order, so one worker ran the e2e and heavy integration tests for 6 minutes while the other had
 # finished the rest in 2.5 and waited; a worker that runs dry now takes tests from the other's queue.
 export SAIS_TEST_KEEP_STACK=1
-.venv/bin/pytest -m "(unit or integration or e2e) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist worksteal --durations=15 "$@"
+.venv/bin/pytest -m "(unit or integration or e2e or deploy) and not exclusive" -n "${SAIS_TEST_WORKERS:-2}" --dist worksteal --durations=15 "$@"
 rc=$?
 mypy_rc=0
 if ! wait "$mypy_pid"; then

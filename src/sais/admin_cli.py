@@ -185,11 +185,19 @@ def keys_status(as_json: bool = typer.Option(False, "--json", help="print the re
     census = asyncio.run(go())
     by_kek = _by_opener(census)
     if as_json:
-        typer.echo(json.dumps({"kek_in_force": ring.kek_id, "kek_fingerprint": ring.fingerprint,
-                               "retired": ring.retired_ids, "live_keys_by_kek": by_kek,
-                               "live_keys_by_label": census.by_label,
-                               "not_held": [str(k) for k in census.unopenable],
-                               "mislabelled": [str(k) for k in census.mislabelled]}))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {
+                    "kek_in_force": ring.kek_id,
+                    "kek_fingerprint": ring.fingerprint,
+                    "retired": ring.retired_ids,
+                    "live_keys_by_kek": by_kek,
+                    "live_keys_by_label": census.by_label,
+                    "not_held": [str(k) for k in census.unopenable],
+                    "mislabelled": [str(k) for k in census.mislabelled],
+                }
+            )
+        )
     else:
         typer.echo(
             f"KEK in force: {ring.kek_id} (fingerprint {ring.fingerprint}); "

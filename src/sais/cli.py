@@ -156,8 +156,16 @@ def options(
     )
 
 
-_METAVARS = {"<str>": "TEXT", "<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<file>": "FILE",
-             "<directory>": "DIR", "<uuid>": "ID", "<UUID>": "ID"}  # fmt: skip
+_METAVARS = {
+    "<str>": "TEXT",
+    "<int>": "N",
+    "<float>": "NUMBER",
+    "<path>": "PATH",
+    "<file>": "FILE",
+    "<directory>": "DIR",
+    "<uuid>": "ID",
+    "<UUID>": "ID",
+}
 
 
 def _plain(cmd: click.Command, ctx: click.Context) -> None:

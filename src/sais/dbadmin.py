@@ -117,10 +117,17 @@ def _saslprep(password: str) -> str:
     mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c))
     text = unicodedata.normalize("NFKC", mapped)
     prohibited = (
-        stringprep.in_table_a1, stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3,
-        stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7,
-        stringprep.in_table_c8, stringprep.in_table_c9,
-    )  # fmt: skip
+        stringprep.in_table_a1,
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+    )
     if not text or any(check(c) for c in text for check in prohibited):
         return password
     if any(stringprep.in_table_d1(c) for c in text):  # right-to-left: the whole string, no left-to-right

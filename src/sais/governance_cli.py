@@ -93,13 +93,32 @@ def audit_list(
     if not rows:
         typer.echo("no audit entries" + (f" for {action}" if action else "") + (f" since {since}" if since else ""))
         return
-    t = Table("at (Europe/London)", "actor", "login", "action", "subject", "protocol", title="Audit trail",
-              title_justify="left")  # fmt: skip
+    t = Table(
+        "at (Europe/London)",
+        "actor",
+        "login",
+        "action",
+        "subject",
+        "protocol",
+        title="Audit trail",
+        title_justify="left",
+    )
     for r in rows:
         # values from the database are text, never markup: a subject "[/]" is shown as it is. The login is
         # the database role that wrote the entry (set by the server; empty for entries older than that).
-        t.add_row(*(escape(v) for v in (local_time(r["at"]), r["actor"], r["db_role"] or "", r["action"],
-                                        r["subject"], r["protocol_version"] or "")))  # fmt: skip
+        t.add_row(
+            *(
+                escape(v)
+                for v in (
+                    local_time(r["at"]),
+                    r["actor"],
+                    r["db_role"] or "",
+                    r["action"],
+                    r["subject"],
+                    r["protocol_version"] or "",
+                )
+            )
+        )
     Console().print(t)
 
 

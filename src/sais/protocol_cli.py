@@ -147,8 +147,11 @@ def load(
         err.print(f"[red]not loaded:[/] {exc}")
         raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps({"protocol": p.id, "version": p.version, "in_force": True,
-                               "review_date": p.review_date.isoformat()}))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {"protocol": p.id, "version": p.version, "in_force": True, "review_date": p.review_date.isoformat()}
+            )
+        )
         return
     out.print(f"protocol {p.id} v{p.version} is now in force (review by {p.review_date})")
 

@@ -38,8 +38,9 @@ def load(
         try:
             protocol = await in_force(rt.pool)
             async with rt.pool.acquire() as conn:
-                return await load_register(conn, path.read_bytes(), path.name, actor, protocol.la_codes,
-                                           protocol.version)  # fmt: skip
+                return await load_register(
+                    conn, path.read_bytes(), path.name, actor, protocol.la_codes, protocol.version
+                )
         finally:
             await rt.close()
 
@@ -94,8 +95,10 @@ def show(
     if last is None:
         out.print("no schools register loaded: `sais schools load FILE` (a GIAS establishment export)")
         raise typer.Exit(1)
-    out.print(f"loaded {local_time(last['loaded_at'])} by {last['loaded_by']} from {last['origin']}: "
-              f"{last['schools']} schools")  # fmt: skip
+    out.print(
+        f"loaded {local_time(last['loaded_at'])} by {last['loaded_by']} from {last['origin']}: "
+        f"{last['schools']} schools"
+    )
     t = Table("DfE", "URN", "school", "status", "years", title="Schools", title_justify="left")
     for r in rows:
         years = f"{r['first_year'] or '?'}–{r['last_year'] or '?'}"

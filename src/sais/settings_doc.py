@@ -22,12 +22,21 @@ SERVICES: dict[str, type[CommonSettings]] = {
 }
 # Read by the CLI or a service outside the settings classes.
 EXTRA = [
-    ("SAIS_ACTOR", "every command that changes something", "", "The person running a `sais` command, recorded in "
-     "the audit trail (ISP §14.3); `--actor` wins. Required by every command that changes something"),
+    (
+        "SAIS_ACTOR",
+        "every command that changes something",
+        "",
+        "The person running a `sais` command, recorded in "
+        "the audit trail (ISP §14.3); `--actor` wins. Required by every command that changes something",
+    ),
     ("SAIS_DEBUG", "the CLI", "", "1: a failing command shows its traceback instead of one line"),
-    ("SAIS_<SERVICE>_GROUP_ID", "`sais kafka lag`", "`<prefix>-<service>`", "Each service's consumer group, as its "
-     "own setting below"),
-]  # fmt: skip
+    (
+        "SAIS_<SERVICE>_GROUP_ID",
+        "`sais kafka lag`",
+        "`<prefix>-<service>`",
+        "Each service's consumer group, as its own setting below",
+    ),
+]
 
 
 def _default(info: FieldInfo) -> str:

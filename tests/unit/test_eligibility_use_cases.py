@@ -4,7 +4,6 @@ port is exercised by the integration tests."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from sais_eligibility.adapters.rules_files import load_all_rules
 from sais_eligibility.domain.cohort import Held
 from sais_eligibility.domain.model import SchoolSpan
 from sais_eligibility.service_layer.handlers import EligibilityService
-from sais_shared.crypto import DataKey, KeyEncryptionKey, Sealed
+from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import (
     CohortMemberAdded,
     CohortMemberWithdrawn,
@@ -27,6 +26,8 @@ from sais_shared.events import (
     stable_id,
 )
 from sais_shared.protocol import load_protocol
+
+from tests.fakes import FakeKeys, FixedClock, ProtocolInForce
 
 pytestmark = pytest.mark.unit
 
@@ -255,24 +256,6 @@ class FakeUnitOfWork:
         yield self.repo
 
 
-class FakeKeys:
-    def __init__(self) -> None:
-        self.kek = KeyEncryptionKey(os.urandom(32))
-        self.keys: dict[UUID, DataKey] = {}
-        self.destroyed: set[UUID] = set()
-
-    def new(self) -> DataKey:
-        key = DataKey.generate(uuid4())
-        self.keys[key.key_id] = key
-        return key
-
-    async def get_many(self, key_ids):
-        return {k: self.keys[k] for k in key_ids}
-
-    async def destroyed_among(self, key_ids):
-        return set(key_ids) & self.destroyed
-
-
 class FakeOutbox:
     def __init__(self, repo: FakeRepository) -> None:
         self.repo, self.published = repo, []
@@ -282,19 +265,6 @@ class FakeOutbox:
         self.published += [cohort_event_adapter.validate_json(payload) for _, _, payload in self.repo.outbox]
         self.repo.outbox.clear()
         return n
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return datetime(2017, 6, 1, 9, tzinfo=UTC)
-
-    def today(self) -> date:
-        return date(2017, 6, 1)
-
-
-@dataclass
-class ProtocolInForce:
-    current: object
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ adapters behind the same ports are exercised by the integration tests."""
 from __future__ import annotations
 
 import asyncio
-import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import date
 from uuid import UUID
 
 import pytest
@@ -16,10 +15,10 @@ from sais_ingest.adapters.readers import FileReaders
 from sais_ingest.adapters.repository import ExtractRow
 from sais_ingest.domain.model import ExtractFileError
 from sais_ingest.service_layer.ingest_file import Ingest, Publishers
-from sais_shared.crypto import DataKey, KeyEncryptionKey
 from sais_shared.events import ExtractCompleted, PupilPersonal, PupilRecorded, RowRejected
 from sais_shared.protocol import load_protocol
 
+from tests.fakes import FakeKeys, FixedClock, ProtocolInForce
 from tests.helpers import REPO, personal_values
 from tests.pii import PersonalDataScan
 
@@ -229,22 +228,6 @@ class FakeExtractStore:
         )
 
 
-class FakeKeys:
-    def __init__(self) -> None:
-        self.kek = KeyEncryptionKey(os.urandom(32))
-        self.keys: dict[UUID, DataKey] = {}
-        self.by_extract: dict[UUID, DataKey] = {}
-
-    async def key_for_extract(self, extract_id):
-        if extract_id not in self.by_extract:
-            key = DataKey.generate(extract_id)
-            self.by_extract[extract_id] = self.keys[key.key_id] = key
-        return self.by_extract[extract_id]
-
-    async def get_many(self, key_ids):
-        return {k: self.keys[k] for k in key_ids}
-
-
 class FakePublisher:
     """Collects what would go to one topic (serialised, as the Kafka adapter sends it)."""
 
@@ -256,19 +239,6 @@ class FakePublisher:
         done = asyncio.get_running_loop().create_future()  # the broker's acknowledgement, already in
         done.set_result(None)
         return done
-
-
-class FixedClock:
-    def now(self):
-        return datetime(2017, 6, 1, 9, tzinfo=UTC)
-
-    def today(self):
-        return date(2017, 6, 1)
-
-
-@dataclass
-class ProtocolInForce:
-    current: object
 
 
 @pytest.fixture

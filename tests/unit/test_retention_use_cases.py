@@ -17,6 +17,8 @@ from sais_retention.service_layer.retention import RULE_PARTY_LEFT, RULE_TRANSFE
 from sais_shared.events import OWNERS, DeletionConfirmed, DeliveryCompleted, ExtractCompleted
 from sais_shared.protocol import load_protocol
 
+from tests.fakes import ProtocolInForce
+
 pytestmark = pytest.mark.unit
 
 
@@ -159,11 +161,6 @@ class Clock:
 
     def today(self):
         return self.today_
-
-
-@dataclass
-class ProtocolInForce:
-    current: object
 
 
 @pytest.fixture

@@ -148,9 +148,17 @@ def _server_away(exc: BaseException) -> bool:
 
     if isinstance(exc, ssl.SSLError):  # a certificate refused: configuration, not a server away
         return False
-    away = (OSError, asyncio.TimeoutError, kafka.KafkaConnectionError, kafka.KafkaTimeoutError,
-            kafka.NodeNotReadyError, kafka.RequestTimedOutError, asyncpg.CannotConnectNowError,
-            asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError)  # fmt: skip
+    away = (
+        OSError,
+        asyncio.TimeoutError,
+        kafka.KafkaConnectionError,
+        kafka.KafkaTimeoutError,
+        kafka.NodeNotReadyError,
+        kafka.RequestTimedOutError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.TooManyConnectionsError,
+    )
     return isinstance(exc, away)
 
 
@@ -171,8 +179,13 @@ async def start_when_servers_answer(
         except Exception as exc:
             if not _server_away(exc) or (deadline is not None and loop.time() + delay > deadline):
                 raise
-            log.warning("startup.waiting_for_servers", service=wiring.service, error=type(exc).__name__,
-                        attempt=attempt, retry_in_s=delay)  # fmt: skip
+            log.warning(
+                "startup.waiting_for_servers",
+                service=wiring.service,
+                error=type(exc).__name__,
+                attempt=attempt,
+                retry_in_s=delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 15.0)
 
@@ -320,8 +333,14 @@ def service_app(
     async def ready() -> bool:  # PostgreSQL answers through the service's own pool
         return current.running is not None and await current.running.runtime.pool.fetchval("SELECT 1") == 1
 
-    app = make_app(broker, title=f"sais-{wiring.service}", description=description, lifespan=lifespan, ready=ready,
-                   alive=liveness.problem)  # fmt: skip
+    app = make_app(
+        broker,
+        title=f"sais-{wiring.service}",
+        description=description,
+        lifespan=lifespan,
+        ready=ready,
+        alive=liveness.problem,
+    )
 
     async def loop(tick: Callable[[Running[P, S]], Awaitable[Any]], every_s: float) -> None:
         while True:
@@ -357,8 +376,11 @@ def service_app(
 
         access = ACCESS.get(wiring.service)
         if access is not None:
-            ops.prime([getattr(topics, t) for t in access.reads], [getattr(topics, t) for t in access.writes],
-                      **(prime(current()) if prime else {}))  # fmt: skip
+            ops.prime(
+                [getattr(topics, t) for t in access.reads],
+                [getattr(topics, t) for t in access.writes],
+                **(prime(current()) if prime else {}),
+            )
         if after_start is not None:
             await after_start(current())
         if timer is not None:

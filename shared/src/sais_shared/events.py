@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -70,6 +70,26 @@ def pupil_aad(
         f"pupil:v2:{extract_id}:{record_id}:"
         + _bound(source, reference_date.isoformat(), school_dfe, school_name, year_group, gender, match_key)
     ).encode()
+
+
+def cohort_aad_of(r: Any) -> bytes:
+    """:func:`cohort_aad` of anything that holds a cohort record's clear fields by name (the event, and the
+    record as delivery keeps it)."""
+    return cohort_aad(
+        r.academic_year,
+        r.pupil_id,
+        programme=r.programme,
+        dose=r.dose,
+        revision=r.revision,
+        school_dfe=r.school_dfe,
+        school_name=r.school_name,
+        year_group=r.year_group,
+        gender=r.gender,
+        source=r.source,
+        reference_date=r.reference_date,
+        received_at=r.received_at,
+        extract_ids=r.extract_ids,
+    )
 
 
 def cohort_aad(
@@ -281,21 +301,7 @@ class CohortMemberAdded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return cohort_aad(
-            self.academic_year,
-            self.pupil_id,
-            programme=self.programme,
-            dose=self.dose,
-            revision=self.revision,
-            school_dfe=self.school_dfe,
-            school_name=self.school_name,
-            year_group=self.year_group,
-            gender=self.gender,
-            source=self.source,
-            reference_date=self.reference_date,
-            received_at=self.received_at,
-            extract_ids=self.extract_ids,
-        )
+        return cohort_aad_of(self)
 
 
 class CohortMemberWithdrawn(Event):

@@ -230,9 +230,12 @@ async def _until_visible(
                     kafka_access.Operation(g.operation),
                 )
                 for g in grants
-                if g.permission == 3 and g.host == "*" and g.resource in (2, 3) and g.pattern in (3, 4)
+                if g.permission == 3
+                and g.host == "*"
+                and g.resource in (2, 3)
+                and g.pattern in (3, 4)
                 and g.operation in (3, 4, 8)
-            }  # fmt: skip
+            }
             missing_acls, left = acls - held, set(removed) & grants
         if not missing_topics and not missing_acls and not left:
             return
@@ -422,9 +425,12 @@ def batch_consumer(
             if isinstance(exc, INFRASTRUCTURE_ERRORS) or tries < HANDLER_ATTEMPTS:
                 ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
                 logger.warning(
-                    "batch.retry", error=type(exc).__name__, records=len(records), attempt=tries,
+                    "batch.retry",
+                    error=type(exc).__name__,
+                    records=len(records),
+                    attempt=tries,
                     pause_s=TRANSIENT_RETRY_PAUSE_S,
-                )  # fmt: skip
+                )
                 await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
                 raise
             # The servers answer, yet the handler failed on this batch HANDLER_ATTEMPTS times: a record it

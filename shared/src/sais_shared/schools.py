@@ -58,8 +58,17 @@ class School:
         return not self.status.casefold().startswith("closed")
 
     def as_row(self) -> tuple:
-        return (self.dfe, self.urn, self.name, self.la_code, self.status, self.phase, self.first_year,
-                self.last_year, self.close_date)  # fmt: skip
+        return (
+            self.dfe,
+            self.urn,
+            self.name,
+            self.la_code,
+            self.status,
+            self.phase,
+            self.first_year,
+            self.last_year,
+            self.close_date,
+        )
 
 
 def year_of_low_age(age: int) -> str:
@@ -241,8 +250,9 @@ class LoadReport:
     unreadable_bytes: int = 0
 
 
-async def load_register(conn, content: bytes, origin: str, actor: str, la_codes: list[str],
-                        protocol_version: str) -> LoadReport:  # fmt: skip
+async def load_register(
+    conn, content: bytes, origin: str, actor: str, la_codes: list[str], protocol_version: str
+) -> LoadReport:
     """Replace the register with this export, in one transaction, audited."""
     import hashlib
 
@@ -275,8 +285,20 @@ async def load_register(conn, content: bytes, origin: str, actor: str, la_codes:
             skipped=[{"row": r, "reason": why} for r, why in read.skipped],
             unreadable_bytes=read.unreadable_bytes,
         )
-        await audit(conn, actor, "schools.loaded", "schools-register",
-                    {"origin": origin, "sha256": digest, "schools": report.schools, "closed": report.closed,
-                     "outside_the_la": report.outside, "rows_skipped": len(read.skipped),
-                     "unreadable_bytes": read.unreadable_bytes}, protocol_version)  # fmt: skip
+        await audit(
+            conn,
+            actor,
+            "schools.loaded",
+            "schools-register",
+            {
+                "origin": origin,
+                "sha256": digest,
+                "schools": report.schools,
+                "closed": report.closed,
+                "outside_the_la": report.outside,
+                "rows_skipped": len(read.skipped),
+                "unreadable_bytes": read.unreadable_bytes,
+            },
+            protocol_version,
+        )
     return report

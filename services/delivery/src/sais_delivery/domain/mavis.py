@@ -49,16 +49,57 @@ GENDERS = {"M": "Male", "F": "Female", "U": "Not known"}
 COUNTIES = frozenset(
     c.casefold()
     for c in (
-        "Bedfordshire", "Berkshire", "Bristol", "Buckinghamshire", "Cambridgeshire", "Cheshire",
-        "City of London", "Cornwall", "Cumbria", "Derbyshire", "Devon", "Dorset", "Durham", "County Durham",
-        "East Riding of Yorkshire", "East Sussex", "Essex", "Gloucestershire", "Greater London",
-        "Greater Manchester", "Hampshire", "Herefordshire", "Hertfordshire", "Isle of Wight", "Kent",
-        "Lancashire", "Leicestershire", "Lincolnshire", "Merseyside", "Norfolk", "North Yorkshire",
-        "Northamptonshire", "Northumberland", "Nottinghamshire", "Oxfordshire", "Rutland", "Shropshire",
-        "Somerset", "South Yorkshire", "Staffordshire", "Suffolk", "Surrey", "Tyne and Wear",
-        "Warwickshire", "West Midlands", "West Sussex", "West Yorkshire", "Wiltshire", "Worcestershire",
+        "Bedfordshire",
+        "Berkshire",
+        "Bristol",
+        "Buckinghamshire",
+        "Cambridgeshire",
+        "Cheshire",
+        "City of London",
+        "Cornwall",
+        "Cumbria",
+        "Derbyshire",
+        "Devon",
+        "Dorset",
+        "Durham",
+        "County Durham",
+        "East Riding of Yorkshire",
+        "East Sussex",
+        "Essex",
+        "Gloucestershire",
+        "Greater London",
+        "Greater Manchester",
+        "Hampshire",
+        "Herefordshire",
+        "Hertfordshire",
+        "Isle of Wight",
+        "Kent",
+        "Lancashire",
+        "Leicestershire",
+        "Lincolnshire",
+        "Merseyside",
+        "Norfolk",
+        "North Yorkshire",
+        "Northamptonshire",
+        "Northumberland",
+        "Nottinghamshire",
+        "Oxfordshire",
+        "Rutland",
+        "Shropshire",
+        "Somerset",
+        "South Yorkshire",
+        "Staffordshire",
+        "Suffolk",
+        "Surrey",
+        "Tyne and Wear",
+        "Warwickshire",
+        "West Midlands",
+        "West Sussex",
+        "West Yorkshire",
+        "Wiltshire",
+        "Worcestershire",
     )
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -192,8 +233,16 @@ SAME_CHILD = "the same child (names and date of birth) is already in the file: M
 
 
 def child_of(row, urn: str) -> Child:
-    return Child(row.forename, row.surname, row.date_of_birth, row.year_group, row.gender, list(row.address_lines),
-                 row.postcode, urn)  # fmt: skip
+    return Child(
+        row.forename,
+        row.surname,
+        row.date_of_birth,
+        row.year_group,
+        row.gender,
+        list(row.address_lines),
+        row.postcode,
+        urn,
+    )
 
 
 def school_urn(school_dfe: str, register: dict[str, tuple[str, str]]) -> tuple[str | None, str | None]:

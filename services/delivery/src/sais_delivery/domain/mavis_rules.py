@@ -293,8 +293,11 @@ def row_errors(data: Data, *, academic_year: int, team: Team) -> list[RowError]:
             out.append(RowError(p + "email", "should be a valid email address, like j.doe@example.com"))
         _optional_name(data, p + "name", out)
         if phone is not None and not phone_ok(re.sub(r"\s", "", phone)):
-            out.append(RowError(p + "phone", "should be a valid phone number, like 01632 960 001, 07700 900 982 "
-                                "or +44 808 157 0192"))  # fmt: skip
+            out.append(
+                RowError(
+                    p + "phone", "should be a valid phone number, like 01632 960 001, 07700 900 982 or +44 808 157 0192"
+                )
+            )
         if data.get(p + "relationship") is not None and not any(v is not None for v in (name, email, phone)):
             out.append(RowError(p + "relationship", "must be blank"))
     # validate_year_group: an explicit year group, else the one the date of birth gives for this year
@@ -307,8 +310,11 @@ def row_errors(data: Data, *, academic_year: int, team: Team) -> list[RowError]:
     else:
         year_group = academic_year - academic_year_start(dob) - 5 if dob is not None else None
     if year_group is not None and year_group not in team.year_groups:
-        out.append(RowError("child_year_group" if explicit is not None else "child_date_of_birth",
-                            "is not part of this programme"))  # fmt: skip
+        out.append(
+            RowError(
+                "child_year_group" if explicit is not None else "child_date_of_birth", "is not part of this programme"
+            )
+        )
     # cohort_import_row.rb: validate_address_postcode, validate_school_urn
     if "child_postcode" not in data:
         out.append(RowError("", "CHILD_POSTCODE is required"))
@@ -512,10 +518,14 @@ def check_file(content: bytes, *, academic_year: int, team: Team) -> FileCheck:
     for numbers in seen_child.values() if not result.problems else ():  # validate_changeset_uniqueness!:
         if len(numbers) > 1:  # after the rows pass, at PDS tracing
             result.problems += [
-                (r, "", f"appears to be a duplicate of row {', '.join(str(o) for o in numbers if o != r)} "
-                 "(same names and date of birth: tracing finds one child, and the import fails)")
+                (
+                    r,
+                    "",
+                    f"appears to be a duplicate of row {', '.join(str(o) for o in numbers if o != r)} "
+                    "(same names and date of birth: tracing finds one child, and the import fails)",
+                )
                 for r in numbers
-            ]  # fmt: skip
+            ]
     result.problems.sort(key=lambda p: p[0])
     return result
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 
-from sais_shared.events import cohort_aad
+from sais_shared.events import cohort_aad_of
 
 # The columns of delivery.members a Member is read from, in its fields' order.
 COLUMNS = (
@@ -51,18 +51,4 @@ class Member:
     def aad(self) -> bytes:
         """The context its sealed fields were sealed under (its cohort event's): a clear field altered on
         the way (school, year group, programme, lineage…) makes the record refuse to open."""
-        return cohort_aad(
-            self.academic_year,
-            self.pupil_id,
-            programme=self.programme,
-            dose=self.dose,
-            revision=self.revision,
-            school_dfe=self.school_dfe,
-            school_name=self.school_name,
-            year_group=self.year_group,
-            gender=self.gender,
-            source=self.source,
-            reference_date=self.reference_date,
-            received_at=self.received_at,
-            extract_ids=self.extract_ids,
-        )
+        return cohort_aad_of(self)

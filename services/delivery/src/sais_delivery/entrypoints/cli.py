@@ -109,8 +109,13 @@ def resume(
 def _set_sharing(suspended: bool, reason: str, as_json: bool) -> None:
     actor = operator.actor()
     _run(lambda svc: svc.set_suspended(suspended, reason, actor))
-    _said(as_json, "sharing SUSPENDED" if suspended else "sharing resumed", suspended=suspended, reason=reason,
-          actor=actor)  # fmt: skip
+    _said(
+        as_json,
+        "sharing SUSPENDED" if suspended else "sharing resumed",
+        suspended=suspended,
+        reason=reason,
+        actor=actor,
+    )
 
 
 @app.command("resolve")
@@ -123,10 +128,16 @@ def resolve(
     """Decide an interrupted send: mark it sent (publishes delivery-completed) or ready to send again."""
     actor = operator.actor()
     done = _run(lambda svc: svc.resolve(batch_id, sent=sent, part=part, actor=actor))
-    _said(as_json, f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}" + (
-        f"; every part is sent: delete by {done.delete_by}" if done else ""),
-        batch_id=str(batch_id), part=part, sent=sent, batch_sent=done is not None,
-        delete_by=str(done.delete_by) if done else None)  # fmt: skip
+    _said(
+        as_json,
+        f"batch {batch_id} resolved as {'sent' if sent else 'not sent'}"
+        + (f"; every part is sent: delete by {done.delete_by}" if done else ""),
+        batch_id=str(batch_id),
+        part=part,
+        sent=sent,
+        batch_sent=done is not None,
+        delete_by=str(done.delete_by) if done else None,
+    )
 
 
 @app.command("status")
@@ -201,8 +212,17 @@ def breach_report(
     when, actor = discovered_at, operator.actor()
     rep = _run(lambda svc: report_breach(svc, what=what, discovered_at=when, discovered_by=by, actor=actor))
     if as_json:
-        typer.echo(json.dumps({"breach_id": str(rep.breach_id), "sharing_suspended": True, "notified": rep.notified,
-                               "not_notified": rep.failed, "ico_decision_due": rep.ico_decision_due.isoformat()}))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {
+                    "breach_id": str(rep.breach_id),
+                    "sharing_suspended": True,
+                    "notified": rep.notified,
+                    "not_notified": rep.failed,
+                    "ico_decision_due": rep.ico_decision_due.isoformat(),
+                }
+            )
+        )
     else:
         Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
         Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
@@ -230,8 +250,13 @@ def breach_close(
     _run(
         lambda svc: close_breach(svc, breach_id, outcome=outcome, ico_notified=ico_notified, resume=resume, actor=actor)
     )
-    _said(as_json, f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}",
-          breach_id=str(breach_id), ico_notified=ico_notified, sharing_resumed=resume)  # fmt: skip
+    _said(
+        as_json,
+        f"breach {breach_id} closed; sharing {'resumed' if resume else 'stays SUSPENDED'}",
+        breach_id=str(breach_id),
+        ico_notified=ico_notified,
+        sharing_resumed=resume,
+    )
 
 
 @breach_app.command("list")
@@ -313,37 +338,67 @@ def check_mavis_cmd(
     try:
         team = rules.Team(
             schools=rules.team_schools(schools) if schools is not None else None,
-            year_groups=rules.parse_year_groups(year_groups) if year_groups
+            year_groups=rules.parse_year_groups(year_groups)
+            if year_groups
             else frozenset(team_meta.get("year_groups", rules.DEFAULT_YEAR_GROUPS)),
             known_urns=frozenset(s.urn for s in parse_register(register.read_bytes())) if register else None,
-        )  # fmt: skip
+        )
     except (ValueError, RegisterError) as exc:
         raise typer.BadParameter(str(exc)) from None
     results = {str(f): rules.check_file(f.read_bytes(), academic_year=import_year, team=team) for f in files}
     label = academic_year_label(import_year)
     if meant_year is not None and meant_year != import_year:
         first = rules.first_upload_day(meant_year)
-        why = (f"uploaded on {day.isoformat()}, Mavis reads the year groups as {label}'s, but these files are for "
-               f"{meant}: " + (f"upload on or after {first.isoformat()}" if meant_year > import_year
-                               else f"they were for a year that has ended (last upload day "
-                                    f"{rules.last_upload_day(meant_year).isoformat()})"))  # fmt: skip
+        why = (
+            f"uploaded on {day.isoformat()}, Mavis reads the year groups as {label}'s, but these files are for "
+            f"{meant}: "
+            + (
+                f"upload on or after {first.isoformat()}"
+                if meant_year > import_year
+                else f"they were for a year that has ended (last upload day "
+                f"{rules.last_upload_day(meant_year).isoformat()})"
+            )
+        )
         for c in results.values():
             c.problems.insert(0, (0, "", why))
     if as_json:
-        typer.echo(json.dumps({f: {"rows": c.rows, "ok": c.ok, "import_academic_year": label, "problems": [
-            {"row": r, "column": col, "reason": why} for r, col, why in c.problems]} for f, c in results.items()},
-            indent=2))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {
+                    f: {
+                        "rows": c.rows,
+                        "ok": c.ok,
+                        "import_academic_year": label,
+                        "problems": [{"row": r, "column": col, "reason": why} for r, col, why in c.problems],
+                    }
+                    for f, c in results.items()
+                },
+                indent=2,
+            )
+        )
     else:
         out = Console(soft_wrap=True, highlight=False)  # a line per problem, however narrow the terminal
-        out.print(f"as Mavis reads an upload on {day.isoformat()} (academic year {label}), for year groups "
-                  f"{_ranges(team.year_groups)} and " + ("the team's schools" if team.schools is not None else
-                  "the register's schools" if team.known_urns is not None else "any school URN"), markup=False)  # fmt: skip
+        out.print(
+            f"as Mavis reads an upload on {day.isoformat()} (academic year {label}), for year groups "
+            f"{_ranges(team.year_groups)} and "
+            + (
+                "the team's schools"
+                if team.schools is not None
+                else "the register's schools"
+                if team.known_urns is not None
+                else "any school URN"
+            ),
+            markup=False,
+        )
         for f, c in results.items():
             if c.ok:
                 out.print(f"{f}: {c.rows} rows, passes Mavis's cohort-import rules", markup=False)
                 continue
-            out.print(f"{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file or misread it",
-                      style="red", markup=False)  # fmt: skip
+            out.print(
+                f"{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file or misread it",
+                style="red",
+                markup=False,
+            )
             for r, col, why in c.problems[:50]:
                 out.print(f"  {'row ' + str(r) if r else 'file'}: {col + ' ' if col else ''}{why}", markup=False)
             if len(c.problems) > 50:

@@ -21,8 +21,7 @@ class Gap:
 
     def describe(self) -> str:
         years = ", ".join("R" if y == "R" else f"Y{y}" for y in self.year_groups)
-        return (f"{self.programme}: {years} ({''.join(self.sexes)}) is requested from none of "
-                f"{', '.join(self.sources)}")  # fmt: skip
+        return f"{self.programme}: {years} ({''.join(self.sexes)}) is requested from none of {', '.join(self.sources)}"
 
 
 def _recorded(year_group: str, roll_forward_years: int) -> str | None:

@@ -136,8 +136,12 @@ class EligibilityService(FollowsProtocol):
                 await repo.lock_year(year, exclusive=True)
                 if await repo.start_release(extract_id) and r["supersedes"] is not None:
                     retired = await repo.retire_extract(r["supersedes"])
-                    log.info("extract.replaced", extract_id=str(extract_id), superseded=str(r["supersedes"]),
-                             records_retired=len(retired))  # fmt: skip
+                    log.info(
+                        "extract.replaced",
+                        extract_id=str(extract_id),
+                        superseded=str(r["supersedes"]),
+                        records_retired=len(retired),
+                    )
             if r["supersedes"] is not None:
                 subjects.append(r["supersedes"])
         while True:
@@ -411,8 +415,12 @@ class EligibilityService(FollowsProtocol):
             for e in events:
                 if isinstance(e, ExtractFailed):
                     discarded = await repo.fail_extract(e)
-                    log.warning("extract.discarded", extract_id=str(e.extract_id), code=e.code, **{
-                        "records": discarded["eligibility.records"]})  # fmt: skip
+                    log.warning(
+                        "extract.discarded",
+                        extract_id=str(e.extract_id),
+                        code=e.code,
+                        **{"records": discarded["eligibility.records"]},
+                    )
                 elif isinstance(e, ExtractWithdrawn) and await repo.withdraw_extract(e.extract_id, e.reason):
                     log.info("extract.withdrawn", extract_id=str(e.extract_id))
         for year in sorted(years):
@@ -431,8 +439,14 @@ class EligibilityService(FollowsProtocol):
             gaps = out[year] = coverage_gaps(year_rules, protocol)
             ops.COVERAGE_GAPS.labels(year).set(sum(len(g.year_groups) * len(g.sexes) for g in gaps))
             for g in gaps:
-                log.warning("protocol.coverage_gap", academic_year=year, programme=g.programme,
-                            year_groups=list(g.year_groups), sexes=list(g.sexes), protocol_version=protocol.version)  # fmt: skip
+                log.warning(
+                    "protocol.coverage_gap",
+                    academic_year=year,
+                    programme=g.programme,
+                    year_groups=list(g.year_groups),
+                    sexes=list(g.sexes),
+                    protocol_version=protocol.version,
+                )
             checked = [
                 CoverageGap(
                     programme=g.programme,

@@ -345,8 +345,9 @@ def scan_sheet(path: Path, part: str, limits: ReadLimits) -> None:
     the cell it is in."""
     with zipfile.ZipFile(path) as zf, zf.open(part) as f:
         depth = 0
-        for event, el in DefusedET.iterparse(f, events=("start", "end"), forbid_dtd=True, forbid_entities=True,
-                                              forbid_external=True):  # fmt: skip
+        for event, el in DefusedET.iterparse(
+            f, events=("start", "end"), forbid_dtd=True, forbid_entities=True, forbid_external=True
+        ):
             if event == "start":
                 depth += 1
                 if depth > limits.max_xml_depth:

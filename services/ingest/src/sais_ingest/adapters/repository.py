@@ -118,11 +118,14 @@ class ExtractRepository:
                     continue  # still being read
                 try:
                     if await self.end(
-                        r["extract_id"], "failed", "abandoned",
+                        r["extract_id"],
+                        "failed",
+                        "abandoned",
                         "the ingest stopped before the end of the extract (the process was stopped or lost its "
                         "connection); nothing of it is delivered: ingest the file again",
-                        "ingest", published=await self._published(conn, r["extract_id"]),
-                    ):  # fmt: skip
+                        "ingest",
+                        published=await self._published(conn, r["extract_id"]),
+                    ):
                         out.append(r["extract_id"])
                 finally:
                     await conn.execute(_UNLOCK, key)

@@ -171,8 +171,14 @@ def validate_row(
     bfpo = _BFPO.fullmatch(" ".join(row.get("postcode", "").split()).upper())
     if bfpo:
         postcode = f"BFPO {int(bfpo.group(1))}"
-        warnings.append(Problem("postcode", "postcode.bfpo", "a British Forces (BFPO) address: Mavis takes no BFPO "
-                                "number, so this child is listed for the SAIS team to add by hand"))  # fmt: skip
+        warnings.append(
+            Problem(
+                "postcode",
+                "postcode.bfpo",
+                "a British Forces (BFPO) address: Mavis takes no BFPO "
+                "number, so this child is listed for the SAIS team to add by hand",
+            )
+        )
     elif pseudo:
         warnings.append(Problem("postcode", "postcode.pseudo", f"pseudo-postcode: {pseudo}"))
     elif not postcode:

@@ -232,9 +232,12 @@ class InboundService(FollowsProtocol):
 
     async def _incomplete(self, ref: str, problem: str, create: bool = True, refused: bool = False) -> None:
         entry = AuditEntry(
-            "ingest", "inbound.refused" if refused else "inbound.incomplete", f"inbound:{ref}", {"problem": problem},
+            "ingest",
+            "inbound.refused" if refused else "inbound.incomplete",
+            f"inbound:{ref}",
+            {"problem": problem},
             self.protocol.version,
-        )  # fmt: skip
+        )
         if create:  # the status and its audit entry in one transaction
             await (self.staging.refused if refused else self.staging.incomplete)(ref, problem, entry)
         else:

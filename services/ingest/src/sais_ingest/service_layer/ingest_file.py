@@ -228,8 +228,14 @@ class Ingest(FollowsProtocol):
         extract_id, supersedes, target_year = plan
         async with self.repo.hold(extract_id):
             run = await self._begin(x, protocol, actor, extract_id, supersedes, target_year, dry_run=dry_run)
-            log.info("extract.started", extract_id=str(extract_id), source=x.source, encoding=x.encoding,
-                     supersedes=str(supersedes) if supersedes else None, dry_run=dry_run)  # fmt: skip
+            log.info(
+                "extract.started",
+                extract_id=str(extract_id),
+                source=x.source,
+                encoding=x.encoding,
+                supersedes=str(supersedes) if supersedes else None,
+                dry_run=dry_run,
+            )
             try:
                 await self._header(run)
                 async for row_number, cells in run.rows:
@@ -258,9 +264,12 @@ class Ingest(FollowsProtocol):
         today = self.clock.today()
         earliest = protocol.effective_from.replace(year=protocol.effective_from.year - 1)
         problem = reference_date_problem(
-            x.source, x.reference_date, today=today, earliest=earliest,
+            x.source,
+            x.reference_date,
+            today=today,
+            earliest=earliest,
             tolerance_days=self.limits.reference_date_tolerance_days,
-        )  # fmt: skip
+        )
         if problem and not force_date:
             raise ExtractFileError(
                 f"{problem}: nothing was read. Check --reference-date and --source; if the date is right, "
@@ -293,10 +302,12 @@ class Ingest(FollowsProtocol):
         supersedes = await repo.latest_completed(x.source, x.reference_date, extract_id)
         if problem:  # forced
             await repo.audit(
-                actor, "extract.reference_date_forced", f"extract:{extract_id}",
+                actor,
+                "extract.reference_date_forced",
+                f"extract:{extract_id}",
                 {"reference_date": x.reference_date.isoformat(), "source": x.source, "problem": problem},
                 protocol.version,
-            )  # fmt: skip
+            )
         return extract_id, supersedes, target_year
 
     async def _begin(
@@ -338,9 +349,17 @@ class Ingest(FollowsProtocol):
             dry_run=dry_run,
         )
         run = _Run(
-            report, _aiter(x.rows), None, rule, protocol, key, self.keys.kek, self.clock.now(),
-            random.Random(x.content_sha256), dry_run=dry_run,
-        )  # fmt: skip
+            report,
+            _aiter(x.rows),
+            None,
+            rule,
+            protocol,
+            key,
+            self.keys.kek,
+            self.clock.now(),
+            random.Random(x.content_sha256),
+            dry_run=dry_run,
+        )
         return run
 
     async def _header(self, run: _Run) -> None:
@@ -386,11 +405,16 @@ class Ingest(FollowsProtocol):
         extract-completed and the audit."""
         report, repo, extract_id = run.report, self.repo, run.report.extract_id
         review = [
-            (row, "warning", "row", "row.same-child",
-             f"same name and date of birth as row {first}, other details differ: not merged, check whether "
-             "it is one child")
+            (
+                row,
+                "warning",
+                "row",
+                "row.same-child",
+                f"same name and date of birth as row {first}, other details differ: not merged, check whether "
+                "it is one child",
+            )
             for row, first in await repo.same_child_rows(extract_id)
-        ]  # fmt: skip
+        ]
         await repo.add_problems(extract_id, review)
         report.warnings += len(review)
         report.dropped_columns = report.dropped_columns + x.extra_dropped()  # e.g. CTF elements not forwarded
@@ -410,12 +434,15 @@ class Ingest(FollowsProtocol):
                 )
         if report.rows_in == 0 and refusal is None:
             refusal = ExtractFileError(
-                "the file has a header but no rows" + (
+                "the file has a header but no rows"
+                + (
                     f": as a replacement of extract {report.supersedes} it would withdraw every child"
-                    if report.supersedes else ""
-                ) + "; nothing of it is delivered. If that is what you mean, ingest it again with --replace",
+                    if report.supersedes
+                    else ""
+                )
+                + "; nothing of it is delivered. If that is what you mean, ingest it again with --replace",
                 code="file.no-rows",
-            )  # fmt: skip
+            )
         if run.dry_run:
             out = await report_for(repo, extract_id)
             out.dry_run, out.effect, out.status = (
@@ -429,19 +456,25 @@ class Ingest(FollowsProtocol):
             out.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
             out.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
             if refusal and not replace:
-                out.warning_rows.insert(0, {"row_number": 0, "field": "extract", "code": refusal.code,
-                                            "reason": str(refusal)})  # fmt: skip
+                out.warning_rows.insert(
+                    0, {"row_number": 0, "field": "extract", "code": refusal.code, "reason": str(refusal)}
+                )
             await repo.discard(extract_id)
             return out
         if refusal is not None:
             if not replace:
                 raise refusal
             await repo.audit(
-                actor, "extract.replacement_confirmed", f"extract:{extract_id}",
-                {"supersedes": str(report.supersedes) if report.supersedes else None, "reason": refusal.code,
-                 **(report.effect or {})},
+                actor,
+                "extract.replacement_confirmed",
+                f"extract:{extract_id}",
+                {
+                    "supersedes": str(report.supersedes) if report.supersedes else None,
+                    "reason": refusal.code,
+                    **(report.effect or {}),
+                },
                 protocol.version,
-            )  # fmt: skip
+            )
         await repo.save_dip_sample(
             extract_id,
             [  # its own sealed copy, under the dip sample's context
@@ -534,13 +567,20 @@ class Ingest(FollowsProtocol):
         extract_id = run.report.extract_id
         try:
             await self.repo.end(
-                extract_id, status, code, reason, actor, published=run.published,
+                extract_id,
+                status,
+                code,
+                reason,
+                actor,
+                published=run.published,
                 audit_entry=AuditEntry(
-                    actor, f"extract.{status}", f"extract:{extract_id}",
+                    actor,
+                    f"extract.{status}",
+                    f"extract:{extract_id}",
                     {"code": code, "reason": reason, "published": run.published, "rows_read": run.report.rows_in},
                     run.protocol.version,
                 ),
-            )  # fmt: skip
+            )
             log.warning(f"extract.{status}", extract_id=str(extract_id), code=code, published=run.published)
             row = await self.repo.get(extract_id)
             if row is not None:
@@ -600,9 +640,12 @@ class Ingest(FollowsProtocol):
         if row.status != "completed":
             raise ExtractStateError(f"extract {extract_id} is {row.status}, not completed: nothing to withdraw")
         withdrawn = AuditEntry(
-            actor, "extract.withdrawn", f"extract:{extract_id}",
-            {"reason": reason, "source": row.source, "accepted": row.accepted}, self.protocol.version,
-        )  # fmt: skip
+            actor,
+            "extract.withdrawn",
+            f"extract:{extract_id}",
+            {"reason": reason, "source": row.source, "accepted": row.accepted},
+            self.protocol.version,
+        )
         if not await self.repo.end(
             extract_id, "withdrawn", "withdrawn", reason, actor, published=row.published, audit_entry=withdrawn
         ):
@@ -630,10 +673,14 @@ def failure_of(exc: BaseException) -> tuple[str, str, str]:
     names = {c.__name__ for c in type(exc).__mro__}
     what = type(exc).__name__
     if names & set(_UNREACHABLE) or isinstance(exc, OSError):
-        return "failed", "unreachable", (
-            f"a server could not be reached or refused a write ({what}); nothing of it is delivered: ingest the "
-            "file again"
-        )  # fmt: skip
+        return (
+            "failed",
+            "unreachable",
+            (
+                f"a server could not be reached or refused a write ({what}); nothing of it is delivered: ingest the "
+                "file again"
+            ),
+        )
     return "failed", "error", f"the ingest failed ({what}); nothing of it is delivered"
 
 

@@ -64,8 +64,12 @@ class RetentionRepository:
         await self.conn.execute(
             "INSERT INTO retention.schedule(subject, rule, due_on, extract_ids, key_ids) "
             "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (subject) DO NOTHING",
-            subject, rule, due_on, extract_ids, key_ids,
-        )  # fmt: skip
+            subject,
+            rule,
+            due_on,
+            extract_ids,
+            key_ids,
+        )
 
     async def due_subjects(self, today: date) -> list[str]:
         rows = await self.conn.fetch(
@@ -119,19 +123,28 @@ class RetentionRepository:
     async def request_exists(self, subject: str) -> bool:
         return bool(await self.conn.fetchval("SELECT 1 FROM retention.requests WHERE subject=$1", subject))
 
-    async def add_request(self, req: DeletionRequested, due_on: date, destroyed: list[UUID],
-                          keys_retained: dict) -> None:  # fmt: skip
+    async def add_request(
+        self, req: DeletionRequested, due_on: date, destroyed: list[UUID], keys_retained: dict
+    ) -> None:
         """The request and its event (outbox), in the caller's transaction."""
         await self.conn.execute(
             "INSERT INTO retention.requests(request_id, subject, rule, due_on, owners, key_ids_destroyed, "
             "keys_retained, requested_at) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8)",
-            req.request_id, req.subject, req.rule, due_on, req.owners, destroyed, _json(keys_retained),
+            req.request_id,
+            req.subject,
+            req.rule,
+            due_on,
+            req.owners,
+            destroyed,
+            _json(keys_retained),
             req.occurred_at,
-        )  # fmt: skip
+        )
         await self.conn.execute(
             "INSERT INTO retention.requests_outbox(event_id, key, payload) VALUES ($1,$2,$3)",
-            req.event_id, req.request_id.bytes, req.model_dump_json(),
-        )  # fmt: skip
+            req.event_id,
+            req.request_id.bytes,
+            req.model_dump_json(),
+        )
 
     async def claim_request(self, request_id: UUID) -> dict | None:
         """A request, locked for this transaction."""
@@ -142,8 +155,10 @@ class RetentionRepository:
         await self.conn.execute(
             "INSERT INTO retention.confirmations(request_id, service, rows_deleted) "
             "VALUES ($1,$2,$3::jsonb) ON CONFLICT DO NOTHING",
-            request_id, service, _json(rows_deleted),
-        )  # fmt: skip
+            request_id,
+            service,
+            _json(rows_deleted),
+        )
 
     async def confirmations(self, request_id: UUID) -> dict[str, dict]:
         rows = await self.conn.fetch(
@@ -154,8 +169,9 @@ class RetentionRepository:
     async def close_request(self, request_id: UUID, certificate_id: UUID | None) -> None:
         await self.conn.execute(
             "UPDATE retention.requests SET completed_at=now(), certificate_id=$2 WHERE request_id=$1",
-            request_id, certificate_id,
-        )  # fmt: skip
+            request_id,
+            certificate_id,
+        )
 
     # --- certificates -----------------------------------------------------------------------
 
@@ -164,29 +180,40 @@ class RetentionRepository:
         await self.conn.execute(
             "INSERT INTO retention.certificates(certificate_id, rule, subject, due_on, executed_at, key_ids_destroyed, "
             "keys_retained, rows_deleted, protocol_version) VALUES ($1,$2,$3,$4,$5,$6,$7::jsonb,$8::jsonb,$9)",
-            cert.certificate_id, cert.rule, cert.subject, cert.due_at, cert.executed_at, cert.key_ids_destroyed,
-            keys_retained if isinstance(keys_retained, str) else _json(keys_retained), _json(cert.rows_deleted),
+            cert.certificate_id,
+            cert.rule,
+            cert.subject,
+            cert.due_at,
+            cert.executed_at,
+            cert.key_ids_destroyed,
+            keys_retained if isinstance(keys_retained, str) else _json(keys_retained),
+            _json(cert.rows_deleted),
             cert.protocol_version,
-        )  # fmt: skip
+        )
         await self.conn.execute(
             "INSERT INTO retention.outbox(event_id, key, payload) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
-            cert.event_id, cert.certificate_id.bytes, cert.model_dump_json(),
-        )  # fmt: skip
+            cert.event_id,
+            cert.certificate_id.bytes,
+            cert.model_dump_json(),
+        )
 
-    async def certify_scheduled(self, certificate_id: UUID, *, subject: str | None = None,
-                                requested_by: datetime | None = None) -> None:  # fmt: skip
+    async def certify_scheduled(
+        self, certificate_id: UUID, *, subject: str | None = None, requested_by: datetime | None = None
+    ) -> None:
         """Mark executed the scheduled deletion ``subject``, or every one requested by ``requested_by``."""
         if subject is not None:
             await self.conn.execute(
                 "UPDATE retention.schedule SET executed_at=now(), certificate_id=$2 WHERE subject=$1",
-                subject, certificate_id,
-            )  # fmt: skip
+                subject,
+                certificate_id,
+            )
         else:
             await self.conn.execute(
                 "UPDATE retention.schedule SET executed_at=now(), certificate_id=$1 "
                 "WHERE executed_at IS NULL AND requested_at <= $2",
-                certificate_id, requested_by,
-            )  # fmt: skip
+                certificate_id,
+                requested_by,
+            )
 
     # --- watching ---------------------------------------------------------------------------
 

@@ -37,8 +37,9 @@ class Repository(Protocol):
 
     async def request_exists(self, subject: str) -> bool: ...
 
-    async def add_request(self, req: DeletionRequested, due_on: date, destroyed: list[UUID],
-                          keys_retained: dict) -> None: ...  # fmt: skip
+    async def add_request(
+        self, req: DeletionRequested, due_on: date, destroyed: list[UUID], keys_retained: dict
+    ) -> None: ...
 
     async def claim_request(self, request_id: UUID) -> Mapping[str, Any] | None: ...
 
@@ -50,8 +51,9 @@ class Repository(Protocol):
 
     async def add_certificate(self, cert: DeletionCompleted, keys_retained: Any) -> None: ...
 
-    async def certify_scheduled(self, certificate_id: UUID, *, subject: str | None = None,
-                                requested_by: datetime | None = None) -> None: ...  # fmt: skip
+    async def certify_scheduled(
+        self, certificate_id: UUID, *, subject: str | None = None, requested_by: datetime | None = None
+    ) -> None: ...
 
     async def pending_counts(self, today: date) -> tuple[int, int]: ...
 

@@ -84,8 +84,12 @@ class RetentionService(FollowsProtocol):
         named = [e for e in ended if owner.get(e.key_id, e.extract_id) == e.extract_id]
         for e in ended:
             if e not in named:
-                log.error("extract.key_not_its_own", extract_id=str(e.extract_id), key_id=str(e.key_id),
-                          effect="ignored: the key store says the key is another extract's")  # fmt: skip
+                log.error(
+                    "extract.key_not_its_own",
+                    extract_id=str(e.extract_id),
+                    key_id=str(e.key_id),
+                    effect="ignored: the key store says the key is another extract's",
+                )
         # The ingest date is the day retention learns of it, by its own clock, never a date the event says
         # (a backdated event would have the key destroyed at once): at most a few seconds after ingest,
         # later only by the time retention was down, so never before the protocol allows.
@@ -147,10 +151,18 @@ class RetentionService(FollowsProtocol):
                 return None
             await repo.mark_requested(subject)
             return await self._request(
-                repo, subject, scheduled.rule, due_on, "transfer", actor, OWNERS,
-                extract_ids=plan.extract_ids, key_ids=plan.key_ids, batch_ids=plan.batch_ids,
+                repo,
+                subject,
+                scheduled.rule,
+                due_on,
+                "transfer",
+                actor,
+                OWNERS,
+                extract_ids=plan.extract_ids,
+                key_ids=plan.key_ids,
+                batch_ids=plan.batch_ids,
                 keys_retained=plan.keys_retained,
-            )  # fmt: skip
+            )
 
     async def _request_inbound_staging(self, today: date, actor: str) -> DeletionRequested | None:
         """Inbound extracts that never completed (or were refused) are still sealed to ingest's
@@ -161,9 +173,15 @@ class RetentionService(FollowsProtocol):
             if await repo.request_exists(subject):
                 return None
             return await self._request(
-                repo, subject, RULE_INBOUND_STAGING, today, "inbound-staging", actor, ("ingest",),
+                repo,
+                subject,
+                RULE_INBOUND_STAGING,
+                today,
+                "inbound-staging",
+                actor,
+                ("ingest",),
                 staged_before=today - self.unfinished_inbound,
-            )  # fmt: skip
+            )
 
     async def purge(self, party: str, actor: str) -> DeletionRequested:
         """A party leaves the protocol (§4.3, §11.3): delete everything received from, or destined for, it.
@@ -178,13 +196,23 @@ class RetentionService(FollowsProtocol):
             keys = await repo.live_keys()
             await repo.mark_requested(None)
             req = await self._request(
-                repo, subject, RULE_PARTY_LEFT, self.clock.today(), "party-left", actor, OWNERS,
-                extract_ids=[x for _, x in keys], key_ids=[k for k, _ in keys],
-            )  # fmt: skip
+                repo,
+                subject,
+                RULE_PARTY_LEFT,
+                self.clock.today(),
+                "party-left",
+                actor,
+                OWNERS,
+                extract_ids=[x for _, x in keys],
+                key_ids=[k for k, _ in keys],
+            )
             await repo.audit(
-                actor, "data.purge_requested", subject,
-                {"request_id": str(req.request_id), "party": party, "keys_destroyed": len(keys)}, self.protocol.version,
-            )  # fmt: skip
+                actor,
+                "data.purge_requested",
+                subject,
+                {"request_id": str(req.request_id), "party": party, "keys_destroyed": len(keys)},
+                self.protocol.version,
+            )
         log.warning("purge.requested", party=party, keys_destroyed=len(keys))
         await self.flush_outbox()
         return req
@@ -207,37 +235,67 @@ class RetentionService(FollowsProtocol):
                 if await repo.request_exists(subject):
                     continue
                 req = await self._request(
-                    repo, subject, cert.rule, self.clock.today(), "party-left" if kind == "party" else "transfer",
-                    actor, OWNERS, extract_ids=sorted({live[k] for k in back}), key_ids=back,
+                    repo,
+                    subject,
+                    cert.rule,
+                    self.clock.today(),
+                    "party-left" if kind == "party" else "transfer",
+                    actor,
+                    OWNERS,
+                    extract_ids=sorted({live[k] for k in back}),
+                    key_ids=back,
                     batch_ids=[UUID(ident)] if kind == "batch" else [],
-                )  # fmt: skip
+                )
                 await repo.audit(
-                    actor, "deletion.reapplied", cert.subject,
-                    {"certificate_id": str(cert.certificate_id), "keys_destroyed_again": len(back),
-                     "request_id": str(req.request_id)}, self.protocol.version,
-                )  # fmt: skip
+                    actor,
+                    "deletion.reapplied",
+                    cert.subject,
+                    {
+                        "certificate_id": str(cert.certificate_id),
+                        "keys_destroyed_again": len(back),
+                        "request_id": str(req.request_id),
+                    },
+                    self.protocol.version,
+                )
             log.warning("deletion.reapplied", subject=cert.subject, keys=len(back))
             requests.append(req)
         await self.flush_outbox()
         return requests
 
     async def _request(
-        self, repo: Repository, subject: str, rule: str, due_on: date, scope: str, actor: str, owners, *,
-        keys_retained: dict | None = None, **targets,
-    ) -> DeletionRequested:  # fmt: skip
+        self,
+        repo: Repository,
+        subject: str,
+        rule: str,
+        due_on: date,
+        scope: str,
+        actor: str,
+        owners,
+        *,
+        keys_retained: dict | None = None,
+        **targets,
+    ) -> DeletionRequested:
         """Destroy the keys now, record the request and put its event in the outbox (one transaction)."""
         destroyed = await repo.destroy_keys(targets.get("key_ids", []), f"retention:{subject}")
         req = DeletionRequested(
-            event_id=stable_id("deletion-requested", subject), occurred_at=self.clock.now(),
-            request_id=stable_id("deletion-request", subject), subject=subject, rule=rule, scope=scope,
-            owners=list(owners), **targets,
-        )  # fmt: skip
+            event_id=stable_id("deletion-requested", subject),
+            occurred_at=self.clock.now(),
+            request_id=stable_id("deletion-request", subject),
+            subject=subject,
+            rule=rule,
+            scope=scope,
+            owners=list(owners),
+            **targets,
+        )
         await repo.add_request(req, due_on, destroyed, keys_retained or {})
         if destroyed:
             await repo.audit(
-                actor, "data_keys.destroyed", subject,
-                {"request_id": str(req.request_id), "keys_destroyed": len(destroyed)}, self.protocol.version,
-            )  # fmt: skip
+                actor,
+                "data_keys.destroyed",
+                subject,
+                {"request_id": str(req.request_id), "keys_destroyed": len(destroyed)},
+                self.protocol.version,
+            )
         log.info("deletion.requested", subject=subject, rule=rule, keys_destroyed=len(destroyed), owners=req.owners)
         return req
 
@@ -250,8 +308,13 @@ class RetentionService(FollowsProtocol):
         certs: list[DeletionCompleted] = []
         for e in events:
             if e.service != owner:
-                log.error("deletion.confirmation_not_its_own", request_id=str(e.request_id), topic_owner=owner,
-                          names=e.service, effect="ignored: only the owner confirms its deletions")  # fmt: skip
+                log.error(
+                    "deletion.confirmation_not_its_own",
+                    request_id=str(e.request_id),
+                    topic_owner=owner,
+                    names=e.service,
+                    effect="ignored: only the owner confirms its deletions",
+                )
                 ops.FORGED_CONFIRMATIONS.inc()
                 continue
             async with self.uow() as repo:
@@ -278,10 +341,17 @@ class RetentionService(FollowsProtocol):
             return None  # nothing was staged that long: no certificate to keep
         now = self.clock.now()
         cert = DeletionCompleted(
-            event_id=stable_id("deletion", subject), occurred_at=now, certificate_id=stable_id("certificate", subject),
-            rule=rule, subject=subject, due_at=req["due_on"], executed_at=now,
-            key_ids_destroyed=req["key_ids_destroyed"], rows_deleted=counts, protocol_version=self.protocol.version,
-        )  # fmt: skip
+            event_id=stable_id("deletion", subject),
+            occurred_at=now,
+            certificate_id=stable_id("certificate", subject),
+            rule=rule,
+            subject=subject,
+            due_at=req["due_on"],
+            executed_at=now,
+            key_ids_destroyed=req["key_ids_destroyed"],
+            rows_deleted=counts,
+            protocol_version=self.protocol.version,
+        )
         await repo.add_certificate(cert, req["keys_retained"])
         await repo.close_request(req["request_id"], cert.certificate_id)
         if rule == RULE_PARTY_LEFT:
@@ -289,11 +359,17 @@ class RetentionService(FollowsProtocol):
         else:
             await repo.certify_scheduled(cert.certificate_id, subject=subject)
         await repo.audit(
-            "retention", "data.purged" if rule == RULE_PARTY_LEFT else "data.deleted", subject,
-            {"certificate_id": str(cert.certificate_id), "rule": rule, "keys_destroyed": len(cert.key_ids_destroyed),
-             "rows_deleted": counts},
+            "retention",
+            "data.purged" if rule == RULE_PARTY_LEFT else "data.deleted",
+            subject,
+            {
+                "certificate_id": str(cert.certificate_id),
+                "rule": rule,
+                "keys_destroyed": len(cert.key_ids_destroyed),
+                "rows_deleted": counts,
+            },
             self.protocol.version,
-        )  # fmt: skip
+        )
         ops.DELETIONS.labels(rule).inc()
         log.info("deletion.completed", subject=subject, keys_destroyed=len(cert.key_ids_destroyed), rows=counts)
         return cert

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy
 SAIS = str(REPO / ".venv" / "bin" / "sais")
 MAY = str(REPO / "data" / "samples" / "may-census-2017.csv")
 

@@ -1,13 +1,14 @@
 """The project's documents and code never send a reader outside the repository for a fact."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.unit
-THIS = "tests/unit/test_docs_stand_alone.py"
+pytestmark = pytest.mark.deploy
+THIS = Path(__file__).resolve().relative_to(REPO).as_posix()
 
 
 def test_no_tracked_file_points_outside_the_repository():

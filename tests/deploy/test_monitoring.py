@@ -9,7 +9,7 @@ import sais_shared.ops  # noqa: F401  (registers the metrics)
 import yaml
 from prometheus_client import REGISTRY
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy
 MON = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 
 

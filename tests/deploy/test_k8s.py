@@ -11,7 +11,7 @@ import yaml
 
 from tests.helpers import after_background_build
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30.0"
 
