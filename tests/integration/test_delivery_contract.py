@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pytest
 from sais_delivery.adapters.store import PgDeliveryUnitOfWork
@@ -14,6 +14,7 @@ from sais_delivery.app import MIGRATIONS
 from sais_delivery.domain.batch import PartStatus, SentMeta, planned
 from sais_shared.crypto import Sealed
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
+from sais_shared.protocol import load_protocol
 from sais_shared.runtime import open_runtime
 from sais_shared.settings import CommonSettings
 
@@ -105,20 +106,15 @@ async def test_a_batch_is_recorded_once_with_its_children_by_part_and_moves_only
     async with uow(snapshot=True) as tx:
         s = await tx.members.summary("2017/18", JULY)
         batch = planned(
-            batch_id=uuid.uuid4(),
-            window="july",
-            academic_year="2017/18",
-            recipient="sais@nhs.net",
-            content_sha256=s.content_sha256,
-            counts=s.counts,
-            extract_ids=s.extract_ids,
-            key_ids=s.key_ids,
-            protocol_version="0.2",
-            protocol_sha256="0" * 64,
-            prepared_at=JUNE,
-            delete_by=date(2017, 9, 1),
-            replaces_batch=None,
-            segments=[
+            uuid.uuid4(),
+            "july",
+            "2017/18",
+            "sais@nhs.net",
+            s,
+            load_protocol(),
+            JUNE,
+            None,
+            [
                 [{"school_dfe": "9372001", "offset": 0, "limit": None}],
                 [{"school_dfe": "9372002", "offset": 0, "limit": None}],
             ],

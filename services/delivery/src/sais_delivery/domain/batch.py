@@ -24,6 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from sais_shared.events import DeliveredFile, DeliveredPart, DeliveryCompleted, stable_id
+from sais_shared.protocol import Protocol
 
 from .errors import UncertainDeliveryError
 from .parts import part_suffix
@@ -260,24 +261,28 @@ class Batch:
         return PartStatus.PREPARED if self.status is PartStatus.SENDING else self.status
 
 
+@dataclass(frozen=True)
+class WindowSummary:
+    """What a batch records of the members it was planned from."""
+
+    content_sha256: str
+    key_ids: list[UUID]
+    extract_ids: list[UUID]
+    counts: dict[str, int]
+
+
 def planned(
-    *,
     batch_id: UUID,
     window: str,
     academic_year: str,
     recipient: str,
-    content_sha256: str,
-    counts: dict[str, int],
-    extract_ids: Iterable[UUID],
-    key_ids: Iterable[UUID],
-    protocol_version: str,
-    protocol_sha256: str,
+    members: WindowSummary,
+    protocol: Protocol,
     prepared_at: datetime,
-    delete_by: date,
     replaces_batch: UUID | None,
     segments: list[list[dict[str, Any]]],
 ) -> Batch:
-    """A new batch of ``len(segments)`` parts, all prepared."""
+    """A new batch of ``len(segments)`` parts, all prepared, under the protocol in force."""
     n = len(segments)
     parts = tuple(
         Part(i, message_id_of(batch_id, i, n), PartStatus.PREPARED, segs) for i, segs in enumerate(segments, 1)
@@ -289,14 +294,14 @@ def planned(
         recipient=recipient,
         message_id=message_id_of(batch_id, 1, n),
         status=PartStatus.PREPARED,
-        content_sha256=content_sha256,
-        counts=counts,
-        extract_ids=tuple(extract_ids),
-        key_ids=tuple(key_ids),
-        protocol_version=protocol_version,
-        protocol_sha256=protocol_sha256,
+        content_sha256=members.content_sha256,
+        counts=members.counts,
+        extract_ids=tuple(members.extract_ids),
+        key_ids=tuple(members.key_ids),
+        protocol_version=protocol.version,
+        protocol_sha256=protocol.sha256,
         prepared_at=prepared_at,
-        delete_by=delete_by,
+        delete_by=protocol.delete_by(prepared_at),
         replaces_batch=replaces_batch,
         parts=parts,
     )

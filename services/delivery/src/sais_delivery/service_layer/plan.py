@@ -5,14 +5,14 @@ its parts and which child goes in which part, with its audit entry, before anyth
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import structlog
 from sais_shared.crypto import DataKey
 
 from ..domain import mavis
-from ..domain.batch import planned
+from ..domain.batch import Batch, planned
 from ..domain.member import Member
 from ..domain.parts import SchoolLoad, csv_budget, plan_parts
 from ..domain.render import row_bytes
@@ -61,36 +61,14 @@ async def plan_batch(
         segments = [[g.as_json() for g in part] for part in plan_parts(loads, csv_budget(svc.max_message_bytes))]
         s = await tx.members.summary(academic_year, win.sources)
         now = svc.clock.now()
-        batch = planned(
-            batch_id=batch_id,
-            window=window,
-            academic_year=academic_year,
-            recipient=recipient,
-            content_sha256=s.content_sha256,
-            counts=s.counts,
-            extract_ids=s.extract_ids,
-            key_ids=s.key_ids,
-            protocol_version=protocol.version,
-            protocol_sha256=protocol.sha256,
-            prepared_at=now,
-            delete_by=protocol.delete_by(now),
-            replaces_batch=replaces,
-            segments=segments,
-        )
+        batch = planned(batch_id, window, academic_year, recipient, s, protocol, now, replaces, segments)
         if not await tx.batches.add(batch, win.sources):
             return
         gaps = await tx.members.coverage_gaps(academic_year, protocol.id, protocol.version)
-        details = {
-            "window": window,
-            "academic_year": academic_year,
-            "recipient": recipient,
-            "counts": s.counts,
-            "parts": batch.part_count,
-            "max_message_bytes": svc.max_message_bytes,
-            "coverage_gaps": gaps,
-            "protocol_sha256": protocol.sha256,
-        }
-        await tx.audit(actor, "batch.prepared", f"batch:{batch_id}", details, protocol.version)
+        details = {"recipient": recipient, "parts": batch.part_count, "max_message_bytes": svc.max_message_bytes}
+        await tx.audit(
+            actor, "batch.prepared", f"batch:{batch_id}", prepared_details(batch, gaps) | details, protocol.version
+        )
     log.info("batch.prepared", batch_id=str(batch_id), counts=s.counts, parts=batch.part_count)
     if gaps:  # the cohort is incomplete: the protocol does not request every child the rules need
         log.warning(
@@ -100,3 +78,14 @@ async def plan_batch(
             protocol_version=protocol.version,
             gaps=gaps,
         )
+
+
+def prepared_details(batch: Batch, gaps: list[str] | None) -> dict[str, Any]:
+    """What the audit trail records of a batch planned: ids and counts only."""
+    return {
+        "window": batch.window,
+        "academic_year": batch.academic_year,
+        "counts": batch.counts,
+        "coverage_gaps": gaps,
+        "protocol_sha256": batch.protocol_sha256,
+    }

@@ -18,19 +18,9 @@ from uuid import UUID
 
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 
-from ..domain.batch import Batch
+from ..domain.batch import Batch, WindowSummary
 from ..domain.member import Member
 from ..domain.render import RenderedFile
-
-
-@dataclass(frozen=True)
-class WindowSummary:
-    """What a batch records of the members it was planned from."""
-
-    content_sha256: str
-    key_ids: list[UUID]
-    extract_ids: list[UUID]
-    counts: dict[str, int]
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ and so never share a match key; two rows of one extract are never the same child
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 from sais_shared.schoolyear import year_index
@@ -135,6 +137,25 @@ def school_left(recorded_year: str, target_year: str, school_name: str, span: Sc
     if recorded_year == "2" and "infant" in school_name.casefold():
         return "left infant school after Year 2; the junior school is not yet known"
     return None
+
+
+def schools_now(
+    rows: Mapping[str, Mapping[str, Any]], spans: Mapping[str, SchoolSpan]
+) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str]]]:
+    """The school each of a child's memberships goes out with (programme key → (DfE number, name)), from the
+    record that qualifies it (``rows``), and why a school was left: a record rolled forward past its school's
+    last year is at a school the child has left, so it goes with the school not yet known (("", "")), never
+    with the school left behind. The reasons are (why, the school left)."""
+    schools: dict[str, tuple[str, str]] = {}
+    left: list[tuple[str, str]] = []
+    for key, row in rows.items():
+        why = school_left(
+            row["recorded_year_group"], row["year_group"], row["school_name"], spans.get(row["school_dfe"])
+        )
+        schools[key] = ("", "") if why else (row["school_dfe"], row["school_name"])
+        if why:
+            left.append((why, row["school_dfe"]))
+    return schools, left
 
 
 def school_flags(rows: list[dict], la_codes: list[str]) -> list[dict]:

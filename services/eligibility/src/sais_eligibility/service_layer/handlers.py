@@ -55,8 +55,8 @@ from sais_shared.schoolyear import (
 
 from ..domain.cohort import Held, diff_cohort
 from ..domain.coverage import Gap, coverage_gaps
-from ..domain.model import Candidate, Record, match, memberships, school_left, unknown_sex_findings
-from ..domain.rules import YearRules
+from ..domain.model import Candidate, Record, match, memberships, schools_now, unknown_sex_findings
+from ..domain.rules import Programme, YearRules
 from .ports import Repository, Row, UnitOfWork
 
 log = structlog.get_logger("sais.eligibility")
@@ -268,57 +268,29 @@ class EligibilityService(FollowsProtocol):
         programmes = {p.key: p for p in rules.programmes}
         wanted = memberships(records, rules)
         for key in unknown_sex_findings(records, rules):
-            out.findings.append(
-                (
-                    year,
-                    pupil_id,
-                    f"unknown-sex:{key}",
-                    f"sex not known; {key} is for {programmes[key].sexes} only",
-                    records[0].school_dfe,
-                )
-            )
-        # a record rolled forward past its school's last year is at a school the child has left:
-        # its members go out with the school not yet known, never with the school left behind
-        schools: dict[str, tuple[str, str]] = {}
-        left_reasons = []
-        for key, mem in wanted.items():
-            row = raw_by_id[mem.record.record_id]
-            why = school_left(
-                row["recorded_year_group"], row["year_group"], row["school_name"], spans.get(row["school_dfe"])
-            )
-            schools[key] = ("", "") if why else (row["school_dfe"], row["school_name"])
-            if why:
-                left_reasons.append((why, row["school_dfe"]))
-        if left_reasons:
-            out.findings.append((year, pupil_id, SCHOOL_NOT_KNOWN, *left_reasons[0]))
+            finding = f"sex not known; {key} is for {programmes[key].sexes} only"
+            out.findings.append((year, pupil_id, f"unknown-sex:{key}", finding, records[0].school_dfe))
+        rows = {key: raw_by_id[mem.record.record_id] for key, mem in wanted.items()}
+        schools, left = schools_now(rows, spans)
+        if left:
+            out.findings.append((year, pupil_id, SCHOOL_NOT_KNOWN, *left[0]))
         else:
             out.cleared.append((year, pupil_id, SCHOOL_NOT_KNOWN))
-        fingerprints = {key: _fingerprint(raw_by_id[mem.record.record_id], schools[key]) for key, mem in wanted.items()}
-        now = self.clock.now()
+        fingerprints = {key: _fingerprint(rows[key], schools[key]) for key in wanted}
+        lineage = sorted({r.extract_id for r in records}, key=str)
         for change in diff_cohort(fingerprints, held):
             key, revision = change.programme, change.revision
             ev: CohortMemberAdded | CohortMemberWithdrawn
             if change.kind == "withdrawn":
-                p = programmes.get(key)
-                ev = CohortMemberWithdrawn(
-                    event_id=stable_id("cohort", year, key, pupil_id, revision),
-                    occurred_at=now,
-                    academic_year=year,
-                    programme=p.id if p else key.split("-dose-")[0],
-                    dose=p.dose if p else None,
-                    pupil_id=pupil_id,
-                    revision=revision,
-                    reason=why
-                    or (
-                        "no longer in the cohort after a replacement dataset (ISP §9.6)"
-                        if not raw
-                        else "details changed: no longer eligible"
-                    ),
+                reason = why or (
+                    "no longer in the cohort after a replacement dataset (ISP §9.6)"
+                    if not raw
+                    else "details changed: no longer eligible"
                 )
+                ev = self._withdrawn_event(year, key, programmes.get(key), pupil_id, revision, reason)
                 out.withdrawals.append((year, key, pupil_id, revision))
             else:
-                mem = wanted[key]
-                row = raw_by_id[mem.record.record_id]
+                mem, row = wanted[key], rows[key]
                 ev = self._member_event(
                     year,
                     mem,
@@ -327,7 +299,7 @@ class EligibilityService(FollowsProtocol):
                     revision,
                     keys[row["key_id"]],
                     opened.get(row["record_id"]),
-                    sorted({r.extract_id for r in records}, key=str),
+                    lineage,
                     schools[key],
                 )
                 out.upserts.append(
@@ -347,6 +319,20 @@ class EligibilityService(FollowsProtocol):
                 )
             out.outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
             out.changes[(key, change.kind)] += 1
+
+    def _withdrawn_event(
+        self, year: str, key: str, p: Programme | None, pupil_id: UUID, revision: int, reason: str
+    ) -> CohortMemberWithdrawn:
+        return CohortMemberWithdrawn(
+            event_id=stable_id("cohort", year, key, pupil_id, revision),
+            occurred_at=self.clock.now(),
+            academic_year=year,
+            programme=p.id if p else key.split("-dose-")[0],
+            dose=p.dose if p else None,
+            pupil_id=pupil_id,
+            revision=revision,
+            reason=reason,
+        )
 
     def _member_event(
         self,

@@ -404,6 +404,37 @@ class Ingest(FollowsProtocol):
         """Same-name rows to review, the replacement check, the dip sample, the counts, then
         extract-completed and the audit."""
         report, repo, extract_id = run.report, self.repo, run.report.extract_id
+        await self._review_same_child(run)
+        report.dropped_columns = report.dropped_columns + x.extra_dropped()  # e.g. CTF elements not forwarded
+        assert report.balanced, "rows in must equal accepted + repeated + rejected + out of scope"
+        refusal = await self._refusal(run)
+        if run.dry_run:
+            return await self._dry_run_report(run, refusal if not replace else None)
+        if refusal is not None:
+            if not replace:
+                raise refusal
+            details = {"supersedes": str(report.supersedes) if report.supersedes else None, "reason": refusal.code}
+            await repo.audit(
+                actor,
+                "extract.replacement_confirmed",
+                f"extract:{extract_id}",
+                {**details, **(report.effect or {})},
+                protocol.version,
+            )
+        await self._save_dip_sample(run)
+        for outcome_name, n in (
+            ("accepted", report.accepted),
+            ("rejected", report.rejected),
+            ("out_of_scope", report.out_of_scope),
+        ):
+            ops.ROWS.labels(x.source, outcome_name).inc(n)
+        await self._complete(run, x, protocol, actor)
+        return await report_for(repo, extract_id, keys=self.keys)
+
+    async def _review_same_child(self, run: _Run) -> None:
+        """Rows with the same name and date of birth as another, other details differing: not merged,
+        kept as warnings for a person to look at."""
+        extract_id = run.report.extract_id
         review = [
             (
                 row,
@@ -413,12 +444,15 @@ class Ingest(FollowsProtocol):
                 f"same name and date of birth as row {first}, other details differ: not merged, check whether "
                 "it is one child",
             )
-            for row, first in await repo.same_child_rows(extract_id)
+            for row, first in await self.repo.same_child_rows(extract_id)
         ]
-        await repo.add_problems(extract_id, review)
-        report.warnings += len(review)
-        report.dropped_columns = report.dropped_columns + x.extra_dropped()  # e.g. CTF elements not forwarded
-        assert report.balanced, "rows in must equal accepted + repeated + rejected + out of scope"
+        await self.repo.add_problems(extract_id, review)
+        run.report.warnings += len(review)
+
+    async def _refusal(self, run: _Run) -> ExtractFileError | None:
+        """Why the extract, read whole, may not go without --replace: a replacement that withdraws too many
+        children, or a file with no rows."""
+        report, repo, extract_id = run.report, self.repo, run.report.extract_id
         refusal = None
         if report.supersedes is not None:
             report.effect = effect = await repo.replacement_effect(extract_id, report.supersedes)
@@ -443,39 +477,28 @@ class Ingest(FollowsProtocol):
                 + "; nothing of it is delivered. If that is what you mean, ingest it again with --replace",
                 code="file.no-rows",
             )
-        if run.dry_run:
-            out = await report_for(repo, extract_id)
-            out.dry_run, out.effect, out.status = (
-                True,
-                report.effect,
-                "refused" if refusal and not replace else "dry-run",
+        return refusal
+
+    async def _dry_run_report(self, run: _Run, refusal: ExtractFileError | None) -> ExtractReport:
+        """What the extract would do, and nothing of it kept."""
+        report, repo, extract_id = run.report, self.repo, run.report.extract_id
+        out = await report_for(repo, extract_id)
+        out.dry_run, out.effect, out.status = True, report.effect, "refused" if refusal else "dry-run"
+        out.rows_in, out.accepted, out.repeated = report.rows_in, report.accepted, report.repeated
+        out.rejected, out.out_of_scope, out.warnings = report.rejected, report.out_of_scope, report.warnings
+        out.dropped_columns = report.dropped_columns
+        out.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
+        out.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
+        if refusal:
+            out.warning_rows.insert(
+                0, {"row_number": 0, "field": "extract", "code": refusal.code, "reason": str(refusal)}
             )
-            out.rows_in, out.accepted, out.repeated = report.rows_in, report.accepted, report.repeated
-            out.rejected, out.out_of_scope, out.warnings = report.rejected, report.out_of_scope, report.warnings
-            out.dropped_columns = report.dropped_columns
-            out.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
-            out.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
-            if refusal and not replace:
-                out.warning_rows.insert(
-                    0, {"row_number": 0, "field": "extract", "code": refusal.code, "reason": str(refusal)}
-                )
-            await repo.discard(extract_id)
-            return out
-        if refusal is not None:
-            if not replace:
-                raise refusal
-            await repo.audit(
-                actor,
-                "extract.replacement_confirmed",
-                f"extract:{extract_id}",
-                {
-                    "supersedes": str(report.supersedes) if report.supersedes else None,
-                    "reason": refusal.code,
-                    **(report.effect or {}),
-                },
-                protocol.version,
-            )
-        await repo.save_dip_sample(
+        await repo.discard(extract_id)
+        return out
+
+    async def _save_dip_sample(self, run: _Run) -> None:
+        extract_id = run.report.extract_id
+        await self.repo.save_dip_sample(
             extract_id,
             [  # its own sealed copy, under the dip sample's context
                 (
@@ -488,12 +511,10 @@ class Ingest(FollowsProtocol):
                 for e, p in run.sample
             ],
         )
-        for outcome_name, n in (
-            ("accepted", report.accepted),
-            ("rejected", report.rejected),
-            ("out_of_scope", report.out_of_scope),
-        ):
-            ops.ROWS.labels(x.source, outcome_name).inc(n)
+
+    async def _complete(self, run: _Run, x: ExtractInput, protocol: Protocol, actor: str) -> None:
+        """The extract completed with its audit entry, then extract-completed for the services after it."""
+        report, repo, extract_id = run.report, self.repo, run.report.extract_id
         ingested = AuditEntry(
             actor,
             "extract.ingested",
@@ -556,7 +577,6 @@ class Ingest(FollowsProtocol):
             out_of_scope=report.out_of_scope,
             warnings=report.warnings,
         )
-        return await report_for(repo, extract_id, keys=self.keys)
 
     # --- endings ----------------------------------------------------------------------------
 
