@@ -300,35 +300,7 @@ def service_app(
     tasks: list[asyncio.Task] = []
     liveness = Liveness(broker, tasks, settings.startup_grace_s)
 
-    @asynccontextmanager
-    async def lifespan():
-        if check is not None:
-            check(settings)
-        current.running = await start_when_servers_answer(wiring, settings, broker, publishers)
-        for c in wiring.consumers:  # a consumer names a use case the service has, or nothing starts
-            if isinstance(c.handle, str) and not callable(getattr(current.running.service, c.handle, None)):
-                raise TypeError(f"{wiring.service} has no use case {c.handle!r} to consume {c.topic_of(topics)}")
-        liveness.servers_answered_at = time.monotonic()
-        current.running.runtime.protocol_ref.start()
-        watchdog = None
-        if settings.exit_when_unhealthy_s > 0:
-            watchdog = asyncio.create_task(
-                _exit_when_unhealthy(liveness, wiring.service, settings.exit_when_unhealthy_s)
-            )
-        try:
-            yield
-        except BaseException as exc:
-            # FastStream's broker or a consumer failed after start-up: uvicorn would go on serving HTTP
-            # for an app that consumes nothing. Stop, so that the orchestrator starts it afresh (and
-            # start-up then waits for the servers).
-            _stop_this_process(wiring.service, "service.failed_stopping", type(exc).__name__)
-            raise
-        finally:
-            for task in [*tasks, *([watchdog] if watchdog else [])]:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await current.running.runtime.close()
+    lifespan = partial(_lifespan, wiring, settings, broker, publishers, current, liveness, tasks, check)
 
     async def ready() -> bool:  # PostgreSQL answers through the service's own pool
         return current.running is not None and await current.running.runtime.pool.fetchval("SELECT 1") == 1
@@ -341,34 +313,6 @@ def service_app(
         ready=ready,
         alive=liveness.problem,
     )
-
-    async def loop(tick: Callable[[Running[P, S]], Awaitable[Any]], every_s: float) -> None:
-        while True:
-            try:
-                await tick(current())
-            except Exception as exc:  # a server away, a refused window: the next tick retries
-                log.error("timer.tick_failed", service=wiring.service, error=type(exc).__name__)
-            TIMER_RUNS.labels(f"sais-{wiring.service}").inc()
-            await asyncio.sleep(every_s)
-
-    async def sample_state(every_s: float) -> None:
-        """Gauges read from state, on their own timer: the group's lag from committed offsets, and what
-        the service adds (``gauges``)."""
-        from .kafka_access import ACCESS
-        from .lag import LagSampler
-
-        group = settings.group_id_of(wiring.service)
-        reads = [getattr(topics, t) for t in ACCESS[wiring.service].reads] if wiring.service in ACCESS else []
-        sampler = LagSampler(settings.kafka_login(wiring.service), group, reads, every_s) if group and reads else None
-        while True:
-            try:
-                if sampler is not None:
-                    await sampler.sample()
-                if gauges is not None:
-                    await gauges(current())
-            except Exception as exc:  # the broker or database away: the gauges keep their last values
-                log.warning("gauges.sample_failed", service=wiring.service, error=type(exc).__name__)
-            await asyncio.sleep(every_s)
 
     @app.after_startup
     async def _started() -> None:
@@ -384,8 +328,92 @@ def service_app(
         if after_start is not None:
             await after_start(current())
         if timer is not None:
-            tasks.append(asyncio.create_task(loop(*timer)))
-        tasks.append(asyncio.create_task(sample_state(settings.metrics_interval_s)))
+            tasks.append(asyncio.create_task(_loop(wiring.service, current, *timer)))
+        tasks.append(asyncio.create_task(_sample_state(wiring.service, settings, topics, current, gauges)))
         liveness.up = True
 
     return app
+
+
+def _check_consumers(wiring: Wiring[P, S], service: S, topics: Topics) -> None:
+    """A consumer names a use case the service has, or nothing starts."""
+    for c in wiring.consumers:
+        if isinstance(c.handle, str) and not callable(getattr(service, c.handle, None)):
+            raise TypeError(f"{wiring.service} has no use case {c.handle!r} to consume {c.topic_of(topics)}")
+
+
+async def _loop(
+    service: str, current: Current[P, S], tick: Callable[[Running[P, S]], Awaitable[Any]], every_s: float
+) -> None:
+    """A service's timer: a failing tick is logged and the next one runs."""
+    while True:
+        try:
+            await tick(current())
+        except Exception as exc:  # a server away, a refused window: the next tick retries
+            log.error("timer.tick_failed", service=service, error=type(exc).__name__)
+        TIMER_RUNS.labels(f"sais-{service}").inc()
+        await asyncio.sleep(every_s)
+
+
+async def _sample_state(
+    service: str,
+    settings: CommonSettings,
+    topics: Topics,
+    current: Current[P, S],
+    gauges: Callable[[Running[P, S]], Awaitable[Any]] | None,
+) -> None:
+    """Gauges read from state, on their own timer: the group's lag from committed offsets, and what the
+    service adds (``gauges``)."""
+    from .kafka_access import ACCESS
+    from .lag import LagSampler
+
+    every_s = settings.metrics_interval_s
+    group = settings.group_id_of(service)
+    reads = [getattr(topics, t) for t in ACCESS[service].reads] if service in ACCESS else []
+    sampler = LagSampler(settings.kafka_login(service), group, reads, every_s) if group and reads else None
+    while True:
+        try:
+            if sampler is not None:
+                await sampler.sample()
+            if gauges is not None:
+                await gauges(current())
+        except Exception as exc:  # the broker or database away: the gauges keep their last values
+            log.warning("gauges.sample_failed", service=service, error=type(exc).__name__)
+        await asyncio.sleep(every_s)
+
+
+@asynccontextmanager
+async def _lifespan(
+    wiring: Wiring[P, S],
+    settings: Any,
+    broker: KafkaBroker,
+    publishers: P,
+    current: Current[P, S],
+    liveness: Liveness,
+    tasks: list[asyncio.Task],
+    check: Callable[[Any], None] | None,
+) -> AsyncIterator[None]:
+    """Start-up (the configuration checked, the servers waited for, the service built) and shut-down."""
+    if check is not None:
+        check(settings)
+    current.running = await start_when_servers_answer(wiring, settings, broker, publishers)
+    _check_consumers(wiring, current.running.service, Topics(settings.topic_prefix))
+    liveness.servers_answered_at = time.monotonic()
+    current.running.runtime.protocol_ref.start()
+    watchdog = None
+    if settings.exit_when_unhealthy_s > 0:
+        watchdog = asyncio.create_task(_exit_when_unhealthy(liveness, wiring.service, settings.exit_when_unhealthy_s))
+    try:
+        yield
+    except BaseException as exc:
+        # FastStream's broker or a consumer failed after start-up: uvicorn would go on serving HTTP
+        # for an app that consumes nothing. Stop, so that the orchestrator starts it afresh (and
+        # start-up then waits for the servers).
+        _stop_this_process(wiring.service, "service.failed_stopping", type(exc).__name__)
+        raise
+    finally:
+        for task in [*tasks, *([watchdog] if watchdog else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await current.running.runtime.close()

@@ -350,6 +350,32 @@ class ConsumerTuning(TypedDict, total=False):
 CONSUMER_TUNING: ConsumerTuning = {}
 
 
+async def _parse_batch(
+    records: Sequence[Any], parse: Callable[[bytes], E], dlq: Any, group_id: str
+) -> list[tuple[Any, E]]:
+    """(record, event) of each record that parses; one that does not is dead-lettered with why, never with
+    its content."""
+    parsed: list[tuple[Any, E]] = []
+    for rec in records:
+        try:
+            parsed.append((rec, parse(rec.value)))
+        except ValidationError as exc:
+            await _dead_letter(dlq, group_id, rec, describe_validation_error(exc))
+        except (InvalidMessageError, ValueError, TypeError) as exc:
+            await _dead_letter(dlq, group_id, rec, f"{type(exc).__name__}: unparseable")
+    return parsed
+
+
+def _handling(topic: str, records: Sequence[Any], events: list[Any]) -> Any:
+    """Every log line written while handling a batch carries where it came from (correlation ids)."""
+    return structlog.contextvars.bound_contextvars(
+        topic=topic,
+        partitions=sorted({r.partition for r in records}),
+        offsets=f"{min(r.offset for r in records)}-{max(r.offset for r in records)}",
+        first_event_id=str(getattr(events[0], "event_id", "")) or None,
+    )
+
+
 def batch_consumer(
     broker: KafkaBroker,
     *,
@@ -389,29 +415,12 @@ def batch_consumer(
         records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
         ops.RECORDS_CONSUMED.labels(ops.service(), topic).inc(len(records))
         _observe_lag(message, records)
-        events: list[E] = []
-        parsed: list[tuple[Any, E]] = []
-        for rec in records:
-            try:
-                parsed.append((rec, parse(rec.value)))
-            except ValidationError as exc:
-                await _dead_letter(dlq, group_id, rec, describe_validation_error(exc))
-            except (InvalidMessageError, ValueError, TypeError) as exc:
-                await _dead_letter(dlq, group_id, rec, f"{type(exc).__name__}: unparseable")
+        parsed = await _parse_batch(records, parse, dlq, group_id)
         events = [e for _, e in parsed]
         if not events:
             return
         try:
-            # Every log line written while handling this batch carries where it came from (correlation ids).
-            with (
-                structlog.contextvars.bound_contextvars(
-                    topic=topic,
-                    partitions=sorted({r.partition for r in records}),
-                    offsets=f"{min(r.offset for r in records)}-{max(r.offset for r in records)}",
-                    first_event_id=str(getattr(events[0], "event_id", "")) or None,
-                ),
-                ops.BATCH_SECONDS.labels(ops.service(), topic).time(),
-            ):
+            with _handling(topic, records, events), ops.BATCH_SECONDS.labels(ops.service(), topic).time():
                 await handle(events)
         except PERMANENT_ERRORS:
             # Bad data the database refuses (or the handler calls invalid): the same batch would fail

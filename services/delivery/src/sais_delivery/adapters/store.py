@@ -343,9 +343,9 @@ class PgMembers:
         return await claim_new(self.conn, "delivery.processed", list(event_ids))
 
     async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
-        # one statement per row, in revision order, keeps "latest wins" exact
-        for e in sorted(events, key=lambda e: e.revision):
-            await self.conn.execute(UPSERT, *_member_row(e))
+        # in revision order, one row after another (executemany pipelines them): "latest wins" stays exact
+        if events:
+            await self.conn.executemany(UPSERT, [_member_row(e) for e in sorted(events, key=lambda e: e.revision)])
 
     async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None:
         for e in sorted(checks, key=lambda e: e.occurred_at):
