@@ -116,9 +116,7 @@ def child(kind: str, path: str, rows: int) -> None:
 
         async def run() -> int:
             async with ingest_session(IngestSettings()) as s:
-                rep = await s.service.file(
-                    Path(path), source="summer-census", reference_date=date(2017, 5, 18), actor="bench"
-                )
+                rep = await s.file(Path(path), source="summer-census", reference_date=date(2017, 5, 18), actor="bench")
                 if rep.accepted != rep.rows_in:
                     raise SystemExit(
                         f"only {rep.accepted} of {rep.rows_in} rows accepted: the benchmark file is "

@@ -25,7 +25,7 @@ MAY = REPO / "data" / "samples" / "may-census-2017.csv"
 
 async def _ingest(path, source="summer-census", ref=date(2017, 5, 18)):
     async with ingest_session(IngestSettings()) as s:
-        return await s.service.file(path, source=source, reference_date=ref, actor="test")
+        return await s.file(path, source=source, reference_date=ref, actor="test")
 
 
 async def test_extract_is_published_minimised_encrypted_and_counted(settings_env, infra):
@@ -56,7 +56,7 @@ async def test_extract_is_published_minimised_encrypted_and_counted(settings_env
     # ... but the personal fields are there, sealed under the extract's data key.
     events = [PupilRecorded.model_validate_json(r.value) for r in pupils]
     async with ingest_session(IngestSettings()) as s:
-        keys = await s.runtime.keys.get_many({e.personal.key_id for e in events})
+        keys = await s.keys.get_many({e.personal.key_id for e in events})
     opened = [keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad()) for e in events]
     assert {p.surname for p in opened} <= {v for v in secrets}
     assert all(e.originator == "Warwickshire County Council: Insight Service" for e in events)

@@ -31,7 +31,7 @@ SAMPLES = REPO / "data" / "samples"
 
 async def ingest(name, source, ref):
     async with ingest_session(IngestSettings()) as s:
-        return await s.service.file(
+        return await s.file(
             SAMPLES / name if isinstance(name, str) else name,
             source=source,
             reference_date=date.fromisoformat(ref),

@@ -25,9 +25,7 @@ def sais(env, *args):
 
 async def ingest_reception():
     async with ingest_session(IngestSettings()) as s:
-        return await s.service.file(
-            RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18), actor="test"
-        )
+        return await s.file(RECEPTION, source="admissions-reception", reference_date=date(2017, 4, 18), actor="test")
 
 
 async def test_v0_1_to_v0_2_adds_the_admissions_source(settings_env):

@@ -3,6 +3,9 @@ Nothing runs at import."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import structlog
 from faststream.kafka import KafkaBroker
 from sais_shared.bootstrap import Consume, Running, Wiring, service_app, session
@@ -84,9 +87,11 @@ WIRING = Wiring("ingest", (("ingest", "sais_ingest"),), declare, bootstrap, cons
 MIGRATIONS = WIRING.migrations
 
 
-def ingest_session(settings: IngestSettings | None = None):
-    """Ingest for one command or test: ``async with ingest_session() as s: await s.service.file(…)``."""
-    return session(WIRING, settings or IngestSettings())
+@asynccontextmanager
+async def ingest_session(settings: IngestSettings | None = None) -> AsyncIterator[Ingest]:
+    """Ingest for one command or test: ``async with ingest_session() as ingest: await ingest.file(…)``."""
+    async with session(WIRING, settings or IngestSettings()) as running:
+        yield running.service
 
 
 def build_app(settings: IngestSettings | None = None):

@@ -137,7 +137,7 @@ def ingest_file_cmd(
                 disable=not show_progress,
             ) as bar:
                 task = bar.add_task(f"ingesting {path.name}", total=None)
-                return await session.service.file(
+                return await session.file(
                     path,
                     source=source.value,
                     reference_date=ref,
@@ -170,7 +170,7 @@ def withdraw_cmd(
 
     async def run():
         async with ingest_session() as session:
-            return await session.service.withdraw(extract_id, reason=reason, actor=actor)
+            return await session.withdraw(extract_id, reason=reason, actor=actor)
 
     row = asyncio.run(run())
     if as_json:
