@@ -93,3 +93,32 @@ def test_every_consumer_names_a_use_case_of_its_service():
         for c in wiring.consumers:
             assert callable(c.handle) or callable(getattr(service, c.handle, None)), (wiring.service, c.handle)
     assert [w.deletes is not None for w in (ingest, eligibility, delivery, retention)] == [True, True, True, False]
+
+
+def test_every_error_the_product_raises_on_purpose_is_a_sais_error():
+    """One family to catch and map to an exit code (src/sais/failures.py): none leaks outside it."""
+    import inspect
+
+    import sais_delivery.domain.errors
+    import sais_eligibility.domain.rules
+    import sais_ingest.domain.extracts
+    import sais_ingest.domain.model
+    import sais_shared.errors
+    import sais_shared.inbound
+    from sais_shared.errors import SaisError
+
+    modules = (
+        sais_delivery.domain.errors,
+        sais_eligibility.domain.rules,
+        sais_ingest.domain.model,
+        sais_ingest.domain.extracts,
+        sais_shared.errors,
+        sais_shared.inbound,
+    )
+    errors = [
+        cls
+        for m in modules
+        for _, cls in inspect.getmembers(m, inspect.isclass)
+        if issubclass(cls, Exception) and cls.__module__ == m.__name__
+    ]
+    assert len(errors) > 15 and [c.__name__ for c in errors if not issubclass(c, SaisError)] == []

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, SaisError
 from .events import Source
 
 ExtractRef = Annotated[
@@ -141,7 +141,7 @@ def signed_content(started: InboundExtractStarted, record_count: int, checksum_h
     return "\n".join(["sais-inbound-extract-v1", *_frame(started), str(record_count), checksum_hex]).encode()
 
 
-class InboundAuthenticationError(ValueError):
+class InboundAuthenticationError(SaisError, ValueError):
     """An inbound extract is unsigned, wrongly signed, or from a publisher not allowed its source."""
 
 

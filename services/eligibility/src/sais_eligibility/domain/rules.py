@@ -13,11 +13,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sais_shared.errors import SaisError
 from sais_shared.events import SOURCES
 from sais_shared.schoolyear import ORDER, parse_academic_year
 
 
-class RulesError(ValueError):
+class RulesError(SaisError, ValueError):  # a ValueError too: pydantic validators raise it
     """A rules file is invalid; the message names the file and the field."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from sais_shared.errors import SaisError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -48,7 +50,7 @@ class OutOfScope:
 Outcome = CleanRow | Rejected | OutOfScope
 
 
-class ExtractFileError(Exception):
+class ExtractFileError(SaisError):
     """The file as a whole cannot be read (encoding, no header, a required column missing), or an
     extract is refused as a whole (a replacement that withdraws too much). ``code`` names the rule."""
 
