@@ -251,12 +251,17 @@ def settings_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[s
 
 
 async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    """Poll an async predicate until it returns a truthy value (which is returned)."""
+    """Poll an async predicate until it returns a truthy value (which is returned); each look is bounded, so a
+    hung one is retried and the wait ends by ``timeout`` whatever happens."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last = None
     while loop.time() < deadline:
-        last = await predicate()
+        try:  # one look may hang (a test's own consumer waiting on a busy broker): it is taken afresh
+            last = await asyncio.wait_for(predicate(), timeout=max(1.0, min(10.0, deadline - loop.time())))
+        except TimeoutError:
+            last = None
+            continue
         if last:
             return last
         await asyncio.sleep(interval)
