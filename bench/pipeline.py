@@ -28,6 +28,7 @@ import csv
 import email
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -38,6 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "deploy" / "local")]
+import contextlib
+
 import stack
 
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -125,6 +128,51 @@ def _vm_hwm_mb() -> float:
 # --- the pipeline ---------------------------------------------------------------------------------
 
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and of its children it has waited for."""
+    f = _stat(pid)
+    return sum(int(x) for x in f[11:15]) / CLOCK_TICK if f else 0.0
+
+
+def tree_cpu_s(root: int) -> float:
+    """A process and every live descendant (each with the children it waited for)."""
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (f := _stat(int(d.name))):
+            parents.setdefault(int(f[1]), []).append(int(d.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu_s(pid)
+        todo += parents.get(pid, [])
+    return total
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's children it has waited for (a CLI run, the baseline)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def server_pids(lay) -> dict[str, int]:
+    """The PostgreSQL postmaster (its backends are its children) and the Kafka broker."""
+    pids = {}
+    for name, f in (("PostgreSQL", lay.pgdata / "postmaster.pid"), ("broker", lay.pidfile("kafka"))):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids[name] = int(f.read_text().split()[0])
+    return pids
+
+
 def data_rows(path: Path, encoding: str) -> int:
     """Rows of a CSV file, less its header."""
     with open(path, encoding=encoding) as f:
@@ -153,6 +201,7 @@ class Run:
         self.peak_mb: dict[str, float] = {}
         self.stages: list[tuple[str, float]] = []
         self.killed: list[str] = []
+        self.cpu: dict[str, float] = {}  # CPU seconds by process (services, CLI runs)
 
     # processes
     def start(self, name: str) -> None:
@@ -173,10 +222,14 @@ class Run:
         except OSError:
             pass
 
+    def _note_cpu(self, name: str, pid: int) -> None:
+        self.cpu[name] = self.cpu.get(name, 0.0) + tree_cpu_s(pid)
+
     def kill(self, name: str) -> None:
         """SIGKILL a service (no graceful shutdown) and start it again."""
         p = self.procs[name]
         self._note_peak(name, p.pid)
+        self._note_cpu(name, p.pid)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         self.killed.append(name)
@@ -185,6 +238,7 @@ class Run:
     def stop(self) -> None:
         for name, p in self.procs.items():
             self._note_peak(name, p.pid)
+            self._note_cpu(name, p.pid)
         stack.stop_processes(self.procs.values())
 
     def cli(self, label: str, *args: str, as_of: str) -> str:
@@ -192,6 +246,7 @@ class Run:
         pages the child had between fork and exec)."""
         import threading
 
+        before = children_cpu_s()
         with open(self.logs / "cli.log", "a") as log:
             p = subprocess.Popen(
                 [SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE, stderr=log, text=True
@@ -207,6 +262,7 @@ class Run:
             out = p.stdout.read()
             p.wait()
             watcher.join()
+        self.cpu["CLIs"] = self.cpu.get("CLIs", 0.0) + children_cpu_s() - before
         if p.returncode:
             raise SystemExit(f"sais {' '.join(args)} exited {p.returncode}; see {self.logs / 'cli.log'}")
         return out
@@ -428,18 +484,24 @@ def main() -> None:
             f"{a.eligibility_instances} eligibility instance(s) (logs {r.logs})",
             flush=True,
         )
+        servers = server_pids(lay)
+        at_start = {k: tree_cpu_s(pid) for k, pid in servers.items()}
         out = r.run()
+        r.cpu |= {k: tree_cpu_s(pid) - at_start[k] for k, pid in servers.items()}
         delivered, sizes, exact = r.check(out["files"], out["batches"])
         ingested = sum(out["rows"].values())
         base = None
         if not a.no_baseline:
             print(f"baseline: {ingested:,} messages of ~1 KB", flush=True)
+            at_start = {k: tree_cpu_s(pid) for k, pid in servers.items()} | {"client": children_cpu_s()}
             done = subprocess.run(
                 [PY, __file__, "--baseline-child", str(ingested)], env=r.env, capture_output=True, text=True
             )
             if done.returncode:
                 raise SystemExit(done.stderr[-3000:])
             base = json.loads(done.stdout.strip().splitlines()[-1])
+            base_cpu = {k: tree_cpu_s(pid) - at_start[k] for k, pid in servers.items()}
+            base_cpu["client"] = children_cpu_s() - at_start["client"]
     finally:
         if started:
             stack.stop(lay)
@@ -451,6 +513,7 @@ def main() -> None:
     )
     for label, s in r.stages:
         print(f"  {label:52} {s:8.1f} s")
+    print_cpu("pipeline", r.cpu, ingested)
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
     print(f"messages: {len(sizes)}; sizes (bytes) {sizes}; largest {max(sizes):,}")
     print(f"delivered per programme {delivered}; equals the independent count: {exact}")
@@ -464,8 +527,16 @@ def main() -> None:
             f"({ingested / base['consume+copy']:,.0f}/s); total {base['total']:.1f} s = "
             f"{ingested / base['total']:,.0f}/s; peak RSS {base['peak_rss_mb']:.0f} MB"
         )
+        print_cpu("baseline", base_cpu, ingested)
         print(f"pipeline / baseline, end to end: {base['total'] / out['total_s']:.2f}")
     raise SystemExit(0 if exact else 1)
+
+
+def print_cpu(what: str, cpu: dict[str, float], rows: int) -> None:
+    """CPU seconds per process and µs per input row, so that a change can be judged per component."""
+    total = sum(cpu.values())
+    parts = ", ".join(f"{k} {v:.1f} s ({v * 1e6 / rows:.0f} µs)" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+    print(f"CPU, {what}: {total:.1f} s = {total * 1e6 / rows:.0f} µs per row; {parts}")
 
 
 if __name__ == "__main__":

@@ -267,58 +267,51 @@ class EligibilityService(FollowsProtocol):
         raw_by_id = {r["record_id"]: r for r in raw}
         programmes = {p.key: p for p in rules.programmes}
         wanted = memberships(records, rules)
+        rows = {key: raw_by_id[mem.record.record_id] for key, mem in wanted.items()}
+        schools = self._findings(out, year, pupil_id, records, rules, programmes, rows, spans)
+        fingerprints = {key: _fingerprint(rows[key], schools[key]) for key in wanted}
+        lineage = sorted({r.extract_id for r in records}, key=str)
+        gone = "no longer in the cohort after a replacement dataset (ISP §9.6)" if not raw else None
+        for change in diff_cohort(fingerprints, held):
+            key, revision = change.programme, change.revision
+            ev: CohortMemberAdded | CohortMemberWithdrawn
+            if change.kind == "withdrawn":
+                reason = why or gone or "details changed: no longer eligible"
+                ev = self._withdrawn_event(year, key, programmes.get(key), pupil_id, revision, reason)
+                out.withdrawals.append((year, key, pupil_id, revision))
+            else:
+                mem, row, school = wanted[key], rows[key], schools[key]
+                member = (keys[row["key_id"]], opened.get(row["record_id"]), lineage, school)
+                ev = self._member_event(year, mem, row, change.kind, revision, *member)
+                clear = (row["record_id"], school[0], row["year_group"], row["gender"])
+                out.upserts.append(
+                    (year, key, pupil_id, mem.programme.dose, "active", fingerprints[key], revision, *clear)
+                )
+            out.outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
+            out.changes[(key, change.kind)] += 1
+
+    @staticmethod
+    def _findings(
+        out: _CohortWrites,
+        year: str,
+        pupil_id: UUID,
+        records: list[Record],
+        rules: YearRules,
+        programmes: dict[str, Programme],
+        rows: dict[str, Row],
+        spans: dict,
+    ) -> dict[str, tuple[str, str]]:
+        """The data-quality findings of one child (a sex the rules cannot place, a school the child has
+        left), and the school each membership goes out with."""
         for key in unknown_sex_findings(records, rules):
             finding = f"sex not known; {key} is for {programmes[key].sexes} only"
             out.findings.append((year, pupil_id, f"unknown-sex:{key}", finding, records[0].school_dfe))
-        rows = {key: raw_by_id[mem.record.record_id] for key, mem in wanted.items()}
         schools, left = schools_now(rows, spans)
         if left:
             out.findings.append((year, pupil_id, SCHOOL_NOT_KNOWN, *left[0]))
         else:
             out.cleared.append((year, pupil_id, SCHOOL_NOT_KNOWN))
-        fingerprints = {key: _fingerprint(rows[key], schools[key]) for key in wanted}
-        lineage = sorted({r.extract_id for r in records}, key=str)
-        for change in diff_cohort(fingerprints, held):
-            key, revision = change.programme, change.revision
-            ev: CohortMemberAdded | CohortMemberWithdrawn
-            if change.kind == "withdrawn":
-                reason = why or (
-                    "no longer in the cohort after a replacement dataset (ISP §9.6)"
-                    if not raw
-                    else "details changed: no longer eligible"
-                )
-                ev = self._withdrawn_event(year, key, programmes.get(key), pupil_id, revision, reason)
-                out.withdrawals.append((year, key, pupil_id, revision))
-            else:
-                mem, row = wanted[key], rows[key]
-                ev = self._member_event(
-                    year,
-                    mem,
-                    row,
-                    change.kind,
-                    revision,
-                    keys[row["key_id"]],
-                    opened.get(row["record_id"]),
-                    lineage,
-                    schools[key],
-                )
-                out.upserts.append(
-                    (
-                        year,
-                        key,
-                        pupil_id,
-                        mem.programme.dose,
-                        "active",
-                        fingerprints[key],
-                        revision,
-                        row["record_id"],
-                        schools[key][0],
-                        row["year_group"],
-                        row["gender"],
-                    )
-                )
-            out.outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
-            out.changes[(key, change.kind)] += 1
+        return schools
 
     def _withdrawn_event(
         self, year: str, key: str, p: Programme | None, pupil_id: UUID, revision: int, reason: str

@@ -113,89 +113,18 @@ def validate_row(
 ) -> Outcome:
     problems: list[Problem] = []
     warnings: list[Problem] = []
-
-    dfe = dfe_number(row.get("school_dfe", ""))
-    if not re.fullmatch(r"\d{7}", dfe):
-        problems.append(
-            Problem(
-                "school_dfe",
-                "school_dfe.format",
-                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001, 937/2001 or 937-2001",
-            )
-        )
-    elif dfe[:3] not in protocol.la_codes:
-        problems.append(
-            Problem("school_dfe", "school_dfe.la", f"DfE number's LA part is not one of {protocol.la_codes}")
-        )
-
-    school_name = " ".join(row.get("school_name", "").split())
-    if not school_name:
-        problems.append(Problem("school_name", "school_name.missing", "school name is missing"))
-    elif len(school_name) > MAX_SCHOOL_NAME:
-        problems.append(
-            Problem("school_name", "school_name.too_long", f"school name is longer than {MAX_SCHOOL_NAME} characters")
-        )
-
+    dfe, school_name = _school(row, protocol, problems)
     year_group = parse_year_group(row.get("year_group", ""))
     if year_group is None:
         problems.append(
             Problem("year_group", "year_group.format", "year group not recognised: use R, Reception, Y3, Year 3 or 3")
         )
-
     surname = _name(row.get("surname", ""), "surname", problems)
     forename = _name(row.get("forename", ""), "forename", problems)
-
-    dob, why = parse_date(row.get("date_of_birth", ""))
-    if why:
-        problems.append(Problem("date_of_birth", "date_of_birth.format", why))
-    elif dob is not None:
-        age = age_on(dob, reference_date)
-        if not 2 <= age <= 19:
-            problems.append(
-                Problem(
-                    "date_of_birth",
-                    "date_of_birth.school_age",
-                    f"not of school age on the reference date {reference_date.isoformat()} (age {age})",
-                )
-            )
-
-    g_raw = " ".join(row.get("gender", "").split()).lower()
-    gender = GENDERS.get(g_raw)
-    if gender is None:
-        problems.append(Problem("gender", "gender.format", "gender not recognised: use M, F or U"))
-    elif gender == "U":
-        warnings.append(Problem("gender", "gender.unknown", "gender not known"))
-
-    postcode = normalise_postcode(row.get("postcode", ""))
-    pseudo = PSEUDO_POSTCODES.get(postcode)
-    bfpo = _BFPO.fullmatch(" ".join(row.get("postcode", "").split()).upper())
-    if bfpo:
-        postcode = f"BFPO {int(bfpo.group(1))}"
-        warnings.append(
-            Problem(
-                "postcode",
-                "postcode.bfpo",
-                "a British Forces (BFPO) address: Mavis takes no BFPO "
-                "number, so this child is listed for the SAIS team to add by hand",
-            )
-        )
-    elif pseudo:
-        warnings.append(Problem("postcode", "postcode.pseudo", f"pseudo-postcode: {pseudo}"))
-    elif not postcode:
-        problems.append(Problem("postcode", "postcode.missing", "postcode is missing"))
-    elif not is_valid_postcode(postcode):
-        problems.append(Problem("postcode", "postcode.format", "not a valid UK postcode format"))
-
-    lines = address_lines(row)
-    if not lines and pseudo:
-        pass  # no fixed abode, or an address not known: the pseudo-postcode says so
-    elif not lines:
-        problems.append(Problem("address_1", "address.missing", "address line 1 is missing"))
-    elif any(len(line) > MAX_ADDRESS_LINE for line in lines):
-        problems.append(
-            Problem("address_1", "address.too_long", f"an address line is longer than {MAX_ADDRESS_LINE} characters")
-        )
-
+    dob = _date_of_birth(row, reference_date, problems)
+    gender = _gender(row, problems, warnings)
+    postcode, pseudo = _postcode(row, problems, warnings)
+    lines = _address(row, pseudo, problems)
     if problems:
         return Rejected(row_number, problems)
     assert year_group is not None and dob is not None and gender is not None
@@ -216,3 +145,90 @@ def validate_row(
         )
 
     return CleanRow(row_number, dfe, school_name, year_group, surname, forename, dob, gender, lines, postcode, warnings)
+
+
+def _school(row: dict[str, str], protocol: Protocol, problems: list[Problem]) -> tuple[str, str]:
+    dfe = dfe_number(row.get("school_dfe", ""))
+    if not re.fullmatch(r"\d{7}", dfe):
+        problems.append(
+            Problem(
+                "school_dfe",
+                "school_dfe.format",
+                "DfE number must be 7 digits (LA 3 + establishment 4), e.g. 9372001, 937/2001 or 937-2001",
+            )
+        )
+    elif dfe[:3] not in protocol.la_codes:
+        problems.append(
+            Problem("school_dfe", "school_dfe.la", f"DfE number's LA part is not one of {protocol.la_codes}")
+        )
+    school_name = " ".join(row.get("school_name", "").split())
+    if not school_name:
+        problems.append(Problem("school_name", "school_name.missing", "school name is missing"))
+    elif len(school_name) > MAX_SCHOOL_NAME:
+        problems.append(
+            Problem("school_name", "school_name.too_long", f"school name is longer than {MAX_SCHOOL_NAME} characters")
+        )
+    return dfe, school_name
+
+
+def _date_of_birth(row: dict[str, str], reference_date: date, problems: list[Problem]) -> date | None:
+    dob, why = parse_date(row.get("date_of_birth", ""))
+    if why:
+        problems.append(Problem("date_of_birth", "date_of_birth.format", why))
+    elif dob is not None:
+        age = age_on(dob, reference_date)
+        if not 2 <= age <= 19:
+            problems.append(
+                Problem(
+                    "date_of_birth",
+                    "date_of_birth.school_age",
+                    f"not of school age on the reference date {reference_date.isoformat()} (age {age})",
+                )
+            )
+    return dob
+
+
+def _gender(row: dict[str, str], problems: list[Problem], warnings: list[Problem]) -> str | None:
+    gender = GENDERS.get(" ".join(row.get("gender", "").split()).lower())
+    if gender is None:
+        problems.append(Problem("gender", "gender.format", "gender not recognised: use M, F or U"))
+    elif gender == "U":
+        warnings.append(Problem("gender", "gender.unknown", "gender not known"))
+    return gender
+
+
+def _postcode(row: dict[str, str], problems: list[Problem], warnings: list[Problem]) -> tuple[str, str | None]:
+    """The postcode as it goes, and what a pseudo-postcode says (no fixed abode, not known…)."""
+    postcode = normalise_postcode(row.get("postcode", ""))
+    pseudo = PSEUDO_POSTCODES.get(postcode)
+    bfpo = _BFPO.fullmatch(" ".join(row.get("postcode", "").split()).upper())
+    if bfpo:
+        postcode = f"BFPO {int(bfpo.group(1))}"
+        warnings.append(
+            Problem(
+                "postcode",
+                "postcode.bfpo",
+                "a British Forces (BFPO) address: Mavis takes no BFPO "
+                "number, so this child is listed for the SAIS team to add by hand",
+            )
+        )
+    elif pseudo:
+        warnings.append(Problem("postcode", "postcode.pseudo", f"pseudo-postcode: {pseudo}"))
+    elif not postcode:
+        problems.append(Problem("postcode", "postcode.missing", "postcode is missing"))
+    elif not is_valid_postcode(postcode):
+        problems.append(Problem("postcode", "postcode.format", "not a valid UK postcode format"))
+    return postcode, pseudo
+
+
+def _address(row: dict[str, str], pseudo: str | None, problems: list[Problem]) -> list[str]:
+    lines = address_lines(row)
+    if not lines and pseudo:
+        pass  # no fixed abode, or an address not known: the pseudo-postcode says so
+    elif not lines:
+        problems.append(Problem("address_1", "address.missing", "address line 1 is missing"))
+    elif any(len(line) > MAX_ADDRESS_LINE for line in lines):
+        problems.append(
+            Problem("address_1", "address.too_long", f"an address line is longer than {MAX_ADDRESS_LINE} characters")
+        )
+    return lines

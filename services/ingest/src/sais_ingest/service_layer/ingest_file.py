@@ -514,69 +514,39 @@ class Ingest(FollowsProtocol):
 
     async def _complete(self, run: _Run, x: ExtractInput, protocol: Protocol, actor: str) -> None:
         """The extract completed with its audit entry, then extract-completed for the services after it."""
-        report, repo, extract_id = run.report, self.repo, run.report.extract_id
-        ingested = AuditEntry(
-            actor,
-            "extract.ingested",
-            f"extract:{extract_id}",
-            {
-                "sha256": x.content_sha256,
-                "source": x.source,
-                "rows_in": report.rows_in,
-                "accepted": report.accepted,
-                "repeated": report.repeated,
-                "rejected": report.rejected,
-                "out_of_scope": report.out_of_scope,
-                "supersedes": str(report.supersedes) if report.supersedes else None,
-            },
-            protocol.version,
+        report, extract_id = run.report, run.report.extract_id
+        counts = {
+            "rows_in": report.rows_in,
+            "accepted": report.accepted,
+            "repeated": report.repeated,
+            "rejected": report.rejected,
+            "out_of_scope": report.out_of_scope,
+        }
+        supersedes = str(report.supersedes) if report.supersedes else None
+        details = {"sha256": x.content_sha256, "source": x.source, **counts, "supersedes": supersedes}
+        ingested = AuditEntry(actor, "extract.ingested", f"extract:{extract_id}", details, protocol.version)
+        await self.repo.complete(
+            extract_id, **counts, warnings=report.warnings, dropped_columns=report.dropped_columns, audit_entry=ingested
         )
-        await repo.complete(
-            extract_id,
-            rows_in=report.rows_in,
-            accepted=report.accepted,
-            rejected=report.rejected,
-            out_of_scope=report.out_of_scope,
-            warnings=report.warnings,
-            dropped_columns=report.dropped_columns,
-            repeated=report.repeated,
-            audit_entry=ingested,
-        )
-        await self.publishers.extract_completed.publish(
-            ExtractCompleted(
-                event_id=stable_id("extract-completed", extract_id),
-                occurred_at=self.clock.now(),
-                extract_id=extract_id,
-                source=x.source,
-                reference_date=x.reference_date,
-                target_academic_year=report.target_academic_year,
-                content_sha256=x.content_sha256,
-                rows_in=report.rows_in,
-                accepted=report.accepted,
-                rejected=report.rejected,
-                out_of_scope=report.out_of_scope,
-                warnings=report.warnings,
-                supersedes=report.supersedes,
-                key_id=run.key.key_id,
-                originator=protocol.originator_label,
-                protocol_version=protocol.version,
-                ingested_by=actor,
-                repeated=report.repeated,
-                records_digest=f"{run.digest:016x}",
-            ),
-            key=extract_id.bytes,
-        )
-        log.info(
-            "extract.completed",
-            extract_id=str(extract_id),
+        event = ExtractCompleted(
+            event_id=stable_id("extract-completed", extract_id),
+            occurred_at=self.clock.now(),
+            extract_id=extract_id,
             source=x.source,
-            rows_in=report.rows_in,
-            accepted=report.accepted,
-            repeated=report.repeated,
-            rejected=report.rejected,
-            out_of_scope=report.out_of_scope,
+            reference_date=x.reference_date,
+            target_academic_year=report.target_academic_year,
+            content_sha256=x.content_sha256,
+            **counts,
             warnings=report.warnings,
+            supersedes=report.supersedes,
+            key_id=run.key.key_id,
+            originator=protocol.originator_label,
+            protocol_version=protocol.version,
+            ingested_by=actor,
+            records_digest=f"{run.digest:016x}",
         )
+        await self.publishers.extract_completed.publish(event, key=extract_id.bytes)
+        log.info("extract.completed", extract_id=str(extract_id), source=x.source, **counts, warnings=report.warnings)
 
     # --- endings ----------------------------------------------------------------------------
 
