@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 from sais_shared.crypto import Sealed
 from sais_shared.errors import KeyDestroyedError
-from sais_shared.events import PupilPersonal, pupil_aad
+from sais_shared.events import PupilPersonal
 from sais_shared.keystore import KeyStore
 
-from .domain.model import school_flags
+from .domain.model import record_aad, school_flags
 
 
 async def active_cohort_sizes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -61,63 +61,38 @@ async def quality(pool: asyncpg.Pool, academic_year: str, la_codes: list[str]) -
 async def child_records(pool: asyncpg.Pool, keys: KeyStore, match_key: str) -> dict[str, Any]:
     """Everything eligibility holds about one child (by keyed match index), opened with the data keys."""
     records = await pool.fetch("SELECT * FROM eligibility.records WHERE match_key=$1 ORDER BY received_at", match_key)
-    out: list[dict[str, Any]] = []
-    for r in records:
-        sealed = Sealed.model_validate_json(r["personal"])
-        try:
-            key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
-            personal = key.open_model(
-                sealed,
-                PupilPersonal,
-                pupil_aad(
-                    r["extract_id"],
-                    r["record_id"],
-                    source=r["source"],
-                    reference_date=r["reference_date"],
-                    school_dfe=r["school_dfe"],
-                    school_name=r["school_name"],
-                    year_group=r["recorded_year_group"],
-                    gender=r["gender"],
-                    match_key=r["match_key"],
-                ),
-            )
-            details: Any = personal.model_dump(mode="json")
-        except KeyDestroyedError:
-            details = "deleted (data key destroyed)"
-        out.append(
-            {
-                "source": r["source"],
-                "reference_date": str(r["reference_date"]),
-                "received_at": str(r["received_at"]),
-                "school_dfe": r["school_dfe"],
-                "school_name": r["school_name"],
-                "year_group": r["year_group"],
-                "gender": r["gender"],
-                "extract_id": str(r["extract_id"]),
-                "current": r["active"],
-                "details": details,
-            }
-        )
+    out = [await _opened(r, keys) for r in records]
     pupil_ids = sorted({r["pupil_id"] for r in records}, key=str)
-    cohorts = (
-        [
-            {
-                "academic_year": c["academic_year"],
-                "programme": c["programme"],
-                "status": c["status"],
-                "school_dfe": c["school_dfe"],
-                "year_group": c["year_group"],
-            }
-            for c in await pool.fetch(
-                "SELECT * FROM eligibility.cohort WHERE pupil_id = ANY($1) ORDER BY programme", pupil_ids
-            )
-        ]
+    rows = (
+        await pool.fetch("SELECT * FROM eligibility.cohort WHERE pupil_id = ANY($1) ORDER BY programme", pupil_ids)
         if pupil_ids
         else []
     )
+    shown = ("academic_year", "programme", "status", "school_dfe", "year_group")
+    cohorts = [{k: c[k] for k in shown} for c in rows]
     return {
         "records": out,
         "cohorts": cohorts,
         "pupil_ids": pupil_ids,
         "extract_ids": sorted({r["extract_id"] for r in records}, key=str),
+    }
+
+
+async def _opened(r: asyncpg.Record, keys: KeyStore) -> dict[str, Any]:
+    """A record as a subject access request shows it: its clear fields and its personal ones opened."""
+    sealed = Sealed.model_validate_json(r["personal"])
+    details: Any
+    try:
+        key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
+        details = key.open_model(sealed, PupilPersonal, record_aad(r)).model_dump(mode="json")
+    except KeyDestroyedError:
+        details = "deleted (data key destroyed)"
+    return {
+        "source": r["source"],
+        "reference_date": str(r["reference_date"]),
+        "received_at": str(r["received_at"]),
+        **{k: r[k] for k in ("school_dfe", "school_name", "year_group", "gender")},
+        "extract_id": str(r["extract_id"]),
+        "current": r["active"],
+        "details": details,
     }

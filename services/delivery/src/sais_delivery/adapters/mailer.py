@@ -45,6 +45,38 @@ class Mailer:
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> str:
         """Send; returns the server's reply. Raises a transient, a permanent or an uncertain error."""
+        client = await self._open()
+        try:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            limit = int(client.esmtp_extensions.get("size") or 0)
+            if limit and len(message) > limit:
+                raise SmtpRejectedError(
+                    f"the message is {len(message)} bytes, over the server's limit of {limit} bytes (SIZE); "
+                    "lower SAIS_DELIVERY_MAX_MESSAGE_BYTES below it"
+                )
+            _errors, reply = await client.sendmail(sender, [recipient], message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise SmtpRejectedError(f"recipient refused: {exc.recipients[0].code}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if 400 <= exc.code < 500:
+                raise SmtpTransientError(f"SMTP server deferred the message: {exc.code}") from None
+            size = " (message too large)" if exc.code == 552 else ""
+            raise SmtpRejectedError(
+                f"SMTP server refused the message of {len(message)} bytes: {exc.code}{size}"
+            ) from None
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            raise MessageMayHaveBeenSentError(f"connection lost during the send: {type(exc).__name__}") from None
+        finally:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        return reply
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        """A connection upgraded to TLS (a server without STARTTLS is refused before anything is sent), and
+        logged in where a login is configured."""
         c = self.config
         client = aiosmtplib.SMTP(
             hostname=c.host,
@@ -75,30 +107,4 @@ class Mailer:
             raise SmtpTransientError(
                 f"SMTP connection to {c.host}:{c.port} failed: {type(exc).__name__}: {exc}"
             ) from None
-        try:
-            if client.is_ehlo_or_helo_needed:
-                await client.ehlo()
-            limit = int(client.esmtp_extensions.get("size") or 0)
-            if limit and len(message) > limit:
-                raise SmtpRejectedError(
-                    f"the message is {len(message)} bytes, over the server's limit of {limit} bytes (SIZE); "
-                    "lower SAIS_DELIVERY_MAX_MESSAGE_BYTES below it"
-                )
-            _errors, reply = await client.sendmail(sender, [recipient], message)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise SmtpRejectedError(f"recipient refused: {exc.recipients[0].code}") from None
-        except aiosmtplib.SMTPResponseException as exc:
-            if 400 <= exc.code < 500:
-                raise SmtpTransientError(f"SMTP server deferred the message: {exc.code}") from None
-            size = " (message too large)" if exc.code == 552 else ""
-            raise SmtpRejectedError(
-                f"SMTP server refused the message of {len(message)} bytes: {exc.code}{size}"
-            ) from None
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            raise MessageMayHaveBeenSentError(f"connection lost during the send: {type(exc).__name__}") from None
-        finally:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                client.close()
-        return reply
+        return client

@@ -15,6 +15,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+from sais_shared.events import pupil_aad
 from sais_shared.schoolyear import year_index
 
 from .rules import Programme, YearRules
@@ -181,3 +182,19 @@ def school_flags(rows: list[dict], la_codes: list[str]) -> list[dict]:
                 school, f"Year {r['year_group']} outside the school's age range ({r['first_year']}–{r['last_year']})", n
             )
     return [{"school_dfe": s, "flag": f, "children": n} for (s, f), n in sorted(flags.items())]
+
+
+def record_aad(row: Mapping[str, Any]) -> bytes:
+    """The context a stored record's sealed fields were sealed under (its pupil event's): they open only as
+    that row of that extract, with its clear fields as they were."""
+    return pupil_aad(
+        row["extract_id"],
+        row["record_id"],
+        source=row["source"],
+        reference_date=row["reference_date"],
+        school_dfe=row["school_dfe"],
+        school_name=row["school_name"],
+        year_group=row["recorded_year_group"],
+        gender=row["gender"],
+        match_key=row["match_key"],
+    )

@@ -39,7 +39,6 @@ from sais_shared.events import (
     ExtractWithdrawn,
     PupilPersonal,
     PupilRecorded,
-    pupil_aad,
     record_digest_part,
     stable_id,
 )
@@ -55,7 +54,7 @@ from sais_shared.schoolyear import (
 
 from ..domain.cohort import Held, diff_cohort
 from ..domain.coverage import Gap, coverage_gaps
-from ..domain.model import Candidate, Record, match, memberships, schools_now, unknown_sex_findings
+from ..domain.model import Candidate, Record, match, memberships, record_aad, schools_now, unknown_sex_findings
 from ..domain.rules import Programme, YearRules
 from .ports import Repository, Row, UnitOfWork
 
@@ -496,21 +495,6 @@ def remember(candidates: list[Candidate], pupil_id: UUID, postcode_key: str, ext
         )
     else:
         candidates.append(Candidate(pupil_id, frozenset({postcode_key}), frozenset({extract_id})))
-
-
-def record_aad(row: Row) -> bytes:
-    """The context a stored record's sealed fields were sealed under (its pupil event's)."""
-    return pupil_aad(
-        row["extract_id"],
-        row["record_id"],
-        source=row["source"],
-        reference_date=row["reference_date"],
-        school_dfe=row["school_dfe"],
-        school_name=row["school_name"],
-        year_group=row["recorded_year_group"],
-        gender=row["gender"],
-        match_key=row["match_key"],
-    )
 
 
 def _fingerprint(row: Row, school: tuple[str, str]) -> str:
