@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -159,19 +160,7 @@ def read_register(content: bytes) -> RegisterRead:
     the file is not a GIAS export at all or holds no school."""
     text, unreadable = _decode(_csv_of(content))
     reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in next(reader, None) or []]
-    except csv.Error as exc:
-        raise RegisterError(f"row 1: not a CSV file ({exc})") from None
-    index: dict[str, int] = {}
-    for name, spellings in COLUMNS.items():
-        for sp in spellings:
-            if sp in header:
-                index[name] = header.index(sp)
-                break
-    missing = [COLUMNS[n][0] for n in REQUIRED if n not in index]
-    if missing:
-        raise RegisterError(f"row 1: not a GIAS establishment export: no column {', '.join(missing)}")
+    header, index = _header(reader)
     by_dfe: dict[str, School] = {}
     skipped: list[tuple[int, str]] = []
     number = 1
@@ -189,46 +178,65 @@ def read_register(content: bytes) -> RegisterRead:
         if len(values) < len(header):
             skipped.append((number, f"{len(values)} cells; the header has {len(header)}"))
             continue
-
-        def get(name: str, values: list[str] = values) -> str:
-            i = index.get(name)
-            return values[i].strip() if i is not None and i < len(values) else ""
-
-        urn, la, est = get("urn"), _dfe_part(get("la_code"), 3), get("establishment")
-        if not (urn.isdigit() and len(urn) == 6):
-            skipped.append((number, "URN: 6 digits expected"))
+        school, why = _school_of({name: values[i].strip() for name, i in index.items() if i < len(values)})
+        if why:
+            skipped.append((number, why))
+        if school is None:
             continue
-        if not la:
-            skipped.append((number, "LA (code): 3 digits expected"))
-            continue
-        if not est:  # some establishment types (e.g. children's centres) have no DfE number
-            continue
-        if not _dfe_part(est, 4):
-            skipped.append((number, "EstablishmentNumber: 4 digits expected"))
-            continue
-        try:
-            low, high = _age(get("low_age"), "StatutoryLowAge"), _age(get("high_age"), "StatutoryHighAge")
-            closes = _close_date(get("close_date"))
-        except ValueError as exc:
-            skipped.append((number, str(exc)))
-            continue
-        school = School(
-            dfe=la + est,
-            urn=urn,
-            name=get("name"),
-            la_code=la,
-            status=get("status"),
-            phase=get("phase"),
-            first_year=year_of_low_age(low) if low is not None else None,
-            last_year=year_of_high_age(high) if high is not None else None,
-            close_date=closes,
-        )
         held = by_dfe.get(school.dfe)
         if held is None or (school.is_open and not held.is_open):
             by_dfe[school.dfe] = school
     if not by_dfe:
         raise RegisterError("the file holds no establishment with a DfE number")
     return RegisterRead(sorted(by_dfe.values(), key=lambda x: x.dfe), skipped, unreadable)
+
+
+def _header(reader: Iterator[list[str]]) -> tuple[list[str], dict[str, int]]:
+    """The header row, and the column of each field it has (under any of GIAS's spellings)."""
+    try:
+        header = [h.strip() for h in next(reader, None) or []]
+    except csv.Error as exc:
+        raise RegisterError(f"row 1: not a CSV file ({exc})") from None
+    index: dict[str, int] = {}
+    for name, spellings in COLUMNS.items():
+        for sp in spellings:
+            if sp in header:
+                index[name] = header.index(sp)
+                break
+    missing = [COLUMNS[n][0] for n in REQUIRED if n not in index]
+    if missing:
+        raise RegisterError(f"row 1: not a GIAS establishment export: no column {', '.join(missing)}")
+    return header, index
+
+
+def _school_of(row: dict[str, str]) -> tuple[School | None, str | None]:
+    """One register row as a school, or why it is skipped (neither: an establishment with no DfE number)."""
+    urn, la, est = row.get("urn", ""), _dfe_part(row.get("la_code", ""), 3), row.get("establishment", "")
+    if not (urn.isdigit() and len(urn) == 6):
+        return None, "URN: 6 digits expected"
+    if not la:
+        return None, "LA (code): 3 digits expected"
+    if not est:  # some establishment types (e.g. children's centres) have no DfE number
+        return None, None
+    if not _dfe_part(est, 4):
+        return None, "EstablishmentNumber: 4 digits expected"
+    try:
+        low, high = _age(row.get("low_age", ""), "StatutoryLowAge"), _age(row.get("high_age", ""), "StatutoryHighAge")
+        closes = _close_date(row.get("close_date", ""))
+    except ValueError as exc:
+        return None, str(exc)
+    school = School(
+        dfe=la + est,
+        urn=urn,
+        name=row.get("name", ""),
+        la_code=la,
+        status=row.get("status", ""),
+        phase=row.get("phase", ""),
+        first_year=year_of_low_age(low) if low is not None else None,
+        last_year=year_of_high_age(high) if high is not None else None,
+        close_date=closes,
+    )
+    return school, None
 
 
 def parse_register(content: bytes) -> list[School]:
