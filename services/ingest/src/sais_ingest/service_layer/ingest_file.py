@@ -261,21 +261,7 @@ class Ingest(FollowsProtocol):
         rule = protocol.source(x.source)  # refuses a source the protocol does not cover
         check_fields_allowed(protocol)
         target_year = academic_year_label(rule.target_academic_year(x.reference_date))
-        today = self.clock.today()
-        earliest = protocol.effective_from.replace(year=protocol.effective_from.year - 1)
-        problem = reference_date_problem(
-            x.source,
-            x.reference_date,
-            today=today,
-            earliest=earliest,
-            tolerance_days=self.limits.reference_date_tolerance_days,
-        )
-        if problem and not force_date:
-            raise ExtractFileError(
-                f"{problem}: nothing was read. Check --reference-date and --source; if the date is right, "
-                "say so with --force-date (audited)",
-                code="reference-date.outside-window",
-            )
+        problem = self._reference_date_problem(x, protocol, force_date=force_date)
         repo = self.repo
         existing = await repo.identity(x.content_sha256, x.source, x.reference_date, target_year)
         if existing and existing.status == "completed":
@@ -310,6 +296,21 @@ class Ingest(FollowsProtocol):
             )
         return extract_id, supersedes, target_year
 
+    def _reference_date_problem(self, x: ExtractInput, protocol: Protocol, *, force_date: bool) -> str | None:
+        """What is wrong with the extract's reference date (refused unless forced, and then audited)."""
+        earliest = protocol.effective_from.replace(year=protocol.effective_from.year - 1)
+        tolerance = self.limits.reference_date_tolerance_days
+        problem = reference_date_problem(
+            x.source, x.reference_date, today=self.clock.today(), earliest=earliest, tolerance_days=tolerance
+        )
+        if problem and not force_date:
+            raise ExtractFileError(
+                f"{problem}: nothing was read. Check --reference-date and --source; if the date is right, "
+                "say so with --force-date (audited)",
+                code="reference-date.outside-window",
+            )
+        return problem
+
     async def _begin(
         self,
         x: ExtractInput,
@@ -321,10 +322,9 @@ class Ingest(FollowsProtocol):
         *,
         dry_run: bool,
     ) -> _Run:
-        rule = protocol.source(x.source)
-        repo = self.repo
+        """The extract recorded as started, under its data key (a dry run's key is never stored)."""
         key = DataKey.generate(uuid.uuid4()) if dry_run else await self.keys.key_for_extract(extract_id)
-        await repo.start(  # from here on the extract ends completed, refused or failed: never left started
+        await self.repo.start(  # from here on the extract ends completed, refused or failed: never left started
             extract_id=extract_id,
             sha256=f"dry-run:{x.content_sha256}" if dry_run else x.content_sha256,
             source=x.source,
@@ -348,19 +348,19 @@ class Ingest(FollowsProtocol):
             supersedes=supersedes,
             dry_run=dry_run,
         )
-        run = _Run(
+        started = self.clock.now()
+        return _Run(
             report,
             _aiter(x.rows),
             None,
-            rule,
+            protocol.source(x.source),
             protocol,
             key,
             self.keys.kek,
-            self.clock.now(),
+            started,
             random.Random(x.content_sha256),
             dry_run=dry_run,
         )
-        return run
 
     async def _header(self, run: _Run) -> None:
         """The header row: which column holds which field (a file refused here has published nothing)."""
