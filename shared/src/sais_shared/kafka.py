@@ -76,47 +76,18 @@ async def setup_kafka(
     admin = AIOKafkaAdminClient(**settings.kafka_login(None))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = {
-            getattr(topics, attr): kafka_access.topic_config(attr, settings.topic_retention_days)
-            for attr in topics.names()
-        }
-        new = [
-            NewTopic(
-                name=name,
-                num_partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-                topic_configs=config,
-            )
-            for name, config in wanted.items()
-            if name not in existing
-        ]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-        altered = await _keep_topic_configs(admin, {n: c for n, c in wanted.items() if n in existing})
+        created, altered = await _ensure_topics(admin, settings, topics)
         acls: list[kafka_access.Binding] = []
         removed: list[kafka_access.Grant] = []
         quotas = 0
         if settings.kafka_security_protocol != "PLAINTEXT":
-            ours, broader = kafka_access.review_acls(await _grants(admin), topics.prefix, publishers)
-            if broader:
-                raise ConfigurationError(
-                    f"Kafka has {len(broader)} ACL(s) that are not the product's and reach its topics or consumer "
-                    f"groups under {topics.prefix!r} as well as other names: "
-                    + "; ".join(map(str, broader))
-                    + ". Remove them (kafka-acls.sh --remove), or narrow them to the other names, then run again"
-                )
-            acls = kafka_access.bindings(topics.prefix, publishers)
-            await _create_acls(admin, acls)
-            removed = ours
-            await _delete_acls(admin, removed)
+            acls, removed = await _ensure_acls(admin, topics.prefix, publishers)
             quotas = await set_quotas(admin, kafka_access.quotas(settings.kafka_publisher_byte_rate, publishers))
         await _until_visible(admin, set(topics.all()), set(acls), set(removed))
         for g in removed:
             log.warning("kafka.acl_removed", acl=str(g))
         return {
-            "topics_created": len(new),
+            "topics_created": created,
             "topics_altered": altered,
             "acls": len(acls),
             "acls_removed": len(removed),
@@ -124,6 +95,47 @@ async def setup_kafka(
         }
     finally:
         await admin.close()
+
+
+async def _ensure_topics(admin: AIOKafkaAdminClient, settings: CommonSettings, topics: Topics) -> tuple[int, int]:
+    """Every topic of the prefix there, with the configuration the product sets: (created, altered)."""
+    existing = set(await admin.list_topics())
+    wanted = {
+        getattr(topics, attr): kafka_access.topic_config(attr, settings.topic_retention_days) for attr in topics.names()
+    }
+    new = [
+        NewTopic(
+            name=name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            topic_configs=config,
+        )
+        for name, config in wanted.items()
+        if name not in existing
+    ]
+    if new:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(new)
+    return len(new), await _keep_topic_configs(admin, {n: c for n, c in wanted.items() if n in existing})
+
+
+async def _ensure_acls(
+    admin: AIOKafkaAdminClient, prefix: str, publishers: Iterable[str]
+) -> tuple[list[kafka_access.Binding], list[kafka_access.Grant]]:
+    """The ACLs on the prefix exactly the table's: (those in force, those removed). A broader ACL that
+    reaches the prefix is refused by name, never removed (it may be another application's)."""
+    ours, broader = kafka_access.review_acls(await _grants(admin), prefix, publishers)
+    if broader:
+        raise ConfigurationError(
+            f"Kafka has {len(broader)} ACL(s) that are not the product's and reach its topics or consumer "
+            f"groups under {prefix!r} as well as other names: "
+            + "; ".join(map(str, broader))
+            + ". Remove them (kafka-acls.sh --remove), or narrow them to the other names, then run again"
+        )
+    acls = kafka_access.bindings(prefix, publishers)
+    await _create_acls(admin, acls)
+    await _delete_acls(admin, ours)
+    return acls, ours
 
 
 async def _keep_topic_configs(admin: AIOKafkaAdminClient, wanted: dict[str, dict[str, str]]) -> int:
