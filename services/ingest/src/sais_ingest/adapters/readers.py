@@ -155,19 +155,7 @@ def inspect_file(path: Path, limits: ReadLimits | None = None) -> FileFacts:
     or without BOM, else Windows-1252) or which kind of binary file it is. Refuses what is not a regular
     file (a pipe or a device would hang or never end) and a file over the size cap."""
     limits = limits or ReadLimits()
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ExtractFileError(f"the file cannot be read: {exc.strerror}", code="file.unreadable") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ExtractFileError(
-            "not a regular file (a pipe, device or folder): ingest reads files only", code="file.not-regular"
-        )
-    if st.st_size > limits.max_file_bytes:
-        raise ExtractFileError(
-            f"the file is {st.st_size:,} bytes, more than {limits.max_file_bytes:,} (SAIS_INGEST_MAX_FILE_BYTES)",
-            code="file.too-large",
-        )
+    _check_regular_and_size(path, limits)
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
@@ -193,22 +181,40 @@ def inspect_file(path: Path, limits: ReadLimits | None = None) -> FileFacts:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             utf8 = False
-    kind = "text"
-    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
-        encoding = "utf-16"
-    elif bom_less := _utf16_without_bom(head):
-        encoding = bom_less
-    elif head.startswith(b"PK\x03\x04"):
-        encoding, kind = "binary", "zip"
-    elif head.startswith(b"\xd0\xcf\x11\xe0"):
-        encoding, kind = "binary", "ole2"
-    elif nul:
-        encoding, kind = "binary", "binary"
-    elif utf8:
-        encoding = "utf-8-sig"  # strips a BOM when there is one
-    else:
-        encoding = "cp1252"
+    encoding, kind = _kind_of(head, nul=nul, utf8=utf8)
     return FileFacts(digest.hexdigest(), size, encoding, kind)
+
+
+def _check_regular_and_size(path: Path, limits: ReadLimits) -> None:
+    """Refuse what is not a regular file (a pipe or a device would hang or never end), or is over the cap."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ExtractFileError(f"the file cannot be read: {exc.strerror}", code="file.unreadable") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ExtractFileError(
+            "not a regular file (a pipe, device or folder): ingest reads files only", code="file.not-regular"
+        )
+    if st.st_size > limits.max_file_bytes:
+        raise ExtractFileError(
+            f"the file is {st.st_size:,} bytes, more than {limits.max_file_bytes:,} (SAIS_INGEST_MAX_FILE_BYTES)",
+            code="file.too-large",
+        )
+
+
+def _kind_of(head: bytes, *, nul: bool, utf8: bool) -> tuple[str, str]:
+    """(text encoding, kind) from the file's first bytes and what the whole pass found."""
+    if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16", "text"
+    if bom_less := _utf16_without_bom(head):
+        return bom_less, "text"
+    if head.startswith(b"PK\x03\x04"):
+        return "binary", "zip"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "binary", "ole2"
+    if nul:
+        return "binary", "binary"
+    return ("utf-8-sig" if utf8 else "cp1252"), "text"  # utf-8-sig strips a BOM when there is one
 
 
 def _delimiter(path: Path, encoding: str) -> str:
