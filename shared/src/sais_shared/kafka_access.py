@@ -215,6 +215,38 @@ def _strimzi_quotas(values: dict[str, float] | None) -> dict:
     return {"quotas": {names[k]: int(v) for k, v in values.items()}}
 
 
+def _strimzi_topic(name: str, config: dict[str, str], labels: dict[str, str], partitions: int, replicas: int) -> dict:
+    spec_config = {
+        "retention.ms": int(config["retention.ms"]),
+        "min.insync.replicas": min(2, replicas),
+        "cleanup.policy": config["cleanup.policy"],
+    }
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaTopic",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"topicName": name, "partitions": partitions, "replicas": replicas, "config": spec_config},
+    }
+
+
+def _strimzi_user(user: str, acls: list[dict], quota: dict[str, float] | None, labels: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaUser",
+        "metadata": {"name": user, "labels": labels},
+        "spec": {
+            # the password comes from a secret the operator creates beside it (the same value goes in the
+            # service's own sais-<service>-credentials in the application's namespace)
+            "authentication": {
+                "type": "scram-sha-512",
+                "password": {"valueFrom": {"secretKeyRef": {"name": f"{user}-password", "key": "password"}}},
+            },
+            "authorization": {"type": "simple", "acls": acls},
+            **_strimzi_quotas(quota),
+        },
+    }
+
+
 def strimzi_manifests(
     prefix: str = "sais",
     cluster: str = "sais",
@@ -228,45 +260,15 @@ def strimzi_manifests(
     ``sais kafka setup`` applies to a broker without an operator."""
     import yaml
 
-    topics = Topics(prefix)
     labels = {"strimzi.io/cluster": cluster}
-    topic_docs = []
-    for attr in Topics.names():
-        name = getattr(topics, attr)
-        config = topic_config(attr, default_retention_days)
-        topic_docs.append(
-            {
-                "apiVersion": "kafka.strimzi.io/v1beta2",
-                "kind": "KafkaTopic",
-                "metadata": {"name": name, "labels": labels},
-                "spec": {
-                    "topicName": name,
-                    "partitions": partitions,
-                    "replicas": replicas,
-                    "config": {
-                        "retention.ms": int(config["retention.ms"]),
-                        "min.insync.replicas": min(2, replicas),
-                        "cleanup.policy": config["cleanup.policy"],
-                    },
-                },
-            }
+    topic_docs = [
+        _strimzi_topic(
+            getattr(Topics(prefix), attr), topic_config(attr, default_retention_days), labels, partitions, replicas
         )
+        for attr in Topics.names()
+    ]
     user_docs = [
-        {
-            "apiVersion": "kafka.strimzi.io/v1beta2",
-            "kind": "KafkaUser",
-            "metadata": {"name": user, "labels": labels},
-            "spec": {
-                # the password comes from a secret the operator creates beside it (the same value goes in
-                # the service's own sais-<service>-credentials in the application's namespace)
-                "authentication": {
-                    "type": "scram-sha-512",
-                    "password": {"valueFrom": {"secretKeyRef": {"name": f"{user}-password", "key": "password"}}},
-                },
-                "authorization": {"type": "simple", "acls": strimzi_acls(name, prefix, user)},
-                **_strimzi_quotas(quotas(publisher_byte_rate, publishers).get(user)),
-            },
-        }
+        _strimzi_user(user, strimzi_acls(name, prefix, user), quotas(publisher_byte_rate, publishers).get(user), labels)
         for name in ACCESS
         for user in users_of(name, publishers)
     ]
