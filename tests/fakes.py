@@ -14,10 +14,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sais_delivery.domain.batch import Batch, PartStatus
+from sais_delivery.domain.batch import Batch, PartStatus, WindowSummary
 from sais_delivery.domain.member import Member
 from sais_delivery.domain.render import RenderedFile
-from sais_delivery.service_layer.ports import OpenBreach, WindowSummary
+from sais_delivery.service_layer.ports import OpenBreach
 from sais_shared.crypto import DataKey, KeyEncryptionKey
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 

@@ -17,9 +17,9 @@ from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit
 from sais_shared.outbox import flush_outbox
 
-from ..domain.batch import Batch, Part, PartStatus
+from ..domain.batch import Batch, Part, PartStatus, WindowSummary
 from ..domain.member import COLUMNS, Member
-from ..service_layer.ports import OpenBreach, Publisher, WindowSummary
+from ..service_layer.ports import OpenBreach, Publisher
 
 # The members a window delivers ($1 academic year, $2 the window's sources: those the child first came
 # in through), and the fingerprint of their content: a batch is the same batch exactly when this is.
