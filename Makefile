@@ -50,7 +50,7 @@ stack-status:
 	@.venv/bin/python deploy/local/stack.py status
 
 samples: install
-	@.venv/bin/python -m sais_shared.testing.synthetic --out data/samples
+	@.venv/bin/python -m tests.synthetic --out data/samples
 
 # Tools the tests use that are not Python packages: kustomize (built from the Go module proxy, once).
 KUSTOMIZE_VERSION := v5.6.0

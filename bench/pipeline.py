@@ -326,7 +326,7 @@ class Run:
         return hook
 
     def run(self) -> dict:
-        from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
+        from tests.synthetic import REFERENCE_DATES, write_samples
 
         files = write_samples(self.logs / "data", seed=2017, per_year=max(1, self.n // 4))
         rows = {s: data_rows(p, "cp1252" if s == "admissions-reception" else "utf-8-sig") for s, p in files.items()}

@@ -5,7 +5,9 @@ runs the same checks against both), and no more."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -18,8 +20,10 @@ from sais_delivery.domain.batch import Batch, PartStatus, WindowSummary
 from sais_delivery.domain.member import Member
 from sais_delivery.domain.render import RenderedFile
 from sais_delivery.service_layer.ports import OpenBreach
+from sais_eligibility.domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal
+from sais_eligibility.domain.model import Candidate, Record, SchoolSpan
 from sais_shared.crypto import DataKey, KeyEncryptionKey
-from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
+from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked, cohort_event_adapter
 
 
 class FixedClock:
@@ -381,3 +385,225 @@ class FakeSmime:
     def build(self, *, subject: str, message_id: str, body: str, files: list[RenderedFile], date: datetime) -> bytes:
         self.built.append(BuiltMessage(subject, message_id, list(files)))
         return b"".join(f.content for f in files)
+
+
+# --- eligibility -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Extract:
+    extract_id: UUID
+    academic_year: str
+    status: str  # completed | failed | withdrawn
+    accepted: int = 0
+    supersedes: UUID | None = None
+    digest: int | None = None
+    released: bool = False
+    reconciled: bool = False
+    released_through: UUID | None = None
+
+
+@dataclass
+class FakeRepository:
+    """Eligibility's repository in memory (``tests/integration/test_eligibility_contract.py`` holds it to
+    the same contract as PostgreSQL's)."""
+
+    processed: set[UUID] = field(default_factory=set)
+    records: dict[UUID, Record] = field(default_factory=dict)
+    inactive: set[UUID] = field(default_factory=set)  # record ids retired or withdrawn
+    cohort: dict[tuple[str, str, UUID], CohortEntry] = field(default_factory=dict)
+    extracts: dict[UUID, _Extract] = field(default_factory=dict)
+    findings: dict[FindingKey, str] = field(default_factory=dict)
+    schools: dict[str, SchoolSpan] = field(default_factory=dict)
+    outbox: list[tuple[UUID, bytes, str]] = field(default_factory=list)
+    progress: dict[UUID, list[int]] = field(default_factory=dict)
+    destroyed_keys: set[UUID] = field(default_factory=set)  # the keys' table, as the transaction reads it
+
+    def _active(self) -> list[Record]:
+        return [r for r in self.records.values() if r.record_id not in self.inactive]
+
+    async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
+        fresh = set(event_ids) - self.processed
+        self.processed |= fresh
+        return fresh
+
+    async def lock_year(self, year: str, *, exclusive: bool) -> None:
+        pass  # one task: nothing to serialise
+
+    async def lock_children(self, year: str, match_keys: set[str]) -> None:
+        pass
+
+    async def lock_extracts(self, extract_ids: set[UUID], *, exclusive: bool) -> None:
+        pass  # one event loop, one fake: nothing runs beside it
+
+    async def known_children(self, year: str, match_keys: list[str]) -> dict[str, list[Candidate]]:
+        found: dict[tuple[str, UUID], tuple[set[str], set[UUID]]] = {}
+        for r in self._active():
+            if r.academic_year == year and r.match_key in match_keys:
+                pks, exs = found.setdefault((r.match_key, r.pupil_id), (set(), set()))
+                pks.add(r.postcode_key)
+                exs.add(r.extract_id)
+        known: dict[str, list[Candidate]] = {}
+        for (match_key, pupil_id), (pks, exs) in found.items():
+            known.setdefault(match_key, []).append(Candidate(pupil_id, frozenset(pks), frozenset(exs)))
+        return known
+
+    async def add_records(self, records: list[Record]) -> None:
+        for r in records:
+            self.records.setdefault(r.record_id, r)
+
+    async def add_progress(self, rows: list[tuple[UUID, int, int]]) -> None:
+        for extract_id, n, digest in rows:
+            p = self.progress.setdefault(extract_id, [0, 0])
+            p[0], p[1] = p[0] + n, (p[1] + digest) % 2**64
+
+    async def keys_destroyed_among(self, key_ids: set[UUID]) -> set[UUID]:
+        return set(key_ids) & self.destroyed_keys
+
+    async def ended_among(self, extract_ids: set[UUID]) -> set[UUID]:
+        return {x for x in extract_ids if x in self.extracts and self.extracts[x].status == "failed"}
+
+    async def fail_extract(self, e: Any) -> dict[str, int]:
+        known = self.extracts.get(e.extract_id)
+        if known is not None and known.released:
+            return {"eligibility.records": 0}
+        self.extracts[e.extract_id] = _Extract(e.extract_id, e.target_academic_year, "failed")
+        gone = [k for k, r in self.records.items() if r.extract_id == e.extract_id]
+        for k in gone:
+            del self.records[k]
+        self.progress.pop(e.extract_id, None)
+        return {"eligibility.records": len(gone)}
+
+    async def withdraw_extract(self, extract_id: UUID, reason: str) -> bool:
+        e = self.extracts.get(extract_id)
+        if e is None or e.status != "completed":
+            return False
+        e.status, e.reconciled, e.released_through = "withdrawn", False, None
+        self.inactive |= {r.record_id for r in self.records.values() if r.extract_id == extract_id}
+        return True
+
+    async def years_pending(self) -> list[str]:
+        pending = ("completed", "withdrawn")
+        return sorted({e.academic_year for e in self.extracts.values() if not e.reconciled and e.status in pending})
+
+    async def start_release(self, extract_id: UUID) -> bool:
+        e = self.extracts[extract_id]
+        if e.released or e.status != "completed":
+            return False
+        e.released = True
+        return True
+
+    async def release_cursor(self, extract_id: UUID) -> tuple[bool, UUID | None]:
+        e = self.extracts.get(extract_id)
+        return (True, None) if e is None else (e.reconciled, e.released_through)
+
+    async def children_of(self, extract_ids: list[UUID], after: UUID | None, limit: int) -> list[UUID]:
+        ids = sorted({r.pupil_id for r in self.records.values() if r.extract_id in extract_ids})
+        return [p for p in ids if after is None or p > after][:limit]
+
+    async def released_findings(self, extract_id: UUID, pupil_ids: list[UUID]) -> list[Finding]:
+        return [
+            Finding(r.academic_year, r.pupil_id, code, detail, r.school_dfe)
+            for r in self.records.values()
+            if r.extract_id == extract_id and r.pupil_id in pupil_ids
+            for code, detail in json.loads(r.match_findings)
+        ]
+
+    async def set_released_through(self, extract_id: UUID, pupil_id: UUID) -> None:
+        self.extracts[extract_id].released_through = pupil_id
+
+    async def add_findings(self, findings: list[Finding]) -> None:
+        for f in findings:
+            self.findings[f.key()] = f.detail
+
+    async def clear_findings(self, keys: list[FindingKey]) -> None:
+        for k in keys:
+            self.findings.pop(k, None)
+
+    async def school_spans(self, dfes: set[str]) -> dict[str, SchoolSpan]:
+        return {d: s for d, s in self.schools.items() if d in dfes}
+
+    async def cohort_state(
+        self, year: str, pupil_ids: set[UUID]
+    ) -> tuple[dict[UUID, list[Record]], dict[UUID, dict[str, Held]]]:
+        records: dict[UUID, list[Record]] = {}
+        released = {x for x, e in self.extracts.items() if e.status == "completed" and e.released}
+        for r in self._active():
+            if r.pupil_id in pupil_ids and r.extract_id in released:
+                records.setdefault(r.pupil_id, []).append(r)
+        held: dict[UUID, dict[str, Held]] = {}
+        for (y, programme, pupil_id), m in self.cohort.items():
+            if y == year and pupil_id in pupil_ids:
+                held.setdefault(pupil_id, {})[programme] = Held(m.status, m.fingerprint, m.revision)
+        return records, held
+
+    async def save_cohort(
+        self, upserts: list[CohortEntry], withdrawals: list[Withdrawal], outbox: list[tuple[UUID, bytes, str]]
+    ) -> None:
+        for u in upserts:
+            self.cohort[(u.academic_year, u.programme, u.pupil_id)] = u
+        for w in withdrawals:
+            key = (w.academic_year, w.programme, w.pupil_id)
+            self.cohort[key] = dataclasses.replace(self.cohort[key], status="withdrawn", revision=w.revision)
+        await self.queue_events(outbox)
+
+    async def queue_events(self, outbox: list[tuple[UUID, bytes, str]]) -> None:
+        known = {e[0] for e in self.outbox}
+        self.outbox += [e for e in outbox if e[0] not in known]
+
+    async def add_extracts(self, completed: list[Any]) -> None:
+        for e in completed:
+            digest = int(e.records_digest, 16) if e.records_digest else None
+            self.extracts.setdefault(
+                e.extract_id,
+                _Extract(e.extract_id, e.target_academic_year, "completed", e.accepted, e.supersedes, digest),
+            )
+
+    def _ready(self, year: str) -> list[ReadyExtract]:
+        def complete(e: _Extract) -> bool:
+            n, d = self.progress.get(e.extract_id, [0, 0])
+            return e.accepted == n and e.digest in (None, d)
+
+        return [
+            ReadyExtract(e.extract_id, e.status, e.supersedes)
+            for e in self.extracts.values()
+            if e.academic_year == year
+            and not e.reconciled
+            and (e.status == "withdrawn" or (e.status == "completed" and complete(e)))
+        ]
+
+    async def any_ready(self, year: str) -> bool:
+        return bool(self._ready(year))
+
+    async def ready_extracts(self, year: str) -> list[ReadyExtract]:
+        return self._ready(year)
+
+    async def retire_extract(self, extract_id: UUID) -> set[UUID]:
+        retired = {r for r in self._active() if r.extract_id == extract_id}
+        self.inactive |= {r.record_id for r in retired}
+        return {r.pupil_id for r in retired}
+
+    async def mark_reconciled(self, extract_id: UUID) -> None:
+        self.extracts[extract_id].reconciled = True
+
+
+class FakeUnitOfWork:
+    def __init__(self) -> None:
+        self.repo = FakeRepository()
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[FakeRepository]:
+        yield self.repo
+
+
+class FakeOutbox:
+    """Eligibility's outbox: what is flushed is 'published' (parsed as delivery would read it)."""
+
+    def __init__(self, repo: FakeRepository) -> None:
+        self.repo, self.published = repo, list[Any]()
+
+    async def flush(self) -> int:
+        n = len(self.repo.outbox)
+        self.published += [cohort_event_adapter.validate_json(payload) for _, _, payload in self.repo.outbox]
+        self.repo.outbox.clear()
+        return n

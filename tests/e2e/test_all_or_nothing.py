@@ -11,11 +11,11 @@ import signal
 import subprocess
 
 import pytest
-from sais_shared.testing.synthetic import write_samples
 
 from tests.e2e.test_pipeline import SAIS, Pipeline, wait_sql
 from tests.helpers import REPO, openssl_open, oracle
 from tests.integration.test_pipeline_services import fetchrow, fetchval
+from tests.synthetic import write_samples
 
 pytestmark = pytest.mark.e2e
 REF = "2017-05-18"

@@ -11,11 +11,11 @@ import time
 import asyncpg
 import pytest
 from sais_shared.events import CohortMemberAdded
-from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
 
 from tests.e2e.test_pipeline import wait_sql
 from tests.helpers import REPO, cohort_member_events, oracle
+from tests.synthetic import REFERENCE_DATES, write_samples
 
 pytestmark = pytest.mark.e2e
 PY = str(REPO / ".venv" / "bin" / "python")

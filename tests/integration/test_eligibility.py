@@ -13,12 +13,12 @@ from sais_shared.events import (
     CohortMemberAdded,
     CohortMemberWithdrawn,
 )
-from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
 from tests.helpers import REPO, cohort_member_events, oracle
 from tests.integration.test_pipeline_services import fetchval, ingest
+from tests.synthetic import REFERENCE_DATES, write_samples
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,12 @@ import pytest
 from faststream import TestApp
 from sais_eligibility.app import build_app
 from sais_eligibility.config import EligibilitySettings
-from sais_shared.testing.synthetic import REFERENCE_DATES, write_samples
 from sais_shared.topics import Topics
 
 from tests.conftest import wait_until
 from tests.helpers import cohort_member_events, oracle
 from tests.integration.test_pipeline_services import fetchval, ingest
+from tests.synthetic import REFERENCE_DATES, write_samples
 
 pytestmark = pytest.mark.integration
 

@@ -4,15 +4,11 @@ port is exercised by the integration tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
 
 import pytest
 from sais_eligibility.adapters.rules_files import load_all_rules
-from sais_eligibility.domain.cohort import Held
 from sais_eligibility.domain.model import SchoolSpan
 from sais_eligibility.service_layer.handlers import EligibilityService
 from sais_shared.crypto import DataKey, Sealed
@@ -22,12 +18,11 @@ from sais_shared.events import (
     ExtractCompleted,
     PupilPersonal,
     PupilRecorded,
-    cohort_event_adapter,
     stable_id,
 )
 from sais_shared.protocol import load_protocol
 
-from tests.fakes import FakeKeys, FixedClock, ProtocolInForce
+from tests.fakes import FakeKeys, FakeOutbox, FakeUnitOfWork, FixedClock, ProtocolInForce
 
 pytestmark = pytest.mark.unit
 
@@ -35,236 +30,6 @@ MAY = date(2017, 5, 18)
 
 
 # --- fakes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeRepository:
-    processed: set[UUID] = field(default_factory=set)
-    records: dict[UUID, dict] = field(default_factory=dict)
-    cohort: dict[tuple[str, str, UUID], dict] = field(default_factory=dict)
-    extracts: dict[UUID, dict] = field(default_factory=dict)
-    findings: dict[tuple, str] = field(default_factory=dict)
-    schools: dict[str, SchoolSpan] = field(default_factory=dict)
-    outbox: list[tuple[UUID, bytes, str]] = field(default_factory=list)
-    progress: dict[UUID, list[int]] = field(default_factory=dict)
-    destroyed_keys: set[UUID] = field(default_factory=set)  # the keys' table, as the transaction reads it
-
-    async def claim_new(self, event_ids):
-        fresh = set(event_ids) - self.processed
-        self.processed |= fresh
-        return fresh
-
-    async def lock_year(self, year, *, exclusive):
-        pass  # one task: nothing to serialise
-
-    async def lock_children(self, year, match_keys):
-        pass
-
-    async def known_children(self, year, match_keys):
-        out: dict[tuple[str, UUID], dict] = {}
-        for r in self.records.values():
-            if r["academic_year"] == year and r["match_key"] in match_keys and r["active"]:
-                row = out.setdefault(
-                    (r["match_key"], r["pupil_id"]),
-                    {"match_key": r["match_key"], "pupil_id": r["pupil_id"], "pk": [], "ex": []},
-                )
-                row["pk"].append(r["postcode_key"])
-                row["ex"].append(r["extract_id"])
-        return list(out.values())
-
-    async def add_records(self, rows):
-        cols = (
-            "record_id",
-            "extract_id",
-            "academic_year",
-            "pupil_id",
-            "match_key",
-            "postcode_key",
-            "content_key",
-            "source",
-            "reference_date",
-            "received_at",
-            "school_dfe",
-            "school_name",
-            "recorded_year_group",
-            "year_group",
-            "dob_year_group",
-            "gender",
-            "key_id",
-            "personal",
-            "match_findings",
-        )
-        for row in rows:
-            self.records.setdefault(row[0], {**dict(zip(cols, row, strict=True)), "active": True})
-
-    async def add_progress(self, rows):
-        for extract_id, n, digest in rows:
-            p = self.progress.setdefault(extract_id, [0, 0])
-            p[0], p[1] = p[0] + n, (p[1] + digest) % 2**64
-
-    async def lock_extracts(self, extract_ids, *, exclusive):
-        pass  # one event loop, one fake: nothing runs beside it
-
-    async def keys_destroyed_among(self, key_ids):
-        return set(key_ids) & self.destroyed_keys
-
-    async def ended_among(self, extract_ids):
-        return {x for x in extract_ids if self.extracts.get(x, {}).get("status") == "failed"}
-
-    async def fail_extract(self, e):
-        self.extracts[e.extract_id] = {"extract_id": e.extract_id, "academic_year": e.target_academic_year,
-                                       "status": "failed", "reconciled": False, "released": False}  # fmt: skip
-        gone = [k for k, r in self.records.items() if r["extract_id"] == e.extract_id]
-        for k in gone:
-            del self.records[k]
-        self.progress.pop(e.extract_id, None)
-        return {"eligibility.records": len(gone)}
-
-    async def withdraw_extract(self, extract_id, reason):
-        e = self.extracts.get(extract_id)
-        if not e or e["status"] != "completed":
-            return False
-        e.update(status="withdrawn", reconciled=False, released_through=None)
-        for r in self.records.values():
-            if r["extract_id"] == extract_id:
-                r["active"] = False
-        return True
-
-    async def years_pending(self):
-        return sorted({e["academic_year"] for e in self.extracts.values()
-                       if not e["reconciled"] and e["status"] in ("completed", "withdrawn")})  # fmt: skip
-
-    async def start_release(self, extract_id):
-        e = self.extracts[extract_id]
-        if e["released"] or e["status"] != "completed":
-            return False
-        e["released"] = True
-        return True
-
-    async def release_cursor(self, extract_id):
-        e = self.extracts[extract_id]
-        return e["reconciled"], e.get("released_through")
-
-    async def children_of(self, extract_ids, after, limit):
-        ids = sorted({r["pupil_id"] for r in self.records.values() if r["extract_id"] in extract_ids})
-        return [p for p in ids if after is None or p > after][:limit]
-
-    async def released_findings(self, extract_id, pupil_ids):
-        import json
-
-        return [
-            (r["academic_year"], r["pupil_id"], code, detail, r["school_dfe"])
-            for r in self.records.values()
-            if r["extract_id"] == extract_id and r["pupil_id"] in pupil_ids
-            for code, detail in json.loads(r["match_findings"])
-        ]
-
-    async def set_released_through(self, extract_id, pupil_id):
-        self.extracts[extract_id]["released_through"] = pupil_id
-
-    async def add_findings(self, findings):
-        for year, pupil_id, code, detail, _school in findings:
-            self.findings[(year, pupil_id, code)] = detail
-
-    async def clear_findings(self, keys):
-        for k in keys:
-            self.findings.pop(k, None)
-
-    async def school_spans(self, dfes):
-        return {d: s for d, s in self.schools.items() if d in dfes}
-
-    async def cohort_state(self, year, pupil_ids):
-        records: dict[UUID, list[dict]] = {}
-        released = {x for x, e in self.extracts.items() if e["status"] == "completed" and e["released"]}
-        for r in self.records.values():
-            if r["pupil_id"] in pupil_ids and r["active"] and r["extract_id"] in released:
-                records.setdefault(r["pupil_id"], []).append(r)
-        held: dict[UUID, dict[str, Held]] = {}
-        for (y, programme, pupil_id), m in self.cohort.items():
-            if y == year and pupil_id in pupil_ids:
-                held.setdefault(pupil_id, {})[programme] = Held(m["status"], m["fingerprint"], m["revision"])
-        return records, held
-
-    async def save_cohort(self, upserts, withdrawals, outbox):
-        for year, programme, pupil_id, _dose, status, fingerprint, revision, record_id, *_ in upserts:
-            self.cohort[(year, programme, pupil_id)] = {
-                "status": status,
-                "fingerprint": fingerprint,
-                "revision": revision,
-                "record_id": record_id,
-            }
-        for year, programme, pupil_id, revision in withdrawals:
-            self.cohort[(year, programme, pupil_id)].update(status="withdrawn", revision=revision)
-        await self.queue_events(outbox)
-
-    async def queue_events(self, outbox):
-        known = {e[0] for e in self.outbox}
-        self.outbox += [e for e in outbox if e[0] not in known]
-
-    async def add_extracts(self, rows):
-        for extract_id, _source, _ref, year, accepted, supersedes, _key_id, _completed, digest in rows:
-            self.extracts.setdefault(
-                extract_id,
-                {
-                    "extract_id": extract_id,
-                    "academic_year": year,
-                    "accepted": accepted,
-                    "supersedes": supersedes,
-                    "reconciled": False,
-                    "released": False,
-                    "status": "completed",
-                    "digest": digest,
-                },
-            )
-
-    def _ready(self, year):
-        def complete(e):
-            n, d = self.progress.get(e["extract_id"], [0, 0])
-            return e["accepted"] == n and e["digest"] in (None, d)
-
-        return [
-            e
-            for e in self.extracts.values()
-            if e["academic_year"] == year
-            and not e["reconciled"]
-            and (e["status"] == "withdrawn" or (e["status"] == "completed" and complete(e)))
-        ]
-
-    async def any_ready(self, year):
-        return bool(self._ready(year))
-
-    async def ready_extracts(self, year):
-        return self._ready(year)
-
-    async def retire_extract(self, extract_id):
-        retired = {r["pupil_id"] for r in self.records.values() if r["extract_id"] == extract_id and r["active"]}
-        for r in self.records.values():
-            if r["extract_id"] == extract_id:
-                r["active"] = False
-        return retired
-
-    async def mark_reconciled(self, extract_id):
-        self.extracts[extract_id]["reconciled"] = True
-
-
-class FakeUnitOfWork:
-    def __init__(self) -> None:
-        self.repo = FakeRepository()
-
-    @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[FakeRepository]:
-        yield self.repo
-
-
-class FakeOutbox:
-    def __init__(self, repo: FakeRepository) -> None:
-        self.repo, self.published = repo, []
-
-    async def flush(self) -> int:
-        n = len(self.repo.outbox)
-        self.published += [cohort_event_adapter.validate_json(payload) for _, _, payload in self.repo.outbox]
-        self.repo.outbox.clear()
-        return n
 
 
 @pytest.fixture
@@ -412,7 +177,7 @@ async def test_a_replacement_dataset_withdraws_a_child_no_longer_in_it(world):
         if isinstance(e, CohortMemberAdded)
     }
     assert names[withdrawn[0].pupil_id] == "Alan"
-    assert {k[2] for k, m in repo.cohort.items() if m["status"] == "active"} == {
+    assert {k[2] for k, m in repo.cohort.items() if m.status == "active"} == {
         p for p, name in names.items() if name == "Ada"
     }
 

@@ -314,25 +314,40 @@ def service_app(
         alive=liveness.problem,
     )
 
-    @app.after_startup
-    async def _started() -> None:
-        from .kafka_access import ACCESS
-
-        access = ACCESS.get(wiring.service)
-        if access is not None:
-            ops.prime(
-                [getattr(topics, t) for t in access.reads],
-                [getattr(topics, t) for t in access.writes],
-                **(prime(current()) if prime else {}),
-            )
-        if after_start is not None:
-            await after_start(current())
-        if timer is not None:
-            tasks.append(asyncio.create_task(_loop(wiring.service, current, *timer)))
-        tasks.append(asyncio.create_task(_sample_state(wiring.service, settings, topics, current, gauges)))
-        liveness.up = True
-
+    app.after_startup(
+        partial(_started, wiring, settings, topics, current, tasks, liveness, after_start, timer, gauges, prime)
+    )
     return app
+
+
+async def _started(
+    wiring: Wiring[P, S],
+    settings: Settings,
+    topics: Topics,
+    current: Current[P, S],
+    tasks: list[asyncio.Task],
+    liveness: Liveness,
+    after_start: Callable[[Running[P, S]], Awaitable[Any]] | None,
+    timer: tuple[Callable[[Running[P, S]], Awaitable[Any]], float] | None,
+    gauges: Callable[[Running[P, S]], Awaitable[Any]] | None,
+    prime: Callable[[Running[P, S]], dict[str, list[tuple[str, ...]]]] | None,
+) -> None:
+    """Once the broker is up: the metrics primed, the outbox flushed, the timer and the sampler started."""
+    from .kafka_access import ACCESS
+
+    access = ACCESS.get(wiring.service)
+    if access is not None:
+        ops.prime(
+            [getattr(topics, t) for t in access.reads],
+            [getattr(topics, t) for t in access.writes],
+            **(prime(current()) if prime else {}),
+        )
+    if after_start is not None:
+        await after_start(current())
+    if timer is not None:
+        tasks.append(asyncio.create_task(_loop(wiring.service, current, *timer)))
+    tasks.append(asyncio.create_task(_sample_state(wiring.service, settings, topics, current, gauges)))
+    liveness.up = True
 
 
 def _check_consumers(wiring: Wiring[P, S], service: S, topics: Topics) -> None:

@@ -388,6 +388,53 @@ def _handling(topic: str, records: Sequence[Any], events: list[Any]) -> Any:
     )
 
 
+class _FailureCount:
+    """Handler failures in a row, by a batch's first position. Kept on success: a batch redelivered
+    after a commit lost in a rebalance goes straight to one at a time. Bounded to the last 1,000."""
+
+    def __init__(self) -> None:
+        self._tries: dict[tuple[str, int, int], int] = {}
+
+    def one_more(self, records: Sequence[Any]) -> int:
+        position = min((r.topic, r.partition, r.offset) for r in records)
+        tries = self._tries[position] = self._tries.pop(position, 0) + 1
+        while len(self._tries) > 1000:
+            del self._tries[next(iter(self._tries))]
+        return tries
+
+
+async def _pause_before_retry(logger: Any, topic: str, exc: Exception, records: int, attempt: int) -> None:
+    ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
+    logger.warning(
+        "batch.retry",
+        error=type(exc).__name__,
+        records=records,
+        attempt=attempt,
+        pause_s=TRANSIENT_RETRY_PAUSE_S,
+    )
+    await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+
+
+def _batch_subscriber(
+    broker: KafkaBroker, topic: str, group_id: str, max_records: int, title: str, description: str | None
+) -> Any:
+    """Batches, committed only when handled (read-committed: no record of an aborted transaction)."""
+    return broker.subscriber(
+        topic,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=200,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        isolation_level="read_committed",
+        decoder=_no_decode,
+        **CONSUMER_TUNING,
+        title=title,
+        description=description,
+    )
+
+
 def batch_consumer(
     broker: KafkaBroker,
     *,
@@ -405,24 +452,11 @@ def batch_consumer(
 
     ``payload`` (a pydantic model or TypeAdapter) is what ``parse`` accepts: it documents the channel."""
     dlq = dead_letter_publisher(broker, dead_letter_topic)
-    failures: dict[tuple[str, int, int], int] = {}  # handler failures in a row, by the batch's first position
+    failures = _FailureCount()
     SUBSCRIBER_PAYLOADS[title or f"{topic}:{group_id}"] = payload
     logger = log.bind(topic=topic, group_id=group_id)
 
-    @broker.subscriber(
-        topic,
-        group_id=group_id,
-        batch=True,
-        max_records=max_records,
-        batch_timeout_ms=200,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        isolation_level="read_committed",
-        decoder=_no_decode,
-        **CONSUMER_TUNING,
-        title=title or f"{topic}:{group_id}",
-        description=description,
-    )
+    @_batch_subscriber(broker, topic, group_id, max_records, title or f"{topic}:{group_id}", description)
     async def consume(message: KafkaMessage) -> None:
         records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
         ops.RECORDS_CONSUMED.labels(ops.service(), topic).inc(len(records))
@@ -439,20 +473,9 @@ def batch_consumer(
             # forever. Handle the records one at a time, so only the offending ones are dead-lettered.
             await _handle_one_by_one(parsed, handle, dlq, group_id)
         except Exception as exc:
-            position = min((r.topic, r.partition, r.offset) for r in records)
-            tries = failures[position] = failures.pop(position, 0) + 1  # kept on success: a redelivered
-            while len(failures) > 1000:  # batch (a commit lost in a rebalance) goes straight to one at a time
-                del failures[next(iter(failures))]
+            tries = failures.one_more(records)
             if isinstance(exc, INFRASTRUCTURE_ERRORS) or tries < HANDLER_ATTEMPTS:
-                ops.BATCH_RETRIES.labels(ops.service(), topic).inc()
-                logger.warning(
-                    "batch.retry",
-                    error=type(exc).__name__,
-                    records=len(records),
-                    attempt=tries,
-                    pause_s=TRANSIENT_RETRY_PAUSE_S,
-                )
-                await asyncio.sleep(TRANSIENT_RETRY_PAUSE_S)
+                await _pause_before_retry(logger, topic, exc, len(records), tries)
                 raise
             # The servers answer, yet the handler failed on this batch HANDLER_ATTEMPTS times: a record it
             # cannot process (a defect met by this data). One at a time, so only that record is set aside.

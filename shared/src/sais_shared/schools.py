@@ -258,6 +258,19 @@ class LoadReport:
     unreadable_bytes: int = 0
 
 
+def _report(read: RegisterRead, la_codes: list[str], digest: str) -> LoadReport:
+    schools = read.schools
+    return LoadReport(
+        schools=len(schools),
+        open=sum(s.is_open for s in schools),
+        closed=sum(not s.is_open for s in schools),
+        outside=sum(s.la_code not in la_codes for s in schools),
+        sha256=digest,
+        skipped=[{"row": r, "reason": why} for r, why in read.skipped],
+        unreadable_bytes=read.unreadable_bytes,
+    )
+
+
 async def load_register(
     conn, content: bytes, origin: str, actor: str, la_codes: list[str], protocol_version: str
 ) -> LoadReport:
@@ -284,15 +297,7 @@ async def load_register(
             len(schools),
             actor,
         )
-        report = LoadReport(
-            schools=len(schools),
-            open=sum(s.is_open for s in schools),
-            closed=sum(not s.is_open for s in schools),
-            outside=sum(s.la_code not in la_codes for s in schools),
-            sha256=digest,
-            skipped=[{"row": r, "reason": why} for r, why in read.skipped],
-            unreadable_bytes=read.unreadable_bytes,
-        )
+        report = _report(read, la_codes, digest)
         await audit(
             conn,
             actor,

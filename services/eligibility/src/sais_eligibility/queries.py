@@ -11,7 +11,7 @@ from sais_shared.errors import KeyDestroyedError
 from sais_shared.events import PupilPersonal
 from sais_shared.keystore import KeyStore
 
-from .domain.model import record_aad, school_flags
+from .domain.model import Record, school_flags
 
 
 async def active_cohort_sizes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ async def _opened(r: asyncpg.Record, keys: KeyStore) -> dict[str, Any]:
     details: Any
     try:
         key = (await keys.get_many([sealed.key_id]))[sealed.key_id]
-        details = key.open_model(sealed, PupilPersonal, record_aad(r)).model_dump(mode="json")
+        details = key.open_model(sealed, PupilPersonal, Record.of(r).aad()).model_dump(mode="json")
     except KeyDestroyedError:
         details = "deleted (data key destroyed)"
     return {

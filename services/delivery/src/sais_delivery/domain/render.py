@@ -185,6 +185,14 @@ def field_definitions(protocol: Protocol) -> RenderedFile:
     return RenderedFile("field-definitions.csv", _csv(rows), len(rows) - 1)
 
 
+def _transfer(protocol: Protocol) -> dict[str, str | None]:
+    return {
+        "method": protocol.transfer.method,
+        "as_written": protocol.transfer.as_written,
+        "why_it_differs": protocol.transfer.method_reason,
+    }
+
+
 def manifest(
     *,
     batch_id: str,
@@ -217,11 +225,7 @@ def manifest(
         "delete_by": delete_by.isoformat(),
         "retention": f"Delete by {delete_by.isoformat()}: {protocol.retention_months} months from transfer "
         "(ISP §11.1).",
-        "transfer": {
-            "method": protocol.transfer.method,
-            "as_written": protocol.transfer.as_written,
-            "why_it_differs": protocol.transfer.method_reason,
-        },
+        "transfer": _transfer(protocol),
         "part": part or {"number": 1, "of": 1},
         "counts": counts,
         "cohort_complete": None if coverage_gaps is None else not coverage_gaps,

@@ -316,27 +316,44 @@ def check_mavis_cmd(
     its year groups as another year's. Rows are numbered as Mavis numbers them; values are never shown."""
     from datetime import date
 
-    from sais_shared.schools import RegisterError, parse_register
     from sais_shared.schoolyear import academic_year_label
-    from sais_shared.schoolyear import parse_academic_year as academic_year_start_of
 
     from ..domain import mavis_rules as rules
 
     meta = (json.loads(manifest.read_text()).get("mavis_cohort_import") or {}) if manifest else {}
     meant = parse_academic_year(academic_year) if academic_year else meta.get("academic_year")
-    meant_year = academic_year_start_of(meant) if meant else None
     try:
         day = date.fromisoformat(upload_date or meta.get("upload_from") or date.today().isoformat())
     except ValueError:
         raise typer.BadParameter("write the day of upload as YYYY-MM-DD", param_hint="--upload-date") from None
     import_year = rules.import_academic_year(day)
-    team_meta = meta.get("team") or {}
+    team = _mavis_team(meta.get("team") or {}, team_schools, year_groups, register)
+    results = {str(f): rules.check_file(f.read_bytes(), academic_year=import_year, team=team) for f in files}
+    why = _wrong_year(day, import_year, meant)
+    if why is not None:
+        for c in results.values():
+            c.problems.insert(0, (0, "", why))
+    if as_json:
+        label = academic_year_label(import_year)
+        typer.echo(json.dumps({f: _mavis_json(c, label) for f, c in results.items()}, indent=2))
+    else:
+        _print_mavis(results, day, import_year, team)
+    if not all(c.ok for c in results.values()):
+        raise typer.Exit(1)
+
+
+def _mavis_team(team_meta: dict, team_schools: str | None, year_groups: str | None, register: Path | None):
+    """The team as Mavis knows it: the options given, else what the manifest says."""
+    from sais_shared.schools import RegisterError, parse_register
+
+    from ..domain import mavis_rules as rules
+
     schools = team_meta.get("schools")
     if team_schools:
         listed = Path(team_schools).read_text().split() if Path(team_schools).is_file() else team_schools.split(",")
         schools = [x for x in listed if x.strip()]
     try:
-        team = rules.Team(
+        return rules.Team(
             schools=rules.team_schools(schools) if schools is not None else None,
             year_groups=rules.parse_year_groups(year_groups)
             if year_groups
@@ -345,66 +362,66 @@ def check_mavis_cmd(
         )
     except (ValueError, RegisterError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    results = {str(f): rules.check_file(f.read_bytes(), academic_year=import_year, team=team) for f in files}
-    label = academic_year_label(import_year)
-    if meant_year is not None and meant_year != import_year:
-        first = rules.first_upload_day(meant_year)
-        why = (
-            f"uploaded on {day.isoformat()}, Mavis reads the year groups as {label}'s, but these files are for "
-            f"{meant}: "
-            + (
-                f"upload on or after {first.isoformat()}"
-                if meant_year > import_year
-                else f"they were for a year that has ended (last upload day "
-                f"{rules.last_upload_day(meant_year).isoformat()})"
-            )
-        )
-        for c in results.values():
-            c.problems.insert(0, (0, "", why))
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    f: {
-                        "rows": c.rows,
-                        "ok": c.ok,
-                        "import_academic_year": label,
-                        "problems": [{"row": r, "column": col, "reason": why} for r, col, why in c.problems],
-                    }
-                    for f, c in results.items()
-                },
-                indent=2,
-            )
-        )
-    else:
-        out = Console(soft_wrap=True, highlight=False)  # a line per problem, however narrow the terminal
+
+
+def _wrong_year(day, import_year: int, meant: str | None) -> str | None:
+    """Why Mavis would read the files' year groups as another year's, if it would."""
+    from sais_shared.schoolyear import academic_year_label
+    from sais_shared.schoolyear import parse_academic_year as academic_year_start_of
+
+    from ..domain import mavis_rules as rules
+
+    meant_year = academic_year_start_of(meant) if meant else None
+    if meant_year is None or meant_year == import_year:
+        return None
+    read_as = (
+        f"uploaded on {day.isoformat()}, Mavis reads the year groups as {academic_year_label(import_year)}'s, "
+        f"but these files are for {meant}: "
+    )
+    if meant_year > import_year:
+        return read_as + f"upload on or after {rules.first_upload_day(meant_year).isoformat()}"
+    last = rules.last_upload_day(meant_year).isoformat()
+    return read_as + f"they were for a year that has ended (last upload day {last})"
+
+
+def _mavis_json(c, label: str) -> dict:
+    return {
+        "rows": c.rows,
+        "ok": c.ok,
+        "import_academic_year": label,
+        "problems": [{"row": r, "column": col, "reason": why} for r, col, why in c.problems],
+    }
+
+
+def _print_mavis(results: dict, day, import_year: int, team) -> None:
+    from sais_shared.schoolyear import academic_year_label
+
+    out = Console(soft_wrap=True, highlight=False)  # a line per problem, however narrow the terminal
+    schools = (
+        "the team's schools"
+        if team.schools is not None
+        else "the register's schools"
+        if team.known_urns is not None
+        else "any school URN"
+    )
+    out.print(
+        f"as Mavis reads an upload on {day.isoformat()} (academic year {academic_year_label(import_year)}), "
+        f"for year groups {_ranges(team.year_groups)} and {schools}",
+        markup=False,
+    )
+    for f, c in results.items():
+        if c.ok:
+            out.print(f"{f}: {c.rows} rows, passes Mavis's cohort-import rules", markup=False)
+            continue
         out.print(
-            f"as Mavis reads an upload on {day.isoformat()} (academic year {label}), for year groups "
-            f"{_ranges(team.year_groups)} and "
-            + (
-                "the team's schools"
-                if team.schools is not None
-                else "the register's schools"
-                if team.known_urns is not None
-                else "any school URN"
-            ),
+            f"{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file or misread it",
+            style="red",
             markup=False,
         )
-        for f, c in results.items():
-            if c.ok:
-                out.print(f"{f}: {c.rows} rows, passes Mavis's cohort-import rules", markup=False)
-                continue
-            out.print(
-                f"{f}: {c.rows} rows, {len(c.problems)} problem(s); Mavis would refuse the file or misread it",
-                style="red",
-                markup=False,
-            )
-            for r, col, why in c.problems[:50]:
-                out.print(f"  {'row ' + str(r) if r else 'file'}: {col + ' ' if col else ''}{why}", markup=False)
-            if len(c.problems) > 50:
-                out.print(f"  … and {len(c.problems) - 50} more (--json lists them all)")
-    if not all(c.ok for c in results.values()):
-        raise typer.Exit(1)
+        for r, col, why in c.problems[:50]:
+            out.print(f"  {'row ' + str(r) if r else 'file'}: {col + ' ' if col else ''}{why}", markup=False)
+        if len(c.problems) > 50:
+            out.print(f"  … and {len(c.problems) - 50} more (--json lists them all)")
 
 
 def _ranges(years) -> str:

@@ -7,15 +7,23 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from operator import attrgetter
 from uuid import UUID
 
 import asyncpg
+from sais_shared.events import ExtractCompleted, ExtractFailed
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import destroyed_among
 from sais_shared.outbox import flush_outbox
 
-from ..domain.cohort import Held
-from ..domain.model import SchoolSpan
+from ..domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal
+from ..domain.model import RECORD_COLUMNS, Candidate, Record, SchoolSpan
+from ..service_layer.ports import OutboxEvent
+
+_record_row = attrgetter(*RECORD_COLUMNS)
+_cohort_row = attrgetter(*CohortEntry.__dataclass_fields__)
+_withdrawal_row = attrgetter(*Withdrawal.__dataclass_fields__)
+_finding_row = attrgetter(*Finding.__dataclass_fields__)
 
 # Extracts of an academic year ($1) whose children are to be (re)computed: completed ones whose pupil
 # events are all recorded (count and checksum as extract-completed said), not yet released or part-way;
@@ -88,24 +96,29 @@ class EligibilityRepository:
             sorted(match_keys),
         )
 
-    async def known_children(self, year: str, match_keys: list[str]) -> list[asyncpg.Record]:
-        """Per match key and child: the postcode keys and extracts of its active records."""
-        return await self.conn.fetch(
+    async def known_children(self, year: str, match_keys: list[str]) -> dict[str, list[Candidate]]:
+        """Per match key, each child with active records: their postcode keys and extracts."""
+        known: dict[str, list[Candidate]] = defaultdict(list)
+        for r in await self.conn.fetch(
             "SELECT match_key, pupil_id, array_agg(postcode_key) pk, array_agg(extract_id) ex "
             "FROM eligibility.records WHERE academic_year=$1 AND match_key = ANY($2) AND active "
             "GROUP BY match_key, pupil_id",
             year,
             match_keys,
-        )
+        ):
+            known[r["match_key"]].append(Candidate(r["pupil_id"], frozenset(r["pk"]), frozenset(r["ex"])))
+        return known
 
-    async def add_records(self, rows: list[tuple]) -> None:
-        """Held records (in no cohort until their extract is released); the last column: what matching found."""
+    async def add_records(self, records: list[Record]) -> None:
+        """Held records (in no cohort until their extract is released); a record stored before is kept as it was."""
+        columns = ", ".join(RECORD_COLUMNS)
+        values = ",".join(
+            f"${i}::jsonb" if c in ("personal", "match_findings") else f"${i}"
+            for i, c in enumerate(RECORD_COLUMNS, start=1)
+        )
         await self.conn.executemany(
-            "INSERT INTO eligibility.records(record_id, extract_id, academic_year, pupil_id, match_key, postcode_key, "
-            "content_key, source, reference_date, received_at, school_dfe, school_name, recorded_year_group, "
-            "year_group, dob_year_group, gender, key_id, personal, match_findings) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,"
-            "$9,$10,$11,$12,$13,$14,$15,$16,$17,$18::jsonb,$19::jsonb) ON CONFLICT (record_id) DO NOTHING",
-            rows,
+            f"INSERT INTO eligibility.records({columns}) VALUES ({values}) ON CONFLICT (record_id) DO NOTHING",
+            [_record_row(r) for r in records],
         )
 
     async def add_progress(self, rows: list[tuple[UUID, int, int]]) -> None:
@@ -125,7 +138,7 @@ class EligibilityRepository:
         )
         return {r["extract_id"] for r in rows}
 
-    async def fail_extract(self, e) -> dict[str, int]:
+    async def fail_extract(self, e: ExtractFailed) -> dict[str, int]:
         """An extract that failed: remember it, discard the records it left (never released)."""
         await lock_extracts(self.conn, {e.extract_id}, exclusive=True)
         await self.conn.execute(
@@ -197,7 +210,7 @@ class EligibilityRepository:
         )
         return [r["pupil_id"] for r in rows]
 
-    async def released_findings(self, extract_id: UUID, pupil_ids: list[UUID]) -> list[tuple]:
+    async def released_findings(self, extract_id: UUID, pupil_ids: list[UUID]) -> list[Finding]:
         """What matching found about these children's records of the extract, as findings rows."""
         rows = await self.conn.fetch(
             "SELECT academic_year, pupil_id, school_dfe, match_findings FROM eligibility.records "
@@ -206,7 +219,7 @@ class EligibilityRepository:
             pupil_ids,
         )
         return [
-            (r["academic_year"], r["pupil_id"], code, detail, r["school_dfe"])
+            Finding(r["academic_year"], r["pupil_id"], code, detail, r["school_dfe"])
             for r in rows
             for code, detail in json.loads(r["match_findings"])
         ]
@@ -216,16 +229,16 @@ class EligibilityRepository:
             "UPDATE eligibility.extracts SET released_through=$2 WHERE extract_id=$1", extract_id, pupil_id
         )
 
-    async def add_findings(self, findings: list[tuple]) -> None:
+    async def add_findings(self, findings: list[Finding]) -> None:
         if findings:
             await self.conn.executemany(
                 "INSERT INTO eligibility.findings(academic_year, pupil_id, code, detail, school_dfe) "
                 "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (academic_year, pupil_id, code) "
                 "DO UPDATE SET detail=EXCLUDED.detail, school_dfe=EXCLUDED.school_dfe, at=now()",
-                findings,
+                [_finding_row(f) for f in findings],
             )
 
-    async def clear_findings(self, keys: list[tuple]) -> None:
+    async def clear_findings(self, keys: list[FindingKey]) -> None:
         """``keys``: (academic year, pupil, code) of findings that no longer hold."""
         if keys:
             await self.conn.execute(
@@ -243,15 +256,15 @@ class EligibilityRepository:
 
     async def cohort_state(
         self, year: str, pupil_ids: set[UUID]
-    ) -> tuple[dict[UUID, list[asyncpg.Record]], dict[UUID, dict[str, Held]]]:
+    ) -> tuple[dict[UUID, list[Record]], dict[UUID, dict[str, Held]]]:
         """Each child's active records, and its memberships as last published."""
-        records: dict[UUID, list[asyncpg.Record]] = defaultdict(list)
+        records: dict[UUID, list[Record]] = defaultdict(list)
         for r in await self.conn.fetch(
             "SELECT r.* FROM eligibility.records r JOIN eligibility.extracts e USING (extract_id) "
             "WHERE r.pupil_id = ANY($1) AND r.active AND e.status = 'completed' AND e.released_at IS NOT NULL",
             list(pupil_ids),
         ):
-            records[r["pupil_id"]].append(r)
+            records[r["pupil_id"]].append(Record.of(r))
         held: dict[UUID, dict[str, Held]] = defaultdict(dict)
         for r in await self.conn.fetch(
             "SELECT programme, pupil_id, status, fingerprint, revision FROM eligibility.cohort "
@@ -262,10 +275,10 @@ class EligibilityRepository:
             held[r["pupil_id"]][r["programme"]] = Held(r["status"], r["fingerprint"], r["revision"])
         return records, held
 
-    async def save_cohort(self, upserts: list[tuple], withdrawals: list[tuple], outbox: list[tuple]) -> None:
-        """Memberships (academic_year, programme, pupil_id, dose, status, fingerprint, revision, record_id,
-        school_dfe, year_group, gender), withdrawals (academic_year, programme, pupil_id, revision) and
-        their events, in the caller's transaction."""
+    async def save_cohort(
+        self, upserts: list[CohortEntry], withdrawals: list[Withdrawal], outbox: list[OutboxEvent]
+    ) -> None:
+        """Memberships, withdrawals and their events, in the caller's transaction."""
         if upserts:
             await self.conn.executemany(
                 "INSERT INTO eligibility.cohort(academic_year, programme, pupil_id, dose, status, fingerprint, "
@@ -274,17 +287,17 @@ class EligibilityRepository:
                 "fingerprint=EXCLUDED.fingerprint, revision=EXCLUDED.revision, record_id=EXCLUDED.record_id, "
                 "school_dfe=EXCLUDED.school_dfe, year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, "
                 "updated_at=now()",
-                upserts,
+                [_cohort_row(u) for u in upserts],
             )
         if withdrawals:
             await self.conn.executemany(
                 "UPDATE eligibility.cohort SET status='withdrawn', revision=$4, updated_at=now() "
                 "WHERE academic_year=$1 AND programme=$2 AND pupil_id=$3",
-                withdrawals,
+                [_withdrawal_row(w) for w in withdrawals],
             )
         await self.queue_events(outbox)
 
-    async def queue_events(self, outbox: list[tuple]) -> None:
+    async def queue_events(self, outbox: list[OutboxEvent]) -> None:
         """(event id, key, payload) into the outbox, in the caller's transaction; an id queued twice once."""
         if outbox:
             await self.conn.executemany(
@@ -292,18 +305,31 @@ class EligibilityRepository:
                 outbox,
             )
 
-    async def add_extracts(self, rows: list[tuple]) -> None:
-        """Completed extracts (extract, source, reference date, year, accepted, supersedes, key, completed at,
-        records digest); one that already failed stays failed."""
+    async def add_extracts(self, completed: list[ExtractCompleted]) -> None:
+        """Completed extracts, with the count and checksum of their pupil events; one that already failed
+        stays failed."""
         await self.conn.executemany(
             "INSERT INTO eligibility.extracts(extract_id, source, reference_date, academic_year, accepted, "
             "supersedes, key_id, completed_at, records_digest) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
             "ON CONFLICT (extract_id) DO NOTHING",
-            rows,
+            [
+                (
+                    e.extract_id,
+                    e.source,
+                    e.reference_date,
+                    e.target_academic_year,
+                    e.accepted,
+                    e.supersedes,
+                    e.key_id,
+                    e.occurred_at,
+                    int(e.records_digest, 16) if e.records_digest else None,
+                )
+                for e in completed
+            ],
         )
 
-    async def ready_extracts(self, year: str) -> list[asyncpg.Record]:
-        return await self.conn.fetch(READY, year)
+    async def ready_extracts(self, year: str) -> list[ReadyExtract]:
+        return [ReadyExtract(r["extract_id"], r["status"], r["supersedes"]) for r in await self.conn.fetch(READY, year)]
 
     async def retire_extract(self, extract_id: UUID) -> set[UUID]:
         """Deactivate a superseded extract's records; the children they belonged to."""

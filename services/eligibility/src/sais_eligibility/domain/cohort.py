@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from uuid import UUID
 
 ChangeKind = Literal["added", "updated", "withdrawn"]
 
@@ -16,6 +17,58 @@ class Held:
     status: str  # active | withdrawn
     fingerprint: str
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class CohortEntry:
+    """A child's place in one programme's cohort, as stored: the record that qualifies it and the clear
+    fields it went out with."""
+
+    academic_year: str
+    programme: str  # programme key, e.g. hpv-dose-1
+    pupil_id: UUID
+    dose: int | None
+    status: str  # active | withdrawn
+    fingerprint: str
+    revision: int
+    record_id: UUID
+    school_dfe: str
+    year_group: str
+    gender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    academic_year: str
+    programme: str
+    pupil_id: UUID
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something a data officer should look at about one child (one per child and code)."""
+
+    academic_year: str
+    pupil_id: UUID
+    code: str
+    detail: str
+    school_dfe: str
+
+    def key(self) -> FindingKey:
+        return (self.academic_year, self.pupil_id, self.code)
+
+
+FindingKey = tuple[str, UUID, str]  # (academic year, child, code): one finding
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyExtract:
+    """An extract whose children are to be (re)computed: a completed one to release, a withdrawn one to take back."""
+
+    extract_id: UUID
+    status: str  # completed | withdrawn
+    supersedes: UUID | None
 
 
 @dataclass(frozen=True)

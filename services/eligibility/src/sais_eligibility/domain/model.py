@@ -25,8 +25,11 @@ from .rules import Programme, YearRules
 SOURCE_RANK = {"summer-census": 1, "admissions-reception": 2, "admissions-year3-transfer": 2, "autumn-census": 3}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
+    """A pupil row as eligibility holds it: the clear fields the rules decide on, the keyed indices it is
+    matched by, and its personal fields, still sealed as its pupil event sealed them."""
+
     record_id: UUID
     extract_id: UUID
     pupil_id: UUID
@@ -38,9 +41,40 @@ class Record:
     year_group: str  # in the target academic year
     gender: str
     key_id: UUID
+    academic_year: str = ""
+    match_key: str = ""  # keyed index of forename, surname and date of birth
+    postcode_key: str = ""  # keyed index of the postcode
+    content_key: str = ""  # keyed index of every personal field: a change of any shows
+    recorded_year_group: str = ""  # as the extract said, before rolling forward
+    dob_year_group: str = ""  # the year group the date of birth gives for the target year
+    personal: str = ""  # the sealed personal fields (JSON)
+    match_findings: str = "[]"  # what matching found (JSON: [[code, detail], …]), reported once released
 
     def precedence(self) -> tuple:
         return (SOURCE_RANK[self.source], self.reference_date, self.received_at, str(self.record_id))
+
+    def aad(self) -> bytes:
+        """The context its sealed fields were sealed under (its pupil event's): they open only as that row
+        of that extract, with its clear fields as they were."""
+        return pupil_aad(
+            self.extract_id,
+            self.record_id,
+            source=self.source,
+            reference_date=self.reference_date,
+            school_dfe=self.school_dfe,
+            school_name=self.school_name,
+            year_group=self.recorded_year_group,
+            gender=self.gender,
+            match_key=self.match_key,
+        )
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Record:
+        """From a stored row, by column name."""
+        return cls(**{c: row[c] for c in RECORD_COLUMNS})
+
+
+RECORD_COLUMNS = tuple(Record.__dataclass_fields__)  # the columns of eligibility.records a Record is
 
 
 @dataclass(frozen=True)
@@ -141,7 +175,7 @@ def school_left(recorded_year: str, target_year: str, school_name: str, span: Sc
 
 
 def schools_now(
-    rows: Mapping[str, Mapping[str, Any]], spans: Mapping[str, SchoolSpan]
+    rows: Mapping[str, Record], spans: Mapping[str, SchoolSpan]
 ) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str]]]:
     """The school each of a child's memberships goes out with (programme key → (DfE number, name)), from the
     record that qualifies it (``rows``), and why a school was left: a record rolled forward past its school's
@@ -150,12 +184,10 @@ def schools_now(
     schools: dict[str, tuple[str, str]] = {}
     left: list[tuple[str, str]] = []
     for key, row in rows.items():
-        why = school_left(
-            row["recorded_year_group"], row["year_group"], row["school_name"], spans.get(row["school_dfe"])
-        )
-        schools[key] = ("", "") if why else (row["school_dfe"], row["school_name"])
+        why = school_left(row.recorded_year_group, row.year_group, row.school_name, spans.get(row.school_dfe))
+        schools[key] = ("", "") if why else (row.school_dfe, row.school_name)
         if why:
-            left.append((why, row["school_dfe"]))
+            left.append((why, row.school_dfe))
     return schools, left
 
 
@@ -182,19 +214,3 @@ def school_flags(rows: list[dict], la_codes: list[str]) -> list[dict]:
                 school, f"Year {r['year_group']} outside the school's age range ({r['first_year']}–{r['last_year']})", n
             )
     return [{"school_dfe": s, "flag": f, "children": n} for (s, f), n in sorted(flags.items())]
-
-
-def record_aad(row: Mapping[str, Any]) -> bytes:
-    """The context a stored record's sealed fields were sealed under (its pupil event's): they open only as
-    that row of that extract, with its clear fields as they were."""
-    return pupil_aad(
-        row["extract_id"],
-        row["record_id"],
-        source=row["source"],
-        reference_date=row["reference_date"],
-        school_dfe=row["school_dfe"],
-        school_name=row["school_name"],
-        year_group=row["recorded_year_group"],
-        gender=row["gender"],
-        match_key=row["match_key"],
-    )

@@ -52,11 +52,11 @@ from sais_shared.schoolyear import (
     roll_forward,
 )
 
-from ..domain.cohort import Held, diff_cohort
+from ..domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal, diff_cohort
 from ..domain.coverage import Gap, coverage_gaps
-from ..domain.model import Candidate, Record, match, memberships, record_aad, schools_now, unknown_sex_findings
+from ..domain.model import Candidate, Record, match, memberships, schools_now, unknown_sex_findings
 from ..domain.rules import Programme, YearRules
-from .ports import Repository, Row, UnitOfWork
+from .ports import OutboxEvent, Repository, UnitOfWork
 
 log = structlog.get_logger("sais.eligibility")
 
@@ -123,26 +123,26 @@ class EligibilityService(FollowsProtocol):
             await self.reconcile_if_ready(year)
         await self.flush_outbox()
 
-    async def _walk(self, year: str, r: Row) -> None:
+    async def _walk(self, year: str, r: ReadyExtract) -> None:
         """Recompute every child of a ready extract, a chunk per transaction: a completed one is released
         (its records count from now on; the extract it supersedes is retired), a withdrawn one's children
         leave. Resumable: the last child done is kept with each chunk."""
-        extract_id = r["extract_id"]
+        extract_id = r.extract_id
         subjects = [extract_id]
-        why = WITHDRAWN_REASON if r["status"] == "withdrawn" else None
-        if r["status"] == "completed":
+        why = WITHDRAWN_REASON if r.status == "withdrawn" else None
+        if r.status == "completed":
             async with self.uow() as repo:
                 await repo.lock_year(year, exclusive=True)
-                if await repo.start_release(extract_id) and r["supersedes"] is not None:
-                    retired = await repo.retire_extract(r["supersedes"])
+                if await repo.start_release(extract_id) and r.supersedes is not None:
+                    retired = await repo.retire_extract(r.supersedes)
                     log.info(
                         "extract.replaced",
                         extract_id=str(extract_id),
-                        superseded=str(r["supersedes"]),
+                        superseded=str(r.supersedes),
                         records_retired=len(retired),
                     )
-            if r["supersedes"] is not None:
-                subjects.append(r["supersedes"])
+            if r.supersedes is not None:
+                subjects.append(r.supersedes)
         while True:
             async with self.uow() as repo:
                 await repo.lock_year(year, exclusive=True)
@@ -152,7 +152,7 @@ class EligibilityService(FollowsProtocol):
                 pupils = await repo.children_of(subjects, after, RELEASE_CHUNK)
                 if not pupils:
                     await repo.mark_reconciled(extract_id)
-                    log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r["status"])
+                    log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r.status)
                     return
                 if why is None:
                     await repo.add_findings(await repo.released_findings(extract_id, pupils))
@@ -162,9 +162,7 @@ class EligibilityService(FollowsProtocol):
 
     async def _record(self, repo: Repository, year: str, events: list[PupilRecorded], keys) -> None:
         start = parse_academic_year(year)
-        candidates: dict[str, list[Candidate]] = defaultdict(list)
-        for r in await repo.known_children(year, list({e.match_key for e in events})):
-            candidates[r["match_key"]].append(Candidate(r["pupil_id"], frozenset(r["pk"]), frozenset(r["ex"])))
+        candidates = await repo.known_children(year, list({e.match_key for e in events}))
 
         kek = self.keys.kek
         inserts = []
@@ -172,37 +170,39 @@ class EligibilityService(FollowsProtocol):
         for e in events:
             personal = keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad())
             postcode_key = kek.blind_index(personal.postcode)
-            m = match(candidates[e.match_key], postcode_key, e.extract_id)
+            m = match(candidates.get(e.match_key, []), postcode_key, e.extract_id)
             pupil_id = m.pupil_id or stable_id("pupil", year, e.record_id)
             target = roll_forward(e.year_group, self.protocol.source(e.source).roll_forward_years)
             dob_year = expected_year_group(personal.date_of_birth, start)
             content_key = kek.blind_index(personal.model_dump_json())
             inserts.append(
-                (
+                Record(
                     e.record_id,
                     e.extract_id,
-                    year,
                     pupil_id,
-                    e.match_key,
-                    postcode_key,
-                    content_key,
                     e.source,
                     e.reference_date,
                     e.occurred_at,
                     e.school_dfe,
                     e.school_name,
-                    e.year_group,
                     target,
-                    dob_year,
                     e.gender,
                     e.personal.key_id,
-                    e.personal.model_dump_json(),
-                    json.dumps(match_findings(m, target, dob_year)),  # findings once it is released
+                    academic_year=year,
+                    match_key=e.match_key,
+                    postcode_key=postcode_key,
+                    content_key=content_key,
+                    recorded_year_group=e.year_group,
+                    dob_year_group=dob_year,
+                    personal=e.personal.model_dump_json(),
+                    match_findings=json.dumps(match_findings(m, target, dob_year)),  # reported once released
                 )
             )
             p = progress[e.extract_id]
             p[0], p[1] = p[0] + 1, (p[1] + record_digest_part(e.record_id)) % 2**64
-            remember(candidates[e.match_key], pupil_id, postcode_key, e.extract_id)  # for later rows of the batch
+            remember(
+                candidates.setdefault(e.match_key, []), pupil_id, postcode_key, e.extract_id
+            )  # for later rows of the batch
 
         await repo.add_records(inserts)  # held: in no cohort until the extract is released
         await repo.add_progress([(x, n, d) for x, (n, d) in progress.items()])
@@ -226,8 +226,8 @@ class EligibilityService(FollowsProtocol):
             log.warning("eligibility.no_rules", academic_year=year, pupils=len(pupil_ids))
             return
         records, held = await repo.cohort_state(year, pupil_ids)
-        keys = await self.keys.get_many({r["key_id"] for rows in records.values() for r in rows})
-        spans = await repo.school_spans({r["school_dfe"] for rows in records.values() for r in rows})
+        keys = await self.keys.get_many({r.key_id for rows in records.values() for r in rows})
+        spans = await repo.school_spans({r.school_dfe for rows in records.values() for r in rows})
         out = _CohortWrites()
         for pupil_id in pupil_ids:
             self._recompute_child(
@@ -254,7 +254,7 @@ class EligibilityService(FollowsProtocol):
         year: str,
         rules: YearRules,
         pupil_id: UUID,
-        raw: list[Row],
+        records: list[Record],
         held: dict[str, Held],
         keys,
         opened: dict,
@@ -262,29 +262,38 @@ class EligibilityService(FollowsProtocol):
         why: str | None = None,
     ) -> None:
         """One child: what the rules want from its records, diffed against what was published."""
-        records = [_record(r) for r in raw]
-        raw_by_id = {r["record_id"]: r for r in raw}
         programmes = {p.key: p for p in rules.programmes}
         wanted = memberships(records, rules)
-        rows = {key: raw_by_id[mem.record.record_id] for key, mem in wanted.items()}
+        rows = {key: mem.record for key, mem in wanted.items()}
         schools = self._findings(out, year, pupil_id, records, rules, programmes, rows, spans)
         fingerprints = {key: _fingerprint(rows[key], schools[key]) for key in wanted}
         lineage = sorted({r.extract_id for r in records}, key=str)
-        gone = "no longer in the cohort after a replacement dataset (ISP §9.6)" if not raw else None
+        gone = "no longer in the cohort after a replacement dataset (ISP §9.6)" if not records else None
         for change in diff_cohort(fingerprints, held):
             key, revision = change.programme, change.revision
             ev: CohortMemberAdded | CohortMemberWithdrawn
             if change.kind == "withdrawn":
                 reason = why or gone or "details changed: no longer eligible"
                 ev = self._withdrawn_event(year, key, programmes.get(key), pupil_id, revision, reason)
-                out.withdrawals.append((year, key, pupil_id, revision))
+                out.withdrawals.append(Withdrawal(year, key, pupil_id, revision))
             else:
                 mem, row, school = wanted[key], rows[key], schools[key]
-                member = (keys[row["key_id"]], opened.get(row["record_id"]), lineage, school)
+                member = (keys[row.key_id], opened.get(row.record_id), lineage, school)
                 ev = self._member_event(year, mem, row, change.kind, revision, *member)
-                clear = (row["record_id"], school[0], row["year_group"], row["gender"])
                 out.upserts.append(
-                    (year, key, pupil_id, mem.programme.dose, "active", fingerprints[key], revision, *clear)
+                    CohortEntry(
+                        year,
+                        key,
+                        pupil_id,
+                        mem.programme.dose,
+                        "active",
+                        fingerprints[key],
+                        revision,
+                        row.record_id,
+                        school[0],
+                        row.year_group,
+                        row.gender,
+                    )
                 )
             out.outbox.append((ev.event_id, pupil_id.bytes, ev.model_dump_json()))
             out.changes[(key, change.kind)] += 1
@@ -297,17 +306,17 @@ class EligibilityService(FollowsProtocol):
         records: list[Record],
         rules: YearRules,
         programmes: dict[str, Programme],
-        rows: dict[str, Row],
+        rows: dict[str, Record],
         spans: dict,
     ) -> dict[str, tuple[str, str]]:
         """The data-quality findings of one child (a sex the rules cannot place, a school the child has
         left), and the school each membership goes out with."""
         for key in unknown_sex_findings(records, rules):
             finding = f"sex not known; {key} is for {programmes[key].sexes} only"
-            out.findings.append((year, pupil_id, f"unknown-sex:{key}", finding, records[0].school_dfe))
+            out.findings.append(Finding(year, pupil_id, f"unknown-sex:{key}", finding, records[0].school_dfe))
         schools, left = schools_now(rows, spans)
         if left:
-            out.findings.append((year, pupil_id, SCHOOL_NOT_KNOWN, *left[0]))
+            out.findings.append(Finding(year, pupil_id, SCHOOL_NOT_KNOWN, *left[0]))
         else:
             out.cleared.append((year, pupil_id, SCHOOL_NOT_KNOWN))
         return schools
@@ -330,7 +339,7 @@ class EligibilityService(FollowsProtocol):
         self,
         year: str,
         mem,
-        row: Row,
+        row: Record,
         change: str,
         revision: int,
         key_obj,
@@ -339,24 +348,22 @@ class EligibilityService(FollowsProtocol):
         school: tuple[str, str],
     ) -> CohortMemberAdded:
         """The cohort event of a child's membership, personal fields sealed to the event."""
-        details = details or key_obj.open_model(
-            Sealed.model_validate_json(row["personal"]), PupilPersonal, record_aad(row)
-        )
+        details = details or key_obj.open_model(Sealed.model_validate_json(row.personal), PupilPersonal, row.aad())
         ev = CohortMemberAdded(
-            event_id=stable_id("cohort", year, mem.programme.key, row["pupil_id"], revision),
+            event_id=stable_id("cohort", year, mem.programme.key, row.pupil_id, revision),
             occurred_at=self.clock.now(),
             change=change,
             academic_year=year,
             programme=mem.programme.id,
             dose=mem.programme.dose,
-            pupil_id=row["pupil_id"],
+            pupil_id=row.pupil_id,
             school_dfe=school[0],
             school_name=school[1],
-            year_group=row["year_group"],
-            gender=row["gender"],
-            source=row["source"],
-            reference_date=row["reference_date"],
-            received_at=row["received_at"],
+            year_group=row.year_group,
+            gender=row.gender,
+            source=row.source,
+            reference_date=row.reference_date,
+            received_at=row.received_at,
             extract_ids=lineage,
             revision=revision,
             personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""),
@@ -372,23 +379,7 @@ class EligibilityService(FollowsProtocol):
         async with self.uow() as repo:
             fresh = await repo.claim_new([e.event_id for e in events])
             events = [e for e in events if e.event_id in fresh]
-            await repo.add_extracts(
-                [
-                    (
-                        e.extract_id,
-                        e.source,
-                        e.reference_date,
-                        e.target_academic_year,
-                        e.accepted,
-                        e.supersedes,
-                        e.key_id,
-                        e.occurred_at,
-                        int(e.records_digest, 16) if e.records_digest else None,
-                    )
-                    for e in events
-                    if isinstance(e, ExtractCompleted)
-                ]
-            )
+            await repo.add_extracts([e for e in events if isinstance(e, ExtractCompleted)])
             await repo.lock_extracts({e.extract_id for e in events if isinstance(e, ExtractFailed)}, exclusive=True)
             for e in events:
                 if isinstance(e, ExtractFailed):
@@ -460,11 +451,11 @@ class EligibilityService(FollowsProtocol):
 class _CohortWrites:
     """What one recompute writes, gathered to be written in a few statements."""
 
-    upserts: list[tuple] = field(default_factory=list)
-    withdrawals: list[tuple] = field(default_factory=list)
-    outbox: list[tuple] = field(default_factory=list)
-    findings: list[tuple] = field(default_factory=list)
-    cleared: list[tuple] = field(default_factory=list)  # (year, pupil, code) of findings that no longer hold
+    upserts: list[CohortEntry] = field(default_factory=list)
+    withdrawals: list[Withdrawal] = field(default_factory=list)
+    outbox: list[OutboxEvent] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    cleared: list[FindingKey] = field(default_factory=list)  # findings that no longer hold
     changes: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
@@ -497,21 +488,5 @@ def remember(candidates: list[Candidate], pupil_id: UUID, postcode_key: str, ext
         candidates.append(Candidate(pupil_id, frozenset({postcode_key}), frozenset({extract_id})))
 
 
-def _fingerprint(row: Row, school: tuple[str, str]) -> str:
-    return f"{row['content_key']}|{school[0]}|{school[1]}|{row['year_group']}|{row['gender']}"
-
-
-def _record(r: Row) -> Record:
-    return Record(
-        r["record_id"],
-        r["extract_id"],
-        r["pupil_id"],
-        r["source"],
-        r["reference_date"],
-        r["received_at"],
-        r["school_dfe"],
-        r["school_name"],
-        r["year_group"],
-        r["gender"],
-        r["key_id"],
-    )
+def _fingerprint(row: Record, school: tuple[str, str]) -> str:
+    return f"{row.content_key}|{school[0]}|{school[1]}|{row.year_group}|{row.gender}"

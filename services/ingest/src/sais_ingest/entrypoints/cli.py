@@ -29,6 +29,11 @@ console = Console(stderr=True)
 
 
 def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
+    _print_summary(rep, out)
+    _print_tables(rep, out, max_rows)
+
+
+def _print_summary(rep: ExtractReport, out: Console) -> None:
     if rep.dry_run:
         status = (
             "DRY RUN: would be REFUSED (see the first warning); nothing was published or kept"
@@ -64,6 +69,9 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
         )
     if rep.dropped_columns:
         out.print(f"  columns dropped (not allowed by ISP §6.1): {', '.join(rep.dropped_columns)}")
+
+
+def _print_tables(rep: ExtractReport, out: Console, max_rows: int) -> None:
     if rep.rejections:
         t = Table("row", "field", "reason", title="Rejected rows", title_justify="left")
         for r in rep.rejections[:max_rows]:
@@ -101,6 +109,17 @@ def print_report(rep: ExtractReport, out: Console, max_rows: int = 20) -> None:
         out.print(t)
 
 
+def _progress_bar(show: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    )
+
+
 @app.command("file")
 def ingest_file_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
@@ -128,14 +147,7 @@ def ingest_file_cmd(
 
     async def run() -> ExtractReport:
         async with ingest_session() as session:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TextColumn("{task.completed:,} rows"),
-                TimeElapsedColumn(),
-                console=console,
-                disable=not show_progress,
-            ) as bar:
+            with _progress_bar(show_progress) as bar:
                 task = bar.add_task(f"ingesting {path.name}", total=None)
                 return await session.file(
                     path,

@@ -7,7 +7,7 @@ at a junior school). Names include apostrophes, hyphens and accents; DfE numbers
 postcodes have the right format; dates of birth fit the year groups. Extra columns (UPN,
 ethnicity, SEN) are included so minimisation can be seen working.
 
-    python -m sais_shared.testing.synthetic --out data/samples --seed 2017
+    python -m tests.synthetic --out data/samples --seed 2017
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
-from ..schoolyear import year_index
+from sais_shared.schoolyear import year_index
 
 FORENAMES_F = [
     "Olivia",
