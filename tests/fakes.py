@@ -4,6 +4,7 @@ runs the same checks against both), and no more."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import hashlib
@@ -11,7 +12,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,6 +23,7 @@ from sais_delivery.domain.render import RenderedFile
 from sais_delivery.service_layer.ports import OpenBreach
 from sais_eligibility.domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal
 from sais_eligibility.domain.model import Candidate, Record, SchoolSpan
+from sais_ingest.domain.extracts import DipSampleRow, ExtractRow, RowProblem
 from sais_shared.crypto import DataKey, KeyEncryptionKey
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked, cohort_event_adapter
 
@@ -607,3 +609,227 @@ class FakeOutbox:
         self.published += [cohort_event_adapter.validate_json(payload) for _, _, payload in self.repo.outbox]
         self.repo.outbox.clear()
         return n
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeExtractStore:
+    """Ingest's extract store in memory."""
+
+    extracts: dict[UUID, ExtractRow] = field(default_factory=dict)
+    problems_: dict[UUID, list[RowProblem]] = field(default_factory=dict)
+    index: dict[UUID, dict[int, tuple[str, str]]] = field(default_factory=dict)  # extract → row → (child, content)
+    dip: dict[UUID, list[DipSampleRow]] = field(default_factory=dict)
+    audited: list[tuple[str, str]] = field(default_factory=list)
+    held: set[UUID] = field(default_factory=set)
+    announced_: set[UUID] = field(default_factory=set)
+
+    async def audit(self, actor, action, subject, details, protocol_version):
+        self.audited.append((action, subject))
+
+    @asynccontextmanager
+    async def hold(self, extract_id):
+        self.held.add(extract_id)
+        try:
+            yield
+        finally:
+            self.held.discard(extract_id)
+
+    async def is_held(self, extract_id):
+        return extract_id in self.held
+
+    def _same(self, sha256, source, reference_date, target_year):
+        return [
+            e
+            for e in self.extracts.values()
+            if (e.content_sha256, e.source, e.reference_date, e.target_academic_year)
+            == (sha256, source, reference_date, target_year)
+        ]
+
+    async def identity(self, sha256, source, reference_date, target_year):
+        live = [
+            e for e in self._same(sha256, source, reference_date, target_year) if e.status in ("started", "completed")
+        ]
+        return live[-1] if live else None
+
+    async def attempts(self, sha256, source, reference_date, target_year):
+        return len(self._same(sha256, source, reference_date, target_year))
+
+    async def end(self, extract_id, status, code, reason, by, *, published, audit_entry=None):
+        e = self.extracts[extract_id]
+        if e.status != ("completed" if status == "withdrawn" else "started"):
+            return False
+        if audit_entry is not None:  # in the same transaction as the change, as the adapter writes it
+            self.audited.append((audit_entry.action, audit_entry.subject))
+        kept = e.published if status == "withdrawn" else published
+        self.extracts[extract_id] = replace(
+            e, status=status, failure_code=code, failure=reason, ended_by=by, published=kept
+        )
+        if status != "withdrawn":
+            self.index.pop(extract_id, None)
+        return True
+
+    async def abandoned(self):
+        out = []
+        for x, e in list(self.extracts.items()):
+            if e.status == "started" and x not in self.held:
+                await self.end(x, "failed", "abandoned", "abandoned", "ingest", published=0)
+                out.append(x)
+        return out
+
+    async def unannounced(self):
+        ended = ("refused", "failed", "withdrawn")
+        return [e for x, e in self.extracts.items() if e.status in ended and x not in self.announced_]
+
+    async def announced(self, extract_id):
+        self.announced_.add(extract_id)
+
+    async def index_rows(self, extract_id, rows):
+        idx = self.index.setdefault(extract_id, {})
+        first = {content: n for n, (_, content) in sorted(idx.items())}
+        repeats = {}
+        for r in sorted(rows, key=lambda r: r.row_number):
+            n, content = r.row_number, r.content_key
+            if content in first and first[content] < n:
+                repeats[n] = first[content]
+            else:
+                first.setdefault(content, n)
+                idx[n] = (r.child_key, content)
+        return repeats
+
+    async def same_child_rows(self, extract_id):
+        first: dict[str, int] = {}
+        out = []
+        for n, (child, _) in sorted(self.index.get(extract_id, {}).items()):
+            if child in first:
+                out.append((n, first[child]))
+            else:
+                first[child] = n
+        return out
+
+    async def replacement_effect(self, extract_id, supersedes):
+        def children(x):
+            out: dict[str, set[str]] = {}
+            for child, content in self.index.get(x, {}).values():
+                out.setdefault(child, set()).add(content)
+            return out
+
+        new, old = children(extract_id), children(supersedes)
+        both = set(new) & set(old)
+        return {
+            "adds": len(set(new) - set(old)),
+            "updates": sum(new[c] != old[c] for c in both),
+            "unchanged": sum(new[c] == old[c] for c in both),
+            "withdrawals": len(set(old) - set(new)),
+            "before": len(old),
+        }
+
+    async def discard(self, extract_id):
+        self.index.pop(extract_id, None)
+        self.extracts.pop(extract_id, None)
+        self.problems_.pop(extract_id, None)
+
+    async def get(self, extract_id):
+        return self.extracts.get(extract_id)
+
+    async def latest_completed(self, source, reference_date, other_than):
+        done = [
+            e
+            for e in self.extracts.values()
+            if (e.source, e.reference_date, e.status) == (source, reference_date, "completed")
+            and e.extract_id != other_than
+        ]
+        return done[-1].extract_id if done else None
+
+    async def start(
+        self,
+        *,
+        extract_id,
+        sha256,
+        source,
+        reference_date,
+        target_academic_year,
+        file_name,
+        encoding,
+        supersedes,
+        key_id,
+        originator,
+        protocol_version,
+        ingested_by,
+    ):
+        self.extracts[extract_id] = ExtractRow(
+            extract_id,
+            sha256,
+            source,
+            reference_date,
+            "started",
+            0,
+            0,
+            0,
+            0,
+            0,
+            supersedes,
+            file_name,
+            target_academic_year,
+            [],
+            protocol_version,
+            key_id=key_id,
+        )
+        self.problems_.pop(extract_id, None)  # a resumed extract starts again: nothing is counted twice
+        self.index.pop(extract_id, None)
+
+    async def add_problems(self, extract_id, rows):
+        self.problems_.setdefault(extract_id, []).extend(rows)
+
+    async def save_dip_sample(self, extract_id, rows):
+        self.dip[extract_id] = list(rows)
+
+    async def dip_sample(self, extract_id):
+        return sorted(self.dip.get(extract_id, []), key=lambda r: r.row_number)
+
+    async def problems(self, extract_id, kind, limit=1000):
+        found = [p for p in self.problems_.get(extract_id, []) if p.kind == kind]
+        return sorted(found, key=lambda p: (p.row_number, p.field))[:limit]
+
+    async def complete(
+        self,
+        extract_id,
+        *,
+        rows_in,
+        accepted,
+        rejected,
+        out_of_scope,
+        warnings,
+        dropped_columns,
+        repeated=0,
+        audit_entry=None,
+    ):
+        if audit_entry is not None and self.extracts[extract_id].status == "started":
+            self.audited.append((audit_entry.action, audit_entry.subject))
+        self.extracts[extract_id] = replace(
+            self.extracts[extract_id],
+            status="completed",
+            repeated=repeated,
+            published=accepted,
+            rows_in=rows_in,
+            accepted=accepted,
+            rejected=rejected,
+            out_of_scope=out_of_scope,
+            warnings=warnings,
+            dropped_columns=dropped_columns,
+        )
+
+
+class FakePublisher:
+    """Collects what would go to one topic (serialised, as the Kafka adapter sends it)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic, self.sent = topic, []
+
+    async def publish(self, message, *, key=None, **_):
+        self.sent.append((key, message if isinstance(message, bytes) else message.model_dump_json().encode()))
+        done = asyncio.get_running_loop().create_future()  # the broker's acknowledgement, already in
+        done.set_result(None)
+        return done

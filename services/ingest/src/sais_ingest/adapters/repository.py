@@ -10,7 +10,16 @@ from uuid import UUID
 import asyncpg
 from sais_shared.keystore import AuditEntry, audit, write_audit
 
-from ..domain.extracts import ExtractBusyError, ExtractRow, Staged
+from ..domain.extracts import (
+    DipSampleRow,
+    ExtractBusyError,
+    ExtractRow,
+    InboundHead,
+    RowKeys,
+    RowProblem,
+    Staged,
+    StagedRecord,
+)
 
 _COLS = ", ".join(ExtractRow.__dataclass_fields__)
 
@@ -147,17 +156,17 @@ class ExtractRepository:
     async def announced(self, extract_id: UUID) -> None:
         await self.pool.execute("UPDATE ingest.extracts SET announced_at=now() WHERE extract_id=$1", extract_id)
 
-    async def index_rows(self, extract_id: UUID, rows: list[tuple[int, str, str]]) -> dict[int, int]:
+    async def index_rows(self, extract_id: UUID, rows: list[RowKeys]) -> dict[int, int]:
         """Index (row number, child key, content key) of accepted rows; returns {row: first row} for the rows
         whose content repeats an earlier row of the extract (they are not indexed)."""
         first: dict[str, int] = {}
         repeats: dict[int, int] = {}
-        for n, _, content in sorted(rows):
-            if content in first:
-                repeats[n] = first[content]
+        for r in sorted(rows, key=lambda r: r.row_number):
+            if r.content_key in first:
+                repeats[r.row_number] = first[r.content_key]
             else:
-                first[content] = n
-        fresh = [r for r in rows if r[0] not in repeats]
+                first[r.content_key] = r.row_number
+        fresh = [(r.row_number, r.child_key, r.content_key) for r in rows if r.row_number not in repeats]
         if not fresh:
             return repeats
         async with self.pool.acquire() as conn, conn.transaction():
@@ -274,12 +283,12 @@ class ExtractRepository:
             await conn.execute("DELETE FROM ingest.row_problems WHERE extract_id=$1", extract_id)
             await conn.execute("DELETE FROM ingest.row_index WHERE extract_id=$1", extract_id)
 
-    async def add_problems(self, extract_id: UUID, rows: list[tuple[int, str, str, str, str]]) -> None:
+    async def add_problems(self, extract_id: UUID, rows: list[RowProblem]) -> None:
         if rows:
             await self.pool.copy_records_to_table(
                 "row_problems",
                 schema_name="ingest",
-                records=[(extract_id, *r) for r in rows],
+                records=[(extract_id, r.row_number, r.kind, r.field, r.code, r.reason) for r in rows],
                 columns=["extract_id", "row_number", "kind", "field", "code", "reason"],
             )
 
@@ -314,28 +323,32 @@ class ExtractRepository:
             if done:
                 await write_audit(conn, audit_entry)
 
-    async def save_dip_sample(self, extract_id: UUID, rows: list[tuple]) -> None:
+    async def save_dip_sample(self, extract_id: UUID, rows: list[DipSampleRow]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM ingest.dip_samples WHERE extract_id=$1", extract_id)
             await conn.executemany(
                 "INSERT INTO ingest.dip_samples(extract_id, row_number, school_dfe, year_group, gender, personal) "
                 "VALUES ($1,$2,$3,$4,$5,$6::jsonb)",
-                [(extract_id, *r) for r in rows],
+                [(extract_id, r.row_number, r.school_dfe, r.year_group, r.gender, r.personal) for r in rows],
             )
 
-    async def dip_sample(self, extract_id: UUID) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
-            "SELECT * FROM ingest.dip_samples WHERE extract_id=$1 ORDER BY row_number", extract_id
+    async def dip_sample(self, extract_id: UUID) -> list[DipSampleRow]:
+        rows = await self.pool.fetch(
+            "SELECT row_number, school_dfe, year_group, gender, personal FROM ingest.dip_samples "
+            "WHERE extract_id=$1 ORDER BY row_number",
+            extract_id,
         )
+        return [DipSampleRow(*r) for r in rows]
 
-    async def problems(self, extract_id: UUID, kind: str, limit: int = 1000) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
-            "SELECT row_number, field, code, reason FROM ingest.row_problems WHERE extract_id=$1 "
+    async def problems(self, extract_id: UUID, kind: str, limit: int = 1000) -> list[RowProblem]:
+        rows = await self.pool.fetch(
+            "SELECT row_number, kind, field, code, reason FROM ingest.row_problems WHERE extract_id=$1 "
             "AND kind=$2 ORDER BY row_number, field LIMIT $3",
             extract_id,
             kind,
             limit,
         )
+        return [RowProblem(*r) for r in rows]
 
 
 class InboundStaging:
@@ -365,7 +378,7 @@ class InboundStaging:
             return "ignored"  # receiving or incomplete already, or ingested: a re-send or a redelivery
         return "new" if row["new"] else "restarted"
 
-    async def stage(self, records: list[tuple[str, int, str, str]], max_bytes: int) -> Staged:
+    async def stage(self, records: list[StagedRecord], max_bytes: int) -> Staged:
         """Stage a run of records, (extract, seq, nonce, ciphertext) each, in one statement: those of an
         extract still receiving (or incomplete: a record that was missing), never of one ingested or refused
         (a re-sent record of those would outlive the extract's deletion), and only while the extract's
@@ -373,7 +386,8 @@ class InboundStaging:
         was staged and which extracts had records left out, and why."""
         if not records:
             return Staged(0, [], [])
-        refs, seqs, nonces, ciphertexts = map(list, zip(*records, strict=True))
+        refs, seqs = [r.extract_ref for r in records], [r.seq for r in records]
+        nonces, ciphertexts = [r.nonce for r in records], [r.ciphertext for r in records]
         row = await self.pool.fetchrow(
             """
             WITH incoming AS (
@@ -414,8 +428,11 @@ class InboundStaging:
     async def audit(self, entry: AuditEntry) -> None:
         await write_audit(self.pool, entry)
 
-    async def head(self, extract_ref: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow("SELECT * FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref)
+    async def head(self, extract_ref: str) -> InboundHead | None:
+        r = await self.pool.fetchrow(
+            "SELECT status, started FROM ingest.inbound_extracts WHERE extract_ref=$1", extract_ref
+        )
+        return None if r is None else InboundHead(r["status"], r["started"])
 
     async def count(self, extract_ref: str) -> tuple[int, int | None, int | None]:
         """(records staged, lowest seq, highest seq)."""
@@ -437,7 +454,7 @@ class InboundStaging:
             )
         ]
 
-    async def records(self, extract_ref: str):
+    async def records(self, extract_ref: str) -> AsyncIterator[StagedRecord]:
         """The staged records in order, streamed with a server-side cursor (memory stays flat)."""
         async with self.pool.acquire() as conn, conn.transaction():
             async for r in conn.cursor(
@@ -445,7 +462,7 @@ class InboundStaging:
                 extract_ref,
                 prefetch=1000,
             ):
-                yield r
+                yield StagedRecord(extract_ref, r["seq"], r["nonce"], r["ciphertext"])
 
     async def incomplete(self, extract_ref: str, problem: str, audit_entry: AuditEntry | None = None) -> None:
         """Records are missing: it keeps what it has, for the publisher to send what was missing (and

@@ -43,6 +43,59 @@ class ExtractRow:
         return cls(**{k: r[k] for k in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """Why a row was rejected, or what a person should check about it (row numbers as in the file)."""
+
+    row_number: int
+    kind: str  # rejected | warning
+    field: str
+    code: str
+    reason: str
+
+    def shown(self) -> dict[str, Any]:
+        """As the extract's report lists it."""
+        return {"row_number": self.row_number, "field": self.field, "code": self.code, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class RowKeys:
+    """An accepted row's keyed indices: of the child (name and date of birth) and of all its content."""
+
+    row_number: int
+    child_key: str
+    content_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DipSampleRow:
+    """A row kept for spot-checking against the source (ISP §9.3), its personal fields sealed (JSON)."""
+
+    row_number: int
+    school_dfe: str
+    year_group: str
+    gender: str
+    personal: str
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRecord:
+    """One record of an inbound extract as staged: still sealed by the publisher."""
+
+    extract_ref: str
+    seq: int
+    nonce: str
+    ciphertext: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboundHead:
+    """An inbound extract's state, and its extract-started event as received (JSON)."""
+
+    status: str  # receiving | incomplete | ingested | refused
+    started: str
+
+
 class ExtractBusyError(SaisError):
     """Another process is ingesting the same extract right now."""
 

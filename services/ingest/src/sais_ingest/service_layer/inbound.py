@@ -33,6 +33,7 @@ from sais_shared.keystore import AuditEntry
 from sais_shared.protocol import ProtocolError
 from sais_shared.protocol_registry import FollowsProtocol
 
+from ..domain.extracts import StagedRecord
 from ..domain.model import ExtractFileError
 from .ingest_file import ExtractInput, ExtractReport, Ingest
 from .ports import InboundStore
@@ -90,7 +91,7 @@ class InboundService(FollowsProtocol):
         if not run:
             return
         done = await self.staging.stage(
-            [(r.extract_ref, r.seq, r.nonce, r.ciphertext) for r in run], self.max_extract_bytes
+            [StagedRecord(r.extract_ref, r.seq, r.nonce, r.ciphertext) for r in run], self.max_extract_bytes
         )
         unstarted = set(done.no_start)
         no_start = sum(1 for r in run if r.extract_ref in unstarted)
@@ -128,13 +129,13 @@ class InboundService(FollowsProtocol):
         if head is None:
             await self._incomplete(m.extract_ref, "extract-completed without extract-started", create=False)
             return None
-        if head["status"] in ("ingested", "refused"):
+        if head.status in ("ingested", "refused"):
             # ingested: a redelivered completion; refused: its records are gone (sent again whole, from
             # extract-started, it starts again)
             return None
         try:
             await self._check_staged(m)
-            started = InboundExtractStarted.model_validate_json(head["started"])
+            started = InboundExtractStarted.model_validate_json(head.started)
             reader = self._open(started, m)
             headers, content_sha256 = await self._scan(m.extract_ref, reader)
             report = await self._ingest(m.extract_ref, started, reader, headers, content_sha256)
@@ -166,7 +167,7 @@ class InboundService(FollowsProtocol):
         digest = hashlib.sha256()
         first = True
         async for r in self.staging.records(m.extract_ref):
-            digest.update((b"" if first else b"\n") + r["ciphertext"].encode())
+            digest.update((b"" if first else b"\n") + r.ciphertext.encode())
             first = False
         if digest.hexdigest() != m.checksum:
             raise _Refused("checksum does not match the records received")
@@ -195,10 +196,10 @@ class InboundService(FollowsProtocol):
         content = hashlib.sha256()
         async for r in self.staging.records(ref):
             try:
-                row = reader.open(r["seq"], r["nonce"], r["ciphertext"])
+                row = reader.open(r.seq, r.nonce, r.ciphertext)
             except (InvalidTag, ValueError):
                 raise _Refused(
-                    f"record {r['seq']} cannot be opened (tampered, or sealed with another key); nothing was ingested"
+                    f"record {r.seq} cannot be opened (tampered, or sealed with another key); nothing was ingested"
                 ) from None
             headers += [k for k in row if k not in headers]
             content.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode() + b"\n")
@@ -215,8 +216,8 @@ class InboundService(FollowsProtocol):
         async def table():  # pass 2 (streamed): the rows themselves
             yield 0, headers
             async for r in self.staging.records(ref):
-                row = reader.open(r["seq"], r["nonce"], r["ciphertext"])
-                yield r["seq"], [row.get(h, "") for h in headers]
+                row = reader.open(r.seq, r.nonce, r.ciphertext)
+                yield r.seq, [row.get(h, "") for h in headers]
 
         try:
             return await self.ingest.extract(

@@ -51,7 +51,7 @@ from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import academic_year_label
 
 from ..domain.extract import classify_row, header_mapping
-from ..domain.extracts import ExtractBusyError, ExtractRow
+from ..domain.extracts import DipSampleRow, ExtractBusyError, ExtractRow, RowKeys, RowProblem
 from ..domain.files import ReadLimits
 from ..domain.model import CleanRow, ExtractFileError, OutOfScope, Rejected
 from ..domain.reference_dates import reference_date_problem
@@ -376,7 +376,7 @@ class Ingest(FollowsProtocol):
         then publish what is new, then store the problems."""
         extract_id = run.report.extract_id
         repeats = await self.repo.index_rows(
-            extract_id, [(c.row.row_number, c.child_key, c.content_key) for c in run.candidates]
+            extract_id, [RowKeys(c.row.row_number, c.child_key, c.content_key) for c in run.candidates]
         )
         for c in run.candidates:
             n = c.row.row_number
@@ -384,7 +384,9 @@ class Ingest(FollowsProtocol):
                 run.report.repeated += 1
                 run.report.warnings += 1
                 run.problems.append(
-                    (n, "warning", "row", "row.repeated", f"repeats row {repeats[n]} exactly: one child, sent once")
+                    RowProblem(
+                        n, "warning", "row", "row.repeated", f"repeats row {repeats[n]} exactly: one child, sent once"
+                    )
                 )
                 continue
             run.accept(c)
@@ -436,7 +438,7 @@ class Ingest(FollowsProtocol):
         kept as warnings for a person to look at."""
         extract_id = run.report.extract_id
         review = [
-            (
+            RowProblem(
                 row,
                 "warning",
                 "row",
@@ -487,8 +489,8 @@ class Ingest(FollowsProtocol):
         out.rows_in, out.accepted, out.repeated = report.rows_in, report.accepted, report.repeated
         out.rejected, out.out_of_scope, out.warnings = report.rejected, report.out_of_scope, report.warnings
         out.dropped_columns = report.dropped_columns
-        out.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
-        out.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
+        out.rejections = [r.shown() for r in await repo.problems(extract_id, "rejected")]
+        out.warning_rows = [r.shown() for r in await repo.problems(extract_id, "warning")]
         if refusal:
             out.warning_rows.insert(
                 0, {"row_number": 0, "field": "extract", "code": refusal.code, "reason": str(refusal)}
@@ -501,7 +503,7 @@ class Ingest(FollowsProtocol):
         await self.repo.save_dip_sample(
             extract_id,
             [  # its own sealed copy, under the dip sample's context
-                (
+                DipSampleRow(
                     e.row_number,
                     e.school_dfe,
                     e.year_group,
@@ -692,7 +694,7 @@ class _Run:
     candidates: list[_Candidate] = field(default_factory=list)  # accepted rows not yet checked for repeats
     pupils: list[tuple[bytes, PupilRecorded]] = field(default_factory=list)
     rejects: list[tuple[bytes, RowRejected]] = field(default_factory=list)
-    problems: list[tuple[int, str, str, str, str]] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
     published: int = 0
     digest: int = 0  # records_digest of the pupil events published, kept as it goes
 
@@ -726,7 +728,7 @@ class _Run:
         extract_id = self.report.extract_id
         for p in outcome.problems:
             ops.REJECTIONS.labels(p.field, p.code).inc()
-            self.problems.append((row_number, "rejected", p.field, p.code, p.reason))
+            self.problems.append(RowProblem(row_number, "rejected", p.field, p.code, p.reason))
             self.rejects.append(
                 (
                     extract_id.bytes,
@@ -769,7 +771,7 @@ class _Run:
         report.accepted += 1
         for w in c.row.warnings:
             report.warnings += 1
-            self.problems.append((c.row.row_number, "warning", w.field, w.code, w.reason))
+            self.problems.append(RowProblem(c.row.row_number, "warning", w.field, w.code, w.reason))
         self.pupils.append((c.child_key.encode(), c.event))
         self.digest = (self.digest + record_digest_part(c.event.record_id)) % 2**64
         if len(self.sample) < DIP_SAMPLE_SIZE:
@@ -861,21 +863,21 @@ async def report_for(
         dropped_columns=list(row.dropped_columns),
         status=row.status,
     )
-    rep.rejections = [dict(r) for r in await repo.problems(extract_id, "rejected")]
-    rep.warning_rows = [dict(r) for r in await repo.problems(extract_id, "warning")]
+    rep.rejections = [r.shown() for r in await repo.problems(extract_id, "rejected")]
+    rep.warning_rows = [r.shown() for r in await repo.problems(extract_id, "warning")]
     if keys is not None:  # the dip sample is personal data: only for the data officer's own report
         rows = await repo.dip_sample(extract_id)
-        sealed = {r["row_number"]: Sealed.model_validate_json(r["personal"]) for r in rows}
+        sealed = {r.row_number: Sealed.model_validate_json(r.personal) for r in rows}
         opened = await keys.get_many({s.key_id for s in sealed.values()})
         for r in rows:
-            s = sealed[r["row_number"]]
-            p = opened[s.key_id].open_model(s, PupilPersonal, dip_sample_aad(extract_id, r["row_number"]))
+            s = sealed[r.row_number]
+            p = opened[s.key_id].open_model(s, PupilPersonal, dip_sample_aad(extract_id, r.row_number))
             rep.dip_sample.append(
                 {
-                    "row_number": r["row_number"],
-                    "school_dfe": r["school_dfe"],
-                    "year_group": r["year_group"],
-                    "gender": r["gender"],
+                    "row_number": r.row_number,
+                    "school_dfe": r.school_dfe,
+                    "year_group": r.year_group,
+                    "gender": r.gender,
                     **p.model_dump(mode="json"),
                 }
             )
