@@ -24,6 +24,7 @@ from sais_delivery.service_layer.ports import OpenBreach
 from sais_eligibility.domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal
 from sais_eligibility.domain.model import Candidate, Record, SchoolSpan
 from sais_ingest.domain.extracts import DipSampleRow, ExtractRow, RowProblem
+from sais_retention.domain.plan import DeletionRequest, ScheduledDeletion
 from sais_shared.crypto import DataKey, KeyEncryptionKey
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked, cohort_event_adapter
 
@@ -833,3 +834,137 @@ class FakePublisher:
         done = asyncio.get_running_loop().create_future()  # the broker's acknowledgement, already in
         done.set_result(None)
         return done
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scheduled:
+    subject: str
+    rule: str
+    due_on: date
+    extract_ids: list
+    key_ids: list
+    requested: bool = False
+    executed: bool = False
+    certificate_id: UUID | None = None
+
+
+@dataclass
+class FakeRetentionRepository:
+    """Retention's repository in memory, with the key store's live keys."""
+
+    live: dict[UUID, UUID]  # key id → extract id: the key store
+    processed: set = field(default_factory=set)
+    schedule_: dict[str, _Scheduled] = field(default_factory=dict)
+    requests: dict[UUID, DeletionRequest] = field(default_factory=dict)
+    confirmed: dict[UUID, dict[str, dict]] = field(default_factory=dict)
+    certificates: list = field(default_factory=list)
+    outbox: list = field(default_factory=list)
+    audited: list[str] = field(default_factory=list)
+
+    async def claim_new(self, event_ids):
+        fresh = set(event_ids) - self.processed
+        self.processed |= fresh
+        return fresh
+
+    async def schedule(self, subject, rule, due_on, extract_ids, key_ids):
+        self.schedule_.setdefault(subject, _Scheduled(subject, rule, due_on, list(extract_ids), list(key_ids)))
+
+    async def due_subjects(self, today):
+        rows = [r for r in self.schedule_.values() if not (r.executed or r.requested) and r.due_on <= today]
+        return [r.subject for r in sorted(rows, key=lambda r: (r.due_on, r.subject))]
+
+    async def claim_due(self, subject):
+        r = self.schedule_.get(subject)
+        if r is None or r.executed or r.requested:
+            return None
+        return ScheduledDeletion(r.subject, r.rule, r.extract_ids, r.key_ids), r.due_on
+
+    async def live_scheduled(self, rule, other_than):
+        live = [r for r in self.schedule_.values() if not r.executed and r.subject != other_than and r.rule == rule]
+        return [ScheduledDeletion(r.subject, r.rule, r.extract_ids, r.key_ids) for r in live]
+
+    async def mark_executed(self, subject):
+        self.schedule_[subject].executed = True
+
+    async def mark_requested(self, subject):
+        for r in self.schedule_.values():
+            if (subject is None and not r.executed) or r.subject == subject:
+                r.requested = True
+
+    async def live_keys(self):
+        return list(self.live.items())
+
+    async def destroy_keys(self, key_ids, by):
+        destroyed = sorted(k for k in set(key_ids) if k in self.live)
+        for k in destroyed:
+            del self.live[k]
+        return destroyed
+
+    async def audit(self, actor, action, subject, details, protocol_version):
+        self.audited.append(action)
+
+    async def request_exists(self, subject):
+        return any(r.subject == subject for r in self.requests.values())
+
+    async def add_request(self, req, due_on, destroyed, keys_retained):
+        self.requests[req.request_id] = DeletionRequest(
+            req.request_id, req.subject, req.rule, due_on, req.owners, destroyed, keys_retained, req.occurred_at
+        )
+        self.outbox.append(req)
+
+    async def claim_request(self, request_id):
+        return self.requests.get(request_id)
+
+    async def add_confirmation(self, request_id, service, rows_deleted):
+        self.confirmed.setdefault(request_id, {}).setdefault(service, rows_deleted)
+
+    async def confirmations(self, request_id):
+        return dict(self.confirmed.get(request_id, {}))
+
+    async def close_request(self, request_id, certificate_id):
+        self.requests[request_id] = dataclasses.replace(
+            self.requests[request_id], completed_at=datetime.now(UTC), certificate_id=certificate_id
+        )
+
+    async def add_certificate(self, cert, keys_retained):
+        self.certificates.append(cert)
+        self.outbox.append(cert)
+
+    async def certify_scheduled(self, certificate_id, *, subject=None, requested_by=None):
+        for r in self.schedule_.values():
+            if r.subject == subject or (subject is None and r.requested and not r.executed):
+                r.executed, r.certificate_id = True, certificate_id
+
+    async def pending_counts(self, today):
+        pending = [r for r in self.schedule_.values() if not r.executed]
+        return sum(r.due_on >= today for r in pending), sum(r.due_on < today for r in pending)
+
+    async def unconfirmed(self, requested_before):
+        return [
+            (r.owners, list(self.confirmed.get(r.request_id, {})))
+            for r in self.requests.values()
+            if r.completed_at is None and r.requested_at < requested_before
+        ]
+
+
+class FakeRetentionUnitOfWork:
+    def __init__(self, repo: FakeRetentionRepository) -> None:
+        self.repo = repo
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[FakeRetentionRepository]:
+        yield self.repo
+
+
+class FakeRetentionOutbox:
+    def __init__(self, repo: FakeRetentionRepository) -> None:
+        self.repo, self.published = repo, list[Any]()
+
+    async def flush(self) -> int:
+        n = len(self.repo.outbox)
+        self.published += self.repo.outbox
+        self.repo.outbox = []
+        return n

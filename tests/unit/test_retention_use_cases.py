@@ -5,151 +5,18 @@ the same port is exercised by the integration tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from sais_retention.domain.plan import ScheduledDeletion
 from sais_retention.service_layer.retention import RULE_PARTY_LEFT, RULE_TRANSFER, RULE_UNDELIVERED, RetentionService
 from sais_shared.events import OWNERS, DeletionConfirmed, DeliveryCompleted, ExtractCompleted
 from sais_shared.protocol import load_protocol
 
-from tests.fakes import ProtocolInForce
+from tests.fakes import FakeRetentionOutbox, FakeRetentionRepository, FakeRetentionUnitOfWork, ProtocolInForce
 
 pytestmark = pytest.mark.unit
-
-
-@dataclass
-class Row:
-    subject: str
-    rule: str
-    due_on: date
-    extract_ids: list
-    key_ids: list
-    requested: bool = False
-    executed: bool = False
-    certificate_id: UUID | None = None
-
-
-@dataclass
-class FakeRepository:
-    live: dict[UUID, UUID]  # key id → extract id: the key store
-    processed: set = field(default_factory=set)
-    schedule_: dict[str, Row] = field(default_factory=dict)
-    requests: dict[UUID, dict] = field(default_factory=dict)
-    confirmed: dict[UUID, dict[str, dict]] = field(default_factory=dict)
-    certificates: list = field(default_factory=list)
-    outbox: list = field(default_factory=list)
-    audited: list[str] = field(default_factory=list)
-
-    async def claim_new(self, event_ids):
-        fresh = set(event_ids) - self.processed
-        self.processed |= fresh
-        return fresh
-
-    async def schedule(self, subject, rule, due_on, extract_ids, key_ids):
-        self.schedule_.setdefault(subject, Row(subject, rule, due_on, list(extract_ids), list(key_ids)))
-
-    async def due_subjects(self, today):
-        rows = [r for r in self.schedule_.values() if not (r.executed or r.requested) and r.due_on <= today]
-        return [r.subject for r in sorted(rows, key=lambda r: (r.due_on, r.subject))]
-
-    async def claim_due(self, subject):
-        r = self.schedule_.get(subject)
-        if r is None or r.executed or r.requested:
-            return None
-        return ScheduledDeletion(r.subject, r.rule, r.extract_ids, r.key_ids), r.due_on
-
-    async def live_scheduled(self, rule, other_than):
-        return [ScheduledDeletion(r.subject, r.rule, r.extract_ids, r.key_ids) for r in self.schedule_.values()
-                if not r.executed and r.subject != other_than and r.rule == rule]  # fmt: skip
-
-    async def mark_executed(self, subject):
-        self.schedule_[subject].executed = True
-
-    async def mark_requested(self, subject):
-        for r in self.schedule_.values():
-            if (subject is None and not r.executed) or r.subject == subject:
-                r.requested = True
-
-    async def live_keys(self):
-        return list(self.live.items())
-
-    async def destroy_keys(self, key_ids, by):
-        destroyed = sorted(k for k in set(key_ids) if k in self.live)
-        for k in destroyed:
-            del self.live[k]
-        return destroyed
-
-    async def audit(self, actor, action, subject, details, protocol_version):
-        self.audited.append(action)
-
-    async def request_exists(self, subject):
-        return any(r["subject"] == subject for r in self.requests.values())
-
-    async def add_request(self, req, due_on, destroyed, keys_retained):
-        self.requests[req.request_id] = {
-            "request_id": req.request_id, "subject": req.subject, "rule": req.rule, "due_on": due_on,
-            "owners": req.owners, "key_ids_destroyed": destroyed, "keys_retained": keys_retained,
-            "requested_at": req.occurred_at, "completed_at": None,
-        }  # fmt: skip
-        self.outbox.append(req)
-
-    async def claim_request(self, request_id):
-        return self.requests.get(request_id)
-
-    async def add_confirmation(self, request_id, service, rows_deleted):
-        self.confirmed.setdefault(request_id, {}).setdefault(service, rows_deleted)
-
-    async def confirmations(self, request_id):
-        return dict(self.confirmed.get(request_id, {}))
-
-    async def close_request(self, request_id, certificate_id):
-        self.requests[request_id] = {**self.requests[request_id], "completed_at": datetime.now(UTC),
-                                     "certificate_id": certificate_id}  # fmt: skip
-
-    async def add_certificate(self, cert, keys_retained):
-        self.certificates.append(cert)
-        self.outbox.append(cert)
-
-    async def certify_scheduled(self, certificate_id, *, subject=None, requested_by=None):
-        for r in self.schedule_.values():
-            if r.subject == subject or (subject is None and r.requested and not r.executed):
-                r.executed, r.certificate_id = True, certificate_id
-
-    async def pending_counts(self, today):
-        pending = [r for r in self.schedule_.values() if not r.executed]
-        return sum(r.due_on >= today for r in pending), sum(r.due_on < today for r in pending)
-
-    async def unconfirmed(self, requested_before):
-        return [
-            (r["owners"], list(self.confirmed.get(r["request_id"], {})))
-            for r in self.requests.values()
-            if r["completed_at"] is None and r["requested_at"] < requested_before
-        ]
-
-
-class FakeUnitOfWork:
-    def __init__(self, repo: FakeRepository) -> None:
-        self.repo = repo
-
-    @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[FakeRepository]:
-        yield self.repo
-
-
-class FakeOutbox:
-    def __init__(self, repo: FakeRepository) -> None:
-        self.repo, self.published = repo, []
-
-    async def flush(self) -> int:
-        n = len(self.repo.outbox)
-        self.published += self.repo.outbox
-        self.repo.outbox = []
-        return n
 
 
 @dataclass
@@ -166,10 +33,10 @@ class Clock:
 @pytest.fixture
 def world():
     extract, key = uuid4(), uuid4()
-    repo = FakeRepository(live={key: extract})
+    repo = FakeRetentionRepository(live={key: extract})
     clock = Clock(date(2017, 7, 20))
-    svc = RetentionService(FakeUnitOfWork(repo), ProtocolInForce(load_protocol()), clock, FakeOutbox(repo),
-                           timedelta(hours=1))  # fmt: skip
+    uow, outbox = FakeRetentionUnitOfWork(repo), FakeRetentionOutbox(repo)
+    svc = RetentionService(uow, ProtocolInForce(load_protocol()), clock, outbox, timedelta(hours=1))
     return svc, repo, clock, extract, key
 
 
@@ -268,10 +135,8 @@ async def test_a_refused_extract_is_deleted_at_once_and_certified(world):
     row = repo.schedule_[f"extract:{extract}"]
     assert row.rule == "extract-refused-or-failed-at-once" and row.due_on == clock.today()  # not the event's date
     [req] = [r for r in repo.requests.values()]
-    for service in req["owners"]:
-        certs = await svc.handle_confirmations(
-            [confirm(type("R", (), {"request_id": req["request_id"]}), service, 1)], service
-        )
+    for service in req.owners:
+        certs = await svc.handle_confirmations([confirm(req, service, 1)], service)
     assert [c.rule for c in certs] == ["extract-refused-or-failed-at-once"]
 
 

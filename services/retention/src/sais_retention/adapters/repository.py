@@ -16,7 +16,7 @@ from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit, destroy_keys, live_keys
 from sais_shared.outbox import flush_outbox
 
-from ..domain.plan import ScheduledDeletion
+from ..domain.plan import DeletionRequest, ScheduledDeletion
 
 
 class PgUnitOfWork:
@@ -146,10 +146,15 @@ class RetentionRepository:
             req.model_dump_json(),
         )
 
-    async def claim_request(self, request_id: UUID) -> dict | None:
+    async def claim_request(self, request_id: UUID) -> DeletionRequest | None:
         """A request, locked for this transaction."""
         r = await self.conn.fetchrow("SELECT * FROM retention.requests WHERE request_id=$1 FOR UPDATE", request_id)
-        return dict(r) if r else None
+        if r is None:
+            return None
+        return DeletionRequest(
+            **{k: r[k] for k in DeletionRequest.__dataclass_fields__ if k != "keys_retained"},
+            keys_retained=json.loads(r["keys_retained"]),
+        )
 
     async def add_confirmation(self, request_id: UUID, service: str, rows_deleted: dict) -> None:
         await self.conn.execute(
@@ -175,7 +180,7 @@ class RetentionRepository:
 
     # --- certificates -----------------------------------------------------------------------
 
-    async def add_certificate(self, cert: DeletionCompleted, keys_retained: Any) -> None:
+    async def add_certificate(self, cert: DeletionCompleted, keys_retained: dict[str, Any]) -> None:
         """The certificate and its event (outbox)."""
         await self.conn.execute(
             "INSERT INTO retention.certificates(certificate_id, rule, subject, due_on, executed_at, key_ids_destroyed, "
@@ -186,7 +191,7 @@ class RetentionRepository:
             cert.due_at,
             cert.executed_at,
             cert.key_ids_destroyed,
-            keys_retained if isinstance(keys_retained, str) else _json(keys_retained),
+            _json(keys_retained),
             _json(cert.rows_deleted),
             cert.protocol_version,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +21,22 @@ class ScheduledDeletion:
     rule: str
     extract_ids: Sequence[UUID]
     key_ids: Sequence[UUID]
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """A deletion asked of the services that hold the data (the owners), until each has confirmed it."""
+
+    request_id: UUID
+    subject: str
+    rule: str
+    due_on: date
+    owners: list[str]
+    key_ids_destroyed: list[UUID]
+    keys_retained: dict[str, Any]  # data keys kept, and why (another live subject still needs them)
+    requested_at: datetime
+    completed_at: datetime | None = None
+    certificate_id: UUID | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ the key store's retention functions (PostgreSQL adapter in ``adapters.repository
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -11,7 +11,7 @@ from uuid import UUID
 
 from sais_shared.events import DeletionCompleted, DeletionRequested
 
-from ..domain.plan import ScheduledDeletion
+from ..domain.plan import DeletionRequest, ScheduledDeletion
 
 
 class Repository(Protocol):
@@ -29,7 +29,9 @@ class Repository(Protocol):
 
     async def mark_requested(self, subject: str | None) -> None: ...
 
-    async def live_keys(self) -> list[tuple[UUID, UUID]]: ...
+    async def live_keys(self) -> list[tuple[UUID, UUID]]:
+        """(data key, the extract it seals) of every key not yet destroyed."""
+        ...
 
     async def destroy_keys(self, key_ids: Iterable[UUID], by: str) -> list[UUID]: ...
 
@@ -38,10 +40,10 @@ class Repository(Protocol):
     async def request_exists(self, subject: str) -> bool: ...
 
     async def add_request(
-        self, req: DeletionRequested, due_on: date, destroyed: list[UUID], keys_retained: dict
+        self, req: DeletionRequested, due_on: date, destroyed: list[UUID], keys_retained: dict[str, Any]
     ) -> None: ...
 
-    async def claim_request(self, request_id: UUID) -> Mapping[str, Any] | None: ...
+    async def claim_request(self, request_id: UUID) -> DeletionRequest | None: ...
 
     async def add_confirmation(self, request_id: UUID, service: str, rows_deleted: dict) -> None: ...
 
@@ -49,7 +51,7 @@ class Repository(Protocol):
 
     async def close_request(self, request_id: UUID, certificate_id: UUID | None) -> None: ...
 
-    async def add_certificate(self, cert: DeletionCompleted, keys_retained: Any) -> None: ...
+    async def add_certificate(self, cert: DeletionCompleted, keys_retained: dict[str, Any]) -> None: ...
 
     async def certify_scheduled(
         self, certificate_id: UUID, *, subject: str | None = None, requested_by: datetime | None = None
@@ -57,7 +59,9 @@ class Repository(Protocol):
 
     async def pending_counts(self, today: date) -> tuple[int, int]: ...
 
-    async def unconfirmed(self, requested_before: datetime) -> list[tuple[list[str], list[str]]]: ...
+    async def unconfirmed(self, requested_before: datetime) -> list[tuple[list[str], list[str]]]:
+        """(owners, owners that confirmed) of every open request older than the cut-off."""
+        ...
 
 
 class UnitOfWork(Protocol):

@@ -12,7 +12,6 @@ certificate says so. Certificates hold ids and counts only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from uuid import UUID
@@ -39,6 +38,7 @@ from ..domain.plan import (
     RULE_PARTY_LEFT,
     RULE_TRANSFER,
     RULE_UNDELIVERED,
+    DeletionRequest,
     awaiting,
     merge_counts,
     plan_deletion,
@@ -323,10 +323,10 @@ class RetentionService(FollowsProtocol):
                     log.warning("deletion.unknown_confirmation", request_id=str(e.request_id), service=e.service)
                     continue
                 await repo.add_confirmation(e.request_id, e.service, e.rows_deleted)
-                if req["completed_at"] is not None:
+                if req.completed_at is not None:
                     continue
                 confirmed = await repo.confirmations(e.request_id)
-                if awaiting(req["owners"], confirmed):
+                if awaiting(req.owners, confirmed):
                     continue
                 if cert := await self._certify(repo, req, merge_counts(confirmed)):
                     certs.append(cert)
@@ -334,10 +334,12 @@ class RetentionService(FollowsProtocol):
             await self.flush_outbox()
         return certs
 
-    async def _certify(self, repo: Repository, req: Mapping, counts: dict[str, int]) -> DeletionCompleted | None:
-        subject, rule = req["subject"], req["rule"]
+    async def _certify(
+        self, repo: Repository, req: DeletionRequest, counts: dict[str, int]
+    ) -> DeletionCompleted | None:
+        subject, rule = req.subject, req.rule
         if rule == RULE_INBOUND_STAGING and not any(counts.values()):
-            await repo.close_request(req["request_id"], None)
+            await repo.close_request(req.request_id, None)
             return None  # nothing was staged that long: no certificate to keep
         now = self.clock.now()
         cert = DeletionCompleted(
@@ -346,16 +348,16 @@ class RetentionService(FollowsProtocol):
             certificate_id=stable_id("certificate", subject),
             rule=rule,
             subject=subject,
-            due_at=req["due_on"],
+            due_at=req.due_on,
             executed_at=now,
-            key_ids_destroyed=req["key_ids_destroyed"],
+            key_ids_destroyed=req.key_ids_destroyed,
             rows_deleted=counts,
             protocol_version=self.protocol.version,
         )
-        await repo.add_certificate(cert, req["keys_retained"])
-        await repo.close_request(req["request_id"], cert.certificate_id)
+        await repo.add_certificate(cert, req.keys_retained)
+        await repo.close_request(req.request_id, cert.certificate_id)
         if rule == RULE_PARTY_LEFT:
-            await repo.certify_scheduled(cert.certificate_id, requested_by=req["requested_at"])
+            await repo.certify_scheduled(cert.certificate_id, requested_by=req.requested_at)
         else:
             await repo.certify_scheduled(cert.certificate_id, subject=subject)
         await repo.audit(
