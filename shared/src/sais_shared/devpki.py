@@ -57,6 +57,21 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.chmod(0o600)
 
 
+def _key_usage(*, ca: bool, signs_mail: bool) -> x509.KeyUsage:
+    """A CA signs certificates and lists; an end entity signs and receives keys (and signs mail: non-repudiation)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        content_commitment=signs_mail and not ca,
+        key_encipherment=not ca,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _cert(
     subject_cn: str,
     key,
@@ -82,36 +97,7 @@ def _cert(
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=True,
-                content_commitment=bool(email),
-                key_cert_sign=False,
-                crl_sign=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+    builder = builder.add_extension(_key_usage(ca=ca, signs_mail=bool(email)), critical=True)
     sans: list[x509.GeneralName] = []
     if email:
         sans.append(x509.RFC822Name(email))
