@@ -6,7 +6,7 @@ import asyncio
 import csv
 import socket
 import subprocess
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -311,3 +311,17 @@ def after_background_build(tool: str) -> None:
     if lock and Path(lock).exists():
         with open(lock) as f:
             fcntl.flock(f, fcntl.LOCK_SH)
+
+
+@asynccontextmanager
+async def service_pool(migrations):
+    """A pool on the session's database with the service's migrations applied (the settings of the
+    ``settings_env`` fixture), for a contract test of its PostgreSQL adapter."""
+    from sais_shared.runtime import open_runtime
+    from sais_shared.settings import CommonSettings
+
+    rt = await open_runtime(CommonSettings(), *migrations)
+    try:
+        yield rt.pool
+    finally:
+        await rt.close()

@@ -15,10 +15,9 @@ from sais_delivery.domain.batch import PartStatus, SentMeta, planned
 from sais_shared.crypto import Sealed
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 from sais_shared.protocol import load_protocol
-from sais_shared.runtime import open_runtime
-from sais_shared.settings import CommonSettings
 
 from tests.fakes import InMemoryDelivery
+from tests.helpers import service_pool
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +30,8 @@ async def uow(request, settings_env) -> AsyncIterator:
     if request.param == "in-memory":
         yield InMemoryDelivery()
         return
-    rt = await open_runtime(CommonSettings(), *MIGRATIONS)
-    try:
-        yield PgDeliveryUnitOfWork(rt.pool)
-    finally:
-        await rt.close()
+    async with service_pool(MIGRATIONS) as pool:
+        yield PgDeliveryUnitOfWork(pool)
 
 
 def added(

@@ -15,10 +15,9 @@ from sais_eligibility.app import WIRING
 from sais_eligibility.domain.cohort import CohortEntry, Finding, Held, Withdrawal
 from sais_eligibility.domain.model import Record
 from sais_shared.events import ExtractCompleted
-from sais_shared.runtime import open_runtime
-from sais_shared.settings import CommonSettings
 
 from tests.fakes import FakeUnitOfWork
+from tests.helpers import service_pool
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +27,8 @@ async def uow(request, settings_env) -> AsyncIterator:
     if request.param == "in-memory":
         yield FakeUnitOfWork()
         return
-    rt = await open_runtime(CommonSettings(), *WIRING.migrations)
-    try:
-        yield PgUnitOfWork(rt.pool)
-    finally:
-        await rt.close()
+    async with service_pool(WIRING.migrations) as pool:
+        yield PgUnitOfWork(pool)
 
 
 def record(

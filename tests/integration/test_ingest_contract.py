@@ -11,10 +11,9 @@ import pytest
 from sais_ingest.adapters.repository import ExtractRepository
 from sais_ingest.app import WIRING
 from sais_ingest.domain.extracts import DipSampleRow, RowKeys, RowProblem
-from sais_shared.runtime import open_runtime
-from sais_shared.settings import CommonSettings
 
 from tests.fakes import FakeExtractStore
+from tests.helpers import service_pool
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +23,12 @@ async def store(request, settings_env) -> AsyncIterator:
     if request.param == "in-memory":
         yield FakeExtractStore()
         return
-    rt = await open_runtime(CommonSettings(), *WIRING.migrations)
-    try:
-        yield ExtractRepository(rt.pool)
-    finally:
-        await rt.close()
+    async with service_pool(WIRING.migrations) as pool:
+        yield ExtractRepository(pool)
 
 
-async def started(store, **kw) -> uuid.UUID:
-    extract_id = uuid.uuid4()
+async def started(store, extract_id: uuid.UUID | None = None) -> uuid.UUID:
+    extract_id = extract_id or uuid.uuid4()
     await store.start(
         extract_id=extract_id,
         sha256=uuid.uuid4().hex * 2,
@@ -46,7 +42,6 @@ async def started(store, **kw) -> uuid.UUID:
         originator="test",
         protocol_version="1.0",
         ingested_by="test",
-        **kw,
     )
     return extract_id
 
@@ -65,20 +60,7 @@ async def test_a_resumed_extract_starts_its_problems_and_row_index_again(store):
     x = await started(store)
     await store.index_rows(x, [RowKeys(2, "ada", "c-1")])
     await store.add_problems(x, [RowProblem(2, "rejected", "DOB", "dob.invalid", "not a date")])
-    await store.start(
-        extract_id=x,
-        sha256="0" * 64,
-        source="summer-census",
-        reference_date=date(2017, 5, 18),
-        target_academic_year="2017/18",
-        file_name="may.csv",
-        encoding="utf-8",
-        supersedes=None,
-        key_id=uuid.uuid4(),
-        originator="test",
-        protocol_version="1.0",
-        ingested_by="test",
-    )
+    await started(store, x)  # again: resumed
     assert await store.problems(x, "rejected") == []
     assert await store.index_rows(x, [RowKeys(3, "ada", "c-1")]) == {}  # row 2 is no longer indexed
 

@@ -12,10 +12,9 @@ from sais_retention.adapters.repository import PgUnitOfWork
 from sais_retention.app import WIRING
 from sais_retention.domain.plan import DeletionRequest
 from sais_shared.events import DeletionRequested
-from sais_shared.runtime import open_runtime
-from sais_shared.settings import CommonSettings
 
 from tests.fakes import FakeRetentionRepository, FakeRetentionUnitOfWork
+from tests.helpers import service_pool
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +26,8 @@ async def uow(request, settings_env) -> AsyncIterator:
     if request.param == "in-memory":
         yield FakeRetentionUnitOfWork(FakeRetentionRepository(live={}))
         return
-    rt = await open_runtime(CommonSettings(), *WIRING.migrations)
-    try:
-        yield PgUnitOfWork(rt.pool)
-    finally:
-        await rt.close()
+    async with service_pool(WIRING.migrations) as pool:
+        yield PgUnitOfWork(pool)
 
 
 def requested(subject: str, owners: list[str]) -> DeletionRequested:
