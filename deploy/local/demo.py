@@ -36,6 +36,16 @@ TRANSFERS = ("admissions-year3-transfer-2017.csv", "admissions-year3-transfer", 
 OCTOBER = ("october-census-2017.csv", "autumn-census", "2017-10-05", "2017-10-12")
 
 
+def http_port(service: str, env: dict[str, str]) -> int:
+    """Where a service's /metrics is: as its settings read them (SAIS_<SERVICE>_HTTP_PORT, SAIS_HTTP_PORT)."""
+    import importlib
+
+    config = importlib.import_module(f"sais_{service}.config")
+    field = next(f for n, f in vars(config).items() if n.endswith("Settings") and n != "CommonSettings")
+    default = field.model_fields["http_port"].default
+    return int(env.get(f"SAIS_{service.upper()}_HTTP_PORT") or env.get("SAIS_HTTP_PORT") or default)
+
+
 def step(msg: str) -> None:
     print(f"\n\033[1m==> {msg}\033[0m", flush=True)
 
@@ -95,7 +105,8 @@ class Demo:
                 env={**self.env, "SAIS_AS_OF": "2017-07-10"},
                 start_new_session=True,
             )
-            print(f"    sais-{name} pid {self.services[name].pid}, log {self.logs / (name + '.log')}")
+            port = http_port(name, self.env)
+            print(f"    sais-{name} pid {self.services[name].pid}, :{port}/metrics, log {self.logs / (name + '.log')}")
 
     def wait_for(self, what: str, sql: str, expected: str, timeout: float = 90, shown: str | None = None) -> None:
         """Poll ``sql`` until it returns ``expected``; then print ``what`` with the result of ``shown``

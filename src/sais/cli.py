@@ -119,8 +119,9 @@ def options(
     log_format: str | None = typer.Option(
         None,
         "--log-format",
-        help="json or console: write the commands' log lines to stderr (default: none in a terminal, "
-        "else SAIS_LOG_FORMAT)",
+        envvar="SAIS_CLI_LOG_FORMAT",
+        help="json or console: also write the command's log lines to stderr (default: none, at a terminal "
+        "or not; SAIS_LOG_FORMAT is the services' own)",
     ),
     actor: str | None = typer.Option(
         None,
@@ -132,8 +133,8 @@ def options(
     ),
 ) -> None:
     """Reports and tables go to stdout (`--json` for machines); warnings a person must act on go to stderr
-    once, in plain words. Log lines are for services and scripts: in a terminal there are none unless
-    asked for with --log-format (or SAIS_LOG_FORMAT); elsewhere they go to stderr as JSON."""
+    once, in plain words. Log lines are for the services: a command writes none, at a terminal or not,
+    unless asked for with --log-format (or SAIS_CLI_LOG_FORMAT)."""
     from sais_shared import notices, operator
     from sais_shared.logging import configure_logging
 
@@ -145,15 +146,13 @@ def options(
         Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {text}", markup=True, highlight=False)
 
     notices.set_sink(warn)
-    if log_format is None and "SAIS_LOG_FORMAT" not in os.environ and sys.stderr.isatty():
-        configure_logging("CRITICAL", "console", stream=sys.stderr)  # a person at a terminal: sentences only
+    if log_format is None:
+        configure_logging("CRITICAL", "console", stream=sys.stderr)  # sentences and tables only
         return
-    # SAIS_LOG_LEVEL and SAIS_LOG_FORMAT as CommonSettings reads them (a unit test keeps the defaults the
-    # same), without loading the settings classes for a command that needs none.
+    # SAIS_LOG_LEVEL as CommonSettings reads it (a unit test keeps the defaults the same), without loading
+    # the settings classes for a command that needs none.
     level = os.environ.get("SAIS_LOG_LEVEL") or LOG_DEFAULTS["log_level"]
-    configure_logging(
-        level, log_format or os.environ.get("SAIS_LOG_FORMAT") or LOG_DEFAULTS["log_format"], stream=sys.stderr
-    )
+    configure_logging(level, log_format, stream=sys.stderr)
 
 
 _METAVARS = {

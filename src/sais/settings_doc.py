@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from sais_delivery.config import DeliverySettings
@@ -30,6 +31,12 @@ EXTRA = [
         "the audit trail (ISP §14.3); `--actor` wins. Required by every command that changes something",
     ),
     ("SAIS_DEBUG", "the CLI", "", "1: a failing command shows its traceback instead of one line"),
+    (
+        "SAIS_CLI_LOG_FORMAT",
+        "the CLI",
+        "",
+        "json or console: a command's log lines on stderr, as `--log-format`; none when unset",
+    ),
     (
         "SAIS_<SERVICE>_GROUP_ID",
         "`sais kafka lag`",
@@ -76,6 +83,11 @@ def rows() -> list[tuple[str, str, str, str]]:
     for name in sorted(seen):
         info = fields[name]
         out.append((f"SAIS_{name.upper()}", ", ".join(seen[name]), _default(info), info.description or ""))
+    for service, cls in SERVICES.items():  # a service's own name for a common setting (its HTTP port)
+        for info in cls.model_fields.values():
+            if isinstance(info.validation_alias, AliasChoices):
+                own_name = str(info.validation_alias.choices[0])
+                out.append((own_name, service, _default(info), info.description or ""))
     return out + EXTRA
 
 

@@ -66,7 +66,11 @@ class Pipeline:
     def cli(self, *args: str, as_of: str) -> str:
         with open(self.logdir / "cli.log", "a") as log:
             r = subprocess.run(
-                [SAIS, *args], env={**self.env, "SAIS_AS_OF": as_of}, stdout=subprocess.PIPE, stderr=log, text=True
+                [SAIS, *args],
+                env={**self.env, "SAIS_AS_OF": as_of, "SAIS_CLI_LOG_FORMAT": "json"},  # its log lines: scanned below
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
             )
         assert r.returncode == 0, f"sais {' '.join(args)} → {r.returncode}: {r.stdout}"
         return r.stdout

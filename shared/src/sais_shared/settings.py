@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError, MissingKeyEncryptionKeyError
@@ -22,7 +22,7 @@ class CommonSettings(BaseSettings):
     """What every service needs: where Kafka and PostgreSQL are, and the key-encryption key."""
 
     # An empty SAIS_X is no setting at all (compose passes `${SAIS_X:-}` through as "").
-    model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="SAIS_", extra="ignore", env_ignore_empty=True, populate_by_name=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
     kafka_security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = Field(
@@ -115,8 +115,8 @@ class CommonSettings(BaseSettings):
     log_level: str = Field("INFO", description="Least level of the JSON log lines: DEBUG, INFO, WARNING, ERROR")
     log_format: str = Field(
         "json",
-        description="json or console. The services log to stdout; the CLI logs to stderr, and at a "
-        "terminal not at all unless this (or --log-format) is set",
+        description="json or console: the services' log lines, on stdout. `sais` commands write none unless "
+        "asked with --log-format (or SAIS_CLI_LOG_FORMAT), to stderr",
     )
     as_of: date | None = Field(
         None, description="Business date override (demo, tests; development mode only); wall clock when unset"
@@ -295,6 +295,17 @@ def _dsn_parameter(dsn: str, name: str) -> str | None:
 
 
 SERVICES = ("ingest", "eligibility", "delivery", "retention")
+
+
+def service_http_port(service: str, default: int) -> Any:
+    """A service's HTTP port: SAIS_<SERVICE>_HTTP_PORT, else SAIS_HTTP_PORT, else its own default (so that
+    the four services run side by side on one host, each where its own setting says)."""
+    return Field(
+        default,
+        validation_alias=AliasChoices(f"SAIS_{service.upper()}_HTTP_PORT", "SAIS_HTTP_PORT"),
+        description=f"Port of {service}'s /healthz, /readyz, /metrics (SAIS_{service.upper()}_HTTP_PORT wins "
+        "over SAIS_HTTP_PORT)",
+    )
 
 
 def consumer_group(service: str, prefix: str) -> str:

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from sais_shared.errors import ConfigurationError
-from sais_shared.settings import CommonSettings
+from sais_shared.settings import CommonSettings, service_http_port
 
 from .domain.parts import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -13,7 +13,7 @@ from .domain.parts import DEFAULT_MAX_MESSAGE_BYTES
 class DeliverySettings(CommonSettings):
     """SMTP and S/MIME settings (``SAIS_DELIVERY_*``); certificates and keys are files."""
 
-    http_port: int = 8083
+    http_port: int = service_http_port("delivery", 8083)
 
     delivery_group_id: str | None = Field(
         None,

@@ -3,11 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from sais_shared.settings import CommonSettings
+from sais_shared.settings import CommonSettings, service_http_port
 
 
 class EligibilitySettings(CommonSettings):
-    http_port: int = 8082
+    http_port: int = service_http_port("eligibility", 8082)
 
     eligibility_rules_dir: Path | None = Field(None, description="Rules files; the bundled ones when unset")
     eligibility_group_id: str | None = Field(

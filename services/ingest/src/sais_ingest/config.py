@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import Field
-from sais_shared.settings import CommonSettings
+from sais_shared.settings import CommonSettings, service_http_port
 
 if TYPE_CHECKING:  # the readers (openpyxl, defusedxml) load only when an extract is read
     from .domain.files import ReadLimits
@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the readers (openpyxl, defusedxml) load only when an extrac
 class IngestSettings(CommonSettings):
     """ingest's settings (``SAIS_*``); the inbound consumer runs when its private key is configured."""
 
-    http_port: int = 8081
+    http_port: int = service_http_port("ingest", 8081)
 
     ingest_group_id: str | None = Field(
         None,

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from pydantic import Field
-from sais_shared.settings import CommonSettings
+from sais_shared.settings import CommonSettings, service_http_port
 
 
 class RetentionSettings(CommonSettings):
-    http_port: int = 8084
+    http_port: int = service_http_port("retention", 8084)
     retention_group_id: str | None = Field(
         None,
         description="Retention's Kafka consumer group; <SAIS_TOPIC_PREFIX>-retention when unset (what its ACLs and `sais kafka lag` expect)",
