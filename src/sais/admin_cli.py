@@ -58,6 +58,15 @@ def docs_settings() -> None:
     typer.echo(f"wrote {DOC}")
 
 
+@docs_app.command("glossary")
+def docs_glossary() -> None:
+    """Write docs/glossary.md: what each finding, warning, retention rule and gap means, and what to do."""
+    from sais_shared.glossary import DOC, render
+
+    DOC.write_text(render(), encoding="utf-8")
+    typer.echo(f"wrote {DOC}")
+
+
 RULE_SOURCE, RULE_OUT = Path("deploy/monitoring/alerts.yml"), Path("deploy/k8s/monitoring/prometheus-rule.yaml")
 
 
@@ -325,7 +334,6 @@ def kafka_lag(
     settled (for example after `sais ingest file`, before `sais delivery send`)."""
     import asyncio
 
-    from rich.table import Table
     from sais_shared.kafka_access import ACCESS
     from sais_shared.lag import group_lag
     from sais_shared.topics import Topics
@@ -360,10 +368,16 @@ def kafka_lag(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        t = Table("group", "topic", "records behind", title="Consumer lag (committed offsets)", title_justify="left")
-        for r in rows:
-            t.add_row(r["group"], r["topic"], str(r["lag"]))
-        Console().print(t)
+        from sais_shared.present import console, plural, show
+
+        show(
+            console(),
+            "Consumer lag (committed offsets)",
+            ("group", "topic", "records behind"),
+            [(r["group"], r["topic"], r["lag"]) for r in rows],
+            summary=f"{plural(behind, 'record')} behind over {plural(len(rows), 'topic')} of "
+            f"{plural(len({r['group'] for r in rows}), 'consumer group')}",
+        )
     if wait and behind:
         Console(stderr=True).print(f"[yellow]not caught up after {wait:.0f} s:[/] {behind} record(s) behind")
         raise typer.Exit(int(Exit.TRANSIENT))

@@ -113,17 +113,26 @@ def check(
             )
         )
         return
-    out.print(f"{protocol.id} v{protocol.version}: valid")
-    for y, gs in gaps.items():
-        if not gs:
-            out.print(f"  {y}: the requested data cover every programme")
-        for g in gs:
-            out.print(f"  [yellow]{y}: gap[/] {g.describe()}")
-    if any(gaps.values()):
-        out.print(
-            "Children in a gap are dropped at ingest as out of scope: agree a protocol revision that "
-            "requests them before relying on that year's cohort."
-        )
+    from sais_shared.glossary import explain
+
+    gapped = [y for y, gs in gaps.items() if gs]
+    out.print(f"{protocol.id} v{protocol.version}: valid", markup=False)
+    if not gapped:
+        out.print(f"the requested data cover every programme of {', '.join(years)}", markup=False)
+        return
+    covered = [y for y in years if y not in gapped]
+    out.print(
+        f"{sum(len(gaps[y]) for y in gapped)} coverage gap(s) in {len(gapped)} academic year(s)"
+        + (f"; {', '.join(covered)} covered" if covered else ""),
+        markup=False,
+    )
+    for y in gapped:
+        for g in gaps[y]:
+            out.print(f"  {y} {g.describe()}", markup=False)
+    term = explain("coverage-gap")
+    if term is not None:
+        out.print(f"What this means: {term.meaning}", markup=False)
+        out.print(f"What to do: {term.action}", markup=False)
 
 
 @app.command("load")

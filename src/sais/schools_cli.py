@@ -54,9 +54,10 @@ def load(
         return
     out.print(
         f"schools register loaded: {report.schools} schools ({report.open} open, {report.closed} closed, "
-        f"{report.outside} outside the authority); sha256 {report.sha256[:12]}…",
+        f"{report.outside} outside the authority)",
         markup=False,
     )
+    out.print(f"  sha256 {report.sha256}", markup=False)
     if report.unreadable_bytes:
         err.print(f"{report.unreadable_bytes} byte(s) are not Windows-1252 characters: read as \ufffd", markup=False)
     for s in report.skipped[:50]:

@@ -4,6 +4,7 @@
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -11,6 +12,12 @@ import pytest
 from tests.helpers import REPO, readme_block
 
 pytestmark = pytest.mark.e2e
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# what the four services, started in the same shell, print beside the commands (uvicorn, aiokafka)
+SERVER_LINE = re.compile(
+    r"(Started server process|Waiting for application|Application (startup|shutdown)|Uvicorn running|"
+    r"Shutting down|Heartbeat failed|Unclosed AIOKafka|consumer: <aiokafka)"
+)
 
 
 def operating_block() -> list[str]:
@@ -40,19 +47,31 @@ async def test_the_operating_block_runs_as_written(env):
         cwd=REPO,
         # a fresh shell, as a person's: nothing of this session's SAIS_* but where the stack keeps its state
         env={k: v for k, v in os.environ.items() if not k.startswith("SAIS_") or k == "SAIS_STATE_DIR"}
-        | {"COLUMNS": "160"},
+        | {"COLUMNS": os.environ.get("README_COLUMNS", "80")},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if os.environ.get("README_TRANSCRIPT"):  # to look at, or to paste into the README
+        Path(os.environ["README_TRANSCRIPT"]).write_text(done.stdout)
     # what the commands said (the services, started in the same shell, log JSON lines beside them)
     said = " ".join(" ".join(x for x in done.stdout.splitlines() if not x.startswith("{")).split())
     assert "rows in 52 = accepted 49 + rejected 2 + out of scope 1" in said, said[:4000]
     assert re.search(r"batch [0-9a-f-]{36} → \S+@nhs\.net: sent", said), said[-3000:]
     assert "sharing SUSPENDED" in said and "sharing resumed" in said
-    assert re.search(r"batch:[0-9a-f-]{36} \(isp-11\.1[^)]*\): \d+ data key\(s\) destroyed", said), said[-3000:]
+    assert re.search(
+        r"batch:[0-9a-f-]{36} rule: 3 months after transfer \(§11\.1\) \(isp-11\.1[^)]*\) 1 data key destroyed", said
+    ), said[-3000:]
     assert "certificate " in said and "audit trail intact" in said
+    # At 80 columns (a terminal's default): nothing cut short, no id in two, times as a person reads them.
+    shown = [x for x in done.stdout.splitlines() if not x.startswith("{") and not SERVER_LINE.match(x)]
+    assert not [x for x in shown if "…" in x], [x for x in shown if "…" in x]
+    cut = [x for x in shown for t in re.findall(r"(?<![0-9a-zA-Z])[0-9a-f]{8}-[0-9a-f-]*", x) if not UUID.fullmatch(t)]
+    assert not cut, cut
+    assert not [x for x in shown if re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", x)]  # no ISO 8601 times
+    times = [t for x in shown for t in re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)?(?: \w+)?", x)]
+    assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d (GMT|BST)", t) for t in times), times
     conn = await asyncpg.connect(env["SAIS_DATABASE_URL"])
     try:
         actors = {r["actor"] for r in await conn.fetch("SELECT DISTINCT actor FROM shared.audit_log")}

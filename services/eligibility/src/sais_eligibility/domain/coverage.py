@@ -20,8 +20,19 @@ class Gap:
     sources: tuple[str, ...]  # the programme's sources, none of which is asked for these children
 
     def describe(self) -> str:
-        years = ", ".join("R" if y == "R" else f"Y{y}" for y in self.year_groups)
-        return f"{self.programme}: {years} ({''.join(self.sexes)}) is requested from none of {', '.join(self.sources)}"
+        """In plain words: ``flu: Years 5 and 6 (boys, girls, sex not known) are requested from none of …``."""
+        years = [("Reception" if y == "R" else y) for y in self.year_groups]
+        named = ("Year " if len(years) == 1 else "Years ") + _listed(years) if years != ["Reception"] else years[0]
+        sexes = ", ".join(SEX_WORDS.get(x, x) for x in self.sexes)
+        verb = "is" if len(years) == 1 else "are"
+        return f"{self.programme}: {named} ({sexes}) {verb} requested from none of {', '.join(self.sources)}"
+
+
+SEX_WORDS = {"M": "boys", "F": "girls", "U": "sex not known"}
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _recorded(year_group: str, roll_forward_years: int) -> str | None:

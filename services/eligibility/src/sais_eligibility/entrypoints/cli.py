@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from sais_shared.cli_options import parse_academic_year
 from sais_shared.db import create_pool
 
@@ -35,13 +33,18 @@ def rules_cmd(
     if as_json:
         typer.echo(json.dumps({y: rules[y].model_dump() for y in years}, indent=2))
         return
+    from sais_shared.present import console, plural, show
+
+    out = console()
     for y in years:
-        t = Table(
-            "programme", "dose", "year groups", "sexes", "sources", title=f"Programme rules {y}", title_justify="left"
+        programmes = rules[y].programmes
+        show(
+            out,
+            f"Programme rules {y}",
+            ("programme", "dose", "year groups", "sexes", "sources"),
+            [(p.name, p.dose or "—", ", ".join(p.year_groups), ", ".join(p.sexes), p.sources) for p in programmes],
+            summary=f"{y}: {plural(len(programmes), 'programme')} (year groups in that year; R is Reception)",
         )
-        for p in rules[y].programmes:
-            t.add_row(p.name, str(p.dose or "-"), ", ".join(p.year_groups), ", ".join(p.sexes), ", ".join(p.sources))
-        Console().print(t)
 
 
 async def statistics_rows(dsn: str | dict[str, str], academic_year: str):

@@ -48,7 +48,7 @@ class RowProblem:
     """Why a row was rejected, or what a person should check about it (row numbers as in the file)."""
 
     row_number: int
-    kind: str  # rejected | warning
+    kind: str  # rejected | warning | out-of-scope
     field: str
     code: str
     reason: str

@@ -13,7 +13,6 @@ from uuid import UUID
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import parse_date
 from sais_shared.events import SOURCES
@@ -43,10 +42,8 @@ def _print_summary(rep: ExtractReport, out: Console) -> None:
     else:
         status = "DUPLICATE (already ingested; nothing published)" if rep.duplicate else "ingested"
     out.print(f"[bold]{rep.file_name}[/] → {status}")
-    out.print(
-        f"  extract {rep.extract_id}  source {rep.source}  reference date {rep.reference_date}  "
-        f"target year {rep.target_academic_year}"
-    )
+    out.print(f"  extract {rep.extract_id}")
+    out.print(f"  source {rep.source}, reference date {rep.reference_date}, target year {rep.target_academic_year}")
     if rep.supersedes:
         out.print(f"  replacement dataset: supersedes extract {rep.supersedes} (ISP §9.6)")
     if rep.effect:
@@ -72,41 +69,43 @@ def _print_summary(rep: ExtractReport, out: Console) -> None:
 
 
 def _print_tables(rep: ExtractReport, out: Console, max_rows: int) -> None:
-    if rep.rejections:
-        t = Table("row", "field", "reason", title="Rejected rows", title_justify="left")
-        for r in rep.rejections[:max_rows]:
-            t.add_row(str(r["row_number"]), r["field"], r["reason"])
-        out.print(t)
-        if len(rep.rejections) > max_rows:
-            out.print(f"  … {len(rep.rejections) - max_rows} more in the report (--json)")
+    from sais_shared.glossary import words
+    from sais_shared.present import show
+
+    if rep.rejections or rep.warning_rows or rep.out_of_scope_rows:
+        out.print("  rows are numbered as in the spreadsheet (the header is row 1, or where it was found)")
+    for title, rows, kind in (
+        ("Rejected rows", rep.rejections, "reason"),
+        ("Out of scope: valid, not requested from this source, not shared", rep.out_of_scope_rows, "why"),
+        ("Warnings", rep.warning_rows, "warning"),
+    ):
+        if not rows:
+            continue
+        shown = [
+            (r["row_number"] or "file", words(r["code"]) if r["field"] == "row" else r["field"], r["reason"])
+            for r in rows[:max_rows]
+        ]
+        show(out, title, ("row", "field", kind), shown)
+        if len(rows) > max_rows:
+            out.print(f"  … {len(rows) - max_rows} more in the report (--json)")
     if rep.dip_sample:
-        t = Table(
-            "row",
-            "school",
-            "year",
-            "surname",
-            "forename",
-            "date of birth",
-            "postcode",
-            title="Dip sample for spot-checking against the source (ISP §9.3)",
-            title_justify="left",
+        show(
+            out,
+            "Dip sample for spot-checking against the source (ISP §9.3)",
+            ("row", "school", "year", "surname", "forename", "date of birth", "postcode"),
+            [
+                (
+                    r["row_number"],
+                    r["school_dfe"],
+                    r["year_group"],
+                    r["surname"],
+                    r["forename"],
+                    r["date_of_birth"],
+                    r["postcode"],
+                )
+                for r in rep.dip_sample
+            ],
         )
-        for r in rep.dip_sample:
-            t.add_row(
-                str(r["row_number"]),
-                r["school_dfe"],
-                r["year_group"],
-                r["surname"],
-                r["forename"],
-                r["date_of_birth"],
-                r["postcode"],
-            )
-        out.print(t)
-    if rep.warning_rows:
-        t = Table("row", "field", "warning", title="Warnings", title_justify="left")
-        for r in rep.warning_rows[:max_rows]:
-            t.add_row(str(r["row_number"]), r["field"], r["reason"])
-        out.print(t)
 
 
 def _progress_bar(show: bool) -> Progress:
@@ -120,10 +119,42 @@ def _progress_bar(show: bool) -> Progress:
     )
 
 
-@app.command("file")
+_SOURCE_MEANINGS = {
+    "summer-census": "the May school census (rolled forward a year to September)",
+    "autumn-census": "the October school census (the year as it is)",
+    "admissions-reception": "Reception offers for September (primary admissions)",
+    "admissions-year3-transfer": "Year 3 offers for September (infant to junior transfer)",
+}
+
+
+def _file_help() -> str:
+    """What `sais ingest file --help` says: the formats, the columns and the sources, from the code itself."""
+    from sais_shared.events import SOURCES
+
+    from ..domain.headers import ALIASES, REQUIRED
+
+    def column(field: str) -> str:
+        return f"{field} ({', '.join(repr(a) for a in ALIASES[field][:3])}…)"
+
+    optional = [f for f in ALIASES if f not in REQUIRED]
+    sources = "\n\n".join(f"{s}: {_SOURCE_MEANINGS.get(s, '')}" for s in SOURCES)
+    return (
+        "Validate, minimise and publish one extract file: all of it, or none of it.\n\n"
+        "Formats: CSV (UTF-8, UTF-8 with BOM, Windows-1252), Excel .xlsx, and the DfE Common Transfer File "
+        "(XML). A title or instructions above the header row are skipped.\n\n"
+        f"Required columns (headers as schools write them): {'; '.join(column(f) for f in REQUIRED)}.\n\n"
+        f"Optional columns: {', '.join(optional)}. Any other column is dropped and never shared (ISP §6.1).\n\n"
+        f"Sources:\n\n{sources}\n\n"
+        "Rows are numbered as in the spreadsheet; the report names every rejected and out-of-scope row."
+    )
+
+
+@app.command("file", help=_file_help())
 def ingest_file_cmd(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
-    source: Source = typer.Option(..., help="the extract's source (the protocol must request it)"),
+    source: Source = typer.Option(
+        ..., metavar="SOURCE", help="the extract's source, one of those listed above (the protocol must request it)"
+    ),
     reference_date: date = typer.Option(..., parser=parse_date, metavar="YYYY-MM-DD", help="census day or offer date"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     report: Path | None = typer.Option(None, help="also write the full report (JSON) here: a new file"),
@@ -137,7 +168,7 @@ def ingest_file_cmd(
         False, "--force-date", help="take a reference date outside its source's window (audited)"
     ),
 ) -> None:
-    """Validate, minimise and publish one extract file: all of it, or none of it."""
+    """Validate, minimise and publish one extract file (the help: _file_help)."""
     ref, actor = reference_date, operator.actor()
     if report is not None and report.exists():  # before anything is done, not after
         raise OutputFileError(f"{report} already exists: the report is written to a new file only")

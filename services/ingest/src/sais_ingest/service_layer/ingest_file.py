@@ -120,6 +120,7 @@ class ExtractReport:
     dropped_columns: list[str] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
     warning_rows: list[dict] = field(default_factory=list)
+    out_of_scope_rows: list[dict] = field(default_factory=list)  # row number and why it was not shared
     dip_sample: list[dict] = field(default_factory=list)
     header_row: int | None = None  # the spreadsheet row the header was found on (None: not a sheet)
     sheet: str | None = None  # the workbook's sheet that was read, when it is not the first
@@ -491,6 +492,7 @@ class Ingest(FollowsProtocol):
         out.dropped_columns = report.dropped_columns
         out.rejections = [r.shown() for r in await repo.problems(extract_id, "rejected")]
         out.warning_rows = [r.shown() for r in await repo.problems(extract_id, "warning")]
+        out.out_of_scope_rows = [r.shown() for r in await repo.problems(extract_id, "out-of-scope")]
         if refusal:
             out.warning_rows.insert(
                 0, {"row_number": 0, "field": "extract", "code": refusal.code, "reason": str(refusal)}
@@ -721,6 +723,16 @@ class _Run:
             self._reject(row_number, outcome)
         elif isinstance(outcome, OutOfScope):
             report.out_of_scope += 1
+            self.problems.append(
+                RowProblem(
+                    row_number,
+                    "out-of-scope",
+                    "row",
+                    "row.not-requested",
+                    f"year group {outcome.year_group or '?'}, sex {outcome.gender or '?'}: not requested from "
+                    f"{report.source} by the protocol (ISP §6.1), so not shared",
+                )
+            )
         else:
             self._candidate(outcome)
 
@@ -865,6 +877,7 @@ async def report_for(
     )
     rep.rejections = [r.shown() for r in await repo.problems(extract_id, "rejected")]
     rep.warning_rows = [r.shown() for r in await repo.problems(extract_id, "warning")]
+    rep.out_of_scope_rows = [r.shown() for r in await repo.problems(extract_id, "out-of-scope")]
     if keys is not None:  # the dip sample is personal data: only for the data officer's own report
         rows = await repo.dip_sample(extract_id)
         sealed = {r.row_number: Sealed.model_validate_json(r.personal) for r in rows}

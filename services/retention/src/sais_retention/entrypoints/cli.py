@@ -8,9 +8,10 @@ from datetime import date
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import parse_date, working
+from sais_shared.glossary import words
+from sais_shared.present import console, plural, show
 
 from ..config import RetentionSettings
 
@@ -54,20 +55,23 @@ def _report(requests, certified: list[dict], as_json: bool) -> None:
             )
         )
         return
+    out = console()
     if not requests:
-        Console().print("no deletions due")
+        out.print("no deletions due")
     for r in requests:
         answer = done.get(r.subject, {})
         if answer.get("certificate_id"):
             outcome = f"certificate {answer['certificate_id']}"
         elif answer.get("completed_at"):
-            outcome = "nothing was held: no certificate"
+            outcome = "there was nothing to delete, so no certificate"
         else:
-            outcome = "certificate when every owner has confirmed (`sais retention requests`)"
-        Console().print(
-            f"{r.subject} ({r.rule}): {len(r.key_ids)} data key(s) destroyed; deletion requested from "
-            f"{', '.join(r.owners)}; {outcome}"
-        )
+            outcome = "certificate once every owner has confirmed (`sais retention requests`)"
+        out.print(f"{r.subject}", markup=False)
+        out.print(f"  rule: {words(r.rule)} ({r.rule})", markup=False)
+        out.print(f"  {plural(len(r.key_ids), 'data key')} destroyed", markup=False)
+        deleted = "deleted" if answer.get("completed_at") else "to be deleted"
+        out.print(f"  rows {deleted} by {', '.join(r.owners)}", markup=False)
+        out.print(f"  {outcome}", markup=False)
 
 
 @app.command("run")
@@ -112,27 +116,17 @@ def requests_cmd(as_json: bool = typer.Option(False, "--json", help="print as JS
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table(
-        "subject",
-        "rule",
-        "requested",
-        "confirmed by",
-        "waiting for",
-        "done",
-        title="Deletion requests",
-        title_justify="left",
+    waiting = [[o for o in r["owners"] if o not in r["confirmed"]] for r in rows]
+    show(
+        console(),
+        "Deletion requests",
+        ("subject", "rule", "requested", "confirmed by", "waiting for", "done"),
+        [
+            (r["subject"], words(r["rule"]), r["requested_at"], r["confirmed"], w, r["completed_at"])
+            for r, w in zip(rows, waiting, strict=True)
+        ],
+        summary=f"{plural(len(rows), 'deletion request')}, {sum(bool(w) for w in waiting)} waiting for an owner",
     )
-    for r in rows:
-        waiting = [o for o in r["owners"] if o not in r["confirmed"]]
-        t.add_row(
-            r["subject"][:40],
-            r["rule"],
-            str(r["requested_at"])[:19],
-            ", ".join(r["confirmed"]),
-            ", ".join(waiting),
-            str(r["completed_at"] or "")[:19],
-        )
-    Console().print(t)
 
 
 @app.command("schedule")
@@ -152,10 +146,17 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="print the resul
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table("subject", "rule", "delete on", "done", "keys", title="Retention schedule", title_justify="left")
-    for r in rows:
-        t.add_row(r["subject"], r["rule"], str(r["due_on"]), str(r["executed_at"] or "pending"), str(r["keys"]))
-    Console().print(t)
+    pending = [r for r in rows if r["executed_at"] is None]
+    nxt = min((r["due_on"] for r in pending), default=None)
+    show(
+        console(),
+        "Retention schedule",
+        ("subject", "rule", "delete on", "done at (real time)", "data keys"),
+        [(r["subject"], words(r["rule"]), r["due_on"], r["executed_at"] or "pending", r["keys"]) for r in rows],
+        summary=f"{plural(len(pending), 'deletion')} pending"
+        + (f", the next on {nxt.isoformat()}" if nxt else "")
+        + "; `sais retention run` deletes what is due (docs/glossary.md explains each rule)",
+    )
 
 
 @app.command("reapply")
@@ -242,23 +243,10 @@ def certificates(as_json: bool = typer.Option(False, "--json", help="print the r
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table(
-        "certificate",
-        "rule",
-        "subject",
-        "due",
-        "executed",
-        "keys destroyed",
-        title="Deletion certificates",
-        title_justify="left",
+    show(
+        console(),
+        "Deletion certificates",
+        ("certificate", "rule", "subject", "due", "executed (real time)", "data keys destroyed"),
+        [(r["certificate_id"], words(r["rule"]), r["subject"], r["due_on"], r["executed_at"], r["keys"]) for r in rows],
+        summary=f"{plural(len(rows), 'deletion certificate')} (no personal data)",
     )
-    for r in rows:
-        t.add_row(
-            str(r["certificate_id"])[:8],
-            r["rule"],
-            r["subject"][:40],
-            str(r["due_on"]),
-            str(r["executed_at"]),
-            str(r["keys"]),
-        )
-    Console().print(t)
