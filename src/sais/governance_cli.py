@@ -8,9 +8,6 @@ from datetime import date
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import local_time, parse_date
 from sais_shared.files import OutputFileError, write_private_file
@@ -93,33 +90,21 @@ def audit_list(
     if not rows:
         typer.echo("no audit entries" + (f" for {action}" if action else "") + (f" since {since}" if since else ""))
         return
-    t = Table(
-        "at (Europe/London)",
-        "actor",
-        "login",
-        "action",
-        "subject",
-        "protocol",
-        title="Audit trail",
-        title_justify="left",
+    from sais_shared.present import console, plural, show
+
+    # values from the database are text, never markup (present.table escapes them): a subject "[/]" is shown
+    # as it is. The login is the database role that wrote the entry (set by the server; empty for older ones).
+    show(
+        console(),
+        "Audit trail",
+        ("at (real time)", "actor", "login", "action", "subject", "protocol"),
+        [
+            (local_time(r["at"]), r["actor"], r["db_role"], r["action"], r["subject"], r["protocol_version"])
+            for r in rows
+        ],
+        summary=f"{plural(len(rows), 'entry', 'entries')}, newest first; times are the database's own clock "
+        "(Europe/London), not SAIS_AS_OF's business date",
     )
-    for r in rows:
-        # values from the database are text, never markup: a subject "[/]" is shown as it is. The login is
-        # the database role that wrote the entry (set by the server; empty for entries older than that).
-        t.add_row(
-            *(
-                escape(v)
-                for v in (
-                    local_time(r["at"]),
-                    r["actor"],
-                    r["db_role"] or "",
-                    r["action"],
-                    r["subject"],
-                    r["protocol_version"] or "",
-                )
-            )
-        )
-    Console().print(t)
 
 
 @audit_app.command("verify")

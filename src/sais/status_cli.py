@@ -7,7 +7,6 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sais_delivery import queries as delivery
 from sais_eligibility import queries as eligibility
 from sais_ingest import queries as ingest
@@ -73,55 +72,50 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the result 
     if as_json:
         typer.echo(json.dumps(view, default=str, indent=2))
     else:
-        c = Console()
+        from sais_shared.present import console, show
+
+        c = console()
         pr = view["protocol"]
         c.print(
             f"protocol {pr['id']} v{pr['version']} (review by {pr['review_date']}); sharing "
             f"{'[red]SUSPENDED[/]' if view['sharing_suspended'] else 'active'}; deletions scheduled "
             f"{view['deletions']['scheduled']}, overdue {view['deletions']['overdue']}"
         )
-        t = Table(
-            "source",
-            "reference date",
-            "status",
-            "rows in",
-            "accepted",
-            "rejected",
-            "out of scope",
-            title="Recent extracts",
-            title_justify="left",
+        show(
+            c,
+            "Recent extracts",
+            ("source", "reference date", "status", "rows in", "accepted", "rejected", "out of scope"),
+            [
+                (
+                    e["source"],
+                    e["reference_date"],
+                    e["status"] + (" (purged)" if e["purged"] else ""),
+                    *(e[k] for k in ("rows_in", "accepted", "rejected", "out_of_scope")),
+                )
+                for e in view["extracts"]
+            ],
         )
-        for e in view["extracts"]:
-            t.add_row(
-                e["source"],
-                str(e["reference_date"]),
-                e["status"] + (" (purged)" if e["purged"] else ""),
-                *(str(e[k]) for k in ("rows_in", "accepted", "rejected", "out_of_scope")),
-            )
-        c.print(t)
         for e in view["extracts"]:
             if e["status"] in ("refused", "failed", "abandoned", "withdrawn"):
                 c.print(
                     f"  {e['status']}: {e['file_name']} ({e['source']} {e['reference_date']}), extract "
                     f"{e['extract_id']}: {e['failure']}"
                 )
-        t = Table("academic year", "programme", "children", title="Cohorts", title_justify="left")
-        for r in view["cohorts"]:
-            t.add_row(r["academic_year"], r["programme"], str(r["n"]))
-        c.print(t)
-        t = Table(
-            "batch", "window", "year", "status", "sent", "delete by", title="Recent batches", title_justify="left"
+        show(
+            c,
+            "Cohorts",
+            ("academic year", "programme", "children"),
+            [(r["academic_year"], r["programme"], r["n"]) for r in view["cohorts"]],
         )
-        for b in view["batches"]:
-            t.add_row(
-                str(b["batch_id"])[:8],
-                b["window_name"],
-                b["academic_year"],
-                b["status"],
-                str(b["sent_at"] or ""),
-                str(b["delete_by"]),
-            )
-        c.print(t)
+        show(
+            c,
+            "Recent batches",
+            ("batch", "window", "year", "status", "sent", "delete by"),
+            [
+                (b["batch_id"], b["window_name"], b["academic_year"], b["status"], b["sent_at"], b["delete_by"])
+                for b in view["batches"]
+            ],
+        )
         for a in view["attention"]:
             Console(stderr=True).print(f"[yellow]attention:[/] {a}")
     if view["attention"]:

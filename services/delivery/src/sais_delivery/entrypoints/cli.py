@@ -11,7 +11,6 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import local_time, parse_academic_year, parse_when, working
 from sais_shared.exits import Exit
@@ -65,25 +64,17 @@ def send(
     Console().print(
         f"batch {res.batch_id} → {res.recipient}: {state}; Message-ID {res.message_id}; delete by {res.delete_by}"
     )
+    from sais_shared.present import console, show
+
+    out = console()
     if len(res.parts) > 1:
-        t = Table(
-            "part",
-            "Message-ID",
-            "status",
-            "bytes",
-            "records",
-            title="Parts (each a complete message)",
-            title_justify="left",
+        show(
+            out,
+            "Parts (each a complete message)",
+            ("part", "Message-ID", "status", "bytes", "records"),
+            [(p["part"], p["message_id"], p["status"], p["size_bytes"], sum(p["counts"].values())) for p in res.parts],
         )
-        for p in res.parts:
-            t.add_row(
-                str(p["part"]), p["message_id"], p["status"], str(p["size_bytes"] or ""), str(sum(p["counts"].values()))
-            )
-        Console().print(t)
-    t = Table("programme", "records", title="Batch contents", title_justify="left")
-    for k, v in res.counts.items():
-        t.add_row(k, str(v))
-    Console().print(t)
+    show(out, "Batch contents", ("programme", "records"), list(res.counts.items()))
     for w in res.warnings:
         Console(stderr=True).print(f"[yellow]warning:[/] {w}")
 
@@ -159,28 +150,24 @@ def status(
     out = Console(soft_wrap=True)
     out.print(f"sharing: {'SUSPENDED — ' + str(reason) if suspended else 'active'}")
     for r in rows:
-        sent = f"sent {local_time(r['sent_at'])}" if r["sent_at"] else f"{r['attempts']} attempt(s)"
+        state = f"sent {local_time(r['sent_at'])}" if r["sent_at"] else f"{r['status']}, {r['attempts']} attempt(s)"
+        out.print(f"\n[bold]batch {r['batch_id']}[/]")
         out.print(
-            f"\n[bold]batch {r['batch_id']}[/] {r['window_name']} {r['academic_year']}: {r['status']}, {sent}, "
-            f"delete by {r['delete_by']}\n  to {r['recipient']}; "
-            + ", ".join(f"{k} {v}" for k, v in r["counts"].items())
+            f"  {r['window_name']} {r['academic_year']}: {state}; delete by {r['delete_by']}\n  to {r['recipient']}; "
+            + ", ".join(f"{k} {v}" for k, v in r["counts"].items()),
+            markup=False,
         )
         if r["last_error"]:
             out.print(f"  last error: {r['last_error']}", markup=False)
-        for p in r["parts"]:  # one line each, never wrapped: the Message-ID is searched for as written
+        for p in r["parts"]:  # the Message-ID on a line of its own, never wrapped: it is searched for as written
             when = (
                 f"sent {local_time(p['sent_at'])}"
                 if p["sent_at"]
                 else f"attempted {local_time(p['attempted_at'], 'not yet')}"
             )
-            flag = (
-                "  ← interrupted: check the mailbox, then `sais delivery resolve`" if p["status"] == "sending" else ""
-            )
-            out.print(
-                f"  part {p['part']}/{len(r['parts'])} {p['status']:9} {p['message_id']}  {when}{flag}",
-                markup=False,
-                highlight=False,
-            )
+            flag = " ← interrupted: check the mailbox, then `sais delivery resolve`" if p["status"] == "sending" else ""
+            out.print(f"  part {p['part']}/{len(r['parts'])}: {p['status']}, {when}{flag}", markup=False)
+            out.print(f"    {p['message_id']}", markup=False, highlight=False)
 
 
 def _said(as_json: bool, sentence: str, **facts) -> None:
@@ -268,12 +255,15 @@ def breach_list(as_json: bool = typer.Option(False, "--json", help="print the re
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    t = Table("breach", "discovered", "ICO decision due", "hours left", title="Open breaches", title_justify="left")
-    for r in rows:
-        t.add_row(
-            str(r["breach_id"]), str(r["discovered_at"]), str(r["ico_decision_due"]), str(r["hours_to_ico_decision"])
-        )
-    Console().print(t)
+    from sais_shared.present import console, plural, show
+
+    show(
+        console(),
+        "Open breaches",
+        ("breach", "discovered", "ICO decision due", "hours left"),
+        [(r["breach_id"], r["discovered_at"], r["ico_decision_due"], r["hours_to_ico_decision"]) for r in rows],
+        summary=f"{plural(len(rows), 'open breach', 'open breaches')}; decide on telling the ICO within 72 hours of discovery (UK GDPR Art. 33)",
+    )
 
 
 @app.command("check-mavis")

@@ -246,7 +246,8 @@ def certificates(as_json: bool = typer.Option(False, "--json", help="print the r
     show(
         console(),
         "Deletion certificates",
-        ("certificate", "rule", "subject", "due", "executed (real time)", "data keys destroyed"),
+        ("certificate", "rule", "subject", "due", "executed", "data keys destroyed"),
         [(r["certificate_id"], words(r["rule"]), r["subject"], r["due_on"], r["executed_at"], r["keys"]) for r in rows],
-        summary=f"{plural(len(rows), 'deletion certificate')} (no personal data)",
+        summary=f"{plural(len(rows), 'deletion certificate')} (no personal data); due is the business date, "
+        "executed the service's clock",
     )
