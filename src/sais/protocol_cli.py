@@ -20,7 +20,7 @@ from sais_shared.settings import CommonSettings
 app = typer.Typer(
     help="The Information Sharing Protocol as data (versions, review, definitions).", no_args_is_help=True
 )
-out, err = Console(), Console(stderr=True)
+out, err = Console(highlight=False), Console(stderr=True, highlight=False)
 
 
 async def _runtime():

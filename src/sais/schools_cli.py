@@ -19,7 +19,7 @@ from sais_shared.schools import RegisterError, dfe_number, load_register
 from sais_shared.settings import CommonSettings
 
 app = typer.Typer(help="The schools register (DfE number → URN, status, age range) from GIAS.", no_args_is_help=True)
-out, err = Console(), Console(stderr=True)
+out, err = Console(highlight=False), Console(stderr=True, highlight=False)
 
 
 @app.command("load")

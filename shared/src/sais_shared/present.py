@@ -4,6 +4,7 @@ one-line summary above each table, and "none" where there is nothing to list. ``
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
@@ -77,16 +78,21 @@ def show(
     width = max(len(h) for h in headers)
     for row in rows:
         for header, value in zip(headers, row, strict=True):
-            lines = cell(value).splitlines() or ["—"]
-            if any(len(w) > out.width - width - 4 for line in lines for w in line.split()):
+            room = out.width - width - 4
+            lines = [
+                part
+                for line in (cell(value).splitlines() or ["—"])
+                for part in (textwrap.wrap(line, room, break_long_words=False, break_on_hyphens=False) or [""])
+            ]
+            if any(len(w) > room for line in lines for w in line.split()):
                 # a word (an id) too long to follow its name: under it, whole; the terminal wraps it if it must
                 out.print(f"  {header}", markup=False, highlight=False)
                 for line in lines:
                     out.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
                 continue
-            out.print(f"  {header:<{width}}  {lines[0]}", markup=False, highlight=False)
+            out.print(f"  {header:<{width}}  {lines[0]}", markup=False, highlight=False, soft_wrap=True)
             for more in lines[1:]:
-                out.print(f"  {'':<{width}}  {more}", markup=False, highlight=False)
+                out.print(f"  {'':<{width}}  {more}", markup=False, highlight=False, soft_wrap=True)
         out.print()
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from sais_shared import operator
 from sais_shared.cli_options import local_time, parse_academic_year, parse_when, working
 from sais_shared.exits import Exit
+from sais_shared.present import console
 
 from ..config import DeliverySettings
 
@@ -61,10 +62,10 @@ def send(
         typer.echo(json.dumps(asdict(res), default=str, indent=2))
         return
     state = "already sent earlier (content unchanged): nothing sent" if res.already_sent else "sent"
-    Console().print(
+    console().print(
         f"batch {res.batch_id} → {res.recipient}: {state}; Message-ID {res.message_id}; delete by {res.delete_by}"
     )
-    from sais_shared.present import console, show
+    from sais_shared.present import show
 
     out = console()
     if len(res.parts) > 1:
@@ -147,7 +148,7 @@ def status(
     if as_json:
         typer.echo(json.dumps({"suspended": suspended, "reason": reason, "batches": rows}, default=str, indent=2))
         return
-    out = Console(soft_wrap=True)
+    out = Console(soft_wrap=True, highlight=False)
     out.print(f"sharing: {'SUSPENDED — ' + str(reason) if suspended else 'active'}")
     for r in rows:
         state = f"sent {local_time(r['sent_at'])}" if r["sent_at"] else f"{r['status']}, {r['attempts']} attempt(s)"
@@ -175,7 +176,7 @@ def _said(as_json: bool, sentence: str, **facts) -> None:
     if as_json:
         typer.echo(json.dumps(facts, default=str))
     else:
-        Console().print(sentence)
+        console().print(sentence)
 
 
 breach_app = typer.Typer(help="Security incidents (ISP §16): report, list, close.", no_args_is_help=True)
@@ -211,8 +212,8 @@ def breach_report(
             )
         )
     else:
-        Console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
-        Console().print(f"decide on notifying the ICO by {rep.ico_decision_due.isoformat()} (72 hours)")
+        console().print(f"breach {rep.breach_id} recorded; sharing SUSPENDED; notified {', '.join(rep.notified)}")
+        console().print(f"decide on notifying the ICO by {local_time(rep.ico_decision_due)} (72 hours)")
     if rep.failed:  # recorded and suspended: running the command again would file the breach twice
         err.print(
             f"[red]notice NOT delivered to {', '.join(rep.failed)}:[/] contact them by other means. The breach "
@@ -255,7 +256,7 @@ def breach_list(as_json: bool = typer.Option(False, "--json", help="print the re
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
-    from sais_shared.present import console, plural, show
+    from sais_shared.present import plural, show
 
     show(
         console(),

@@ -17,6 +17,7 @@ from sais_shared import operator
 from sais_shared.cli_options import parse_date
 from sais_shared.events import SOURCES
 from sais_shared.files import OutputFileError, write_private_file
+from sais_shared.present import console as stdout_console
 
 from ..app import ingest_session
 from ..service_layer.ingest_file import ExtractReport
@@ -199,7 +200,7 @@ def ingest_file_cmd(
         data["dip_sample"] = [r["row_number"] for r in rep.dip_sample]
         typer.echo(json.dumps(data, default=str, indent=2))
     else:
-        print_report(rep, Console())
+        print_report(rep, stdout_console())
 
 
 @app.command("withdraw")
@@ -219,7 +220,7 @@ def withdraw_cmd(
     if as_json:
         typer.echo(json.dumps({"extract_id": str(row.extract_id), "status": row.status, "reason": reason}))
     else:
-        Console().print(
+        stdout_console().print(
             f"extract {row.extract_id} ({row.file_name}, {row.source} {row.reference_date}) withdrawn: its "
             f"{row.accepted} children leave the cohorts; the next batch withdraws those already sent"
         )

@@ -7,13 +7,13 @@ import json
 from datetime import date
 
 import typer
-from rich.console import Console
 from sais_shared import operator
 from sais_shared.cli_options import parse_date, working
 from sais_shared.glossary import words
 from sais_shared.present import console, plural, show
 
 from ..config import RetentionSettings
+from ..domain.plan import RULE_TRANSFER, RULE_UNDELIVERED
 
 app = typer.Typer(help="Retention schedule and secure deletion (ISP §11).", no_args_is_help=True)
 
@@ -137,8 +137,8 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="print the resul
         return [
             dict(r)
             for r in await pool.fetch(
-                "SELECT subject, rule, due_on, executed_at, cardinality(key_ids) AS keys FROM retention.schedule "
-                "ORDER BY due_on, subject"
+                "SELECT subject, rule, due_on, executed_at, cardinality(key_ids) AS keys, extract_ids "
+                "FROM retention.schedule ORDER BY due_on, subject"
             )
         ]
 
@@ -146,17 +146,27 @@ def schedule(as_json: bool = typer.Option(False, "--json", help="print the resul
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
+    for r in rows:  # an extract a batch carried: its own entry deletes nothing the batch still needs
+        r["extract_ids"] = [str(x) for x in r["extract_ids"]]
+    carried = {x: r["subject"] for r in rows if r["rule"] == RULE_TRANSFER for x in r["extract_ids"]}
     pending = [r for r in rows if r["executed_at"] is None]
     nxt = min((r["due_on"] for r in pending), default=None)
     show(
         console(),
         "Retention schedule",
         ("subject", "rule", "delete on", "done at (real time)", "data keys"),
-        [(r["subject"], words(r["rule"]), r["due_on"], r["executed_at"] or "pending", r["keys"]) for r in rows],
+        [(r["subject"], _rule_shown(r, carried), r["due_on"], r["executed_at"] or "pending", r["keys"]) for r in rows],
         summary=f"{plural(len(pending), 'deletion')} pending"
         + (f", the next on {nxt.isoformat()}" if nxt else "")
         + "; `sais retention run` deletes what is due (docs/glossary.md explains each rule)",
     )
+
+
+def _rule_shown(row: dict, carried: dict[str, str]) -> str:
+    batches = sorted({carried[x] for x in row["extract_ids"] if x in carried})
+    if row["rule"] == RULE_UNDELIVERED and batches:
+        return f"{words(row['rule'])}; sent in {', '.join(batches)}, which keeps it until its own date"
+    return words(row["rule"])
 
 
 @app.command("reapply")
@@ -186,7 +196,7 @@ def reapply(
     with working("reading the deletion certificates and applying again what a restore undid"):
         seen, requests, certified = asyncio.run(_with_service(go))
     if not as_json:
-        Console().print(
+        console().print(
             f"{seen} deletion certificate(s) read; "
             + (f"{len(requests)} deletion(s) the restore had undone applied again" if requests else "none undone")
         )
@@ -222,7 +232,7 @@ def purge(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     if not as_json:
-        Console().print(f"purge for {party}: {len(req.key_ids)} data key(s) destroyed")
+        console().print(f"purge for {party}: {len(req.key_ids)} data key(s) destroyed")
     _report([req], certified, as_json)
 
 
