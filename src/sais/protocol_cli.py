@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sais_eligibility.config import EligibilitySettings
 from sais_shared import operator
 from sais_shared.cli_options import parse_academic_year
@@ -56,14 +55,23 @@ def show(as_json: bool = typer.Option(False, "--json", help="print the result as
     if p.transfer.as_written:
         out.print(f"  the protocol says: {p.transfer.as_written}")
         out.print(f"  used instead because: {p.transfer.method_reason}")
-    t = Table("source", "year groups requested (sexes)", "target year", title="Sources", title_justify="left")
-    for name, s in p.sources.items():
-        t.add_row(name, ", ".join(f"{y} ({''.join(x)})" for y, x in s.requested.items()), s.target)
-    out.print(t)
-    t = Table("party", "role", "point of contact", title="Parties (§14, Appendix 1)", title_justify="left")
-    for party in p.parties:
-        t.add_row(party.name, party.role, "; ".join(f"{c.name} <{c.email}>" for c in party.contacts))
-    out.print(t)
+    from sais_shared.present import show
+
+    show(
+        out,
+        "Sources",
+        ("source", "year groups requested (sexes)", "target year"),
+        [
+            (name, ", ".join(f"{y} ({''.join(x)})" for y, x in s.requested.items()), s.target)
+            for name, s in p.sources.items()
+        ],
+    )
+    show(
+        out,
+        "Parties (§14, Appendix 1)",
+        ("party", "role", "point of contact"),
+        [(party.name, party.role, [f"{c.name} <{c.email}>" for c in party.contacts]) for party in p.parties],
+    )
 
 
 @app.command("check")
@@ -180,7 +188,11 @@ def history_cmd(as_json: bool = typer.Option(False, "--json", help="print the re
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], default=str, indent=2))
         return
-    t = Table("protocol", "version", "loaded at", "by", "sha256")
-    for r in rows:
-        t.add_row(r.protocol_id, r.version, str(r.loaded_at), r.loaded_by, r.sha256[:16])
-    out.print(t)
+    from sais_shared.present import show
+
+    show(
+        out,
+        "Protocol versions loaded",
+        ("protocol", "version", "loaded at", "by", "sha256"),
+        [(r.protocol_id, r.version, r.loaded_at, r.loaded_by, r.sha256) for r in rows],
+    )

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sais_shared import operator
 from sais_shared.cli_options import local_time
 from sais_shared.protocol_registry import in_force
@@ -100,8 +99,14 @@ def show(
         f"loaded {local_time(last['loaded_at'])} by {last['loaded_by']} from {last['origin']}: "
         f"{last['schools']} schools"
     )
-    t = Table("DfE", "URN", "school", "status", "years", title="Schools", title_justify="left")
-    for r in rows:
-        years = f"{r['first_year'] or '?'}–{r['last_year'] or '?'}"
-        t.add_row(r["dfe"], r["urn"], r["name"], r["status"], years)
-    out.print(t)
+    from sais_shared.present import show
+
+    show(
+        out,
+        "Schools",
+        ("DfE", "URN", "school", "status", "years"),
+        [
+            (r["dfe"], r["urn"], r["name"], r["status"], f"{r['first_year'] or '?'}–{r['last_year'] or '?'}")
+            for r in rows
+        ],
+    )
