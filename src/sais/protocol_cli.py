@@ -55,9 +55,9 @@ def show(as_json: bool = typer.Option(False, "--json", help="print the result as
     if p.transfer.as_written:
         out.print(f"  the protocol says: {p.transfer.as_written}")
         out.print(f"  used instead because: {p.transfer.method_reason}")
-    from sais_shared.present import show
+    from sais_shared.present import show as show_table
 
-    show(
+    show_table(
         out,
         "Sources",
         ("source", "year groups requested (sexes)", "target year"),
@@ -65,12 +65,14 @@ def show(as_json: bool = typer.Option(False, "--json", help="print the result as
             (name, ", ".join(f"{y} ({''.join(x)})" for y, x in s.requested.items()), s.target)
             for name, s in p.sources.items()
         ],
+        summary=f"{len(p.sources)} sources requested (year groups as the source records them; M, F, U the sexes)",
     )
-    show(
+    show_table(
         out,
         "Parties (§14, Appendix 1)",
         ("party", "role", "point of contact"),
         [(party.name, party.role, [f"{c.name} <{c.email}>" for c in party.contacts]) for party in p.parties],
+        summary=f"{len(p.parties)} parties to the protocol",
     )
 
 
@@ -188,11 +190,12 @@ def history_cmd(as_json: bool = typer.Option(False, "--json", help="print the re
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in rows], default=str, indent=2))
         return
-    from sais_shared.present import show
+    from sais_shared.present import show as show_table
 
-    show(
+    show_table(
         out,
         "Protocol versions loaded",
         ("protocol", "version", "loaded at", "by", "sha256"),
         [(r.protocol_id, r.version, r.loaded_at, r.loaded_by, r.sha256) for r in rows],
+        summary=f"{len(rows)} version(s) loaded; the newest is in force",
     )

@@ -99,9 +99,9 @@ def show(
         f"loaded {local_time(last['loaded_at'])} by {last['loaded_by']} from {last['origin']}: "
         f"{last['schools']} schools"
     )
-    from sais_shared.present import show
+    from sais_shared.present import show as show_table
 
-    show(
+    show_table(
         out,
         "Schools",
         ("DfE", "URN", "school", "status", "years"),
@@ -109,4 +109,5 @@ def show(
             (r["dfe"], r["urn"], r["name"], r["status"], f"{r['first_year'] or '?'}–{r['last_year'] or '?'}")
             for r in rows
         ],
+        summary=f"{len(rows)} school(s) shown; years are the age range the register gives (R is Reception)",
     )

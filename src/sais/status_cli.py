@@ -94,6 +94,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the result 
                 )
                 for e in view["extracts"]
             ],
+            summary=f"{len(view['extracts'])} recent extract(s); rows in = accepted + rejected + out of scope "
+            "(+ rows repeated exactly)",
         )
         for e in view["extracts"]:
             if e["status"] in ("refused", "failed", "abandoned", "withdrawn"):
@@ -106,6 +108,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the result 
             "Cohorts",
             ("academic year", "programme", "children"),
             [(r["academic_year"], r["programme"], r["n"]) for r in view["cohorts"]],
+            summary=f"{sum(r['n'] for r in view['cohorts'])} children in cohorts, by academic year and programme",
         )
         show(
             c,
@@ -115,6 +118,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="print the result 
                 (b["batch_id"], b["window_name"], b["academic_year"], b["status"], b["sent_at"], b["delete_by"])
                 for b in view["batches"]
             ],
+            summary=f"{len(view['batches'])} recent batch(es) to the SAIS team",
         )
         for a in view["attention"]:
             Console(stderr=True).print(f"[yellow]attention:[/] {a}")

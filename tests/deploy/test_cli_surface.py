@@ -336,3 +336,22 @@ def test_a_time_is_shown_in_europe_london_to_the_minute_with_its_zone():
     assert local_time(datetime(2017, 12, 4, 9, 5)) == "2017-12-04 09:05 GMT"  # naive: UTC, as stored
     assert local_time(None) == "—" and local_time(None, "not yet") == "not yet"
     assert local_time("2017-07-10T19:34:55.933419+00:00") == "2017-07-10 20:34 BST"  # as a JSON column gives it
+
+
+def test_ingest_file_help_lists_formats_columns_and_sources_whole_at_80_columns():
+    import subprocess
+
+    from sais_ingest.domain.headers import REQUIRED
+    from sais_shared.events import SOURCES
+
+    sais = str(Path(sys.executable).with_name("sais"))
+    r = subprocess.run(
+        [sais, "ingest", "file", "--help"], env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(x) <= 80 for x in lines)
+    words = {w.strip("(),;.'…:") for x in lines for w in x.split()}
+    assert set(SOURCES) <= words, "a source's name is cut"  # each on a line of its own, with its meaning
+    assert set(REQUIRED) <= words and {"CSV", "xlsx", "Common", "Transfer"} <= words
+    assert "numbered as in the spreadsheet" in " ".join(" ".join(lines).split())

@@ -74,8 +74,16 @@ def send(
             "Parts (each a complete message)",
             ("part", "Message-ID", "status", "bytes", "records"),
             [(p["part"], p["message_id"], p["status"], p["size_bytes"], sum(p["counts"].values())) for p in res.parts],
+            summary=f"{len(res.parts)} parts, each under the mail size limit and complete on its own",
         )
-    show(out, "Batch contents", ("programme", "records"), list(res.counts.items()))
+    show(
+        out,
+        "Batch contents",
+        ("programme", "records"),
+        list(res.counts.items()),
+        summary=f"{sum(res.counts.values())} records in {len(res.counts)} programme file(s), "
+        f"{len(res.parts)} message(s)",
+    )
     for w in res.warnings:
         Console(stderr=True).print(f"[yellow]warning:[/] {w}")
 

@@ -86,7 +86,7 @@ def _print_tables(rep: ExtractReport, out: Console, max_rows: int) -> None:
             (r["row_number"] or "file", words(r["code"]) if r["field"] == "row" else r["field"], r["reason"])
             for r in rows[:max_rows]
         ]
-        show(out, title, ("row", "field", kind), shown)
+        show(out, title, ("row", "field", kind), shown, summary=f"  {len(rows)} row(s): {title.split(':')[0].lower()}")
         if len(rows) > max_rows:
             out.print(f"  … {len(rows) - max_rows} more in the report (--json)")
     if rep.dip_sample:
