@@ -62,7 +62,7 @@ async def test_breach_suspends_notifies_both_parties_and_resumes_only_by_decisio
         "Insight Service duty officer",
     )
     assert r.returncode == 0, r.stderr
-    assert "2017-07-13T09:30:00" in r.stdout  # 72 hours for the ICO decision
+    assert "2017-07-13 09:30 BST" in r.stdout  # 72 hours for the ICO decision, as a person reads it
 
     with pytest.raises(SharingSuspendedError):
         await deliver()
