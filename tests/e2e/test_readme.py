@@ -60,6 +60,10 @@ async def test_the_operating_block_runs_as_written(env):
     assert "rows in 52 = accepted 49 + rejected 2 + out of scope 1" in said, said[:4000]
     assert re.search(r"batch [0-9a-f-]{36} → \S+@nhs\.net: sent", said), said[-3000:]
     assert "sharing SUSPENDED" in said and "sharing resumed" in said
+    assert "9372000 Emscote Infant School" in said and "school not yet known: Rolled forward" in said  # names, words
+    assert re.search(
+        r"Out of scope: valid, not requested from this source.* 50 .*not requested .*year group 4", said
+    ), said[:3000]
     assert re.search(
         r"batch:[0-9a-f-]{36} rule: 3 months after transfer \(§11\.1\) \(isp-11\.1[^)]*\) 1 data key destroyed", said
     ), said[-3000:]

@@ -33,6 +33,8 @@ async def test_every_row_is_counted_published_minimised_and_sealed(ingest):
     rep = await ingest.file(MAY, source="summer-census", reference_date=date(2017, 5, 18), actor="test")
     assert rep.balanced and (rep.rows_in, rep.accepted, rep.rejected, rep.out_of_scope) == (52, 49, 2, 1)
     assert {r["row_number"] for r in rep.rejections} == {52, 53}
+    [left_out] = rep.out_of_scope_rows  # named by row, with why: valid, but not requested from this source
+    assert left_out["row_number"] == 50 and "not requested from summer-census" in left_out["reason"]
     assert set(rep.dropped_columns) == {"UPN", "Ethnicity", "SEN"}
     pupils = [PupilRecorded.model_validate_json(v) for _, v in ingest.publishers.pupil_recorded.sent]
     rejects = [RowRejected.model_validate_json(v) for _, v in ingest.publishers.row_rejected.sent]

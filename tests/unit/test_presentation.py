@@ -74,6 +74,7 @@ CODES = [
     "ambiguous-match",
     "row.repeated",
     "row.same-child",
+    "row.not-requested",
     plan.RULE_TRANSFER,
     plan.RULE_UNDELIVERED,
     plan.RULE_PARTY_LEFT,

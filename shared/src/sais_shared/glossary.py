@@ -67,8 +67,15 @@ TERMS: dict[str, tuple[str, list[Term]]] = {
         ],
     ),
     "warnings": (
-        "Row warnings of an ingest report (`sais ingest file`)",
+        "Rows an ingest report names (`sais ingest file`)",
         [
+            Term(
+                "row.not-requested",
+                "not requested (§6.1)",
+                "A valid row for a child in a year group or of a sex the protocol does not request from this "
+                "source: it is counted as out of scope and never shared.",
+                "Nothing, if the protocol is right; if those children are needed, see `sais protocol check`.",
+            ),
             Term(
                 "row.repeated",
                 "row repeated exactly",
