@@ -8,11 +8,14 @@ import socket
 import subprocess
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from sais_shared.crypto import DataKey
+from sais_shared.events import ExtractCompleted, stable_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -325,3 +328,37 @@ async def service_pool(migrations):
         yield rt.pool
     finally:
         await rt.close()
+
+
+def extract_completed(
+    extract_id: UUID,
+    key: DataKey | UUID,
+    accepted: int,
+    supersedes: UUID | None = None,
+    *,
+    source: str = "summer-census",
+    ref: date = date(2017, 5, 18),
+    year: str = "2017/18",
+    digest: str | None = None,
+) -> ExtractCompleted:
+    """The extract-completed event ingest sends for an extract of ``accepted`` rows, sealed under ``key``."""
+    return ExtractCompleted(
+        event_id=stable_id("extract-completed", extract_id),
+        occurred_at=datetime(2017, 6, 1, tzinfo=UTC),
+        extract_id=extract_id,
+        source=source,
+        reference_date=ref,
+        target_academic_year=year,
+        content_sha256="0" * 64,
+        rows_in=accepted,
+        accepted=accepted,
+        rejected=0,
+        out_of_scope=0,
+        warnings=0,
+        supersedes=supersedes,
+        key_id=key if isinstance(key, UUID) else key.key_id,
+        originator="LA",
+        protocol_version="0.2",
+        ingested_by="test",
+        records_digest=digest,
+    )

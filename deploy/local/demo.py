@@ -37,13 +37,15 @@ OCTOBER = ("october-census-2017.csv", "autumn-census", "2017-10-05", "2017-10-12
 
 
 def http_port(service: str, env: dict[str, str]) -> int:
-    """Where a service's /metrics is: as its settings read them (SAIS_<SERVICE>_HTTP_PORT, SAIS_HTTP_PORT)."""
+    """Where a service's /metrics is: the first of its port settings' names set in ``env``, else its
+    default (the names and their order as its settings class declares them)."""
     import importlib
 
     config = importlib.import_module(f"sais_{service}.config")
-    field = next(f for n, f in vars(config).items() if n.endswith("Settings") and n != "CommonSettings")
-    default = field.model_fields["http_port"].default
-    return int(env.get(f"SAIS_{service.upper()}_HTTP_PORT") or env.get("SAIS_HTTP_PORT") or default)
+    cls = next(c for n, c in vars(config).items() if n.endswith("Settings") and n != "CommonSettings")
+    field = cls.model_fields["http_port"]
+    names = field.validation_alias.choices if field.validation_alias else ["SAIS_HTTP_PORT"]
+    return int(next((env[n] for n in names if env.get(n)), field.default))
 
 
 def step(msg: str) -> None:

@@ -14,10 +14,9 @@ from sais_eligibility.adapters.repository import PgUnitOfWork
 from sais_eligibility.app import WIRING
 from sais_eligibility.domain.cohort import CohortEntry, Finding, Held, Withdrawal
 from sais_eligibility.domain.model import Record
-from sais_shared.events import ExtractCompleted
 
 from tests.fakes import FakeUnitOfWork
-from tests.helpers import service_pool
+from tests.helpers import extract_completed, service_pool
 
 pytestmark = pytest.mark.integration
 
@@ -121,35 +120,13 @@ async def test_progress_adds_up_per_extract_modulo_two_to_the_sixty_four(uow):
         assert (row["recorded"], int(row["digest"])) == (5, 2)
 
 
-def completed(extract: uuid.UUID, accepted: int, *, supersedes: uuid.UUID | None = None) -> ExtractCompleted:
-    return ExtractCompleted(
-        event_id=uuid.uuid4(),
-        occurred_at=datetime(2017, 6, 1, 10, tzinfo=UTC),
-        extract_id=extract,
-        source="summer-census",
-        reference_date=date(2017, 5, 18),
-        target_academic_year="2017/18",
-        content_sha256="0" * 64,
-        rows_in=accepted,
-        accepted=accepted,
-        rejected=0,
-        out_of_scope=0,
-        warnings=0,
-        key_id=uuid.uuid4(),
-        supersedes=supersedes,
-        originator="test",
-        protocol_version="1.0",
-        ingested_by="test",
-    )
-
-
 async def test_a_held_record_reaches_the_cohort_read_only_once_its_extract_is_released_and_reads_back_whole(uow):
     extract, ada = uuid.uuid4(), uuid.uuid4()
     held = dataclasses.replace(record(extract, ada, "mk-ada", "pc-1"), match_findings='[["postcode-differs", "x"]]')
     async with uow() as repo:
         await repo.add_records([held])
         await repo.add_progress([(extract, 1, 0)])
-        await repo.add_extracts([completed(extract, 1)])
+        await repo.add_extracts([extract_completed(extract, uuid.uuid4(), 1)])
         assert await repo.cohort_state("2017/18", {ada}) == ({}, {})  # held: in no cohort yet
         assert [r.extract_id for r in await repo.ready_extracts("2017/18")] == [extract]
         assert await repo.start_release(extract) and not await repo.start_release(extract)

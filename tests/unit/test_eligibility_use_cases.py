@@ -15,7 +15,6 @@ from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import (
     CohortMemberAdded,
     CohortMemberWithdrawn,
-    ExtractCompleted,
     PupilPersonal,
     PupilRecorded,
     stable_id,
@@ -23,6 +22,7 @@ from sais_shared.events import (
 from sais_shared.protocol import load_protocol
 
 from tests.fakes import FakeKeys, FakeOutbox, FakeUnitOfWork, FixedClock, ProtocolInForce
+from tests.helpers import extract_completed as completed
 
 pytestmark = pytest.mark.unit
 
@@ -86,39 +86,6 @@ def pupil(
         personal=Sealed(key_id=key.key_id, nonce="", ciphertext=""),
     )
     return event.model_copy(update={"personal": key.seal_model(personal, event.aad())})
-
-
-def completed(
-    extract_id: UUID,
-    key: DataKey,
-    accepted: int,
-    supersedes: UUID | None = None,
-    *,
-    source="summer-census",
-    ref: date = MAY,
-    year="2017/18",
-    digest: str | None = None,
-) -> ExtractCompleted:
-    return ExtractCompleted(
-        event_id=stable_id("extract-completed", extract_id),
-        occurred_at=datetime(2017, 6, 1, tzinfo=UTC),
-        extract_id=extract_id,
-        source=source,
-        reference_date=ref,
-        target_academic_year=year,
-        content_sha256="0" * 64,
-        rows_in=accepted,
-        accepted=accepted,
-        rejected=0,
-        out_of_scope=0,
-        warnings=0,
-        supersedes=supersedes,
-        key_id=key.key_id,
-        originator="LA",
-        protocol_version="0.2",
-        ingested_by="test",
-        records_digest=digest,
-    )
 
 
 async def send(svc, pupils, done):

@@ -72,6 +72,22 @@ def pupil_aad(
     ).encode()
 
 
+def pupil_aad_of(r: Any, year_group: str) -> bytes:
+    """:func:`pupil_aad` of anything that holds a pupil record's clear fields by name (the event, and the
+    record as eligibility keeps it), with the year group as the extract recorded it."""
+    return pupil_aad(
+        r.extract_id,
+        r.record_id,
+        source=r.source,
+        reference_date=r.reference_date,
+        school_dfe=r.school_dfe,
+        school_name=r.school_name,
+        year_group=year_group,
+        gender=r.gender,
+        match_key=r.match_key,
+    )
+
+
 def cohort_aad_of(r: Any) -> bytes:
     """:func:`cohort_aad` of anything that holds a cohort record's clear fields by name (the event, and the
     record as delivery keeps it)."""
@@ -181,17 +197,7 @@ class PupilRecorded(Event):
     personal: Sealed
 
     def aad(self) -> bytes:
-        return pupil_aad(
-            self.extract_id,
-            self.record_id,
-            source=self.source,
-            reference_date=self.reference_date,
-            school_dfe=self.school_dfe,
-            school_name=self.school_name,
-            year_group=self.year_group,
-            gender=self.gender,
-            match_key=self.match_key,
-        )
+        return pupil_aad_of(self, self.year_group)
 
 
 def records_digest(record_ids) -> str:

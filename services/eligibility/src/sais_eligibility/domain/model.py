@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from sais_shared.events import pupil_aad
+from sais_shared.events import pupil_aad_of
 from sais_shared.schoolyear import year_index
 
 from .rules import Programme, YearRules
@@ -56,22 +56,12 @@ class Record:
     def aad(self) -> bytes:
         """The context its sealed fields were sealed under (its pupil event's): they open only as that row
         of that extract, with its clear fields as they were."""
-        return pupil_aad(
-            self.extract_id,
-            self.record_id,
-            source=self.source,
-            reference_date=self.reference_date,
-            school_dfe=self.school_dfe,
-            school_name=self.school_name,
-            year_group=self.recorded_year_group,
-            gender=self.gender,
-            match_key=self.match_key,
-        )
+        return pupil_aad_of(self, self.recorded_year_group)
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Record:
         """From a stored row, by column name."""
-        return cls(**{c: row[c] for c in RECORD_COLUMNS})
+        return cls(*map(row.__getitem__, RECORD_COLUMNS))
 
 
 RECORD_COLUMNS = tuple(Record.__dataclass_fields__)  # the columns of eligibility.records a Record is
