@@ -530,6 +530,7 @@ def start_postgres(lay: Layout) -> None:
     opts = (
         f"-p {lay.pg_port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
         "-c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB "
+        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on "
         f"-c ssl=on -c ssl_cert_file={pgroot / 'server.crt'} -c ssl_key_file={pgroot / 'server.key'} "
         f"-c hba_file={pgroot / 'pg_hba.conf'} -c password_encryption=scram-sha-256"
     )

@@ -55,3 +55,47 @@ async def test_the_cohort_read_uses_its_index_and_reads_as_much_at_ten_times_the
         assert any(n.get("Index Name") == "cohort_pupil" for n in _nodes(plan)), kinds
         assert plan["Actual Rows"] == 300  # 100 children × 3 programmes in 2017/18
     assert _buffers(large) < 2 * _buffers(small), (_buffers(small), _buffers(large))
+
+
+async def _prepared_plan(pool: asyncpg.Pool, table: str) -> set[str]:
+    """The node types of a statement prepared on a pooled connection: executed six times while its table
+    is small (when PostgreSQL may settle on a generic plan), then again once the table has grown."""
+    query = f"SELECT pupil_id, array_agg(k) FROM {table} WHERE y = $1 AND k = ANY($2) GROUP BY pupil_id"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            f"INSERT INTO {table} SELECT '2017/18', 'k' || i, gen_random_uuid() FROM generate_series(1, 50) i"
+        )
+        await conn.execute(f"ANALYZE {table}")  # as autovacuum would, early in a run
+        await conn.execute(f"PREPARE q AS {query}")
+        for _ in range(6):
+            await conn.execute("EXECUTE q('2017/18', ARRAY['k1', 'k2'])")
+        await conn.execute(
+            f"INSERT INTO {table} SELECT '2017/18', 'k' || i, gen_random_uuid() FROM generate_series(51, 200000) i"
+        )
+        await conn.execute(f"ANALYZE {table}")
+        keys = ",".join(f"'k{i}'" for i in range(1, 200_000, 200))
+        [row] = await conn.fetch(f"EXPLAIN (FORMAT JSON) EXECUTE q('2017/18', ARRAY[{keys}])")
+        await conn.execute("DEALLOCATE q")
+    return {n["Node Type"] for n in _nodes(json.loads(row[0])[0]["Plan"])}
+
+
+async def test_a_statement_prepared_on_a_small_table_is_planned_with_its_parameters_as_the_table_grows(
+    settings_env,
+):
+    """asyncpg prepares every statement once per connection. Left to itself, PostgreSQL may keep a generic
+    plan made while the table was small: a sequential scan per batch on a table of a county's records.
+    The pools plan each execution with its parameters (``plan_cache_mode``)."""
+    from sais_shared.db import create_pool
+
+    table = f"public.grow_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(settings_env["SAIS_DATABASE_URL"])
+    try:
+        await pool.execute(f"CREATE TABLE {table} (y text, k text, pupil_id uuid)")
+        await pool.execute(f"CREATE INDEX ON {table} (y, k)")
+        nodes = await _prepared_plan(pool, table)
+        mode = await pool.fetchval("SHOW plan_cache_mode")
+    finally:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}")
+        await pool.close()
+    assert "Seq Scan" not in nodes, nodes
+    assert mode == "force_custom_plan"

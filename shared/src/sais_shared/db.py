@@ -9,20 +9,81 @@ the audit log accepts INSERT and nothing else. Migrations run once per release a
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from .errors import ConfigurationError
 from .settings import SERVICES, service_principal
 
+R = TypeVar("R")
+
 
 async def create_pool(login: str | dict[str, Any], *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    """A pool for a DSN, or for ``CommonSettings.database_login(service)``'s arguments."""
-    kwargs = {"dsn": login} if isinstance(login, str) else dict(login)
+    """A pool for a DSN, or for ``CommonSettings.database_login(service)``'s arguments.
+
+    Every statement is planned with its parameters (``plan_cache_mode=force_custom_plan``). asyncpg
+    prepares each statement once per connection; PostgreSQL would otherwise switch it to a generic
+    plan chosen while a table was still small, and keep a sequential scan on ``records`` or ``cohort``
+    as they grow to a county: measured, that one plan cost 378 ms a batch at 30,000 pupils instead of
+    8 ms. The hot writes are one statement per batch (:func:`insert_rows`), so planning stays cheap."""
+    kwargs: dict[str, Any] = {"dsn": login} if isinstance(login, str) else dict(login)
+    kwargs["server_settings"] = {"plan_cache_mode": "force_custom_plan", **kwargs.get("server_settings", {})}
     return await asyncpg.create_pool(min_size=min_size, max_size=max_size, **kwargs)
+
+
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...], types: tuple[str, ...], tail: str) -> str:
+    def as_text(t: str) -> bool:  # an array of arrays would flatten
+        return t == "jsonb" or t.endswith("[]")
+
+    arrays = ", ".join(f"${i}::{'text' if as_text(t) else t}[]" for i, t in enumerate(types, start=1))
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    values = ", ".join(f"c{i}::{t}" if as_text(t) else f"c{i}" for i, t in enumerate(types))
+    return (
+        f"INSERT INTO {table}({', '.join(columns)}) SELECT {values} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS u({names}, ord) ORDER BY ord {tail}"
+    )
+
+
+async def insert_rows(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str = "",
+) -> None:
+    """Many rows in one statement (one array per column, unnested in order), where ``executemany``
+    would send, plan and run one statement per row. ``types``: each column's SQL type (``jsonb`` and
+    array columns travel as text: JSON, or an array literal such as :func:`array_literal` writes); ``tail``: an ``ON CONFLICT`` clause. Rows that an ``ON CONFLICT DO UPDATE``
+    could reach twice must come in separate calls (see :func:`rounds`)."""
+    if rows:
+        columns_of = [list(c) for c in zip(*rows, strict=True)]
+        await conn.execute(_insert_sql(table, tuple(columns), tuple(types), tail), *columns_of)
+
+
+def array_literal(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal of values that need no quoting (UUIDs, numbers): ``{a,b}``."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def rounds(rows: Iterable[R], key: Callable[[R], Hashable]) -> list[list[R]]:
+    """``rows`` in order, cut into rounds in which each key appears once: the k-th row of every key goes
+    in round k. One set-based statement per round gives what one statement per row, in order, gives."""
+    out: list[list[R]] = []
+    seen: dict[Hashable, int] = {}
+    for r in rows:
+        k = key(r)
+        n = seen[k] = seen.get(k, -1) + 1
+        if n == len(out):
+            out.append([])
+        out[n].append(r)
+    return out
 
 
 def _migration_files(package: str) -> list[Traversable]:

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from sais_shared.db import array_literal, insert_rows, rounds
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit
@@ -39,10 +40,16 @@ PART = (
     "part_no, message_id, status, segments, counts, files, size_bytes, attempts, last_error, smtp_reply, "
     "attempted_at, sent_at"
 )
+MEMBER_COLUMNS = (
+    *("academic_year", "programme", "dose", "pupil_id", "status", "revision", "school_dfe", "school_name"),
+    *("year_group", "gender", "source", "reference_date", "received_at", "extract_ids", "key_id", "personal"),
+    "window_source",
+)
+MEMBER_TYPES = (
+    *("text", "text", "int", "uuid", "text", "int", "text", "text", "text", "text", "text", "date"),
+    *("timestamptz", "uuid[]", "uuid", "jsonb", "text"),
+)
 UPSERT = (
-    "INSERT INTO delivery.members(academic_year, programme, dose, pupil_id, status, revision, school_dfe, "
-    "school_name, year_group, gender, source, reference_date, received_at, extract_ids, key_id, personal, "
-    "window_source) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16::jsonb,$11) "
     "ON CONFLICT (academic_year, programme_key, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
     "revision=EXCLUDED.revision, school_dfe=EXCLUDED.school_dfe, school_name=EXCLUDED.school_name, "
     "year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, source=EXCLUDED.source, "
@@ -106,9 +113,14 @@ def _member_row(e: CohortMemberAdded | CohortMemberWithdrawn) -> tuple[Any, ...]
     head = (e.academic_year, e.programme, e.dose, e.pupil_id)
     if isinstance(e, CohortMemberAdded):
         clear = (e.school_dfe, e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at)
-        return (*head, "active", e.revision, *clear, e.extract_ids, e.personal.key_id, e.personal.model_dump_json())
+        sealed = (array_literal(e.extract_ids), e.personal.key_id, e.personal.model_dump_json())
+        return (*head, "active", e.revision, *clear, *sealed, e.source)
     # a withdrawal keeps no personal data
-    return (*head, "withdrawn", e.revision, "", "", "", "", "", None, None, [], None, None)
+    return (*head, "withdrawn", e.revision, "", "", "", "", "", None, None, "{}", None, None, "")
+
+
+def _member_key(e: CohortMemberAdded | CohortMemberWithdrawn) -> tuple[Any, ...]:
+    return (e.academic_year, e.programme, e.dose, e.pupil_id)
 
 
 class PgBatches:
@@ -343,9 +355,12 @@ class PgMembers:
         return await claim_new(self.conn, "delivery.processed", list(event_ids))
 
     async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
-        # in revision order, one row after another (executemany pipelines them): "latest wins" stays exact
-        if events:
-            await self.conn.executemany(UPSERT, [_member_row(e) for e in sorted(events, key=lambda e: e.revision)])
+        # in revision order, a round per revision of the same child (one statement each): "latest wins" and
+        # the window a child first came in through stay exact
+        for batch in rounds(sorted(events, key=lambda e: e.revision), _member_key):
+            await insert_rows(
+                self.conn, "delivery.members", MEMBER_COLUMNS, MEMBER_TYPES, [_member_row(e) for e in batch], UPSERT
+            )
 
     async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None:
         for e in sorted(checks, key=lambda e: e.occurred_at):

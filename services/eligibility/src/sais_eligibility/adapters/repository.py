@@ -11,6 +11,7 @@ from operator import attrgetter
 from uuid import UUID
 
 import asyncpg
+from sais_shared.db import insert_rows, rounds
 from sais_shared.events import ExtractCompleted, ExtractFailed
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import destroyed_among
@@ -21,9 +22,16 @@ from ..domain.model import RECORD_COLUMNS, Candidate, Record, SchoolSpan
 from ..service_layer.ports import OutboxEvent
 
 _record_row = attrgetter(*RECORD_COLUMNS)
-_cohort_row = attrgetter(*CohortEntry.__dataclass_fields__)
+COHORT_COLUMNS = tuple(CohortEntry.__dataclass_fields__)
+_cohort_row = attrgetter(*COHORT_COLUMNS)
 _withdrawal_row = attrgetter(*Withdrawal.__dataclass_fields__)
-_finding_row = attrgetter(*Finding.__dataclass_fields__)
+FINDING_COLUMNS = tuple(Finding.__dataclass_fields__)
+_finding_row = attrgetter(*FINDING_COLUMNS)
+# The SQL type of each of RECORD_COLUMNS, in order (a test holds them to the table).
+RECORD_TYPES = (
+    *("uuid", "uuid", "uuid", "text", "date", "timestamptz", "text", "text", "text", "text", "uuid"),
+    *("text", "text", "text", "text", "text", "text", "jsonb", "jsonb"),
+)
 
 # Extracts of an academic year ($1) whose children are to be (re)computed: completed ones whose pupil
 # events are all recorded (count and checksum as extract-completed said), not yet released or part-way;
@@ -111,14 +119,13 @@ class EligibilityRepository:
 
     async def add_records(self, records: list[Record]) -> None:
         """Held records (in no cohort until their extract is released); a record stored before is kept as it was."""
-        columns = ", ".join(RECORD_COLUMNS)
-        values = ",".join(
-            f"${i}::jsonb" if c in ("personal", "match_findings") else f"${i}"
-            for i, c in enumerate(RECORD_COLUMNS, start=1)
-        )
-        await self.conn.executemany(
-            f"INSERT INTO eligibility.records({columns}) VALUES ({values}) ON CONFLICT (record_id) DO NOTHING",
+        await insert_rows(
+            self.conn,
+            "eligibility.records",
+            RECORD_COLUMNS,
+            RECORD_TYPES,
             [_record_row(r) for r in records],
+            "ON CONFLICT (record_id) DO NOTHING",
         )
 
     async def add_progress(self, rows: list[tuple[UUID, int, int]]) -> None:
@@ -230,12 +237,15 @@ class EligibilityRepository:
         )
 
     async def add_findings(self, findings: list[Finding]) -> None:
-        if findings:
-            await self.conn.executemany(
-                "INSERT INTO eligibility.findings(academic_year, pupil_id, code, detail, school_dfe) "
-                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (academic_year, pupil_id, code) "
+        for found in rounds(findings, Finding.key):  # a child and code twice: the later detail wins
+            await insert_rows(
+                self.conn,
+                "eligibility.findings",
+                FINDING_COLUMNS,
+                ("text", "uuid", "text", "text", "text"),
+                [_finding_row(f) for f in found],
+                "ON CONFLICT (academic_year, pupil_id, code) "
                 "DO UPDATE SET detail=EXCLUDED.detail, school_dfe=EXCLUDED.school_dfe, at=now()",
-                [_finding_row(f) for f in findings],
             )
 
     async def clear_findings(self, keys: list[FindingKey]) -> None:
@@ -278,32 +288,38 @@ class EligibilityRepository:
     async def save_cohort(
         self, upserts: list[CohortEntry], withdrawals: list[Withdrawal], outbox: list[OutboxEvent]
     ) -> None:
-        """Memberships, withdrawals and their events, in the caller's transaction."""
-        if upserts:
-            await self.conn.executemany(
-                "INSERT INTO eligibility.cohort(academic_year, programme, pupil_id, dose, status, fingerprint, "
-                "revision, record_id, school_dfe, year_group, gender) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
-                "ON CONFLICT (academic_year, programme, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
-                "fingerprint=EXCLUDED.fingerprint, revision=EXCLUDED.revision, record_id=EXCLUDED.record_id, "
-                "school_dfe=EXCLUDED.school_dfe, year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, "
-                "updated_at=now()",
-                [_cohort_row(u) for u in upserts],
-            )
+        """Memberships, withdrawals and their events, in the caller's transaction (each child and programme
+        once: one recompute decides each membership once)."""
+        await insert_rows(
+            self.conn,
+            "eligibility.cohort",
+            COHORT_COLUMNS,
+            ("text", "text", "uuid", "int", "text", "text", "int", "uuid", "text", "text", "text"),
+            [_cohort_row(u) for u in upserts],
+            "ON CONFLICT (academic_year, programme, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
+            "fingerprint=EXCLUDED.fingerprint, revision=EXCLUDED.revision, record_id=EXCLUDED.record_id, "
+            "school_dfe=EXCLUDED.school_dfe, year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, "
+            "updated_at=now()",
+        )
         if withdrawals:
-            await self.conn.executemany(
-                "UPDATE eligibility.cohort SET status='withdrawn', revision=$4, updated_at=now() "
-                "WHERE academic_year=$1 AND programme=$2 AND pupil_id=$3",
-                [_withdrawal_row(w) for w in withdrawals],
+            await self.conn.execute(
+                "UPDATE eligibility.cohort c SET status='withdrawn', revision=w.revision, updated_at=now() "
+                "FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[]) AS w(y, p, pupil, revision) "
+                "WHERE c.academic_year=w.y AND c.programme=w.p AND c.pupil_id=w.pupil",
+                *map(list, zip(*map(_withdrawal_row, withdrawals), strict=True)),
             )
         await self.queue_events(outbox)
 
     async def queue_events(self, outbox: list[OutboxEvent]) -> None:
-        """(event id, key, payload) into the outbox, in the caller's transaction; an id queued twice once."""
-        if outbox:
-            await self.conn.executemany(
-                "INSERT INTO eligibility.outbox(event_id, key, payload) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
-                outbox,
-            )
+        """(event id, key, payload) into the outbox, in order, in the caller's transaction; an id queued twice once."""
+        await insert_rows(
+            self.conn,
+            "eligibility.outbox",
+            ("event_id", "key", "payload"),
+            ("uuid", "bytea", "text"),
+            outbox,
+            "ON CONFLICT DO NOTHING",
+        )
 
     async def add_extracts(self, completed: list[ExtractCompleted]) -> None:
         """Completed extracts, with the count and checksum of their pupil events; one that already failed
