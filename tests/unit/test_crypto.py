@@ -170,3 +170,15 @@ def test_a_kek_fingerprint_names_the_key_and_reveals_neither_it_nor_the_index_ke
     assert len(ring.fingerprint) == 32 and int(ring.fingerprint, 16) >= 0
     assert ring.fingerprint_of("kek-1") not in (None, ring.fingerprint) and ring.fingerprint_of("kek-9") is None
     assert bytes.fromhex(ring.fingerprint) not in (secret[:16], derive_index_key(secret)[:16])
+
+
+def test_a_stable_id_is_the_uuid5_of_its_parts():
+    import uuid as uuid_module
+
+    from sais_shared.events import _NS, stable_id
+
+    x = uuid_module.uuid4()
+    for parts in [("pupil", x, 12), ("cohort", "2017/18", "hpv-dose-1", x, 3), ("é", 0), ()]:
+        want = uuid_module.uuid5(_NS, "/".join(str(p) for p in parts))
+        got = stable_id(*parts)
+        assert (got, got.version, got.variant, str(got), hash(got)) == (want, 5, want.variant, str(want), hash(want))

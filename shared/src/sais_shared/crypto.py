@@ -8,14 +8,15 @@ unreadable wherever it is (crypto-shredding). Nothing here does I/O; the key sto
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import os
 import re
 import unicodedata
+from base64 import b64decode, b64encode
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import UUID
 
@@ -54,6 +55,10 @@ M = TypeVar("M", bound=BaseModel)
 class DataKey:
     key_id: UUID
     secret: bytes
+    _aead: AESGCM = field(init=False, repr=False, compare=False)  # the key schedule, made once per key
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aead", AESGCM(self.secret))
 
     def __repr__(self) -> str:  # never print key material
         return f"DataKey(key_id={self.key_id})"
@@ -64,22 +69,24 @@ class DataKey:
 
     def seal(self, plaintext: bytes, context: bytes) -> Sealed:
         nonce = os.urandom(12)
-        ct = AESGCM(self.secret).encrypt(nonce, plaintext, context)
-        return Sealed(
+        ct = self._aead.encrypt(nonce, plaintext, context)
+        return Sealed.model_construct(  # built from our own values: nothing to validate
             key_id=self.key_id,
-            nonce=base64.b64encode(nonce).decode(),
-            ciphertext=base64.b64encode(ct).decode(),
+            nonce=b64encode(nonce).decode(),
+            ciphertext=b64encode(ct).decode(),
         )
 
     def open(self, sealed: Sealed, context: bytes) -> bytes:
         if sealed.key_id != self.key_id:
             raise DecryptionError(f"value sealed under {sealed.key_id}, not {self.key_id}")
         try:
-            return AESGCM(self.secret).decrypt(
-                base64.b64decode(sealed.nonce), base64.b64decode(sealed.ciphertext), context
-            )
-        except (InvalidTag, ValueError):
+            return self._aead.decrypt(b64decode(sealed.nonce), b64decode(sealed.ciphertext), context)
+        except (InvalidTag, ValueError, binascii.Error):
             raise SealedValueError(f"cannot open value under key {self.key_id}") from None
+
+    def reseal(self, sealed: Sealed, context: bytes, new_context: bytes) -> Sealed:
+        """The same plaintext sealed afresh under another context (a new nonce), never parsed on the way."""
+        return self.seal(self.open(sealed, context), new_context)
 
     def seal_model(self, model: BaseModel, context: bytes) -> Sealed:
         return self.seal(model.model_dump_json().encode(), context)

@@ -24,11 +24,12 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from types import SimpleNamespace as Namespace
 from uuid import UUID
 
 import structlog
 from sais_shared import ops
-from sais_shared.crypto import Sealed
+from sais_shared.crypto import DataKey, Sealed
 from sais_shared.events import (
     CohortMemberAdded,
     CohortMemberWithdrawn,
@@ -39,6 +40,7 @@ from sais_shared.events import (
     ExtractWithdrawn,
     PupilPersonal,
     PupilRecorded,
+    cohort_aad_of,
     record_digest_part,
     stable_id,
 )
@@ -168,13 +170,14 @@ class EligibilityService(FollowsProtocol):
         inserts = []
         progress: dict[UUID, list[int]] = defaultdict(lambda: [0, 0])  # extract → [recorded, digest]
         for e in events:
-            personal = keys[e.personal.key_id].open_model(e.personal, PupilPersonal, e.aad())
+            plaintext = keys[e.personal.key_id].open(e.personal, e.aad())
+            personal = PupilPersonal.model_validate_json(plaintext)
             postcode_key = kek.blind_index(personal.postcode)
             m = match(candidates.get(e.match_key, []), postcode_key, e.extract_id)
             pupil_id = m.pupil_id or stable_id("pupil", year, e.record_id)
             target = roll_forward(e.year_group, self.protocol.source(e.source).roll_forward_years)
             dob_year = expected_year_group(personal.date_of_birth, start)
-            content_key = kek.blind_index(personal.model_dump_json())
+            content_key = kek.blind_index(plaintext.decode())  # as ingest wrote it: model_dump_json
             inserts.append(
                 Record(
                     e.record_id,
@@ -195,7 +198,7 @@ class EligibilityService(FollowsProtocol):
                     recorded_year_group=e.year_group,
                     dob_year_group=dob_year,
                     personal=e.personal.model_dump_json(),
-                    match_findings=json.dumps(match_findings(m, target, dob_year)),  # reported once released
+                    match_findings=_json(match_findings(m, target, dob_year)),  # reported once released
                 )
             )
             p = progress[e.extract_id]
@@ -214,11 +217,10 @@ class EligibilityService(FollowsProtocol):
         repo: Repository,
         year: str,
         pupil_ids: set[UUID],
-        opened: dict[UUID, PupilPersonal] | None = None,
         why: str | None = None,
     ) -> None:
         """Bring the cohort of these children in line with their released, active records; write the
-        outbox. ``opened``: personal fields already opened, by record id; ``why``: a withdrawal's reason."""
+        outbox. ``why``: a withdrawal's reason."""
         rules = self.rules.get(year)
         if not pupil_ids:
             return
@@ -238,7 +240,6 @@ class EligibilityService(FollowsProtocol):
                 records.get(pupil_id, []),
                 held.get(pupil_id, {}),
                 keys,
-                opened or {},
                 spans,
                 why,
             )
@@ -257,7 +258,6 @@ class EligibilityService(FollowsProtocol):
         records: list[Record],
         held: dict[str, Held],
         keys,
-        opened: dict,
         spans: dict,
         why: str | None = None,
     ) -> None:
@@ -278,8 +278,7 @@ class EligibilityService(FollowsProtocol):
                 out.withdrawals.append(Withdrawal(year, key, pupil_id, revision))
             else:
                 mem, row, school = wanted[key], rows[key], schools[key]
-                member = (keys[row.key_id], opened.get(row.record_id), lineage, school)
-                ev = self._member_event(year, mem, row, change.kind, revision, *member)
+                ev = self._member_event(year, mem, row, change.kind, revision, keys[row.key_id], lineage, school)
                 out.upserts.append(
                     CohortEntry(
                         year,
@@ -342,14 +341,14 @@ class EligibilityService(FollowsProtocol):
         row: Record,
         change: str,
         revision: int,
-        key_obj,
-        details: PupilPersonal | None,
+        key_obj: DataKey,
         lineage: list[UUID],
         school: tuple[str, str],
     ) -> CohortMemberAdded:
-        """The cohort event of a child's membership, personal fields sealed to the event."""
-        details = details or key_obj.open_model(Sealed.model_validate_json(row.personal), PupilPersonal, row.aad())
-        ev = CohortMemberAdded(
+        """The cohort event of a child's membership, its personal fields sealed afresh to the event: the
+        record's sealed bytes opened under the record's context and sealed under the event's, never parsed.
+        Every field comes from a record validated when its pupil event came, so the event is built as it is."""
+        fields = dict(
             event_id=stable_id("cohort", year, mem.programme.key, row.pupil_id, revision),
             occurred_at=self.clock.now(),
             change=change,
@@ -366,9 +365,9 @@ class EligibilityService(FollowsProtocol):
             received_at=row.received_at,
             extract_ids=lineage,
             revision=revision,
-            personal=Sealed(key_id=key_obj.key_id, nonce="", ciphertext=""),
         )
-        return ev.model_copy(update={"personal": key_obj.seal_model(details, ev.aad())})
+        sealed = key_obj.reseal(Sealed.model_validate_json(row.personal), row.aad(), cohort_aad_of(Namespace(**fields)))
+        return CohortMemberAdded.model_construct(**fields, personal=sealed)
 
     # --- extracts and replacement datasets -------------------------------------------------
 
@@ -486,6 +485,10 @@ def remember(candidates: list[Candidate], pupil_id: UUID, postcode_key: str, ext
         )
     else:
         candidates.append(Candidate(pupil_id, frozenset({postcode_key}), frozenset({extract_id})))
+
+
+def _json(findings: list[tuple[str, str]]) -> str:
+    return json.dumps(findings) if findings else "[]"
 
 
 def _fingerprint(row: Record, school: tuple[str, str]) -> str:
