@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 
 from sais_delivery.domain.batch import Batch, PartStatus, WindowSummary
 from sais_delivery.domain.member import Member
+from sais_delivery.domain.parts import RowSize, SchoolLoad
 from sais_delivery.domain.render import RenderedFile
 from sais_delivery.service_layer.ports import OpenBreach
 from sais_eligibility.domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal
@@ -145,7 +146,22 @@ class _Members:
         self.s.processed |= fresh
         return fresh
 
-    async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
+    async def school_loads(
+        self, academic_year: str, sources: Sequence[str], *, with_mavis: bool
+    ) -> list[SchoolLoad] | None:
+        rows = self._window(academic_year, sources)
+        if any(m.get("size") is None for m in rows):
+            return None
+        loads: dict[str, list[int]] = {}
+        for m in rows:
+            n = m["size"].planned(with_mavis)
+            load = loads.setdefault(m["school_dfe"], [0, 0, 0])
+            load[0], load[1], load[2] = load[0] + 1, load[1] + n, max(load[2], n)
+        return [SchoolLoad(school, *load) for school, load in sorted(loads.items())]
+
+    async def apply(
+        self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn], sizes: Mapping[UUID, RowSize]
+    ) -> None:
         for e in sorted(events, key=lambda e: e.revision):
             k = (e.academic_year, _key(e.programme, e.dose), e.pupil_id)
             old = self.s.members.get(k)
@@ -172,6 +188,7 @@ class _Members:
                     "extract_ids": list(e.extract_ids),
                     "key_id": e.personal.key_id,
                     "personal": e.personal.model_dump_json(),
+                    "size": sizes.get(e.event_id),
                 }
             else:
                 row |= {

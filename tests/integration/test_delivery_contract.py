@@ -12,6 +12,7 @@ import pytest
 from sais_delivery.adapters.store import PgDeliveryUnitOfWork
 from sais_delivery.app import MIGRATIONS
 from sais_delivery.domain.batch import PartStatus, SentMeta, planned
+from sais_delivery.domain.parts import RowSize, SchoolLoad
 from sais_shared.crypto import Sealed
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 from sais_shared.protocol import load_protocol
@@ -56,10 +57,27 @@ def added(
     )
 
 
-async def apply(uow, *events) -> None:
+async def apply(uow, *events, sizes=None) -> None:
     async with uow() as tx:
         fresh = await tx.members.claim_new([e.event_id for e in events])
-        await tx.members.apply([e for e in events if e.event_id in fresh])
+        await tx.members.apply([e for e in events if e.event_id in fresh], sizes or {})
+
+
+async def test_school_loads_are_summed_from_the_sizes_measured_and_none_while_one_is_unmeasured(uow):
+    a, b, c = (added(uuid.uuid4(), 1, school=s) for s in ("9372001", "9372001", "9372002"))
+    sizes = {a.event_id: RowSize(100, 40), b.event_id: RowSize(120, 50), c.event_id: RowSize(90, 30)}
+    await apply(uow, a, b, c, sizes=sizes)
+    async with uow() as tx:
+        with_mavis = await tx.members.school_loads("2017/18", JULY, with_mavis=True)
+        csv_only = await tx.members.school_loads("2017/18", JULY, with_mavis=False)
+    assert with_mavis == [SchoolLoad("9372001", 2, 310, 170), SchoolLoad("9372002", 1, 120, 120)]
+    assert csv_only == [SchoolLoad("9372001", 2, 220, 120), SchoolLoad("9372002", 1, 90, 90)]
+    await apply(uow, added(uuid.uuid4(), 1, school="9372003"))  # applied unmeasured
+    async with uow() as tx:
+        assert await tx.members.school_loads("2017/18", JULY, with_mavis=True) is None
+    await apply(uow, added(a.pupil_id, 2, school="9372001"))  # a newer revision, unmeasured, replaces a's size
+    async with uow() as tx:
+        assert await tx.members.school_loads("2017/18", ["autumn-census"], with_mavis=True) == []
 
 
 async def test_the_latest_revision_wins_and_a_child_stays_in_the_window_it_came_in_through(uow):

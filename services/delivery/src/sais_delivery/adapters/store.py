@@ -5,7 +5,7 @@ domain (``domain/batch.py``) and the service layer do."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from sais_shared.outbox import flush_outbox
 
 from ..domain.batch import Batch, Part, PartStatus, WindowSummary
 from ..domain.member import COLUMNS, Member
+from ..domain.parts import RowSize, SchoolLoad
 from ..service_layer.ports import OpenBreach, Publisher
 
 # The members a window delivers ($1 academic year, $2 the window's sources: those the child first came
@@ -43,18 +44,19 @@ PART = (
 MEMBER_COLUMNS = (
     *("academic_year", "programme", "dose", "pupil_id", "status", "revision", "school_dfe", "school_name"),
     *("year_group", "gender", "source", "reference_date", "received_at", "extract_ids", "key_id", "personal"),
-    "window_source",
+    *("window_source", "csv_bytes", "mavis_bytes"),
 )
 MEMBER_TYPES = (
     *("text", "text", "int", "uuid", "text", "int", "text", "text", "text", "text", "text", "date"),
-    *("timestamptz", "uuid[]", "uuid", "jsonb", "text"),
+    *("timestamptz", "uuid[]", "uuid", "jsonb", "text", "int", "int"),
 )
 UPSERT = (
     "ON CONFLICT (academic_year, programme_key, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
     "revision=EXCLUDED.revision, school_dfe=EXCLUDED.school_dfe, school_name=EXCLUDED.school_name, "
     "year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, source=EXCLUDED.source, "
     "reference_date=EXCLUDED.reference_date, received_at=EXCLUDED.received_at, extract_ids=EXCLUDED.extract_ids, "
-    "key_id=EXCLUDED.key_id, personal=EXCLUDED.personal, updated_at=now(), "
+    "key_id=EXCLUDED.key_id, personal=EXCLUDED.personal, csv_bytes=EXCLUDED.csv_bytes, "
+    "mavis_bytes=EXCLUDED.mavis_bytes, updated_at=now(), "
     # the window stays the one the child first came in through (a withdrawal carries no source)
     "window_source=CASE WHEN delivery.members.window_source = '' THEN EXCLUDED.window_source "
     "ELSE delivery.members.window_source END "
@@ -109,14 +111,15 @@ def _batch(r: asyncpg.Record, parts: list[asyncpg.Record]) -> Batch:
     )
 
 
-def _member_row(e: CohortMemberAdded | CohortMemberWithdrawn) -> tuple[Any, ...]:
+def _member_row(e: CohortMemberAdded | CohortMemberWithdrawn, size: RowSize | None) -> tuple[Any, ...]:
     head = (e.academic_year, e.programme, e.dose, e.pupil_id)
     if isinstance(e, CohortMemberAdded):
         clear = (e.school_dfe, e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at)
         sealed = (array_literal(e.extract_ids), e.personal.key_id, e.personal.model_dump_json())
-        return (*head, "active", e.revision, *clear, *sealed, e.source)
+        sized = (size.csv_bytes, size.mavis_bytes) if size else (None, None)
+        return (*head, "active", e.revision, *clear, *sealed, e.source, *sized)
     # a withdrawal keeps no personal data
-    return (*head, "withdrawn", e.revision, "", "", "", "", "", None, None, "{}", None, None, "")
+    return (*head, "withdrawn", e.revision, "", "", "", "", "", None, None, "{}", None, None, "", None, None)
 
 
 def _member_key(e: CohortMemberAdded | CohortMemberWithdrawn) -> tuple[Any, ...]:
@@ -354,12 +357,34 @@ class PgMembers:
     async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
         return await claim_new(self.conn, "delivery.processed", list(event_ids))
 
-    async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
+    async def school_loads(
+        self, academic_year: str, sources: Sequence[str], *, with_mavis: bool
+    ) -> list[SchoolLoad] | None:
+        size = "csv_bytes + mavis_bytes" if with_mavis else "csv_bytes"
+        rows = await self.conn.fetch(
+            f"SELECT school_dfe, count(*) n, sum({size}) total, max({size}) biggest, "
+            f"count(*) FILTER (WHERE csv_bytes IS NULL OR mavis_bytes IS NULL) unmeasured "
+            f"FROM delivery.members WHERE {WINDOW_MEMBERS} GROUP BY school_dfe ORDER BY school_dfe",
+            academic_year,
+            list(sources),
+        )
+        if any(r["unmeasured"] for r in rows):
+            return None
+        return [SchoolLoad(r["school_dfe"], r["n"], r["total"], r["biggest"]) for r in rows]
+
+    async def apply(
+        self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn], sizes: Mapping[UUID, RowSize]
+    ) -> None:
         # in revision order, a round per revision of the same child (one statement each): "latest wins" and
         # the window a child first came in through stay exact
         for batch in rounds(sorted(events, key=lambda e: e.revision), _member_key):
             await insert_rows(
-                self.conn, "delivery.members", MEMBER_COLUMNS, MEMBER_TYPES, [_member_row(e) for e in batch], UPSERT
+                self.conn,
+                "delivery.members",
+                MEMBER_COLUMNS,
+                MEMBER_TYPES,
+                [_member_row(e, sizes.get(e.event_id)) for e in batch],
+                UPSERT,
             )
 
     async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None:

@@ -22,6 +22,17 @@ DEFAULT_MAX_MESSAGE_BYTES = 30_000_000  # NHSmail's 35 MB less 14 % of room
 
 
 @dataclass(frozen=True)
+class RowSize:
+    """The bytes one member's row takes: in its programme file, and in a Mavis file."""
+
+    csv_bytes: int
+    mavis_bytes: int
+
+    def planned(self, with_mavis: bool) -> int:
+        return self.csv_bytes + (self.mavis_bytes if with_mavis else 0)
+
+
+@dataclass(frozen=True, slots=True)
 class SchoolLoad:
     """What one school's rows in a batch cost: rows, rendered CSV bytes and the largest row."""
 

@@ -11,12 +11,10 @@ from uuid import UUID
 import structlog
 from sais_shared.crypto import DataKey
 
-from ..domain import mavis
 from ..domain.batch import Batch, planned
 from ..domain.member import Member
 from ..domain.parts import SchoolLoad, csv_budget, plan_parts
-from ..domain.render import row_bytes
-from .steps import open_row
+from .steps import open_row, row_size
 
 if TYPE_CHECKING:
     from .deliver import DeliveryService
@@ -32,8 +30,7 @@ async def school_loads(
     school: str | None = None
     rows = total = biggest = 0
     async for m in members:
-        row = open_row(m, keys)
-        size = row_bytes(row) + (mavis.line_bytes(row) if with_mavis else 0)
+        size = row_size(open_row(m, keys)).planned(with_mavis)
         if m.school_dfe != school:
             if school is not None:
                 loads.append(SchoolLoad(school, rows, total, biggest))
@@ -55,9 +52,11 @@ async def plan_batch(
 ) -> None:
     win, protocol = svc.protocol.transfer.window(window), svc.protocol
     async with svc.uow(snapshot=True) as tx:
-        keys = await svc.keys.get_many(await tx.members.key_ids(academic_year, win.sources))
-        members = tx.members.by_school(academic_year, win.sources)
-        loads = await school_loads(members, keys, with_mavis=win.mavis_cohort_import)
+        loads = await tx.members.school_loads(academic_year, win.sources, with_mavis=win.mavis_cohort_import)
+        if loads is None:  # a member stored unmeasured (before sizes were kept, or it did not open)
+            keys = await svc.keys.get_many(await tx.members.key_ids(academic_year, win.sources))
+            members = tx.members.by_school(academic_year, win.sources)
+            loads = await school_loads(members, keys, with_mavis=win.mavis_cohort_import)
         segments = [[g.as_json() for g in part] for part in plan_parts(loads, csv_budget(svc.max_message_bytes))]
         s = await tx.members.summary(academic_year, win.sources)
         now = svc.clock.now()

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, Coverag
 
 from ..domain.batch import Batch, WindowSummary
 from ..domain.member import Member
+from ..domain.parts import RowSize, SchoolLoad
 from ..domain.render import RenderedFile
 
 
@@ -89,8 +90,18 @@ class Members(Protocol):
         """The events not applied before (each is applied once)."""
         ...
 
-    async def apply(self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn]) -> None:
-        """In revision order; an older revision never overwrites a newer one."""
+    async def apply(
+        self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn], sizes: Mapping[UUID, RowSize]
+    ) -> None:
+        """In revision order; an older revision never overwrites a newer one. ``sizes``: the row sizes of
+        added members, by event id (one missing is stored unmeasured)."""
+        ...
+
+    async def school_loads(
+        self, academic_year: str, sources: Sequence[str], *, with_mavis: bool
+    ) -> list[SchoolLoad] | None:
+        """Each school's rows and bytes, in school order, summed from the sizes measured when members were
+        applied; None when a member of the window is unmeasured (planning then opens every member)."""
         ...
 
     async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None: ...

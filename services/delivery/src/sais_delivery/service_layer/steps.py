@@ -7,12 +7,14 @@ from collections.abc import Callable, Mapping
 from uuid import UUID
 
 from sais_shared.crypto import DataKey, Sealed
-from sais_shared.events import PupilPersonal
+from sais_shared.events import CohortMemberAdded, PupilPersonal
 
+from ..domain import mavis
 from ..domain.batch import Batch
 from ..domain.errors import NothingToResolveError
 from ..domain.member import Member
-from ..domain.render import Row
+from ..domain.parts import RowSize
+from ..domain.render import Row, row_bytes
 from .ports import DeliveryUnitOfWork
 
 
@@ -31,7 +33,11 @@ def open_row(m: Member, keys: Mapping[UUID, DataKey]) -> Row:
     """The member's row as it goes in the files: its sealed fields opened under the context they were
     sealed in (a clear field altered on the way refuses to open)."""
     sealed = Sealed.model_validate_json(m.personal)
-    p = keys[sealed.key_id].open_model(sealed, PupilPersonal, m.aad())
+    return row_of(m, keys[sealed.key_id].open_model(sealed, PupilPersonal, m.aad()))
+
+
+def row_of(m: Member | CohortMemberAdded, p: PupilPersonal) -> Row:
+    """A row from a member's (or its cohort event's) clear fields and its opened personal ones."""
     return Row(
         m.programme,
         m.dose,
@@ -45,3 +51,8 @@ def open_row(m: Member, keys: Mapping[UUID, DataKey]) -> Row:
         list(p.address_lines),
         p.postcode,
     )
+
+
+def row_size(row: Row) -> RowSize:
+    """The bytes a row takes in its programme file and in a Mavis file, as planning counts them."""
+    return RowSize(row_bytes(row), mavis.line_bytes(row))
