@@ -262,7 +262,7 @@ class Run:
             out = p.stdout.read()
             p.wait()
             watcher.join()
-        self.cpu["CLIs"] = self.cpu.get("CLIs", 0.0) + children_cpu_s() - before
+        self.cpu[f"cli {label}"] = self.cpu.get(f"cli {label}", 0.0) + children_cpu_s() - before
         if p.returncode:
             raise SystemExit(f"sais {' '.join(args)} exited {p.returncode}; see {self.logs / 'cli.log'}")
         return out

@@ -48,7 +48,7 @@ MEMBER_COLUMNS = (
 )
 MEMBER_TYPES = (
     *("text", "text", "int", "uuid", "text", "int", "text", "text", "text", "text", "text", "date"),
-    *("timestamptz", "uuid[]", "uuid", "jsonb", "text", "int", "int"),
+    *("timestamptz", "uuid[]", "uuid", "text", "text", "int", "int"),
 )
 UPSERT = (
     "ON CONFLICT (academic_year, programme_key, pupil_id) DO UPDATE SET status=EXCLUDED.status, "

@@ -30,7 +30,7 @@ _finding_row = attrgetter(*FINDING_COLUMNS)
 # The SQL type of each of RECORD_COLUMNS, in order (a test holds them to the table).
 RECORD_TYPES = (
     *("uuid", "uuid", "uuid", "text", "date", "timestamptz", "text", "text", "text", "text", "uuid"),
-    *("text", "text", "text", "text", "text", "text", "jsonb", "jsonb"),
+    *("text", "text", "text", "text", "text", "text", "text", "jsonb"),
 )
 
 # Extracts of an academic year ($1) whose children are to be (re)computed: completed ones whose pupil
