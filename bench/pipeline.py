@@ -484,6 +484,8 @@ def main() -> None:
             f"{a.eligibility_instances} eligibility instance(s) (logs {r.logs})",
             flush=True,
         )
+        if tuning := {k: v for k, v in sorted(os.environ.items()) if k.startswith("SAIS_KAFKA_")}:
+            print(f"  Kafka settings: {tuning}", flush=True)  # what a tuning run changed (docs/performance.md)
         servers = server_pids(lay)
         at_start = {k: tree_cpu_s(pid) for k, pid in servers.items()}
         out = r.run()

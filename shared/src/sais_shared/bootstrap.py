@@ -55,7 +55,7 @@ class Consume(Generic[S]):
     payload: Any
     handle: str | Callable[[S, list[Any]], Awaitable[Any]]
     description: str
-    max_records: int = 1000
+    max_records: int | None = None  # the most records in one batch (None: SAIS_KAFKA_BATCH_RECORDS)
 
     def topic_of(self, topics: Topics) -> str:
         return getattr(topics, self.topic) if isinstance(self.topic, str) else self.topic(topics)
@@ -92,7 +92,7 @@ def register_consumers(
             payload=c.payload,
             handle=partial(_handle, current, c.handle),
             dead_letter_topic=topics.dead_letter,
-            max_records=c.max_records,
+            max_records=c.max_records or settings.kafka_batch_records,
             title=f"{topic}:{wiring.service}",
             description=c.description,
         )
@@ -295,7 +295,10 @@ def service_app(
     topics = Topics(settings.topic_prefix)
     publishers = wiring.declare(broker, topics)
     current: Current[P, S] = Current()
-    kafka.CONSUMER_TUNING["heartbeat_interval_ms"] = settings.kafka_heartbeat_interval_ms
+    tuning = kafka.CONSUMER_TUNING
+    tuning["heartbeat_interval_ms"] = settings.kafka_heartbeat_interval_ms
+    tuning["fetch_max_bytes"] = settings.kafka_fetch_max_bytes
+    tuning["max_partition_fetch_bytes"] = settings.kafka_partition_fetch_bytes
     register_consumers(wiring, broker, topics, settings, current)
     tasks: list[asyncio.Task] = []
     liveness = Liveness(broker, tasks, settings.startup_grace_s)

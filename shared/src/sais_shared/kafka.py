@@ -55,8 +55,8 @@ def make_broker(settings: CommonSettings, client_id: str, service: str) -> Kafka
         allow_auto_create_topics=False,  # topics are the administrator's (`sais kafka setup`); check_topics
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
+        linger_ms=settings.kafka_linger_ms,
+        max_batch_size=settings.kafka_max_batch_bytes,
         logger=structlog.get_logger(f"sais.{client_id}.faststream"),
         log_level=10,
     )
@@ -354,9 +354,12 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
 
 
 # How every consumer of this process takes part in its group, set once from the settings when a service is
-# built (bootstrap.service_app): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS.
+# built (bootstrap.service_app): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS, SAIS_KAFKA_FETCH_MAX_BYTES and
+# SAIS_KAFKA_PARTITION_FETCH_BYTES.
 class ConsumerTuning(TypedDict, total=False):
     heartbeat_interval_ms: int
+    fetch_max_bytes: int
+    max_partition_fetch_bytes: int
 
 
 CONSUMER_TUNING: ConsumerTuning = {}

@@ -43,6 +43,39 @@ class CommonSettings(BaseSettings):
         "reaches a member at its next heartbeat, so a service whose consumers share a group starts and rejoins "
         "faster with a shorter one",
     )
+    kafka_linger_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="How long a producer waits to fill a batch before it sends it (aiokafka's linger_ms). Longer "
+        "makes fewer, fuller batches at the cost of latency; docs/performance.md gives the measurements",
+    )
+    kafka_max_batch_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        le=1 << 20,
+        description="The largest batch a producer sends to one partition (aiokafka's max_batch_size); stays "
+        "under the broker's message.max.bytes (1 MiB)",
+    )
+    kafka_fetch_max_bytes: int = Field(
+        50 << 20,
+        ge=1 << 20,
+        le=100 << 20,
+        description="The most a consumer asks the broker for in one fetch (aiokafka's fetch_max_bytes)",
+    )
+    kafka_partition_fetch_bytes: int = Field(
+        1 << 20,
+        ge=64 * 1024,
+        le=16 << 20,
+        description="The most a consumer takes from one partition in one fetch (aiokafka's max_partition_fetch_bytes)",
+    )
+    kafka_batch_records: int = Field(
+        1000,
+        ge=1,
+        le=20_000,
+        description="The most records a service's consumer takes in one batch, worked in one transaction (a "
+        "consumer with its own size keeps it: ingest's inbound extracts, retention's deletion requests)",
+    )
     kafka_admin_user: str = Field("admin", description="Kafka administrator (`sais kafka setup`, tools)")
     kafka_admin_password_file: Path | None = Field(
         None, description="File holding the Kafka administrator's password (administrative commands only)"

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-import openpyxl
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml import ElementTree as DefusedET
 
@@ -397,6 +396,8 @@ class XlsxExtract:
         for part in check_workbook(self.path, limits):
             scan_sheet(self.path, part, limits)
         try:
+            import openpyxl  # here, not at import: a tenth of a second of every CLI call that reads no workbook
+
             wb = openpyxl.load_workbook(self.path, read_only=True, data_only=True)
         except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
             raise ExtractFileError(
