@@ -44,11 +44,12 @@ class CommonSettings(BaseSettings):
         "faster with a shorter one",
     )
     kafka_linger_ms: int = Field(
-        5,
+        20,
         ge=0,
         le=1000,
         description="How long a producer waits to fill a batch before it sends it (aiokafka's linger_ms). Longer "
-        "makes fewer, fuller batches at the cost of latency; docs/performance.md gives the measurements",
+        "makes fewer, fuller batches for the broker to write, at the cost of latency; 20 ms took a quarter off "
+        "the broker's CPU here (docs/performance.md)",
     )
     kafka_max_batch_bytes: int = Field(
         256 * 1024,
