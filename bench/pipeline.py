@@ -198,6 +198,8 @@ class Run:
         }
         self.logs = Path(tempfile.mkdtemp(prefix="sais-bench-"))
         self.procs: dict[str, subprocess.Popen] = {}
+        self.server_start: dict[str, float] = {}  # CPU seconds of each server when the run began
+        self.server_carry: dict[str, float] = {}  # CPU seconds of a server process killed during the run
         self.peak_mb: dict[str, float] = {}
         self.stages: list[tuple[str, float]] = []
         self.killed: list[str] = []
@@ -316,6 +318,10 @@ class Run:
         def hook() -> None:
             if self.faults and name not in self.killed and self.psql(sql_progress) == "t":
                 if name == "kafka":
+                    if (pid := server_pids(self.lay).get("broker")) and "broker" in self.server_start:
+                        # the killed broker's CPU so far is kept; all of the new one's counts
+                        self.server_carry["broker"] = tree_cpu_s(pid) - self.server_start["broker"]
+                        self.server_start["broker"] = 0.0
                     stack.kill(self.lay, "kafka")
                     self.killed.append("kafka")
                     stack.start_kafka(self.lay)
@@ -486,10 +492,10 @@ def main() -> None:
         )
         if tuning := {k: v for k, v in sorted(os.environ.items()) if k.startswith("SAIS_KAFKA_")}:
             print(f"  Kafka settings: {tuning}", flush=True)  # what a tuning run changed (docs/performance.md)
-        servers = server_pids(lay)
-        at_start = {k: tree_cpu_s(pid) for k, pid in servers.items()}
+        r.server_start = {k: tree_cpu_s(pid) for k, pid in server_pids(lay).items()}
         out = r.run()
-        r.cpu |= {k: tree_cpu_s(pid) - at_start[k] for k, pid in servers.items()}
+        servers = server_pids(lay)  # (the broker's pid is another after --faults restarted it)
+        r.cpu |= {k: r.server_carry.get(k, 0.0) + tree_cpu_s(pid) - r.server_start[k] for k, pid in servers.items()}
         delivered, sizes, exact = r.check(out["files"], out["batches"])
         ingested = sum(out["rows"].values())
         base = None

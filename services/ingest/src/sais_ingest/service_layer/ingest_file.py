@@ -762,12 +762,13 @@ class _Run:
         report = self.report
         match_key = self.kek.blind_index(row.forename, row.surname, row.date_of_birth.isoformat())
         personal = _personal(row)
+        plaintext = personal.model_dump_json()  # once: the content key and the sealed bytes are the same text
         content_key = self.kek.exact_index(  # every ISP field as it was read: a repeat is character for character
-            "row:v1", row.school_dfe, row.school_name, row.year_group, row.gender, personal.model_dump_json()
+            "row:v1", row.school_dfe, row.school_name, row.year_group, row.gender, plaintext
         )
         event = _pupil_event(
             row,
-            personal,
+            plaintext.encode(),
             self.key,
             report.extract_id,
             report.source,
@@ -812,7 +813,7 @@ async def _aiter(rows: Iterator | AsyncIterator) -> AsyncIterator[tuple[int, lis
 
 def _pupil_event(
     row: CleanRow,
-    personal: PupilPersonal,
+    personal: bytes,  # the personal fields as JSON (PupilPersonal.model_dump_json)
     key: DataKey,
     extract_id: UUID,
     source: str,
@@ -849,7 +850,7 @@ def _pupil_event(
         gender=row.gender,
         match_key=match_key,
     )
-    return PupilRecorded(**event, personal=key.seal_model(personal, aad))
+    return PupilRecorded(**event, personal=key.seal(personal, aad))
 
 
 async def report_for(
