@@ -702,7 +702,9 @@ class _Run:
 
     @property
     def pending(self) -> int:
-        return len(self.candidates) + len(self.rejects)
+        """What the chunk holds: a run of rows out of scope (a census sorted by year group starts with
+        thousands) is problems only, and is flushed as often as accepted rows are."""
+        return len(self.candidates) + len(self.rejects) + len(self.problems)
 
     def take(self, row_number: int, cells: list[str]) -> None:
         """Classify one row and add what it gives to the chunk and the report."""
