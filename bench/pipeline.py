@@ -1,6 +1,6 @@
 """Benchmark: the whole pipeline at county scale, side by side with a raw baseline in the same run.
 
-    .venv/bin/python bench/pipeline.py [--pupils 100000] [--faults] [--no-baseline]
+    .venv/bin/python bench/pipeline.py [--pupils 100000] [--faults] [--no-baseline] [--keep]
 
 It generates fictional extracts for N pupils (a May census of N rows, N/2 reception admissions,
 the Year 3 transfers and an October census of N rows), starts the four services as processes on
@@ -13,7 +13,8 @@ count of the input files.
 It prints the time of each stage, rows/s end to end, the peak RSS of every service and CLI run,
 and the number and sizes of the messages. The baseline is what a pipeline of this shape costs on
 this machine with no work in it: plain aiokafka produce → consume → PostgreSQL COPY → produce →
-consume → COPY of ~1 KB messages, N = the rows ingested.
+consume → COPY of ~1 KB messages, N = the rows ingested. At the end it drops the run's database and
+deletes its input files (``--keep`` leaves them, to look at).
 
 ``--faults`` SIGKILLs each service and the broker once, mid-run, and restarts them; the run then
 passes only when the delivered parts equal the cohort exactly and no part was sent twice.
@@ -29,6 +30,7 @@ import email
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -468,6 +470,7 @@ def main() -> None:
     ap.add_argument("--pupils", type=int, default=100_000, help="rows of the May census (default 100,000)")
     ap.add_argument("--faults", action="store_true", help="SIGKILL each service and the broker once, mid-run")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the run's database and input files to look at")
     ap.add_argument("--eligibility-instances", type=int, default=1, help="run several eligibility processes")
     ap.add_argument("--baseline-child", type=int, help=argparse.SUPPRESS)  # the baseline, in its own process
     a = ap.parse_args()
@@ -511,6 +514,10 @@ def main() -> None:
             base_cpu = {k: tree_cpu_s(pid) - at_start[k] for k, pid in servers.items()}
             base_cpu["client"] = children_cpu_s() - at_start["client"]
     finally:
+        if not a.keep and "r" in locals():  # a run's database and files are tens of GB at 1,000,000 pupils
+            with contextlib.suppress(subprocess.CalledProcessError):
+                stack.psql(lay, f"DROP DATABASE IF EXISTS {r.db} WITH (FORCE)", "postgres")
+            shutil.rmtree(r.logs / "data", ignore_errors=True)
         if started:
             stack.stop(lay)
 
