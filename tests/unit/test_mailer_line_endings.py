@@ -2,6 +2,7 @@
 aiosmtplib uses when it sends DATA."""
 
 import aiosmtplib.protocol
+import aiosmtplib.smtp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ def test_a_crlf_message_is_returned_as_it_is() -> None:
     assert mailer.normalize_line_endings(message) is message
 
 
-def test_aiosmtplib_sends_data_through_it() -> None:
+def test_aiosmtplib_counts_and_sends_data_through_it() -> None:
     assert aiosmtplib.protocol.normalize_message_line_endings is mailer.normalize_line_endings
+    assert aiosmtplib.smtp.normalize_message_line_endings is mailer.normalize_line_endings  # the SIZE
     assert ORIGINAL is not mailer.normalize_line_endings  # aiosmtplib's own, not this wrapper

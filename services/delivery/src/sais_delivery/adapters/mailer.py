@@ -39,10 +39,12 @@ def normalize_line_endings(message: bytes) -> bytes:
     return _normalize_line_endings(message)
 
 
-# aiosmtplib calls it by its module-level name when it sends DATA (aiosmtplib.protocol.SMTPProtocol
-# .execute_data_command); this is the one place that is replaced.
+# aiosmtplib calls it by its module-level name twice per message: to count the SIZE it announces
+# (aiosmtplib.smtp, SMTP.sendmail) and to send DATA (aiosmtplib.protocol, execute_data_command). Both
+# names are replaced, and nothing else.
 normalize_line_endings.aiosmtplib_original = _normalize_line_endings  # type: ignore[attr-defined]
 aiosmtplib.protocol.normalize_message_line_endings = normalize_line_endings
+aiosmtplib.smtp.normalize_message_line_endings = normalize_line_endings
 
 
 @dataclass(frozen=True)
