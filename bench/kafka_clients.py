@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO), str(REPO / "deploy" / "local")]
 import stack
-from pipeline import server_pids, tree_cpu_s
+from pipeline import raw_consumer, server_pids, tree_cpu_s
 
 BATCH = 1000  # records a service's consumer takes at once (SAIS_KAFKA_BATCH_RECORDS)
 WINDOW = 5000  # sends in flight before the producer waits for them (sais_shared.kafka.publish_many)
@@ -64,7 +64,7 @@ def confluent_config(env: dict[str, str]) -> dict[str, str]:
 
 
 async def aiokafka_case(env, topic: str, n: int, value: bytes, linger_ms: int) -> tuple[float, float]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     login = stack.kafka_client(env)
     producer = AIOKafkaProducer(
@@ -83,14 +83,7 @@ async def aiokafka_case(env, topic: str, n: int, value: bytes, linger_ms: int) -
     finally:
         await producer.stop()
     t1 = time.perf_counter()
-    consumer = AIOKafkaConsumer(
-        topic,
-        **login,
-        group_id=f"g-{topic}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    consumer = raw_consumer(topic, login)
     await consumer.start()
     try:
         seen = 0

@@ -54,10 +54,25 @@ MESSAGE = 1000  # bytes per baseline message
 # --- baseline -------------------------------------------------------------------------------------
 
 
+def raw_consumer(topic: str, login: dict):
+    """A plain aiokafka consumer of ``topic`` in a group of its own, from the start, read-committed,
+    committing by hand: what the baselines consume with."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(
+        topic,
+        **login,
+        group_id=f"g-{topic}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+
+
 async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
     """produce → consume → COPY → produce → consume → COPY, n messages of ~1 KB; seconds per stage."""
     import asyncpg
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     tag = uuid.uuid4().hex[:8]
     a, b = f"bench-raw-a-{tag}", f"bench-raw-b-{tag}"
@@ -77,14 +92,7 @@ async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
         await asyncio.gather(*futs)
 
     async def consume(topic: str, table: str, forward: str | None) -> None:
-        c = AIOKafkaConsumer(
-            topic,
-            **kafka,
-            group_id=f"g-{topic}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
+        c = raw_consumer(topic, kafka)
         await c.start()
         seen = 0
         try:
