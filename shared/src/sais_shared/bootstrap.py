@@ -297,6 +297,7 @@ def service_app(
     current: Current[P, S] = Current()
     tuning = kafka.CONSUMER_TUNING
     tuning["heartbeat_interval_ms"] = settings.kafka_heartbeat_interval_ms
+    tuning["max_poll_interval_ms"] = settings.kafka_max_poll_interval_ms
     tuning["fetch_max_bytes"] = settings.kafka_fetch_max_bytes
     tuning["max_partition_fetch_bytes"] = settings.kafka_partition_fetch_bytes
     register_consumers(wiring, broker, topics, settings, current)

@@ -43,6 +43,14 @@ class CommonSettings(BaseSettings):
         "reaches a member at its next heartbeat, so a service whose consumers share a group starts and rejoins "
         "faster with a shorter one",
     )
+    kafka_max_poll_interval_ms: int = Field(
+        300_000,
+        ge=10_000,
+        le=3_600_000,
+        description="How long one batch may take before its consumer is taken out of the group and the batch "
+        "goes to another member (aiokafka's max_poll_interval_ms). A batch over it is delivered again and "
+        "handled again, idempotently; raise it where one batch releases a very large extract",
+    )
     kafka_linger_ms: int = Field(
         20,
         ge=0,
