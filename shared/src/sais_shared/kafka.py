@@ -23,13 +23,12 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest, DescribeAclsRequest
 from aiokafka.protocol.api import Request
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.message import AckStatus
 from pydantic import BaseModel, ValidationError
 
 from . import kafka_access, ops
@@ -463,10 +462,6 @@ def batch_consumer(
 
     @_batch_subscriber(broker, topic, group_id, max_records, title or f"{topic}:{group_id}", description)
     async def consume(message: KafkaMessage) -> None:
-        await work(message)
-        await _commit(message, logger)
-
-    async def work(message: KafkaMessage) -> None:
         records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
         ops.RECORDS_CONSUMED.labels(ops.service(), topic).inc(len(records))
         _observe_lag(message, records)
@@ -492,26 +487,6 @@ def batch_consumer(
         logger.debug("batch.done", records=len(records), events=len(events))
 
     return consume
-
-
-async def _commit(message: KafkaMessage, logger: Any) -> None:
-    """Commit a handled batch here rather than leave it to FastStream, whose consume task ends for good
-    on a commit the group refuses. The group refuses it when it rebalanced while the batch was handled:
-    a batch that ran longer than SAIS_KAFKA_MAX_POLL_INTERVAL_MS (eligibility releasing a 1,000,000-row
-    extract in one batch did) is taken out of the group. Its records then go to the member that holds
-    their partitions now, this one included once it rejoins, and handling them again changes nothing:
-    every handler is idempotent."""
-    try:
-        await message.ack()
-    except CommitFailedError:
-        records = message.raw_message
-        ops.COMMITS_REFUSED.labels(ops.service(), records[0].topic if records else "?").inc()
-        logger.warning(
-            "batch.commit_refused",
-            records=len(records),
-            reason="the group rebalanced while the batch was handled; its records are delivered again",
-        )
-        message.committed = AckStatus.ACKED  # handled: FastStream must not commit it again
 
 
 # Errors that retrying cannot cure: the data is wrong, not the infrastructure.

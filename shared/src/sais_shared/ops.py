@@ -24,11 +24,6 @@ BATCH_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BATCH_RETRIES = Counter("sais_batch_retries_total", "Batches rewound after a transient error", ["service", "topic"])
-COMMITS_REFUSED = Counter(
-    "sais_batch_commits_refused_total",
-    "Handled batches whose commit the group refused (it rebalanced meanwhile): delivered again",
-    ["service", "topic"],
-)
 GROUP_LAG = Gauge(
     "sais_consumer_group_lag",
     "Records between a consumer group's committed offset and the log end, sampled on a timer",

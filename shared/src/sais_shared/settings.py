@@ -47,9 +47,9 @@ class CommonSettings(BaseSettings):
         300_000,
         ge=10_000,
         le=3_600_000,
-        description="How long one batch may take before its consumer is taken out of the group and the batch "
-        "goes to another member (aiokafka's max_poll_interval_ms). A batch over it is delivered again and "
-        "handled again, idempotently; raise it where one batch releases a very large extract",
+        description="How long one batch may take before its consumer is taken out of the group (aiokafka's "
+        "max_poll_interval_ms); that consumer then stops, and /healthz fails. Raise it where one batch "
+        "releases a very large extract (docs/runbook.md)",
     )
     kafka_linger_ms: int = Field(
         20,
