@@ -137,3 +137,46 @@ async def test_data_quality_findings_are_reported_not_hidden(settings_env, tmp_p
     assert cohort[("flu", "9372003")] == 1 and cohort[("flu", "")] == 2 and ("flu", "9372001") not in cohort
     assert findings[("school-not-yet-known", "9372001")] == 1 and findings[("school-not-yet-known", "9372002")] == 1
     assert ("hpv-dose-1", "9374001") not in cohort and cohort[("hpv-dose-2", "9374001")] == 1
+
+
+async def test_the_consumers_go_on_recording_while_an_extract_is_released(settings_env, monkeypatch):
+    """A release walks a whole extract (a million children at the largest): it runs beside the consumers, so
+    no batch waits on it past the broker's poll interval. Here the first release is held until the second
+    extract has been recorded and completed by the consumers."""
+    import asyncio
+
+    from sais_eligibility.service_layer.handlers import EligibilityService
+
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    walking, go, walked = asyncio.Event(), asyncio.Event(), []
+    real = EligibilityService._walk
+
+    async def first_walk_held(self, year, ready):
+        if not walked:
+            walked.append(ready.extract_id)
+            walking.set()
+            await go.wait()
+        return await real(self, year, ready)
+
+    monkeypatch.setattr(EligibilityService, "_walk", first_walk_held)
+    async with TestApp(build_app(EligibilitySettings())):
+        await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+        await asyncio.wait_for(walking.wait(), 60)
+        second = await ingest("admissions-reception-2017.csv", "admissions-reception", "2017-04-18")
+
+        async def second_recorded_and_completed():
+            return await fetchval(
+                dsn,
+                "SELECT e.completed_at IS NOT NULL AND p.recorded = e.accepted FROM eligibility.extracts e "
+                "JOIN eligibility.extract_progress p USING (extract_id) WHERE e.extract_id = $1",
+                second.extract_id,
+            )
+
+        await wait_until(second_recorded_and_completed, what="the second extract recorded")
+        assert await fetchval(dsn, "SELECT count(*) FROM eligibility.extracts WHERE reconciled_at IS NOT NULL") == 0
+        go.set()
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="both released",
+        )
+    assert walked and walked[0] != second.extract_id

@@ -4,6 +4,7 @@ port is exercised by the integration tests."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
 
@@ -91,6 +92,7 @@ def pupil(
 async def send(svc, pupils, done):
     await svc.handle_pupils(pupils)
     await svc.handle_extracts([done])
+    await svc.release_wanted()  # what the releaser does beside the consumers
 
 
 # --- the use cases -------------------------------------------------------------------------------
@@ -163,6 +165,7 @@ async def test_replayed_events_of_deleted_data_are_skipped(world):
     key, ex = keys.new(), uuid4()
     keys.destroyed.add(key.key_id)  # retention destroyed the extract's key
     await svc.handle_pupils([pupil(keys, key, ex, 2)])
+    await svc.release_wanted()
     assert repo.records == {} and outbox.published == []
 
 
@@ -337,10 +340,13 @@ async def test_an_extract_s_children_are_held_until_it_is_complete(world):
     key, ex = keys.new(), uuid4()
     events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 5)]
     await svc.handle_pupils(events[:2])
+    await svc.release_wanted()
     assert outbox.published == [] and len(repo.records) == 2  # recorded and matched, in no cohort
     await svc.handle_extracts([completed(ex, key, 3)])
+    await svc.release_wanted()
     assert outbox.published == []  # completed, but one of its three pupil events has not come yet
     await svc.handle_pupils(events[2:])
+    await svc.release_wanted()
     assert len(outbox.published) == 3  # the last one came: all three released together
 
 
@@ -365,9 +371,12 @@ async def test_a_failed_extract_is_discarded_and_its_late_events_too(world):
     key, ex = keys.new(), uuid4()
     events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 6)]
     await svc.handle_pupils(events[:2])
+    await svc.release_wanted()
     await svc.handle_extracts([failed(ex, key, published=4)])
+    await svc.release_wanted()
     assert repo.records == {}  # what it left is gone
     await svc.handle_pupils(events[2:])  # the rest arrive after the failure
+    await svc.release_wanted()
     assert repo.records == {} and outbox.published == []
 
 
@@ -390,6 +399,7 @@ async def test_a_withdrawn_extract_s_children_leave_the_cohort(world):
             )
         ]
     )
+    await svc.release_wanted()
     [_, gone] = outbox.published
     assert isinstance(gone, CohortMemberWithdrawn) and gone.pupil_id == added.pupil_id
     assert "withdrawn" in gone.reason and gone.revision == added.revision + 1
@@ -402,6 +412,7 @@ async def test_a_release_cut_short_by_a_crash_is_finished_at_start(world, monkey
     key, ex = keys.new(), uuid4()
     events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 7)]
     await svc.handle_pupils(events)
+    await svc.release_wanted()
     monkeypatch.setattr(handlers, "RELEASE_CHUNK", 2)
     calls = 0
     real = svc._recompute
@@ -416,7 +427,75 @@ async def test_a_release_cut_short_by_a_crash_is_finished_at_start(world, monkey
     svc._recompute = crash_after_the_first_chunk
     with pytest.raises(ConnectionError):
         await svc.handle_extracts([completed(ex, key, 5)])
+        await svc.release_wanted()
     assert len(outbox.published) == 2  # the first chunk's two children, then the crash
     svc._recompute = real
     await svc.reconcile_pending()  # what the service does at start
     assert len(outbox.published) == 5 and len({e.pupil_id for e in outbox.published}) == 5
+
+
+# --- the releaser, beside the consumers --------------------------------------------------------------
+
+
+async def test_the_batch_that_completes_an_extract_only_asks_for_its_release(world):
+    svc, _repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    events = [pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 5)]
+    await svc.handle_extracts([completed(ex, key, 3)])
+    await svc.handle_pupils(events)  # the last of its rows: complete, and the batch returns unreleased
+    assert outbox.published == [] and svc.releases.take() == {"2017/18"}
+    svc.releases.want({"2017/18"})
+    await svc.release_wanted()
+    assert len(outbox.published) == 3
+
+
+async def test_the_releaser_starts_with_what_a_stop_left_and_retries_what_fails(world):
+    svc, _repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    await svc.handle_pupils([pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 5)])
+    await svc.handle_extracts([completed(ex, key, 3)])
+    svc.releases.take()  # as after a restart: nothing asked for, the extract pending in the database
+    real, calls = svc._recompute, 0
+
+    async def fails_once(*a, **k):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the database went away")
+        await real(*a, **k)
+
+    svc._recompute = fails_once
+    task = asyncio.create_task(svc.run_releases(check_every_s=3600, retry_s=0))
+    try:
+        await asyncio.wait_for(_until(lambda: len(outbox.published) == 3), 10)
+    finally:
+        await _stop(task)
+    assert calls == 2  # the failed walk, then the walk retried
+
+
+async def test_the_releaser_releases_what_the_consumers_ask_for_as_they_ask(world):
+    svc, _repo, keys, outbox = world
+    task = asyncio.create_task(svc.run_releases(check_every_s=3600, retry_s=0))
+    try:
+        for n in range(2):
+            key, ex = keys.new(), uuid4()
+            await send_unreleased(svc, [pupil(keys, key, ex, 2 + n, forename=f"Child{n}")], completed(ex, key, 1))
+            await asyncio.wait_for(_until(lambda n=n: len(outbox.published) == n + 1), 10)
+    finally:
+        await _stop(task)
+
+
+async def send_unreleased(svc, pupils, done):
+    await svc.handle_pupils(pupils)
+    await svc.handle_extracts([done])
+
+
+async def _stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0)  # the releaser's turn: no time passes, the loop only yields

@@ -34,7 +34,7 @@ async def test_alive_only_while_every_consumer_and_timer_runs():
     assert "is not running" in live.problem()
     live.broker.subscribers.pop()
     timers.append(ended)
-    assert live.problem() == "a timer of the service has stopped"
+    assert live.problem() == "a timer or worker of the service has stopped"
     running.cancel()
 
 

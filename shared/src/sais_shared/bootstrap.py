@@ -2,7 +2,7 @@
 schemas, the publishers it declares on a broker, and ``bootstrap()``: how its use-case object is
 built from a runtime and those publishers), and gets from here:
 
-- :func:`service_app`: the long-running FastStream app (consumers, lifespan, health, timers);
+- :func:`service_app`: the long-running FastStream app (consumers, lifespan, health, timers, workers);
 - :func:`session`: the same service for a CLI command or a test, broker started and stopped.
 
 Both open the runtime as the service's own database role, check its Kafka topics and build the
@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -193,7 +193,7 @@ async def start_when_servers_answer(
 class Liveness:
     """What /healthz answers: alive while starting (up to SAIS_STARTUP_GRACE_S after the servers first
     answered), then only while every consumer of the broker has its consume task running and every
-    timer of the service is still looping. A dead consumer or timer is a process to restart, which a
+    timer or worker of the service is still running. A dead consumer or task is a process to restart, which a
     readiness probe alone never asks for."""
 
     def __init__(self, broker: KafkaBroker, tasks: list[asyncio.Task], grace_s: float) -> None:
@@ -214,7 +214,7 @@ class Liveness:
             if getattr(sub, "consumer", None) is None or not any(not t.done() for t in tasks):
                 return f"consumer {i} ({', '.join(getattr(sub, 'topics', ()) or ())}) is not running"
         if any(t.done() for t in self.tasks):
-            return "a timer of the service has stopped"
+            return "a timer or worker of the service has stopped"
         return None
 
 
@@ -283,13 +283,15 @@ def service_app(
     description: str,
     after_start: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
     timer: tuple[Callable[[Running[P, S]], Awaitable[Any]], float] | None = None,
+    worker: Callable[[Running[P, S]], Coroutine[Any, Any, Any]] | None = None,
     check: Callable[[Settings], None] | None = None,
     gauges: Callable[[Running[P, S]], Awaitable[Any]] | None = None,
     prime: Callable[[Running[P, S]], dict[str, list[tuple[str, ...]]]] | None = None,
 ):
     """The long-running service: the wiring's consumers are registered (they reach the service once it has
     started); ``after_start`` runs once it is up (outbox flush); ``timer`` is (tick, seconds), a
-    loop that survives a failing tick; ``check`` refuses a bad configuration before anything connects."""
+    loop that survives a failing tick; ``worker`` runs beside the consumers for the service's life (work
+    too long for a consumer's batch), and /healthz fails if it ever returns; ``check`` refuses a bad configuration before anything connects."""
     configure_logging(settings.log_level, settings.log_format)
     broker = make_broker(settings, f"sais-{wiring.service}", wiring.service)
     topics = Topics(settings.topic_prefix)
@@ -319,7 +321,7 @@ def service_app(
     )
 
     app.after_startup(
-        partial(_started, wiring, settings, topics, current, tasks, liveness, after_start, timer, gauges, prime)
+        partial(_started, wiring, settings, topics, current, tasks, liveness, after_start, timer, worker, gauges, prime)
     )
     return app
 
@@ -333,10 +335,12 @@ async def _started(
     liveness: Liveness,
     after_start: Callable[[Running[P, S]], Awaitable[Any]] | None,
     timer: tuple[Callable[[Running[P, S]], Awaitable[Any]], float] | None,
+    worker: Callable[[Running[P, S]], Coroutine[Any, Any, Any]] | None,
     gauges: Callable[[Running[P, S]], Awaitable[Any]] | None,
     prime: Callable[[Running[P, S]], dict[str, list[tuple[str, ...]]]] | None,
 ) -> None:
-    """Once the broker is up: the metrics primed, the outbox flushed, the timer and the sampler started."""
+    """Once the broker is up: the metrics primed, the outbox flushed, the timer, the worker and the sampler
+    started."""
     from .kafka_access import ACCESS
 
     access = ACCESS.get(wiring.service)
@@ -350,6 +354,8 @@ async def _started(
         await after_start(current())
     if timer is not None:
         tasks.append(asyncio.create_task(_loop(wiring.service, current, *timer)))
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker(current())))
     tasks.append(asyncio.create_task(_sample_state(wiring.service, settings, topics, current, gauges)))
     liveness.up = True
 

@@ -76,12 +76,15 @@ def build_app(settings: EligibilitySettings | None = None):
 
     async def flush_leftovers(running: Running[object, EligibilityService]) -> None:
         await running.service.flush_outbox()  # anything committed before a crash but not yet published
-        await running.service.reconcile_pending()  # a release a crash cut short
         await running.service.check_coverage()
+
+    async def releaser(running: Running[object, EligibilityService]) -> None:
+        await running.service.run_releases(settings.eligibility_release_check_s)  # first, a release a crash cut short
 
     return service_app(
         WIRING,
         settings,
         after_start=flush_leftovers,
+        worker=releaser,
         description="Rolls year groups forward, matches children, applies programme rules.",
     )

@@ -14,12 +14,15 @@ All or nothing: a pupil event is recorded and matched as it comes, but its recor
 in no cohort until its extract is released, that is, once its extract-completed event has come and
 every one of its pupil events is recorded (the count and the order-free checksum ingest sent).
 Releasing walks the extract's children (and those of the extract it supersedes) in chunks, each its
-own transaction, resumable from the last child done. An extract that failed is discarded (its late
+own transaction, resumable from the last child done. It runs in a task of its own (``run_releases``),
+never inside a consumer's batch: a consumer that kept a batch longer than ``max.poll.interval.ms`` would
+be taken out of its group, have its commit refused and stop. An extract that failed is discarded (its late
 events too); a withdrawn one has its records retired and its children walked again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter, defaultdict
@@ -67,6 +70,34 @@ RELEASE_CHUNK = 2000  # children recomputed per transaction when an extract is r
 WITHDRAWN_REASON = "its extract was withdrawn by the local authority"
 
 
+class Releases:
+    """The academic years whose extracts may have become ready, asked for by the consumers and taken by the
+    releaser (:meth:`EligibilityService.run_releases`). A hint, not a record: what is ready is decided from
+    the database when it is taken, and a year asked for twice before it is taken is walked once."""
+
+    def __init__(self) -> None:
+        self._years: set[str] = set()
+        self._asked = asyncio.Event()
+
+    def want(self, years) -> None:
+        if years:
+            self._years.update(years)
+            self._asked.set()
+
+    def take(self) -> set[str]:
+        years, self._years = self._years, set()
+        self._asked.clear()
+        return years
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Until a year is asked for (True) or ``timeout_s`` has passed (False)."""
+        try:
+            await asyncio.wait_for(self._asked.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
 class EligibilityService(FollowsProtocol):
     uow: UnitOfWork
@@ -75,6 +106,7 @@ class EligibilityService(FollowsProtocol):
     rules: dict[str, YearRules]
     outbox: Outbox
     clock: Clock
+    releases: Releases = field(default_factory=lambda: Releases())
 
     # --- pupils ---------------------------------------------------------------------------
 
@@ -103,9 +135,7 @@ class EligibilityService(FollowsProtocol):
                     await repo.lock_year(year, exclusive=False)
                     await repo.lock_children(year, {e.match_key for e in batch})
                     await self._record(repo, year, batch, keys)
-        for year in sorted(by_year):
-            await self.reconcile_if_ready(year)
-        await self.flush_outbox()
+        self.releases.want(by_year)  # released beside the consumer, never inside its batch
 
     async def reconcile_if_ready(self, year: str) -> None:
         """Release (or walk again) the extracts of ``year`` that are ready. The check runs without a
@@ -118,12 +148,45 @@ class EligibilityService(FollowsProtocol):
             await self._walk(year, r)
 
     async def reconcile_pending(self) -> None:
-        """At start: finish every release or withdrawal a stop cut short, whatever its year."""
+        """Finish every release or withdrawal not yet done, whatever its year: one a stop cut short, one
+        whose batch came to another instance."""
         async with self.uow() as repo:
             years = await repo.years_pending()
         for year in years:
             await self.reconcile_if_ready(year)
         await self.flush_outbox()
+
+    async def release_wanted(self) -> None:
+        """Release (or walk again) the extracts of the years the consumers have asked for since last time."""
+        years = self.releases.take()
+        try:
+            for year in sorted(years):
+                await self.reconcile_if_ready(year)
+            await self.flush_outbox()
+        except BaseException:
+            self.releases.want(years)  # asked again: a chunk done is kept, the walk resumes after it
+            raise
+
+    async def run_releases(self, check_every_s: float, retry_s: float = 5.0) -> None:
+        """The releaser, a task of its own beside the consumers, for the service's life. A release walks a
+        whole extract (a million children at the largest), far longer than a consumer may take over a batch
+        before the broker takes it out of its group (``max.poll.interval.ms``), so the consumers only ask
+        for it (:class:`Releases`). It starts with every year pending (a release a stop cut short), then
+        releases what is asked for as it is asked, and looks at every pending year again every
+        ``check_every_s``. A failure (a server away) is logged and retried after ``retry_s``: nothing is
+        lost, since what is ready is read from the database each time."""
+        pending = True
+        while True:
+            try:
+                if pending:
+                    await self.reconcile_pending()
+                await self.release_wanted()
+            except Exception as exc:
+                log.error("release.failed", error=type(exc).__name__)
+                pending = True
+                await asyncio.sleep(retry_s)
+                continue
+            pending = not await self.releases.wait(check_every_s)
 
     async def _walk(self, year: str, r: ReadyExtract) -> None:
         """Recompute every child of a ready extract, a chunk per transaction: a completed one is released
@@ -391,9 +454,7 @@ class EligibilityService(FollowsProtocol):
                     )
                 elif isinstance(e, ExtractWithdrawn) and await repo.withdraw_extract(e.extract_id, e.reason):
                     log.info("extract.withdrawn", extract_id=str(e.extract_id))
-        for year in sorted(years):
-            await self.reconcile_if_ready(year)
-        await self.flush_outbox()
+        self.releases.want(years)
 
     # --- the rules against the protocol in force -----------------------------------------
 
