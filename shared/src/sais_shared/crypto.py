@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import os
-import re
+import string
 import unicodedata
 from base64 import b64decode, b64encode
 from collections.abc import Mapping
@@ -132,6 +132,7 @@ class KeyEncryptionKey:
         # The blind-index key must outlive KEK rotations (match keys are stored): pin it with
         # SAIS_INDEX_KEY_FILE; without one it is derived from this KEK.
         self._index_key = index_key or derive_index_key(secret)
+        self._index_mac = hmac.new(self._index_key, digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return f"KeyEncryptionKey(kek_id={self.kek_id!r})"
@@ -166,13 +167,16 @@ class KeyEncryptionKey:
 
     def blind_index(self, *parts: str) -> str:
         """A keyed hash of normalised identifying values: equal inputs, equal index; not reversible."""
-        msg = "\x1f".join(normalise_for_matching(p) for p in parts).encode()
-        return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
+        return self._index(b"\x1f".join([_normalised(p) for p in parts]))
 
     def exact_index(self, *parts: str) -> str:
         """A keyed hash of values exactly as they are (no folding): equal only when every character is."""
-        msg = "\x1f".join(parts).encode()
-        return hmac.new(self._index_key, msg, hashlib.sha256).hexdigest()[:32]
+        return self._index("\x1f".join(parts).encode())
+
+    def _index(self, msg: bytes) -> str:
+        h = self._index_mac.copy()  # the key's padded blocks hashed once, not on every row
+        h.update(msg)
+        return h.hexdigest()[:32]
 
 
 def kek_fingerprint(kek_secret: bytes) -> str:
@@ -186,12 +190,18 @@ def derive_index_key(kek_secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"sais blind index v1").derive(kek_secret)
 
 
-_NOT_ASCII_ALNUM = re.compile(r"[^0-9A-Za-z]+")
+_ASCII_LOWER = bytes.maketrans(string.ascii_uppercase.encode(), string.ascii_lowercase.encode())
+_ASCII_NOT_ALNUM = bytes(b for b in range(256) if not chr(b).isascii() or not chr(b).isalnum())
 
 
 def normalise_for_matching(value: str) -> str:
     """Case, accents, spacing, hyphens and apostrophes folded: ``O'Brien-Núñez`` → ``obriennunez``."""
+    return _normalised(value).decode()
+
+
+def _normalised(value: str) -> bytes:
+    """:func:`normalise_for_matching`, encoded (UTF-8), as a blind index hashes it."""
     if value.isascii():  # the common case, and the same result: NFKD keeps ASCII, isalnum is [0-9A-Za-z]
-        return _NOT_ASCII_ALNUM.sub("", value).lower()
+        return value.encode().translate(_ASCII_LOWER, _ASCII_NOT_ALNUM)
     decomposed = unicodedata.normalize("NFKD", value)
-    return "".join(c for c in decomposed if c.isalnum()).casefold()
+    return "".join(c for c in decomposed if c.isalnum()).casefold().encode()
