@@ -1,4 +1,4 @@
-"""The Kafka tuning settings reach the producer every service builds (docs/performance.md)."""
+"""The Kafka tuning settings reach the producer and every consumer each service builds (docs/performance.md)."""
 
 import pytest
 from sais_shared.kafka import make_broker
@@ -20,3 +20,49 @@ def test_the_defaults_are_linger_20_ms_and_256_kib_batches():
     settings = CommonSettings(kafka_security_protocol="PLAINTEXT", dev_mode=True)  # no login to read
     assert (settings.kafka_linger_ms, settings.kafka_max_batch_bytes) == (20, 256 * 1024)
     assert settings.kafka_max_poll_interval_ms == 300_000 and settings.kafka_batch_records == 1000
+
+
+SERVICES = [
+    ("sais_ingest.app", "sais_ingest.config", "IngestSettings"),
+    ("sais_eligibility.app", "sais_eligibility.config", "EligibilitySettings"),
+    ("sais_delivery.app", "sais_delivery.config", "DeliverySettings"),
+    ("sais_retention.app", "sais_retention.config", "RetentionSettings"),
+]
+
+
+@pytest.mark.parametrize(("app_module", "config_module", "settings_class"), SERVICES)
+def test_every_consumer_of_a_service_takes_the_consumer_settings(
+    monkeypatch, app_module, config_module, settings_class
+):
+    import importlib
+
+    tuned = {
+        "SAIS_KAFKA_MAX_POLL_INTERVAL_MS": 654_321,
+        "SAIS_KAFKA_FETCH_MAX_BYTES": 7_777_777,
+        "SAIS_KAFKA_PARTITION_FETCH_BYTES": 3_333_333,
+        "SAIS_KAFKA_HEARTBEAT_INTERVAL_MS": 2_222,
+        "SAIS_KAFKA_BATCH_RECORDS": 1_234,
+    }
+    for name, value in tuned.items():
+        monkeypatch.setenv(name, str(value))
+    settings = getattr(importlib.import_module(config_module), settings_class)(
+        kafka_security_protocol="PLAINTEXT", dev_mode=True
+    )
+    app = importlib.import_module(app_module).build_app(settings)
+    subscribers = list(app.broker.subscribers)
+    assert subscribers
+    for sub in subscribers:
+        # FastStream keeps each consumer's arguments as it was given them, until it connects
+        given = sub._connection_args
+        got = (
+            given["max_poll_interval_ms"],
+            given["fetch_max_bytes"],
+            given["max_partition_fetch_bytes"],
+            given["heartbeat_interval_ms"],
+            given["isolation_level"],
+        )
+        assert got == (654_321, 7_777_777, 3_333_333, 2_222, "read_committed"), sub.topic_names
+    # batch size: every consumer the wiring declares takes the setting, unless it names its own
+    module = importlib.import_module(app_module)
+    want = {c.max_records or 1_234 for c in module.WIRING.consumers}
+    assert want <= {sub.max_records for sub in subscribers}
