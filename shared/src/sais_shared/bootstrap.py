@@ -82,6 +82,7 @@ def register_consumers(
 ) -> None:
     """Every consumer of the wiring, and (for an owner of personal data) retention's deletion requests."""
     group = settings.group_id_of(wiring.service)
+    tuning = kafka.consumer_tuning(settings)
     for c in wiring.consumers:
         topic = c.topic_of(topics)
         kafka.batch_consumer(
@@ -93,6 +94,7 @@ def register_consumers(
             handle=partial(_handle, current, c.handle),
             dead_letter_topic=topics.dead_letter,
             max_records=c.max_records or settings.kafka_batch_records,
+            tuning=tuning,
             title=f"{topic}:{wiring.service}",
             description=c.description,
         )
@@ -106,6 +108,7 @@ def register_consumers(
             delete=wiring.deletes,
             pool=lambda: current().runtime.pool,
             now=lambda: current().runtime.clock.now(),
+            tuning=tuning,
         )
 
 
@@ -297,11 +300,6 @@ def service_app(
     topics = Topics(settings.topic_prefix)
     publishers = wiring.declare(broker, topics)
     current: Current[P, S] = Current()
-    tuning = kafka.CONSUMER_TUNING
-    tuning["heartbeat_interval_ms"] = settings.kafka_heartbeat_interval_ms
-    tuning["max_poll_interval_ms"] = settings.kafka_max_poll_interval_ms
-    tuning["fetch_max_bytes"] = settings.kafka_fetch_max_bytes
-    tuning["max_partition_fetch_bytes"] = settings.kafka_partition_fetch_bytes
     register_consumers(wiring, broker, topics, settings, current)
     tasks: list[asyncio.Task] = []
     liveness = Liveness(broker, tasks, settings.startup_grace_s)

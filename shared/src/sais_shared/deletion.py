@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from .events import DeletionConfirmed, DeletionRequested, stable_id
-from .kafka import publish_many
+from .kafka import ConsumerTuning, publish_many
 
 log = structlog.get_logger("sais.deletion")
 
@@ -82,8 +82,10 @@ def register_deletion_consumer(
     delete: DeleteRows,
     pool: Callable[[], asyncpg.Pool],
     now: Callable[[], Any],
+    tuning: ConsumerTuning | None = None,
 ) -> None:
-    """Subscribe an owner to retention's deletion requests and give it a confirmation publisher."""
+    """Subscribe an owner to retention's deletion requests and give it a confirmation publisher; ``tuning``
+    is the consumer's (:func:`sais_shared.kafka.consumer_tuning`)."""
     from .kafka import batch_consumer
 
     publisher = broker.publisher(
@@ -108,6 +110,7 @@ def register_deletion_consumer(
         handle=handle,
         dead_letter_topic=topics.dead_letter,
         max_records=50,
+        tuning=tuning,
         title=f"{topics.deletion_requested}:{service}",
         description=f"Deletes {service}'s own rows for retention and confirms with counts per table.",
     )

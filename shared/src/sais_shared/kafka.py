@@ -353,9 +353,8 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
     return cache[topic]
 
 
-# How every consumer of this process takes part in its group, set once from the settings when a service is
-# built (bootstrap.service_app): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS, SAIS_KAFKA_MAX_POLL_INTERVAL_MS,
-# SAIS_KAFKA_FETCH_MAX_BYTES and SAIS_KAFKA_PARTITION_FETCH_BYTES.
+# How a consumer takes part in its group, from the settings (consumer_tuning): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS,
+# SAIS_KAFKA_MAX_POLL_INTERVAL_MS, SAIS_KAFKA_FETCH_MAX_BYTES and SAIS_KAFKA_PARTITION_FETCH_BYTES.
 class ConsumerTuning(TypedDict, total=False):
     heartbeat_interval_ms: int
     max_poll_interval_ms: int
@@ -363,7 +362,14 @@ class ConsumerTuning(TypedDict, total=False):
     max_partition_fetch_bytes: int
 
 
-CONSUMER_TUNING: ConsumerTuning = {}
+def consumer_tuning(settings: Any) -> ConsumerTuning:
+    """The consumer settings of ``settings`` (a CommonSettings), as aiokafka's consumer takes them."""
+    return ConsumerTuning(
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        fetch_max_bytes=settings.kafka_fetch_max_bytes,
+        max_partition_fetch_bytes=settings.kafka_partition_fetch_bytes,
+    )
 
 
 async def _parse_batch(
@@ -420,7 +426,13 @@ async def _pause_before_retry(logger: Any, topic: str, exc: Exception, records: 
 
 
 def _batch_subscriber(
-    broker: KafkaBroker, topic: str, group_id: str, max_records: int, title: str, description: str | None
+    broker: KafkaBroker,
+    topic: str,
+    group_id: str,
+    max_records: int,
+    tuning: ConsumerTuning,
+    title: str,
+    description: str | None,
 ) -> Any:
     """Batches, committed only when handled (read-committed: no record of an aborted transaction)."""
     return broker.subscriber(
@@ -433,7 +445,7 @@ def _batch_subscriber(
         ack_policy=AckPolicy.NACK_ON_ERROR,
         isolation_level="read_committed",
         decoder=_no_decode,
-        **CONSUMER_TUNING,
+        **tuning,
         title=title,
         description=description,
     )
@@ -449,18 +461,21 @@ def batch_consumer(
     dead_letter_topic: str,
     payload: Any,
     max_records: int = 1000,
+    tuning: ConsumerTuning | None = None,
     title: str | None = None,
     description: str | None = None,
 ) -> Any:
     """Register an at-least-once batch subscriber: parse → DLQ or handle → commit.
 
-    ``payload`` (a pydantic model or TypeAdapter) is what ``parse`` accepts: it documents the channel."""
+    ``payload`` (a pydantic model or TypeAdapter) is what ``parse`` accepts: it documents the channel.
+    ``tuning`` (:func:`consumer_tuning`) is how the consumer takes part in its group; aiokafka's defaults
+    without it."""
     dlq = dead_letter_publisher(broker, dead_letter_topic)
     failures = _FailureCount()
     SUBSCRIBER_PAYLOADS[title or f"{topic}:{group_id}"] = payload
     logger = log.bind(topic=topic, group_id=group_id)
 
-    @_batch_subscriber(broker, topic, group_id, max_records, title or f"{topic}:{group_id}", description)
+    @_batch_subscriber(broker, topic, group_id, max_records, tuning or {}, title or f"{topic}:{group_id}", description)
     async def consume(message: KafkaMessage) -> None:
         records: Sequence[Any] = message.raw_message  # tuple of ConsumerRecord for a batch
         ops.RECORDS_CONSUMED.labels(ops.service(), topic).inc(len(records))
