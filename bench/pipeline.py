@@ -183,6 +183,12 @@ def server_pids(lay) -> dict[str, int]:
     return pids
 
 
+def busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores: user, nice, system, irq, softirq, steal)."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(f[0]) + int(f[1]) + int(f[2]) + sum(int(x) for x in f[5:8])) / CLOCK_TICK
+
+
 def data_rows(path: Path, encoding: str) -> int:
     """Rows of a CSV file, less its header."""
     with open(path, encoding=encoding) as f:
@@ -212,6 +218,7 @@ class Run:
         self.server_carry: dict[str, float] = {}  # CPU seconds of a server process killed during the run
         self.peak_mb: dict[str, float] = {}
         self.stages: list[tuple[str, float]] = []
+        self.busy: list[float] = []  # cores busy on average in each stage (the whole machine)
         self.killed: list[str] = []
         self.cpu: dict[str, float] = {}  # CPU seconds by process (services, CLI runs)
 
@@ -299,10 +306,11 @@ class Run:
         raise SystemExit(f"timed out: {sql}")
 
     def timed(self, label: str, fn) -> None:
-        t0 = time.perf_counter()
+        t0, b0 = time.perf_counter(), busy_s()
         fn()
         self.stages.append((label, time.perf_counter() - t0))
-        print(f"  {label:52} {self.stages[-1][1]:8.1f} s", flush=True)
+        self.busy.append((busy_s() - b0) / self.stages[-1][1])
+        print(f"  {label:52} {self.stages[-1][1]:8.1f} s  {self.busy[-1]:4.2f} cores busy", flush=True)
 
     # steps
     def settled(self, extracts: int) -> str:
@@ -534,8 +542,8 @@ def main() -> None:
         f"rows ingested {ingested:,}; first file → both windows delivered {out['total_s']:.1f} s = "
         f"{ingested / out['total_s']:,.0f} rows/s end to end"
     )
-    for label, s in r.stages:
-        print(f"  {label:52} {s:8.1f} s")
+    for (label, s), busy in zip(r.stages, r.busy, strict=True):
+        print(f"  {label:52} {s:8.1f} s  {busy:4.2f} of {os.cpu_count()} cores busy")
     print_cpu("pipeline", r.cpu, ingested)
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
     print(f"messages: {len(sizes)}; sizes (bytes) {sizes}; largest {max(sizes):,}")

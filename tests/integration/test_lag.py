@@ -44,3 +44,32 @@ async def test_a_stopped_consumer_shows_growing_lag_per_partition(infra):
     await produce(infra.kafka, topic, 5, partition=0)  # records keep arriving; nobody consumes
     assert await group_lag(infra.kafka, group, [topic]) == {(topic, 0): 11, (topic, 1): 3}
     assert await group_lag(infra.kafka, f"never-{group}", [topic]) == {(topic, 0): 15, (topic, 1): 3}
+
+
+async def test_the_services_sampler_keeps_its_clients_and_sees_every_new_offset(infra):
+    """The gauge's sampler connects once, not at every interval, and a sample made on the kept clients
+    still sees records and commits that came since; closed, it connects again at its next sample."""
+    from sais_shared.lag import LagSampler
+
+    topic = await create_topic(infra.kafka, f"lag-{uuid.uuid4().hex[:10]}", partitions=2)
+    group = f"lag-{uuid.uuid4().hex[:10]}"
+    sampler = LagSampler(infra.kafka, group, [topic], every_s=1)
+    try:
+        assert await sampler.sample() == {(topic, 0): 0, (topic, 1): 0}
+        clients = sampler._clients
+        await produce(infra.kafka, topic, 7, partition=1)
+        assert await sampler.sample() == {(topic, 0): 0, (topic, 1): 7}
+        c = AIOKafkaConsumer(**infra.kafka, group_id=group, enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([TopicPartition(topic, 1)])
+            await c.commit({TopicPartition(topic, 1): 5})
+        finally:
+            await c.stop()
+        assert await sampler.sample() == {(topic, 0): 0, (topic, 1): 2}
+        assert sampler._clients is clients  # the same two connected clients all along
+        await sampler.close()
+        assert sampler._clients is None
+        assert await sampler.sample() == {(topic, 0): 0, (topic, 1): 2}
+    finally:
+        await sampler.close()

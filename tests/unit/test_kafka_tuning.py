@@ -20,6 +20,7 @@ def test_the_defaults_are_linger_20_ms_and_256_kib_batches():
     settings = CommonSettings(kafka_security_protocol="PLAINTEXT", dev_mode=True)  # no login to read
     assert (settings.kafka_linger_ms, settings.kafka_max_batch_bytes) == (20, 256 * 1024)
     assert settings.kafka_max_poll_interval_ms == 300_000 and settings.kafka_batch_records == 1000
+    assert settings.kafka_fetch_max_wait_ms == 2000
 
 
 SERVICES = [
@@ -41,6 +42,7 @@ def test_every_consumer_of_a_service_takes_the_consumer_settings(
         "SAIS_KAFKA_FETCH_MAX_BYTES": 7_777_777,
         "SAIS_KAFKA_PARTITION_FETCH_BYTES": 3_333_333,
         "SAIS_KAFKA_HEARTBEAT_INTERVAL_MS": 2_222,
+        "SAIS_KAFKA_FETCH_MAX_WAIT_MS": 4_444,
         "SAIS_KAFKA_BATCH_RECORDS": 1_234,
     }
     for name, value in tuned.items():
@@ -59,9 +61,10 @@ def test_every_consumer_of_a_service_takes_the_consumer_settings(
             given["fetch_max_bytes"],
             given["max_partition_fetch_bytes"],
             given["heartbeat_interval_ms"],
+            given["fetch_max_wait_ms"],
             given["isolation_level"],
         )
-        assert got == (654_321, 7_777_777, 3_333_333, 2_222, "read_committed"), sub.topic_names
+        assert got == (654_321, 7_777_777, 3_333_333, 2_222, 4_444, "read_committed"), sub.topic_names
     # batch size: every consumer the wiring declares takes the setting, unless it names its own
     module = importlib.import_module(app_module)
     want = {c.max_records or 1_234 for c in module.WIRING.consumers}

@@ -394,15 +394,19 @@ async def _sample_state(
     group = settings.group_id_of(service)
     reads = [getattr(topics, t) for t in ACCESS[service].reads] if service in ACCESS else []
     sampler = LagSampler(settings.kafka_login(service), group, reads, every_s) if group and reads else None
-    while True:
-        try:
-            if sampler is not None:
-                await sampler.sample()
-            if gauges is not None:
-                await gauges(current())
-        except Exception as exc:  # the broker or database away: the gauges keep their last values
-            log.warning("gauges.sample_failed", service=service, error=type(exc).__name__)
-        await asyncio.sleep(every_s)
+    try:
+        while True:
+            try:
+                if sampler is not None:
+                    await sampler.sample()
+                if gauges is not None:
+                    await gauges(current())
+            except Exception as exc:  # the broker or database away: the gauges keep their last values
+                log.warning("gauges.sample_failed", service=service, error=type(exc).__name__)
+            await asyncio.sleep(every_s)
+    finally:
+        if sampler is not None:
+            await sampler.close()
 
 
 @asynccontextmanager

@@ -354,12 +354,14 @@ def dead_letter_publisher(broker: KafkaBroker, topic: str) -> Any:
 
 
 # How a consumer takes part in its group, from the settings (consumer_tuning): SAIS_KAFKA_HEARTBEAT_INTERVAL_MS,
-# SAIS_KAFKA_MAX_POLL_INTERVAL_MS, SAIS_KAFKA_FETCH_MAX_BYTES and SAIS_KAFKA_PARTITION_FETCH_BYTES.
+# SAIS_KAFKA_MAX_POLL_INTERVAL_MS, SAIS_KAFKA_FETCH_MAX_BYTES, SAIS_KAFKA_PARTITION_FETCH_BYTES and
+# SAIS_KAFKA_FETCH_MAX_WAIT_MS.
 class ConsumerTuning(TypedDict, total=False):
     heartbeat_interval_ms: int
     max_poll_interval_ms: int
     fetch_max_bytes: int
     max_partition_fetch_bytes: int
+    fetch_max_wait_ms: int
 
 
 def consumer_tuning(settings: Any) -> ConsumerTuning:
@@ -369,6 +371,7 @@ def consumer_tuning(settings: Any) -> ConsumerTuning:
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         fetch_max_bytes=settings.kafka_fetch_max_bytes,
         max_partition_fetch_bytes=settings.kafka_partition_fetch_bytes,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
 

@@ -9,6 +9,7 @@ its group); ``sais kafka lag`` samples every group with the administrator's.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,13 +58,38 @@ async def _lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: st
 
 class LagSampler:
     """Sets ``sais_consumer_group_lag`` for one group's topics (each call one sample; the service's
-    state timer calls it every SAIS_METRICS_INTERVAL_S)."""
+    state timer calls it every SAIS_METRICS_INTERVAL_S). Its two clients stay connected between samples:
+    a new pair each time was a TLS handshake and a SCRAM login on the broker, twice, every interval, for
+    each service. A sample that fails closes them, and the next one connects again."""
 
     def __init__(self, login: dict[str, Any], group: str, topics: list[str], every_s: float) -> None:
         self.login, self.group, self.topics, self.every_s = login, group, topics, every_s
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
     async def sample(self) -> dict[tuple[str, int], int]:
-        lag = await group_lag(self.login, self.group, self.topics)
+        try:
+            admin, consumer = self._clients or await self._connect()
+            lag = await _lag(admin, consumer, self.group, self.topics)
+        except BaseException:
+            await self.close()
+            raise
         for (topic, partition), n in lag.items():
             ops.GROUP_LAG.labels(self.group, topic, str(partition)).set(n)
         return lag
+
+    async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        admin = AIOKafkaAdminClient(**self.login)
+        consumer = AIOKafkaConsumer(**self.login, enable_auto_commit=False)
+        self._clients = (admin, consumer)  # before starting: close() stops what did start
+        await admin.start()
+        await consumer.start()
+        return self._clients
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            admin, consumer = clients
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await admin.close()

@@ -78,6 +78,14 @@ class CommonSettings(BaseSettings):
         le=16 << 20,
         description="The most a consumer takes from one partition in one fetch (aiokafka's max_partition_fetch_bytes)",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        2000,
+        ge=10,
+        le=30_000,
+        description="How long the broker holds a consumer's fetch open when there is nothing to read (aiokafka's "
+        "fetch_max_wait_ms; its default is 500). A fetch returns as soon as a record comes, so a longer wait "
+        "costs no latency; it only makes the idle consumers ask less often (docs/performance.md)",
+    )
     kafka_batch_records: int = Field(
         1000,
         ge=1,
