@@ -21,18 +21,13 @@ from . import ops
 
 async def group_lag(login: dict[str, Any], group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """(topic, partition) → records the group has not committed past. A partition the group never
-    committed counts from the log start (the groups start from the earliest offset)."""
-    admin = AIOKafkaAdminClient(**login)
-    consumer = AIOKafkaConsumer(**login, enable_auto_commit=False)
-    await admin.start()
+    committed counts from the log start (the groups start from the earliest offset). One sample, on
+    clients connected for it and closed after it."""
+    sampler = LagSampler(login, group, list(topics), every_s=0)
     try:
-        await consumer.start()
-        try:
-            return await _lag(admin, consumer, group, list(topics))
-        finally:
-            await consumer.stop()
+        return await sampler.lag()
     finally:
-        await admin.close()
+        await sampler.close()
 
 
 async def _lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, topics: list[str]):
@@ -67,15 +62,20 @@ class LagSampler:
         self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
 
     async def sample(self) -> dict[tuple[str, int], int]:
-        try:
-            admin, consumer = self._clients or await self._connect()
-            lag = await _lag(admin, consumer, self.group, self.topics)
-        except BaseException:
-            await self.close()
-            raise
+        """The group's lag, set on the gauge."""
+        lag = await self.lag()
         for (topic, partition), n in lag.items():
             ops.GROUP_LAG.labels(self.group, topic, str(partition)).set(n)
         return lag
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """The group's lag, on the kept clients (connected first if they are not)."""
+        try:
+            admin, consumer = self._clients or await self._connect()
+            return await _lag(admin, consumer, self.group, self.topics)
+        except BaseException:
+            await self.close()
+            raise
 
     async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         admin = AIOKafkaAdminClient(**self.login)
