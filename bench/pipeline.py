@@ -219,6 +219,7 @@ class Run:
         self.peak_mb: dict[str, float] = {}
         self.stages: list[tuple[str, float]] = []
         self.busy: list[float] = []  # cores busy on average in each stage (the whole machine)
+        self.stage_cores: list[dict[str, float]] = []  # cores each process kept busy in each stage
         self.killed: list[str] = []
         self.cpu: dict[str, float] = {}  # CPU seconds by process (services, CLI runs)
         self._conn = None  # the run's one database connection for polls (query)
@@ -323,11 +324,26 @@ class Run:
         raise SystemExit(f"timed out: {sql}")
 
     def timed(self, label: str, fn) -> None:
-        t0, b0 = time.perf_counter(), busy_s()
+        t0, b0, c0 = time.perf_counter(), busy_s(), self.cpu_now()
         fn()
         self.stages.append((label, time.perf_counter() - t0))
         self.busy.append((busy_s() - b0) / self.stages[-1][1])
+        c1 = self.cpu_now()
+        self.stage_cores.append(
+            {k: max(0.0, c1[k] - c0.get(k, c1[k])) / self.stages[-1][1] for k in c1}  # a restarted one: from 0
+        )
         print(f"  {label:52} {self.stages[-1][1]:8.1f} s  {self.busy[-1]:4.2f} cores busy", flush=True)
+
+    def cpu_now(self) -> dict[str, float]:
+        """CPU seconds so far of each service, the CLI runs, PostgreSQL and the broker: what a stage's cores
+        went to (a service killed in the stage counts from its restart)."""
+        out = {name.split("#")[0]: 0.0 for name in self.procs}
+        for name, p in self.procs.items():
+            out[name.split("#")[0]] += tree_cpu_s(p.pid)
+        out["cli"] = children_cpu_s()
+        for name, pid in server_pids(self.lay).items():
+            out[name] = tree_cpu_s(pid)
+        return out
 
     # steps
     def settled(self, extracts: int) -> str:
@@ -563,8 +579,10 @@ def main() -> None:
         f"rows ingested {ingested:,}; first file → both windows delivered {out['total_s']:.1f} s = "
         f"{ingested / out['total_s']:,.0f} rows/s end to end"
     )
-    for (label, s), busy in zip(r.stages, r.busy, strict=True):
+    for (label, s), busy, cores in zip(r.stages, r.busy, r.stage_cores, strict=True):
         print(f"  {label:52} {s:8.1f} s  {busy:4.2f} of {os.cpu_count()} cores busy")
+        top = sorted(((v, k) for k, v in cores.items() if v >= 0.05), reverse=True)
+        print("      " + ", ".join(f"{k} {v:.2f}" for v, k in top))
     print_cpu("pipeline", r.cpu, ingested)
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
     print(f"messages: {len(sizes)}; sizes (bytes) {sizes}; largest {max(sizes):,}")

@@ -434,6 +434,37 @@ async def test_a_release_cut_short_by_a_crash_is_finished_at_start(world, monkey
     assert len(outbox.published) == 5 and len({e.pupil_id for e in outbox.published}) == 5
 
 
+async def test_a_chunk_s_events_are_published_while_the_next_chunk_is_worked_and_all_before_the_walk_ends(
+    world, monkeypatch
+):
+    """The walk does not wait for a chunk's flush (the outbox read, the broker's acknowledgements, the delete)
+    before it works the next chunk; it waits for the last one before it returns, and for one in flight when a
+    chunk fails, so that no flush is left running beside the releaser's retry."""
+    from sais_eligibility.service_layer import handlers
+
+    svc, repo, keys, outbox = world
+    key, ex = keys.new(), uuid4()
+    await svc.handle_pupils([pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 7)])
+    monkeypatch.setattr(handlers, "RELEASE_CHUNK", 2)
+    chunks, seen = 0, []
+    real_recompute, real_flush = svc._recompute, outbox.flush
+
+    async def recompute(*a, **k):
+        nonlocal chunks
+        chunks += 1
+        return await real_recompute(*a, **k)
+
+    async def flush():
+        seen.append(chunks)  # how many chunks the walk had worked when this flush began
+        return await real_flush()
+
+    svc._recompute, outbox.flush = recompute, flush
+    await svc.handle_extracts([completed(ex, key, 5)])
+    await svc.release_wanted()
+    assert chunks == 3 and seen[:3] == [2, 3, 3]  # chunk 1's flush began once chunk 2 was under way
+    assert len({e.pupil_id for e in outbox.published}) == 5 and not repo.outbox
+
+
 # --- the releaser, beside the consumers --------------------------------------------------------------
 
 

@@ -65,6 +65,16 @@ class PgUnitOfWork:
             yield EligibilityRepository(conn)
 
 
+# The next children of a walk, per extract from its (extract_id, pupil_id) index in order, merged. One statement
+# with ``extract_id = ANY($1)`` went by the pupil index instead and read a record from the table for every entry
+# it skipped: 48 ms a chunk at 100,000 pupils, against 4 ms.
+CHILDREN_OF = (
+    "SELECT DISTINCT pupil_id FROM unnest($1::uuid[]) x(extract_id), LATERAL (SELECT pupil_id FROM "
+    "eligibility.records r WHERE r.extract_id = x.extract_id AND ($2::uuid IS NULL OR r.pupil_id > $2) "
+    "ORDER BY r.pupil_id LIMIT $3) c ORDER BY pupil_id LIMIT $3"
+)
+
+
 class PgOutbox:
     def __init__(self, pool: asyncpg.Pool, publisher) -> None:
         self.pool, self.publisher = pool, publisher
@@ -208,13 +218,7 @@ class EligibilityRepository:
 
     async def children_of(self, extract_ids: list[UUID], after: UUID | None, limit: int) -> list[UUID]:
         """The next ``limit`` children (pupil ids, in order, after ``after``) with a record in these extracts."""
-        rows = await self.conn.fetch(
-            "SELECT DISTINCT pupil_id FROM eligibility.records WHERE extract_id = ANY($1) "
-            "AND ($2::uuid IS NULL OR pupil_id > $2) ORDER BY pupil_id LIMIT $3",
-            extract_ids,
-            after,
-            limit,
-        )
+        rows = await self.conn.fetch(CHILDREN_OF, extract_ids, after, limit)
         return [r["pupil_id"] for r in rows]
 
     async def released_findings(self, extract_id: UUID, pupil_ids: list[UUID]) -> list[Finding]:

@@ -208,22 +208,34 @@ class EligibilityService(FollowsProtocol):
                     )
             if r.supersedes is not None:
                 subjects.append(r.supersedes)
-        while True:
-            async with self.uow() as repo:
-                await repo.lock_year(year, exclusive=True)
-                done, after = await repo.release_cursor(extract_id)
-                if done:
-                    return  # another instance finished it
-                pupils = await repo.children_of(subjects, after, RELEASE_CHUNK)
-                if not pupils:
-                    await repo.mark_reconciled(extract_id)
-                    log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r.status)
-                    return
-                if why is None:
-                    await repo.add_findings(await repo.released_findings(extract_id, pupils))
-                await self._recompute(repo, year, set(pupils), why=why)
-                await repo.set_released_through(extract_id, pupils[-1])
-            await self.flush_outbox()
+        # A chunk's events are published while the next chunk is worked: the outbox's read, the broker's
+        # acknowledgements and the delete wait on servers, not on this process. One flush at a time, in order.
+        flushing: asyncio.Future[int] | None = None
+        try:
+            while True:
+                async with self.uow() as repo:
+                    await repo.lock_year(year, exclusive=True)
+                    done, after = await repo.release_cursor(extract_id)
+                    if done:
+                        break  # another instance finished it
+                    pupils = await repo.children_of(subjects, after, RELEASE_CHUNK)
+                    if not pupils:
+                        await repo.mark_reconciled(extract_id)
+                        log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r.status)
+                        break
+                    if why is None:
+                        await repo.add_findings(await repo.released_findings(extract_id, pupils))
+                    await self._recompute(repo, year, set(pupils), why=why)
+                    await repo.set_released_through(extract_id, pupils[-1])
+                if flushing is not None:
+                    await flushing
+                flushing = asyncio.ensure_future(self.flush_outbox())
+        except BaseException:
+            if flushing is not None:  # never left running beside a retry; what it did not publish stays queued
+                await asyncio.gather(flushing, return_exceptions=True)
+            raise
+        if flushing is not None:
+            await flushing
 
     async def _record(self, repo: Repository, year: str, events: list[PupilRecorded], keys) -> None:
         start = parse_academic_year(year)
