@@ -450,6 +450,12 @@ class FakeRepository:
     async def lock_year(self, year: str, *, exclusive: bool) -> None:
         pass  # one task: nothing to serialise
 
+    async def lock_walk(self, extract_id: UUID) -> None:
+        pass
+
+    async def lock_pupils(self, year: str, pupil_ids: list[UUID]) -> None:
+        pass
+
     async def lock_children(self, year: str, match_keys: set[str]) -> None:
         pass
 

@@ -180,3 +180,46 @@ async def test_the_consumers_go_on_recording_while_an_extract_is_released(settin
             what="both released",
         )
     assert walked and walked[0] != second.extract_id
+
+
+async def test_the_consumers_go_on_recording_while_a_chunk_of_a_release_is_being_worked(settings_env, monkeypatch):
+    """A chunk of a walk holds the year's lock shared, as a batch does, not exclusively: the consumers record
+    and complete a second extract of the same year while a chunk of the first one's release is held open in
+    its transaction (its locks taken). With the lock exclusive, every batch of the year waited for each chunk."""
+    import asyncio
+
+    from sais_eligibility.service_layer.handlers import EligibilityService
+
+    dsn = settings_env["SAIS_DATABASE_URL"]
+    inside, go, held = asyncio.Event(), asyncio.Event(), []
+    real = EligibilityService._recompute
+
+    async def first_chunk_held(self, repo, year, pupil_ids, why=None):
+        if not held:
+            held.append(len(pupil_ids))
+            inside.set()
+            await go.wait()
+        return await real(self, repo, year, pupil_ids, why=why)
+
+    monkeypatch.setattr(EligibilityService, "_recompute", first_chunk_held)
+    async with TestApp(build_app(EligibilitySettings())):
+        await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+        await asyncio.wait_for(inside.wait(), 60)
+        second = await ingest("admissions-reception-2017.csv", "admissions-reception", "2017-04-18")
+
+        async def second_recorded_and_completed():
+            return await fetchval(
+                dsn,
+                "SELECT e.completed_at IS NOT NULL AND p.recorded = e.accepted FROM eligibility.extracts e "
+                "JOIN eligibility.extract_progress p USING (extract_id) WHERE e.extract_id = $1",
+                second.extract_id,
+            )
+
+        await wait_until(second_recorded_and_completed, what="the second extract recorded beside the chunk")
+        assert await fetchval(dsn, "SELECT count(*) FROM eligibility.extracts WHERE released_through IS NOT NULL") == 0
+        go.set()
+        await wait_until(
+            lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+            what="both released",
+        )
+    assert held

@@ -114,6 +114,20 @@ class EligibilityRepository:
             sorted(match_keys),
         )
 
+    async def lock_walk(self, extract_id: UUID) -> None:
+        """One walker of an extract's release at a time (two instances): its cursor is read and moved under it."""
+        await self.conn.execute("SELECT pg_advisory_xact_lock(4, hashtext($1::uuid::text))", extract_id)
+
+    async def lock_pupils(self, year: str, pupil_ids: list[UUID]) -> None:
+        """One exclusive lock per child a walk chunk recomputes, in one sorted sweep: two walks (of two extracts
+        with a child in both, on two instances) never recompute one child at once."""
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(5, h) FROM (SELECT DISTINCT hashtext($1 || p::text) h "
+            "FROM unnest($2::uuid[]) p ORDER BY h) s",
+            f"{year}:",
+            pupil_ids,
+        )
+
     async def known_children(self, year: str, match_keys: list[str]) -> dict[str, list[Candidate]]:
         """Per match key, each child with active records: their postcode keys and extracts."""
         known: dict[str, list[Candidate]] = defaultdict(list)

@@ -6,9 +6,14 @@ Concurrency: pupil events are keyed by match key, so one child's events land on 
 partitions are the unit of concurrency: several instances record pupils of the same academic year
 at once. Each batch holds a transaction-level advisory lock per match key (in sorted order, so no
 deadlock), which keeps a partition handed over in a rebalance from being matched twice at once,
-and a shared lock on its academic year. Reconciling a completed extract (a replacement dataset
-retiring the one it supersedes touches children on every partition) takes that year's lock
-exclusively, in its own short transaction, and only when an extract is found complete.
+and a shared lock on its academic year. Starting the release of a completed extract (a replacement
+dataset retiring the one it supersedes touches children on every partition) takes that year's lock
+exclusively, in its own short transaction, and only when an extract is found complete. The walk's
+chunks then hold the year's lock shared, like the consumers' batches, and run beside them: a batch
+writes only held records, which a walk never reads (it reads released ones), and a walk writes only
+the cohort, its findings and its outbox, which a batch never reads. A chunk locks its extract's walk
+(one walker of an extract at a time: its cursor) and each child it recomputes (two walks of two extracts
+never recompute one child at once), each set in one sorted sweep.
 
 All or nothing: a pupil event is recorded and matched as it comes, but its record is *held*: it is
 in no cohort until its extract is released, that is, once its extract-completed event has come and
@@ -214,11 +219,13 @@ class EligibilityService(FollowsProtocol):
         try:
             while True:
                 async with self.uow() as repo:
-                    await repo.lock_year(year, exclusive=True)
+                    await repo.lock_year(year, exclusive=False)  # beside the consumers (module docstring)
+                    await repo.lock_walk(extract_id)
                     done, after = await repo.release_cursor(extract_id)
                     if done:
                         break  # another instance finished it
                     pupils = await repo.children_of(subjects, after, RELEASE_CHUNK)
+                    await repo.lock_pupils(year, pupils)
                     if not pupils:
                         await repo.mark_reconciled(extract_id)
                         log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r.status)
