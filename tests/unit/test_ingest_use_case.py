@@ -172,6 +172,55 @@ async def test_a_file_refused_part_way_is_ended_refused_and_announced(ingest, tm
     assert not again.duplicate and again.extract_id != row.extract_id
 
 
+async def test_a_chunk_is_written_while_the_next_one_is_read_and_every_row_is_counted(ingest, monkeypatch):
+    """A chunk's repeat check, publication and problems wait on the database and the broker; the rows after it
+    are read meanwhile. Chunks are written one at a time, in order, and all before the extract completes."""
+    from sais_ingest.service_layer import ingest_file
+
+    monkeypatch.setattr(ingest_file, "CHUNK_ROWS", 10)
+    runs, read_when_indexed = [], []  # rows read when each chunk was checked for repeats
+    real_begin, index_rows = ingest._begin, ingest.repo.index_rows
+
+    async def begin(*a, **k):
+        runs.append(run := await real_begin(*a, **k))
+        return run
+
+    async def spy(extract_id, rows):
+        read_when_indexed.append(runs[0].report.rows_in)
+        return await index_rows(extract_id, rows)
+
+    ingest._begin, ingest.repo.index_rows = begin, spy
+    rep = await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    assert rep.balanced and (rep.rows_in, rep.accepted) == (52, 49)
+    assert read_when_indexed[0] > 10  # the first chunk was checked once the second was being read
+    assert read_when_indexed == sorted(read_when_indexed)  # in order, one at a time
+    [done] = _completed(ingest)
+    assert done.type == "extract-completed" and done.accepted == len(ingest.publishers.pupil_recorded.sent) == 49
+
+
+async def test_a_chunk_that_cannot_be_written_fails_its_extract_and_nothing_after_it_is_published(ingest, monkeypatch):
+    from sais_ingest.service_layer import ingest_file
+
+    monkeypatch.setattr(ingest_file, "CHUNK_ROWS", 10)
+    calls = 0
+    index_rows = ingest.repo.index_rows
+
+    async def fails_second(extract_id, rows):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("the database went away")
+        return await index_rows(extract_id, rows)
+
+    ingest.repo.index_rows = fails_second
+    with pytest.raises(ConnectionError):
+        await ingest.file(MAY, source="summer-census", reference_date=REF, actor="test")
+    [row] = ingest.repo.extracts.values()
+    assert row.status == "failed"
+    [ended] = _completed(ingest)
+    assert ended.type == "extract-failed" and ended.published == len(ingest.publishers.pupil_recorded.sent) < 49
+
+
 async def test_an_abandoned_extract_is_ended_by_the_next_ingest(ingest):
     ingest.repo.extracts[UUID(int=1)] = ExtractRow(
         UUID(int=1), "ab" * 32, "summer-census", REF, "started", 0, 0, 0, 0, 0, None, "x.csv", "2017/18", [], "0.2",

@@ -59,6 +59,7 @@ from .ports import ExtractFiles, ExtractKeys, ExtractStore, InboundHandler
 
 log = structlog.get_logger("sais.ingest")
 CHUNK_ROWS = 2000
+YIELD_ROWS = 250  # rows read between two turns of the event loop for the chunk being written
 DIP_SAMPLE_SIZE = 10
 # Every field that leaves ingest, named as in the protocol's dataset (§6.1).
 FORWARDED_FIELDS = frozenset(
@@ -239,15 +240,24 @@ class Ingest(FollowsProtocol):
             )
             try:
                 await self._header(run)
+                read = 0
                 async for row_number, cells in run.rows:
                     run.take(row_number, cells)
+                    read += 1
                     if run.pending >= CHUNK_ROWS:
                         await self._flush(run)
                         if progress:
                             progress(run.report.rows_in)
+                    elif read % YIELD_ROWS == 0:
+                        await asyncio.sleep(0)  # the chunk being written goes on: its statements, the broker's acks
                 await self._flush(run)
+                await self._written(run)
                 return await self._finish(run, x, protocol, actor, replace=replace)
             except BaseException as exc:
+                if run.writing is not None:  # the chunk being written ends first, so that its count is known
+                    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                        run.writing.cancel()  # as a chunk written in line was: stopped where it was
+                    await asyncio.gather(run.writing, return_exceptions=True)
                 if dry_run:
                     await asyncio.shield(self.repo.discard(extract_id))
                 else:
@@ -373,33 +383,42 @@ class Ingest(FollowsProtocol):
         run.report.dropped_columns = dropped
 
     async def _flush(self, run: _Run) -> None:
+        """Hand the chunk read so far over to be written while the next one is read: the database's and the
+        broker's round trips no longer hold up the reading. One chunk is written at a time, in order."""
+        chunk = run.detach()
+        await self._written(run)
+        run.writing = asyncio.ensure_future(self._write(run, chunk))
+
+    async def _written(self, run: _Run) -> None:
+        """Until the chunk being written is written; its failure is the extract's."""
+        if run.writing is not None:
+            writing, run.writing = run.writing, None
+            await writing
+
+    async def _write(self, run: _Run, chunk: _Chunk) -> None:
         """Index the chunk's accepted rows (a row repeating an earlier one exactly is that child once),
         then publish what is new, then store the problems."""
         extract_id = run.report.extract_id
         repeats = await self.repo.index_rows(
-            extract_id, [RowKeys(c.row.row_number, c.child_key, c.content_key) for c in run.candidates]
+            extract_id, [RowKeys(c.row.row_number, c.child_key, c.content_key) for c in chunk.candidates]
         )
-        for c in run.candidates:
+        for c in chunk.candidates:
             n = c.row.row_number
             if n in repeats:
                 run.report.repeated += 1
                 run.report.warnings += 1
-                run.problems.append(
+                chunk.problems.append(
                     RowProblem(
                         n, "warning", "row", "row.repeated", f"repeats row {repeats[n]} exactly: one child, sent once"
                     )
                 )
                 continue
-            run.accept(c)
-        run.candidates.clear()
+            run.accept(c, chunk)
         if not run.dry_run:
-            await publish_many(self.publishers.pupil_recorded, run.pupils)
-            await publish_many(self.publishers.row_rejected, run.rejects)
-            run.published += len(run.pupils)
-        await self.repo.add_problems(extract_id, run.problems)
-        run.pupils.clear()
-        run.rejects.clear()
-        run.problems.clear()
+            await publish_many(self.publishers.pupil_recorded, chunk.pupils)
+            await publish_many(self.publishers.row_rejected, chunk.rejects)
+            run.published += len(chunk.pupils)
+        await self.repo.add_problems(extract_id, chunk.problems)
 
     async def _finish(
         self, run: _Run, x: ExtractInput, protocol: Protocol, actor: str, *, replace: bool
@@ -694,11 +713,17 @@ class _Run:
     dry_run: bool = False
     sample: list[tuple[PupilRecorded, PupilPersonal]] = field(default_factory=list)
     candidates: list[_Candidate] = field(default_factory=list)  # accepted rows not yet checked for repeats
-    pupils: list[tuple[bytes, PupilRecorded]] = field(default_factory=list)
     rejects: list[tuple[bytes, RowRejected]] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
     published: int = 0
     digest: int = 0  # records_digest of the pupil events published, kept as it goes
+    writing: asyncio.Future[None] | None = None  # the chunk handed over, being indexed, published and stored
+
+    def detach(self) -> _Chunk:
+        """The chunk read so far, handed over to be written; the run reads on into a new one."""
+        chunk = _Chunk(self.candidates, self.rejects, self.problems)
+        self.candidates, self.rejects, self.problems = [], [], []
+        return chunk
 
     @property
     def pending(self) -> int:
@@ -781,18 +806,28 @@ class _Run:
         )
         self.candidates.append(_Candidate(row, event, personal, match_key, content_key))
 
-    def accept(self, c: _Candidate) -> None:
+    def accept(self, c: _Candidate, chunk: _Chunk) -> None:
         report = self.report
         report.accepted += 1
         for w in c.row.warnings:
             report.warnings += 1
-            self.problems.append(RowProblem(c.row.row_number, "warning", w.field, w.code, w.reason))
-        self.pupils.append((c.child_key.encode(), c.event))
+            chunk.problems.append(RowProblem(c.row.row_number, "warning", w.field, w.code, w.reason))
+        chunk.pupils.append((c.child_key.encode(), c.event))
         self.digest = (self.digest + record_digest_part(c.event.record_id)) % 2**64
         if len(self.sample) < DIP_SAMPLE_SIZE:
             self.sample.append((c.event, c.personal))
         elif (j := self.sampler.randrange(report.accepted)) < DIP_SAMPLE_SIZE:
             self.sample[j] = (c.event, c.personal)
+
+
+@dataclass
+class _Chunk:
+    """Up to CHUNK_ROWS rows read, as they are written: checked for repeats, published, their problems stored."""
+
+    candidates: list[_Candidate]
+    rejects: list[tuple[bytes, RowRejected]]
+    problems: list[RowProblem]
+    pupils: list[tuple[bytes, PupilRecorded]] = field(default_factory=list)  # what is new, to publish
 
 
 @dataclass(frozen=True, slots=True)
