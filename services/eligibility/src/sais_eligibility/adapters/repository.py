@@ -22,6 +22,11 @@ from ..domain.model import RECORD_COLUMNS, Candidate, Record, SchoolSpan
 from ..service_layer.ports import OutboxEvent
 
 _record_row = attrgetter(*RECORD_COLUMNS)
+COHORT_RECORDS = (  # the released, active records of some children, as Records
+    f"SELECT {', '.join('r.' + c for c in RECORD_COLUMNS)} FROM eligibility.records r JOIN eligibility.extracts e "
+    "USING (extract_id) WHERE r.pupil_id = ANY($1) AND r.active AND e.status = 'completed' AND e.released_at IS NOT NULL"
+)
+PUPIL_ID = RECORD_COLUMNS.index("pupil_id")
 COHORT_COLUMNS = tuple(CohortEntry.__dataclass_fields__)
 _cohort_row = attrgetter(*COHORT_COLUMNS)
 _withdrawal_row = attrgetter(*Withdrawal.__dataclass_fields__)
@@ -287,12 +292,8 @@ class EligibilityRepository:
     ) -> tuple[dict[UUID, list[Record]], dict[UUID, dict[str, Held]]]:
         """Each child's active records, and its memberships as last published."""
         records: dict[UUID, list[Record]] = defaultdict(list)
-        for r in await self.conn.fetch(
-            "SELECT r.* FROM eligibility.records r JOIN eligibility.extracts e USING (extract_id) "
-            "WHERE r.pupil_id = ANY($1) AND r.active AND e.status = 'completed' AND e.released_at IS NOT NULL",
-            list(pupil_ids),
-        ):
-            records[r["pupil_id"]].append(Record.of(r))
+        for r in await self.conn.fetch(COHORT_RECORDS, list(pupil_ids)):
+            records[r[PUPIL_ID]].append(Record(*r))  # the columns in the Record's order
         held: dict[UUID, dict[str, Held]] = defaultdict(dict)
         for r in await self.conn.fetch(
             "SELECT programme, pupil_id, status, fingerprint, revision FROM eligibility.cohort "

@@ -10,10 +10,11 @@ and a shared lock on its academic year. Starting the release of a completed extr
 dataset retiring the one it supersedes touches children on every partition) takes that year's lock
 exclusively, in its own short transaction, and only when an extract is found complete. The walk's
 chunks then hold the year's lock shared, like the consumers' batches, and run beside them: a batch
-writes only held records, which a walk never reads (it reads released ones), and a walk writes only
-the cohort, its findings and its outbox, which a batch never reads. A chunk locks its extract's walk
-(one walker of an extract at a time: its cursor) and each child it recomputes (two walks of two extracts
-never recompute one child at once), each set in one sorted sweep.
+writes only held records and its extracts' progress, which a walk never reads (it reads released
+records), and a walk writes only the cohort, its findings, its outbox and its cursor, which a batch
+never reads. A chunk locks its extract's walk (one walker of an extract at a time: its cursor) and
+each child it recomputes (two walks of two extracts never recompute one child at once), each set in
+one sorted sweep.
 
 All or nothing: a pupil event is recorded and matched as it comes, but its record is *held*: it is
 in no cohort until its extract is released, that is, once its extract-completed event has come and
@@ -32,6 +33,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import SimpleNamespace as Namespace
 from uuid import UUID
 
@@ -225,11 +227,11 @@ class EligibilityService(FollowsProtocol):
                     if done:
                         break  # another instance finished it
                     pupils = await repo.children_of(subjects, after, RELEASE_CHUNK)
-                    await repo.lock_pupils(year, pupils)
                     if not pupils:
                         await repo.mark_reconciled(extract_id)
                         log.info("extract.reconciled", extract_id=str(extract_id), academic_year=year, status=r.status)
                         break
+                    await repo.lock_pupils(year, pupils)
                     if why is None:
                         await repo.add_findings(await repo.released_findings(extract_id, pupils))
                     await self._recompute(repo, year, set(pupils), why=why)
@@ -312,7 +314,7 @@ class EligibilityService(FollowsProtocol):
         records, held = await repo.cohort_state(year, pupil_ids)
         keys = await self.keys.get_many({r.key_id for rows in records.values() for r in rows})
         spans = await repo.school_spans({r.school_dfe for rows in records.values() for r in rows})
-        out = _CohortWrites()
+        out, now = _CohortWrites(), self.clock.now()  # one time for the chunk's events
         for pupil_id in pupil_ids:
             self._recompute_child(
                 out,
@@ -323,6 +325,7 @@ class EligibilityService(FollowsProtocol):
                 held.get(pupil_id, {}),
                 keys,
                 spans,
+                now,
                 why,
             )
         await repo.save_cohort(out.upserts, out.withdrawals, out.outbox)
@@ -341,6 +344,7 @@ class EligibilityService(FollowsProtocol):
         held: dict[str, Held],
         keys,
         spans: dict,
+        now: datetime,
         why: str | None = None,
     ) -> None:
         """One child: what the rules want from its records, diffed against what was published."""
@@ -356,11 +360,11 @@ class EligibilityService(FollowsProtocol):
             ev: CohortMemberAdded | CohortMemberWithdrawn
             if change.kind == "withdrawn":
                 reason = why or gone or "details changed: no longer eligible"
-                ev = self._withdrawn_event(year, key, programmes.get(key), pupil_id, revision, reason)
+                ev = self._withdrawn_event(year, key, programmes.get(key), pupil_id, revision, reason, now)
                 out.withdrawals.append(Withdrawal(year, key, pupil_id, revision))
             else:
                 mem, row, school = wanted[key], rows[key], schools[key]
-                ev = self._member_event(year, mem, row, change.kind, revision, keys[row.key_id], lineage, school)
+                ev = self._member_event(year, mem, row, change.kind, revision, keys[row.key_id], lineage, school, now)
                 out.upserts.append(
                     CohortEntry(
                         year,
@@ -402,12 +406,13 @@ class EligibilityService(FollowsProtocol):
             out.cleared.append((year, pupil_id, SCHOOL_NOT_KNOWN))
         return schools
 
+    @staticmethod
     def _withdrawn_event(
-        self, year: str, key: str, p: Programme | None, pupil_id: UUID, revision: int, reason: str
+        year: str, key: str, p: Programme | None, pupil_id: UUID, revision: int, reason: str, now: datetime
     ) -> CohortMemberWithdrawn:
         return CohortMemberWithdrawn(
             event_id=stable_id("cohort", year, key, pupil_id, revision),
-            occurred_at=self.clock.now(),
+            occurred_at=now,
             academic_year=year,
             programme=p.id if p else key.split("-dose-")[0],
             dose=p.dose if p else None,
@@ -426,13 +431,14 @@ class EligibilityService(FollowsProtocol):
         key_obj: DataKey,
         lineage: list[UUID],
         school: tuple[str, str],
+        now: datetime,
     ) -> CohortMemberAdded:
         """The cohort event of a child's membership, its personal fields sealed afresh to the event: the
         record's sealed bytes opened under the record's context and sealed under the event's, never parsed.
         Every field comes from a record validated when its pupil event came, so the event is built as it is."""
         fields = dict(
             event_id=stable_id("cohort", year, mem.programme.key, row.pupil_id, revision),
-            occurred_at=self.clock.now(),
+            occurred_at=now,
             change=change,
             academic_year=year,
             programme=mem.programme.id,
