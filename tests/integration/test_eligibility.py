@@ -139,6 +139,34 @@ async def test_data_quality_findings_are_reported_not_hidden(settings_env, tmp_p
     assert ("hpv-dose-1", "9374001") not in cohort and cohort[("hpv-dose-2", "9374001")] == 1
 
 
+async def _a_second_extract_recorded_while_the_first_is_held(dsn: str, held, go, not_moved: str):
+    """The May census ingested and its release held (``held`` is set by the test's hold); then the reception
+    admissions ingested, and recorded and completed by the consumers meanwhile; ``not_moved`` (SQL, a count)
+    is still 0; then the hold let go (``go``) and both extracts released. The second extract's report."""
+    import asyncio
+
+    await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
+    await asyncio.wait_for(held.wait(), 60)
+    second = await ingest("admissions-reception-2017.csv", "admissions-reception", "2017-04-18")
+
+    async def second_recorded_and_completed():
+        return await fetchval(
+            dsn,
+            "SELECT e.completed_at IS NOT NULL AND p.recorded = e.accepted FROM eligibility.extracts e "
+            "JOIN eligibility.extract_progress p USING (extract_id) WHERE e.extract_id = $1",
+            second.extract_id,
+        )
+
+    await wait_until(second_recorded_and_completed, what="the second extract recorded while the first is held")
+    assert await fetchval(dsn, not_moved) == 0
+    go.set()
+    await wait_until(
+        lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
+        what="both released",
+    )
+    return second
+
+
 async def test_the_consumers_go_on_recording_while_an_extract_is_released(settings_env, monkeypatch):
     """A release walks a whole extract (a million children at the largest): it runs beside the consumers, so
     no batch waits on it past the broker's poll interval. Here the first release is held until the second
@@ -147,7 +175,6 @@ async def test_the_consumers_go_on_recording_while_an_extract_is_released(settin
 
     from sais_eligibility.service_layer.handlers import EligibilityService
 
-    dsn = settings_env["SAIS_DATABASE_URL"]
     walking, go, walked = asyncio.Event(), asyncio.Event(), []
     real = EligibilityService._walk
 
@@ -160,24 +187,11 @@ async def test_the_consumers_go_on_recording_while_an_extract_is_released(settin
 
     monkeypatch.setattr(EligibilityService, "_walk", first_walk_held)
     async with TestApp(build_app(EligibilitySettings())):
-        await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
-        await asyncio.wait_for(walking.wait(), 60)
-        second = await ingest("admissions-reception-2017.csv", "admissions-reception", "2017-04-18")
-
-        async def second_recorded_and_completed():
-            return await fetchval(
-                dsn,
-                "SELECT e.completed_at IS NOT NULL AND p.recorded = e.accepted FROM eligibility.extracts e "
-                "JOIN eligibility.extract_progress p USING (extract_id) WHERE e.extract_id = $1",
-                second.extract_id,
-            )
-
-        await wait_until(second_recorded_and_completed, what="the second extract recorded")
-        assert await fetchval(dsn, "SELECT count(*) FROM eligibility.extracts WHERE reconciled_at IS NOT NULL") == 0
-        go.set()
-        await wait_until(
-            lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
-            what="both released",
+        second = await _a_second_extract_recorded_while_the_first_is_held(
+            settings_env["SAIS_DATABASE_URL"],
+            walking,
+            go,
+            "SELECT count(*) FROM eligibility.extracts WHERE reconciled_at IS NOT NULL",
         )
     assert walked and walked[0] != second.extract_id
 
@@ -190,7 +204,6 @@ async def test_the_consumers_go_on_recording_while_a_chunk_of_a_release_is_being
 
     from sais_eligibility.service_layer.handlers import EligibilityService
 
-    dsn = settings_env["SAIS_DATABASE_URL"]
     inside, go, held = asyncio.Event(), asyncio.Event(), []
     real = EligibilityService._recompute
 
@@ -203,23 +216,10 @@ async def test_the_consumers_go_on_recording_while_a_chunk_of_a_release_is_being
 
     monkeypatch.setattr(EligibilityService, "_recompute", first_chunk_held)
     async with TestApp(build_app(EligibilitySettings())):
-        await ingest("may-census-2017.csv", "summer-census", "2017-05-18")
-        await asyncio.wait_for(inside.wait(), 60)
-        second = await ingest("admissions-reception-2017.csv", "admissions-reception", "2017-04-18")
-
-        async def second_recorded_and_completed():
-            return await fetchval(
-                dsn,
-                "SELECT e.completed_at IS NOT NULL AND p.recorded = e.accepted FROM eligibility.extracts e "
-                "JOIN eligibility.extract_progress p USING (extract_id) WHERE e.extract_id = $1",
-                second.extract_id,
-            )
-
-        await wait_until(second_recorded_and_completed, what="the second extract recorded beside the chunk")
-        assert await fetchval(dsn, "SELECT count(*) FROM eligibility.extracts WHERE released_through IS NOT NULL") == 0
-        go.set()
-        await wait_until(
-            lambda: fetchval(dsn, "SELECT count(*) = 2 FROM eligibility.extracts WHERE reconciled_at IS NOT NULL"),
-            what="both released",
+        await _a_second_extract_recorded_while_the_first_is_held(
+            settings_env["SAIS_DATABASE_URL"],
+            inside,
+            go,
+            "SELECT count(*) FROM eligibility.extracts WHERE released_through IS NOT NULL",
         )
     assert held
