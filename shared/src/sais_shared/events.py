@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 
@@ -139,9 +140,15 @@ def cohort_aad(
             source,
             reference_date.isoformat(),
             _micros(received_at),
-            ",".join(sorted(str(x) for x in extract_ids)),
+            _lineage(tuple(extract_ids)),
         )
     ).encode()
+
+
+@lru_cache(maxsize=4096)
+def _lineage(extract_ids: tuple[UUID, ...]) -> str:
+    """The extracts a record comes from, in one order: the few an extract's children share, made once each."""
+    return ",".join(sorted(str(x) for x in extract_ids))
 
 
 def dip_sample_aad(extract_id: UUID, row_number: int) -> bytes:

@@ -11,8 +11,6 @@ year of the day of upload: from 1 August, the coming year. So a file for 2017/18
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,7 +20,7 @@ from sais_shared.schoolyear import academic_year_label
 
 from . import mavis_rules as rules
 from .mavis_rules import MAX_ROWS, URN_UNKNOWN, Team
-from .render import safe_cell
+from .render import line_writer, safe_cell
 
 MAVIS_COLUMNS = [
     "CHILD_FIRST_NAME",
@@ -152,10 +150,7 @@ def cells(c: Child) -> list[str]:
 # --- writing the files ---------------------------------------------------------------------------
 
 
-def _csv_line(values: list[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(values)
-    return buf.getvalue()
+_csv_line = line_writer()  # minimal quoting, as Mavis's own templates are written
 
 
 def mavis_line(c: Child) -> str:
@@ -166,9 +161,7 @@ def mavis_line(c: Child) -> str:
 
 
 def header_line() -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerow(MAVIS_COLUMNS)
-    return buf.getvalue()
+    return _csv_line(list(MAVIS_COLUMNS))
 
 
 def split_by_school(counts: Iterable[tuple[str, int]], cap: int = MAX_ROWS) -> Iterator[list[tuple[str, int, int]]]:

@@ -106,14 +106,24 @@ class _Line:
         self.text = text
 
 
-_LINE = _Line()
-_WRITER = csv.writer(_LINE, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
+def line_writer(**fmt):
+    """One CSV line at a time, CRLF-terminated, from one writer made once (not a writer and a buffer a line)."""
+    line = _Line()
+    writer = csv.writer(line, lineterminator="\r\n", **fmt)
+
+    def write_line(cells: list[str]) -> str:
+        writer.writerow(cells)
+        return line.text
+
+    return write_line
+
+
+_QUOTED_LINE = line_writer(quoting=csv.QUOTE_ALL)
 
 
 def csv_line(cells: list[str]) -> str:
     """One CSV line, every cell quoted and formula-safe."""
-    _WRITER.writerow([safe_cell(c) for c in cells])
-    return _LINE.text
+    return _QUOTED_LINE([safe_cell(c) for c in cells])
 
 
 def _csv(rows: list[list[str]]) -> bytes:
