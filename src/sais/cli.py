@@ -195,6 +195,9 @@ def command(*, everything: bool = False) -> click.Command:
 def main() -> None:
     """The console script. Every failure becomes one line on stderr (or, with --json, one JSON object on
     stdout) and an exit code from ``sais_shared.exits``; SAIS_DEBUG=1 lets the traceback through."""
+    from sais_shared.memory import tune_collector
+
+    tune_collector()
     try:
         # not standalone: an option error comes here too, to be one line (or JSON) like any other failure
         rc = command().main(prog_name="sais", standalone_mode=False)

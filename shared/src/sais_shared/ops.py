@@ -169,6 +169,9 @@ def serve(app: AsgiFastStream, port: int, host: str = "127.0.0.1") -> None:
     """Run a service: uvicorn handles SIGTERM/SIGINT and runs the app's lifespan (graceful shutdown)."""
     import uvicorn
 
+    from .memory import tune_collector
+
     _serving["on"] = True
+    tune_collector()  # the app is built: what it made is frozen, and batches no longer set off collections
 
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
