@@ -55,6 +55,24 @@ class Pipeline:
                     start_new_session=True,
                 )
             )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until every service answers /readyz, as an orchestrator waits before it sends work: a service is
+        ready once each of its consumers has joined its group, which takes retention (six consumers in one
+        group, joined one after another) some seconds. The work below would not wait for it; the probes do."""
+        deadline = time.monotonic() + timeout
+        waiting = dict(self.ports)
+        while waiting and time.monotonic() < deadline:
+            for name, port in list(waiting.items()):
+                try:
+                    if http_get(port, "/readyz") == (200, "ready"):
+                        del waiting[name]
+                except OSError:  # not listening yet
+                    pass
+            if waiting:
+                time.sleep(0.2)  # a poll's interval; what is awaited is each service's answer
+        assert not waiting, f"not ready after {timeout:.0f} s: {sorted(waiting)} (logs in {self.logdir})"
 
     def stop(self) -> None:
         for p in self.procs:
