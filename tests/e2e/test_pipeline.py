@@ -59,7 +59,7 @@ class Pipeline:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Until every service answers /readyz, as an orchestrator waits before it sends work: a service is
-        ready once each of its consumers has joined its group, which takes retention (six consumers in one
+        ready once each of its consumers has joined its group, which takes retention (five consumers in one
         group, joined one after another) some seconds. The work below would not wait for it; the probes do."""
         deadline = time.monotonic() + timeout
         waiting = dict(self.ports)
