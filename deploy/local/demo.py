@@ -168,6 +168,14 @@ class Demo:
         """Eligibility has recorded every accepted row and delivery holds every cohort record."""
         accepted = self.psql("SELECT coalesce(sum(accepted),0) FROM ingest.extracts WHERE purged_at IS NULL")
         self.wait_for("pupil records in eligibility", "SELECT count(*) FROM eligibility.records", accepted)
+        self.wait_for(  # all or nothing: a record counts once its whole extract is released
+            "every completed extract released by eligibility",
+            "SELECT NOT EXISTS (SELECT FROM ingest.extracts i WHERE i.status='completed' AND i.purged_at IS NULL "
+            "AND NOT EXISTS (SELECT FROM eligibility.extracts e WHERE e.extract_id=i.extract_id "
+            "AND e.reconciled_at IS NOT NULL))",
+            "t",
+            shown="SELECT count(*) FROM ingest.extracts WHERE status='completed' AND purged_at IS NULL",
+        )
         self.wait_for(
             "cohort records held by delivery (all of eligibility's, none still in its outbox)",
             "SELECT (SELECT count(*) FROM eligibility.cohort WHERE status='active') = "
