@@ -323,15 +323,19 @@ def kafka_lag(
         "--wait",
         metavar="SECONDS",
         min=0,
-        help="wait until every group has caught up (lag 0), at most this long; exit 5 if one has not",
+        help="wait until the pipeline has settled (every group at lag 0, no extract left to release, every "
+        "outbox empty), at most this long; exit 5 if it has not",
     ),
     as_json: bool = typer.Option(False, "--json", help="print the lag as JSON"),
 ) -> None:
     """Each service's consumer group: records between its committed offset and the log end, per topic
     (what `sais_consumer_group_lag` exports; a stopped consumer's lag grows). Run as the administrator.
-    With --wait, the groups are sampled in pipeline order (ingest, eligibility, delivery, retention) until
-    all are at 0: a consumer commits only after what it publishes is written, so the pipeline has then
-    settled (for example after `sais ingest file`, before `sais delivery send`)."""
+    With --wait, until the pipeline has settled (for example after `sais ingest file`, before `sais
+    delivery send`): every group at 0, then no work in hand in any service (an extract whose records are all
+    in but not yet released, which eligibility's releaser does after its consumer has committed; an event
+    still in an outbox), then every group at 0 again, for what that work published. Lag alone is not
+    enough: an extract is released, all or nothing, after its last record is consumed. Reading the work in
+    hand needs the services' database logins, as `sais status` does."""
     import asyncio
 
     from sais_shared.kafka_access import ACCESS
@@ -353,17 +357,36 @@ def kafka_lag(
             rows += [{"service": svc, "group": group, "topic": t, "lag": n} for t, n in sorted(per_topic.items())]
         return rows
 
-    async def settled() -> list[dict]:
+    async def in_hand() -> dict[str, int]:
+        from sais_delivery import queries as delivery
+        from sais_eligibility import queries as eligibility
+        from sais_retention import queries as retention
+
+        from .owners import open_owners
+
+        async with open_owners(settings) as owners:
+            work = await eligibility.work_in_hand(owners.eligibility)
+            work |= await delivery.work_in_hand(owners.delivery)
+            work |= await retention.work_in_hand(owners.retention)
+        return {k: n for k, n in work.items() if n}
+
+    async def settled() -> tuple[list[dict], dict[str, int]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            rows = await sample()
-            if not any(r["lag"] for r in rows) or loop.time() >= deadline:
-                return rows
+            rows, work = await sample(), {}
+            if not any(r["lag"] for r in rows):
+                work = await in_hand()  # released, published: then read the lag again, for what that published
+                if not work:
+                    rows = await sample()
+                    if not any(r["lag"] for r in rows):
+                        return rows, work
+            if loop.time() >= deadline:
+                return rows, work
             await asyncio.sleep(1.0)  # committed offsets are the broker's state: there is no event to wait on
 
-    with working(f"waiting up to {wait:.0f} s for every consumer group to catch up") if wait else nullcontext():
-        rows = asyncio.run(settled() if wait else sample())
+    with working(f"waiting up to {wait:.0f} s for the pipeline to settle") if wait else nullcontext():
+        rows, work = asyncio.run(settled()) if wait else (asyncio.run(sample()), {})
     behind = sum(r["lag"] for r in rows)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -378,8 +401,9 @@ def kafka_lag(
             summary=f"{plural(behind, 'record')} behind over {plural(len(rows), 'topic')} of "
             f"{plural(len({r['group'] for r in rows}), 'consumer group')}",
         )
-    if wait and behind:
-        Console(stderr=True).print(f"[yellow]not caught up after {wait:.0f} s:[/] {behind} record(s) behind")
+    if wait and (behind or work):
+        left = [f"{behind} record(s) behind"] * bool(behind) + [f"{k}: {n}" for k, n in work.items()]
+        Console(stderr=True).print(f"[yellow]not settled after {wait:.0f} s:[/] {'; '.join(left)}")
         raise typer.Exit(int(Exit.TRANSIENT))
 
 

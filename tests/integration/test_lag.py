@@ -73,3 +73,53 @@ async def test_the_services_sampler_keeps_its_clients_and_sees_every_new_offset(
         assert await sampler.sample() == {(topic, 0): 0, (topic, 1): 2}
     finally:
         await sampler.close()
+
+
+async def test_kafka_lag_wait_is_not_settled_while_an_extract_waits_for_release_or_an_outbox_holds_events(env):
+    """Every group at lag 0 is not yet settled: eligibility releases a complete extract after its consumer
+    has committed the last record, and an outbox's events are not yet on a topic. `sais kafka lag --wait`
+    waits for both, and returns as soon as they are done."""
+    import asyncio
+    import subprocess
+
+    import asyncpg
+
+    from tests.e2e.test_pipeline import SAIS
+
+    extract, event = uuid.uuid4(), uuid.uuid4()
+    conn = await asyncpg.connect(env["SAIS_DATABASE_URL"])
+    try:  # all of its (no) records recorded, not yet released; and one event delivery has not yet published
+        await conn.execute(
+            "INSERT INTO eligibility.extracts (extract_id, source, reference_date, academic_year, accepted, key_id, "
+            "completed_at, status) VALUES ($1, 'summer-census', '2017-05-18', '2017/18', 0, $2, now(), 'completed')",
+            extract,
+            uuid.uuid4(),
+        )
+        await conn.execute("INSERT INTO delivery.outbox (event_id, key, payload) VALUES ($1, 'k', '{}')", event)
+
+        def lag(wait: str) -> subprocess.Popen:
+            return subprocess.Popen(
+                [SAIS, "kafka", "lag", "--wait", wait],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        held = lag("1")
+        out, err = await asyncio.to_thread(held.communicate, timeout=120)
+        assert held.returncode == 5, (out, err)
+        assert "0 records behind" in " ".join(out.split()), out  # the groups had caught up
+        said = " ".join(err.split())
+        assert "not settled after 1 s" in said and "eligibility extracts to release: 1" in said, said
+        assert "delivery outbox: 1" in said, said
+
+        waiting = lag("120")  # released and published while it waits: it returns then, settled
+        await conn.execute(
+            "UPDATE eligibility.extracts SET released_at=now(), reconciled_at=now() WHERE extract_id=$1", extract
+        )
+        await conn.execute("DELETE FROM delivery.outbox WHERE event_id=$1", event)
+        out, err = await asyncio.to_thread(waiting.communicate, timeout=180)
+        assert waiting.returncode == 0, (out, err)
+    finally:
+        await conn.close()

@@ -20,6 +20,11 @@ async def recent_batches(pool: asyncpg.Pool, limit: int = 10) -> list[dict[str, 
     ]
 
 
+async def work_in_hand(pool: asyncpg.Pool) -> dict[str, int]:
+    """Events delivery has written and not yet published (its outbox)."""
+    return {"delivery outbox": await pool.fetchval("SELECT count(*) FROM delivery.outbox")}
+
+
 async def sharing_control(pool: asyncpg.Pool) -> dict[str, Any]:
     """Whether sharing is suspended (§16.4), why, and how many breaches are open."""
     control = await pool.fetchrow("SELECT suspended, reason FROM delivery.control")

@@ -24,6 +24,18 @@ async def active_cohort_sizes(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     ]
 
 
+async def work_in_hand(pool: asyncpg.Pool) -> dict[str, int]:
+    """What eligibility will still publish without new input: extracts whose records are all in but not yet
+    released (or withdrawn, not yet taken back), and cohort events in its outbox."""
+    r = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM eligibility.extracts e LEFT JOIN eligibility.extract_progress p "
+        "USING (extract_id) WHERE e.reconciled_at IS NULL AND (e.status = 'withdrawn' OR (e.status = 'completed' "
+        "AND e.accepted = coalesce(p.recorded, 0)))) AS extracts_to_release, "
+        "(SELECT count(*) FROM eligibility.outbox) AS outbox"
+    )
+    return {"eligibility extracts to release": r["extracts_to_release"], "eligibility outbox": r["outbox"]}
+
+
 async def quality(pool: asyncpg.Pool, academic_year: str, la_codes: list[str]) -> dict[str, Any]:
     """Cohort counts per programme × school × year group, the schools register's flags on the cohort's
     schools, findings, and extracts not yet reconciled."""

@@ -19,6 +19,14 @@ async def pending_deletions(pool: asyncpg.Pool, today: date) -> dict[str, int]:
     return dict(r)
 
 
+async def work_in_hand(pool: asyncpg.Pool) -> dict[str, int]:
+    """Events and deletion requests retention has written and not yet published (its outboxes)."""
+    r = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM retention.outbox) AS o, (SELECT count(*) FROM retention.requests_outbox) AS q"
+    )
+    return {"retention outbox": r["o"], "retention requests outbox": r["q"]}
+
+
 async def schedule_for(pool: asyncpg.Pool, subjects: Sequence[str]) -> list[dict[str, Any]]:
     return [
         dict(r)
