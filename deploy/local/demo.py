@@ -61,14 +61,14 @@ class Demo:
     def __init__(self) -> None:
         self.lay = stack.layout()
         self.run_id = time.strftime("%Y%m%d%H%M%S")
-        self.db = "sais_demo"
+        self.db = os.environ.get("SAIS_DEMO_DATABASE", "sais_demo")  # a test gives its own
         self.logs = self.lay.state / "demo" / self.run_id
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
             **self.lay.env(),
             "SAIS_DATABASE_URL": self.lay.admin_dsn(self.db),
-            "SAIS_TOPIC_PREFIX": f"demo-{self.run_id}",
+            "SAIS_TOPIC_PREFIX": os.environ.get("SAIS_DEMO_TOPIC_PREFIX", f"demo-{self.run_id}"),  # groups follow it
             "SAIS_LOG_FORMAT": "json",
             "SAIS_ACTOR": "Demo Operator (make demo)",  # every command that changes something names its person
             "SAIS_DELIVERY_SMTP_BACKOFF_S": "0.5",
@@ -107,7 +107,7 @@ class Demo:
                 env={**self.env, "SAIS_AS_OF": "2017-07-10"},
                 start_new_session=True,
             )
-            port = http_port(name, self.env)
+            port = http_port(name, self.env) or "(a port the kernel chose)"
             print(f"    sais-{name} pid {self.services[name].pid}, :{port}/metrics, log {self.logs / (name + '.log')}")
 
     def wait_for(self, what: str, sql: str, expected: str, timeout: float = 90, shown: str | None = None) -> None:
