@@ -69,3 +69,38 @@ def test_every_consumer_of_a_service_takes_the_consumer_settings(
     module = importlib.import_module(app_module)
     want = {c.max_records or 1_234 for c in module.WIRING.consumers}
     assert want <= {sub.max_records for sub in subscribers}
+
+
+async def test_a_services_consumers_start_together_not_one_after_another(monkeypatch):
+    """aiokafka's consumer start returns once the group has assigned it partitions; each joining member
+    makes the group rebalance. Every consumer's start here returns only once all have begun: started in
+    turn, the first would wait for ever (the test's timeout), started together they all return."""
+    import asyncio
+
+    from sais_shared.kafka import GroupBroker
+
+    begun, started, published = [], [], []
+    everyone = asyncio.Event()
+
+    class Consumer:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        async def start(self) -> None:
+            begun.append(self.n)
+            if len(begun) == 5:
+                everyone.set()
+            await everyone.wait()  # the group's one rebalance, once every member has asked to join
+            started.append(self.n)
+
+    class Publisher:
+        async def start(self) -> None:
+            published.append(sorted(started))  # after every consumer
+
+    consumers = [Consumer(n) for n in range(5)]
+    monkeypatch.setattr(GroupBroker, "subscribers", property(lambda self: consumers))
+    monkeypatch.setattr(GroupBroker, "publishers", property(lambda self: [Publisher()]))
+    broker = make_broker(CommonSettings(kafka_security_protocol="PLAINTEXT", dev_mode=True), "sais-test", "retention")
+    monkeypatch.setattr(broker, "connect", lambda: asyncio.sleep(0))
+    await asyncio.wait_for(broker.start(), timeout=5)
+    assert sorted(started) == [0, 1, 2, 3, 4] and published == [[0, 1, 2, 3, 4]] and broker.running

@@ -46,9 +46,25 @@ TRANSIENT_RETRY_PAUSE_S = 2.0
 JSON_HEADERS = [("content-type", b"application/json")]
 
 
+class GroupBroker(KafkaBroker):
+    """FastStream's Kafka broker, with its subscribers started together rather than one after another.
+
+    aiokafka's consumer ``start`` returns only once the group has given it partitions. Started in turn,
+    every consumer after the first makes the group rebalance again, and the members already in hear of it
+    at their next heartbeat: a service whose consumers share one group (retention has five) took about
+    13 s to be ready. Started together, they join in one rebalance."""
+
+    async def start(self) -> None:
+        await self.connect()
+        await asyncio.gather(*(sub.start() for sub in self.subscribers))
+        for pub in self.publishers:
+            await pub.start()
+        self.running = True
+
+
 def make_broker(settings: CommonSettings, client_id: str, service: str) -> KafkaBroker:
     """A FastStream broker that logs in as ``service``'s own Kafka user."""
-    return KafkaBroker(
+    return GroupBroker(
         settings.kafka_bootstrap,
         client_id=client_id,
         security=settings.kafka_security(service),
