@@ -15,8 +15,8 @@ and the number and sizes of the messages. The baseline is what a pipeline of thi
 this machine with no work in it: plain aiokafka produce → consume → PostgreSQL COPY → produce →
 consume → COPY of ~1 KB messages, N = the rows ingested, run once just before the pipeline and once
 just after it; the ratio is against their mean, because this machine's speed drifts by a third over an
-hour (the same baseline took 10.5-19.5 s at 100,000 pupils in one day). At the end it drops the run's database and
-deletes its input files (``--keep`` leaves them, to look at).
+hour (the same baseline took 10.5-19.5 s at 100,000 pupils in one day). At the end it drops the run's database, deletes its topics and
+its input files (``--keep`` leaves them, to look at).
 
 ``--faults`` SIGKILLs each service and the broker once, mid-run, and restarts them; the run then
 passes only when the delivered parts equal the cohort exactly and no part was sent twice.
@@ -121,6 +121,7 @@ async def _baseline(n: int, kafka: dict, dsn: str) -> dict:
     t.append(time.perf_counter())
     await producer.stop()
     await conn.close()
+    await stack.delete_topics(dict(os.environ), names=(a, b))  # 2 × n KB on the broker's disk otherwise
     return {
         "produce": t[1] - t[0],
         "consume+copy+produce": t[2] - t[1],
@@ -584,6 +585,7 @@ def main() -> None:
         if not a.keep and "r" in locals():  # a run's database and files are tens of GB at 1,000,000 pupils
             with contextlib.suppress(subprocess.CalledProcessError):
                 stack.psql(lay, f"DROP DATABASE IF EXISTS {r.db} WITH (FORCE)", "postgres")
+            asyncio.run(stack.delete_topics(r.env, prefix=r.env["SAIS_TOPIC_PREFIX"]))  # ~20 GB at 1,000,000
             shutil.rmtree(r.logs / "data", ignore_errors=True)
         if started:
             stack.stop(lay)

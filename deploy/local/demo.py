@@ -297,6 +297,11 @@ class Demo:
 
     def stop(self) -> None:
         stack.stop_processes(self.services.values(), timeout=20)
+        import asyncio
+
+        # its topics go with it (the database stays until the next run, to look at): a broker that kept
+        # every run's topics would answer metadata requests ever slower
+        asyncio.run(stack.delete_topics(self.env, prefix=self.env["SAIS_TOPIC_PREFIX"]))
         if self.started_stack:
             stack.stop(self.lay)
         else:

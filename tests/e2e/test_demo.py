@@ -36,6 +36,14 @@ async def test_make_demo_runs_the_whole_pipeline_and_every_number_agrees(infra):
         assert len(re.findall(r"openssl: decrypted, (CMS )?Verification successful", said)) == 2, said
         assert "Mavis's import rules: pass" in said and "REFUSED" not in said
         assert "after the December transfer's deletion: cohort records held 0" in said
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(**infra.kafka)
+        await admin.start()
+        try:  # its topics went with it; the stack it did not start is still up
+            assert not [t for t in await admin.list_topics() if t.startswith(f"{run}.")]
+        finally:
+            await admin.close()
     finally:
         conn = await asyncpg.connect(infra.pg_admin_dsn)
         try:
