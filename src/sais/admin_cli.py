@@ -342,6 +342,8 @@ def kafka_lag(
     from sais_shared.lag import group_lag
     from sais_shared.topics import Topics
 
+    from .owners import Owners, open_owners
+
     settings = CommonSettings()
     topics = Topics(settings.topic_prefix)
 
@@ -357,33 +359,36 @@ def kafka_lag(
             rows += [{"service": svc, "group": group, "topic": t, "lag": n} for t, n in sorted(per_topic.items())]
         return rows
 
-    async def in_hand() -> dict[str, int]:
+    async def in_hand(owners: Owners) -> dict[str, int]:
         from sais_delivery import queries as delivery
         from sais_eligibility import queries as eligibility
         from sais_retention import queries as retention
 
-        from .owners import open_owners
-
-        async with open_owners(settings) as owners:
-            work = await eligibility.work_in_hand(owners.eligibility)
-            work |= await delivery.work_in_hand(owners.delivery)
-            work |= await retention.work_in_hand(owners.retention)
+        work = await eligibility.work_in_hand(owners.eligibility)
+        work |= await delivery.work_in_hand(owners.delivery)
+        work |= await retention.work_in_hand(owners.retention)
         return {k: n for k, n in work.items() if n}
 
     async def settled() -> tuple[list[dict], dict[str, int]]:
+        from contextlib import AsyncExitStack
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while True:
-            rows, work = await sample(), {}
-            if not any(r["lag"] for r in rows):
-                work = await in_hand()  # released, published: then read the lag again, for what that published
-                if not work:
-                    rows = await sample()
-                    if not any(r["lag"] for r in rows):
-                        return rows, work
-            if loop.time() >= deadline:
-                return rows, work
-            await asyncio.sleep(1.0)  # committed offsets are the broker's state: there is no event to wait on
+        async with AsyncExitStack() as held:
+            owners: Owners | None = None  # the services' pools, opened once, when the groups first catch up
+            while True:
+                rows, work = await sample(), {}
+                if not any(r["lag"] for r in rows):
+                    if owners is None:
+                        owners = await held.enter_async_context(open_owners(settings))
+                    work = await in_hand(owners)  # released, published: then the lag again, for what it published
+                    if not work:
+                        rows = await sample()
+                        if not any(r["lag"] for r in rows):
+                            return rows, work
+                if loop.time() >= deadline:
+                    return rows, work
+                await asyncio.sleep(1.0)  # committed offsets are the broker's state: there is no event to wait on
 
     with working(f"waiting up to {wait:.0f} s for the pipeline to settle") if wait else nullcontext():
         rows, work = asyncio.run(settled()) if wait else (asyncio.run(sample()), {})

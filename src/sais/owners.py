@@ -3,6 +3,7 @@ role, handed to that service's ``queries`` module. No module here names a servic
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ class Owners:
 
 
 @asynccontextmanager
-async def open_owners(settings: CommonSettings | None = None):
+async def open_owners(settings: CommonSettings | None = None) -> AsyncIterator[Owners]:
     settings = settings or CommonSettings()
     pools: dict[str, asyncpg.Pool] = {}
     try:
