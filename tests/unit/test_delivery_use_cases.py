@@ -6,6 +6,7 @@ openssl CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -240,6 +241,54 @@ async def test_a_cohort_over_the_message_size_goes_in_parts_of_whole_schools():
     assert [b.message_id for b in w.smime.built] == [p["message_id"] for p in res.parts]
     [done] = w.completed()
     assert [p.part for p in done.parts] == [1, 2] and done.programmes == {"flu": 24}
+
+
+def two_part_world(*answers: BaseException) -> World:
+    return World(*answers, max_message_bytes=FIXED_OVERHEAD_BYTES + int(4200 * WIRE_BYTES_PER_CSV_BYTE))
+
+
+async def seed_two_schools(w: World) -> None:
+    await w.seed(
+        *(w.child(school, surname=f"S{school[-1]}n{i}") for school in ("9372001", "9372002") for i in range(12))
+    )
+
+
+async def test_the_next_part_is_rendered_while_one_is_sent_and_parts_go_in_order():
+    w = two_part_world()
+    await seed_two_schools(w)
+    second_built, mailer, build = asyncio.Event(), w.mailer, w.smime.build
+    seen_while_sending: list[int] = []
+
+    def building(**kw):
+        out = build(**kw)
+        if len(w.smime.built) == 2:
+            second_built.set()
+        return out
+
+    async def sending(message: bytes, *, sender: str, recipient: str) -> str:
+        if not mailer.sent:  # the first part waits on the wire until the second has been rendered
+            await asyncio.wait_for(second_built.wait(), timeout=30)
+        seen_while_sending.append(len(w.smime.built))
+        return await FakeMailer.send(mailer, message, sender=sender, recipient=recipient)
+
+    w.smime.build, w.mailer.send = building, sending
+    res = await w.deliver()
+    assert res.status == "sent" and seen_while_sending == [2, 2]
+    assert [m for m, _ in w.mailer.sent] == [
+        b"".join(f.content for f in built.files) for built in w.smime.built
+    ]  # sent in the order planned, each as rendered
+    assert [b.message_id for b in w.smime.built] == [p["message_id"] for p in res.parts]
+
+
+async def test_a_part_refused_for_good_sends_no_later_part_and_leaves_no_render_running():
+    w = two_part_world(SmtpRejectedError("552 message too big"))
+    await seed_two_schools(w)
+    with pytest.raises(SmtpRejectedError, match="refused part 1 of 2"):
+        await w.deliver()
+    [b] = w.uow.state.batches.values()
+    assert [p.status for p in b.parts] == [PartStatus.FAILED, PartStatus.PREPARED] and w.mailer.sent == []
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert pending == []
 
 
 async def test_a_deferred_send_is_tried_again_and_counted():

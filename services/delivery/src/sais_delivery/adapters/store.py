@@ -4,6 +4,7 @@ domain (``domain/batch.py``) and the service layer do."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -262,6 +263,7 @@ class PgBatches:
         )
 
     async def drop(self, batch_id: UUID) -> None:
+        await self.conn.execute("DELETE FROM delivery.batch_members WHERE batch_id=$1", batch_id)  # no cascade
         await self.conn.execute("DELETE FROM delivery.batches WHERE batch_id=$1", batch_id)
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
@@ -342,17 +344,30 @@ class PgMembers:
             {r["programme_key"]: r["n"] for r in counts},
         )
 
-    async def of_part(self, batch_id: UUID, part_no: int, academic_year: str) -> AsyncIterator[Member]:
-        async for r in self.conn.cursor(
+    async def of_part(
+        self, batch_id: UUID, part_no: int, academic_year: str, chunk: int = 2000
+    ) -> AsyncIterator[Member]:
+        """A part's members in file order, from a server-side cursor, ``chunk`` rows at a time. The next
+        chunk is asked for before this one is handed out, so the server reads it while the caller renders."""
+        cursor = await self.conn.cursor(
             f"SELECT {', '.join('m.' + c for c in COLUMNS)} FROM delivery.batch_members bm JOIN delivery.members m "
             "ON m.academic_year=$3 AND m.programme_key=bm.programme_key AND m.pupil_id=bm.pupil_id "
             "AND m.status='active' WHERE bm.batch_id=$1 AND bm.part_no=$2 ORDER BY m.programme_key, m.pupil_id",
             batch_id,
             part_no,
             academic_year,
-            prefetch=2000,
-        ):
-            yield Member(*r)
+        )
+        pending = asyncio.ensure_future(cursor.fetch(chunk))
+        try:
+            while rows := await pending:
+                pending = asyncio.ensure_future(cursor.fetch(chunk))
+                await asyncio.sleep(0)  # the request for the next chunk goes out before these are worked
+                for r in rows:
+                    yield Member(*r)
+        finally:
+            if not pending.done():  # the caller stopped early: no fetch left running on the connection
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
 
     async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
         return await claim_new(self.conn, "delivery.processed", list(event_ids))

@@ -49,18 +49,38 @@ async def send_parts(svc: DeliveryService, batch_id: UUID, actor: str) -> BatchR
     smime = svc.smime_factory(b.recipient)
     memory.keep_large_buffers_mapped()
     reports = []
-    for p in b.unsent():
-        message, meta, report = await render_part(svc, b, p, smime)
-        reports.append(report)
-        memory.trim()  # what rendering used is handed back before the send makes its own copies
-        if meta.size_bytes > svc.max_message_bytes:
-            await refuse_too_large(svc, b, p, meta)
-        await send_part(svc, b, p, message, meta)
-        del message
-        memory.trim()  # the next part starts from what this one used, not more
+    unsent = b.unsent()
+    # Each part is rendered while the one before it is sent: the read of its members waits on PostgreSQL
+    # and the send on the mail server, and each goes on while this process works on the other. Parts are
+    # still sent one at a time and in order, and a part is only ever sent once it is rendered whole.
+    rendering = _render_task(svc, b, unsent, 0, smime)
+    try:
+        for i, p in enumerate(unsent):
+            assert rendering is not None
+            message, meta, report = await rendering
+            rendering = None
+            reports.append(report)
+            memory.trim()  # what rendering used is handed back before the send makes its own copies
+            if meta.size_bytes > svc.max_message_bytes:
+                await refuse_too_large(svc, b, p, meta)
+            rendering = _render_task(svc, b, unsent, i + 1, smime)
+            await send_part(svc, b, p, message, meta)
+            del message
+            memory.trim()  # the next part starts from what this one used, not more
+    except BaseException:
+        if rendering is not None:  # a failed send leaves no render running beside the error
+            rendering.cancel()
+            await asyncio.gather(rendering, return_exceptions=True)
+        raise
     result = await mark_sent(svc, batch_id, "all parts accepted", actor)
     result.warnings += mavis_notes(reports)
     return result
+
+
+def _render_task(
+    svc: DeliveryService, b: Batch, parts: list[Part], i: int, smime: MessageBuilder
+) -> asyncio.Task[tuple[bytes, SentMeta, dict | None]] | None:
+    return asyncio.ensure_future(render_part(svc, b, parts[i], smime)) if i < len(parts) else None
 
 
 async def render_part(
