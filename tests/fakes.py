@@ -79,7 +79,6 @@ class DeliveryState:
     """What delivery's tables hold."""
 
     members: dict[tuple[str, str, UUID], dict[str, Any]] = field(default_factory=dict)  # (year, programme, pupil)
-    processed: set[UUID] = field(default_factory=set)
     coverage: dict[tuple[str, str, str], tuple[list[str], datetime]] = field(default_factory=dict)
     batches: dict[UUID, Batch] = field(default_factory=dict)
     batch_sources: dict[UUID, list[str]] = field(default_factory=dict)
@@ -141,11 +140,6 @@ class _Members:
             if m is not None and m["status"] == "active":
                 yield _member(m)
 
-    async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
-        fresh = set(event_ids) - self.s.processed
-        self.s.processed |= fresh
-        return fresh
-
     async def school_loads(
         self, academic_year: str, sources: Sequence[str], *, with_mavis: bool
     ) -> list[SchoolLoad] | None:
@@ -167,6 +161,8 @@ class _Members:
             old = self.s.members.get(k)
             if old is not None and old["revision"] >= e.revision:
                 continue
+            if old is None and isinstance(e, CohortMemberWithdrawn):
+                continue  # a member not held is not made up
             row = {
                 "academic_year": e.academic_year,
                 "programme": e.programme,
@@ -474,9 +470,13 @@ class FakeRepository:
             known.setdefault(match_key, []).append(Candidate(pupil_id, frozenset(pks), frozenset(exs)))
         return known
 
-    async def add_records(self, records: list[Record]) -> None:
+    async def add_records(self, records: list[Record]) -> set[UUID]:
+        stored = set()
         for r in records:
-            self.records.setdefault(r.record_id, r)
+            if r.record_id not in self.records:
+                self.records[r.record_id] = r
+                stored.add(r.record_id)
+        return stored
 
     async def add_progress(self, rows: list[tuple[UUID, int, int]]) -> None:
         for extract_id, n, digest in rows:

@@ -83,16 +83,16 @@ async def test_known_children_are_grouped_by_match_key_and_child_and_a_record_is
     ada, twin = uuid.uuid4(), uuid.uuid4()
     held = record(first, ada, "mk-ada", "pc-1")
     async with uow() as repo:
-        await repo.add_records(
-            [
-                held,
-                record(second, ada, "mk-ada", "pc-2"),
-                record(first, twin, "mk-ada", "pc-1"),
-                record(first, uuid.uuid4(), "mk-other", "pc-9"),
-                record(first, uuid.uuid4(), "mk-ada", "pc-1", year="2018/19"),
-            ]
-        )
-        await repo.add_records([dataclasses.replace(held, match_key="mk-changed")])  # the same again: kept as it was
+        rows = [
+            held,
+            record(second, ada, "mk-ada", "pc-2"),
+            record(first, twin, "mk-ada", "pc-1"),
+            record(first, uuid.uuid4(), "mk-other", "pc-9"),
+            record(first, uuid.uuid4(), "mk-ada", "pc-1", year="2018/19"),
+        ]
+        assert await repo.add_records([*rows, held]) == {r.record_id for r in rows}  # stored now, each once
+        again = dataclasses.replace(held, match_key="mk-changed")
+        assert await repo.add_records([again]) == set()  # the same again: kept as it was, and not stored now
     async with uow() as repo:
         found = children(await repo.known_children("2017/18", ["mk-ada"]))
     assert found == {

@@ -77,6 +77,22 @@ async def insert_rows(
         await conn.execute(_insert_sql(table, tuple(columns), tuple(types), tail), *columns_of)
 
 
+async def insert_rows_returning(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+) -> list[Any]:
+    """:func:`insert_rows`, giving back the first column of every row its ``tail`` returns
+    (``ON CONFLICT DO NOTHING RETURNING id``: the rows stored now)."""
+    if not rows:
+        return []
+    columns_of = [list(c) for c in zip(*rows, strict=True)]
+    return [r[0] for r in await conn.fetch(_insert_sql(table, tuple(columns), tuple(types), tail), *columns_of)]
+
+
 def array_literal(values: Iterable[object]) -> str:
     """A PostgreSQL array literal of values that need no quoting (UUIDs, numbers): ``{a,b}``."""
     return "{" + ",".join(map(str, values)) + "}"

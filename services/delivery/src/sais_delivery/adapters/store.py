@@ -15,7 +15,6 @@ from uuid import UUID
 import asyncpg
 from sais_shared.db import array_literal, insert_rows, rounds
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
-from sais_shared.kafka import claim_new
 from sais_shared.keystore import audit
 from sais_shared.outbox import flush_outbox
 
@@ -62,6 +61,17 @@ UPSERT = (
     "window_source=CASE WHEN delivery.members.window_source = '' THEN EXCLUDED.window_source "
     "ELSE delivery.members.window_source END "
     "WHERE delivery.members.revision < EXCLUDED.revision"
+)
+
+# A withdrawal of members held ($1 academic year, $2 programme, $3 dose, $4 pupil, $5 revision, one array each),
+# each for a revision newer than its own: it keeps no personal data. A member not held is not made up.
+WITHDRAW = (
+    "UPDATE delivery.members m SET status='withdrawn', revision=w.revision, school_dfe='', school_name='', "
+    "year_group='', gender='', source='', reference_date=NULL, received_at=NULL, extract_ids='{}', key_id=NULL, "
+    "personal=NULL, csv_bytes=NULL, mavis_bytes=NULL, updated_at=now() "
+    "FROM unnest($1::text[], $2::text[], $3::int[], $4::uuid[], $5::int[]) AS w(y, programme, dose, pupil, revision) "
+    "WHERE m.academic_year = w.y AND m.programme_key = w.programme || coalesce('-dose-' || w.dose, '') "
+    "AND m.pupil_id = w.pupil AND m.revision < w.revision"
 )
 
 
@@ -112,15 +122,12 @@ def _batch(r: asyncpg.Record, parts: list[asyncpg.Record]) -> Batch:
     )
 
 
-def _member_row(e: CohortMemberAdded | CohortMemberWithdrawn, size: RowSize | None) -> tuple[Any, ...]:
+def _member_row(e: CohortMemberAdded, size: RowSize | None) -> tuple[Any, ...]:
     head = (e.academic_year, e.programme, e.dose, e.pupil_id)
-    if isinstance(e, CohortMemberAdded):
-        clear = (e.school_dfe, e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at)
-        sealed = (array_literal(e.extract_ids), e.personal.key_id, e.personal.model_dump_json())
-        sized = (size.csv_bytes, size.mavis_bytes) if size else (None, None)
-        return (*head, "active", e.revision, *clear, *sealed, e.source, *sized)
-    # a withdrawal keeps no personal data
-    return (*head, "withdrawn", e.revision, "", "", "", "", "", None, None, "{}", None, None, "", None, None)
+    clear = (e.school_dfe, e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at)
+    sealed = (array_literal(e.extract_ids), e.personal.key_id, e.personal.model_dump_json())
+    sized = (size.csv_bytes, size.mavis_bytes) if size else (None, None)
+    return (*head, "active", e.revision, *clear, *sealed, e.source, *sized)
 
 
 def _member_key(e: CohortMemberAdded | CohortMemberWithdrawn) -> tuple[Any, ...]:
@@ -369,9 +376,6 @@ class PgMembers:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
 
-    async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
-        return await claim_new(self.conn, "delivery.processed", list(event_ids))
-
     async def school_loads(
         self, academic_year: str, sources: Sequence[str], *, with_mavis: bool
     ) -> list[SchoolLoad] | None:
@@ -390,17 +394,13 @@ class PgMembers:
     async def apply(
         self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn], sizes: Mapping[UUID, RowSize]
     ) -> None:
-        # in revision order, a round per revision of the same child (one statement each): "latest wins" and
+        # in revision order, a round per revision of the same child (two statements each): "latest wins" and
         # the window a child first came in through stay exact
         for batch in rounds(sorted(events, key=lambda e: e.revision), _member_key):
-            await insert_rows(
-                self.conn,
-                "delivery.members",
-                MEMBER_COLUMNS,
-                MEMBER_TYPES,
-                [_member_row(e, sizes.get(e.event_id)) for e in batch],
-                UPSERT,
-            )
+            added = [_member_row(e, sizes.get(e.event_id)) for e in batch if isinstance(e, CohortMemberAdded)]
+            await insert_rows(self.conn, "delivery.members", MEMBER_COLUMNS, MEMBER_TYPES, added, UPSERT)
+            if withdrawn := [(*_member_key(e), e.revision) for e in batch if isinstance(e, CohortMemberWithdrawn)]:
+                await self.conn.execute(WITHDRAW, *map(list, zip(*withdrawn, strict=True)))
 
     async def record_coverage(self, checks: Sequence[CoverageChecked]) -> None:
         for e in sorted(checks, key=lambda e: e.occurred_at):

@@ -1,5 +1,7 @@
 """Use case: keep delivery's view of the cohort from cohort events (latest revision per programme and
-child), and eligibility's coverage checks. Each event is applied once."""
+child), and eligibility's coverage checks. No event ids are kept: a member changes only for a revision
+newer than the one it holds, and a withdrawal only withdraws a member held, so an event delivered twice,
+or replayed from the start of the topic after retention deleted its member, changes nothing."""
 
 from __future__ import annotations
 
@@ -31,10 +33,9 @@ async def apply_cohort_events(uow: DeliveryUnitOfWork, keys: Keys, events: Seque
     if not checks and not members:
         return
     sizes = await measure(keys, [e for e in members if isinstance(e, CohortMemberAdded)])
-    async with uow() as tx:
-        fresh = await tx.members.claim_new([e.event_id for e in (*checks, *members)])
-        await tx.members.record_coverage([e for e in checks if e.event_id in fresh])
-        await tx.members.apply([e for e in members if e.event_id in fresh], sizes)
+    async with uow() as tx:  # both are idempotent (latest check, latest revision): a redelivery changes nothing
+        await tx.members.record_coverage(checks)
+        await tx.members.apply(members, sizes)
 
 
 async def measure(keys: Keys, added: Sequence[CohortMemberAdded]) -> dict[UUID, RowSize]:

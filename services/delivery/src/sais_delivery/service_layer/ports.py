@@ -86,10 +86,6 @@ class Members(Protocol):
         """The members one part was planned with, as they are now, streamed."""
         ...
 
-    async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]:
-        """The events not applied before (each is applied once)."""
-        ...
-
     async def apply(
         self, events: Sequence[CohortMemberAdded | CohortMemberWithdrawn], sizes: Mapping[UUID, RowSize]
     ) -> None:

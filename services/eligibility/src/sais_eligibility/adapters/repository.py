@@ -11,7 +11,7 @@ from operator import attrgetter
 from uuid import UUID
 
 import asyncpg
-from sais_shared.db import insert_rows, rounds
+from sais_shared.db import insert_rows, insert_rows_returning, rounds
 from sais_shared.events import ExtractCompleted, ExtractFailed
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import destroyed_among
@@ -146,16 +146,18 @@ class EligibilityRepository:
             known[r["match_key"]].append(Candidate(r["pupil_id"], frozenset(r["pk"]), frozenset(r["ex"])))
         return known
 
-    async def add_records(self, records: list[Record]) -> None:
-        """Held records (in no cohort until their extract is released); a record stored before is kept as it was."""
-        await insert_rows(
+    async def add_records(self, records: list[Record]) -> set[UUID]:
+        """Held records (in no cohort until their extract is released); a record stored before is kept as it
+        was. The ids of those stored now."""
+        stored = await insert_rows_returning(
             self.conn,
             "eligibility.records",
             RECORD_COLUMNS,
             RECORD_TYPES,
             [_record_row(r) for r in records],
-            "ON CONFLICT (record_id) DO NOTHING",
+            "ON CONFLICT (record_id) DO NOTHING RETURNING record_id",
         )
+        return set(stored)
 
     async def add_progress(self, rows: list[tuple[UUID, int, int]]) -> None:
         """(extract, records recorded in this batch, the sum of their digests mod 2^64)."""

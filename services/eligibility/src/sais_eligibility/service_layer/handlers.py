@@ -1,6 +1,7 @@
-"""Eligibility use cases. Each batch is one transaction: the processed-event ids, the state
-change and the outgoing cohort events (outbox) commit together; the outbox is published after
-commit, with deterministic event ids, so a crash anywhere duplicates nothing downstream.
+"""Eligibility use cases. Each batch is one transaction: the state change, what says the batch's
+events were seen (a pupil event's record itself; an extract event's id) and the outgoing cohort events
+(outbox) commit together; the outbox is published after commit, with deterministic event ids, so a crash
+anywhere duplicates nothing downstream.
 
 Concurrency: pupil events are keyed by match key, so one child's events land on one partition and
 partitions are the unit of concurrency: several instances record pupils of the same academic year
@@ -135,9 +136,8 @@ class EligibilityService(FollowsProtocol):
             failed = await repo.ended_among({e.extract_id for e in events})
             if late := await repo.keys_destroyed_among({e.personal.key_id for e in events}):
                 failed |= {e.extract_id for e in events if e.personal.key_id in late}
-            fresh = await repo.claim_new([e.event_id for e in events])
-            for year in sorted(by_year):
-                batch = [e for e in by_year[year] if e.event_id in fresh and e.extract_id not in failed]
+            for year in sorted(by_year):  # an event seen before stores nothing: its record is there (_record)
+                batch = [e for e in by_year[year] if e.extract_id not in failed]
                 if batch:
                     await repo.lock_year(year, exclusive=False)
                     await repo.lock_children(year, {e.match_key for e in batch})
@@ -252,7 +252,6 @@ class EligibilityService(FollowsProtocol):
 
         kek = self.keys.kek
         inserts = []
-        progress: dict[UUID, list[int]] = defaultdict(lambda: [0, 0])  # extract → [recorded, digest]
         for e in events:
             plaintext = keys[e.personal.key_id].open(e.personal, e.aad())
             personal = PupilPersonal.model_validate_json(plaintext)
@@ -285,13 +284,20 @@ class EligibilityService(FollowsProtocol):
                     match_findings=_json(match_findings(m, target, dob_year)),  # reported once released
                 )
             )
-            p = progress[e.extract_id]
-            p[0], p[1] = p[0] + 1, (p[1] + record_digest_part(e.record_id)) % 2**64
             remember(
                 candidates.setdefault(e.match_key, []), pupil_id, postcode_key, e.extract_id
             )  # for later rows of the batch
 
-        await repo.add_records(inserts)  # held: in no cohort until the extract is released
+        # Held: in no cohort until the extract is released. Only records stored now count towards their
+        # extract: an event delivered again (a consumer that stopped before its offsets were committed, or a
+        # producer's retry) finds its record there and counts once, so no table of event ids is needed.
+        stored = await repo.add_records(inserts)
+        progress: dict[UUID, list[int]] = defaultdict(lambda: [0, 0])  # extract → [recorded, digest]
+        for r in inserts:
+            if r.record_id in stored:
+                p = progress[r.extract_id]
+                p[0], p[1] = p[0] + 1, (p[1] + record_digest_part(r.record_id)) % 2**64
+                stored.discard(r.record_id)  # one record twice in a batch counts once
         await repo.add_progress([(x, n, d) for x, (n, d) in progress.items()])
 
     # --- cohort ---------------------------------------------------------------------------
