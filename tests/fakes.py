@@ -634,6 +634,14 @@ class FakeOutbox:
         self.repo.outbox.clear()
         return n
 
+    async def publish(self, events: list[tuple[UUID, bytes, str]]) -> int:
+        queued = {event_id for event_id, _, _ in self.repo.outbox}
+        going = [e for e in events if e[0] in queued]
+        self.published += [cohort_event_adapter.validate_json(payload) for _, _, payload in going]
+        gone = {e[0] for e in going}
+        self.repo.outbox[:] = [e for e in self.repo.outbox if e[0] not in gone]
+        return len(going)
+
 
 # --- ingest ------------------------------------------------------------------------------------
 

@@ -50,3 +50,45 @@ async def test_events_are_sent_through_aiokafka_directly_once_the_broker_is_conn
     finally:
         await broker.stop()
     assert sorted(r.value for r in await read_topic(infra.kafka, topic)) == [b'{"n": 1}', b'{"n": 2}']
+
+
+async def test_queued_events_are_published_from_memory_once_and_a_row_held_by_another_flush_is_left_to_it(
+    infra, settings_env
+):
+    """publish_queued reads only the rows of the events it is given (locked, SKIP LOCKED): those still queued
+    go to the topic, in order, and leave the outbox; one another flush holds stays with it; one gone is skipped."""
+    from faststream.kafka import KafkaBroker
+    from sais_eligibility.adapters.repository import PgOutbox
+    from sais_eligibility.app import MIGRATIONS
+
+    from tests.helpers import service_pool
+
+    topic = await create_topic(infra.kafka, f"t-outbox-{uuid.uuid4().hex[:8]}")
+    broker = KafkaBroker(infra.kafka_bootstrap, security=infra.kafka_settings.kafka_security(None))
+    publisher = broker.publisher(topic)
+    events = [(uuid.uuid4(), f"k{n}".encode(), f'{{"n": {n}}}') for n in range(4)]
+    async with service_pool(MIGRATIONS) as pool:
+        await pool.execute(
+            "INSERT INTO eligibility.outbox(event_id, key, payload) SELECT * FROM unnest($1::uuid[], $2::bytea[], "
+            "$3::text[])",
+            *map(list, zip(*events[:3], strict=True)),  # the fourth was never queued (or went already)
+        )
+        await broker.start()
+        other = await pool.acquire()
+        try:
+            tx = other.transaction()
+            await tx.start()  # another flush holds the second row
+            await other.execute("SELECT 1 FROM eligibility.outbox WHERE event_id=$1 FOR UPDATE", events[1][0])
+            assert await PgOutbox(pool, publisher).publish(events) == 2
+            await tx.rollback()
+            left = await pool.fetch(
+                "SELECT event_id FROM eligibility.outbox WHERE event_id = ANY($1)", [e[0] for e in events]
+            )
+        finally:
+            await pool.release(other)
+            await broker.stop()
+    assert [r["event_id"] for r in left] == [events[1][0]]
+    assert [(r.key, r.value) for r in await read_topic(infra.kafka, topic)] == [
+        (b"k0", b'{"n": 0}'),
+        (b"k2", b'{"n": 2}'),
+    ]

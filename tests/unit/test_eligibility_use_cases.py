@@ -452,31 +452,38 @@ async def test_a_release_cut_short_by_a_crash_is_finished_at_start(world, monkey
 async def test_a_chunk_s_events_are_published_while_the_next_chunk_is_worked_and_all_before_the_walk_ends(
     world, monkeypatch
 ):
-    """The walk does not wait for a chunk's flush (the outbox read, the broker's acknowledgements, the delete)
+    """The walk does not wait for a chunk's publishing (the broker's acknowledgements, the outbox's delete)
     before it works the next chunk; it waits for the last one before it returns, and for one in flight when a
-    chunk fails, so that no flush is left running beside the releaser's retry."""
+    chunk fails, so that none is left running beside the releaser's retry. A chunk's events go from memory,
+    as they were queued; the outbox is read back only for what a stop left there."""
     from sais_eligibility.service_layer import handlers
 
     svc, repo, keys, outbox = world
     key, ex = keys.new(), uuid4()
     await svc.handle_pupils([pupil(keys, key, ex, n, forename=f"Child{n}") for n in range(2, 7)])
     monkeypatch.setattr(handlers, "RELEASE_CHUNK", 2)
-    chunks, seen = 0, []
-    real_recompute, real_flush = svc._recompute, outbox.flush
+    chunks, seen, given, read_back = 0, [], [], []
+    real_recompute, real_publish, real_flush = svc._recompute, outbox.publish, outbox.flush
 
     async def recompute(*a, **k):
         nonlocal chunks
         chunks += 1
         return await real_recompute(*a, **k)
 
-    async def flush():
-        seen.append(chunks)  # how many chunks the walk had worked when this flush began
-        return await real_flush()
+    async def publish(events):
+        seen.append(chunks)  # how many chunks the walk had worked when this chunk's publishing began
+        given.append(len(events))
+        return await real_publish(events)
 
-    svc._recompute, outbox.flush = recompute, flush
+    async def flush():
+        read_back.append(await real_flush())
+        return read_back[-1]
+
+    svc._recompute, outbox.publish, outbox.flush = recompute, publish, flush
     await svc.handle_extracts([completed(ex, key, 5)])
     await svc.release_wanted()
-    assert chunks == 3 and seen[:3] == [2, 3, 3]  # chunk 1's flush began once chunk 2 was under way
+    assert chunks == 3 and seen == [2, 3, 3]  # chunk 1's publishing began once chunk 2 was under way
+    assert given == [2, 2, 1] and set(read_back) == {0}  # each chunk's events from memory; nothing left to read
     assert len({e.pupil_id for e in outbox.published}) == 5 and not repo.outbox
 
 

@@ -5,6 +5,7 @@ and delete only republishes events that consumers already discard as seen."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -26,3 +27,26 @@ async def flush_outbox(pool: asyncpg.Pool, table: str, publisher: Any, limit: in
             await publish_many(publisher, ((r["key"], r["payload"].encode()) for r in rows))
             await conn.execute(f"DELETE FROM {table} WHERE seq = ANY($1)", [r["seq"] for r in rows])
             total += len(rows)
+
+
+async def publish_queued(
+    pool: asyncpg.Pool, table: str, publisher: Any, events: Sequence[tuple[Any, bytes, str]]
+) -> int:
+    """Publish ``events`` (event id, key, payload), which the caller committed to ``table`` just now, from
+    memory: only their rows are read (locked, SKIP LOCKED, so a flush running beside it keeps its own), never
+    their payloads. Those still queued go, in the order given, and are deleted once the broker acknowledged
+    them; one another flush took or already published is left to it. A crash before the delete leaves the
+    rows for :func:`flush_outbox`, which publishes them again under the same event ids. Returns how many."""
+    if not events:
+        return 0
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            f"SELECT seq, event_id FROM {table} WHERE event_id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED",
+            [event_id for event_id, _, _ in events],
+        )
+        held = {r["event_id"]: r["seq"] for r in rows}
+        await publish_many(
+            publisher, ((key, payload.encode()) for event_id, key, payload in events if event_id in held)
+        )
+        await conn.execute(f"DELETE FROM {table} WHERE seq = ANY($1)", list(held.values()))
+    return len(held)

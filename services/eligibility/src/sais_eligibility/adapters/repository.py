@@ -15,7 +15,7 @@ from sais_shared.db import insert_rows, insert_rows_returning, rounds
 from sais_shared.events import ExtractCompleted, ExtractFailed
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import destroyed_among
-from sais_shared.outbox import flush_outbox
+from sais_shared.outbox import flush_outbox, publish_queued
 
 from ..domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract, Withdrawal
 from ..domain.model import RECORD_COLUMNS, Candidate, Record, SchoolSpan
@@ -86,6 +86,9 @@ class PgOutbox:
 
     async def flush(self) -> int:
         return await flush_outbox(self.pool, "eligibility.outbox", self.publisher)
+
+    async def publish(self, events: list[OutboxEvent]) -> int:
+        return await publish_queued(self.pool, "eligibility.outbox", self.publisher, events)
 
 
 class EligibilityRepository:

@@ -55,7 +55,7 @@ from sais_shared.events import (
     record_digest_part,
     stable_id,
 )
-from sais_shared.ports import Clock, Keys, Outbox
+from sais_shared.ports import Clock, Keys
 from sais_shared.protocol import Protocol
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
 from sais_shared.schoolyear import (
@@ -69,7 +69,7 @@ from ..domain.cohort import CohortEntry, Finding, FindingKey, Held, ReadyExtract
 from ..domain.coverage import Gap, coverage_gaps
 from ..domain.model import Candidate, Record, match, memberships, schools_now, unknown_sex_findings
 from ..domain.rules import Programme, YearRules
-from .ports import OutboxEvent, Repository, UnitOfWork
+from .ports import CohortOutbox, OutboxEvent, Repository, UnitOfWork
 
 log = structlog.get_logger("sais.eligibility")
 
@@ -112,7 +112,7 @@ class EligibilityService(FollowsProtocol):
     keys: Keys
     protocol_ref: ProtocolRef
     rules: dict[str, YearRules]
-    outbox: Outbox
+    outbox: CohortOutbox
     clock: Clock
     releases: Releases = field(default_factory=lambda: Releases())
 
@@ -215,8 +215,9 @@ class EligibilityService(FollowsProtocol):
                     )
             if r.supersedes is not None:
                 subjects.append(r.supersedes)
-        # A chunk's events are published while the next chunk is worked: the outbox's read, the broker's
-        # acknowledgements and the delete wait on servers, not on this process. One flush at a time, in order.
+        # A chunk's events are published while the next chunk is worked: the broker's acknowledgements and
+        # the outbox's delete wait on servers, not on this process. One chunk at a time, in order, from memory:
+        # the outbox holds them only for a stop before they went (flush_outbox, at start and after each walk).
         flushing: asyncio.Future[int] | None = None
         try:
             while True:
@@ -234,11 +235,11 @@ class EligibilityService(FollowsProtocol):
                     await repo.lock_pupils(year, pupils)
                     if why is None:
                         await repo.add_findings(await repo.released_findings(extract_id, pupils))
-                    await self._recompute(repo, year, set(pupils), why=why)
+                    queued = await self._recompute(repo, year, set(pupils), why=why)
                     await repo.set_released_through(extract_id, pupils[-1])
                 if flushing is not None:
                     await flushing
-                flushing = asyncio.ensure_future(self.flush_outbox())
+                flushing = asyncio.ensure_future(self.outbox.publish(queued))
         except BaseException:
             if flushing is not None:  # never left running beside a retry; what it did not publish stays queued
                 await asyncio.gather(flushing, return_exceptions=True)
@@ -308,15 +309,15 @@ class EligibilityService(FollowsProtocol):
         year: str,
         pupil_ids: set[UUID],
         why: str | None = None,
-    ) -> None:
+    ) -> list[OutboxEvent]:
         """Bring the cohort of these children in line with their released, active records; write the
-        outbox. ``why``: a withdrawal's reason."""
+        outbox, and return what it was given. ``why``: a withdrawal's reason."""
         rules = self.rules.get(year)
         if not pupil_ids:
-            return
+            return []
         if rules is None:
             log.warning("eligibility.no_rules", academic_year=year, pupils=len(pupil_ids))
-            return
+            return []
         records, held = await repo.cohort_state(year, pupil_ids)
         keys = await self.keys.get_many({r.key_id for rows in records.values() for r in rows})
         spans = await repo.school_spans({r.school_dfe for rows in records.values() for r in rows})
@@ -339,6 +340,7 @@ class EligibilityService(FollowsProtocol):
         await repo.add_findings(out.findings)
         for (key, change), n in out.changes.items():
             ops.COHORT_EVENTS.labels(key, change).inc(n)
+        return out.outbox
 
     def _recompute_child(
         self,

@@ -15,6 +15,20 @@ from ..domain.model import Candidate, Record, SchoolSpan
 OutboxEvent = tuple[UUID, bytes, str]  # (event id, Kafka key, payload JSON)
 
 
+class CohortOutbox(Protocol):
+    """The cohort events committed with each state change, published after the commit."""
+
+    async def flush(self) -> int:
+        """Publish and remove everything queued, read back from the outbox (what a stop left)."""
+        ...
+
+    async def publish(self, events: list[OutboxEvent]) -> int:
+        """Events just committed to the outbox, published from memory instead of read back: each still queued
+        and not being published by another flush goes, in order, and leaves the outbox; one already gone is
+        skipped. Returns how many went."""
+        ...
+
+
 class Repository(Protocol):
     async def claim_new(self, event_ids: Iterable[UUID]) -> set[UUID]: ...
 
