@@ -67,16 +67,20 @@ class CommonSettings(BaseSettings):
         "under the broker's message.max.bytes (1 MiB)",
     )
     kafka_fetch_max_bytes: int = Field(
-        50 << 20,
+        1 << 20,
         ge=1 << 20,
         le=100 << 20,
-        description="The most a consumer asks the broker for in one fetch (aiokafka's fetch_max_bytes)",
+        description="The most a consumer asks the broker for in one fetch (aiokafka's fetch_max_bytes; its default "
+        "is 50 MiB). What a consumer has fetched and not yet handled is held in memory: with aiokafka's "
+        "defaults a service's memory grew with the size of the extract until that buffer was full "
+        "(docs/performance.md)",
     )
     kafka_partition_fetch_bytes: int = Field(
-        1 << 20,
+        256 * 1024,
         ge=64 * 1024,
         le=16 << 20,
-        description="The most a consumer takes from one partition in one fetch (aiokafka's max_partition_fetch_bytes)",
+        description="The most a consumer takes from one partition in one fetch (aiokafka's max_partition_fetch_bytes; "
+        "its default is 1 MiB)",
     )
     kafka_fetch_max_wait_ms: int = Field(
         2000,
