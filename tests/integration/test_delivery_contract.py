@@ -57,6 +57,18 @@ def added(
     )
 
 
+def withdrawal(pupil: uuid.UUID, revision: int) -> CohortMemberWithdrawn:
+    return CohortMemberWithdrawn(
+        event_id=uuid.uuid4(),
+        occurred_at=JUNE,
+        academic_year="2017/18",
+        programme="flu",
+        pupil_id=pupil,
+        revision=revision,
+        reason="left",
+    )
+
+
 async def apply(uow, *events, sizes=None) -> None:
     async with uow() as tx:
         await tx.members.apply(list(events), sizes or {})
@@ -93,15 +105,7 @@ async def test_the_latest_revision_wins_and_a_child_stays_in_the_window_it_came_
         [member] = [m async for m in tx.members.by_school("2017/18", JULY) if m.pupil_id == ada]
     assert (n, n_after, december[0]) == (2, 2, 0) and changed != content
     assert (member.revision, member.year_group, member.source) == (3, "1", "autumn-census")
-    withdrawn = CohortMemberWithdrawn(
-        event_id=uuid.uuid4(),
-        occurred_at=JUNE,
-        academic_year="2017/18",
-        programme="flu",
-        pupil_id=bea,
-        revision=2,
-        reason="left",
-    )
+    withdrawn = withdrawal(bea, 2)
     await apply(uow, withdrawn)
     async with uow() as tx:
         assert (await tx.members.window_content("2017/18", JULY))[0] == 1
@@ -113,17 +117,6 @@ async def test_the_latest_revision_wins_and_a_child_stays_in_the_window_it_came_
 async def test_a_withdrawal_withdraws_only_a_member_held_at_an_older_revision(uow):
     held, never = uuid.uuid4(), uuid.uuid4()
     await apply(uow, added(held, 1))
-
-    def withdrawal(pupil, revision):
-        return CohortMemberWithdrawn(
-            event_id=uuid.uuid4(),
-            occurred_at=JUNE,
-            academic_year="2017/18",
-            programme="flu",
-            pupil_id=pupil,
-            revision=revision,
-            reason="left",
-        )
 
     # one never held (a replay after retention deleted it, say), one not newer than the member held
     await apply(uow, withdrawal(never, 2), withdrawal(held, 1))
