@@ -73,8 +73,7 @@ async def insert_rows(
     array columns travel as text: JSON, or an array literal such as :func:`array_literal` writes); ``tail``: an ``ON CONFLICT`` clause. Rows that an ``ON CONFLICT DO UPDATE``
     could reach twice must come in separate calls (see :func:`rounds`)."""
     if rows:
-        columns_of = [list(c) for c in zip(*rows, strict=True)]
-        await conn.execute(_insert_sql(table, tuple(columns), tuple(types), tail), *columns_of)
+        await conn.execute(*_insert_args(table, columns, types, rows, tail))
 
 
 async def insert_rows_returning(
@@ -87,10 +86,14 @@ async def insert_rows_returning(
 ) -> list[Any]:
     """:func:`insert_rows`, giving back the first column of every row its ``tail`` returns
     (``ON CONFLICT DO NOTHING RETURNING id``: the rows stored now)."""
-    if not rows:
-        return []
-    columns_of = [list(c) for c in zip(*rows, strict=True)]
-    return [r[0] for r in await conn.fetch(_insert_sql(table, tuple(columns), tuple(types), tail), *columns_of)]
+    return [r[0] for r in await conn.fetch(*_insert_args(table, columns, types, rows, tail))] if rows else []
+
+
+def _insert_args(
+    table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]], tail: str
+) -> list[Any]:
+    """The statement and its arrays, one per column, for :func:`insert_rows` and :func:`insert_rows_returning`."""
+    return [_insert_sql(table, tuple(columns), tuple(types), tail), *(list(c) for c in zip(*rows, strict=True))]
 
 
 def array_literal(values: Iterable[object]) -> str:
