@@ -103,10 +103,13 @@ class _Members:
         rows = [m for m in self.s.members.values() if m["academic_year"] == academic_year]
         return [m for m in rows if m["status"] == "active" and m["window_source"] in sources]
 
-    async def window_content(self, academic_year: str, sources: Sequence[str]) -> tuple[int, str]:
+    async def window_size(self, academic_year: str, sources: Sequence[str]) -> int:
+        return len(self._window(academic_year, sources))
+
+    def _content(self, academic_year: str, sources: Sequence[str]) -> str:
         rows = sorted(self._window(academic_year, sources), key=lambda m: (m["programme_key"], str(m["pupil_id"])))
         text = "\n".join(f"{m['programme_key']}|{m['pupil_id']}|{m['revision']}" for m in rows)
-        return len(rows), hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(text.encode()).hexdigest()
 
     async def extracts_received_before(self, academic_year: str, sources: Sequence[str], before: datetime) -> list[str]:
         rows = self._window(academic_year, sources)
@@ -122,7 +125,7 @@ class _Members:
 
     async def summary(self, academic_year: str, sources: Sequence[str]) -> WindowSummary:
         rows = self._window(academic_year, sources)
-        _, content = await self.window_content(academic_year, sources)
+        content = self._content(academic_year, sources)
         counts: dict[str, int] = {}
         for m in rows:
             counts[m["programme_key"]] = counts.get(m["programme_key"], 0) + 1

@@ -297,13 +297,10 @@ class PgMembers:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def window_content(self, academic_year: str, sources: Sequence[str]) -> tuple[int, str]:
-        r = await self.conn.fetchrow(
-            f"SELECT count(*) AS n, {CONTENT_SHA256} AS content FROM delivery.members WHERE {WINDOW_MEMBERS}",
-            academic_year,
-            list(sources),
+    async def window_size(self, academic_year: str, sources: Sequence[str]) -> int:
+        return await self.conn.fetchval(
+            f"SELECT count(*) FROM delivery.members WHERE {WINDOW_MEMBERS}", academic_year, list(sources)
         )
-        return r["n"], r["content"]
 
     async def extracts_received_before(self, academic_year: str, sources: Sequence[str], before: datetime) -> list[str]:
         rows = await self.conn.fetch(
@@ -346,7 +343,7 @@ class PgMembers:
         )
         return WindowSummary(
             stats["content"],
-            sorted(stats["key_ids"], key=str),
+            sorted(stats["key_ids"] or [], key=str),  # none in an empty window
             [r["x"] for r in extracts],
             {r["programme_key"]: r["n"] for r in counts},
         )

@@ -16,7 +16,6 @@ from uuid import UUID
 
 import structlog
 from sais_shared import ops
-from sais_shared.events import stable_id
 from sais_shared.ports import Clock, Keys
 from sais_shared.protocol import normalise_address
 from sais_shared.protocol_registry import FollowsProtocol, ProtocolRef
@@ -115,19 +114,20 @@ class DeliveryService(FollowsProtocol):
             return await send_parts(self, pending.batch_id, actor)
         limit = stale_before(self.clock.now(), self.protocol.staleness_months)
         async with self.uow() as tx:
-            n, content = await tx.members.window_content(academic_year, sources)
+            n = await tx.members.window_size(academic_year, sources)
             stale = await tx.members.extracts_received_before(academic_year, sources, limit)
             last = await tx.batches.last_sent(window, academic_year, recipient)
             installation = await tx.installation_id()
         if not n:
             raise NothingToDeliverError(f"no cohort records for the {window} window of {academic_year}")
         await self._enforce(stale_refusal(stale, self.protocol.staleness_months), actor, f"window:{window}")
-        if last and last.content_sha256 == content:
+        # The window's content, the batch's id and its plan come from one snapshot (plan_batch): the content
+        # is computed once, and the id always names the members the batch holds.
+        batch_id = await plan_batch(self, installation, window, academic_year, recipient, last, actor)
+        if batch_id is None:
+            assert last is not None
             log.info("batch.already_sent", batch_id=str(last.batch_id))
             return await self.result(last.batch_id, already_sent=True)
-        batch_id = stable_id("batch", installation, window, academic_year, recipient, content)
-        self.smime_factory(recipient)  # certificate problems refuse before anything is recorded
-        await plan_batch(self, batch_id, window, academic_year, recipient, last.batch_id if last else None, actor)
         self.fault("after-prepare")
         return await send_parts(self, batch_id, actor)
 

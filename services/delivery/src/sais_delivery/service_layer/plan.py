@@ -10,8 +10,10 @@ from uuid import UUID
 
 import structlog
 from sais_shared.crypto import DataKey
+from sais_shared.events import stable_id
 
 from ..domain.batch import Batch, planned
+from ..domain.errors import NothingToDeliverError
 from ..domain.member import Member
 from ..domain.parts import SchoolLoad, csv_budget, plan_parts
 from .steps import open_row, row_size
@@ -43,26 +45,34 @@ async def school_loads(
 
 async def plan_batch(
     svc: DeliveryService,
-    batch_id: UUID,
+    installation: UUID,
     window: str,
     academic_year: str,
     recipient: str,
-    replaces: UUID | None,
+    last: Batch | None,
     actor: str,
-) -> None:
+) -> UUID | None:
+    """The batch of a window's members now, planned and recorded; its id (one the same content always gets).
+    None when ``last`` (the batch last sent to ``recipient``) already holds exactly this content."""
     win, protocol = svc.protocol.transfer.window(window), svc.protocol
     async with svc.uow(snapshot=True) as tx:
+        s = await tx.members.summary(academic_year, win.sources)
+        if not sum(s.counts.values()):
+            raise NothingToDeliverError(f"no cohort records for the {window} window of {academic_year}")
+        if last and last.content_sha256 == s.content_sha256:
+            return None
+        batch_id = stable_id("batch", installation, window, academic_year, recipient, s.content_sha256)
+        svc.smime_factory(recipient)  # certificate problems refuse before anything is recorded
         loads = await tx.members.school_loads(academic_year, win.sources, with_mavis=win.mavis_cohort_import)
         if loads is None:  # a member stored unmeasured (before sizes were kept, or it did not open)
             keys = await svc.keys.get_many(await tx.members.key_ids(academic_year, win.sources))
             members = tx.members.by_school(academic_year, win.sources)
             loads = await school_loads(members, keys, with_mavis=win.mavis_cohort_import)
         segments = [[g.as_json() for g in part] for part in plan_parts(loads, csv_budget(svc.max_message_bytes))]
-        s = await tx.members.summary(academic_year, win.sources)
-        now = svc.clock.now()
+        now, replaces = svc.clock.now(), last.batch_id if last else None
         batch = planned(batch_id, window, academic_year, recipient, s, protocol, now, replaces, segments)
         if not await tx.batches.add(batch, win.sources):
-            return
+            return batch_id  # planned meanwhile by another send: it resumes that one
         gaps = await tx.members.coverage_gaps(academic_year, protocol.id, protocol.version)
         details = {"recipient": recipient, "parts": batch.part_count, "max_message_bytes": svc.max_message_bytes}
         await tx.audit(
@@ -77,6 +87,7 @@ async def plan_batch(
             protocol_version=protocol.version,
             gaps=gaps,
         )
+    return batch_id
 
 
 def prepared_details(batch: Batch, gaps: list[str] | None) -> dict[str, Any]:

@@ -66,8 +66,8 @@ class Batches(Protocol):
 
 
 class Members(Protocol):
-    async def window_content(self, academic_year: str, sources: Sequence[str]) -> tuple[int, str]:
-        """(members, content fingerprint) of a window now: a batch is the same batch exactly when this is."""
+    async def window_size(self, academic_year: str, sources: Sequence[str]) -> int:
+        """How many members a window has now (its content's fingerprint is the plan's: :meth:`summary`)."""
         ...
 
     async def extracts_received_before(
