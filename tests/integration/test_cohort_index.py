@@ -55,7 +55,7 @@ async def test_the_cohort_read_uses_its_index_and_reads_as_much_at_ten_times_the
     for plan in (small, large):
         kinds = {(n["Node Type"], n.get("Relation Name")) for n in _nodes(plan)}
         assert ("Seq Scan", "cohort") not in kinds, kinds
-        assert any(n.get("Index Name") == "cohort_pupil" for n in _nodes(plan)), kinds
+        assert any(n.get("Index Name") == "cohort_pkey" for n in _nodes(plan)), kinds
         assert plan["Actual Rows"] == 3 * children  # each child's 3 programmes in 2017/18
     assert _buffers(large) < 2 * _buffers(small), (_buffers(small), _buffers(large))
 
@@ -173,42 +173,3 @@ async def test_a_release_walk_meets_every_child_of_an_extract_and_the_one_it_sup
         await conn.close()
     expected = sorted({*range(1, 51), *range(3, 80, 3)})
     assert seen == [uuid.UUID(f"{i:032x}") for i in expected]
-
-
-async def test_a_release_chunk_reads_its_childrens_records_by_the_pupil_index_as_the_extract_grows(settings_env):
-    """A chunk's read of its 2,000 children's records (``COHORT_RECORDS``) probes the pupil index once a child,
-    and reads as much at ten times the size."""
-    from sais_eligibility.adapters.repository import COHORT_RECORDS
-
-    conn = await asyncpg.connect(settings_env["SAIS_DATABASE_URL"])
-    a = uuid.uuid4()
-    plans = []
-    try:
-        await conn.execute(
-            "INSERT INTO eligibility.extracts (extract_id, source, reference_date, academic_year, key_id, released_at) "
-            "VALUES ($1, 'summer-census', '2017-05-18', '2017/18', $1, now())",
-            a,
-        )
-        for size in (10_000, 100_000):
-            await conn.execute("DELETE FROM eligibility.records WHERE extract_id = $1", a)
-            await _records(conn, a, range(1, size + 1), shuffled=True)
-            await conn.execute("ANALYZE eligibility.records")
-            chunk = await conn.fetch(  # a walk's chunk: the next 2,000 children in pupil order
-                "SELECT pupil_id FROM eligibility.records WHERE extract_id = $1 AND pupil_id > $2 ORDER BY pupil_id "
-                "LIMIT 2000",
-                a,
-                uuid.UUID(int=2**127),
-            )
-            [row] = await conn.fetch(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {COHORT_RECORDS}", [r["pupil_id"] for r in chunk]
-            )
-            plans.append(json.loads(row[0])[0]["Plan"])
-    finally:
-        await conn.close()
-    for plan in plans:
-        kinds = {(n["Node Type"], n.get("Relation Name")) for n in _nodes(plan)}
-        assert ("Seq Scan", "records") not in kinds, kinds
-        assert {n.get("Index Name") for n in _nodes(plan) if "Index" in n["Node Type"]} == {"records_pupil"}
-        assert plan["Actual Rows"] == 2000
-    small, large = plans
-    assert _buffers(large) < 2 * _buffers(small), (_buffers(small), _buffers(large))

@@ -22,15 +22,18 @@ from ..domain.model import RECORD_COLUMNS, Candidate, Record, SchoolSpan
 from ..service_layer.ports import OutboxEvent
 
 _record_row = attrgetter(*RECORD_COLUMNS)
-# A walk's chunk reads its 2,000 children one index probe each (``LATERAL … OFFSET 0``, which PostgreSQL does not
-# flatten into a join). Asked as ``pupil_id = ANY($1)``, or as a plain join, PostgreSQL planned the cohort's read
-# as a sequential scan of the whole year (a hash join, or a parallel scan), a chunk's read growing with the
-# table: 30-40 ms a chunk at 100,000 pupils against 5-7 by the index (issue 28; tests/integration/test_cohort_index.py).
-COHORT_RECORDS = (  # the released, active records of some children, as Records
-    f"SELECT {', '.join('r.' + c for c in RECORD_COLUMNS)} FROM unnest($1::uuid[]) p(pupil_id), LATERAL "
-    "(SELECT * FROM eligibility.records r WHERE r.pupil_id = p.pupil_id AND r.active OFFSET 0) r JOIN eligibility.extracts e "
-    "USING (extract_id) WHERE e.status = 'completed' AND e.released_at IS NOT NULL"
+COHORT_RECORDS = (  # the released, active records of some children, as Records (a bitmap scan of records_pupil)
+    f"SELECT {', '.join('r.' + c for c in RECORD_COLUMNS)} FROM eligibility.records r JOIN eligibility.extracts e "
+    "USING (extract_id) WHERE r.pupil_id = ANY($1) AND r.active AND e.status = 'completed' AND e.released_at IS NOT NULL"
 )
+# A walk's chunk reads its 2,000 children's memberships one index probe each (``LATERAL … OFFSET 0``, which
+# PostgreSQL does not flatten into a join). Asked as ``pupil_id = ANY($2)``, or as a plain join, PostgreSQL
+# planned it as a sequential scan of the whole year (a parallel scan, or a hash join), a chunk's read growing
+# with the table: 31-37 ms a chunk at 100,000 pupils in the pipeline, against 6.4-7.1 ms by the index
+# (issue 28; tests/integration/test_cohort_index.py). The records' read stays as it was: in the pipeline
+# PostgreSQL reads it from the pupil index as a bitmap, each table page once, and the same read as a probe per
+# child took longer there (96-165 ms a chunk against 65-83, two runs each; a chunk of a lone extract of
+# 100,000 children may still be read by a sequential scan, which EXPLAIN shows and no run has timed).
 COHORT_HELD = (  # the memberships of some children of a year ($1), as last published
     "SELECT c.programme, c.pupil_id, c.status, c.fingerprint, c.revision FROM unnest($2::uuid[]) p(pupil_id), "
     "LATERAL (SELECT * FROM eligibility.cohort c WHERE c.academic_year = $1 AND c.pupil_id = p.pupil_id OFFSET 0) c"
