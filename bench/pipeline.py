@@ -501,15 +501,16 @@ class Run:
         self.stop()
         return {"files": files, "rows": rows, "total_s": total, "batches": results, "walks": walks}
 
-    def walks(self, t0: float) -> list[tuple[str, float, float, float]]:
-        """Each extract's release walk, in seconds from the first file: (source, completed, released,
-        reconciled). A walk waits for the one before it (one releaser), and they are the run's critical path."""
+    def walks(self, t0: float) -> list[tuple[str, float, float]]:
+        """Each extract's release walk, in seconds from the first file: (source, released, reconciled). One
+        releaser walks one extract at a time, so a walk can wait for the one before it; together they are most
+        of the run's critical path."""
         rows = self.query(
-            "SELECT coalesce(json_agg(json_build_array(source, extract(epoch FROM completed_at), "
-            "extract(epoch FROM released_at), extract(epoch FROM reconciled_at)) ORDER BY released_at), '[]')::text "
-            "FROM eligibility.extracts WHERE released_at IS NOT NULL"
+            "SELECT coalesce(json_agg(json_build_array(source, extract(epoch FROM released_at), "
+            "extract(epoch FROM reconciled_at)) ORDER BY released_at), '[]')::text "
+            "FROM eligibility.extracts WHERE released_at IS NOT NULL AND reconciled_at IS NOT NULL"
         )
-        return [(src, c - t0, r - t0, e - t0) for src, c, r, e in json.loads(rows or "[]") if None not in (c, r, e)]
+        return [(src, r - t0, e - t0) for src, r, e in json.loads(rows or "[]")]
 
     def check(self, files: dict, batches: dict) -> tuple[dict, list[int], bool]:
         """Open every part with openssl; count each programme's rows; every Message-ID exactly once."""
@@ -612,10 +613,7 @@ def main() -> None:
         print("      " + ", ".join(f"{k} {v:.2f}" for v, k in top))
     print(
         "release walks (s from the first file): "
-        + "; ".join(
-            f"{src} completed {c:.1f}, released {rel:.1f}, walked {end - rel:.1f} s"
-            for src, c, rel, end in out["walks"]
-        )
+        + "; ".join(f"{src} released {rel:.1f}, walked {end - rel:.1f} s" for src, rel, end in out["walks"])
     )
     print_cpu("pipeline", r.cpu, ingested)
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
