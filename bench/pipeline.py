@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -184,6 +185,57 @@ def server_pids(lay) -> dict[str, int]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             pids[name] = int(f.read_text().split()[0])
     return pids
+
+
+class PgRoles:
+    """PostgreSQL's CPU seconds by what its processes serve: the backends of each login role (a service's,
+    the CLIs' under it), autovacuum, and the server's own background processes. A thread reads each of the
+    postmaster's children every ``every_s`` and keeps the last reading of each: a backend that ended between
+    two readings loses what it spent since the last one, which the bench prints as unattributed."""
+
+    def __init__(self, postmaster: int, every_s: float = 0.25) -> None:
+        self.postmaster, self.every_s = postmaster, every_s
+        self.start = {pid: cpu for pid, (_, cpu) in self._read().items()}
+        self.seen: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and (f := _stat(int(d.name))) and int(f[1]) == self.postmaster:
+                with contextlib.suppress(OSError):
+                    title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    out[int(d.name)] = (pg_role(title), sum(int(x) for x in f[11:13]) / CLOCK_TICK)
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.seen |= self._read()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds by role since the sampler started."""
+        self._stop.set()
+        self._thread.join()
+        self.seen |= self._read()
+        out: dict[str, float] = {}
+        for pid, (role, cpu) in self.seen.items():
+            out[role] = out.get(role, 0.0) + cpu - self.start.get(pid, 0.0)
+        return out
+
+
+def pg_role(title: str) -> str:
+    """What a PostgreSQL process serves, from its title: ``postgres: sais_eligibility bench_x 127.0.0.1(5) idle``
+    is the role's backend; ``postgres: autovacuum worker bench_x`` autovacuum; the rest the server's own."""
+    words = title.removeprefix("postgres: ").split()
+    if not words:
+        return "server"
+    if words[0] == "autovacuum":
+        return "autovacuum"
+    if len(words) >= 3 and (words[2] == "[local]" or words[2].endswith(")")):  # role, database, client (port)
+        return words[0]
+    return "server"
 
 
 def busy_s() -> float:
@@ -401,6 +453,7 @@ class Run:
         if before is not None:
             before(sum(rows.values()))
         self.server_start = {k: tree_cpu_s(pid) for k, pid in server_pids(self.lay).items()}
+        self.pg_roles = PgRoles(server_pids(self.lay)["PostgreSQL"])
         names = [*SERVICES, *(f"eligibility#{i}" for i in range(2, self.instances + 1))]
         self.timed(
             "start the four services",
@@ -587,6 +640,7 @@ def main() -> None:
         out = r.run(before=None if a.no_baseline else baseline)
         servers = server_pids(lay)  # (the broker's pid is another after --faults restarted it)
         r.cpu |= {k: r.server_carry.get(k, 0.0) + tree_cpu_s(pid) - r.server_start[k] for k, pid in servers.items()}
+        pg_roles = r.pg_roles.stop()
         delivered, sizes, exact = r.check(out["files"], out["batches"])
         ingested = sum(out["rows"].values())
         if not a.no_baseline:
@@ -616,6 +670,14 @@ def main() -> None:
         + "; ".join(f"{src} released {rel:.1f}, walked {end - rel:.1f} s" for src, rel, end in out["walks"])
     )
     print_cpu("pipeline", r.cpu, ingested)
+    rest = r.cpu.get("PostgreSQL", 0.0) - sum(pg_roles.values())
+    print(
+        "  PostgreSQL by what it served: "
+        + ", ".join(
+            f"{k} {v:.1f} s ({v * 1e6 / ingested:.0f} µs)" for k, v in sorted(pg_roles.items(), key=lambda kv: -kv[1])
+        )
+        + f"; unattributed (processes that ended between readings) {rest:.1f} s"
+    )
     print("peak RSS (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.peak_mb.items())))
     print(f"messages: {len(sizes)}; sizes (bytes) {sizes}; largest {max(sizes):,}")
     print(f"delivered per programme {delivered}; equals the independent count: {exact}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sais_delivery.adapters.store import MEMBER_COLUMNS, MEMBER_TYPES
 from sais_delivery.app import WIRING as DELIVERY
-from sais_eligibility.adapters.repository import RECORD_TYPES
+from sais_eligibility.adapters.repository import COHORT_COLUMNS, COHORT_TYPES, RECORD_TYPES
 from sais_eligibility.app import WIRING as ELIGIBILITY
 from sais_eligibility.domain.model import RECORD_COLUMNS
 
@@ -32,9 +32,10 @@ async def _types(pool, table: str, columns) -> tuple[str, ...]:
     "wiring, table, columns, types",
     [
         (ELIGIBILITY, "eligibility.records", RECORD_COLUMNS, RECORD_TYPES),
+        (ELIGIBILITY, "eligibility.cohort", COHORT_COLUMNS, COHORT_TYPES),
         (DELIVERY, "delivery.members", MEMBER_COLUMNS, MEMBER_TYPES),
     ],
-    ids=["records", "members"],
+    ids=["records", "cohort", "members"],
 )
 async def test_each_column_travels_as_its_table_types_it(settings_env, wiring, table, columns, types):
     async with service_pool(wiring.migrations) as pool:

@@ -89,11 +89,65 @@ async def insert_rows_returning(
     return [r[0] for r in await conn.fetch(*_insert_args(table, columns, types, rows, tail))] if rows else []
 
 
+async def insert_new_rows(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+) -> None:
+    """:func:`insert_rows` for rows that are new as a rule (a record, an outbox event, a first membership):
+    they go by :func:`copy_new_rows`, and only when one of them is there already (an event delivered again)
+    by :func:`insert_rows` with ``tail``, its ``ON CONFLICT`` clause. Array columns come as lists."""
+    if rows and not await copy_new_rows(conn, table, columns, rows):
+        await insert_rows(conn, table, columns, types, rows, tail)
+
+
+async def insert_new_rows_returning(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+) -> list[Any]:
+    """:func:`insert_new_rows`, giving back the first column of the rows stored now: all of them when the COPY
+    took them, else what ``tail`` (``ON CONFLICT DO NOTHING RETURNING id``) returns."""
+    if not rows:
+        return []
+    if await copy_new_rows(conn, table, columns, rows):
+        return [r[0] for r in rows]
+    return await insert_rows_returning(conn, table, columns, types, rows, tail)
+
+
+async def copy_new_rows(
+    conn: asyncpg.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> bool:
+    """Rows by one binary COPY, in a savepoint of the caller's transaction. Measured against the INSERT of
+    unnested arrays that :func:`insert_rows` sends, on eligibility's records (five indexes, 600 rows a
+    statement): 21-24 µs of PostgreSQL's CPU a row against 24-30, and 6 µs of the client's against 10-12
+    (issue 28). COPY has no ``ON CONFLICT``: if a row is there already (a unique violation), the savepoint
+    is rolled back, nothing of them is written, and it returns False."""
+    schema, _, name = table.rpartition(".")
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(name, schema_name=schema or None, columns=list(columns), records=rows)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
 def _insert_args(
     table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]], tail: str
 ) -> list[Any]:
-    """The statement and its arrays, one per column, for :func:`insert_rows` and :func:`insert_rows_returning`."""
-    return [_insert_sql(table, tuple(columns), tuple(types), tail), *(list(c) for c in zip(*rows, strict=True))]
+    """The statement and its arrays, one per column, for :func:`insert_rows` and :func:`insert_rows_returning`.
+    An array column's values may be lists (as COPY takes them): they travel as their literals."""
+    arrays = [list(c) for c in zip(*rows, strict=True)]
+    for i, t in enumerate(types):
+        if t.endswith("[]"):
+            arrays[i] = [array_literal(v) if isinstance(v, list | tuple) else v for v in arrays[i]]
+    return [_insert_sql(table, tuple(columns), tuple(types), tail), *arrays]
 
 
 def array_literal(values: Iterable[object]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from sais_shared.db import array_literal, insert_rows, rounds
+from sais_shared.db import insert_new_rows, insert_rows, rounds
 from sais_shared.events import CohortMemberAdded, CohortMemberWithdrawn, CoverageChecked
 from sais_shared.keystore import audit
 from sais_shared.outbox import flush_outbox
@@ -125,7 +125,7 @@ def _batch(r: asyncpg.Record, parts: list[asyncpg.Record]) -> Batch:
 def _member_row(e: CohortMemberAdded, size: RowSize | None) -> tuple[Any, ...]:
     head = (e.academic_year, e.programme, e.dose, e.pupil_id)
     clear = (e.school_dfe, e.school_name, e.year_group, e.gender, e.source, e.reference_date, e.received_at)
-    sealed = (array_literal(e.extract_ids), e.personal.key_id, e.personal.model_dump_json())
+    sealed = (e.extract_ids, e.personal.key_id, e.personal.model_dump_json())
     sized = (size.csv_bytes, size.mavis_bytes) if size else (None, None)
     return (*head, "active", e.revision, *clear, *sealed, e.source, *sized)
 
@@ -394,8 +394,13 @@ class PgMembers:
         # in revision order, a round per revision of the same child (two statements each): "latest wins" and
         # the window a child first came in through stay exact
         for batch in rounds(sorted(events, key=lambda e: e.revision), _member_key):
-            added = [_member_row(e, sizes.get(e.event_id)) for e in batch if isinstance(e, CohortMemberAdded)]
-            await insert_rows(self.conn, "delivery.members", MEMBER_COLUMNS, MEMBER_TYPES, added, UPSERT)
+            added = [e for e in batch if isinstance(e, CohortMemberAdded)]
+            for insert, events in (  # a first revision is new as a rule (COPY), unless it came again
+                (insert_new_rows, [e for e in added if e.revision == 1]),
+                (insert_rows, [e for e in added if e.revision != 1]),
+            ):
+                rows = [_member_row(e, sizes.get(e.event_id)) for e in events]
+                await insert(self.conn, "delivery.members", MEMBER_COLUMNS, MEMBER_TYPES, rows, UPSERT)
             if withdrawn := [(*_member_key(e), e.revision) for e in batch if isinstance(e, CohortMemberWithdrawn)]:
                 await self.conn.execute(WITHDRAW, *map(list, zip(*withdrawn, strict=True)))
 

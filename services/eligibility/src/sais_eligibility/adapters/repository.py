@@ -11,7 +11,7 @@ from operator import attrgetter
 from uuid import UUID
 
 import asyncpg
-from sais_shared.db import insert_rows, insert_rows_returning, rounds
+from sais_shared.db import insert_new_rows, insert_new_rows_returning, insert_rows, rounds
 from sais_shared.events import ExtractCompleted, ExtractFailed
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import destroyed_among
@@ -41,6 +41,12 @@ COHORT_HELD = (  # the memberships of some children of a year ($1), as last publ
 PUPIL_ID = RECORD_COLUMNS.index("pupil_id")
 COHORT_COLUMNS = tuple(CohortEntry.__dataclass_fields__)
 _cohort_row = attrgetter(*COHORT_COLUMNS)
+COHORT_TYPES = ("text", "text", "uuid", "int", "text", "text", "int", "uuid", "text", "text", "text")
+COHORT_UPSERT = (
+    "ON CONFLICT (academic_year, programme, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
+    "fingerprint=EXCLUDED.fingerprint, revision=EXCLUDED.revision, record_id=EXCLUDED.record_id, "
+    "school_dfe=EXCLUDED.school_dfe, year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, updated_at=now()"
+)
 _withdrawal_row = attrgetter(*Withdrawal.__dataclass_fields__)
 FINDING_COLUMNS = tuple(Finding.__dataclass_fields__)
 _finding_row = attrgetter(*FINDING_COLUMNS)
@@ -164,7 +170,7 @@ class EligibilityRepository:
     async def add_records(self, records: list[Record]) -> set[UUID]:
         """Held records (in no cohort until their extract is released); a record stored before is kept as it
         was. The ids of those stored now."""
-        stored = await insert_rows_returning(
+        stored = await insert_new_rows_returning(  # new as a rule: COPY, unless an event came again
             self.conn,
             "eligibility.records",
             RECORD_COLUMNS,
@@ -321,18 +327,20 @@ class EligibilityRepository:
         self, upserts: list[CohortEntry], withdrawals: list[Withdrawal], outbox: list[OutboxEvent]
     ) -> None:
         """Memberships, withdrawals and their events, in the caller's transaction (each child and programme
-        once: one recompute decides each membership once)."""
-        await insert_rows(
-            self.conn,
-            "eligibility.cohort",
-            COHORT_COLUMNS,
-            ("text", "text", "uuid", "int", "text", "text", "int", "uuid", "text", "text", "text"),
-            [_cohort_row(u) for u in upserts],
-            "ON CONFLICT (academic_year, programme, pupil_id) DO UPDATE SET status=EXCLUDED.status, "
-            "fingerprint=EXCLUDED.fingerprint, revision=EXCLUDED.revision, record_id=EXCLUDED.record_id, "
-            "school_dfe=EXCLUDED.school_dfe, year_group=EXCLUDED.year_group, gender=EXCLUDED.gender, "
-            "updated_at=now()",
-        )
+        once: one recompute decides each membership once). A first revision is a membership not held before
+        (the chunk read what is held under its children's locks), so those go by COPY."""
+        for insert, entries in (
+            (insert_new_rows, [u for u in upserts if u.revision == 1]),
+            (insert_rows, [u for u in upserts if u.revision != 1]),
+        ):
+            await insert(
+                self.conn,
+                "eligibility.cohort",
+                COHORT_COLUMNS,
+                COHORT_TYPES,
+                [_cohort_row(u) for u in entries],
+                COHORT_UPSERT,
+            )
         if withdrawals:
             await self.conn.execute(
                 "UPDATE eligibility.cohort c SET status='withdrawn', revision=w.revision, updated_at=now() "
@@ -344,7 +352,7 @@ class EligibilityRepository:
 
     async def queue_events(self, outbox: list[OutboxEvent]) -> None:
         """(event id, key, payload) into the outbox, in order, in the caller's transaction; an id queued twice once."""
-        await insert_rows(
+        await insert_new_rows(
             self.conn,
             "eligibility.outbox",
             ("event_id", "key", "payload"),

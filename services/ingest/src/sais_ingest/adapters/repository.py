@@ -8,6 +8,7 @@ from datetime import date
 from uuid import UUID
 
 import asyncpg
+from sais_shared.db import insert_new_rows_returning
 from sais_shared.keystore import AuditEntry, audit, write_audit
 
 from ..domain.extracts import (
@@ -170,16 +171,16 @@ class ExtractRepository:
         if not fresh:
             return repeats
         async with self.pool.acquire() as conn, conn.transaction():
-            inserted = {
-                r[0]
-                for r in await conn.fetch(  # a content already indexed (an earlier chunk's row) is not inserted
-                    "INSERT INTO ingest.row_index(extract_id, row_number, child_key, content_key) "
-                    "SELECT $1, n, c, k FROM unnest($2::int[], $3::text[], $4::text[]) u(n, c, k) "
+            inserted = set(  # a content already indexed (an earlier chunk's row) is not inserted
+                await insert_new_rows_returning(
+                    conn,
+                    "ingest.row_index",
+                    ("row_number", "extract_id", "child_key", "content_key"),
+                    ("int", "uuid", "text", "text"),
+                    [(n, extract_id, c, k) for n, c, k in fresh],
                     "ON CONFLICT DO NOTHING RETURNING row_number",
-                    extract_id,
-                    *map(list, zip(*fresh, strict=True)),
                 )
-            }
+            )
             if later := [r for r in fresh if r[0] not in inserted]:  # rare: repeats of an earlier chunk's row
                 for r in await conn.fetch(
                     "SELECT u.n, i.row_number FROM unnest($2::int[], $3::text[]) u(n, k) "
