@@ -82,3 +82,16 @@ async def test_returning_gives_the_rows_stored_now(conn):
     assert sorted(again) == sorted(r[0] for r in more)  # a row twice in one statement, too, is stored once
     assert len(await _table(conn)) == 4
     assert await insert_new_rows_returning(conn, TABLE, COLUMNS, TYPES, [], "ON CONFLICT DO NOTHING RETURNING id") == []
+
+
+async def test_one_savepoint_name_serves_every_copy_of_a_transaction_and_none_is_needed_outside_one(conn):
+    first = _rows(1)
+    assert await copy_new_rows(conn, TABLE, COLUMNS, first)  # no transaction: the COPY alone
+    assert not await copy_new_rows(conn, TABLE, COLUMNS, [*_rows(2), first[0]])  # and all or nothing
+    ok = _rows(2)
+    async with conn.transaction():
+        assert not await copy_new_rows(conn, TABLE, COLUMNS, [*_rows(1), first[0]])
+        assert await copy_new_rows(conn, TABLE, COLUMNS, ok)
+        assert not await copy_new_rows(conn, TABLE, COLUMNS, [first[0]])
+    assert set(await _table(conn)) == {r[0] for r in [*first, *ok]}
+    assert not conn.is_in_transaction()

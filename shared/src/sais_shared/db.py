@@ -128,13 +128,21 @@ async def copy_new_rows(
     unnested arrays that :func:`insert_rows` sends, on eligibility's records (five indexes, 600 rows a
     statement): 21-24 µs of PostgreSQL's CPU a row against 24-30, and 6 µs of the client's against 10-12
     (issue 28). COPY has no ``ON CONFLICT``: if a row is there already (a unique violation), the savepoint
-    is rolled back, nothing of them is written, and it returns False."""
+    is rolled back, nothing of them is written, and it returns False. The savepoint has one name, not
+    asyncpg's numbered ones, each of which would be a statement of its own in ``pg_stat_statements``. Outside
+    a transaction the COPY alone is all or nothing."""
     schema, _, name = table.rpartition(".")
+    savepoint = conn.is_in_transaction()
+    if savepoint:
+        await conn.execute("SAVEPOINT sais_copy")
     try:
-        async with conn.transaction():
-            await conn.copy_records_to_table(name, schema_name=schema or None, columns=list(columns), records=rows)
+        await conn.copy_records_to_table(name, schema_name=schema or None, columns=list(columns), records=rows)
     except asyncpg.UniqueViolationError:
+        if savepoint:
+            await conn.execute("ROLLBACK TO SAVEPOINT sais_copy; RELEASE SAVEPOINT sais_copy")
         return False
+    if savepoint:  # any other failure aborts the caller's transaction, as an INSERT's would
+        await conn.execute("RELEASE SAVEPOINT sais_copy")
     return True
 
 
