@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from sais_shared.db import copy_new_rows, insert_new_rows, insert_new_rows_returning
+from sais_shared.db import copy_new_rows, insert_new_rows
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +73,15 @@ async def test_a_repeat_falls_back_to_the_conflict_clause_for_all_of_them(conn):
 
 async def test_returning_gives_the_rows_stored_now(conn):
     first = _rows(2)
-    stored = await insert_new_rows_returning(conn, TABLE, COLUMNS, TYPES, first, "ON CONFLICT DO NOTHING RETURNING id")
+    stored = await insert_new_rows(conn, TABLE, COLUMNS, TYPES, first, "ON CONFLICT DO NOTHING RETURNING id")
     assert stored == [r[0] for r in first]
     more = _rows(2)
-    again = await insert_new_rows_returning(
+    again = await insert_new_rows(
         conn, TABLE, COLUMNS, TYPES, [first[1], *more, more[0]], "ON CONFLICT DO NOTHING RETURNING id"
     )
     assert sorted(again) == sorted(r[0] for r in more)  # a row twice in one statement, too, is stored once
     assert len(await _table(conn)) == 4
-    assert await insert_new_rows_returning(conn, TABLE, COLUMNS, TYPES, [], "ON CONFLICT DO NOTHING RETURNING id") == []
+    assert await insert_new_rows(conn, TABLE, COLUMNS, TYPES, [], "ON CONFLICT DO NOTHING RETURNING id") == []
 
 
 async def test_one_savepoint_name_serves_every_copy_of_a_transaction_and_none_is_needed_outside_one(conn):

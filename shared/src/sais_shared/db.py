@@ -96,24 +96,12 @@ async def insert_new_rows(
     types: Sequence[str],
     rows: Sequence[Sequence[Any]],
     tail: str,
-) -> None:
+) -> list[Any]:
     """:func:`insert_rows` for rows that are new as a rule (a record, an outbox event, a first membership):
     they go by :func:`copy_new_rows`, and only when one of them is there already (an event delivered again)
-    by :func:`insert_rows` with ``tail``, its ``ON CONFLICT`` clause. Array columns come as lists."""
-    if rows and not await copy_new_rows(conn, table, columns, rows):
-        await insert_rows(conn, table, columns, types, rows, tail)
-
-
-async def insert_new_rows_returning(
-    conn: asyncpg.Connection,
-    table: str,
-    columns: Sequence[str],
-    types: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    tail: str,
-) -> list[Any]:
-    """:func:`insert_new_rows`, giving back the first column of the rows stored now: all of them when the COPY
-    took them, else what ``tail`` (``ON CONFLICT DO NOTHING RETURNING id``) returns."""
+    by :func:`insert_rows_returning` with ``tail``, its ``ON CONFLICT`` clause. Array columns come as lists.
+    Gives back the first column of the rows stored now, where ``tail`` returns it (``ON CONFLICT DO NOTHING
+    RETURNING id``): all of them when the COPY took them, else what ``tail`` returns."""
     if not rows:
         return []
     if await copy_new_rows(conn, table, columns, rows):

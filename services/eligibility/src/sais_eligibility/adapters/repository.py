@@ -11,7 +11,7 @@ from operator import attrgetter
 from uuid import UUID
 
 import asyncpg
-from sais_shared.db import insert_new_rows, insert_new_rows_returning, insert_rows, rounds
+from sais_shared.db import insert_new_rows, insert_rows, rounds
 from sais_shared.events import ExtractCompleted, ExtractFailed
 from sais_shared.kafka import claim_new
 from sais_shared.keystore import destroyed_among
@@ -170,7 +170,7 @@ class EligibilityRepository:
     async def add_records(self, records: list[Record]) -> set[UUID]:
         """Held records (in no cohort until their extract is released); a record stored before is kept as it
         was. The ids of those stored now."""
-        stored = await insert_new_rows_returning(  # new as a rule: COPY, unless an event came again
+        stored = await insert_new_rows(  # new as a rule: COPY, unless an event came again
             self.conn,
             "eligibility.records",
             RECORD_COLUMNS,

@@ -8,7 +8,7 @@ from datetime import date
 from uuid import UUID
 
 import asyncpg
-from sais_shared.db import insert_new_rows_returning
+from sais_shared.db import insert_new_rows
 from sais_shared.keystore import AuditEntry, audit, write_audit
 
 from ..domain.extracts import (
@@ -172,7 +172,7 @@ class ExtractRepository:
             return repeats
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = set(  # a content already indexed (an earlier chunk's row) is not inserted
-                await insert_new_rows_returning(
+                await insert_new_rows(
                     conn,
                     "ingest.row_index",
                     ("row_number", "extract_id", "child_key", "content_key"),
