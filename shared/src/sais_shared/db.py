@@ -70,23 +70,10 @@ async def insert_rows(
 ) -> None:
     """Many rows in one statement (one array per column, unnested in order), where ``executemany``
     would send, plan and run one statement per row. ``types``: each column's SQL type (``jsonb`` and
-    array columns travel as text: JSON, or an array literal such as :func:`array_literal` writes); ``tail``: an ``ON CONFLICT`` clause. Rows that an ``ON CONFLICT DO UPDATE``
+    array columns travel as text: JSON, or an array as a list or as the literal :func:`array_literal` writes); ``tail``: an ``ON CONFLICT`` clause. Rows that an ``ON CONFLICT DO UPDATE``
     could reach twice must come in separate calls (see :func:`rounds`)."""
     if rows:
         await conn.execute(*_insert_args(table, columns, types, rows, tail))
-
-
-async def insert_rows_returning(
-    conn: asyncpg.Connection,
-    table: str,
-    columns: Sequence[str],
-    types: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    tail: str,
-) -> list[Any]:
-    """:func:`insert_rows`, giving back the first column of every row its ``tail`` returns
-    (``ON CONFLICT DO NOTHING RETURNING id``: the rows stored now)."""
-    return [r[0] for r in await conn.fetch(*_insert_args(table, columns, types, rows, tail))] if rows else []
 
 
 async def insert_new_rows(
@@ -99,14 +86,14 @@ async def insert_new_rows(
 ) -> list[Any]:
     """:func:`insert_rows` for rows that are new as a rule (a record, an outbox event, a first membership):
     they go by :func:`copy_new_rows`, and only when one of them is there already (an event delivered again)
-    by :func:`insert_rows_returning` with ``tail``, its ``ON CONFLICT`` clause. Array columns come as lists.
+    by the INSERT of :func:`insert_rows` with ``tail``, its ``ON CONFLICT`` clause. Array columns come as lists.
     Gives back the first column of the rows stored now, where ``tail`` returns it (``ON CONFLICT DO NOTHING
     RETURNING id``): all of them when the COPY took them, else what ``tail`` returns."""
     if not rows:
         return []
     if await copy_new_rows(conn, table, columns, rows):
         return [r[0] for r in rows]
-    return await insert_rows_returning(conn, table, columns, types, rows, tail)
+    return [r[0] for r in await conn.fetch(*_insert_args(table, columns, types, rows, tail))]
 
 
 async def copy_new_rows(
@@ -137,7 +124,7 @@ async def copy_new_rows(
 def _insert_args(
     table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]], tail: str
 ) -> list[Any]:
-    """The statement and its arrays, one per column, for :func:`insert_rows` and :func:`insert_rows_returning`.
+    """The statement and its arrays, one per column, for :func:`insert_rows` and :func:`insert_new_rows`.
     An array column's values may be lists (as COPY takes them): they travel as their literals."""
     arrays = [list(c) for c in zip(*rows, strict=True)]
     for i, t in enumerate(types):
